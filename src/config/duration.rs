@@ -1,0 +1,172 @@
+//! One strict duration parser for every duration in the configuration.
+//!
+//! It accepts Go's `time.ParseDuration` units (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`) plus `d`
+//! (days, as Elasticsearch and the integrations' `ioc_expiration_duration` use), optionally
+//! combined (`1h30m`, `1d12h`) and with decimal fractions (`1.5h`). Everything else is an error:
+//! `2M` is not "two months", `10` has no unit, negative durations are refused.
+
+use std::time::Duration;
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// The text was empty.
+    #[error("empty duration")]
+    Empty,
+    /// A number had no unit after it (`"10"`).
+    #[error("missing unit in duration {0:?} (use one of ns, us, ms, s, m, h, d)")]
+    MissingUnit(String),
+    /// A unit that is not one of ours (`"2M"`, `"1w"`).
+    #[error("unknown unit {unit:?} in duration {text:?} (use one of ns, us, ms, s, m, h, d)")]
+    UnknownUnit {
+        /// The offending unit.
+        unit: String,
+        /// The whole input.
+        text: String,
+    },
+    /// Anything that is not `<number><unit>...` (`"h"`, `"-1h"`, `"1 h"`).
+    #[error("invalid duration {0:?}")]
+    Invalid(String),
+    /// The value does not fit a `Duration`.
+    #[error("duration {0:?} is too large")]
+    Overflow(String),
+}
+
+fn unit_nanos(unit: &str) -> Option<u128> {
+    Some(match unit {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        "d" => 86_400 * 1_000_000_000,
+        _ => return None,
+    })
+}
+
+/// Parses a duration such as `90d`, `168h`, `2m`, `1h30m` or `1.5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    if text.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let invalid = || DurationError::Invalid(text.to_owned());
+    let mut rest = text;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(invalid());
+        }
+        let (number, tail) = rest.split_at(num_len);
+        let (int_part, frac_part) = match number.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (number, ""),
+        };
+        if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
+            return Err(invalid());
+        }
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        if unit_len == 0 {
+            return Err(DurationError::MissingUnit(text.to_owned()));
+        }
+        let (unit, after) = tail.split_at(unit_len);
+        let scale = unit_nanos(unit).ok_or_else(|| DurationError::UnknownUnit {
+            unit: unit.to_owned(),
+            text: text.to_owned(),
+        })?;
+        let overflow = || DurationError::Overflow(text.to_owned());
+        let whole: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| overflow())?
+        };
+        let mut nanos = whole.checked_mul(scale).ok_or_else(overflow)?;
+        // Fractions are exact down to the nanosecond: digits beyond that are truncated, as Go does.
+        let mut frac_scale = scale;
+        for digit in frac_part.bytes() {
+            frac_scale /= 10;
+            if frac_scale == 0 {
+                break;
+            }
+            nanos += u128::from(digit - b'0') * frac_scale;
+        }
+        total = total.checked_add(nanos).ok_or_else(overflow)?;
+        rest = after;
+    }
+    let secs = u64::try_from(total / 1_000_000_000)
+        .map_err(|_| DurationError::Overflow(text.to_owned()))?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
+}
+
+/// The `ioc_expiration_duration` option: how long after its last modification an indicator
+/// stays active. The raw text is kept because the pipelines store it verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IocExpiration {
+    /// The configured text, e.g. `"90d"`.
+    pub raw: String,
+    /// The parsed window.
+    pub duration: Duration,
+}
+
+impl IocExpiration {
+    /// Parses `text` with [`parse_duration`].
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
+        Ok(Self {
+            raw: text.to_owned(),
+            duration: parse_duration(text)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_go_units_and_days() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("168h"), Ok(Duration::from_secs(168 * 3_600)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn refuses_months_and_bare_numbers() {
+        assert!(matches!(
+            parse_duration("2M"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("10"),
+            Err(DurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            parse_duration("-1h"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_duration("1 h"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("h"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(parse_duration(""), Err(DurationError::Empty)));
+        assert!(matches!(
+            parse_duration("1..5s"),
+            Err(DurationError::Invalid(_))
+        ));
+    }
+}

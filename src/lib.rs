@@ -1,0 +1,13 @@
+//! ti-sidecar: pulls indicators of compromise from threat-intelligence platforms, maps them to
+//! ECS exactly as Elastic's ingest pipelines do, and delivers them with durable cursors.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+/// Messages of the Elastic Agent V2 component protocol, generated from `proto/`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("proto");
+}
+
+pub mod config;
+pub mod source;

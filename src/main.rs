@@ -1,0 +1,4 @@
+//! The `ti-sidecar` binary.
+#![forbid(unsafe_code)]
+
+fn main() {}

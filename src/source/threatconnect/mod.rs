@@ -1,0 +1,5 @@
+//! ThreatConnect V3 indicators: HMAC auth, skip-free paging, and the ECS mapping of Elastic's
+//! `ti_threatconnect` pipeline.
+
+pub mod auth;
+pub mod config;
