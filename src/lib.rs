@@ -10,4 +10,12 @@ pub mod proto {
 }
 
 pub mod config;
+pub mod demo;
+pub mod http;
+pub mod poll;
+pub mod runner;
+pub mod sink;
+pub mod state;
+pub mod ingest;
 pub mod source;
+pub mod telemetry;

@@ -1,4 +1,239 @@
-//! The `ti-sidecar` binary.
+//! The `ti-sidecar` binary: command-line parsing and process edges (signals, exit codes).
+//! Everything else lives in the library.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use ti_sidecar::config::{self, IocExpiration};
+use ti_sidecar::runner::{self, RunOptions};
+use ti_sidecar::source::threatconnect::ecs::{MapOptions, map_indicator};
+
+/// Threat-intelligence input component: ThreatConnect (and ThreatQ) indicators to ECS.
+#[derive(Debug, Parser)]
+#[command(name = "ti-sidecar", version, about)]
+struct Cli {
+    /// Log level for stderr JSON logs (overridden by RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Standalone mode: poll the configured inputs into the configured outputs.
+    Run {
+        /// The YAML configuration (elastic-agent.yml shape).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where cursors and request traces are kept.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        /// Run each input until it has caught up, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Report every configuration problem at once (exit 2 if there is any).
+    Validate {
+        /// The YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Offline pipeline: raw vendor objects on stdin (one per line) to ECS documents on stdout.
+    Map {
+        /// The platform the objects come from.
+        #[arg(long)]
+        source: Platform,
+        /// Add the `preserve_original_event` tag (the integration option).
+        #[arg(long)]
+        preserve_original: bool,
+        /// `ioc_expiration_duration`, e.g. `90d` (absent: no expiration, as in Elastic's tests).
+        #[arg(long)]
+        ioc_expiration_duration: Option<String>,
+        /// Extra tags, after `preserve_original_event`.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Run a vendor API simulator.
+    Simulate {
+        #[command(subcommand)]
+        platform: SimPlatform,
+    },
+    /// Run the whole pipeline against the simulator and write `demo-events.ndjson`.
+    Demo {
+        /// Indicators the simulator serves.
+        #[arg(long, default_value_t = 5000)]
+        indicators: usize,
+        /// Where to write the events.
+        #[arg(long, default_value = "demo-events.ndjson")]
+        events: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Platform {
+    Threatconnect,
+    Threatq,
+}
+
+#[derive(Debug, Subcommand)]
+enum SimPlatform {
+    /// A faithful fake ThreatConnect V3 API.
+    Threatconnect(ti_sidecar::sim::threatconnect::SimArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ti_sidecar::telemetry::init(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { config } => Ok(validate(&config)),
+        Command::Run { config, state_dir, once } => {
+            let cfg = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(problems) => {
+                    report_problems(&problems);
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let shutdown = shutdown_on_signals();
+            let options = RunOptions {
+                state_dir,
+                once,
+                retry: None,
+                poll_retry_delay: None,
+            };
+            runner::run(&cfg, &options, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Map {
+            source,
+            preserve_original,
+            ioc_expiration_duration,
+            tags,
+        } => map(source, preserve_original, ioc_expiration_duration, tags),
+        Command::Simulate { platform } => match platform {
+            SimPlatform::Threatconnect(args) => {
+                ti_sidecar::sim::threatconnect::run(args).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Demo { indicators, events } => {
+            let summary = ti_sidecar::demo::run(indicators, &events, shutdown_on_signals()).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report_problems(problems: &config::Problems) {
+    for p in &problems.0 {
+        tracing::error!(field = %p.field, "{p}");
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(cfg) => {
+            let streams: usize = cfg.inputs.iter().map(|i| i.streams.len()).sum();
+            println!("{}: OK ({} input(s), {streams} stream(s))", path.display(), cfg.inputs.len());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            println!("{}: {} problem(s)", path.display(), problems.0.len());
+            for p in &problems.0 {
+                println!("  {p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn map(
+    source: Platform,
+    preserve_original: bool,
+    ioc_expiration_duration: Option<String>,
+    extra_tags: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let Platform::Threatconnect = source else {
+        anyhow::bail!("--source threatq is not available yet");
+    };
+    let ioc_expiration = ioc_expiration_duration
+        .map(|d| IocExpiration::parse(&d).with_context(|| format!("--ioc-expiration-duration {d:?}")))
+        .transpose()?;
+    let mut tags = Vec::new();
+    if preserve_original {
+        tags.push("preserve_original_event".to_owned());
+    }
+    tags.extend(extra_tags);
+    let options = MapOptions { ioc_expiration, tags };
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lines() {
+        let line = line.context("reading stdin")?;
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = map_indicator(line, &options);
+        serde_json::to_writer(&mut out, &event.doc).context("writing stdout")?;
+        out.write_all(b"\n").context("writing stdout")?;
+    }
+    out.flush().context("writing stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: stopping fetches, finishing the batch in flight");
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

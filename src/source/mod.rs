@@ -1,3 +1,81 @@
-//! Vendor platforms. Each platform module has the same shape: `config.rs`, `client.rs`, `ecs.rs`.
+//! Vendor platforms. Each platform module has the same shape: `config.rs` (settings),
+//! `client.rs` (the API and its paging, implementing [`Source`]) and `ecs.rs` (the mapping).
+//!
+//! The shared poll loop (`crate::poll`) drives any [`Source`]: it asks for the page after the
+//! committed cursor, maps the page's raw objects, hands them to a sink, and commits the page's
+//! cursor only after the sink acknowledged them.
 
 pub mod threatconnect;
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::http::{ErrorKind, HttpError};
+use crate::ingest::EcsEvent;
+
+/// One page of raw vendor objects and the cursor that follows it.
+#[derive(Debug)]
+pub struct Page<C> {
+    /// The objects to deliver, exactly as the API sent them (duplicates already dropped).
+    pub items: Vec<Box<RawValue>>,
+    /// The cursor to commit once `items` are acknowledged.
+    pub cursor: C,
+    /// Whether the platform has more right now (`false`: caught up until the next interval).
+    pub more: bool,
+    /// Objects dropped as already delivered.
+    pub duplicates_dropped: usize,
+}
+
+/// Why a page could not be fetched.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// The HTTP exchange failed after its retries.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The platform answered 2xx with something we cannot page through.
+    #[error("invalid response from {platform}: {message}")]
+    InvalidResponse {
+        /// Platform name.
+        platform: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl FetchError {
+    /// Retry later, or fail the input.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Http(e) => e.kind(),
+            Self::InvalidResponse { .. } => ErrorKind::Retry,
+        }
+    }
+}
+
+/// A platform's pull side.
+pub trait Source: Send + 'static {
+    /// Where a sweep stands; persisted verbatim in the state store.
+    type Cursor: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+
+    /// Short platform name for logs (`threatconnect`).
+    fn platform(&self) -> &'static str;
+
+    /// The cursor of a stream that has never committed one.
+    fn initial_cursor(&self) -> Self::Cursor;
+
+    /// Fetches the page after `cursor`.
+    fn fetch(&mut self, cursor: &Self::Cursor) -> impl Future<Output = Result<Page<Self::Cursor>, FetchError>> + Send;
+
+    /// Maps one raw object to its ECS document. Never fails: bad objects become documents
+    /// carrying `error.message`.
+    fn map(&self, raw: &str) -> EcsEvent;
+
+    /// A short human rendering of a cursor for logs.
+    fn describe(&self, cursor: &Self::Cursor) -> String {
+        format!("{cursor:?}")
+    }
+}

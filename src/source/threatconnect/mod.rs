@@ -3,3 +3,6 @@
 
 pub mod auth;
 pub mod config;
+pub mod client;
+pub mod ecs;
+pub mod sweep;

@@ -1,0 +1,681 @@
+//! The HTTP machinery every platform shares: TLS (`ssl`), proxy, timeout, retries with jittered
+//! backoff, and the request tracer.
+//!
+//! Platforms hand [`HttpClient::send`] a closure that builds a fresh request per attempt (so a
+//! ThreatConnect signature is recomputed with a fresh timestamp every time) and get back the whole
+//! response, or a classified [`HttpError`]: 429 honours `Retry-After`; 5xx, timeouts and
+//! connection errors are retried; 401/403 and other 4xx are not.
+
+use std::fs::File;
+use std::io::{BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::header::HeaderMap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use secrecy::ExposeSecret as _;
+
+use crate::config::{HttpConfig, SslConfig, VerificationMode};
+
+/// A problem turning `ssl`/`proxy_url` settings into a client. Names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpBuildError {
+    /// A PEM file or inline PEM could not be read or holds nothing usable.
+    #[error("ssl.{field}: {message}")]
+    Pem {
+        /// `certificate_authorities`, `certificate` or `key`.
+        field: &'static str,
+        /// What went wrong (a path, never key material).
+        message: String,
+    },
+    /// The proxy URL was refused.
+    #[error("proxy_url: {0}")]
+    Proxy(String),
+    /// TLS or client construction failed.
+    #[error("http client: {0}")]
+    Client(String),
+    /// The request tracer file could not be opened.
+    #[error("enable_request_tracer: cannot open {path}: {source}")]
+    Tracer {
+        /// The trace file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What a failed request means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Transient: try again later.
+    Retry,
+    /// The input cannot run (bad credentials, bad request): stop and report.
+    Fail,
+}
+
+/// A request that did not produce a 2xx response, after the retries allowed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HttpError {
+    /// 401 or 403: credentials or permissions were refused. Never retried.
+    #[error("{status}: credentials rejected: {message}")]
+    Unauthorized {
+        /// HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// 429 on the last attempt.
+    #[error("rate limited (429), retry after {retry_after:?}: {message}")]
+    RateLimited {
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+        /// The server's explanation.
+        message: String,
+    },
+    /// 5xx on the last attempt.
+    #[error("server error {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// Another 4xx: the request itself is wrong (bad TQL, unknown collection). Never retried.
+    #[error("request refused {status}: {message}")]
+    Client {
+        /// HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// Timeout, connection refused, TLS failure...
+    #[error("request failed: {0}")]
+    Transport(String),
+}
+
+impl HttpError {
+    /// Retry later, or fail the input.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unauthorized { .. } | Self::Client { .. } => ErrorKind::Fail,
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_) => ErrorKind::Retry,
+        }
+    }
+
+    /// The HTTP status, when there was a response.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Unauthorized { status, .. } | Self::Server { status, .. } | Self::Client { status, .. } => {
+                Some(*status)
+            }
+            Self::RateLimited { .. } => Some(429),
+            Self::Transport(_) => None,
+        }
+    }
+}
+
+/// A successful response, fully read.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status (2xx).
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+
+/// Retry schedule for one request: exponential with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First delay.
+    pub min_delay: Duration,
+    /// Upper bound of a delay (also caps `Retry-After`).
+    pub max_delay: Duration,
+    /// Attempts in total, including the first.
+    pub max_attempts: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(60),
+            max_attempts: 5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_attempts.saturating_sub(1))
+            .with_jitter()
+            .build()
+    }
+}
+
+/// An HTTP client built once from the stream's settings.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    retry: RetryPolicy,
+    tracer: Option<Arc<RequestTracer>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").field("retry", &self.retry).finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// Builds the client: TLS per `ssl`, `proxy_url`, `http_client_timeout`, and the tracer
+    /// (writing to `trace_path` when `enable_request_tracer` is on). `secrets` are masked in
+    /// every trace line in addition to the headers and fields that are always redacted.
+    pub fn build(
+        cfg: &HttpConfig,
+        trace_path: Option<&Path>,
+        secrets: Vec<String>,
+    ) -> Result<Self, HttpBuildError> {
+        let tls = tls_config(&cfg.ssl)?;
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
+            .user_agent(concat!("ti-sidecar/", env!("CARGO_PKG_VERSION")));
+        builder = match &cfg.proxy_url {
+            Some(url) => builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| HttpBuildError::Proxy(e.to_string()))?),
+            // Like Beats: without proxy_url, the environment's HTTP(S)_PROXY still applies.
+            None => builder,
+        };
+        let client = builder.build().map_err(|e| HttpBuildError::Client(e.to_string()))?;
+        let tracer = match (cfg.enable_request_tracer, trace_path) {
+            (true, Some(path)) => Some(Arc::new(RequestTracer::open(path, secrets)?)),
+            _ => None,
+        };
+        Ok(Self {
+            client,
+            retry: RetryPolicy::default(),
+            tracer,
+        })
+    }
+
+    /// Replaces the retry schedule (tests use short delays).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The underlying reqwest client, for building requests.
+    pub fn inner(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request that `build` makes, retrying transient failures with jittered
+    /// exponential backoff. `build` runs once per attempt.
+    pub async fn send<F>(&self, mut build: F) -> Result<Response, HttpError>
+    where
+        F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
+    {
+        let mut delays = self.retry.backoff();
+        loop {
+            let request = build(&self.client)?;
+            let result = self.attempt(request).await;
+            let error = match result {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.kind() == ErrorKind::Fail => return Err(e),
+                Err(e) => e,
+            };
+            let Some(mut delay) = delays.next() else {
+                return Err(error);
+            };
+            if let HttpError::RateLimited { retry_after: Some(after), .. } = &error {
+                delay = (*after).min(self.retry.max_delay);
+            }
+            tracing::debug!(retry_in_ms = delay.as_millis() as u64, "request failed, retrying: {error}");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(&self, request: reqwest::Request) -> Result<Response, HttpError> {
+        let trace = self.tracer.as_ref().map(|t| t.request_line(&request));
+        let response = match self.client.execute(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                let err = HttpError::Transport(describe_reqwest_error(&e));
+                if let (Some(t), Some(line)) = (&self.tracer, trace) {
+                    t.write(line, None, None, Some(&err.to_string()));
+                }
+                return Err(err);
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = match response.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Err(HttpError::Transport(describe_reqwest_error(&e))),
+        };
+        if let (Some(t), Some(line)) = (&self.tracer, trace) {
+            t.write(line, Some((status, &headers)), Some(&body), None);
+        }
+        if (200..300).contains(&status) {
+            return Ok(Response { status, headers, body });
+        }
+        let message = error_message(&body, status);
+        Err(match status {
+            401 | 403 => HttpError::Unauthorized { status, message },
+            429 => HttpError::RateLimited {
+                retry_after: retry_after(&headers),
+                message,
+            },
+            500..=599 => HttpError::Server { status, message },
+            _ => HttpError::Client { status, message },
+        })
+    }
+}
+
+/// reqwest's error text, with its source chain, but never the URL's query (which can carry tokens
+/// on some platforms).
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if let Some(url) = e.url() {
+        text.push_str(&format!(" ({}://{}{})", url.scheme(), url.host_str().unwrap_or(""), url.path()));
+    }
+    text
+}
+
+/// The platform's explanation: `message` of a JSON error body, else the body text (bounded).
+fn error_message(body: &[u8], status: u16) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["message", "error_description", "error"] {
+            if let Some(m) = v.get(key).and_then(|m| m.as_str()) {
+                return m.to_owned();
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        text.chars().take(512).collect()
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// The server's clock from the `Date` header, if it sent one.
+pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    httpdate::parse_http_date(value).ok().map(chrono::DateTime::<chrono::Utc>::from)
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+fn read_pem(field: &'static str, source: &str) -> Result<Vec<u8>, HttpBuildError> {
+    if source.trim_start().starts_with("-----BEGIN") {
+        return Ok(source.as_bytes().to_vec());
+    }
+    std::fs::read(source).map_err(|e| HttpBuildError::Pem {
+        field,
+        message: format!("cannot read {source:?}: {e}"),
+    })
+}
+
+fn certificates(field: &'static str, source: &str) -> Result<Vec<CertificateDer<'static>>, HttpBuildError> {
+    let pem = read_pem(field, source)?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
+    let certs = certs.map_err(|e| HttpBuildError::Pem {
+        field,
+        message: format!("invalid PEM in {}: {e}", describe_source(source)),
+    })?;
+    if certs.is_empty() {
+        return Err(HttpBuildError::Pem {
+            field,
+            message: format!("no certificate found in {}", describe_source(source)),
+        });
+    }
+    Ok(certs)
+}
+
+fn describe_source(source: &str) -> String {
+    if source.trim_start().starts_with("-----BEGIN") {
+        "inline PEM".to_owned()
+    } else {
+        format!("{source:?}")
+    }
+}
+
+fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if ssl.certificate_authorities.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    } else {
+        // Like Beats: configured CAs replace the defaults.
+        for ca in &ssl.certificate_authorities {
+            for cert in certificates("certificate_authorities", ca)? {
+                roots.add(cert).map_err(|e| HttpBuildError::Pem {
+                    field: "certificate_authorities",
+                    message: format!("unusable CA in {}: {e}", describe_source(ca)),
+                })?;
+            }
+        }
+    }
+    let roots = Arc::new(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpBuildError::Client(e.to_string()))?;
+    let builder = match ssl.verification_mode {
+        VerificationMode::Full => builder.with_root_certificates(roots),
+        VerificationMode::Certificate | VerificationMode::None => {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| HttpBuildError::Client(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(RelaxedVerifier {
+                    inner: webpki,
+                    check_chain: ssl.verification_mode == VerificationMode::Certificate,
+                }))
+        }
+    };
+    let config = match (&ssl.certificate, &ssl.key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates("certificate", cert)?;
+            let key_pem = read_pem("key", key.expose_secret())?;
+            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
+                .ok()
+                .flatten()
+                .ok_or(HttpBuildError::Pem {
+                    field: "key",
+                    message: "no usable private key (PKCS#1, PKCS#8 or SEC1 PEM expected)".to_owned(),
+                })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| HttpBuildError::Pem {
+                    field: "key",
+                    message: format!("key does not match certificate: {e}"),
+                })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// `verification_mode: certificate` (chain checked, host name not) and `none` (nothing checked).
+#[derive(Debug)]
+struct RelaxedVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_chain: bool,
+}
+
+impl ServerCertVerifier for RelaxedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.check_chain {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Ok(ok) => Ok(ok),
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request tracer
+
+/// Headers whose values are always replaced in traces.
+const REDACTED_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
+/// Form and JSON fields whose values are always replaced in traces.
+const REDACTED_FIELDS: &[&str] = &["client_secret", "password", "access_token", "refresh_token", "token", "secret_key"];
+const REDACTED: &str = "[REDACTED]";
+/// Bodies are cut to this many bytes in a trace line.
+const MAX_TRACED_BODY: usize = 64 * 1024;
+
+/// Writes one NDJSON line per HTTP exchange, with secrets redacted (`enable_request_tracer`).
+pub struct RequestTracer {
+    file: Mutex<File>,
+    secrets: Vec<String>,
+}
+
+/// The request half of a trace line, captured before the request is sent.
+pub struct TraceRequest {
+    method: String,
+    url: String,
+    headers: serde_json::Map<String, serde_json::Value>,
+    body: Option<String>,
+}
+
+impl RequestTracer {
+    /// Opens (appends to) the trace file, creating its directory.
+    pub fn open(path: &Path, secrets: Vec<String>) -> Result<Self, HttpBuildError> {
+        let err = |source| HttpBuildError::Tracer {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        Ok(Self {
+            file: Mutex::new(file),
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+        })
+    }
+
+    fn request_line(&self, request: &reqwest::Request) -> TraceRequest {
+        TraceRequest {
+            method: request.method().to_string(),
+            url: redact_query(request.url()),
+            headers: redact_headers(request.headers()),
+            body: request
+                .body()
+                .and_then(|b| b.as_bytes())
+                .map(|b| redact_body(&String::from_utf8_lossy(b))),
+        }
+    }
+
+    fn write(
+        &self,
+        req: TraceRequest,
+        response: Option<(u16, &HeaderMap)>,
+        body: Option<&[u8]>,
+        error: Option<&str>,
+    ) {
+        let mut line = serde_json::json!({
+            "@timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "http.request.method": req.method,
+            "url.original": req.url,
+            "http.request.headers": req.headers,
+        });
+        if let Some(b) = req.body {
+            line["http.request.body.content"] = b.into();
+        }
+        if let Some((status, headers)) = response {
+            line["http.response.status_code"] = status.into();
+            line["http.response.headers"] = redact_headers(headers).into();
+        }
+        if let Some(b) = body {
+            let cut = &b[..b.len().min(MAX_TRACED_BODY)];
+            line["http.response.body.content"] = redact_body(&String::from_utf8_lossy(cut)).into();
+            line["http.response.body.bytes"] = b.len().into();
+        }
+        if let Some(e) = error {
+            line["error.message"] = e.into();
+        }
+        let mut text = line.to_string();
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+        if let Ok(mut f) = self.file.lock() {
+            // Tracing is best effort: a full disk must not stop ingestion.
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
+fn redact_headers(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let v = if REDACTED_HEADERS.contains(&name.as_str()) {
+                REDACTED.to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_owned(), serde_json::Value::from(v))
+        })
+        .collect()
+}
+
+fn redact_query(url: &url::Url) -> String {
+    let mut url = url.clone();
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if REDACTED_FIELDS.contains(&k.as_ref()) { REDACTED.to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        if pairs.iter().any(|(k, _)| REDACTED_FIELDS.contains(&k.as_str())) {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some(REDACTED));
+    }
+    url.to_string()
+}
+
+/// Redacts secret fields in a JSON or form-encoded body.
+fn redact_body(body: &str) -> String {
+    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) {
+        redact_json(&mut v);
+        return v.to_string();
+    }
+    if body.contains('=') && !body.contains(char::is_whitespace) {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| {
+                let v = if REDACTED_FIELDS.contains(&k.as_ref()) { REDACTED.to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        return url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    }
+    body.to_owned()
+}
+
+fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if REDACTED_FIELDS.contains(&k.as_str()) {
+                    *val = REDACTED.into();
+                } else {
+                    redact_json(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn bodies_are_redacted() {
+        assert_eq!(
+            redact_body("grant_type=client_credentials&client_secret=s3cr3t"),
+            "grant_type=client_credentials&client_secret=%5BREDACTED%5D"
+        );
+        let json = redact_body(r#"{"access_token":"abc","data":{"token":"x"},"n":1}"#);
+        assert!(!json.contains("abc") && !json.contains("\"x\""), "{json}");
+    }
+
+    #[test]
+    fn error_kinds() {
+        assert_eq!(HttpError::Unauthorized { status: 401, message: String::new() }.kind(), ErrorKind::Fail);
+        assert_eq!(HttpError::Server { status: 503, message: String::new() }.kind(), ErrorKind::Retry);
+        assert_eq!(HttpError::RateLimited { retry_after: None, message: String::new() }.kind(), ErrorKind::Retry);
+    }
+}

@@ -1,0 +1,220 @@
+//! Standalone mode (`ti-sidecar run`): every stream of a validated configuration, each in its
+//! own poll loop, into the configured outputs, with cursors in the state directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret as _;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::config::{Config, OutputConfig, SourceConfig, StreamConfig};
+use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
+use crate::poll::{Outcome, PollError, Poller, Schedule};
+use crate::sink::SinkError;
+use crate::sink::ndjson::NdjsonSink;
+use crate::source::threatconnect::client::ThreatConnectSource;
+use crate::state::{StateError, StateStore, cursor_key};
+use crate::telemetry::{CounterSnapshot, StreamCounters};
+
+/// Why `run` could not start or did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory could not be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// An output could not be opened.
+    #[error("output {name:?}: {source}")]
+    Output {
+        /// The output's name.
+        name: String,
+        /// Why.
+        source: SinkError,
+    },
+    /// An output type this mode cannot write yet.
+    #[error("output {name:?}: type {kind} is not supported by `run` yet (use ndjson)")]
+    UnsupportedOutput {
+        /// The output's name.
+        name: String,
+        /// Its type.
+        kind: &'static str,
+    },
+    /// A stream's HTTP client could not be built (`ssl`, `proxy_url`).
+    #[error("inputs[{input}].streams[{stream}]: {source}")]
+    Http {
+        /// Input id.
+        input: String,
+        /// Stream id.
+        stream: String,
+        /// Why.
+        source: HttpBuildError,
+    },
+    /// One or more streams stopped with an error.
+    #[error("{} stream(s) failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Streams(Vec<PollError>),
+}
+
+/// Knobs of a standalone run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where cursors (and request traces) live.
+    pub state_dir: PathBuf,
+    /// Stop each stream once it has caught up.
+    pub once: bool,
+    /// Override of the HTTP retry schedule (tests use short delays).
+    pub retry: Option<RetryPolicy>,
+    /// Override of the poll loop's first retry delay (tests use short delays).
+    pub poll_retry_delay: Option<Duration>,
+}
+
+/// What a run did, summed over every stream.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    /// Counters summed over streams.
+    #[serde(flatten)]
+    pub totals: CounterSnapshot,
+    /// Streams run.
+    pub streams: usize,
+    /// Wall time.
+    pub elapsed_seconds: f64,
+    /// Indicators per second.
+    pub rate_per_second: f64,
+    /// Per-stream counters.
+    pub per_stream: BTreeMap<String, CounterSnapshot>,
+}
+
+/// Runs every stream until `shutdown` (or, with `once`, until all have caught up).
+pub async fn run(config: &Config, options: &RunOptions, shutdown: CancellationToken) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let state = StateStore::open(&options.state_dir)?;
+    let mut sinks: BTreeMap<String, Arc<NdjsonSink>> = BTreeMap::new();
+    for (name, output) in &config.outputs {
+        if !config.inputs.iter().any(|i| &i.use_output == name) {
+            continue;
+        }
+        match output {
+            OutputConfig::Ndjson { path } => {
+                let sink = NdjsonSink::open(path).await.map_err(|source| RunError::Output {
+                    name: name.clone(),
+                    source,
+                })?;
+                sinks.insert(name.clone(), Arc::new(sink));
+            }
+            OutputConfig::Otlp { .. } => {
+                return Err(RunError::UnsupportedOutput {
+                    name: name.clone(),
+                    kind: "otlp",
+                });
+            }
+        }
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut counters = BTreeMap::new();
+    for input in &config.inputs {
+        let Some(sink) = sinks.get(&input.use_output).cloned() else {
+            continue;
+        };
+        for stream in &input.streams {
+            let stream_counters = Arc::new(StreamCounters::default());
+            counters.insert(stream.identity.id.clone(), stream_counters.clone());
+            let span = tracing::info_span!("stream", input.id = %input.id, stream.id = %stream.identity.id);
+            let fut = build_poller(&input.id, stream, sink.clone(), &state, options, stream_counters)?
+                .run(shutdown.clone())
+                .instrument(span);
+            tasks.spawn(fut);
+        }
+    }
+
+    let mut failures = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(Outcome { .. })) => {}
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                failures.push(e);
+            }
+            Err(e) => tracing::error!("stream task ended abnormally: {e}"),
+        }
+    }
+
+    let mut summary = Summary {
+        streams: counters.len(),
+        ..Summary::default()
+    };
+    for (id, c) in counters {
+        let snap = c.snapshot();
+        summary.totals.indicators += snap.indicators;
+        summary.totals.pages += snap.pages;
+        summary.totals.error_documents += snap.error_documents;
+        summary.totals.errors += snap.errors;
+        summary.totals.duplicates_dropped += snap.duplicates_dropped;
+        summary.per_stream.insert(id, snap);
+    }
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    summary.rate_per_second = if summary.elapsed_seconds > 0.0 {
+        summary.totals.indicators as f64 / summary.elapsed_seconds
+    } else {
+        0.0
+    };
+    tracing::info!(
+        indicators = summary.totals.indicators,
+        pages = summary.totals.pages,
+        errors = summary.totals.errors,
+        error_documents = summary.totals.error_documents,
+        duplicates_dropped = summary.totals.duplicates_dropped,
+        elapsed_seconds = summary.elapsed_seconds,
+        rate_per_second = summary.rate_per_second,
+        "summary"
+    );
+    if failures.is_empty() {
+        Ok(summary)
+    } else {
+        Err(RunError::Streams(failures))
+    }
+}
+
+/// Where a stream's request trace goes.
+pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf {
+    state_dir.join("request-trace").join(format!("{input_id}--{stream_id}.ndjson"))
+}
+
+fn build_poller(
+    input_id: &str,
+    stream: &StreamConfig,
+    sink: Arc<NdjsonSink>,
+    state: &StateStore,
+    options: &RunOptions,
+    counters: Arc<StreamCounters>,
+) -> Result<Poller<ThreatConnectSource, NdjsonSink>, RunError> {
+    match &stream.source {
+        SourceConfig::ThreatConnect(tc) => {
+            let secrets = vec![tc.secret_key.expose_secret().to_owned()];
+            let trace = trace_path(&options.state_dir, input_id, &stream.identity.id);
+            let mut http = HttpClient::build(&tc.http, Some(&trace), secrets).map_err(|source| RunError::Http {
+                input: input_id.to_owned(),
+                stream: stream.identity.id.clone(),
+                source,
+            })?;
+            if let Some(retry) = options.retry {
+                http = http.with_retry(retry);
+            }
+            let mut schedule = Schedule::every(tc.interval, options.once);
+            if let Some(d) = options.poll_retry_delay {
+                schedule.retry_delay = d;
+            }
+            Ok(Poller {
+                source: ThreatConnectSource::new(Arc::new(tc.clone()), http),
+                sink,
+                state: state.clone(),
+                cursor_key: cursor_key(input_id, &stream.identity.id),
+                input_id: input_id.to_owned(),
+                stream: stream.identity.clone(),
+                schedule,
+                counters,
+            })
+        }
+    }
+}

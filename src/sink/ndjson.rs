@@ -1,0 +1,113 @@
+//! The standalone sink: one JSON document per line, to stdout or a file.
+//!
+//! Each line is the document the pipeline would store as `_source`, plus what the Agent adds
+//! for routing (`data_stream.*`) and an `@metadata` object (as Beats' file output writes it)
+//! carrying the pipeline's `_id` and the input and stream ids, so the file can be bulk-indexed
+//! idempotently. A batch is acknowledged once all its lines are written and flushed (and, for a
+//! file, synced to disk).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::Mutex;
+
+use super::{Batch, Sink, SinkError};
+
+enum Target {
+    Stdout(tokio::io::Stdout),
+    File(tokio::fs::File),
+}
+
+/// NDJSON to stdout (`-`) or an append-only file.
+pub struct NdjsonSink {
+    target: Mutex<Target>,
+    name: String,
+}
+
+impl NdjsonSink {
+    /// Opens the target; `-` is stdout.
+    pub async fn open(path: &Path) -> Result<Self, SinkError> {
+        if path == Path::new("-") {
+            return Ok(Self {
+                target: Mutex::new(Target::Stdout(tokio::io::stdout())),
+                name: "stdout".to_owned(),
+            });
+        }
+        let name = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await.map_err(|source| SinkError::Io {
+                target: name.clone(),
+                source,
+            })?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .map_err(|source| SinkError::Io {
+                target: name.clone(),
+                source,
+            })?;
+        Ok(Self {
+            target: Mutex::new(Target::File(file)),
+            name,
+        })
+    }
+
+    /// The file path, when writing to a file.
+    pub fn path(&self) -> Option<PathBuf> {
+        (self.name != "stdout").then(|| PathBuf::from(&self.name))
+    }
+}
+
+/// The line written for one event.
+pub fn render(batch: &Batch<'_>, event: &crate::ingest::EcsEvent) -> Map<String, Value> {
+    let mut doc = event.doc.clone();
+    let mut meta = Map::new();
+    if let Some(id) = &event.id {
+        meta.insert("_id".into(), Value::from(id.as_str()));
+    }
+    meta.insert("input_id".into(), Value::from(batch.input_id));
+    meta.insert("stream_id".into(), Value::from(batch.stream.id.as_str()));
+    doc.insert("@metadata".into(), Value::Object(meta));
+    doc.insert(
+        "data_stream".into(),
+        serde_json::json!({
+            "type": "logs",
+            "dataset": batch.stream.dataset,
+            "namespace": batch.stream.namespace,
+        }),
+    );
+    doc
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> std::io::Result<()> {
+    w.write_all(buf).await?;
+    w.flush().await
+}
+
+impl Sink for NdjsonSink {
+    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        let mut buf = Vec::with_capacity(batch.events.len() * 2048);
+        for event in &batch.events {
+            // Serialising a Map of JSON values cannot fail.
+            if serde_json::to_writer(&mut buf, &render(batch, event)).is_ok() {
+                buf.push(b'\n');
+            }
+        }
+        let err = |source| SinkError::Io {
+            target: self.name.clone(),
+            source,
+        };
+        let mut target = self.target.lock().await;
+        match &mut *target {
+            Target::Stdout(out) => write_all(out, &buf).await.map_err(err),
+            Target::File(file) => {
+                write_all(file, &buf).await.map_err(err)?;
+                file.sync_data().await.map_err(err)
+            }
+        }
+    }
+}

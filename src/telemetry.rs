@@ -1,0 +1,230 @@
+//! Logs and counters.
+//!
+//! Logs go to stderr as one JSON object per line with `@timestamp`, `log.level` and `message`
+//! (plus the event's own fields, e.g. `unit.id`, `indicators`), the shape Elastic Agent reads
+//! from a component. Observable events are small structs whose `emit()` both logs and counts, so
+//! the summary, health and diagnostics read the same numbers the logs show.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats each event as one ECS-style JSON line.
+struct EcsJsonFormat;
+
+#[derive(Default)]
+struct JsonVisitor(Map<String, Value>);
+
+impl Visit for JsonVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.0.insert(field.name().to_owned(), Value::from(text));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for EcsJsonFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let mut line = Map::new();
+        line.insert(
+            "@timestamp".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        line.insert("log.level".into(), Value::from(event.metadata().level().as_str().to_ascii_lowercase()));
+        // Span fields (e.g. `unit.id`, `input.id`) first, so event fields win on conflict.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in &fields.0 {
+                        line.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut visitor = JsonVisitor::default();
+        event.record(&mut visitor);
+        let message = visitor.0.remove("message").unwrap_or(Value::from(""));
+        line.insert("message".into(), message);
+        line.insert("log.logger".into(), Value::from(event.metadata().target()));
+        line.extend(visitor.0);
+        let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// Span fields captured as JSON, so logs inside a span carry e.g. `stream.id`.
+struct SpanFields(Map<String, Value>);
+
+/// Records span attributes into the span's extensions.
+struct SpanFieldsLayer;
+
+impl<S> tracing_subscriber::Layer<S> for SpanFieldsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut visitor = JsonVisitor::default();
+        attrs.record(&mut visitor);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(visitor.0));
+        }
+    }
+}
+
+/// Installs the JSON-lines stderr logger. `default_level` applies unless `RUST_LOG` is set.
+pub fn init(default_level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .event_format(EcsJsonFormat);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(SpanFieldsLayer)
+        .with(fmt)
+        .try_init();
+}
+
+/// Counters of one stream, shared by its poll loop, the summary and (later) health/diagnostics.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Documents acknowledged by the sink.
+    pub indicators: AtomicU64,
+    /// Pages fetched and acknowledged.
+    pub pages: AtomicU64,
+    /// Documents that carry `error.message`.
+    pub error_documents: AtomicU64,
+    /// Failed fetch or send attempts (after the HTTP client's own retries).
+    pub errors: AtomicU64,
+    /// Duplicates dropped by the paging logic.
+    pub duplicates_dropped: AtomicU64,
+}
+
+impl StreamCounters {
+    /// A consistent-enough snapshot for reporting.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            indicators: self.indicators.load(Ordering::Relaxed),
+            pages: self.pages.load(Ordering::Relaxed),
+            error_documents: self.error_documents.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            duplicates_dropped: self.duplicates_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Plain copy of [`StreamCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CounterSnapshot {
+    /// Documents acknowledged by the sink.
+    pub indicators: u64,
+    /// Pages fetched and acknowledged.
+    pub pages: u64,
+    /// Documents that carry `error.message`.
+    pub error_documents: u64,
+    /// Failed fetch or send attempts.
+    pub errors: u64,
+    /// Duplicates dropped by paging.
+    pub duplicates_dropped: u64,
+}
+
+/// A page was mapped, acknowledged by the sink, and its cursor committed.
+pub struct PageDelivered<'a> {
+    /// Stream id.
+    pub stream: &'a str,
+    /// Platform name (`threatconnect`).
+    pub platform: &'static str,
+    /// Documents in the page.
+    pub indicators: usize,
+    /// Of which carry `error.message`.
+    pub error_documents: usize,
+    /// Duplicates dropped while paging.
+    pub duplicates_dropped: usize,
+    /// Fetch + map + send + commit time.
+    pub elapsed: Duration,
+    /// The committed cursor, rendered for humans.
+    pub cursor: &'a str,
+}
+
+impl PageDelivered<'_> {
+    /// Logs the event and adds it to `counters`.
+    pub fn emit(&self, counters: &StreamCounters) {
+        counters.indicators.fetch_add(self.indicators as u64, Ordering::Relaxed);
+        counters.pages.fetch_add(1, Ordering::Relaxed);
+        counters.error_documents.fetch_add(self.error_documents as u64, Ordering::Relaxed);
+        counters.duplicates_dropped.fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
+        tracing::info!(
+            stream.id = self.stream,
+            platform = self.platform,
+            indicators = self.indicators as u64,
+            error_documents = self.error_documents as u64,
+            duplicates_dropped = self.duplicates_dropped as u64,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            cursor = self.cursor,
+            "page delivered"
+        );
+    }
+}
+
+/// A fetch or send attempt failed; the loop will retry (or stop if the error is fatal).
+pub struct AttemptFailed<'a> {
+    /// Stream id.
+    pub stream: &'a str,
+    /// `fetch` or `send`.
+    pub stage: &'static str,
+    /// The error, already free of secrets.
+    pub error: &'a dyn std::fmt::Display,
+    /// Delay before the next attempt, if any.
+    pub retry_in: Option<Duration>,
+}
+
+impl AttemptFailed<'_> {
+    /// Logs the failure and counts it.
+    pub fn emit(&self, counters: &StreamCounters) {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        match self.retry_in {
+            Some(d) => tracing::warn!(
+                stream.id = self.stream,
+                stage = self.stage,
+                retry_in_ms = d.as_millis() as u64,
+                "{} failed, will retry: {}",
+                self.stage,
+                self.error
+            ),
+            None => tracing::error!(stream.id = self.stream, stage = self.stage, "{} failed: {}", self.stage, self.error),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Shared helpers for tests that drive the real `ti-sidecar` binary against the simulators.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use ti_sidecar::sim::threatconnect::{SimArgs, SimHandle};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ti-sidecar")
+}
+
+/// Simulator arguments with test defaults.
+pub fn sim_args(indicators: usize) -> SimArgs {
+    SimArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        indicators,
+        seed: 7,
+        access_id: "test-access-id".to_owned(),
+        secret_key: "Test$$Secret/Key+=".to_owned(),
+        latency_ms: 0,
+        error_rate: 0.0,
+        rate_limit: None,
+        mutate_per_page: 0,
+        same_second: 0,
+        id_base: 9_007_199_254_740_993,
+    }
+}
+
+/// A test workspace: config file, state dir and events file in a temp dir.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    /// Writes a ThreatConnect config pointing at `sim`, writing events to `events`.
+    /// `extra` lines are appended to the stream (indented by the caller's convention: 8 spaces).
+    pub fn tc_config(&self, sim: &SimHandle, secret: &str, events: &Path, extra: &str) -> PathBuf {
+        let yaml = format!(
+            r#"outputs:
+  default:
+    type: ndjson
+    path: {events:?}
+inputs:
+  - id: tc
+    type: ti_threatconnect
+    streams:
+      - id: tc-indicator
+        data_stream:
+          dataset: ti_threatconnect.indicator
+        url: {url}
+        access_id: test-access-id
+        secret_key: ${{TEST_TC_SECRET}}
+        http_client_timeout: 10s
+{extra}"#,
+            events = events.display().to_string(),
+            url = sim.base_url(),
+        );
+        let path = self.path("config.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let _ = secret;
+        path
+    }
+}
+
+/// Runs `ti-sidecar run --once` to completion; returns (success, stderr).
+pub fn run_once(config: &Path, state_dir: &Path, secret: &str) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(["run", "--once", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env("TEST_TC_SECRET", secret)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Spawns `ti-sidecar run` (not once) with piped stderr.
+pub fn spawn_run(config: &Path, state_dir: &Path, secret: &str, once: bool) -> Child {
+    let mut cmd = Command::new(bin());
+    cmd.arg("run");
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env("TEST_TC_SECRET", secret)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's stderr JSON lines until one has `message == wanted`; returns all lines read.
+pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut reader = BufReader::new(stderr);
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "process ended before logging {wanted:?}; saw {seen:?}");
+        let v: Value = serde_json::from_str(line.trim()).unwrap_or(Value::String(line.clone()));
+        let hit = v.get("message").and_then(Value::as_str) == Some(wanted);
+        seen.push(v);
+        if hit {
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            return seen;
+        }
+    }
+}
+
+/// Every document in an NDJSON events file.
+pub fn read_events(path: &Path) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// (id, lastModified) of a delivered document, read from its `event.original` (the raw object).
+pub fn original_key(doc: &Value) -> (i64, String) {
+    let raw = doc["event"]["original"].as_str().expect("event.original");
+    let v: Value = serde_json::from_str(raw).expect("event.original is JSON");
+    (
+        v["id"].as_i64().expect("integer id"),
+        v["lastModified"].as_str().expect("lastModified").to_owned(),
+    )
+}
+
+/// Count of deliveries per (id, lastModified).
+pub fn delivered_versions(docs: &[Value]) -> BTreeMap<(i64, String), usize> {
+    let mut map = BTreeMap::new();
+    for d in docs {
+        *map.entry(original_key(d)).or_insert(0) += 1;
+    }
+    map
+}

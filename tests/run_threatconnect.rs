@@ -1,0 +1,206 @@
+//! End-to-end: the real `ti-sidecar run` binary against the in-process ThreatConnect simulator.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::Value;
+use ti_sidecar::sim::threatconnect::start;
+
+const SECRET: &str = "Test$$Secret/Key+=";
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_indicator_with_exact_large_ids() {
+    let sim = start(sim_args(1500)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 200\n");
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "run failed: {stderr}");
+
+    let docs = read_events(&events);
+    let delivered: BTreeSet<i64> = docs.iter().map(|d| original_key(d).0).collect();
+    let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(delivered, expected, "every indicator exactly once");
+    assert_eq!(docs.len(), 1500, "no duplicates without changes");
+    // Ids above 2^53 stay exact all the way: in the raw text and in the mapped id.
+    let big = *expected.iter().next().unwrap();
+    assert!(big > 1 << 53);
+    let doc = docs.iter().find(|d| original_key(d).0 == big).unwrap();
+    assert!(doc["event"]["original"].as_str().unwrap().contains(&big.to_string()));
+    assert_eq!(doc["threat_connect"]["indicator"]["id"], Value::from(big.to_string()));
+    assert!(doc["@metadata"]["_id"].as_str().is_some_and(|id| id.len() == 28), "fingerprint _id");
+    assert_eq!(doc["data_stream"]["dataset"], "ti_threatconnect.indicator");
+    // Progress: one JSON log line per page plus a final summary.
+    let logs: Vec<Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(logs.iter().all(|l| l.get("@timestamp").is_some() && l.get("log.level").is_some()));
+    let pages = logs.iter().filter(|l| l["message"] == "page delivered").count();
+    assert!(pages >= 8, "expected a log line per page, got {pages}");
+    let summary = logs.iter().find(|l| l["message"] == "summary").expect("summary line");
+    assert_eq!(summary["indicators"], 1500);
+    assert!(summary["rate_per_second"].as_f64().unwrap() > 0.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_during_the_sweep_skip_nothing() {
+    let mut args = sim_args(1200);
+    args.mutate_per_page = 7;
+    let sim = start(args).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
+    assert!(ok, "first run failed: {stderr}");
+    assert!(sim.stats().mutations > 0, "the simulator changed indicators during the sweep");
+    // Changes after the last page belong to the next sweep: stop changing, then catch up.
+    sim.set_mutate_per_page(0);
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "catch-up run failed: {stderr}");
+
+    let delivered = delivered_versions(&read_events(&events));
+    let missing: Vec<_> = sim
+        .snapshot()
+        .into_iter()
+        .filter(|(id, lm)| !delivered.contains_key(&(*id, lm.clone())))
+        .collect();
+    assert!(missing.is_empty(), "final versions never delivered: {missing:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_holding_more_than_a_page_is_delivered_whole() {
+    let mut args = sim_args(600);
+    args.same_second = 350;
+    let sim = start(args).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "run failed: {stderr}");
+    let delivered = delivered_versions(&read_events(&events));
+    assert_eq!(delivered.len(), 600, "every indicator");
+    assert!(delivered.values().all(|n| *n == 1), "and none twice");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_are_retried_without_loss() {
+    let mut args = sim_args(800);
+    args.error_rate = 0.3;
+    args.rate_limit = Some(4);
+    let sim = start(args).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "run failed: {stderr}");
+    let stats = sim.stats();
+    assert!(stats.errors_injected > 0 && stats.rate_limited > 0, "faults were injected: {stats:?}");
+    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| original_key(d).0).collect();
+    assert_eq!(delivered.len(), 800);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_restart_covers_everything() {
+    let mut args = sim_args(2000);
+    args.latency_ms = 40;
+    let sim = start(args).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 50\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    blocking(move || {
+        let mut child = spawn_run(&c, &s, SECRET, true);
+        // Wait for real progress (a committed page), then SIGKILL: no chance to clean up.
+        wait_for_log(&mut child, "page delivered");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    })
+    .await;
+    let partial = read_events(&events).len();
+    assert!(partial > 0 && partial < 2000, "killed mid-run after {partial} documents");
+
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "restart failed: {stderr}");
+    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| original_key(d).0).collect();
+    let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(delivered, expected, "the union of both runs covers everything");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_batch_commits_and_exits_0() {
+    let mut args = sim_args(2000);
+    args.latency_ms = 40;
+    let sim = start(args).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 50\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let status = blocking(move || {
+        let mut child = spawn_run(&c, &s, SECRET, false);
+        wait_for_log(&mut child, "page delivered");
+        let pid = child.id().to_string();
+        let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        child.wait().unwrap()
+    })
+    .await;
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+    let first = read_events(&events).len();
+    assert!(first > 0 && first < 2000);
+    // The committed cursor matches what was written: a restart delivers the rest, with at most
+    // one page of overlap.
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    let docs = read_events(&events);
+    let delivered: BTreeSet<i64> = docs.iter().map(|d| original_key(d).0).collect();
+    assert_eq!(delivered.len(), 2000);
+    assert!(docs.len() <= 2000 + 50, "duplicates bounded by the batch in flight: {}", docs.len());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
+    let sim = start(sim_args(50)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        enable_request_tracer: true\n");
+    let state = ws.state_dir();
+    let wrong = "Wrong-Secret-Value-123";
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, wrong)).await;
+    assert!(!ok, "a rejected key must fail the run");
+    assert!(stderr.contains("credentials rejected"), "clear message: {stderr}");
+    assert!(stderr.contains("Signature Data Did Not Match"), "the platform's reason: {stderr}");
+    assert!(!stderr.contains(wrong), "the secret must not be logged");
+
+    // A good run with the tracer on: the trace exists, and holds no secret.
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains(SECRET) && !stderr.contains(wrong));
+    let trace_dir = ws.state_dir().join("request-trace");
+    let trace: String = std::fs::read_dir(&trace_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(trace.contains("\"http.response.status_code\":200"), "trace has the exchanges");
+    assert!(trace.contains("\"authorization\":\"[REDACTED]\""));
+    assert!(!trace.contains(SECRET) && !trace.contains(wrong), "no secret in the trace");
+    assert!(!trace.contains("TC test-access-id:"), "no signature in the trace");
+    sim.shutdown().await;
+}
