@@ -7,6 +7,7 @@
 //! - any other `$` is left alone. Elastic Agent once turned `$$` inside secrets into `$`,
 //!   corrupting passwords; here `pa$$word` stays `pa$$word`.
 //!
+//! The text is scanned left to right, so `$$${X}` is a `$` followed by the escape `$${`.
 //! Only values are expanded, never keys, and an expanded value is not expanded again. Problem
 //! messages never quote the string being expanded, because it may be a secret.
 
@@ -144,7 +145,8 @@ mod tests {
     fn expands_escapes_and_keeps_other_dollars() {
         assert_eq!(expand_str("a${SECRET}b", &env).unwrap(), "as3cr$$etb");
         assert_eq!(expand_str("pa$$word", &env).unwrap(), "pa$$word");
-        assert_eq!(expand_str("$$${SECRET}", &env).unwrap(), "$$s3cr$$et");
+        // Left to right: a lone `$`, then the escape `$${`.
+        assert_eq!(expand_str("$$${SECRET}", &env).unwrap(), "$${SECRET}");
         assert_eq!(expand_str("$${SECRET}", &env).unwrap(), "${SECRET}");
         assert_eq!(expand_str("cost $5 $", &env).unwrap(), "cost $5 $");
         assert_eq!(expand_str("${EMPTY}", &env).unwrap(), "");

@@ -466,7 +466,7 @@ impl<'a> FieldReader<'a> {
                 None
             }
             Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-                let shown = redact_url(&url);
+                let shown = redact_url_text(text);
                 self.problem(
                     key,
                     format!(

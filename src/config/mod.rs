@@ -244,3 +244,73 @@ pub fn from_value(value: &serde_json::Value) -> Result<Config, Problems> {
 pub fn input_from_value(value: &serde_json::Value) -> Result<InputConfig, Problems> {
     policy::read_single_input(value).map_err(Problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KEY_PEM: &str =
+        "-----BEGIN PRIVATE KEY-----\nS0VZLU1BVEVSSUFMLVNFQ1JFVA==\n-----END PRIVATE KEY-----\n";
+    const CERT_PEM: &str =
+        "-----BEGIN CERTIFICATE-----\nQ0VSVElGSUNBVEU=\n-----END CERTIFICATE-----\n";
+
+    fn config() -> Config {
+        let tree = json!({
+            "inputs": [{
+                "id": "tc",
+                "type": "ti_threatconnect",
+                "streams": [{
+                    "id": "s",
+                    "access_id": "42",
+                    "secret_key": "hmac-SECRET-value",
+                    "proxy_url": "http://u:proxy-SECRET@proxy:3128",
+                    "ssl": { "certificate": CERT_PEM, "key": KEY_PEM },
+                }],
+            }],
+        });
+        from_value(&tree).unwrap_or_else(|p| panic!("{p}"))
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let debug = format!("{:?}", config());
+        assert!(!debug.contains("hmac-SECRET-value"), "{debug}");
+        assert!(!debug.contains("S0VZLU1BVEVSSUFMLVNFQ1JFVA"), "{debug}");
+        assert!(!debug.contains("proxy-SECRET"), "{debug}");
+        assert!(debug.contains("42"), "non-secrets stay visible: {debug}");
+    }
+
+    #[test]
+    fn redacted_json_hides_every_secret() {
+        let json = config().redacted_json();
+        let text = json.to_string();
+        for secret in [
+            "hmac-SECRET-value",
+            "S0VZLU1BVEVSSUFMLVNFQ1JFVA",
+            "proxy-SECRET",
+        ] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let stream = &json["inputs"][0]["streams"][0];
+        assert_eq!(stream["secret_key"], REDACTED);
+        assert_eq!(stream["ssl"]["key"], REDACTED);
+        assert_eq!(stream["batch_size"], 2000);
+        assert_eq!(stream["ioc_expiration_duration"], "90d");
+        assert_eq!(stream["interval"], "1d");
+        assert_eq!(
+            stream["data_stream"]["dataset"],
+            "ti_threatconnect.indicator"
+        );
+        assert_eq!(json["outputs"]["default"]["path"], "-");
+    }
+
+    #[test]
+    fn yaml_errors_are_one_file_problem() {
+        let problems = load_str("a: [", &|_| None).expect_err("bad").0;
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, FILE_FIELD);
+        let problems = load_str("", &|_| None).expect_err("empty").0;
+        assert_eq!(problems[0].message, "the file is empty");
+    }
+}
