@@ -21,7 +21,7 @@ pub const DEFAULT_DATASET: &str = "ti_threatconnect.indicator";
 
 /// Default `url`: ThreatConnect's public cloud.
 pub fn default_url() -> Url {
-    #[allow(clippy::expect_used)] // A constant, covered by tests: not user input.
+    // A constant, covered by `defaults_are_the_integration_defaults`: not user input.
     Url::parse("https://app.threatconnect.com").expect("the default URL is valid")
 }
 
@@ -281,4 +281,35 @@ fn check_base_url(r: &mut FieldReader<'_>, mut url: Url) -> Option<Url> {
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Some(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_are_the_integration_defaults() {
+        assert_eq!(default_url().as_str(), "https://app.threatconnect.com/");
+        assert_eq!(format_duration(default_interval()), "1d");
+        assert_eq!(default_initial_interval(), Duration::from_secs(7 * 86_400));
+        assert_eq!(default_batch_size(), 2_000);
+        assert_eq!(default_http_client_timeout(), Duration::from_secs(120));
+        assert_eq!(default_ioc_expiration().raw, "90d");
+        assert_eq!(default_tags(), ["forwarded", "threatconnect-indicator"]);
+    }
+
+    #[test]
+    fn url_trailing_slashes_are_stripped() {
+        let stream = json!({
+            "url": "https://tc.example.com/base//",
+            "access_id": "1",
+            "secret_key": "k",
+        });
+        let mut r = FieldReader::open("s", &stream).expect("a map");
+        let tc = ThreatConnectConfig::from_fields(&mut r).expect("valid");
+        assert!(r.finish().is_empty());
+        assert_eq!(tc.url.as_str(), "https://tc.example.com/base");
+        assert_eq!(tc.base_url(), "https://tc.example.com/base");
+    }
 }
