@@ -106,6 +106,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
+/// Formats a duration so that [`parse_duration`] reads it back exactly: the largest units first,
+/// zero parts left out (`90d`, `1h30m`, `1s500ms`); zero is `0s`.
+pub fn format_duration(duration: Duration) -> String {
+    let total = duration.as_nanos();
+    if total == 0 {
+        return "0s".to_owned();
+    }
+    let mut rest = total;
+    let mut out = String::new();
+    for (unit, scale) in [
+        ("d", 86_400_000_000_000u128),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ] {
+        let count = rest / scale;
+        if count > 0 {
+            out.push_str(&count.to_string());
+            out.push_str(unit);
+            rest %= scale;
+        }
+    }
+    out
+}
+
 /// The `ioc_expiration_duration` option: how long after its last modification an indicator
 /// stays active. The raw text is kept because the pipelines store it verbatim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,5 +196,78 @@ mod tests {
             parse_duration("1..5s"),
             Err(DurationError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn formats_canonically() {
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_secs(90 * 86_400)), "90d");
+        assert_eq!(format_duration(Duration::from_secs(5_400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(1_500)), "1s500ms");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const UNITS: [(&str, u64); 8] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+    ];
+
+    proptest! {
+        #[test]
+        fn number_and_unit_round_trip(n in 0u64..1_000_000_000, unit in 0usize..UNITS.len()) {
+            let (name, nanos) = UNITS[unit];
+            let expected = u128::from(n) * u128::from(nanos);
+            let parsed = parse_duration(&format!("{n}{name}")).expect("valid duration");
+            prop_assert_eq!(parsed.as_nanos(), expected);
+        }
+
+        #[test]
+        fn formatted_durations_parse_back(secs in 0u64..(1u64 << 40), nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos);
+            prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC*") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn arbitrary_unit_like_text_never_panics(text in "[0-9.a-zµμ]{0,12}") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn unknown_trailing_letter_is_refused(
+            n in 0u64..1_000_000,
+            prefix in "([0-9]{1,4}(ns|us|ms|s|m|h|d)){0,3}",
+            letter in "[a-zA-Z]",
+        ) {
+            // A text ending in a letter that no accepted unit ends with.
+            prop_assume!(!matches!(letter.as_str(), "s" | "m" | "h" | "d"));
+            let text = format!("{prefix}{n}{letter}");
+            prop_assert!(parse_duration(&text).is_err(), "{} was accepted", text);
+        }
+
+        #[test]
+        fn any_text_ending_in_a_foreign_letter_is_refused(
+            prefix in "\\PC{0,16}",
+            letter in "[a-zA-Z]",
+        ) {
+            prop_assume!(!matches!(letter.as_str(), "s" | "m" | "h" | "d"));
+            let text = format!("{prefix}{letter}");
+            prop_assert!(parse_duration(&text).is_err(), "{} was accepted", text);
+        }
     }
 }

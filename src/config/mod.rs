@@ -6,11 +6,21 @@
 //! **every** problem at once, each naming its field (`inputs[0].streams[1].batch_size`).
 
 pub mod duration;
+pub mod env;
+pub mod fields;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use duration::{DurationError, IocExpiration, parse_duration};
+pub use duration::{DurationError, IocExpiration, format_duration, parse_duration};
+pub use fields::FieldReader;
+
+/// What every secret is replaced with wherever a configuration is shown.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// The pseudo-field of problems about the file as a whole (unreadable, not YAML).
+pub const FILE_FIELD: &str = "<file>";
 
 use crate::source::threatconnect;
 
@@ -102,7 +112,9 @@ pub enum VerificationMode {
 }
 
 /// HTTP client settings every platform shares.
-#[derive(Debug, Clone)]
+///
+/// `Debug` is written by hand: a proxy URL may carry a password.
+#[derive(Clone)]
 pub struct HttpConfig {
     /// `http_client_timeout`: the whole-request timeout.
     pub timeout: std::time::Duration,
@@ -112,6 +124,28 @@ pub struct HttpConfig {
     pub ssl: SslConfig,
     /// `enable_request_tracer`: write request/response NDJSON with secrets redacted.
     pub enable_request_tracer: bool,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("timeout", &self.timeout)
+            .field(
+                "proxy_url",
+                &self.proxy_url.as_ref().map(fields::redact_url),
+            )
+            .field("ssl", &self.ssl)
+            .field("enable_request_tracer", &self.enable_request_tracer)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The effective configuration (defaults filled in) under the file's key names, with every
+    /// secret (`secret_key`, `ssl.key`, a proxy password) replaced by `"[REDACTED]"`.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        policy::config_to_json(self)
+    }
 }
 
 /// One configuration problem, naming its field.
@@ -135,13 +169,148 @@ impl std::fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 /// Loads and validates a YAML configuration file, expanding `${VAR}` from the environment.
+///
+/// An unreadable file or a YAML syntax error is a single problem whose field is `<file>`.
 pub fn load_file(path: &std::path::Path) -> Result<Config, Problems> {
-    let _ = path;
-    todo!("config loading")
+    load_file_with_env(path, &env::process_env)
+}
+
+/// [`load_file`] with a custom variable lookup (tests, or a host that passes variables).
+pub fn load_file_with_env(
+    path: &std::path::Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            field: FILE_FIELD.to_owned(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    load_str(&text, lookup)
+}
+
+/// Parses YAML text, expands `${VAR}` with `lookup`, and validates the result.
+pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
+    let value = parse_yaml(text).map_err(|p| Problems(vec![p]))?;
+    let (expanded, mut problems) = env::expand_tree(&value, lookup);
+    match from_value(&expanded) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(Problems(problems)),
+        Err(Problems(more)) => {
+            // A field whose variable is missing would also be reported as empty or invalid;
+            // the missing variable is the cause, so only it is shown for that field.
+            let expanded_fields: std::collections::HashSet<String> =
+                problems.iter().map(|p| p.field.clone()).collect();
+            problems.extend(
+                more.into_iter()
+                    .filter(|p| !expanded_fields.contains(&p.field)),
+            );
+            Err(Problems(problems))
+        }
+    }
+}
+
+/// Reads YAML into a JSON tree; a syntax error is one `<file>` problem with its line.
+fn parse_yaml(text: &str) -> Result<serde_json::Value, Problem> {
+    if text.trim().is_empty() {
+        return Err(Problem {
+            field: FILE_FIELD.to_owned(),
+            message: "the file is empty".to_owned(),
+        });
+    }
+    serde_norway::from_str::<serde_json::Value>(text).map_err(|e| {
+        let mut message = format!("invalid YAML: {e}");
+        if let Some(at) = e.location() {
+            if !message.contains("line") {
+                message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
+            }
+        }
+        Problem {
+            field: FILE_FIELD.to_owned(),
+            message,
+        }
+    })
 }
 
 /// Validates an already-parsed configuration tree (the YAML file, or an Agent unit's source).
+///
+/// No `${VAR}` expansion happens here: [`load_file`] does it before calling this.
 pub fn from_value(value: &serde_json::Value) -> Result<Config, Problems> {
-    let _ = value;
-    todo!("config validation")
+    policy::read_config(value).map_err(Problems)
+}
+
+/// Validates a single input (an Agent unit's `config.source`), whose `use_output` is not checked
+/// against any outputs. Problem paths start at the input (`streams[0].batch_size`).
+pub fn input_from_value(value: &serde_json::Value) -> Result<InputConfig, Problems> {
+    policy::read_single_input(value).map_err(Problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KEY_PEM: &str =
+        "-----BEGIN PRIVATE KEY-----\nS0VZLU1BVEVSSUFMLVNFQ1JFVA==\n-----END PRIVATE KEY-----\n";
+    const CERT_PEM: &str =
+        "-----BEGIN CERTIFICATE-----\nQ0VSVElGSUNBVEU=\n-----END CERTIFICATE-----\n";
+
+    fn config() -> Config {
+        let tree = json!({
+            "inputs": [{
+                "id": "tc",
+                "type": "ti_threatconnect",
+                "streams": [{
+                    "id": "s",
+                    "access_id": "42",
+                    "secret_key": "hmac-SECRET-value",
+                    "proxy_url": "http://u:proxy-SECRET@proxy:3128",
+                    "ssl": { "certificate": CERT_PEM, "key": KEY_PEM },
+                }],
+            }],
+        });
+        from_value(&tree).unwrap_or_else(|p| panic!("{p}"))
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let debug = format!("{:?}", config());
+        assert!(!debug.contains("hmac-SECRET-value"), "{debug}");
+        assert!(!debug.contains("S0VZLU1BVEVSSUFMLVNFQ1JFVA"), "{debug}");
+        assert!(!debug.contains("proxy-SECRET"), "{debug}");
+        assert!(debug.contains("42"), "non-secrets stay visible: {debug}");
+    }
+
+    #[test]
+    fn redacted_json_hides_every_secret() {
+        let json = config().redacted_json();
+        let text = json.to_string();
+        for secret in [
+            "hmac-SECRET-value",
+            "S0VZLU1BVEVSSUFMLVNFQ1JFVA",
+            "proxy-SECRET",
+        ] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let stream = &json["inputs"][0]["streams"][0];
+        assert_eq!(stream["secret_key"], REDACTED);
+        assert_eq!(stream["ssl"]["key"], REDACTED);
+        assert_eq!(stream["batch_size"], 2000);
+        assert_eq!(stream["ioc_expiration_duration"], "90d");
+        assert_eq!(stream["interval"], "1d");
+        assert_eq!(
+            stream["data_stream"]["dataset"],
+            "ti_threatconnect.indicator"
+        );
+        assert_eq!(json["outputs"]["default"]["path"], "-");
+    }
+
+    #[test]
+    fn yaml_errors_are_one_file_problem() {
+        let problems = load_str("a: [", &|_| None).expect_err("bad").0;
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, FILE_FIELD);
+        let problems = load_str("", &|_| None).expect_err("empty").0;
+        assert_eq!(problems[0].message, "the file is empty");
+    }
 }

@@ -1,0 +1,422 @@
+//! The policy envelope: `outputs`, `inputs`, their streams and data-stream naming.
+//!
+//! This is the part of the schema every platform shares (DESIGN §3). It checks ids and
+//! references across the whole file (unique input and stream ids, `use_output` naming a declared
+//! output), then hands each stream's map to its platform's `from_fields`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::fields::{FieldReader, describe};
+use super::{
+    Config, InputConfig, OutputConfig, Problem, SourceConfig, StreamConfig, StreamIdentity,
+};
+use crate::source::threatconnect::config::{self as tc, ThreatConnectConfig};
+
+/// Input types this build understands.
+pub const SUPPORTED_INPUT_TYPES: &[&str] = &["ti_threatconnect"];
+
+/// Output types this build understands.
+pub const SUPPORTED_OUTPUT_TYPES: &[&str] = &["ndjson", "otlp"];
+
+/// Keys of an Elastic Agent policy's input that are accepted and ignored.
+pub const IGNORED_INPUT_KEYS: &[&str] =
+    &["name", "revision", "meta", "package_policy_id", "policy"];
+
+/// Default `use_output`.
+pub fn default_use_output() -> String {
+    "default".to_owned()
+}
+
+/// Default `data_stream.namespace` when neither the stream nor its input sets one.
+pub fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+/// Default NDJSON `path`: stdout.
+pub fn default_ndjson_path() -> String {
+    "-".to_owned()
+}
+
+/// The outputs used when the file has no `outputs` key: NDJSON to stdout, named `default`.
+pub fn default_outputs() -> BTreeMap<String, OutputConfig> {
+    BTreeMap::from([(
+        "default".to_owned(),
+        OutputConfig::Ndjson {
+            path: PathBuf::from("-"),
+        },
+    )])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputType {
+    ThreatConnect,
+}
+
+impl InputType {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "ti_threatconnect" => Some(Self::ThreatConnect),
+            _ => None,
+        }
+    }
+
+    fn default_dataset(self) -> fn() -> String {
+        match self {
+            Self::ThreatConnect => || tc::DEFAULT_DATASET.to_owned(),
+        }
+    }
+}
+
+/// Ids seen so far, with where they were first declared.
+#[derive(Debug, Default)]
+struct SeenIds {
+    inputs: HashMap<String, String>,
+    streams: HashMap<String, String>,
+}
+
+fn check_unique(r: &mut FieldReader<'_>, seen: &mut HashMap<String, String>, what: &str, id: &str) {
+    let here = r.field("id");
+    if let Some(first) = seen.get(id) {
+        let message = format!("duplicate {what} id {id:?} (first declared at {first})");
+        r.problem("id", message);
+    } else {
+        seen.insert(id.to_owned(), here);
+    }
+}
+
+/// Validates a whole configuration tree.
+pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
+    let mut root = match FieldReader::open("", value) {
+        Ok(r) => r,
+        Err(problem) => return Err(vec![problem]),
+    };
+    let (outputs, output_names) = read_outputs(&mut root);
+    let mut seen = SeenIds::default();
+    let mut inputs = Vec::new();
+    let present = value.get("inputs").is_some_and(|v| !v.is_null());
+    match root.list("inputs") {
+        None if present => {}
+        None => root.problem("inputs", "required field is missing (a list of inputs)"),
+        Some(items) if items.is_empty() => root.problem("inputs", "must not be empty"),
+        Some(items) => {
+            for (path, item) in items {
+                let (input, problems) = read_input(&path, item, Some(&output_names), &mut seen);
+                root.absorb(problems);
+                inputs.extend(input);
+            }
+        }
+    }
+    let problems = root.finish();
+    if problems.is_empty() {
+        Ok(Config { outputs, inputs })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Validates one input on its own (an Agent unit's `config.source`); `use_output` is not checked
+/// against any outputs.
+pub fn read_single_input(value: &Value) -> Result<InputConfig, Vec<Problem>> {
+    let (input, problems) = read_input("", value, None, &mut SeenIds::default());
+    match input {
+        Some(input) if problems.is_empty() => Ok(input),
+        _ => Err(problems),
+    }
+}
+
+fn read_outputs(root: &mut FieldReader<'_>) -> (BTreeMap<String, OutputConfig>, BTreeSet<String>) {
+    let Some(mut outputs) = root.object("outputs") else {
+        let defaults = default_outputs();
+        let names = defaults.keys().cloned().collect();
+        return (defaults, names);
+    };
+    let mut result = BTreeMap::new();
+    let names: Vec<String> = outputs_keys(&outputs);
+    if names.is_empty() {
+        outputs.push(Problem {
+            field: outputs.path().to_owned(),
+            message: "must declare at least one output".to_owned(),
+        });
+    }
+    for name in &names {
+        let Some(mut out) = outputs.object(name) else {
+            continue;
+        };
+        if let Some(config) = read_output(&mut out) {
+            result.insert(name.clone(), config);
+        }
+        let problems = out.finish();
+        outputs.absorb(problems);
+    }
+    let problems = outputs.finish();
+    root.absorb(problems);
+    (result, names.into_iter().collect())
+}
+
+fn outputs_keys(outputs: &FieldReader<'_>) -> Vec<String> {
+    outputs.keys().map(str::to_owned).collect()
+}
+
+fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
+    let kind = r.required_string("type")?;
+    match kind.as_str() {
+        "ndjson" => {
+            let path = r.string_or("path", default_ndjson_path);
+            Some(OutputConfig::Ndjson {
+                path: PathBuf::from(path),
+            })
+        }
+        "otlp" => {
+            let endpoint = r.required_string("endpoint")?;
+            Some(OutputConfig::Otlp { endpoint })
+        }
+        other => {
+            r.problem(
+                "type",
+                format!(
+                    "unsupported output type {other:?} (supported: {})",
+                    SUPPORTED_OUTPUT_TYPES.join(", ")
+                ),
+            );
+            // The other keys belong to a type we do not know: do not report them too.
+            r.accept_rest();
+            None
+        }
+    }
+}
+
+fn read_input(
+    path: &str,
+    value: &Value,
+    outputs: Option<&BTreeSet<String>>,
+    seen: &mut SeenIds,
+) -> (Option<InputConfig>, Vec<Problem>) {
+    let mut r = match FieldReader::open(path, value) {
+        Ok(r) => r,
+        Err(problem) => return (None, vec![problem]),
+    };
+    r.ignore(IGNORED_INPUT_KEYS);
+    let id = r.required_string("id");
+    if let Some(id) = &id {
+        check_unique(&mut r, &mut seen.inputs, "input", id);
+    }
+    let input_type = match r.required_string("type") {
+        Some(name) => match InputType::parse(&name) {
+            Some(t) => Some(t),
+            None => {
+                r.problem(
+                    "type",
+                    format!(
+                        "unsupported input type {name:?} (supported: {})",
+                        SUPPORTED_INPUT_TYPES.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let use_output = r.string_or("use_output", default_use_output);
+    if let Some(names) = outputs {
+        if !names.contains(&use_output) {
+            let declared = names.iter().map(String::as_str).collect::<Vec<_>>();
+            r.problem(
+                "use_output",
+                format!(
+                    "no output named {use_output:?} (declared outputs: {})",
+                    declared.join(", ")
+                ),
+            );
+        }
+    }
+    let namespace = match r.object("data_stream") {
+        Some(mut ds) => {
+            let ns = ds.optional_string("namespace");
+            if let Some(ns) = &ns {
+                check_data_stream_name(&mut ds, "namespace", ns);
+            }
+            let problems = ds.finish();
+            r.absorb(problems);
+            ns
+        }
+        None => None,
+    };
+    r.unsupported(
+        "processors",
+        "agent-side processors are not applied by ti-sidecar; remove them",
+    );
+    let mut streams = Vec::new();
+    match r.list("streams") {
+        None if value.get("streams").is_some_and(|v| !v.is_null()) => {}
+        None => r.problem("streams", "required field is missing (a list of streams)"),
+        Some(items) if items.is_empty() => r.problem("streams", "must not be empty"),
+        Some(items) => {
+            for (stream_path, item) in items {
+                let (stream, problems) =
+                    read_stream(&stream_path, item, input_type, namespace.as_deref(), seen);
+                r.absorb(problems);
+                streams.extend(stream);
+            }
+        }
+    }
+    let problems = r.finish();
+    let input = match (id, input_type) {
+        (Some(id), Some(_)) if problems.is_empty() => Some(InputConfig {
+            id,
+            use_output,
+            streams,
+        }),
+        _ => None,
+    };
+    (input, problems)
+}
+
+fn read_stream(
+    path: &str,
+    value: &Value,
+    input_type: Option<InputType>,
+    input_namespace: Option<&str>,
+    seen: &mut SeenIds,
+) -> (Option<StreamConfig>, Vec<Problem>) {
+    let mut r = match FieldReader::open(path, value) {
+        Ok(r) => r,
+        Err(problem) => return (None, vec![problem]),
+    };
+    let id = r.required_string("id");
+    if let Some(id) = &id {
+        check_unique(&mut r, &mut seen.streams, "stream", id);
+    }
+    // With an unknown input type the stream is not built; any valid name will do.
+    let default_dataset =
+        input_type.map_or(default_namespace as fn() -> String, |t| t.default_dataset());
+    let (dataset, namespace) = match r.object("data_stream") {
+        Some(mut ds) => {
+            let dataset = ds.string_or("dataset", default_dataset);
+            check_data_stream_name(&mut ds, "dataset", &dataset);
+            let namespace = ds.optional_string("namespace");
+            if let Some(ns) = &namespace {
+                check_data_stream_name(&mut ds, "namespace", ns);
+            }
+            if let Some(kind) = ds.raw("type") {
+                if kind.as_str() != Some("logs") {
+                    ds.problem("type", format!("must be \"logs\", got {}", describe(kind)));
+                }
+            }
+            let problems = ds.finish();
+            r.absorb(problems);
+            (dataset, namespace)
+        }
+        None => (default_dataset(), None),
+    };
+    let namespace = namespace
+        .or_else(|| input_namespace.map(str::to_owned))
+        .unwrap_or_else(default_namespace);
+    let source = match input_type {
+        Some(InputType::ThreatConnect) => {
+            ThreatConnectConfig::from_fields(&mut r).map(SourceConfig::ThreatConnect)
+        }
+        None => {
+            // The input's type is already reported; its variables cannot be checked.
+            r.accept_rest();
+            None
+        }
+    };
+    let problems = r.finish();
+    let stream = match (id, source) {
+        (Some(id), Some(source)) if problems.is_empty() => Some(StreamConfig {
+            identity: StreamIdentity {
+                id,
+                dataset,
+                namespace,
+            },
+            source,
+        }),
+        _ => None,
+    };
+    (stream, problems)
+}
+
+/// Elasticsearch's rules for the dataset and namespace parts of a data stream name.
+fn check_data_stream_name(r: &mut FieldReader<'_>, key: &str, value: &str) {
+    const FORBIDDEN: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
+    if value.is_empty() {
+        r.problem(key, "must not be empty");
+    } else if value.len() > 100 {
+        r.problem(key, format!("must be at most 100 bytes, got {value:?}"));
+    } else if value
+        .chars()
+        .any(|c| c.is_uppercase() || FORBIDDEN.contains(&c))
+    {
+        r.problem(
+            key,
+            format!(
+                "must be lowercase without any of \\ / * ? \" < > | , # : or spaces, got {value:?}"
+            ),
+        );
+    }
+}
+
+/// Renders a validated configuration under the file's key names, secrets redacted.
+pub fn config_to_json(config: &Config) -> Value {
+    let outputs: Map<String, Value> = config
+        .outputs
+        .iter()
+        .map(|(name, output)| {
+            let value = match output {
+                OutputConfig::Ndjson { path } => serde_json::json!({
+                    "type": "ndjson",
+                    "path": path.to_string_lossy(),
+                }),
+                OutputConfig::Otlp { endpoint } => serde_json::json!({
+                    "type": "otlp",
+                    "endpoint": endpoint,
+                }),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    let inputs: Vec<Value> = config
+        .inputs
+        .iter()
+        .map(|input| {
+            let kind = input
+                .streams
+                .first()
+                .map_or("ti_threatconnect", |s| match s.source {
+                    SourceConfig::ThreatConnect(_) => "ti_threatconnect",
+                });
+            let streams: Vec<Value> = input
+                .streams
+                .iter()
+                .map(|stream| {
+                    let mut map = match &stream.source {
+                        SourceConfig::ThreatConnect(tc) => match tc.redacted_json() {
+                            Value::Object(map) => map,
+                            _ => Map::new(),
+                        },
+                    };
+                    map.insert("id".into(), Value::from(stream.identity.id.clone()));
+                    map.insert(
+                        "data_stream".into(),
+                        serde_json::json!({
+                            "type": "logs",
+                            "dataset": stream.identity.dataset,
+                            "namespace": stream.identity.namespace,
+                        }),
+                    );
+                    Value::Object(map)
+                })
+                .collect();
+            serde_json::json!({
+                "id": input.id,
+                "type": kind,
+                "use_output": input.use_output,
+                "streams": streams,
+            })
+        })
+        .collect();
+    serde_json::json!({ "outputs": outputs, "inputs": inputs })
+}
