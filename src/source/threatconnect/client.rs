@@ -128,8 +128,7 @@ impl ThreatConnectSource {
             result_start,
             &tql(watermark, self.cfg.tql.as_deref()),
         );
-        let base = self.cfg.url.as_str().trim_end_matches('/');
-        url::Url::parse(&format!("{base}/api/v3/indicators?{q}"))
+        url::Url::parse(&format!("{}/api/v3/indicators?{q}", self.cfg.base_url()))
             .map_err(|e| HttpError::Client { status: 0, message: format!("url: cannot build request URL: {e}") })
     }
 
