@@ -12,10 +12,11 @@ pub mod proto {
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod ingest;
 pub mod poll;
 pub mod runner;
+pub mod sim;
 pub mod sink;
-pub mod state;
-pub mod ingest;
 pub mod source;
+pub mod state;
 pub mod telemetry;

@@ -1,0 +1,983 @@
+//! A faithful fake of ThreatConnect's V3 indicators API (`GET /api/v3/indicators`).
+//!
+//! It exists so that users can try the product without a ThreatConnect account
+//! (`ti-sidecar simulate threatconnect`) and so that integration tests can drive the real client
+//! through what goes wrong in production: offset paging while data changes, crowded
+//! `lastModified` seconds, 429 and 5xx answers, HMAC signatures over the exact wire bytes, and
+//! ids above 2^53. Behaviour follows `shared/spec/threatconnect-api.md`; data is deterministic
+//! from `--seed`.
+
+pub mod data;
+pub mod tql;
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::source::threatconnect::auth;
+use data::Indicator;
+
+/// The only collection the simulator serves.
+const INDICATORS_PATH: &str = "/api/v3/indicators";
+/// The API's documented maximum page size.
+const MAX_RESULT_LIMIT: usize = 10_000;
+/// The API's default page size.
+const DEFAULT_RESULT_LIMIT: usize = 100;
+/// Accepted clock skew of the `Timestamp` header (five minutes).
+const MAX_SKEW_SECS: i64 = 300;
+
+/// Command-line arguments of `ti-sidecar simulate threatconnect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Number of indicators.
+    #[arg(long, default_value_t = 1000)]
+    pub indicators: usize,
+    /// Seed for the deterministic data and fault injection.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Access id the simulator accepts.
+    #[arg(long, default_value = "ti-sidecar-sim")]
+    pub access_id: String,
+    /// Secret key the simulator accepts.
+    #[arg(
+        long,
+        env = "TI_SIM_TC_SECRET_KEY",
+        default_value = "ti-sidecar-sim-secret",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub secret_key: String,
+    /// Added latency per request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction (0..=1) of requests answered with a 500/502/503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Requests allowed per second; more get 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// After each served page, modify this many already-served indicators.
+    #[arg(long, default_value_t = 0)]
+    pub mutate_per_page: usize,
+    /// Put this many indicators into one single lastModified second (a crowded second).
+    #[arg(long, default_value_t = 0)]
+    pub same_second: usize,
+    /// First indicator id (default above 2^53, so every run exercises exact ids).
+    #[arg(long, default_value_t = 9_007_199_254_740_993)]
+    pub id_base: i64,
+}
+
+impl Default for SimArgs {
+    /// The command-line defaults (ignoring the environment).
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            indicators: 1000,
+            seed: 1,
+            access_id: "ti-sidecar-sim".into(),
+            secret_key: "ti-sidecar-sim-secret".into(),
+            latency_ms: 0,
+            error_rate: 0.0,
+            rate_limit: None,
+            mutate_per_page: 0,
+            same_second: 0,
+            id_base: 9_007_199_254_740_993,
+        }
+    }
+}
+
+impl SimArgs {
+    /// Every problem with the arguments at once, each naming its flag.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            p.push(format!(
+                "--error-rate must be between 0 and 1, got {}",
+                self.error_rate
+            ));
+        }
+        if self.rate_limit == Some(0) {
+            p.push("--rate-limit must be at least 1 request per second".into());
+        }
+        if self.same_second > self.indicators {
+            p.push(format!(
+                "--same-second {} exceeds --indicators {}",
+                self.same_second, self.indicators
+            ));
+        }
+        if self.id_base < 1 {
+            p.push(format!("--id-base must be positive, got {}", self.id_base));
+        } else if i64::try_from(self.indicators)
+            .ok()
+            .and_then(|n| self.id_base.checked_add(n))
+            .is_none()
+        {
+            p.push(format!(
+                "--id-base {} plus --indicators {} overflows a 64-bit id",
+                self.id_base, self.indicators
+            ));
+        }
+        if self.access_id.is_empty() || self.access_id.contains(':') {
+            p.push("--access-id must be non-empty and must not contain ':'".into());
+        }
+        if self.secret_key.is_empty() {
+            p.push("--secret-key must not be empty".into());
+        }
+        p
+    }
+}
+
+/// Counters of what the simulator did, for tests and for the shutdown log line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimStats {
+    /// Requests received (any path, any outcome).
+    pub requests: u64,
+    /// Successful `200` pages served.
+    pub pages_served: u64,
+    /// Requests answered 401.
+    pub auth_rejected: u64,
+    /// Requests answered with an injected 500/502/503.
+    pub errors_injected: u64,
+    /// Requests answered 429.
+    pub rate_limited: u64,
+    /// Indicators modified by `--mutate-per-page`.
+    pub mutations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    pages_served: AtomicU64,
+    auth_rejected: AtomicU64,
+    errors_injected: AtomicU64,
+    rate_limited: AtomicU64,
+    mutations: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, AtomicOrdering::Relaxed);
+}
+
+/// The indicator store and the bookkeeping that mutation needs.
+struct Store {
+    indicators: Vec<Indicator>,
+    /// Which indicators (by index) have appeared in a served page.
+    served: Vec<bool>,
+    served_list: Vec<usize>,
+    mutation_rng: ChaCha8Rng,
+}
+
+/// A fixed one-second window for `--rate-limit`.
+struct RateWindow {
+    second: i64,
+    count: u32,
+}
+
+struct Shared {
+    access_id: String,
+    secret_key: String,
+    latency_ms: u64,
+    error_rate: f64,
+    rate_limit: Option<u32>,
+    mutate_per_page: AtomicUsize,
+    addr: SocketAddr,
+    store: Mutex<Store>,
+    fault_rng: Mutex<ChaCha8Rng>,
+    rate: Mutex<RateWindow>,
+    counters: Counters,
+}
+
+/// A poisoned lock only means another request panicked; the data is still consistent enough
+/// for a simulator, so keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>` — what a client puts in `url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The current version of every indicator: (id, lastModified text exactly as served), sorted by id.
+    pub fn snapshot(&self) -> Vec<(i64, String)> {
+        let store = lock(&self.shared.store);
+        let mut v: Vec<(i64, String)> = store
+            .indicators
+            .iter()
+            .map(|i| (i.id, i.last_modified_text()))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Changes the mutation rate at run time (tests turn mutation off before a final catch-up run).
+    pub fn set_mutate_per_page(&self, k: usize) {
+        self.shared.mutate_per_page.store(k, AtomicOrdering::SeqCst);
+    }
+
+    /// Counters: requests, pages_served, auth_rejected, errors_injected, rate_limited, mutations.
+    pub fn stats(&self) -> SimStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(AtomicOrdering::SeqCst);
+        SimStats {
+            requests: get(&c.requests),
+            pages_served: get(&c.pages_served),
+            auth_rejected: get(&c.auth_rejected),
+            errors_injected: get(&c.errors_injected),
+            rate_limited: get(&c.rate_limited),
+            mutations: get(&c.mutations),
+        }
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and waits for the server task.
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        match (&mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "threatconnect simulator stopped with an error")
+            }
+            Err(e) => tracing::warn!(error = %e, "threatconnect simulator task failed"),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        // A handle dropped without `shutdown` must not leave a server running.
+        self.token.cancel();
+    }
+}
+
+/// Binds `args.listen`, spawns the server, returns at once.
+pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
+    let problems = args.problems();
+    if !problems.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            problems.join("; "),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let indicators = data::generate(
+        args.indicators,
+        args.seed,
+        args.id_base,
+        args.same_second,
+        Utc::now(),
+    );
+    let shared = Arc::new(Shared {
+        access_id: args.access_id,
+        secret_key: args.secret_key,
+        latency_ms: args.latency_ms,
+        error_rate: args.error_rate,
+        rate_limit: args.rate_limit,
+        mutate_per_page: AtomicUsize::new(args.mutate_per_page),
+        addr,
+        store: Mutex::new(Store {
+            served: vec![false; indicators.len()],
+            served_list: Vec::new(),
+            indicators,
+            mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x6d75_7461_7465),
+        }),
+        fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0x6661_756c_74)),
+        rate: Mutex::new(RateWindow {
+            second: 0,
+            count: 0,
+        }),
+        counters: Counters::default(),
+    });
+    let router = Router::new().fallback(handle).with_state(shared.clone());
+    let token = CancellationToken::new();
+    let stop = token.clone().cancelled_owned();
+    let task = tokio::spawn(
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        .in_current_span(),
+    );
+    tracing::debug!(%addr, "threatconnect simulator started");
+    Ok(SimHandle {
+        addr,
+        shared,
+        token,
+        task,
+    })
+}
+
+/// CLI entry: `start`, print the bound address (`127.0.0.1:PORT`, nothing else) as the FIRST line
+/// of stdout and flush, log the base URL and the access id (never the secret) to stderr, serve
+/// until SIGINT/SIGTERM, then shut down.
+pub async fn run(args: SimArgs) -> std::io::Result<()> {
+    let access_id = args.access_id.clone();
+    let indicators = args.indicators;
+    let handle = start(args).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", handle.addr())?;
+        out.flush()?;
+    }
+    eprintln!(
+        "ThreatConnect simulator: url {} access_id {access_id} ({indicators} indicators); \
+         the secret key is --secret-key / TI_SIM_TC_SECRET_KEY. Ctrl-C to stop.",
+        handle.base_url()
+    );
+    wait_for_signal().await?;
+    let stats = handle.stats();
+    handle.shutdown().await;
+    eprintln!("ThreatConnect simulator stopped: {stats:?}");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+/// Why a request failed; the message is exactly what ThreatConnect puts in `message`.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("Access Denied")]
+    AccessDenied,
+    #[error("Timestamp Out of Acceptable Time Range")]
+    TimestampOutOfRange,
+    #[error("Signature Data Did Not Match Expected Result")]
+    SignatureMismatch,
+    #[error("Resource not found: {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("Too many requests: more than {0} requests per second")]
+    RateLimited(u32),
+    #[error("{}", injected_message(*.0))]
+    Injected(StatusCode),
+    #[error("Invalid resultLimit value \"{0}\": must be an integer from 1 to 10000")]
+    ResultLimit(String),
+    #[error("Invalid resultStart value \"{0}\": must be a non-negative integer")]
+    ResultStart(String),
+    #[error("Invalid count value \"{0}\": must be true or false")]
+    Count(String),
+    #[error("Invalid fields value \"{0}\"")]
+    UnknownField(String),
+    #[error("Invalid sorting \"{0}\": expected <lastModified|dateAdded|id> [asc|desc] pairs")]
+    Sorting(String),
+    #[error(transparent)]
+    Tql(#[from] tql::TqlError),
+}
+
+fn injected_message(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        502 => "Bad Gateway",
+        503 => "Service Unavailable: the server is temporarily unable to handle the request",
+        _ => "An unexpected error occurred while processing the request",
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::AccessDenied | Self::TimestampOutOfRange | Self::SignatureMismatch => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Injected(s) => *s,
+            Self::ResultLimit(_)
+            | Self::ResultStart(_)
+            | Self::Count(_)
+            | Self::UnknownField(_)
+            | Self::Sorting(_)
+            | Self::Tql(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    // serde_json writes i64 ids digit for digit; nothing here goes through f64.
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = json_response(
+            status,
+            &json!({"status": "Failure", "message": self.to_string()}),
+        );
+        if matches!(self, Self::RateLimited(_)) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    bump(&s.counters.requests, 1);
+    if s.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(s.latency_ms)).await;
+    }
+    match serve(&s, &method, &uri, &headers) {
+        Ok(resp) => {
+            tracing::debug!(%method, path = uri.path(), status = 200, "threatconnect simulator request");
+            resp
+        }
+        Err(e) => {
+            let status = e.status();
+            match status {
+                StatusCode::UNAUTHORIZED => bump(&s.counters.auth_rejected, 1),
+                StatusCode::TOO_MANY_REQUESTS => bump(&s.counters.rate_limited, 1),
+                _ if matches!(e, ApiError::Injected(_)) => bump(&s.counters.errors_injected, 1),
+                _ => {}
+            }
+            tracing::debug!(%method, path = uri.path(), status = status.as_u16(), error = %e, "threatconnect simulator request");
+            e.into_response()
+        }
+    }
+}
+
+/// Rate limit → authentication → routing → injected faults → parameters → page.
+fn serve(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(limit) = s.rate_limit {
+        let now = Utc::now().timestamp();
+        let mut w = lock(&s.rate);
+        if w.second != now {
+            w.second = now;
+            w.count = 0;
+        }
+        w.count = w.count.saturating_add(1);
+        if w.count > limit {
+            return Err(ApiError::RateLimited(limit));
+        }
+    }
+    check_auth(s, method, uri, headers)?;
+    if method != Method::GET || uri.path() != INDICATORS_PATH {
+        return Err(ApiError::NotFound {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+        });
+    }
+    if s.error_rate > 0.0 {
+        let mut rng = lock(&s.fault_rng);
+        if rng.random_bool(s.error_rate) {
+            let status = [
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ][rng.random_range(0..3usize)];
+            return Err(ApiError::Injected(status));
+        }
+    }
+    let raw_query = uri.query().unwrap_or("");
+    let params = Params::parse(raw_query)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| s.addr.to_string());
+    let base = format!("http://{host}");
+    Ok(page(s, &params, &base, raw_query))
+}
+
+/// Byte-wise comparison whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_auth(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    // No credentials at all, or another scheme (e.g. `TC-Token`), is simply no access.
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::AccessDenied)?;
+    let creds = value.strip_prefix("TC ").ok_or(ApiError::AccessDenied)?;
+    // Base64 has no ':', so the last ':' separates the access id from the signature.
+    let (access_id, sig) = creds.rsplit_once(':').unwrap_or((creds, ""));
+    if access_id != s.access_id {
+        return Err(ApiError::AccessDenied);
+    }
+    let ts: i64 = headers
+        .get("Timestamp")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or(ApiError::TimestampOutOfRange)?;
+    if ts.abs_diff(Utc::now().timestamp()) > MAX_SKEW_SECS.unsigned_abs() {
+        return Err(ApiError::TimestampOutOfRange);
+    }
+    // The request target exactly as received: raw path, and `?` + raw query only when non-empty.
+    let target = match uri.query() {
+        Some(q) if !q.is_empty() => format!("{}?{q}", uri.path()),
+        _ => uri.path().to_owned(),
+    };
+    let expected = auth::signature(
+        s.secret_key.as_bytes(),
+        &auth::string_to_sign(&target, method.as_str(), ts),
+    );
+    if constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::SignatureMismatch)
+    }
+}
+
+/// Keys that `sorting` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortKey {
+    LastModified,
+    DateAdded,
+    Id,
+}
+
+/// `fields` values the API documents for indicators (spec §2).
+const KNOWN_FIELDS: [&str; 24] = [
+    "associatedArtifacts",
+    "associatedCases",
+    "associatedGroups",
+    "associatedIndicators",
+    "associationName",
+    "attributes",
+    "customAssociations",
+    "dnsResolution",
+    "enrichment",
+    "externalDates",
+    "falsePositives",
+    "fileActions",
+    "fileOccurrences",
+    "genericCustomIndicatorValues",
+    "geoLocation",
+    "investigationLinks",
+    "observations",
+    "securityLabels",
+    "sightings",
+    "tags",
+    "threatAssess",
+    "trackedUsers",
+    "userDetails",
+    "whoIs",
+];
+
+/// Objects whose own fields can be requested with dot notation (`associatedGroups.attributes`).
+const NESTABLE: [&str; 4] = [
+    "associatedGroups",
+    "associatedIndicators",
+    "associatedArtifacts",
+    "associatedCases",
+];
+
+fn valid_field(f: &str) -> bool {
+    let mut parts = f.split('.');
+    let first = parts.next().unwrap_or_default();
+    if !KNOWN_FIELDS.contains(&first) {
+        return false;
+    }
+    let rest: Vec<&str> = parts.collect();
+    rest.is_empty() || (NESTABLE.contains(&first) && rest.iter().all(|p| KNOWN_FIELDS.contains(p)))
+}
+
+/// The parsed query string.
+#[derive(Debug)]
+struct Params {
+    fields: BTreeSet<String>,
+    start: usize,
+    limit: usize,
+    sorting: Vec<(SortKey, bool)>,
+    tql: Option<tql::Expr>,
+    count: bool,
+}
+
+impl Params {
+    fn parse(raw: &str) -> Result<Self, ApiError> {
+        let mut p = Params {
+            fields: BTreeSet::new(),
+            start: 0,
+            limit: DEFAULT_RESULT_LIMIT,
+            sorting: Vec::new(),
+            tql: None,
+            count: false,
+        };
+        // Proper form decoding: `+` and `%20` are both a space.
+        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+            match k.as_ref() {
+                "fields" => {
+                    for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                        if !valid_field(f) {
+                            return Err(ApiError::UnknownField(f.to_owned()));
+                        }
+                        p.fields.insert(f.to_owned());
+                    }
+                }
+                "resultStart" => {
+                    p.start = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| ApiError::ResultStart(v.to_string()))?;
+                }
+                "resultLimit" => {
+                    p.limit = v
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_RESULT_LIMIT).contains(n))
+                        .ok_or_else(|| ApiError::ResultLimit(v.to_string()))?;
+                }
+                "sorting" => p.sorting = parse_sorting(&v)?,
+                "tql" => {
+                    p.tql = if v.trim().is_empty() {
+                        None
+                    } else {
+                        Some(tql::parse(&v)?)
+                    }
+                }
+                "count" => {
+                    p.count = match v.trim().to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(ApiError::Count(v.to_string())),
+                    }
+                }
+                // `owner` restricts to an owner on the real API; everything here is visible.
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    fn has(&self, f: &str) -> bool {
+        self.fields.contains(f)
+    }
+
+    fn has_nested(&self, prefix: &str) -> bool {
+        self.fields
+            .iter()
+            .any(|f| f == prefix || f.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+    }
+}
+
+/// `<field> [asc|desc|nullsfirst|nullslast]` pairs separated by `,` or whitespace.
+fn parse_sorting(text: &str) -> Result<Vec<(SortKey, bool)>, ApiError> {
+    let bad = || ApiError::Sorting(text.to_owned());
+    let tokens: Vec<&str> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let key = match tokens[i].to_ascii_lowercase().as_str() {
+            "lastmodified" => SortKey::LastModified,
+            "dateadded" => SortKey::DateAdded,
+            "id" => SortKey::Id,
+            _ => return Err(bad()),
+        };
+        i += 1;
+        // None of the sortable fields is ever null, so the null orderings are plain ascending.
+        let desc = match tokens.get(i).map(|t| t.to_ascii_lowercase()) {
+            Some(d) if d == "desc" => true,
+            Some(d) if d == "asc" || d == "nullsfirst" || d == "nullslast" => false,
+            _ => {
+                out.push((key, false));
+                continue;
+            }
+        };
+        i += 1;
+        out.push((key, desc));
+    }
+    Ok(out)
+}
+
+fn compare(a: &Indicator, b: &Indicator, sorting: &[(SortKey, bool)]) -> Ordering {
+    for (key, desc) in sorting {
+        let o = match key {
+            SortKey::LastModified => a.last_modified.cmp(&b.last_modified),
+            SortKey::DateAdded => a.date_added.cmp(&b.date_added),
+            SortKey::Id => a.id.cmp(&b.id),
+        };
+        let o = if *desc { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    // Ties always go by id ascending, so the order is stable between requests.
+    a.id.cmp(&b.id)
+}
+
+/// The raw query with `resultStart` set to `start`; every other parameter is kept byte for byte.
+fn with_result_start(raw_query: &str, start: usize) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut replaced = false;
+    for seg in raw_query.split('&').filter(|s| !s.is_empty()) {
+        let key = seg.split('=').next().unwrap_or_default();
+        let is_start = url::form_urlencoded::parse(key.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == "resultStart");
+        if is_start {
+            if !replaced {
+                parts.push(format!("resultStart={start}"));
+                replaced = true;
+            }
+        } else {
+            parts.push(seg.to_owned());
+        }
+    }
+    if !replaced {
+        parts.push(format!("resultStart={start}"));
+    }
+    parts.join("&")
+}
+
+fn render(ind: &Indicator, store: &Store, p: &Params, base: &str) -> Value {
+    let mut m = ind.base_json(base);
+    if p.has("tags") {
+        m.insert("tags".into(), data::tags(ind));
+    }
+    if p.has("securityLabels") {
+        m.insert("securityLabels".into(), data::security_labels(ind));
+    }
+    if p.has("attributes") {
+        m.insert("attributes".into(), data::attributes(ind));
+    }
+    if p.has_nested("associatedGroups") {
+        m.insert(
+            "associatedGroups".into(),
+            data::associated_groups(ind, base, p.has_nested("associatedGroups.attributes")),
+        );
+    }
+    if p.has_nested("associatedIndicators") {
+        let mut rng = ind.block_rng(9);
+        let n = store.indicators.len();
+        let k = if n > 1 {
+            rng.random_range(0..=3usize)
+        } else {
+            0
+        };
+        let items: Vec<Value> = (0..k)
+            .filter_map(|_| store.indicators.get(rng.random_range(0..n)))
+            .filter(|other| other.id != ind.id)
+            .map(|other| Value::Object(other.base_json(base)))
+            .collect();
+        m.insert("associatedIndicators".into(), data::collection(items));
+    }
+    if p.has("threatAssess") {
+        data::threat_assess(ind, &mut m);
+    }
+    if p.has("sightings") {
+        data::sightings(ind, &mut m);
+    }
+    if p.has("externalDates") {
+        data::external_dates(ind, &mut m);
+    }
+    data::counters(ind, &mut m, p.has("falsePositives"), p.has("observations"));
+    for empty in [
+        "associatedArtifacts",
+        "associatedCases",
+        "customAssociations",
+    ] {
+        if p.has_nested(empty) {
+            m.insert(empty.into(), data::collection(Vec::new()));
+        }
+    }
+    Value::Object(m)
+}
+
+/// Filters, sorts and slices one page, renders it, then applies `--mutate-per-page`.
+fn page(s: &Shared, p: &Params, base: &str, raw_query: &str) -> Response {
+    let mut guard = lock(&s.store);
+    let store = &mut *guard;
+    let mut order: Vec<usize> = (0..store.indicators.len())
+        .filter(|&i| {
+            p.tql
+                .as_ref()
+                .is_none_or(|e| e.matches(&store.indicators[i]))
+        })
+        .collect();
+    order.sort_by(|&a, &b| compare(&store.indicators[a], &store.indicators[b], &p.sorting));
+    let total = order.len();
+    let slice: Vec<usize> = order.iter().skip(p.start).take(p.limit).copied().collect();
+    let items: Vec<Value> = slice
+        .iter()
+        .map(|&i| render(&store.indicators[i], store, p, base))
+        .collect();
+
+    let mut env = Map::new();
+    env.insert("data".into(), Value::Array(items));
+    if p.count {
+        env.insert("count".into(), json!(total));
+    }
+    if p.start.saturating_add(slice.len()) < total {
+        let q = with_result_start(raw_query, p.start + p.limit);
+        env.insert("next".into(), json!(format!("{base}{INDICATORS_PATH}?{q}")));
+    }
+    if p.start > 0 {
+        let q = with_result_start(raw_query, p.start.saturating_sub(p.limit));
+        env.insert("prev".into(), json!(format!("{base}{INDICATORS_PATH}?{q}")));
+    }
+    env.insert("status".into(), json!("Success"));
+    let body = Value::Object(env);
+
+    for &i in &slice {
+        if !store.served[i] {
+            store.served[i] = true;
+            store.served_list.push(i);
+        }
+    }
+    let k = s.mutate_per_page.load(AtomicOrdering::SeqCst);
+    if k > 0 && !slice.is_empty() {
+        let now = Utc::now();
+        let chosen = rand::seq::index::sample(
+            &mut store.mutation_rng,
+            store.served_list.len(),
+            k.min(store.served_list.len()),
+        );
+        for pos in chosen.iter() {
+            let idx = store.served_list[pos];
+            store.indicators[idx].mutate(now, &mut store.mutation_rng);
+        }
+        bump(&s.counters.mutations, chosen.len() as u64);
+    }
+    drop(guard);
+    bump(&s.counters.pages_served, 1);
+    json_response(StatusCode::OK, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_pairs() {
+        assert_eq!(
+            parse_sorting("lastModified asc").unwrap(),
+            vec![(SortKey::LastModified, false)]
+        );
+        assert_eq!(
+            parse_sorting("dateAdded desc, id asc").unwrap(),
+            vec![(SortKey::DateAdded, true), (SortKey::Id, false)]
+        );
+        assert_eq!(
+            parse_sorting("lastModified desc id desc").unwrap(),
+            vec![(SortKey::LastModified, true), (SortKey::Id, true)]
+        );
+        assert!(parse_sorting("rating asc").is_err());
+    }
+
+    #[test]
+    fn params_decode_plus_and_percent20() {
+        let a = Params::parse("tql=id+%3E%3D+5&sorting=id%20desc").unwrap();
+        let b = Params::parse("tql=id%20%3E%3D%205&sorting=id+desc").unwrap();
+        assert_eq!(a.tql, b.tql);
+        assert_eq!(a.sorting, vec![(SortKey::Id, true)]);
+    }
+
+    #[test]
+    fn params_reject_bad_values() {
+        assert!(matches!(
+            Params::parse("resultLimit=0"),
+            Err(ApiError::ResultLimit(_))
+        ));
+        assert!(matches!(
+            Params::parse("resultLimit=10001"),
+            Err(ApiError::ResultLimit(v)) if v == "10001"
+        ));
+        assert!(Params::parse("resultLimit=10000").is_ok());
+        assert!(matches!(
+            Params::parse("resultStart=-1"),
+            Err(ApiError::ResultStart(_))
+        ));
+        assert!(matches!(
+            Params::parse("fields=bogus"),
+            Err(ApiError::UnknownField(_))
+        ));
+        assert!(Params::parse("fields=associatedGroups.attributes.securityLabels").is_ok());
+        assert!(Params::parse("fields=tags.bogus").is_err());
+    }
+
+    #[test]
+    fn next_keeps_other_params_raw() {
+        assert_eq!(
+            with_result_start("fields=tags&resultLimit=2&resultStart=0&tql=id+%3E+1", 2),
+            "fields=tags&resultLimit=2&resultStart=2&tql=id+%3E+1"
+        );
+        assert_eq!(with_result_start("", 100), "resultStart=100");
+    }
+
+    #[test]
+    fn args_validation_names_flags() {
+        let args = SimArgs {
+            error_rate: 1.5,
+            rate_limit: Some(0),
+            same_second: 5,
+            indicators: 2,
+            ..SimArgs::default()
+        };
+        let msg = args.problems().join("; ");
+        for flag in ["--error-rate", "--rate-limit", "--same-second"] {
+            assert!(msg.contains(flag), "{msg}");
+        }
+        assert!(SimArgs::default().problems().is_empty());
+        let nan = SimArgs {
+            error_rate: f64::NAN,
+            ..SimArgs::default()
+        };
+        assert!(!nan.problems().is_empty());
+    }
+}
