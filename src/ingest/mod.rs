@@ -1,11 +1,926 @@
-//! STUB (replaced by the ecs branch).
-/// One mapped ECS document.
+//! Elasticsearch ingest-processor semantics, as small reusable functions over JSON documents.
+//!
+//! Elastic's integrations map vendor data to ECS with ingest pipelines (`rename`, `convert`,
+//! `date`, `append`, `fingerprint`, a recursive empty-value cleaner, …). To reproduce those
+//! pipelines byte for byte without an Elasticsearch node, each vendor mapper composes the
+//! building blocks below; they follow the observable behaviour of the ES processors (dotted
+//! paths, list promotion on append, Java `toString()` of values, the exact error texts) rather
+//! than what would be idiomatic in Rust. Nothing here is vendor-specific.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use serde_json::{Map, Number, Value};
+use sha1::{Digest, Sha1};
+
+/// One mapped ECS document, ready for a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EcsEvent {
-    /// `_id`.
+    /// The pipeline's `_id` (document metadata, not part of `doc`), when it has one.
     pub id: Option<String>,
-    /// `@timestamp`.
+    /// `@timestamp` as a typed time, when the document has one.
     pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
-    /// `_source`.
+    /// The `_source` document.
     pub doc: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A processor failed; the text is what Elasticsearch reports as `_ingest.on_failure_message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IngestError(pub String);
+
+/// A processor failure together with the processor's identity, as an `on_failure` handler sees
+/// it (`_ingest.on_failure_processor_type` / `_tag` / `_message`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("processor {processor_type} with tag {tag} failed: {message}")]
+pub struct ProcessorFailure {
+    /// The processor type, e.g. `convert`.
+    pub processor_type: &'static str,
+    /// The processor tag (empty when the processor has none).
+    pub tag: &'static str,
+    /// The failure message.
+    pub message: String,
+}
+
+impl ProcessorFailure {
+    /// Attaches a processor identity to an [`IngestError`].
+    pub fn new(processor_type: &'static str, tag: &'static str, error: IngestError) -> Self {
+        Self {
+            processor_type,
+            tag,
+            message: error.0,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Java-flavoured rendering of values
+// ------------------------------------------------------------------------------------------
+
+/// The Java class name Elasticsearch would report for a parsed JSON value.
+pub fn java_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "java.lang.Boolean",
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                if i32::try_from(i).is_ok() {
+                    "java.lang.Integer"
+                } else {
+                    "java.lang.Long"
+                }
+            } else if n.is_u64() {
+                "java.math.BigInteger"
+            } else {
+                "java.lang.Double"
+            }
+        }
+        Value::String(_) => "java.lang.String",
+        Value::Array(_) => "java.util.ArrayList",
+        Value::Object(_) => "java.util.HashMap",
+    }
+}
+
+/// Java's `Double.toString`: `3.0`, `0.001`, `1.0E7`, `1.0E-4`.
+pub fn java_double_to_string(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".to_owned();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    if d == 0.0 {
+        return if d.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+    }
+    let abs = d.abs();
+    if (1e-3..1e7).contains(&abs) {
+        let mut s = format!("{d}");
+        if !s.contains('.') {
+            s.push_str(".0");
+        }
+        s
+    } else {
+        let s = format!("{d:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
+        if mantissa.contains('.') {
+            format!("{mantissa}E{exp}")
+        } else {
+            format!("{mantissa}.0E{exp}")
+        }
+    }
+}
+
+/// Java's `toString()` of a parsed JSON value (what `convert` and templates operate on).
+pub fn java_to_string(value: &Value) -> String {
+    let mut out = String::new();
+    write_java(&mut out, value);
+    out
+}
+
+fn write_java(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => out.push_str(s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_java(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(k);
+                out.push('=');
+                write_java(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_number(out: &mut String, n: &Number) {
+    if let Some(i) = n.as_i64() {
+        let _ = write!(out, "{i}");
+    } else if let Some(u) = n.as_u64() {
+        let _ = write!(out, "{u}");
+    } else if let Some(f) = n.as_f64() {
+        out.push_str(&java_double_to_string(f));
+    }
+}
+
+/// Renders a `{{{path}}}` mustache template over one value: missing or null → `""`.
+pub fn render(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(v) => java_to_string(v),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Dotted paths
+// ------------------------------------------------------------------------------------------
+
+fn step<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) => map.get(key),
+        Value::Array(list) => key.parse::<usize>().ok().and_then(|i| list.get(i)),
+        _ => None,
+    }
+}
+
+fn step_mut<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    match value {
+        Value::Object(map) => map.get_mut(key),
+        Value::Array(list) => key.parse::<usize>().ok().and_then(|i| list.get_mut(i)),
+        _ => None,
+    }
+}
+
+/// The value at a dotted `path` (`a.b.0.c`: list elements by index), like ES `getFieldValue`.
+/// `None` when any part is missing or a parent is not a container (ES `hasField` is false).
+pub fn get<'a>(doc: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let first = parts.next()?;
+    let mut cur = doc.get(first)?;
+    for part in parts {
+        cur = step(cur, part)?;
+    }
+    Some(cur)
+}
+
+/// Mutable access to the value at a dotted `path`.
+pub fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
+    let mut parts = path.split('.');
+    let first = parts.next()?;
+    let mut cur = doc.get_mut(first)?;
+    for part in parts {
+        cur = step_mut(cur, part)?;
+    }
+    Some(cur)
+}
+
+/// Whether a field exists at `path` (its value may be null), like ES `hasField`.
+pub fn contains(doc: &Map<String, Value>, path: &str) -> bool {
+    get(doc, path).is_some()
+}
+
+/// Removes and returns the value at `path` (ES `remove` with `ignore_missing`).
+pub fn remove(doc: &mut Map<String, Value>, path: &str) -> Option<Value> {
+    match path.rsplit_once('.') {
+        None => doc.remove(path),
+        Some((parent, leaf)) => match get_mut(doc, parent)? {
+            Value::Object(map) => map.remove(leaf),
+            Value::Array(list) => {
+                let i = leaf.parse::<usize>().ok()?;
+                (i < list.len()).then(|| list.remove(i))
+            }
+            _ => None,
+        },
+    }
+}
+
+/// Sets `value` at `path`, creating intermediate objects, like ES `setFieldValue`.
+/// Fails when a parent on the way is a scalar or null.
+pub fn set(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), IngestError> {
+    let slot = slot_mut(doc, path)?;
+    *slot = value;
+    Ok(())
+}
+
+/// The slot at `path`, created (as null) if absent, parents created as objects; fails like
+/// [`set`] when a parent is a scalar or null.
+pub fn slot_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Result<&'a mut Value, IngestError> {
+    let mut parts = path.split('.').peekable();
+    let first = parts.next().unwrap_or_default();
+    if parts.peek().is_none() {
+        return Ok(doc.entry(first.to_owned()).or_insert(Value::Null));
+    }
+    let mut cur = doc
+        .entry(first.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        cur = match cur {
+            Value::Object(map) => {
+                if last {
+                    map.entry(part.to_owned()).or_insert(Value::Null)
+                } else {
+                    map.entry(part.to_owned())
+                        .or_insert_with(|| Value::Object(Map::new()))
+                }
+            }
+            Value::Array(list) => {
+                let len = list.len();
+                match part.parse::<usize>() {
+                    Ok(i) if i < len => &mut list[i],
+                    Ok(i) => {
+                        return Err(IngestError(format!(
+                            "[{i}] is out of bounds for array with length [{len}] as part of path [{path}]"
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(IngestError(format!(
+                            "[{part}] is not an integer, cannot be used as an index as part of path [{path}]"
+                        )));
+                    }
+                }
+            }
+            Value::Null => {
+                return Err(IngestError(format!(
+                    "cannot set [{part}] with null parent as part of path [{path}]"
+                )));
+            }
+            other => {
+                return Err(IngestError(format!(
+                    "cannot set [{part}] with parent object of type [{}] as part of path [{path}]",
+                    java_type_name(other)
+                )));
+            }
+        };
+    }
+    Ok(cur)
+}
+
+/// ES `rename` with `ignore_missing`: moves the value at `from` to `to` inside one document.
+/// Returns whether something moved. Fails (leaving the source in place) if `to` exists and
+/// `override_target` is false, or if `to` cannot be set.
+pub fn rename(
+    doc: &mut Map<String, Value>,
+    from: &str,
+    to: &str,
+    override_target: bool,
+) -> Result<bool, IngestError> {
+    if !contains(doc, from) {
+        return Ok(false);
+    }
+    if !override_target && contains(doc, to) {
+        return Err(IngestError(format!("field [{to}] already exists")));
+    }
+    let Some(value) = remove(doc, from) else {
+        return Ok(false);
+    };
+    match slot_mut(doc, to) {
+        Ok(slot) => {
+            *slot = value;
+            Ok(true)
+        }
+        Err(e) => {
+            let _ = set(doc, from, value);
+            Err(e)
+        }
+    }
+}
+
+/// Whether a value counts as empty for `ignore_empty_value` (null or `""`).
+pub fn is_empty_value(value: &Value) -> bool {
+    matches!(value, Value::Null) || matches!(value, Value::String(s) if s.is_empty())
+}
+
+/// ES `set` with `copy_from` and `ignore_empty_value`: copies `from` to `to` unless the source
+/// is missing, null or `""`.
+pub fn copy_from(doc: &mut Map<String, Value>, from: &str, to: &str) -> Result<(), IngestError> {
+    match get(doc, from) {
+        Some(v) if !is_empty_value(v) => {
+            let v = v.clone();
+            set(doc, to, v)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// ES `append`: absent → `[value]`; scalar → promoted to a one-element list; with
+/// `allow_duplicates == false` the value is added only if not already present. A list `value`
+/// is appended element by element.
+pub fn append(
+    doc: &mut Map<String, Value>,
+    path: &str,
+    value: Value,
+    allow_duplicates: bool,
+) -> Result<(), IngestError> {
+    let slot = slot_mut(doc, path)?;
+    append_to_slot(slot, value, allow_duplicates);
+    Ok(())
+}
+
+/// [`append`] on an already-resolved slot (a fresh slot is `null`; an existing scalar is
+/// promoted to a one-element list).
+pub fn append_to_slot(slot: &mut Value, value: Value, allow_duplicates: bool) {
+    if !slot.is_array() {
+        let previous = std::mem::take(slot);
+        *slot = Value::Array(match previous {
+            Value::Null => Vec::new(),
+            v => vec![v],
+        });
+    }
+    let Value::Array(list) = slot else {
+        return;
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        v => vec![v],
+    };
+    for item in items {
+        if allow_duplicates || !list.contains(&item) {
+            list.push(item);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// convert
+// ------------------------------------------------------------------------------------------
+
+/// Target types of the ES `convert` processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvertType {
+    /// Java `toString()`.
+    String,
+    /// `Long.parseLong` (or `Long.decode` for `0x`/`-0x`).
+    Long,
+    /// `Double.parseDouble`.
+    Double,
+    /// `"true"`/`"false"`, ignoring case.
+    Boolean,
+    /// A valid IPv4/IPv6 literal, kept as text.
+    Ip,
+}
+
+/// ES `convert`: lists are converted element by element; every other value is converted from
+/// its Java `toString()`. Errors carry the ES message text.
+pub fn convert(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
+    if let Value::Array(items) = value {
+        return items
+            .iter()
+            .map(|v| convert_one(v, to))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array);
+    }
+    convert_one(value, to)
+}
+
+fn convert_one(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
+    let text: std::borrow::Cow<'_, str> = match value {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        v => std::borrow::Cow::Owned(java_to_string(v)),
+    };
+    match to {
+        ConvertType::String => Ok(match value {
+            Value::String(s) => Value::String(s.clone()),
+            _ => Value::String(text.into_owned()),
+        }),
+        ConvertType::Long => parse_java_long(&text)
+            .map(Value::from)
+            .ok_or_else(|| IngestError(format!("unable to convert [{text}] to long"))),
+        ConvertType::Double => parse_java_double(&text)
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| IngestError(format!("unable to convert [{text}] to double"))),
+        ConvertType::Boolean => {
+            if java_eq_ignore_case(&text, "true") {
+                Ok(Value::Bool(true))
+            } else if java_eq_ignore_case(&text, "false") {
+                Ok(Value::Bool(false))
+            } else {
+                Err(IngestError(format!(
+                    "[{text}] is not a boolean value, cannot convert to boolean"
+                )))
+            }
+        }
+        ConvertType::Ip => {
+            if is_inet_address(&text) {
+                Ok(Value::String(text.into_owned()))
+            } else {
+                Err(IngestError(format!("'{text}' is not a valid ip address")))
+            }
+        }
+    }
+}
+
+/// `Long.parseLong`, or `Long.decode` when the text starts with `0x`/`-0x` (ES convert).
+pub fn parse_java_long(text: &str) -> Option<i64> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (digits, radix) = match rest.strip_prefix("0x") {
+        Some(hex) if text.starts_with("0x") || text.starts_with("-0x") => (hex, 16),
+        _ => (rest, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = u64::from_str_radix(digits, radix).ok()?;
+    if negative {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// `Double.parseDouble`: surrounding whitespace and a `f`/`d` suffix allowed; Rust-only
+/// spellings (`inf`, `nan`) refused.
+pub fn parse_java_double(text: &str) -> Option<f64> {
+    let t = text.trim_matches(|c: char| c <= ' ');
+    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if body == "NaN" || body == "Infinity" {
+        return t.parse::<f64>().ok();
+    }
+    let t = t.strip_suffix(['f', 'F', 'd', 'D']).unwrap_or(t);
+    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let valid = !body.is_empty()
+        && body.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'));
+    if !valid {
+        return None;
+    }
+    t.parse::<f64>().ok()
+}
+
+/// Java `String.equalsIgnoreCase` (per-char upper/lower comparison).
+fn java_eq_ignore_case(a: &str, b: &str) -> bool {
+    let mut ai = a.chars();
+    let mut bi = b.chars();
+    loop {
+        match (ai.next(), bi.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) => {
+                if x == y {
+                    continue;
+                }
+                let (ux, uy) = (single_upper(x), single_upper(y));
+                if ux == uy || single_lower(ux) == single_lower(uy) {
+                    continue;
+                }
+                return false;
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn single_upper(c: char) -> char {
+    let mut it = c.to_uppercase();
+    match (it.next(), it.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    }
+}
+
+fn single_lower(c: char) -> char {
+    let mut it = c.to_lowercase();
+    match (it.next(), it.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
+}
+
+/// Whether `text` is an IPv4 or IPv6 literal (IPv6 may carry a `%zone`).
+pub fn is_inet_address(text: &str) -> bool {
+    let addr = match text.split_once('%') {
+        Some((a, zone)) if a.contains(':') && !zone.is_empty() => a,
+        Some(_) => return false,
+        None => text,
+    };
+    addr.parse::<IpAddr>().is_ok()
+}
+
+// ------------------------------------------------------------------------------------------
+// String processors (lowercase, gsub, trim)
+// ------------------------------------------------------------------------------------------
+
+/// Applies a string processor (`lowercase`, `gsub`, `trim`, …) to a string or a list of
+/// strings, like ES `AbstractStringProcessor`; any other type fails with the ES cast message.
+pub fn map_strings(
+    value: &Value,
+    field: &str,
+    f: impl Fn(&str) -> String,
+) -> Result<Value, IngestError> {
+    let cast_error = |v: &Value| {
+        IngestError(format!(
+            "field [{field}] of type [{}] cannot be cast to [java.lang.String]",
+            java_type_name(v)
+        ))
+    };
+    match value {
+        Value::String(s) => Ok(Value::String(f(s))),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(Value::String(f(s))),
+                other => Err(cast_error(other)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Err(cast_error(other)),
+    }
+}
+
+/// Java `String.trim()`: strips every char `<= ' '` at both ends.
+pub fn java_trim(s: &str) -> String {
+    s.trim_matches(|c: char| c <= ' ').to_owned()
+}
+
+/// Java `String.toLowerCase(Locale.ROOT)`.
+pub fn java_lowercase(s: &str) -> String {
+    s.to_lowercase()
+}
+
+// ------------------------------------------------------------------------------------------
+// date
+// ------------------------------------------------------------------------------------------
+
+/// Input formats of the ES `date` processor that the mappers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateFormat {
+    /// ES `ISO8601`: `yyyy[-MM[-dd[THH[:mm[:ss[.fff]]]]]][zone]`, no zone = UTC.
+    Iso8601,
+    /// ES `UNIX`: epoch seconds, possibly fractional.
+    Unix,
+}
+
+/// Parses ES-style ISO 8601 text. A value without offset is taken as UTC.
+pub fn parse_iso8601(text: &str) -> Option<DateTime<FixedOffset>> {
+    let b = text.as_bytes();
+    let mut pos = 0usize;
+    let num = |pos: &mut usize, n: usize| -> Option<u32> {
+        let s = text.get(*pos..*pos + n)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        *pos += n;
+        s.parse().ok()
+    };
+    let year = i32::try_from(num(&mut pos, 4)?).ok()?;
+    let (mut month, mut day) = (1, 1);
+    let (mut hour, mut minute, mut second, mut nanos) = (0, 0, 0, 0u32);
+    if b.get(pos) == Some(&b'-') {
+        pos += 1;
+        month = num(&mut pos, 2)?;
+        if b.get(pos) == Some(&b'-') {
+            pos += 1;
+            day = num(&mut pos, 2)?;
+            if b.get(pos) == Some(&b'T') {
+                pos += 1;
+                hour = num(&mut pos, 2)?;
+                if b.get(pos) == Some(&b':') {
+                    pos += 1;
+                    minute = num(&mut pos, 2)?;
+                    if b.get(pos) == Some(&b':') {
+                        pos += 1;
+                        second = num(&mut pos, 2)?;
+                        if matches!(b.get(pos), Some(b'.' | b',')) {
+                            pos += 1;
+                            let start = pos;
+                            while b.get(pos).is_some_and(u8::is_ascii_digit) {
+                                pos += 1;
+                            }
+                            let digits = text.get(start..pos)?;
+                            if digits.is_empty() || digits.len() > 9 {
+                                return None;
+                            }
+                            let scale = 10u32.pow(9 - u32::try_from(digits.len()).ok()?);
+                            nanos = digits.parse::<u32>().ok()? * scale;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let offset_secs = match text.get(pos..)? {
+        "" | "Z" => 0,
+        zone => {
+            let sign = match zone.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let rest = zone.get(1..)?;
+            let (h, m) = match rest.len() {
+                2 => (rest, "00"),
+                4 => (rest.get(..2)?, rest.get(2..)?),
+                5 if rest.as_bytes().get(2) == Some(&b':') => (rest.get(..2)?, rest.get(3..)?),
+                _ => return None,
+            };
+            if !(h.bytes().chain(m.bytes()).all(|c| c.is_ascii_digit())) {
+                return None;
+            }
+            let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+            if h > 18 || m > 59 {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    let offset = FixedOffset::east_opt(offset_secs)?;
+    offset
+        .from_local_datetime(&NaiveDateTime::new(date, time))
+        .single()
+}
+
+/// Parses ES `UNIX` text (epoch seconds, fraction allowed; millisecond precision).
+pub fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
+    let secs = parse_java_double(text)?;
+    let millis = secs * 1000.0;
+    if !millis.is_finite() || millis.abs() > 8.64e18 {
+        return None;
+    }
+    // ES truncates the product to a long number of milliseconds.
+    #[allow(clippy::cast_possible_truncation)]
+    DateTime::from_timestamp_millis(millis as i64)
+}
+
+/// The ES default date output: UTC, `yyyy-MM-dd'T'HH:mm:ss.SSSZ` with a literal `Z`.
+pub fn format_date(dt: &DateTime<Utc>) -> String {
+    dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// ES `date`: parses the value's Java `toString()` with the first matching format and returns
+/// the formatted UTC text.
+pub fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError> {
+    let text: std::borrow::Cow<'_, str> = match value {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        v => std::borrow::Cow::Owned(java_to_string(v)),
+    };
+    for format in formats {
+        let parsed = match format {
+            DateFormat::Iso8601 => parse_iso8601(&text).map(|d| d.with_timezone(&Utc)),
+            DateFormat::Unix => parse_unix(&text),
+        };
+        if let Some(dt) = parsed {
+            return Ok(format_date(&dt));
+        }
+    }
+    Err(IngestError(format!("unable to parse date [{text}]")))
+}
+
+// ------------------------------------------------------------------------------------------
+// Empty-value cleaner, fingerprint, error recording
+// ------------------------------------------------------------------------------------------
+
+/// Recursively removes null and `""` values, then maps and lists that are (or became) empty.
+/// `false`, `0` and `0.0` are kept.
+pub fn remove_empty(doc: &mut Map<String, Value>) {
+    doc.retain(|_, v| !prune(v));
+}
+
+/// Prunes `value` in place; returns whether it should be dropped by its parent.
+fn prune(value: &mut Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(map) => {
+            map.retain(|_, v| !prune(v));
+            map.is_empty()
+        }
+        Value::Array(list) => {
+            list.retain_mut(|v| !prune(v));
+            list.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// ES `fingerprint` (SHA-1, no salt, Base64) over `fields` of `doc`, with `ignore_missing`:
+/// fields sorted by name, each present value fed as `0x00` + its bytes. `None` when every field
+/// is missing or null (ES then leaves the target unset).
+pub fn fingerprint(doc: &Map<String, Value>, fields: &[&str]) -> Option<String> {
+    let mut sorted: Vec<&str> = fields.to_vec();
+    sorted.sort_unstable();
+    let mut hasher = Sha1::new();
+    let mut any = false;
+    for field in sorted {
+        match get(doc, field) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                any = true;
+                hash_value(&mut hasher, v);
+            }
+        }
+    }
+    any.then(|| base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
+}
+
+fn hash_value(hasher: &mut Sha1, value: &Value) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| hash_value(hasher, v)),
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in entries {
+                hasher.update([0u8]);
+                hasher.update(k.as_bytes());
+                hash_value(hasher, v);
+            }
+        }
+        scalar => {
+            hasher.update([0u8]);
+            match scalar {
+                Value::String(s) => hasher.update(s.as_bytes()),
+                Value::Bool(b) => hasher.update([if *b { 1u8 } else { 2u8 }]),
+                Value::Number(n) => {
+                    if let Some(i) = n.as_i64() {
+                        match i32::try_from(i) {
+                            Ok(small) => hasher.update(small.to_le_bytes()),
+                            Err(_) => hasher.update(i.to_le_bytes()),
+                        }
+                    } else if let Some(u) = n.as_u64() {
+                        hasher.update(u.to_le_bytes());
+                    } else if let Some(f) = n.as_f64() {
+                        hasher.update(f.to_le_bytes());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The text every "record an error" `on_failure` handler appends.
+pub fn error_text(processor_type: &str, tag: &str, pipeline: &str, message: &str) -> String {
+    format!(
+        "Processor {processor_type} with tag {tag} in pipeline {pipeline} failed with message: {message}"
+    )
+}
+
+/// Appends the error text of `failure` to `error.message` (list semantics, duplicates kept).
+pub fn record_error(doc: &mut Map<String, Value>, failure: &ProcessorFailure, pipeline: &str) {
+    let text = error_text(failure.processor_type, failure.tag, pipeline, &failure.message);
+    if append(doc, "error.message", Value::String(text.clone()), true).is_err() {
+        // `error` is not an object: ES would fail the handler; keep the text somewhere visible.
+        doc.insert("error".to_owned(), serde_json::json!({ "message": [text] }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn paths_get_set_remove_rename() {
+        let mut d = obj(json!({"a": {"b": [1, {"c": 2}]}}));
+        assert_eq!(get(&d, "a.b.1.c"), Some(&json!(2)));
+        assert_eq!(get(&d, "a.x"), None);
+        set(&mut d, "x.y.z", json!("v")).unwrap();
+        assert_eq!(get(&d, "x.y.z"), Some(&json!("v")));
+        assert!(set(&mut d, "x.y.z.w", json!(1)).is_err());
+        assert!(rename(&mut d, "x.y.z", "p.q", false).unwrap());
+        assert_eq!(get(&d, "p.q"), Some(&json!("v")));
+        assert!(!rename(&mut d, "nope", "p.r", false).unwrap());
+        assert_eq!(remove(&mut d, "p.q"), Some(json!("v")));
+    }
+
+    #[test]
+    fn append_promotes_and_dedups() {
+        let mut d = obj(json!({"k": "enrichment"}));
+        append(&mut d, "k", json!("pipeline_error"), false).unwrap();
+        append(&mut d, "k", json!("pipeline_error"), false).unwrap();
+        assert_eq!(d["k"], json!(["enrichment", "pipeline_error"]));
+        append(&mut d, "n.l", json!("a"), true).unwrap();
+        append(&mut d, "n.l", json!("a"), true).unwrap();
+        assert_eq!(d["n"]["l"], json!(["a", "a"]));
+    }
+
+    #[test]
+    fn convert_follows_java() {
+        assert_eq!(convert(&json!(12), ConvertType::String), Ok(json!("12")));
+        assert_eq!(convert(&json!(3.0), ConvertType::String), Ok(json!("3.0")));
+        assert_eq!(convert(&json!(1e20), ConvertType::String), Ok(json!("1.0E20")));
+        assert_eq!(convert(&json!("0x1F"), ConvertType::Long), Ok(json!(31)));
+        assert_eq!(convert(&json!("-0x1F"), ConvertType::Long), Ok(json!(-31)));
+        assert_eq!(
+            convert(&json!(3.5), ConvertType::Long),
+            Err(IngestError("unable to convert [3.5] to long".into()))
+        );
+        assert_eq!(convert(&json!(3), ConvertType::Double), Ok(json!(3.0)));
+        assert_eq!(convert(&json!("TRUE"), ConvertType::Boolean), Ok(json!(true)));
+        assert_eq!(
+            convert(&json!("maybe"), ConvertType::Boolean),
+            Err(IngestError(
+                "[maybe] is not a boolean value, cannot convert to boolean".into()
+            ))
+        );
+        assert_eq!(convert(&json!("::1"), ConvertType::Ip), Ok(json!("::1")));
+        assert_eq!(
+            convert(&json!("0.0.0.0/8"), ConvertType::Ip),
+            Err(IngestError("'0.0.0.0/8' is not a valid ip address".into()))
+        );
+        assert_eq!(
+            convert(&json!([1, 2]), ConvertType::String),
+            Ok(json!(["1", "2"]))
+        );
+    }
+
+    #[test]
+    fn dates_format_as_es() {
+        let iso = [DateFormat::Iso8601];
+        assert_eq!(
+            date(&json!("2023-12-01T08:26:48Z"), &iso),
+            Ok("2023-12-01T08:26:48.000Z".into())
+        );
+        assert_eq!(
+            date(&json!("2023-12-01T10:26:48.123456+02:00"), &iso),
+            Ok("2023-12-01T08:26:48.123Z".into())
+        );
+        assert_eq!(
+            date(&json!("2023-12-01"), &iso),
+            Ok("2023-12-01T00:00:00.000Z".into())
+        );
+        assert_eq!(
+            date(&json!("1700000000"), &[DateFormat::Iso8601, DateFormat::Unix]),
+            Ok("2023-11-14T22:13:20.000Z".into())
+        );
+        assert_eq!(
+            date(&json!("nope"), &iso),
+            Err(IngestError("unable to parse date [nope]".into()))
+        );
+    }
+
+    #[test]
+    fn cleaner_removes_empty_bottom_up() {
+        let mut d = obj(json!({"a": {"b": "", "c": [null, {}, []]}, "f": false, "z": 0, "s": "x"}));
+        remove_empty(&mut d);
+        assert_eq!(Value::Object(d), json!({"f": false, "z": 0, "s": "x"}));
+    }
+
+    #[test]
+    fn fingerprint_matches_es() {
+        let d = obj(json!({"json": {"summary": "johnbae@poverts.com", "lastModified": "2023-12-01T08:26:48Z"}}));
+        assert_eq!(
+            fingerprint(&d, &["json.summary", "json.lastModified"]).as_deref(),
+            Some("IbZVedQybbneBJW2COa7ZnfzP5I=")
+        );
+        assert_eq!(fingerprint(&d, &["json.nope"]), None);
+    }
+
+    #[test]
+    fn java_doubles() {
+        assert_eq!(java_double_to_string(0.001), "0.001");
+        assert_eq!(java_double_to_string(1.0e-4), "1.0E-4");
+        assert_eq!(java_double_to_string(1234567.0), "1234567.0");
+        assert_eq!(java_double_to_string(1.5e7), "1.5E7");
+    }
 }

@@ -2,7 +2,7 @@
 //! `ti_threatconnect` pipeline.
 
 pub mod auth;
-pub mod config;
 pub mod client;
+pub mod config;
 pub mod ecs;
 pub mod sweep;
