@@ -310,9 +310,9 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             served: vec![false; indicators.len()],
             served_list: Vec::new(),
             indicators,
-            mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x6d75_7461_7465),
+            mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
         }),
-        fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0x6661_756c_74)),
+        fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0x0066_6175_6c74)),
         rate: Mutex::new(RateWindow {
             second: 0,
             count: 0,
@@ -864,7 +864,7 @@ fn page(s: &Shared, p: &Params, base: &str, raw_query: &str) -> Response {
         env.insert("count".into(), json!(total));
     }
     if p.start.saturating_add(slice.len()) < total {
-        let q = with_result_start(raw_query, p.start + p.limit);
+        let q = with_result_start(raw_query, p.start.saturating_add(p.limit));
         env.insert("next".into(), json!(format!("{base}{INDICATORS_PATH}?{q}")));
     }
     if p.start > 0 {
@@ -958,6 +958,41 @@ mod tests {
             "fields=tags&resultLimit=2&resultStart=2&tql=id+%3E+1"
         );
         assert_eq!(with_result_start("", 100), "resultStart=100");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    #[test]
+    fn clap_defaults_match_default() {
+        use clap::Parser as _;
+        let parsed = Cli::try_parse_from(["sim"]).unwrap().args;
+        let d = SimArgs::default();
+        assert_eq!(parsed.listen, d.listen);
+        assert_eq!(parsed.indicators, d.indicators);
+        assert_eq!(parsed.seed, d.seed);
+        assert_eq!(parsed.access_id, d.access_id);
+        assert_eq!(parsed.id_base, d.id_base);
+        assert_eq!(parsed.rate_limit, None);
+        let custom = Cli::try_parse_from([
+            "sim",
+            "--rate-limit",
+            "5",
+            "--error-rate",
+            "0.25",
+            "--same-second",
+            "3",
+            "--mutate-per-page",
+            "2",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(custom.rate_limit, Some(5));
+        assert_eq!(custom.error_rate, 0.25);
+        assert_eq!((custom.same_second, custom.mutate_per_page), (3, 2));
     }
 
     #[test]
