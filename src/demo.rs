@@ -58,9 +58,15 @@ impl std::fmt::Display for DemoSummary {
 }
 
 /// Starts the simulator, runs the pipeline once to completion, writes `events`.
-pub async fn run(indicators: usize, events: &Path, shutdown: CancellationToken) -> Result<DemoSummary, DemoError> {
+pub async fn run(
+    indicators: usize,
+    events: &Path,
+    shutdown: CancellationToken,
+) -> Result<DemoSummary, DemoError> {
     let args = SimArgs {
-        listen: "127.0.0.1:0".parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?,
+        listen: "127.0.0.1:0"
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?,
         indicators,
         seed: 1,
         access_id: "ti-sidecar-demo".to_owned(),

@@ -109,9 +109,9 @@ impl HttpError {
     /// The HTTP status, when there was a response.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Unauthorized { status, .. } | Self::Server { status, .. } | Self::Client { status, .. } => {
-                Some(*status)
-            }
+            Self::Unauthorized { status, .. }
+            | Self::Server { status, .. }
+            | Self::Client { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Transport(_) => None,
         }
@@ -128,7 +128,6 @@ pub struct Response {
     /// The body.
     pub body: Vec<u8>,
 }
-
 
 /// Retry schedule for one request: exponential with full jitter.
 #[derive(Debug, Clone, Copy)]
@@ -172,7 +171,9 @@ pub struct HttpClient {
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient").field("retry", &self.retry).finish_non_exhaustive()
+        f.debug_struct("HttpClient")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,11 +193,16 @@ impl HttpClient {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
             .user_agent(concat!("ti-sidecar/", env!("CARGO_PKG_VERSION")));
         builder = match &cfg.proxy_url {
-            Some(url) => builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| HttpBuildError::Proxy(e.to_string()))?),
+            Some(url) => builder.proxy(
+                reqwest::Proxy::all(url.as_str())
+                    .map_err(|e| HttpBuildError::Proxy(e.to_string()))?,
+            ),
             // Like Beats: without proxy_url, the environment's HTTP(S)_PROXY still applies.
             None => builder,
         };
-        let client = builder.build().map_err(|e| HttpBuildError::Client(e.to_string()))?;
+        let client = builder
+            .build()
+            .map_err(|e| HttpBuildError::Client(e.to_string()))?;
         let tracer = match (cfg.enable_request_tracer, trace_path) {
             (true, Some(path)) => Some(Arc::new(RequestTracer::open(path, secrets)?)),
             _ => None,
@@ -237,10 +243,17 @@ impl HttpClient {
             let Some(mut delay) = delays.next() else {
                 return Err(error);
             };
-            if let HttpError::RateLimited { retry_after: Some(after), .. } = &error {
+            if let HttpError::RateLimited {
+                retry_after: Some(after),
+                ..
+            } = &error
+            {
                 delay = (*after).min(self.retry.max_delay);
             }
-            tracing::debug!(retry_in_ms = delay.as_millis() as u64, "request failed, retrying: {error}");
+            tracing::debug!(
+                retry_in_ms = delay.as_millis() as u64,
+                "request failed, retrying: {error}"
+            );
             tokio::time::sleep(delay).await;
         }
     }
@@ -267,7 +280,11 @@ impl HttpClient {
             t.write(line, Some((status, &headers)), Some(&body), None);
         }
         if (200..300).contains(&status) {
-            return Ok(Response { status, headers, body });
+            return Ok(Response {
+                status,
+                headers,
+                body,
+            });
         }
         let message = error_message(&body, status);
         Err(match status {
@@ -300,7 +317,12 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if let Some(url) = e.url() {
-        text.push_str(&format!(" ({}://{}{})", url.scheme(), url.host_str().unwrap_or(""), url.path()));
+        text.push_str(&format!(
+            " ({}://{}{})",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.path()
+        ));
     }
     text
 }
@@ -325,18 +347,27 @@ fn error_message(body: &[u8], status: u16) -> String {
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The server's clock from the `Date` header, if it sent one.
 pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
     let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
-    httpdate::parse_http_date(value).ok().map(chrono::DateTime::<chrono::Utc>::from)
+    httpdate::parse_http_date(value)
+        .ok()
+        .map(chrono::DateTime::<chrono::Utc>::from)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,9 +383,13 @@ fn read_pem(field: &'static str, source: &str) -> Result<Vec<u8>, HttpBuildError
     })
 }
 
-fn certificates(field: &'static str, source: &str) -> Result<Vec<CertificateDer<'static>>, HttpBuildError> {
+fn certificates(
+    field: &'static str,
+    source: &str,
+) -> Result<Vec<CertificateDer<'static>>, HttpBuildError> {
     let pem = read_pem(field, source)?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
+    let certs: Result<Vec<_>, _> =
+        rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
     let certs = certs.map_err(|e| HttpBuildError::Pem {
         field,
         message: format!("invalid PEM in {}: {e}", describe_source(source)),
@@ -399,9 +434,12 @@ fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
     let builder = match ssl.verification_mode {
         VerificationMode::Full => builder.with_root_certificates(roots),
         VerificationMode::Certificate | VerificationMode::None => {
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| HttpBuildError::Client(e.to_string()))?;
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots,
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| HttpBuildError::Client(e.to_string()))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(RelaxedVerifier {
@@ -414,13 +452,15 @@ fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
         (Some(cert), Some(key)) => {
             let chain = certificates("certificate", cert)?;
             let key_pem = read_pem("key", key.expose_secret())?;
-            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
-                .ok()
-                .flatten()
-                .ok_or(HttpBuildError::Pem {
-                    field: "key",
-                    message: "no usable private key (PKCS#1, PKCS#8 or SEC1 PEM expected)".to_owned(),
-                })?;
+            let key: PrivateKeyDer<'static> =
+                rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
+                    .ok()
+                    .flatten()
+                    .ok_or(HttpBuildError::Pem {
+                        field: "key",
+                        message: "no usable private key (PKCS#1, PKCS#8 or SEC1 PEM expected)"
+                            .to_owned(),
+                    })?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| HttpBuildError::Pem {
@@ -452,15 +492,18 @@ impl ServerCertVerifier for RelaxedVerifier {
         if !self.check_chain {
             return Ok(ServerCertVerified::assertion());
         }
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Ok(ok) => Ok(ok),
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
             Err(e) => Err(e),
         }
     }
@@ -492,9 +535,22 @@ impl ServerCertVerifier for RelaxedVerifier {
 // Request tracer
 
 /// Headers whose values are always replaced in traces.
-const REDACTED_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
+const REDACTED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
 /// Form and JSON fields whose values are always replaced in traces.
-const REDACTED_FIELDS: &[&str] = &["client_secret", "password", "access_token", "refresh_token", "token", "secret_key"];
+const REDACTED_FIELDS: &[&str] = &[
+    "client_secret",
+    "password",
+    "access_token",
+    "refresh_token",
+    "token",
+    "secret_key",
+];
 const REDACTED: &str = "[REDACTED]";
 /// Bodies are cut to this many bytes in a trace line.
 const MAX_TRACED_BODY: usize = 64 * 1024;
@@ -523,7 +579,11 @@ impl RequestTracer {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
         Ok(Self {
             file: Mutex::new(file),
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
@@ -601,11 +661,18 @@ fn redact_query(url: &url::Url) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if REDACTED_FIELDS.contains(&k.as_ref()) { REDACTED.to_owned() } else { v.into_owned() };
+                let v = if REDACTED_FIELDS.contains(&k.as_ref()) {
+                    REDACTED.to_owned()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
-        if pairs.iter().any(|(k, _)| REDACTED_FIELDS.contains(&k.as_str())) {
+        if pairs
+            .iter()
+            .any(|(k, _)| REDACTED_FIELDS.contains(&k.as_str()))
+        {
             url.query_pairs_mut().clear().extend_pairs(pairs);
         }
     }
@@ -624,11 +691,17 @@ fn redact_body(body: &str) -> String {
     if body.contains('=') && !body.contains(char::is_whitespace) {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
             .map(|(k, v)| {
-                let v = if REDACTED_FIELDS.contains(&k.as_ref()) { REDACTED.to_owned() } else { v.into_owned() };
+                let v = if REDACTED_FIELDS.contains(&k.as_ref()) {
+                    REDACTED.to_owned()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
-        return url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        return url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
     }
     body.to_owned()
 }
@@ -658,7 +731,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
     }
 
@@ -674,8 +750,29 @@ mod tests {
 
     #[test]
     fn error_kinds() {
-        assert_eq!(HttpError::Unauthorized { status: 401, message: String::new() }.kind(), ErrorKind::Fail);
-        assert_eq!(HttpError::Server { status: 503, message: String::new() }.kind(), ErrorKind::Retry);
-        assert_eq!(HttpError::RateLimited { retry_after: None, message: String::new() }.kind(), ErrorKind::Retry);
+        assert_eq!(
+            HttpError::Unauthorized {
+                status: 401,
+                message: String::new()
+            }
+            .kind(),
+            ErrorKind::Fail
+        );
+        assert_eq!(
+            HttpError::Server {
+                status: 503,
+                message: String::new()
+            }
+            .kind(),
+            ErrorKind::Retry
+        );
+        assert_eq!(
+            HttpError::RateLimited {
+                retry_after: None,
+                message: String::new()
+            }
+            .kind(),
+            ErrorKind::Retry
+        );
     }
 }

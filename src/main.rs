@@ -91,7 +91,10 @@ enum SimPlatform {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ti_sidecar::telemetry::init(&cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -110,7 +113,11 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config } => Ok(validate(&config)),
-        Command::Run { config, state_dir, once } => {
+        Command::Run {
+            config,
+            state_dir,
+            once,
+        } => {
             let cfg = match config::load_file(&config) {
                 Ok(c) => c,
                 Err(problems) => {
@@ -158,7 +165,11 @@ fn validate(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
             let streams: usize = cfg.inputs.iter().map(|i| i.streams.len()).sum();
-            println!("{}: OK ({} input(s), {streams} stream(s))", path.display(), cfg.inputs.len());
+            println!(
+                "{}: OK ({} input(s), {streams} stream(s))",
+                path.display(),
+                cfg.inputs.len()
+            );
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -181,14 +192,19 @@ fn map(
         anyhow::bail!("--source threatq is not available yet");
     };
     let ioc_expiration = ioc_expiration_duration
-        .map(|d| IocExpiration::parse(&d).with_context(|| format!("--ioc-expiration-duration {d:?}")))
+        .map(|d| {
+            IocExpiration::parse(&d).with_context(|| format!("--ioc-expiration-duration {d:?}"))
+        })
         .transpose()?;
     let mut tags = Vec::new();
     if preserve_original {
         tags.push("preserve_original_event".to_owned());
     }
     tags.extend(extra_tags);
-    let options = MapOptions { ioc_expiration, tags };
+    let options = MapOptions {
+        ioc_expiration,
+        tags,
+    };
     let stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in stdin.lines() {

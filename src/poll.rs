@@ -125,7 +125,12 @@ impl<S: Source, K: Sink> Poller<S, K> {
             tracing::info!(stream.id = %self.stream.id, cursor = %self.source.describe(&cursor), "sweep starting");
             let mut page = match self.fetch(&cursor, &shutdown).await? {
                 Attempt::Done(p) => p,
-                Attempt::Stopped => return Ok(Outcome { interrupted: true, ..outcome }),
+                Attempt::Stopped => {
+                    return Ok(Outcome {
+                        interrupted: true,
+                        ..outcome
+                    });
+                }
             };
             loop {
                 let started = Instant::now();
@@ -136,20 +141,36 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     duplicates_dropped,
                     ..
                 } = page;
-                let events: Vec<EcsEvent> = items.iter().map(|raw| self.source.map(raw.get())).collect();
+                let events: Vec<EcsEvent> =
+                    items.iter().map(|raw| self.source.map(raw.get())).collect();
                 let error_documents = events.iter().filter(|e| has_error(e)).count();
                 let indicators = events.len();
                 // Send page N while fetching page N+1 from N's cursor (not yet committed: if the
                 // send fails, the prefetched page is still the right next one).
                 let (sent, prefetched) = if more {
                     let (sent, next) = tokio::join!(
-                        send(self.sink.as_ref(), &self.input_id, &self.stream, events, &self.schedule, &self.counters),
+                        send(
+                            self.sink.as_ref(),
+                            &self.input_id,
+                            &self.stream,
+                            events,
+                            &self.schedule,
+                            &self.counters
+                        ),
                         self.source.fetch(&cursor)
                     );
                     (sent, Some(next))
                 } else {
                     (
-                        send(self.sink.as_ref(), &self.input_id, &self.stream, events, &self.schedule, &self.counters).await,
+                        send(
+                            self.sink.as_ref(),
+                            &self.input_id,
+                            &self.stream,
+                            events,
+                            &self.schedule,
+                            &self.counters,
+                        )
+                        .await,
                         None,
                     )
                 };
@@ -166,7 +187,10 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 }
                 .emit(&self.counters);
                 if shutdown.is_cancelled() {
-                    return Ok(Outcome { interrupted: true, ..outcome });
+                    return Ok(Outcome {
+                        interrupted: true,
+                        ..outcome
+                    });
                 }
                 let Some(prefetched) = prefetched else { break };
                 page = match prefetched {
@@ -182,7 +206,12 @@ impl<S: Source, K: Sink> Poller<S, K> {
                         .emit(&self.counters);
                         match self.fetch(&cursor, &shutdown).await? {
                             Attempt::Done(p) => p,
-                            Attempt::Stopped => return Ok(Outcome { interrupted: true, ..outcome }),
+                            Attempt::Stopped => {
+                                return Ok(Outcome {
+                                    interrupted: true,
+                                    ..outcome
+                                });
+                            }
                         }
                     }
                 };
@@ -200,10 +229,13 @@ impl<S: Source, K: Sink> Poller<S, K> {
     }
 
     fn load_cursor(&self) -> Result<S::Cursor, PollError> {
-        let stored = self.state.load::<S::Cursor>(&self.cursor_key).map_err(|source| PollError::State {
-            stream: self.stream.id.clone(),
-            source,
-        })?;
+        let stored = self
+            .state
+            .load::<S::Cursor>(&self.cursor_key)
+            .map_err(|source| PollError::State {
+                stream: self.stream.id.clone(),
+                source,
+            })?;
         Ok(stored.unwrap_or_else(|| self.source.initial_cursor()))
     }
 
@@ -336,5 +368,9 @@ async fn send<K: Sink>(
 }
 
 fn has_error(event: &EcsEvent) -> bool {
-    event.doc.get("error").and_then(|e| e.get("message")).is_some()
+    event
+        .doc
+        .get("error")
+        .and_then(|e| e.get("message"))
+        .is_some()
 }

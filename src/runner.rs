@@ -86,7 +86,11 @@ pub struct Summary {
 }
 
 /// Runs every stream until `shutdown` (or, with `once`, until all have caught up).
-pub async fn run(config: &Config, options: &RunOptions, shutdown: CancellationToken) -> Result<Summary, RunError> {
+pub async fn run(
+    config: &Config,
+    options: &RunOptions,
+    shutdown: CancellationToken,
+) -> Result<Summary, RunError> {
     let started = Instant::now();
     let state = StateStore::open(&options.state_dir)?;
     let mut sinks: BTreeMap<String, Arc<NdjsonSink>> = BTreeMap::new();
@@ -96,10 +100,12 @@ pub async fn run(config: &Config, options: &RunOptions, shutdown: CancellationTo
         }
         match output {
             OutputConfig::Ndjson { path } => {
-                let sink = NdjsonSink::open(path).await.map_err(|source| RunError::Output {
-                    name: name.clone(),
-                    source,
-                })?;
+                let sink = NdjsonSink::open(path)
+                    .await
+                    .map_err(|source| RunError::Output {
+                        name: name.clone(),
+                        source,
+                    })?;
                 sinks.insert(name.clone(), Arc::new(sink));
             }
             OutputConfig::Otlp { .. } => {
@@ -121,9 +127,16 @@ pub async fn run(config: &Config, options: &RunOptions, shutdown: CancellationTo
             let stream_counters = Arc::new(StreamCounters::default());
             counters.insert(stream.identity.id.clone(), stream_counters.clone());
             let span = tracing::info_span!("stream", input.id = %input.id, stream.id = %stream.identity.id);
-            let fut = build_poller(&input.id, stream, sink.clone(), &state, options, stream_counters)?
-                .run(shutdown.clone())
-                .instrument(span);
+            let fut = build_poller(
+                &input.id,
+                stream,
+                sink.clone(),
+                &state,
+                options,
+                stream_counters,
+            )?
+            .run(shutdown.clone())
+            .instrument(span);
             tasks.spawn(fut);
         }
     }
@@ -178,7 +191,9 @@ pub async fn run(config: &Config, options: &RunOptions, shutdown: CancellationTo
 
 /// Where a stream's request trace goes.
 pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf {
-    state_dir.join("request-trace").join(format!("{input_id}--{stream_id}.ndjson"))
+    state_dir
+        .join("request-trace")
+        .join(format!("{input_id}--{stream_id}.ndjson"))
 }
 
 fn build_poller(
@@ -193,11 +208,14 @@ fn build_poller(
         SourceConfig::ThreatConnect(tc) => {
             let secrets = vec![tc.secret_key.expose_secret().to_owned()];
             let trace = trace_path(&options.state_dir, input_id, &stream.identity.id);
-            let mut http = HttpClient::build(&tc.http, Some(&trace), secrets).map_err(|source| RunError::Http {
-                input: input_id.to_owned(),
-                stream: stream.identity.id.clone(),
-                source,
-            })?;
+            let mut http =
+                HttpClient::build(&tc.http, Some(&trace), secrets).map_err(|source| {
+                    RunError::Http {
+                        input: input_id.to_owned(),
+                        stream: stream.identity.id.clone(),
+                        source,
+                    }
+                })?;
             if let Some(retry) = options.retry {
                 http = http.with_retry(retry);
             }

@@ -46,7 +46,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("path", &self.path).finish()
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -104,7 +106,9 @@ impl StateStore {
         let tx = self.db.begin_write().map_err(|e| err(e.to_string()))?;
         {
             let mut table = tx.open_table(CURSORS).map_err(|e| err(e.to_string()))?;
-            table.insert(key, bytes.as_slice()).map_err(|e| err(e.to_string()))?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(|e| err(e.to_string()))?;
         }
         tx.commit().map_err(|e| err(e.to_string()))
     }
@@ -151,7 +155,10 @@ mod tests {
             store.commit("a/b", &"cursor-2".to_owned()).unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.load::<String>("a/b").unwrap().as_deref(), Some("cursor-2"));
+        assert_eq!(
+            store.load::<String>("a/b").unwrap().as_deref(),
+            Some("cursor-2")
+        );
         assert_eq!(store.all().unwrap().len(), 1);
     }
 }

@@ -51,13 +51,21 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         let mut line = Map::new();
         line.insert(
             "@timestamp".into(),
             Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
-        line.insert("log.level".into(), Value::from(event.metadata().level().as_str().to_ascii_lowercase()));
+        line.insert(
+            "log.level".into(),
+            Value::from(event.metadata().level().as_str().to_ascii_lowercase()),
+        );
         // Span fields (e.g. `unit.id`, `input.id`) first, so event fields win on conflict.
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -106,7 +114,8 @@ where
 /// Installs the JSON-lines stderr logger. `default_level` applies unless `RUST_LOG` is set.
 pub fn init(default_level: &str) {
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(EcsJsonFormat);
@@ -182,10 +191,16 @@ pub struct PageDelivered<'a> {
 impl PageDelivered<'_> {
     /// Logs the event and adds it to `counters`.
     pub fn emit(&self, counters: &StreamCounters) {
-        counters.indicators.fetch_add(self.indicators as u64, Ordering::Relaxed);
+        counters
+            .indicators
+            .fetch_add(self.indicators as u64, Ordering::Relaxed);
         counters.pages.fetch_add(1, Ordering::Relaxed);
-        counters.error_documents.fetch_add(self.error_documents as u64, Ordering::Relaxed);
-        counters.duplicates_dropped.fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
+        counters
+            .error_documents
+            .fetch_add(self.error_documents as u64, Ordering::Relaxed);
+        counters
+            .duplicates_dropped
+            .fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
         tracing::info!(
             stream.id = self.stream,
             platform = self.platform,
@@ -224,7 +239,13 @@ impl AttemptFailed<'_> {
                 self.stage,
                 self.error
             ),
-            None => tracing::error!(stream.id = self.stream, stage = self.stage, "{} failed: {}", self.stage, self.error),
+            None => tracing::error!(
+                stream.id = self.stream,
+                stage = self.stage,
+                "{} failed: {}",
+                self.stage,
+                self.error
+            ),
         }
     }
 }

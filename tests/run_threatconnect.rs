@@ -33,16 +33,41 @@ async fn delivers_every_indicator_with_exact_large_ids() {
     let big = *expected.iter().next().unwrap();
     assert!(big > 1 << 53);
     let doc = docs.iter().find(|d| original_key(d).0 == big).unwrap();
-    assert!(doc["event"]["original"].as_str().unwrap().contains(&big.to_string()));
-    assert_eq!(doc["threat_connect"]["indicator"]["id"], Value::from(big.to_string()));
-    assert!(doc["@metadata"]["_id"].as_str().is_some_and(|id| id.len() == 28), "fingerprint _id");
+    assert!(
+        doc["event"]["original"]
+            .as_str()
+            .unwrap()
+            .contains(&big.to_string())
+    );
+    assert_eq!(
+        doc["threat_connect"]["indicator"]["id"],
+        Value::from(big.to_string())
+    );
+    assert!(
+        doc["@metadata"]["_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 28),
+        "fingerprint _id"
+    );
     assert_eq!(doc["data_stream"]["dataset"], "ti_threatconnect.indicator");
     // Progress: one JSON log line per page plus a final summary.
-    let logs: Vec<Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(logs.iter().all(|l| l.get("@timestamp").is_some() && l.get("log.level").is_some()));
-    let pages = logs.iter().filter(|l| l["message"] == "page delivered").count();
+    let logs: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logs.iter()
+            .all(|l| l.get("@timestamp").is_some() && l.get("log.level").is_some())
+    );
+    let pages = logs
+        .iter()
+        .filter(|l| l["message"] == "page delivered")
+        .count();
     assert!(pages >= 8, "expected a log line per page, got {pages}");
-    let summary = logs.iter().find(|l| l["message"] == "summary").expect("summary line");
+    let summary = logs
+        .iter()
+        .find(|l| l["message"] == "summary")
+        .expect("summary line");
     assert_eq!(summary["indicators"], 1500);
     assert!(summary["rate_per_second"].as_f64().unwrap() > 0.0);
     sim.shutdown().await;
@@ -60,7 +85,10 @@ async fn changes_during_the_sweep_skip_nothing() {
     let (c, s) = (config.clone(), state.clone());
     let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
     assert!(ok, "first run failed: {stderr}");
-    assert!(sim.stats().mutations > 0, "the simulator changed indicators during the sweep");
+    assert!(
+        sim.stats().mutations > 0,
+        "the simulator changed indicators during the sweep"
+    );
     // Changes after the last page belong to the next sweep: stop changing, then catch up.
     sim.set_mutate_per_page(0);
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
@@ -72,7 +100,10 @@ async fn changes_during_the_sweep_skip_nothing() {
         .into_iter()
         .filter(|(id, lm)| !delivered.contains_key(&(*id, lm.clone())))
         .collect();
-    assert!(missing.is_empty(), "final versions never delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "final versions never delivered: {missing:?}"
+    );
     sim.shutdown().await;
 }
 
@@ -106,8 +137,14 @@ async fn rate_limits_and_server_errors_are_retried_without_loss() {
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "run failed: {stderr}");
     let stats = sim.stats();
-    assert!(stats.errors_injected > 0 && stats.rate_limited > 0, "faults were injected: {stats:?}");
-    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| original_key(d).0).collect();
+    assert!(
+        stats.errors_injected > 0 && stats.rate_limited > 0,
+        "faults were injected: {stats:?}"
+    );
+    let delivered: BTreeSet<i64> = read_events(&events)
+        .iter()
+        .map(|d| original_key(d).0)
+        .collect();
     assert_eq!(delivered.len(), 800);
     sim.shutdown().await;
 }
@@ -131,13 +168,22 @@ async fn kill_9_mid_run_then_restart_covers_everything() {
     })
     .await;
     let partial = read_events(&events).len();
-    assert!(partial > 0 && partial < 2000, "killed mid-run after {partial} documents");
+    assert!(
+        partial > 0 && partial < 2000,
+        "killed mid-run after {partial} documents"
+    );
 
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "restart failed: {stderr}");
-    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| original_key(d).0).collect();
+    let delivered: BTreeSet<i64> = read_events(&events)
+        .iter()
+        .map(|d| original_key(d).0)
+        .collect();
     let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
-    assert_eq!(delivered, expected, "the union of both runs covers everything");
+    assert_eq!(
+        delivered, expected,
+        "the union of both runs covers everything"
+    );
     sim.shutdown().await;
 }
 
@@ -155,7 +201,10 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
         let mut child = spawn_run(&c, &s, SECRET, false);
         wait_for_log(&mut child, "page delivered");
         let pid = child.id().to_string();
-        let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
         assert!(killed.success());
         child.wait().unwrap()
     })
@@ -170,7 +219,11 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
     let docs = read_events(&events);
     let delivered: BTreeSet<i64> = docs.iter().map(|d| original_key(d).0).collect();
     assert_eq!(delivered.len(), 2000);
-    assert!(docs.len() <= 2000 + 50, "duplicates bounded by the batch in flight: {}", docs.len());
+    assert!(
+        docs.len() <= 2000 + 50,
+        "duplicates bounded by the batch in flight: {}",
+        docs.len()
+    );
     sim.shutdown().await;
 }
 
@@ -179,14 +232,25 @@ async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
     let sim = start(sim_args(50)).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        enable_request_tracer: true\n");
+    let config = ws.tc_config(
+        &sim,
+        SECRET,
+        &events,
+        "        enable_request_tracer: true\n",
+    );
     let state = ws.state_dir();
     let wrong = "Wrong-Secret-Value-123";
     let (c, s) = (config.clone(), state.clone());
     let (ok, stderr) = blocking(move || run_once(&c, &s, wrong)).await;
     assert!(!ok, "a rejected key must fail the run");
-    assert!(stderr.contains("credentials rejected"), "clear message: {stderr}");
-    assert!(stderr.contains("Signature Data Did Not Match"), "the platform's reason: {stderr}");
+    assert!(
+        stderr.contains("credentials rejected"),
+        "clear message: {stderr}"
+    );
+    assert!(
+        stderr.contains("Signature Data Did Not Match"),
+        "the platform's reason: {stderr}"
+    );
     assert!(!stderr.contains(wrong), "the secret must not be logged");
 
     // A good run with the tracer on: the trace exists, and holds no secret.
@@ -198,9 +262,18 @@ async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
-    assert!(trace.contains("\"http.response.status_code\":200"), "trace has the exchanges");
+    assert!(
+        trace.contains("\"http.response.status_code\":200"),
+        "trace has the exchanges"
+    );
     assert!(trace.contains("\"authorization\":\"[REDACTED]\""));
-    assert!(!trace.contains(SECRET) && !trace.contains(wrong), "no secret in the trace");
-    assert!(!trace.contains("TC test-access-id:"), "no signature in the trace");
+    assert!(
+        !trace.contains(SECRET) && !trace.contains(wrong),
+        "no secret in the trace"
+    );
+    assert!(
+        !trace.contains("TC test-access-id:"),
+        "no signature in the trace"
+    );
     sim.shutdown().await;
 }

@@ -60,16 +60,39 @@ fn cursor() -> SweepCursor {
 
 /// Checks a received request's HMAC exactly as ThreatConnect does: over the raw target.
 fn assert_signed(req: &Request) {
-    let ts: i64 = req.headers.get("Timestamp").unwrap().to_str().unwrap().parse().unwrap();
+    let ts: i64 = req
+        .headers
+        .get("Timestamp")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let target = auth::path_and_query(&req.url);
-    let expected = auth::authorization("12345678901234567890", SECRET.as_bytes(), &target, "GET", ts);
-    assert_eq!(req.headers.get("Authorization").unwrap().to_str().unwrap(), expected);
+    let expected = auth::authorization(
+        "12345678901234567890",
+        SECRET.as_bytes(),
+        &target,
+        "GET",
+        ts,
+    );
+    assert_eq!(
+        req.headers.get("Authorization").unwrap().to_str().unwrap(),
+        expected
+    );
     assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
 }
 
 fn page(items: &str, next: bool) -> ResponseTemplate {
-    let next = if next { r#","next":"http://x/api/v3/indicators?resultStart=1""# } else { "" };
-    ResponseTemplate::new(200).set_body_raw(format!(r#"{{"data":[{items}],"status":"Success"{next}}}"#), "application/json")
+    let next = if next {
+        r#","next":"http://x/api/v3/indicators?resultStart=1""#
+    } else {
+        ""
+    };
+    ResponseTemplate::new(200).set_body_raw(
+        format!(r#"{{"data":[{items}],"status":"Success"{next}}}"#),
+        "application/json",
+    )
 }
 
 #[tokio::test]
@@ -85,7 +108,10 @@ async fn request_is_exactly_what_elastic_sends_and_is_signed() {
     let page = src.fetch(&cursor()).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert!(!page.more);
-    assert_eq!(page.cursor.watermark.to_rfc3339(), "2023-12-01T08:26:48+00:00");
+    assert_eq!(
+        page.cursor.watermark.to_rfc3339(),
+        "2023-12-01T08:26:48+00:00"
+    );
     assert!(page.cursor.seen.contains(&9_007_199_254_918_489));
 
     let reqs = server.received_requests().await.unwrap();
@@ -103,11 +129,16 @@ async fn request_is_exactly_what_elastic_sends_and_is_signed() {
 async fn server_errors_are_retried_and_resigned() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503).set_body_string(r#"{"status":"Failure","message":"busy"}"#))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_string(r#"{"status":"Failure","message":"busy"}"#),
+        )
         .up_to_n_times(2)
         .mount(&server)
         .await;
-    Mock::given(method("GET")).respond_with(page("", false)).mount(&server).await;
+    Mock::given(method("GET"))
+        .respond_with(page("", false))
+        .mount(&server)
+        .await;
     let mut src = source(&server);
     src.fetch(&cursor()).await.unwrap();
     let reqs = server.received_requests().await.unwrap();
@@ -123,12 +154,19 @@ async fn rate_limit_honours_retry_after() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET")).respond_with(page("", false)).mount(&server).await;
+    Mock::given(method("GET"))
+        .respond_with(page("", false))
+        .mount(&server)
+        .await;
     let mut src = source(&server);
     let started = Instant::now();
     src.fetch(&cursor()).await.unwrap();
     // The backoff alone would wait ~10 ms; Retry-After says one second.
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
@@ -136,7 +174,10 @@ async fn rate_limit_honours_retry_after() {
 async fn unauthorized_is_not_retried_and_fails_the_input() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(401).set_body_string(r#"{"status":"Failure","message":"Access Denied"}"#))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_string(r#"{"status":"Failure","message":"Access Denied"}"#),
+        )
         .mount(&server)
         .await;
     let mut src = source(&server);
@@ -151,7 +192,9 @@ async fn unauthorized_is_not_retried_and_fails_the_input() {
 async fn persistent_5xx_gives_a_retryable_error_after_the_attempts() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(500).set_body_string(r#"{"status":"Failure","message":"boom"}"#))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_string(r#"{"status":"Failure","message":"boom"}"#),
+        )
         .mount(&server)
         .await;
     let mut src = source(&server);

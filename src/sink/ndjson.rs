@@ -36,10 +36,12 @@ impl NdjsonSink {
         }
         let name = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(|source| SinkError::Io {
-                target: name.clone(),
-                source,
-            })?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| SinkError::Io {
+                    target: name.clone(),
+                    source,
+                })?;
         }
         let file = tokio::fs::OpenOptions::new()
             .create(true)

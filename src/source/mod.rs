@@ -68,7 +68,10 @@ pub trait Source: Send + 'static {
     fn initial_cursor(&self) -> Self::Cursor;
 
     /// Fetches the page after `cursor`.
-    fn fetch(&mut self, cursor: &Self::Cursor) -> impl Future<Output = Result<Page<Self::Cursor>, FetchError>> + Send;
+    fn fetch(
+        &mut self,
+        cursor: &Self::Cursor,
+    ) -> impl Future<Output = Result<Page<Self::Cursor>, FetchError>> + Send;
 
     /// Maps one raw object to its ECS document. Never fails: bad objects become documents
     /// carrying `error.message`.

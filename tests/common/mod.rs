@@ -90,7 +90,10 @@ pub fn run_once(config: &Path, state_dir: &Path, secret: &str) -> (bool, String)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Spawns `ti-sidecar run` (not once) with piped stderr.
@@ -121,7 +124,10 @@ pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
     loop {
         line.clear();
         let n = reader.read_line(&mut line).unwrap();
-        assert!(n > 0, "process ended before logging {wanted:?}; saw {seen:?}");
+        assert!(
+            n > 0,
+            "process ended before logging {wanted:?}; saw {seen:?}"
+        );
         let v: Value = serde_json::from_str(line.trim()).unwrap_or(Value::String(line.clone()));
         let hit = v.get("message").and_then(Value::as_str) == Some(wanted);
         seen.push(v);

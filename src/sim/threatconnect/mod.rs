@@ -41,7 +41,7 @@ const DEFAULT_RESULT_LIMIT: usize = 100;
 const MAX_SKEW_SECS: i64 = 300;
 
 /// Command-line arguments of `ti-sidecar simulate threatconnect`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -82,6 +82,25 @@ pub struct SimArgs {
     /// First indicator id (default above 2^53, so every run exercises exact ids).
     #[arg(long, default_value_t = 9_007_199_254_740_993)]
     pub id_base: i64,
+}
+
+/// Hand-written so that printing the arguments never shows the secret key.
+impl std::fmt::Debug for SimArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimArgs")
+            .field("listen", &self.listen)
+            .field("indicators", &self.indicators)
+            .field("seed", &self.seed)
+            .field("access_id", &self.access_id)
+            .field("secret_key", &"[REDACTED]")
+            .field("latency_ms", &self.latency_ms)
+            .field("error_rate", &self.error_rate)
+            .field("rate_limit", &self.rate_limit)
+            .field("mutate_per_page", &self.mutate_per_page)
+            .field("same_second", &self.same_second)
+            .field("id_base", &self.id_base)
+            .finish()
+    }
 }
 
 impl Default for SimArgs {
@@ -351,15 +370,24 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         writeln!(out, "{}", handle.addr())?;
         out.flush()?;
     }
-    eprintln!(
-        "ThreatConnect simulator: url {} access_id {access_id} ({indicators} indicators); \
-         the secret key is --secret-key / TI_SIM_TC_SECRET_KEY. Ctrl-C to stop.",
-        handle.base_url()
+    tracing::info!(
+        url = %handle.base_url(),
+        access_id = %access_id,
+        indicators = indicators as u64,
+        "ThreatConnect simulator listening; the secret key is --secret-key / TI_SIM_TC_SECRET_KEY"
     );
     wait_for_signal().await?;
     let stats = handle.stats();
     handle.shutdown().await;
-    eprintln!("ThreatConnect simulator stopped: {stats:?}");
+    tracing::info!(
+        requests = stats.requests,
+        pages_served = stats.pages_served,
+        auth_rejected = stats.auth_rejected,
+        errors_injected = stats.errors_injected,
+        rate_limited = stats.rate_limited,
+        mutations = stats.mutations,
+        "ThreatConnect simulator stopped"
+    );
     Ok(())
 }
 
@@ -539,11 +567,6 @@ fn serve(
     Ok(page(s, &params, &base, raw_query))
 }
 
-/// Byte-wise comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn check_auth(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
     // No credentials at all, or another scheme (e.g. `TC-Token`), is simply no access.
     let value = headers
@@ -569,11 +592,8 @@ fn check_auth(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Re
         Some(q) if !q.is_empty() => format!("{}?{q}", uri.path()),
         _ => uri.path().to_owned(),
     };
-    let expected = auth::signature(
-        s.secret_key.as_bytes(),
-        &auth::string_to_sign(&target, method.as_str(), ts),
-    );
-    if constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
+    let message = auth::string_to_sign(&target, method.as_str(), ts);
+    if auth::verify(s.secret_key.as_bytes(), &message, sig) {
         Ok(())
     } else {
         Err(ApiError::SignatureMismatch)

@@ -24,6 +24,16 @@ pub fn signature(secret_key: &[u8], message: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// Checks a Base64 `signature` of `message` in constant time (the HMAC crate's `verify_slice`).
+pub fn verify(secret_key: &[u8], message: &str, signature: &str) -> bool {
+    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(signature) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).expect("HMAC takes any key length");
+    mac.update(message.as_bytes());
+    mac.verify_slice(&sig).is_ok()
+}
+
 /// The `Authorization` header value: `TC <access_id>:<signature>`.
 pub fn authorization(
     access_id: &str,
@@ -96,6 +106,22 @@ mod tests {
             ),
             "Q0TLcet0koNW9yHAw37K3/ETbdj7ohQQKyzJPCskOaA="
         );
+    }
+
+    #[test]
+    fn verify_accepts_only_the_right_signature() {
+        let msg = "/api/v3/indicators:GET:1513703787";
+        assert!(verify(
+            SECRET,
+            msg,
+            "Y+5Uy/4N1Oj9v6M4DAxwT3q0RDQdrCwMLURVSXIx++k="
+        ));
+        assert!(!verify(
+            SECRET,
+            msg,
+            "S3XevC+nB4yjGlsW0e/ItQg4sjMekbB9LZkiefJA47U="
+        ));
+        assert!(!verify(SECRET, msg, "not base64!"));
     }
 
     #[test]

@@ -21,10 +21,16 @@ use crate::source::{FetchError, Page, Source};
 const PLATFORM: &str = "threatconnect";
 
 /// Go's `url.QueryEscape`: everything but `A–Z a–z 0–9 - _ . ~` is escaped (space handled apart).
-const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 fn query_escape(s: &str) -> String {
-    utf8_percent_encode(s, QUERY_ESCAPE).to_string().replace("%20", "+")
+    utf8_percent_encode(s, QUERY_ESCAPE)
+        .to_string()
+        .replace("%20", "+")
 }
 
 /// The `fields` values for the include_* options, in the integration's order (API spec §7).
@@ -49,7 +55,10 @@ pub fn fields(cfg: &ThreatConnectConfig) -> Vec<&'static str> {
 /// `lastModified GEQ "<start>"`, ANDed with the user's TQL when there is one. The timestamp is
 /// RFC 3339 without fraction: ThreatConnect rejects some fractional forms (API spec §3).
 pub fn tql(start: DateTime<Utc>, user: Option<&str>) -> String {
-    let base = format!("lastModified GEQ \"{}\"", start.format("%Y-%m-%dT%H:%M:%SZ"));
+    let base = format!(
+        "lastModified GEQ \"{}\"",
+        start.format("%Y-%m-%dT%H:%M:%SZ")
+    );
     match user.map(str::trim).filter(|u| !u.is_empty()) {
         Some(u) => format!("{base} AND {u}"),
         None => base,
@@ -121,15 +130,23 @@ impl ThreatConnectSource {
     }
 
     /// The full request URL for a page.
-    pub fn page_url(&self, watermark: DateTime<Utc>, result_start: u32) -> Result<url::Url, HttpError> {
+    pub fn page_url(
+        &self,
+        watermark: DateTime<Utc>,
+        result_start: u32,
+    ) -> Result<url::Url, HttpError> {
         let q = query(
             &self.fields,
             self.cfg.batch_size,
             result_start,
             &tql(watermark, self.cfg.tql.as_deref()),
         );
-        url::Url::parse(&format!("{}/api/v3/indicators?{q}", self.cfg.base_url()))
-            .map_err(|e| HttpError::Client { status: 0, message: format!("url: cannot build request URL: {e}") })
+        url::Url::parse(&format!("{}/api/v3/indicators?{q}", self.cfg.base_url())).map_err(|e| {
+            HttpError::Client {
+                status: 0,
+                message: format!("url: cannot build request URL: {e}"),
+            }
+        })
     }
 
     async fn get(&mut self, url: &url::Url) -> Result<Envelope, FetchError> {
@@ -141,7 +158,13 @@ impl ThreatConnectSource {
             .http
             .send(|client| {
                 let ts = Utc::now().timestamp();
-                let authz = auth::authorization(&access_id, cfg.secret_key.expose_secret().as_bytes(), &target, "GET", ts);
+                let authz = auth::authorization(
+                    &access_id,
+                    cfg.secret_key.expose_secret().as_bytes(),
+                    &target,
+                    "GET",
+                    ts,
+                );
                 client
                     .get(url.clone())
                     .header("Timestamp", ts.to_string())
@@ -154,10 +177,11 @@ impl ThreatConnectSource {
         if let Some(server_now) = crate::http::server_date(&response.headers) {
             self.clock_offset = server_now - Utc::now();
         }
-        let envelope: Envelope = serde_json::from_slice(&response.body).map_err(|e| FetchError::InvalidResponse {
-            platform: PLATFORM,
-            message: format!("cannot decode indicators response: {e}"),
-        })?;
+        let envelope: Envelope =
+            serde_json::from_slice(&response.body).map_err(|e| FetchError::InvalidResponse {
+                platform: PLATFORM,
+                message: format!("cannot decode indicators response: {e}"),
+            })?;
         if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
             return Err(FetchError::InvalidResponse {
                 platform: PLATFORM,
@@ -176,8 +200,13 @@ impl Source for ThreatConnectSource {
     }
 
     fn initial_cursor(&self) -> SweepCursor {
-        let lookback = chrono::TimeDelta::from_std(self.cfg.initial_interval).unwrap_or(chrono::TimeDelta::MAX);
-        SweepCursor::starting_at(Utc::now().checked_sub_signed(lookback).unwrap_or(DateTime::<Utc>::MIN_UTC))
+        let lookback = chrono::TimeDelta::from_std(self.cfg.initial_interval)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        SweepCursor::starting_at(
+            Utc::now()
+                .checked_sub_signed(lookback)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )
     }
 
     async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
@@ -192,10 +221,18 @@ impl Source for ThreatConnectSource {
                     tracing::debug!(watermark = %cursor.watermark, "crowded second shifted, re-reading it from its start");
                     cursor.anchor = None;
                 }
-                Step::Advance { deliver, cursor: next, more } => {
+                Step::Advance {
+                    deliver,
+                    cursor: next,
+                    more,
+                } => {
                     let duplicates_dropped = envelope.data.len() - deliver.len();
-                    let mut data: Vec<Option<Box<RawValue>>> = envelope.data.into_iter().map(Some).collect();
-                    let items = deliver.into_iter().filter_map(|i| data.get_mut(i).and_then(Option::take)).collect();
+                    let mut data: Vec<Option<Box<RawValue>>> =
+                        envelope.data.into_iter().map(Some).collect();
+                    let items = deliver
+                        .into_iter()
+                        .filter_map(|i| data.get_mut(i).and_then(Option::take))
+                        .collect();
                     return Ok(Page {
                         items,
                         cursor: next,
@@ -213,8 +250,15 @@ impl Source for ThreatConnectSource {
 
     fn describe(&self, cursor: &SweepCursor) -> String {
         match cursor.anchor {
-            Some(a) => format!("lastModified>={} +{}", cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ"), a.position + 1),
-            None => format!("lastModified>={}", cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ")),
+            Some(a) => format!(
+                "lastModified>={} +{}",
+                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ"),
+                a.position + 1
+            ),
+            None => format!(
+                "lastModified>={}",
+                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
         }
     }
 }
@@ -225,8 +269,15 @@ mod tests {
 
     #[test]
     fn query_matches_elastic_cel_encoding() {
-        let start = DateTime::parse_from_rfc3339("2023-11-28T08:00:00Z").unwrap().with_timezone(&Utc);
-        let q = query(&["securityLabels", "sightings", "tags", "threatAssess"], 2000, 0, &tql(start, None));
+        let start = DateTime::parse_from_rfc3339("2023-11-28T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let q = query(
+            &["securityLabels", "sightings", "tags", "threatAssess"],
+            2000,
+            0,
+            &tql(start, None),
+        );
         assert_eq!(
             q,
             "fields=securityLabels&fields=sightings&fields=tags&fields=threatAssess&resultLimit=2000&resultStart=0&sorting=lastModified+asc&tql=lastModified+GEQ+%222023-11-28T08%3A00%3A00Z%22"
@@ -235,9 +286,17 @@ mod tests {
 
     #[test]
     fn tql_builder() {
-        let start = DateTime::parse_from_rfc3339("2023-11-28T08:00:00.750Z").unwrap().with_timezone(&Utc);
-        assert_eq!(tql(start, None), "lastModified GEQ \"2023-11-28T08:00:00Z\"");
-        assert_eq!(tql(start, Some("   ")), "lastModified GEQ \"2023-11-28T08:00:00Z\"");
+        let start = DateTime::parse_from_rfc3339("2023-11-28T08:00:00.750Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            tql(start, None),
+            "lastModified GEQ \"2023-11-28T08:00:00Z\""
+        );
+        assert_eq!(
+            tql(start, Some("   ")),
+            "lastModified GEQ \"2023-11-28T08:00:00Z\""
+        );
         assert_eq!(
             tql(start, Some("  typeName in (\"Address\",\"Host\") ")),
             "lastModified GEQ \"2023-11-28T08:00:00Z\" AND typeName in (\"Address\",\"Host\")"
@@ -251,7 +310,13 @@ mod tests {
 
     #[test]
     fn large_ids_are_exact_keys() {
-        let raw = RawValue::from_string(r#"{"id":9007199254918489,"lastModified":"2024-01-01T00:00:00Z"}"#.into()).unwrap();
-        assert_eq!(item_key(&raw).map(|(id, _)| id), Some(9_007_199_254_918_489));
+        let raw = RawValue::from_string(
+            r#"{"id":9007199254918489,"lastModified":"2024-01-01T00:00:00Z"}"#.into(),
+        )
+        .unwrap();
+        assert_eq!(
+            item_key(&raw).map(|(id, _)| id),
+            Some(9_007_199_254_918_489)
+        );
     }
 }

@@ -122,9 +122,16 @@ pub fn step(cursor: &SweepCursor, plan: Plan, keys: &[ItemKey], server_has_more:
         None => {}
         Some(m) if m > w => {
             next.watermark = m;
-            next.seen = keys.iter().flatten().filter(|(_, lm)| *lm == m).map(|(id, _)| *id).collect();
+            next.seen = keys
+                .iter()
+                .flatten()
+                .filter(|(_, lm)| *lm == m)
+                .map(|(id, _)| *id)
+                .collect();
             // Items at `m` are the tail of the page and the first items of that second.
-            let first_at_m = keys.iter().position(|k| matches!(k, Some((_, lm)) if *lm == m));
+            let first_at_m = keys
+                .iter()
+                .position(|k| matches!(k, Some((_, lm)) if *lm == m));
             next.anchor = match (keys.last().copied().flatten(), first_at_m) {
                 (Some((id, lm)), Some(first)) if lm == m => Some(Anchor {
                     position: u32::try_from(keys.len() - 1 - first).unwrap_or(u32::MAX),
@@ -134,10 +141,17 @@ pub fn step(cursor: &SweepCursor, plan: Plan, keys: &[ItemKey], server_has_more:
             };
         }
         Some(_) => {
-            next.seen.extend(keys.iter().flatten().filter(|(_, lm)| *lm == w).map(|(id, _)| *id));
+            next.seen.extend(
+                keys.iter()
+                    .flatten()
+                    .filter(|(_, lm)| *lm == w)
+                    .map(|(id, _)| *id),
+            );
             next.anchor = match keys.last().copied().flatten() {
                 Some((id, lm)) if lm == w => Some(Anchor {
-                    position: plan.result_start.saturating_add(u32::try_from(keys.len() - 1).unwrap_or(u32::MAX)),
+                    position: plan
+                        .result_start
+                        .saturating_add(u32::try_from(keys.len() - 1).unwrap_or(u32::MAX)),
                     id,
                 }),
                 _ => None,
@@ -168,11 +182,21 @@ mod tests {
     }
 
     /// A tiny model of the server: items (id, second), sorted by (second, id), GEQ + offset.
-    fn serve(items: &[(i64, i64)], plan: Plan, w: DateTime<Utc>, limit: usize) -> (Vec<ItemKey>, bool) {
+    fn serve(
+        items: &[(i64, i64)],
+        plan: Plan,
+        w: DateTime<Utc>,
+        limit: usize,
+    ) -> (Vec<ItemKey>, bool) {
         let mut all: Vec<(i64, i64)> = items.iter().copied().filter(|(_, s)| t(*s) >= w).collect();
         all.sort_by_key(|(id, s)| (*s, *id));
         let start = plan.result_start as usize;
-        let page: Vec<ItemKey> = all.iter().skip(start).take(limit).map(|(id, s)| Some((*id, t(*s)))).collect();
+        let page: Vec<ItemKey> = all
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|(id, s)| Some((*id, t(*s))))
+            .collect();
         (page, all.len() > start + limit)
     }
 
@@ -193,7 +217,11 @@ mod tests {
                     cursor.anchor = None;
                     continue;
                 }
-                Step::Advance { deliver, cursor: next, more } => {
+                Step::Advance {
+                    deliver,
+                    cursor: next,
+                    more,
+                } => {
                     for i in deliver {
                         let (id, lm) = keys[i].unwrap();
                         delivered.push((id, lm.timestamp() - 1_700_000_000));
@@ -221,7 +249,10 @@ mod tests {
     #[test]
     fn crowded_second_larger_than_a_page() {
         // 50 items share one second, page size 7.
-        let mut items: Vec<(i64, i64)> = (0..50).map(|i| (i, 10)).chain((50..60).map(|i| (i, 11))).collect();
+        let mut items: Vec<(i64, i64)> = (0..50)
+            .map(|i| (i, 10))
+            .chain((50..60).map(|i| (i, 11)))
+            .collect();
         let delivered = sweep(&mut items, 7, |_, _| {});
         assert_eq!(delivered.len(), 60, "no duplicates, nothing missing");
     }
@@ -234,7 +265,11 @@ mod tests {
         let delivered = sweep(&mut items, 7, |items, round| {
             // Move an already-delivered item (the lowest id still at second 10) to second 500.
             if round < 5 {
-                if let Some(it) = items.iter_mut().filter(|(_, s)| *s == 10).min_by_key(|(id, _)| *id) {
+                if let Some(it) = items
+                    .iter_mut()
+                    .filter(|(_, s)| *s == 10)
+                    .min_by_key(|(id, _)| *id)
+                {
                     it.1 = 500 + round as i64;
                 }
             }
@@ -278,7 +313,13 @@ mod tests {
             anchor: Some(Anchor { position: 1, id: 2 }),
         };
         let plan = cursor.plan(t(102));
-        assert_eq!(plan, Plan { result_start: 0, expect_first: None });
+        assert_eq!(
+            plan,
+            Plan {
+                result_start: 0,
+                expect_first: None
+            }
+        );
         let keys = vec![Some((1, t(100))), Some((2, t(100)))];
         match step(&cursor, plan, &keys, true) {
             Step::Advance { deliver, more, .. } => {
@@ -297,8 +338,17 @@ mod tests {
             anchor: Some(Anchor { position: 1, id: 2 }),
         };
         let plan = cursor.plan(t(200));
-        assert_eq!(plan, Plan { result_start: 1, expect_first: Some(2) });
-        assert_eq!(step(&cursor, plan, &[Some((3, t(100)))], false), Step::Rewind);
+        assert_eq!(
+            plan,
+            Plan {
+                result_start: 1,
+                expect_first: Some(2)
+            }
+        );
+        assert_eq!(
+            step(&cursor, plan, &[Some((3, t(100)))], false),
+            Step::Rewind
+        );
     }
 
     #[test]
@@ -306,7 +356,10 @@ mod tests {
         let cursor = SweepCursor {
             watermark: t(5),
             seen: [9_007_199_254_740_993].into_iter().collect(),
-            anchor: Some(Anchor { position: 3, id: 9_007_199_254_740_993 }),
+            anchor: Some(Anchor {
+                position: 3,
+                id: 9_007_199_254_740_993,
+            }),
         };
         let text = serde_json::to_string(&cursor).unwrap();
         assert!(text.contains("9007199254740993"));

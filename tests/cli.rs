@@ -1,0 +1,218 @@
+//! The command-line contract (DESIGN §2): `validate`, `map`, `simulate` and `demo` as a user
+//! runs them.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::bin;
+use serde_json::Value;
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("TI_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+        });
+    if dir.join("threatconnect").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: no fixtures at {} (set TI_FIXTURES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yml");
+    std::fs::write(
+        &path,
+        r#"inputs:
+  - id: tc
+    type: ti_threatconnect
+    streams:
+      - id: s1
+        access_id: "1"
+        secret_key: "do-not-print-me"
+        batch_size: 20000
+        interval: 2M
+        bogus: 1
+"#,
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for field in [
+        "inputs[0].streams[0].batch_size",
+        "inputs[0].streams[0].interval",
+        "inputs[0].streams[0].bogus",
+    ] {
+        assert!(stdout.contains(field), "{field} missing from:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("20000") && stdout.contains("2M"),
+        "values are named:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("do-not-print-me")
+            && !String::from_utf8_lossy(&out.stderr).contains("do-not-print-me")
+    );
+}
+
+#[test]
+fn validate_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.yml");
+    std::fs::write(
+        &path,
+        "inputs:\n  - id: tc\n    type: ti_threatconnect\n    streams:\n      - id: s1\n        access_id: \"1\"\n        secret_key: ${SECRET_FOR_TEST}\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("SECRET_FOR_TEST", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `map` on Elastic's own fixtures reproduces the expected documents (compared structurally).
+#[test]
+fn map_reproduces_elastic_fixtures_through_the_binary() {
+    let Some(fx) = fixtures() else { return };
+    for (log, expected) in [
+        (
+            "test-indicator.log",
+            "test-indicator.log-expected.2x-derived.json",
+        ),
+        (
+            "test-with-associated-groups-and-attributes.log",
+            "test-with-associated-groups-and-attributes.log-expected.json",
+        ),
+    ] {
+        let input = std::fs::read(fx.join("threatconnect").join(log)).unwrap();
+        let mut child = Command::new(bin())
+            .args(["map", "--source", "threatconnect", "--preserve-original"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let got: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let want: Value = serde_json::from_slice(
+            &std::fs::read(fx.join("threatconnect").join(expected)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(Value::Array(got), want["expected"], "{log}");
+    }
+}
+
+#[test]
+fn map_turns_a_non_json_line_into_an_error_document_and_keeps_going() {
+    let mut child = Command::new(bin())
+        .args(["map", "--source", "threatconnect"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not json\n{\"id\":1,\"type\":\"Host\",\"hostName\":\"a.example\",\"summary\":\"a.example\",\"lastModified\":\"2024-01-01T00:00:00Z\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let docs: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    assert!(docs[0]["error"]["message"].is_array() || docs[0]["error"]["message"].is_string());
+    assert_eq!(docs[0]["event"]["original"], "not json");
+    assert_eq!(
+        docs[1]["threat_connect"]["indicator"]["host_name"],
+        "a.example"
+    );
+    assert!(docs[1].get("error").is_none());
+}
+
+#[test]
+fn simulate_prints_its_address_first_and_enforces_auth() {
+    let mut child = Command::new(bin())
+        .args([
+            "simulate",
+            "threatconnect",
+            "--listen",
+            "127.0.0.1:0",
+            "--indicators",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr: std::net::SocketAddr = first
+        .trim()
+        .parse()
+        .expect("first stdout line is the bound address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/api/v3/indicators"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status.as_u16(), 401, "unsigned requests are refused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn demo_writes_the_events_file_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["demo", "--indicators", "300"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("delivered: 300 documents"), "{stdout}");
+    let events = std::fs::read_to_string(dir.path().join("demo-events.ndjson")).unwrap();
+    assert_eq!(events.lines().count(), 300);
+}
