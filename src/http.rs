@@ -226,18 +226,31 @@ impl HttpClient {
     }
 
     /// Sends the request that `build` makes, retrying transient failures with jittered
-    /// exponential backoff. `build` runs once per attempt.
-    pub async fn send<F>(&self, mut build: F) -> Result<Response, HttpError>
+    /// exponential backoff. `build` runs once per attempt. Any non-2xx answer is an error.
+    pub async fn send<F>(&self, build: F) -> Result<Response, HttpError>
+    where
+        F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
+    {
+        let response = self.send_raw(build).await?;
+        if (200..300).contains(&response.status) {
+            Ok(response)
+        } else {
+            Err(classify(response.status, &response.headers, &response.body))
+        }
+    }
+
+    /// Like [`send`](Self::send), but a non-retryable answer (anything but 429 and 5xx) is
+    /// returned as it is, for protocols that read error bodies themselves (OAuth2).
+    pub async fn send_raw<F>(&self, mut build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
         let mut delays = self.retry.backoff();
         loop {
             let request = build(&self.client)?;
-            let result = self.attempt(request).await;
-            let error = match result {
-                Ok(resp) => return Ok(resp),
-                Err(e) if e.kind() == ErrorKind::Fail => return Err(e),
+            let error = match self.attempt(request).await {
+                Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
+                Ok(resp) => classify(resp.status, &resp.headers, &resp.body),
                 Err(e) => e,
             };
             let Some(mut delay) = delays.next() else {
@@ -279,23 +292,29 @@ impl HttpClient {
         if let (Some(t), Some(line)) = (&self.tracer, trace) {
             t.write(line, Some((status, &headers)), Some(&body), None);
         }
-        if (200..300).contains(&status) {
-            return Ok(Response {
-                status,
-                headers,
-                body,
-            });
-        }
-        let message = error_message(&body, status);
-        Err(match status {
-            401 | 403 => HttpError::Unauthorized { status, message },
-            429 => HttpError::RateLimited {
-                retry_after: retry_after(&headers),
-                message,
-            },
-            500..=599 => HttpError::Server { status, message },
-            _ => HttpError::Client { status, message },
+        Ok(Response {
+            status,
+            headers,
+            body,
         })
+    }
+}
+
+fn is_retryable_status(status: u16) -> bool {
+    status == 429 || (500..=599).contains(&status)
+}
+
+/// The error a non-2xx answer means.
+fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> HttpError {
+    let message = error_message(body, status);
+    match status {
+        401 | 403 => HttpError::Unauthorized { status, message },
+        429 => HttpError::RateLimited {
+            retry_after: retry_after(headers),
+            message,
+        },
+        500..=599 => HttpError::Server { status, message },
+        _ => HttpError::Client { status, message },
     }
 }
 

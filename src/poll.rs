@@ -141,8 +141,11 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     duplicates_dropped,
                     ..
                 } = page;
-                let events: Vec<EcsEvent> =
-                    items.iter().map(|raw| self.source.map(raw.get())).collect();
+                let now = chrono::Utc::now();
+                let events: Vec<EcsEvent> = items
+                    .iter()
+                    .map(|raw| with_agent_timestamp(self.source.map(raw.get()), now))
+                    .collect();
                 let error_documents = events.iter().filter(|e| has_error(e)).count();
                 let indicators = events.len();
                 // Send page N while fetching page N+1 from N's cursor (not yet committed: if the
@@ -365,6 +368,19 @@ async fn send<K: Sink>(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(schedule.max_retry_delay);
     }
+}
+
+/// The Agent stamps every event with its publish time; the pipelines overwrite it when the
+/// indicator has a usable timestamp. Do the same for documents the mapping left without one.
+fn with_agent_timestamp(mut event: EcsEvent, now: chrono::DateTime<chrono::Utc>) -> EcsEvent {
+    if !event.doc.contains_key("@timestamp") {
+        let text = now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        event
+            .doc
+            .insert("@timestamp".into(), serde_json::Value::from(text));
+        event.timestamp = Some(now);
+    }
+    event
 }
 
 fn has_error(event: &EcsEvent) -> bool {

@@ -15,7 +15,9 @@ use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
 use crate::sink::SinkError;
 use crate::sink::ndjson::NdjsonSink;
+use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
+use crate::source::threatq::client::ThreatQSource;
 use crate::state::{StateError, StateStore, cursor_key};
 use crate::telemetry::{CounterSnapshot, StreamCounters};
 
@@ -127,17 +129,28 @@ pub async fn run(
             let stream_counters = Arc::new(StreamCounters::default());
             counters.insert(stream.identity.id.clone(), stream_counters.clone());
             let span = tracing::info_span!("stream", input.id = %input.id, stream.id = %stream.identity.id);
-            let fut = build_poller(
-                &input.id,
+            let poller = StreamPoller {
+                input_id: &input.id,
                 stream,
-                sink.clone(),
-                &state,
+                sink: sink.clone(),
+                state: &state,
                 options,
-                stream_counters,
-            )?
-            .run(shutdown.clone())
-            .instrument(span);
-            tasks.spawn(fut);
+                counters: stream_counters,
+            };
+            match &stream.source {
+                SourceConfig::ThreatConnect(tc) => {
+                    let http = poller.http(tc.secret_key.expose_secret())?;
+                    let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
+                    let fut = poller.build(source, tc.interval).run(shutdown.clone());
+                    tasks.spawn(fut.instrument(span));
+                }
+                SourceConfig::ThreatQ(tq) => {
+                    let http = poller.http(tq.client_secret.expose_secret())?;
+                    let source = ThreatQSource::new(Arc::new(tq.clone()), http);
+                    let fut = poller.build(source, tq.interval).run(shutdown.clone());
+                    tasks.spawn(fut.instrument(span));
+                }
+            }
         }
     }
 
@@ -196,43 +209,54 @@ pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf 
         .join(format!("{input_id}--{stream_id}.ndjson"))
 }
 
-fn build_poller(
-    input_id: &str,
-    stream: &StreamConfig,
+/// What every stream's poll loop needs, whatever its platform.
+struct StreamPoller<'a> {
+    input_id: &'a str,
+    stream: &'a StreamConfig,
     sink: Arc<NdjsonSink>,
-    state: &StateStore,
-    options: &RunOptions,
+    state: &'a StateStore,
+    options: &'a RunOptions,
     counters: Arc<StreamCounters>,
-) -> Result<Poller<ThreatConnectSource, NdjsonSink>, RunError> {
-    match &stream.source {
-        SourceConfig::ThreatConnect(tc) => {
-            let secrets = vec![tc.secret_key.expose_secret().to_owned()];
-            let trace = trace_path(&options.state_dir, input_id, &stream.identity.id);
-            let mut http =
-                HttpClient::build(&tc.http, Some(&trace), secrets).map_err(|source| {
-                    RunError::Http {
-                        input: input_id.to_owned(),
-                        stream: stream.identity.id.clone(),
-                        source,
-                    }
-                })?;
-            if let Some(retry) = options.retry {
-                http = http.with_retry(retry);
-            }
-            let mut schedule = Schedule::every(tc.interval, options.once);
-            if let Some(d) = options.poll_retry_delay {
-                schedule.retry_delay = d;
-            }
-            Ok(Poller {
-                source: ThreatConnectSource::new(Arc::new(tc.clone()), http),
-                sink,
-                state: state.clone(),
-                cursor_key: cursor_key(input_id, &stream.identity.id),
-                input_id: input_id.to_owned(),
-                stream: stream.identity.clone(),
-                schedule,
-                counters,
-            })
+}
+
+impl StreamPoller<'_> {
+    /// The stream's HTTP client; `secret` is masked in its request trace.
+    fn http(&self, secret: &str) -> Result<HttpClient, RunError> {
+        let trace = trace_path(
+            &self.options.state_dir,
+            self.input_id,
+            &self.stream.identity.id,
+        );
+        let http = HttpClient::build(
+            self.stream.source.http(),
+            Some(&trace),
+            vec![secret.to_owned()],
+        )
+        .map_err(|source| RunError::Http {
+            input: self.input_id.to_owned(),
+            stream: self.stream.identity.id.clone(),
+            source,
+        })?;
+        Ok(match self.options.retry {
+            Some(retry) => http.with_retry(retry),
+            None => http,
+        })
+    }
+
+    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, NdjsonSink> {
+        let mut schedule = Schedule::every(interval, self.options.once);
+        if let Some(d) = self.options.poll_retry_delay {
+            schedule.retry_delay = d;
+        }
+        Poller {
+            source,
+            sink: self.sink,
+            state: self.state.clone(),
+            cursor_key: cursor_key(self.input_id, &self.stream.identity.id),
+            input_id: self.input_id.to_owned(),
+            stream: self.stream.identity.clone(),
+            schedule,
+            counters: self.counters,
         }
     }
 }

@@ -686,6 +686,28 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
     Some(ssl)
 }
 
+/// Checks a platform base URL: no credentials (the platform authenticates with `auth`), no
+/// query or fragment; trailing `/` are stripped from its path.
+pub fn check_base_url(r: &mut FieldReader<'_>, key: &str, mut url: Url, auth: &str) -> Option<Url> {
+    if !url.username().is_empty() || url.password().is_some() {
+        r.problem(
+            key,
+            format!("must not contain credentials (the platform authenticates with {auth})"),
+        );
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        r.problem(
+            key,
+            format!("must not have a query or fragment, got {:?}", url.as_str()),
+        );
+        return None;
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Some(url)
+}
+
 /// Renders an `ssl` block for [`redacted_json`](super::Config::redacted_json).
 pub fn ssl_to_json(ssl: &SslConfig) -> Value {
     let mut map = Map::new();

@@ -22,7 +22,7 @@ pub const REDACTED: &str = "[REDACTED]";
 /// The pseudo-field of problems about the file as a whole (unreadable, not YAML).
 pub const FILE_FIELD: &str = "<file>";
 
-use crate::source::threatconnect;
+use crate::source::{threatconnect, threatq};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -84,6 +84,34 @@ pub struct StreamConfig {
 pub enum SourceConfig {
     /// A `ti_threatconnect` stream.
     ThreatConnect(threatconnect::config::ThreatConnectConfig),
+    /// A `ti_threatq` stream.
+    ThreatQ(threatq::config::ThreatQConfig),
+}
+
+impl SourceConfig {
+    /// The integration's input type name (`ti_threatconnect`, `ti_threatq`).
+    pub fn input_type(&self) -> &'static str {
+        match self {
+            Self::ThreatConnect(_) => "ti_threatconnect",
+            Self::ThreatQ(_) => "ti_threatq",
+        }
+    }
+
+    /// The effective settings with every secret replaced by `"[REDACTED]"`.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        match self {
+            Self::ThreatConnect(c) => c.redacted_json(),
+            Self::ThreatQ(c) => c.redacted_json(),
+        }
+    }
+
+    /// The HTTP settings.
+    pub fn http(&self) -> &HttpConfig {
+        match self {
+            Self::ThreatConnect(c) => &c.http,
+            Self::ThreatQ(c) => &c.http,
+        }
+    }
 }
 
 /// TLS settings shared by every HTTP client (Elastic's `ssl` block).

@@ -14,9 +14,10 @@ use super::{
     Config, InputConfig, OutputConfig, Problem, SourceConfig, StreamConfig, StreamIdentity,
 };
 use crate::source::threatconnect::config::{self as tc, ThreatConnectConfig};
+use crate::source::threatq::config::{self as tq, ThreatQConfig};
 
 /// Input types this build understands.
-pub const SUPPORTED_INPUT_TYPES: &[&str] = &["ti_threatconnect"];
+pub const SUPPORTED_INPUT_TYPES: &[&str] = &["ti_threatconnect", "ti_threatq"];
 
 /// Output types this build understands.
 pub const SUPPORTED_OUTPUT_TYPES: &[&str] = &["ndjson", "otlp"];
@@ -53,12 +54,14 @@ pub fn default_outputs() -> BTreeMap<String, OutputConfig> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InputType {
     ThreatConnect,
+    ThreatQ,
 }
 
 impl InputType {
     fn parse(name: &str) -> Option<Self> {
         match name {
             "ti_threatconnect" => Some(Self::ThreatConnect),
+            "ti_threatq" => Some(Self::ThreatQ),
             _ => None,
         }
     }
@@ -66,6 +69,7 @@ impl InputType {
     fn default_dataset(self) -> fn() -> String {
         match self {
             Self::ThreatConnect => || tc::DEFAULT_DATASET.to_owned(),
+            Self::ThreatQ => || tq::DEFAULT_DATASET.to_owned(),
         }
     }
 }
@@ -318,6 +322,7 @@ fn read_stream(
         Some(InputType::ThreatConnect) => {
             ThreatConnectConfig::from_fields(&mut r).map(SourceConfig::ThreatConnect)
         }
+        Some(InputType::ThreatQ) => ThreatQConfig::from_fields(&mut r).map(SourceConfig::ThreatQ),
         None => {
             // The input's type is already reported; its variables cannot be checked.
             r.accept_rest();
@@ -385,18 +390,14 @@ pub fn config_to_json(config: &Config) -> Value {
             let kind = input
                 .streams
                 .first()
-                .map_or("ti_threatconnect", |s| match s.source {
-                    SourceConfig::ThreatConnect(_) => "ti_threatconnect",
-                });
+                .map_or("ti_threatconnect", |s| s.source.input_type());
             let streams: Vec<Value> = input
                 .streams
                 .iter()
                 .map(|stream| {
-                    let mut map = match &stream.source {
-                        SourceConfig::ThreatConnect(tc) => match tc.redacted_json() {
-                            Value::Object(map) => map,
-                            _ => Map::new(),
-                        },
+                    let mut map = match stream.source.redacted_json() {
+                        Value::Object(map) => map,
+                        _ => Map::new(),
                     };
                     map.insert("id".into(), Value::from(stream.identity.id.clone()));
                     map.insert(

@@ -6,6 +6,7 @@
 //! cursor only after the sink acknowledged them.
 
 pub mod threatconnect;
+pub mod threatq;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::duration::format_duration;
 use crate::config::fields::{
-    FieldReader, NON_NEGATIVE_DURATION, POSITIVE_DURATION, redact_url, ssl_to_json,
+    FieldReader, NON_NEGATIVE_DURATION, POSITIVE_DURATION, check_base_url, redact_url, ssl_to_json,
 };
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
 
@@ -136,7 +136,7 @@ impl ThreatConnectConfig {
     pub fn from_fields(r: &mut FieldReader<'_>) -> Option<Self> {
         let url = r
             .url_or("url", default_url)
-            .and_then(|url| check_base_url(r, url));
+            .and_then(|url| check_base_url(r, "url", url, "access_id and secret_key"));
         let access_id = r.required_string("access_id");
         let secret_key = r.required_secret("secret_key");
         let proxy_url = r.optional_url("proxy_url");
@@ -258,29 +258,6 @@ impl ThreatConnectConfig {
         );
         Value::Object(m)
     }
-}
-
-/// ThreatConnect-specific checks of `url`: no credentials (auth is HMAC), no query or fragment,
-/// and trailing `/` stripped.
-fn check_base_url(r: &mut FieldReader<'_>, mut url: Url) -> Option<Url> {
-    if !url.username().is_empty() || url.password().is_some() {
-        r.problem(
-            "url",
-            "must not contain credentials (ThreatConnect authenticates with access_id and \
-             secret_key)",
-        );
-        return None;
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        r.problem(
-            "url",
-            format!("must not have a query or fragment, got {:?}", url.as_str()),
-        );
-        return None;
-    }
-    let trimmed = url.path().trim_end_matches('/').to_owned();
-    url.set_path(&trimmed);
-    Some(url)
 }
 
 #[cfg(test)]
