@@ -16,18 +16,23 @@ use ti_sidecar::source::threatconnect::ecs::{MapOptions, map_indicator};
 fn fixture_lines() -> Vec<String> {
     let base = std::env::var_os("TI_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+        });
     let dir = base.join("threatconnect");
-    ["test-indicator.log", "test-with-associated-groups-and-attributes.log"]
-        .iter()
-        .filter_map(|name| std::fs::read_to_string(dir.join(name)).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    [
+        "test-indicator.log",
+        "test-with-associated-groups-and-attributes.log",
+    ]
+    .iter()
+    .filter_map(|name| std::fs::read_to_string(dir.join(name)).ok())
+    .flat_map(|text| {
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    })
+    .collect()
 }
 
 fn synthetic(i: u64) -> Vec<String> {

@@ -14,7 +14,9 @@ use ti_sidecar::source::threatconnect::ecs::{MapOptions, PIPELINE, map_indicator
 fn fixture_dir() -> Option<PathBuf> {
     let base = std::env::var_os("TI_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+        });
     let dir = base.join("threatconnect");
     if dir.is_dir() {
         Some(dir)
@@ -80,8 +82,12 @@ fn assert_same(expected: &Value, got: &Value, what: &str) {
 fn golden(log: &str, expected: &str) {
     let Some(dir) = fixture_dir() else { return };
     let input = read(&dir, log);
-    let expected: Value = serde_json::from_str(&read(&dir, expected)).expect("expected file is JSON");
-    let want = expected["expected"].as_array().expect("expected array").clone();
+    let expected: Value =
+        serde_json::from_str(&read(&dir, expected)).expect("expected file is JSON");
+    let want = expected["expected"]
+        .as_array()
+        .expect("expected array")
+        .clone();
     let got: Vec<Value> = input
         .lines()
         .filter(|l| !l.is_empty())
@@ -95,7 +101,10 @@ fn golden(log: &str, expected: &str) {
 
 #[test]
 fn golden_test_indicator_2x() {
-    golden("test-indicator.log", "test-indicator.log-expected.2x-derived.json");
+    golden(
+        "test-indicator.log",
+        "test-indicator.log-expected.2x-derived.json",
+    );
 }
 
 #[test]
@@ -117,7 +126,10 @@ fn fingerprint_ids_of_spec_section_4() {
             json!({"lastModified": "2023-12-05T06:38:53Z", "summary": "test.user@elastic.co"}),
             Some("ExJEBvevcXYG3H0/1p6TE+ZLHjM="),
         ),
-        (json!({"summary": "johnbae@poverts.com"}), Some("lIQRAU2omfLZcp+nP4OAKZ/tmMk=")),
+        (
+            json!({"summary": "johnbae@poverts.com"}),
+            Some("lIQRAU2omfLZcp+nP4OAKZ/tmMk="),
+        ),
         (json!({"id": 1}), None),
     ];
     for (input, want) in cases {
@@ -133,7 +145,9 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| loose_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| loose_eq(v, w)))
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(v, w)| loose_eq(v, w))
@@ -145,8 +159,11 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 #[test]
 fn sample_event_pipeline_parts_match() {
     let Some(dir) = fixture_dir() else { return };
-    let sample: Value = serde_json::from_str(&read(&dir, "sample_event.json")).expect("sample JSON");
-    let raw = sample["event"]["original"].as_str().expect("event.original");
+    let sample: Value =
+        serde_json::from_str(&read(&dir, "sample_event.json")).expect("sample JSON");
+    let raw = sample["event"]["original"]
+        .as_str()
+        .expect("event.original");
     let opts = MapOptions {
         ioc_expiration: Some(IocExpiration::parse("90d").expect("90d parses")),
         tags: vec!["preserve_original_event".to_owned()],
@@ -154,10 +171,21 @@ fn sample_event_pipeline_parts_match() {
     let ev = map_indicator(raw, &opts);
     let mut got = Value::Object(ev.doc);
     // The sample predates 1.3.0 (threat.technique.name) and carries agent/Fleet fields.
-    if let Some(t) = got.pointer_mut("/threat/technique").and_then(Value::as_object_mut) {
+    if let Some(t) = got
+        .pointer_mut("/threat/technique")
+        .and_then(Value::as_object_mut)
+    {
         assert_eq!(t.remove("name"), Some(json!(["Financial Theft"])));
     }
-    for key in ["threat_connect", "threat", "related", "os", "user", "@timestamp", "ecs"] {
+    for key in [
+        "threat_connect",
+        "threat",
+        "related",
+        "os",
+        "user",
+        "@timestamp",
+        "ecs",
+    ] {
         let (w, g) = (&sample[key], &got[key]);
         assert!(loose_eq(w, g), "{key}: expected {w}, got {g}");
     }
@@ -187,20 +215,35 @@ fn large_ids_stay_exact() {
         .map(|item| {
             let d = map_json(item, &MapOptions::default());
             let tci = &d["threat_connect"]["indicator"];
-            (tci["id"].clone(), tci["ip"].clone(), d["threat"]["indicator"]["ip"].clone())
+            (
+                tci["id"].clone(),
+                tci["ip"].clone(),
+                d["threat"]["indicator"]["ip"].clone(),
+            )
         })
         .collect();
     assert_eq!(
         got,
         vec![
-            (json!("9007199254918487"), json!("67.43.156.12"), json!("67.43.156.12")),
-            (json!("9007199254918489"), json!("67.43.156.13"), json!("67.43.156.13")),
+            (
+                json!("9007199254918487"),
+                json!("67.43.156.12"),
+                json!("67.43.156.12")
+            ),
+            (
+                json!("9007199254918489"),
+                json!("67.43.156.13"),
+                json!("67.43.156.13")
+            ),
         ]
     );
     // Also through the raw text path, where the id is never a float.
     let raw = r#"{"id":9007199254918489,"summary":"x"}"#;
     let d = map_indicator(raw, &MapOptions::default()).doc;
-    assert_eq!(d["threat_connect"]["indicator"]["id"], json!("9007199254918489"));
+    assert_eq!(
+        d["threat_connect"]["indicator"]["id"],
+        json!("9007199254918489")
+    );
 }
 
 #[test]
@@ -212,10 +255,14 @@ fn malformed_json_line_yields_error_document() {
     assert_eq!(d["event"]["kind"], json!(["enrichment", "pipeline_error"]));
     assert_eq!(d["tags"], json!(["preserve_original_event"]));
     assert_eq!(d["threat"]["indicator"]["provider"], json!("ThreatConnect"));
-    let messages = d["error"]["message"].as_array().expect("error.message list");
+    let messages = d["error"]["message"]
+        .as_array()
+        .expect("error.message list");
     assert_eq!(messages.len(), 1);
     let m = messages[0].as_str().unwrap_or_default();
-    let prefix = format!("Processor json with tag json_event_original in pipeline {PIPELINE} failed with message: ");
+    let prefix = format!(
+        "Processor json with tag json_event_original in pipeline {PIPELINE} failed with message: "
+    );
     assert!(m.starts_with(&prefix), "{m}");
     assert!(d.get("threat_connect").is_none() && d.get("json").is_none());
     assert_eq!(ev.id, None);
@@ -229,12 +276,17 @@ fn non_object_json_fails_the_pipeline() {
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));
     assert_eq!(d["json"], json!([1, 2]));
     assert_eq!(d["tags"], json!(["preserve_original_event"]));
-    assert!(d["error"]["message"][0].as_str().is_some_and(|m| m.contains("script-default-deleted_at")));
+    assert!(
+        d["error"]["message"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("script-default-deleted_at"))
+    );
 }
 
 #[test]
 fn recorded_conversion_error() {
-    let raw = json!({"active": "maybe", "summary": "a@b.c", "lastModified": "2023-12-01T08:26:48Z"});
+    let raw =
+        json!({"active": "maybe", "summary": "a@b.c", "lastModified": "2023-12-01T08:26:48Z"});
     let d = Value::Object(map_json(&raw, &MapOptions::default()));
     assert_eq!(
         d["error"]["message"],
@@ -288,26 +340,45 @@ fn confidence_table_boundaries() {
 
 #[test]
 fn address_type_ipv4_and_ipv6() {
-    let v4 = map_json(&json!({"type": "Address", "ip": "67.43.156.12"}), &MapOptions::default());
+    let v4 = map_json(
+        &json!({"type": "Address", "ip": "67.43.156.12"}),
+        &MapOptions::default(),
+    );
     assert_eq!(v4["threat"]["indicator"]["type"], json!("ipv4-addr"));
     assert_eq!(v4["threat"]["indicator"]["ip"], json!("67.43.156.12"));
     assert_eq!(v4["related"]["ip"], json!(["67.43.156.12"]));
-    let v6 = map_json(&json!({"type": "Address", "ip": "2001:db8::1"}), &MapOptions::default());
+    let v6 = map_json(
+        &json!({"type": "Address", "ip": "2001:db8::1"}),
+        &MapOptions::default(),
+    );
     assert_eq!(v6["threat"]["indicator"]["type"], json!("ipv6-addr"));
     assert_eq!(v6["threat"]["indicator"]["ip"], json!("2001:db8::1"));
     // `.` wins for an IPv4-mapped address (the ipv4 step runs last).
-    let mapped = map_json(&json!({"type": "Address", "ip": "::ffff:1.2.3.4"}), &MapOptions::default());
+    let mapped = map_json(
+        &json!({"type": "Address", "ip": "::ffff:1.2.3.4"}),
+        &MapOptions::default(),
+    );
     assert_eq!(mapped["threat"]["indicator"]["type"], json!("ipv4-addr"));
     // Not an Address: no threat.indicator.ip.
-    let host = map_json(&json!({"type": "Host", "ip": "1.2.3.4"}), &MapOptions::default());
+    let host = map_json(
+        &json!({"type": "Host", "ip": "1.2.3.4"}),
+        &MapOptions::default(),
+    );
     assert!(host["threat"]["indicator"].get("ip").is_none());
     // An Address without a valid ip: the recorded convert error, then the unguarded
     // dereference fails the pipeline.
-    let bad = map_json(&json!({"type": "Address", "ip": "0.0.0.0/8"}), &MapOptions::default());
+    let bad = map_json(
+        &json!({"type": "Address", "ip": "0.0.0.0/8"}),
+        &MapOptions::default(),
+    );
     assert_eq!(bad["event"]["kind"], json!("pipeline_error"));
     let msgs = bad["error"]["message"].as_array().expect("messages");
     assert_eq!(msgs.len(), 2);
-    assert!(msgs[0].as_str().is_some_and(|m| m.ends_with("'0.0.0.0/8' is not a valid ip address")));
+    assert!(
+        msgs[0]
+            .as_str()
+            .is_some_and(|m| m.ends_with("'0.0.0.0/8' is not a valid ip address"))
+    );
 }
 
 #[test]
@@ -338,8 +409,14 @@ fn file_hashes_lowercased_and_copied() {
         json!("UPPERCASE")
     );
     // sha256 reaches related.hash only when md5 exists (upstream guard).
-    let d = map_json(&json!({"type": "File", "sha256": "AA"}), &MapOptions::default());
-    assert_eq!(d["threat"]["indicator"]["file"]["hash"]["sha256"], json!("aa"));
+    let d = map_json(
+        &json!({"type": "File", "sha256": "AA"}),
+        &MapOptions::default(),
+    );
+    assert_eq!(
+        d["threat"]["indicator"]["file"]["hash"]["sha256"],
+        json!("aa")
+    );
     assert!(d.get("related").is_none());
 }
 
@@ -362,7 +439,10 @@ fn expiration_deleted_at_example() {
     // Leap year: 2023-12-01 + 90d = 2024-02-29.
     let raw = json!({"lastModified": "2023-12-01T08:26:48Z"});
     let d = map_indicator(&raw.to_string(), &opts).doc;
-    assert_eq!(d["threat_connect"]["indicator"]["deleted_at"], json!("2024-02-29T08:26:48.000Z"));
+    assert_eq!(
+        d["threat_connect"]["indicator"]["deleted_at"],
+        json!("2024-02-29T08:26:48.000Z")
+    );
     // No `_conf` (pipeline tests): no deleted_at.
     let d = map_json(&raw, &MapOptions::default());
     assert!(d["threat_connect"]["indicator"].get("deleted_at").is_none());

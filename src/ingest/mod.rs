@@ -241,7 +241,10 @@ pub fn set(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(),
 
 /// The slot at `path`, created (as null) if absent, parents created as objects; fails like
 /// [`set`] when a parent is a scalar or null.
-pub fn slot_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Result<&'a mut Value, IngestError> {
+pub fn slot_mut<'a>(
+    doc: &'a mut Map<String, Value>,
+    path: &str,
+) -> Result<&'a mut Value, IngestError> {
     let mut parts = path.split('.').peekable();
     let first = parts.next().unwrap_or_default();
     if parts.peek().is_none() {
@@ -800,7 +803,12 @@ pub fn error_text(processor_type: &str, tag: &str, pipeline: &str, message: &str
 
 /// Appends the error text of `failure` to `error.message` (list semantics, duplicates kept).
 pub fn record_error(doc: &mut Map<String, Value>, failure: &ProcessorFailure, pipeline: &str) {
-    let text = error_text(failure.processor_type, failure.tag, pipeline, &failure.message);
+    let text = error_text(
+        failure.processor_type,
+        failure.tag,
+        pipeline,
+        &failure.message,
+    );
     if append(doc, "error.message", Value::String(text.clone()), true).is_err() {
         // `error` is not an object: ES would fail the handler; keep the text somewhere visible.
         doc.insert("error".to_owned(), serde_json::json!({ "message": [text] }));
@@ -848,7 +856,10 @@ mod tests {
     fn convert_follows_java() {
         assert_eq!(convert(&json!(12), ConvertType::String), Ok(json!("12")));
         assert_eq!(convert(&json!(3.0), ConvertType::String), Ok(json!("3.0")));
-        assert_eq!(convert(&json!(1e20), ConvertType::String), Ok(json!("1.0E20")));
+        assert_eq!(
+            convert(&json!(1e20), ConvertType::String),
+            Ok(json!("1.0E20"))
+        );
         assert_eq!(convert(&json!("0x1F"), ConvertType::Long), Ok(json!(31)));
         assert_eq!(convert(&json!("-0x1F"), ConvertType::Long), Ok(json!(-31)));
         assert_eq!(
@@ -856,7 +867,10 @@ mod tests {
             Err(IngestError("unable to convert [3.5] to long".into()))
         );
         assert_eq!(convert(&json!(3), ConvertType::Double), Ok(json!(3.0)));
-        assert_eq!(convert(&json!("TRUE"), ConvertType::Boolean), Ok(json!(true)));
+        assert_eq!(
+            convert(&json!("TRUE"), ConvertType::Boolean),
+            Ok(json!(true))
+        );
         assert_eq!(
             convert(&json!("maybe"), ConvertType::Boolean),
             Err(IngestError(
@@ -890,7 +904,10 @@ mod tests {
             Ok("2023-12-01T00:00:00.000Z".into())
         );
         assert_eq!(
-            date(&json!("1700000000"), &[DateFormat::Iso8601, DateFormat::Unix]),
+            date(
+                &json!("1700000000"),
+                &[DateFormat::Iso8601, DateFormat::Unix]
+            ),
             Ok("2023-11-14T22:13:20.000Z".into())
         );
         assert_eq!(
@@ -908,7 +925,9 @@ mod tests {
 
     #[test]
     fn fingerprint_matches_es() {
-        let d = obj(json!({"json": {"summary": "johnbae@poverts.com", "lastModified": "2023-12-01T08:26:48Z"}}));
+        let d = obj(
+            json!({"json": {"summary": "johnbae@poverts.com", "lastModified": "2023-12-01T08:26:48Z"}}),
+        );
         assert_eq!(
             fingerprint(&d, &["json.summary", "json.lastModified"]).as_deref(),
             Some("IbZVedQybbneBJW2COa7ZnfzP5I=")

@@ -85,9 +85,7 @@ pub fn map_indicator(raw: &str, opts: &MapOptions) -> EcsEvent {
         }
     }
     let timestamp = match run.doc.get("@timestamp") {
-        Some(Value::String(s)) => {
-            ingest::parse_iso8601(s).map(|t| t.with_timezone(&chrono::Utc))
-        }
+        Some(Value::String(s)) => ingest::parse_iso8601(s).map(|t| t.with_timezone(&chrono::Utc)),
         _ => None,
     };
     EcsEvent {
@@ -169,9 +167,7 @@ fn guard<'a>(root: &'a Doc, root_name: &str, path: &[&str]) -> Result<Option<&'a
                 Some(v) => v,
             },
             Value::Array(_) => {
-                return Err(format!(
-                    "Illegal list shortcut value [{key}] on [{walked}]"
-                ));
+                return Err(format!("Illegal list shortcut value [{key}] on [{walked}]"));
             }
             other => {
                 return Err(format!(
@@ -292,8 +288,18 @@ fn elem_remove(elem: &mut Value, fields: &[&str]) {
     }
 }
 
-/// convert inside an element; on failure remove `remove_on_fail` from the element and
-/// (for `Record`) record the error.
+/// `on_failure` of a convert inside a `foreach`.
+#[derive(Clone, Copy)]
+enum ElemOnFail {
+    /// No handler: the pipeline fails.
+    Abort,
+    /// Record the error.
+    Record,
+    /// Remove this field of the element, then record the error.
+    RemoveRecord(&'static str),
+}
+
+/// convert inside an element (ignore_missing).
 fn elem_convert(
     doc: &mut Doc,
     elem: &mut Value,
@@ -301,8 +307,7 @@ fn elem_convert(
     to: &str,
     ty: ConvertType,
     tag: &'static str,
-    on_fail: OnFail,
-    remove_on_fail: Option<&str>,
+    on_fail: ElemOnFail,
 ) -> Step {
     let Value::Object(m) = elem else {
         return Ok(());
@@ -313,12 +318,15 @@ fn elem_convert(
     match convert(v, ty).and_then(|c| set(m, to, c)) {
         Ok(()) => Ok(()),
         Err(e) => {
-            if on_fail == OnFail::Record {
-                if let Some(r) = remove_on_fail {
-                    remove(m, r);
+            let f = failure("convert", tag, e);
+            match on_fail {
+                ElemOnFail::Abort => Err(f),
+                ElemOnFail::Record => handle(doc, f, OnFail::Record),
+                ElemOnFail::RemoveRecord(field) => {
+                    remove(m, field);
+                    handle(doc, f, OnFail::Record)
                 }
             }
-            handle(doc, failure("convert", tag, e), on_fail)
         }
     }
 }
@@ -372,7 +380,8 @@ impl Run {
         let doc = &mut self.doc;
         // A1–A5.
         doc.insert("ecs".to_owned(), serde_json::json!({ "version": "8.11.0" }));
-        set(doc, "event.kind", "enrichment".into()).map_err(|e| failure("set", "set_event_kind", e))?;
+        set(doc, "event.kind", "enrichment".into())
+            .map_err(|e| failure("set", "set_event_kind", e))?;
         append(doc, "event.category", "threat".into(), false)
             .map_err(|e| failure("append", "append_threat_into_event_category", e))?;
         append(doc, "event.type", "indicator".into(), false)
@@ -487,16 +496,36 @@ impl Run {
     fn stage_c(&mut self) -> Step {
         let Run { doc, j, .. } = self;
         use ConvertType::*;
-        conv(j, "activeLocked", doc, "threat_connect.indicator.active.locked", Boolean, "convert_activeLocked_to_boolean", OnFail::Record)?;
-        conv(j, "active", doc, "threat_connect.indicator.active.value", Boolean, "convert_active_to_boolean", OnFail::Record)?;
-        mv(j, "address", doc, "threat_connect.indicator.address", "rename_address")?;
+        conv(
+            j,
+            "activeLocked",
+            doc,
+            "threat_connect.indicator.active.locked",
+            Boolean,
+            "convert_activeLocked_to_boolean",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "active",
+            doc,
+            "threat_connect.indicator.active.value",
+            Boolean,
+            "convert_active_to_boolean",
+            OnFail::Record,
+        )?;
+        mv(
+            j,
+            "address",
+            doc,
+            "threat_connect.indicator.address",
+            "rename_address",
+        )?;
         // C4: dissect `%{user.name}@%{user.domain}` when the address contains '@'.
         let dissect_tag = "dissect_threat_connect_indicator_address";
         let split = match get(doc, "threat_connect.indicator.address") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => s
-                .split_once('@')
-                .map(|(n, d)| (n.to_owned(), d.to_owned())),
+            Some(Value::String(s)) => s.split_once('@').map(|(n, d)| (n.to_owned(), d.to_owned())),
             Some(Value::Array(items)) => {
                 if items.iter().any(|i| i == "@") {
                     return Err(fail(
@@ -520,13 +549,36 @@ impl Run {
             }
         };
         if let Some((name, domain)) = split {
-            set(doc, "user.name", Value::String(name)).map_err(|e| failure("dissect", dissect_tag, e))?;
-            set(doc, "user.domain", Value::String(domain)).map_err(|e| failure("dissect", dissect_tag, e))?;
+            set(doc, "user.name", Value::String(name))
+                .map_err(|e| failure("dissect", dissect_tag, e))?;
+            set(doc, "user.domain", Value::String(domain))
+                .map_err(|e| failure("dissect", dissect_tag, e))?;
         }
-        append_field(doc, "user.name", "related.user", "append_user_name_into_related_user")?;
-        copy(doc, "threat_connect.indicator.address", "threat.indicator.email.address", "set_threat_indicator_email_address_from_indicator_address")?;
-        copy(doc, "threat_connect.indicator.address", "user.email", "set_user_email_from_indicator_address")?;
-        mv(j, "AS Number", doc, "threat_connect.indicator.as_number", "rename_AS Number")?;
+        append_field(
+            doc,
+            "user.name",
+            "related.user",
+            "append_user_name_into_related_user",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.address",
+            "threat.indicator.email.address",
+            "set_threat_indicator_email_address_from_indicator_address",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.address",
+            "user.email",
+            "set_user_email_from_indicator_address",
+        )?;
+        mv(
+            j,
+            "AS Number",
+            doc,
+            "threat_connect.indicator.as_number",
+            "rename_AS Number",
+        )?;
         // C9: gsub letters → spaces, trim (ignore_failure), convert to long; scratch `temp`.
         if let Some(v) = get(doc, "threat_connect.indicator.as_number").filter(|v| !v.is_null()) {
             let replaced = ingest::map_strings(v, "threat_connect.indicator.as_number", |s| {
@@ -538,20 +590,38 @@ impl Run {
             set(doc, "threat_connect.indicator.temp", replaced)
                 .map_err(|e| failure("gsub", "replace_string_values_with_space", e))?;
             if let Some(t) = get(doc, "threat_connect.indicator.temp") {
-                if let Ok(trimmed) = ingest::map_strings(t, "threat_connect.indicator.temp", ingest::java_trim) {
+                if let Ok(trimmed) =
+                    ingest::map_strings(t, "threat_connect.indicator.temp", ingest::java_trim)
+                {
                     let _ = set(doc, "threat_connect.indicator.temp", trimmed);
                 }
             }
             if let Some(t) = get(doc, "threat_connect.indicator.temp").filter(|v| !v.is_null()) {
                 match convert(t, Long).and_then(|n| set(doc, "threat.indicator.as.number", n)) {
                     Ok(()) => {}
-                    Err(e) => handle(doc, failure("convert", "convert_as_number_string_to_long", e), OnFail::Record)?,
+                    Err(e) => handle(
+                        doc,
+                        failure("convert", "convert_as_number_string_to_long", e),
+                        OnFail::Record,
+                    )?,
                 }
             }
             remove(doc, "threat_connect.indicator.temp");
         }
-        mv(j, "associatedArtifacts", doc, "threat_connect.indicator.associated_artifacts", "rename_associatedArtifacts")?;
-        mv(j, "associatedCases", doc, "threat_connect.indicator.associated_cases", "rename_associatedCases")?;
+        mv(
+            j,
+            "associatedArtifacts",
+            doc,
+            "threat_connect.indicator.associated_artifacts",
+            "rename_associatedArtifacts",
+        )?;
+        mv(
+            j,
+            "associatedCases",
+            doc,
+            "threat_connect.indicator.associated_cases",
+            "rename_associatedCases",
+        )?;
         Ok(())
     }
 
@@ -561,30 +631,73 @@ impl Run {
         use ConvertType::*;
         let path = "json.associatedGroups.data";
         match guard(j, "json", &["associatedGroups", "data"]) {
-            Err(m) => return Err(fail("foreach", "foreach_associated_data_rename_firstname", m)),
+            Err(m) => {
+                return Err(fail(
+                    "foreach",
+                    "foreach_associated_data_rename_firstname",
+                    m,
+                ));
+            }
             Ok(None) => {}
             Ok(Some(_)) => {
-                let Some(data) = j.get_mut("associatedGroups").and_then(|g| g.get_mut("data")) else {
+                let Some(data) = j
+                    .get_mut("associatedGroups")
+                    .and_then(|g| g.get_mut("data"))
+                else {
                     return Ok(());
                 };
                 let groups = as_list(data, path, "foreach_associated_data_rename_firstname")?;
                 for g in groups.iter_mut() {
-                    elem_rename(g, "createdBy.firstName", "created_by.first_name", false, "rename_associatedGroups_data_createdBy_firstName")?;
+                    elem_rename(
+                        g,
+                        "createdBy.firstName",
+                        "created_by.first_name",
+                        false,
+                        "rename_associatedGroups_data_createdBy_firstName",
+                    )?;
                 }
-                append_each(doc, groups, "created_by.first_name", "related.user", "append_associatedGroups_data_createdBy_firstName_into_related_user")?;
+                append_each(
+                    doc,
+                    groups,
+                    "created_by.first_name",
+                    "related.user",
+                    "append_associatedGroups_data_createdBy_firstName_into_related_user",
+                )?;
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "createdBy.id", "created_by.id", String, "convert_associatedGroups_data_createdBy_id_to_string", OnFail::Record, Some("createdBy.id"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "createdBy.id",
+                        "created_by.id",
+                        String,
+                        "convert_associatedGroups_data_createdBy_id_to_string",
+                        ElemOnFail::RemoveRecord("createdBy.id"),
+                    )?;
                 }
                 for g in groups.iter_mut() {
                     // D4: nested foreach (ignore_missing) over assignments.data.
                     let Value::Object(gm) = g else { continue };
-                    let Some(assignments) = ingest::get_mut(gm, "assignments.data") else { continue };
+                    let Some(assignments) = ingest::get_mut(gm, "assignments.data") else {
+                        continue;
+                    };
                     if assignments.is_null() {
                         continue;
                     }
-                    let list = as_list(assignments, "_ingest._value.assignments.data", "foreach_assignments_data")?;
+                    let list = as_list(
+                        assignments,
+                        "_ingest._value.assignments.data",
+                        "foreach_assignments_data",
+                    )?;
                     for a in list.iter_mut() {
-                        elem_convert(doc, a, "user.id", "user.id", String, "convert_associatedGroups_data_assignments_data_user_id_to_string", OnFail::Record, None)?;
+                        elem_convert(
+                            doc,
+                            a,
+                            "user.id",
+                            "user.id",
+                            String,
+                            "convert_associatedGroups_data_assignments_data_user_id_to_string",
+                            ElemOnFail::Record,
+                        )?;
                     }
                 }
                 // D5 renames `assignments.data.type` onto itself: a no-op unless the path
@@ -594,27 +707,76 @@ impl Run {
                         return Err(fail(
                             "rename",
                             "rename_associatedGroups_data_assignments_data_type",
-                            "field [_ingest._value.assignments.data.type] already exists".to_owned(),
+                            "field [_ingest._value.assignments.data.type] already exists"
+                                .to_owned(),
                         ));
                     }
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "createdBy.lastName", "created_by.last_name", false, "rename_associatedGroups_data_createdBy_lastName")?;
+                    elem_rename(
+                        g,
+                        "createdBy.lastName",
+                        "created_by.last_name",
+                        false,
+                        "rename_associatedGroups_data_createdBy_lastName",
+                    )?;
                 }
-                append_each(doc, groups, "created_by.last_name", "related.user", "append_associatedGroups_data_createdBy_lastName_into_related_user")?;
+                append_each(
+                    doc,
+                    groups,
+                    "created_by.last_name",
+                    "related.user",
+                    "append_associatedGroups_data_createdBy_lastName_into_related_user",
+                )?;
                 for g in groups.iter_mut() {
-                    elem_rename(g, "createdBy.owner", "created_by.owner", false, "rename_associatedGroups_data_createdBy_owner")?;
+                    elem_rename(
+                        g,
+                        "createdBy.owner",
+                        "created_by.owner",
+                        false,
+                        "rename_associatedGroups_data_createdBy_owner",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "createdBy.pseudonym", "created_by.pseudonym", false, "rename_associatedGroups_data_createdBy_pseudonym")?;
+                    elem_rename(
+                        g,
+                        "createdBy.pseudonym",
+                        "created_by.pseudonym",
+                        false,
+                        "rename_associatedGroups_data_createdBy_pseudonym",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "createdBy.userName", "created_by.user_name", false, "rename_associatedGroups_data_createdBy_userName")?;
+                    elem_rename(
+                        g,
+                        "createdBy.userName",
+                        "created_by.user_name",
+                        false,
+                        "rename_associatedGroups_data_createdBy_userName",
+                    )?;
                 }
-                append_each(doc, groups, "created_by.user_name", "related.user", "append_associatedGroups_data_createdBy_userName_into_related_user")?;
+                append_each(
+                    doc,
+                    groups,
+                    "created_by.user_name",
+                    "related.user",
+                    "append_associatedGroups_data_createdBy_userName_into_related_user",
+                )?;
                 // D12/D13 have ignore_failure.
-                let _ = append_each(doc, groups, "to", "email.to.address", "append_associatedGroups_data_to_email");
-                let _ = append_each(doc, groups, "from", "email.from.address", "append_associatedGroups_data_from_email");
+                let _ = append_each(
+                    doc,
+                    groups,
+                    "to",
+                    "email.to.address",
+                    "append_associatedGroups_data_to_email",
+                );
+                let _ = append_each(
+                    doc,
+                    groups,
+                    "from",
+                    "email.from.address",
+                    "append_associatedGroups_data_from_email",
+                );
                 for g in groups.iter_mut() {
                     elem_date(g, "dateAdded", "date_added");
                 }
@@ -622,10 +784,22 @@ impl Run {
                     elem_date(g, "documentDateAdded", "document.date_added");
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "documentType", "document.type", false, "rename_associatedGroups_data_documentType")?;
+                    elem_rename(
+                        g,
+                        "documentType",
+                        "document.type",
+                        false,
+                        "rename_associatedGroups_data_documentType",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "downVoteCount", "down_vote_count", false, "rename_associatedGroups_data_downVoteCount")?;
+                    elem_rename(
+                        g,
+                        "downVoteCount",
+                        "down_vote_count",
+                        false,
+                        "rename_associatedGroups_data_downVoteCount",
+                    )?;
                 }
                 for (from, to) in [
                     ("dueDate", "due_date"),
@@ -641,22 +815,56 @@ impl Run {
                     }
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "fileName", "file.name", false, "rename_associatedGroups_data_fileName")?;
+                    elem_rename(
+                        g,
+                        "fileName",
+                        "file.name",
+                        false,
+                        "rename_associatedGroups_data_fileName",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "fileSize", "file.size", String, "convert_associatedGroups_data_filesize_to_string", OnFail::Record, Some("fileSize"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "fileSize",
+                        "file.size",
+                        String,
+                        "convert_associatedGroups_data_filesize_to_string",
+                        ElemOnFail::RemoveRecord("fileSize"),
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "fileText", "file.text", false, "rename_associatedGroups_data_fileText")?;
+                    elem_rename(
+                        g,
+                        "fileText",
+                        "file.text",
+                        false,
+                        "rename_associatedGroups_data_fileText",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "fileType", "file.type", false, "rename_associatedGroups_data_fileType")?;
+                    elem_rename(
+                        g,
+                        "fileType",
+                        "file.type",
+                        false,
+                        "rename_associatedGroups_data_fileType",
+                    )?;
                 }
                 for g in groups.iter_mut() {
                     elem_date(g, "firstSeen", "first_seen");
                 }
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "generatedReport", "generated_report", Boolean, "convert_associatedGroups_data_generatedReport_to_boolean", OnFail::Record, Some("generatedReport"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "generatedReport",
+                        "generated_report",
+                        Boolean,
+                        "convert_associatedGroups_data_generatedReport_to_boolean",
+                        ElemOnFail::RemoveRecord("generatedReport"),
+                    )?;
                 }
                 for g in groups.iter_mut() {
                     elem_date(g, "lastModified", "last_modified");
@@ -665,16 +873,44 @@ impl Run {
                     elem_date(g, "lastSeen", "last_seen");
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "legacyLink", "legacy_link", false, "rename_associatedGroups_data_legacyLink")?;
+                    elem_rename(
+                        g,
+                        "legacyLink",
+                        "legacy_link",
+                        false,
+                        "rename_associatedGroups_data_legacyLink",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "malware", "malware", Boolean, "convert_associatedGroups_data_malware_to_boolean", OnFail::Record, Some("malware"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "malware",
+                        "malware",
+                        Boolean,
+                        "convert_associatedGroups_data_malware_to_boolean",
+                        ElemOnFail::RemoveRecord("malware"),
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "ownerId", "owner.id", String, "convert_associatedGroups_data_ownerId_to_string", OnFail::Abort, None)?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "ownerId",
+                        "owner.id",
+                        String,
+                        "convert_associatedGroups_data_ownerId_to_string",
+                        ElemOnFail::Abort,
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "ownerName", "owner.name", false, "rename_associatedGroups_data_ownerName")?;
+                    elem_rename(
+                        g,
+                        "ownerName",
+                        "owner.name",
+                        false,
+                        "rename_associatedGroups_data_ownerName",
+                    )?;
                 }
                 for g in groups.iter_mut() {
                     elem_date(g, "publishDate", "publish_date");
@@ -683,23 +919,65 @@ impl Run {
                     elem_date(g, "reminderDate", "reminder_date");
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "scoreBreakdown", "score_breakdown", false, "rename_associatedGroups_data_scoreBreakdown")?;
+                    elem_rename(
+                        g,
+                        "scoreBreakdown",
+                        "score_breakdown",
+                        false,
+                        "rename_associatedGroups_data_scoreBreakdown",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "scoreIncludesBody", "score_includes_body", Boolean, "convert_associatedGroups_data_scoreIncludesBody_to_boolean", OnFail::Record, Some("scoreIncludesBody"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "scoreIncludesBody",
+                        "score_includes_body",
+                        Boolean,
+                        "convert_associatedGroups_data_scoreIncludesBody_to_boolean",
+                        ElemOnFail::RemoveRecord("scoreIncludesBody"),
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_convert(doc, g, "upVote", "up_vote", Boolean, "convert_associatedGroups_data_upVote_to_boolean", OnFail::Record, Some("upVote"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "upVote",
+                        "up_vote",
+                        Boolean,
+                        "convert_associatedGroups_data_upVote_to_boolean",
+                        ElemOnFail::RemoveRecord("upVote"),
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "upVoteCount", "up_vote_count", false, "rename_associatedGroups_data_upVoteCount")?;
+                    elem_rename(
+                        g,
+                        "upVoteCount",
+                        "up_vote_count",
+                        false,
+                        "rename_associatedGroups_data_upVoteCount",
+                    )?;
                 }
                 for g in groups.iter_mut() {
-                    elem_rename(g, "webLink", "web_link", false, "rename_associatedGroups_data_webLink")?;
+                    elem_rename(
+                        g,
+                        "webLink",
+                        "web_link",
+                        false,
+                        "rename_associatedGroups_data_webLink",
+                    )?;
                 }
                 for g in groups.iter_mut() {
                     // D44: upstream removes upVote here (sic), not id.
-                    elem_convert(doc, g, "id", "id", String, "convert_associatedGroups_data_id_to_string", OnFail::Record, Some("upVote"))?;
+                    elem_convert(
+                        doc,
+                        g,
+                        "id",
+                        "id",
+                        String,
+                        "convert_associatedGroups_data_id_to_string",
+                        ElemOnFail::RemoveRecord("upVote"),
+                    )?;
                 }
             }
         }
@@ -711,27 +989,68 @@ impl Run {
         if let Some(data) = moved {
             let target = "threat_connect.indicator.associated_groups.data";
             if contains(doc, target) {
-                return Err(fail("rename", "rename_associatedGroups_data", format!("field [{target}] already exists")));
+                return Err(fail(
+                    "rename",
+                    "rename_associatedGroups_data",
+                    format!("field [{target}] already exists"),
+                ));
             }
-            set(doc, target, data).map_err(|e| failure("rename", "rename_associatedGroups_data", e))?;
+            set(doc, target, data)
+                .map_err(|e| failure("rename", "rename_associatedGroups_data", e))?;
         }
-        let Some(data) = ingest::get_mut(doc, "threat_connect.indicator.associated_groups.data") else {
+        let Some(data) = ingest::get_mut(doc, "threat_connect.indicator.associated_groups.data")
+        else {
             return Ok(());
         };
         if data.is_null() {
             return Ok(());
         }
-        let groups = as_list(data, "threat_connect.indicator.associated_groups.data", "foreach_remove_duplicate_fields")?;
+        let groups = as_list(
+            data,
+            "threat_connect.indicator.associated_groups.data",
+            "foreach_remove_duplicate_fields",
+        )?;
         // D46.
         for g in groups.iter_mut() {
-            elem_remove(g, &[
-                "createdBy.firstName", "createdBy.lastName", "createdBy.id", "dueDate", "downVoteCount",
-                "documentType", "externalDateAdded", "externalDateExpires", "externalLastModified",
-                "fileName", "fileText", "fileSize", "fileType", "eventDate", "escalationDate",
-                "emailDate", "firstSeen", "lastSeen", "lastModified", "documentDateAdded", "dateAdded",
-                "userName", "reminderDate", "publishDate", "ownerId", "ownerName", "generatedReport",
-                "webLink", "upVoteCount", "upVote", "scoreIncludesBody", "scoreBreakdown", "to", "from",
-            ]);
+            elem_remove(
+                g,
+                &[
+                    "createdBy.firstName",
+                    "createdBy.lastName",
+                    "createdBy.id",
+                    "dueDate",
+                    "downVoteCount",
+                    "documentType",
+                    "externalDateAdded",
+                    "externalDateExpires",
+                    "externalLastModified",
+                    "fileName",
+                    "fileText",
+                    "fileSize",
+                    "fileType",
+                    "eventDate",
+                    "escalationDate",
+                    "emailDate",
+                    "firstSeen",
+                    "lastSeen",
+                    "lastModified",
+                    "documentDateAdded",
+                    "dateAdded",
+                    "userName",
+                    "reminderDate",
+                    "publishDate",
+                    "ownerId",
+                    "ownerName",
+                    "generatedReport",
+                    "webLink",
+                    "upVoteCount",
+                    "upVote",
+                    "scoreIncludesBody",
+                    "scoreBreakdown",
+                    "to",
+                    "from",
+                ],
+            );
         }
         // D47: attributes ← attributes.data; on failure append [] to attributes.
         for g in groups.iter_mut() {
@@ -758,13 +1077,29 @@ impl Run {
         // D48.
         for g in groups.iter_mut() {
             let Value::Object(gm) = g else { continue };
-            let Some(attrs) = gm.get_mut("attributes") else { continue };
+            let Some(attrs) = gm.get_mut("attributes") else {
+                continue;
+            };
             if attrs.is_null() {
                 continue;
             }
-            let list = as_list(attrs, "_ingest._value.attributes", "foreach_associated_groups_attribute_obj")?;
+            let list = as_list(
+                attrs,
+                "_ingest._value.attributes",
+                "foreach_associated_groups_attribute_obj",
+            )?;
             for a in list.iter_mut() {
-                elem_remove(a, &["dateAdded", "default", "id", "lastModified", "pinned", "source"]);
+                elem_remove(
+                    a,
+                    &[
+                        "dateAdded",
+                        "default",
+                        "id",
+                        "lastModified",
+                        "pinned",
+                        "source",
+                    ],
+                );
             }
         }
         Ok(())
@@ -785,7 +1120,10 @@ impl Run {
             return Err(fail(
                 "script",
                 script_tag,
-                format!("cannot iterate over [{}] (json.associatedIndicators.data)", ingest::java_type_name(data)),
+                format!(
+                    "cannot iterate over [{}] (json.associatedIndicators.data)",
+                    ingest::java_type_name(data)
+                ),
             ));
         };
         let mut renamed = Vec::with_capacity(items.len());
@@ -805,9 +1143,14 @@ impl Run {
         }
         let target = "threat_connect.indicator.associated_indicators.data";
         if contains(doc, target) {
-            return Err(fail("rename", "rename_entities_obj", format!("field [{target}] already exists")));
+            return Err(fail(
+                "rename",
+                "rename_entities_obj",
+                format!("field [{target}] already exists"),
+            ));
         }
-        set(doc, target, Value::Array(renamed)).map_err(|e| failure("rename", "rename_entities_obj", e))?;
+        set(doc, target, Value::Array(renamed))
+            .map_err(|e| failure("rename", "rename_entities_obj", e))?;
 
         // The list lives in `doc`; take it out to append to `related.ip` while iterating.
         let Some(Value::Array(mut list)) = ingest::remove(doc, target) else {
@@ -815,26 +1158,72 @@ impl Run {
         };
         let result = (|| -> Step {
             for e in list.iter_mut() {
-                elem_convert(doc, e, "size", "size", String, "convert_associatedIndicators_data_size_to_string", OnFail::Record, Some("size"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "size",
+                    "size",
+                    String,
+                    "convert_associatedIndicators_data_size_to_string",
+                    ElemOnFail::RemoveRecord("size"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "active", "_temp.value", Boolean, "convert_associatedIndicators_data_active_to_boolean", OnFail::Record, Some("active"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "active",
+                    "_temp.value",
+                    Boolean,
+                    "convert_associatedIndicators_data_active_to_boolean",
+                    ElemOnFail::RemoveRecord("active"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "activeLocked", "_temp.locked", Boolean, "convert_associatedIndicators_data_activeLocked_to_boolean", OnFail::Record, Some("activeLocked"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "activeLocked",
+                    "_temp.locked",
+                    Boolean,
+                    "convert_associatedIndicators_data_activeLocked_to_boolean",
+                    ElemOnFail::RemoveRecord("activeLocked"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_rename(e, "Block", "block", false, "rename_associatedIndicators_data_block")?;
+                elem_rename(
+                    e,
+                    "Block",
+                    "block",
+                    false,
+                    "rename_associatedIndicators_data_block",
+                )?;
             }
             // E6 converts `Block` after it was renamed: it never does anything.
             for e in list.iter_mut() {
-                elem_convert(doc, e, "confidence", "confidence", Long, "convert_associatedIndicators_data_confidence_to_long", OnFail::Record, Some("confidence"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "confidence",
+                    "confidence",
+                    Long,
+                    "convert_associatedIndicators_data_confidence_to_long",
+                    ElemOnFail::RemoveRecord("confidence"),
+                )?;
             }
             for e in list.iter_mut() {
                 elem_date(e, "dateAdded", "date_added");
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "dnsActive", "dns_active", Boolean, "convert_associatedIndicators_data_dnsActive_to_boolean", OnFail::Record, Some("dnsActive"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "dnsActive",
+                    "dns_active",
+                    Boolean,
+                    "convert_associatedIndicators_data_dnsActive_to_boolean",
+                    ElemOnFail::RemoveRecord("dnsActive"),
+                )?;
             }
             for (from, to) in [
                 ("externalDateAdded", "external.date.added"),
@@ -847,45 +1236,133 @@ impl Run {
                 }
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "id", "id", String, "convert_associatedIndicators_data_id_to_string", OnFail::Record, Some("id"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "id",
+                    "id",
+                    String,
+                    "convert_associatedIndicators_data_id_to_string",
+                    ElemOnFail::RemoveRecord("id"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "ip", "ip", Ip, "convert_associatedIndicators_data_ip_to_ip", OnFail::Record, Some("ip"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "ip",
+                    "ip",
+                    Ip,
+                    "convert_associatedIndicators_data_ip_to_ip",
+                    ElemOnFail::RemoveRecord("ip"),
+                )?;
             }
             // E16: `value.ip` never exists, so this appends "" (removed by the cleaner).
-            append_each(doc, &list, "value.ip", "related.ip", "append_associatedIndicators_data_ip_into_related_ip")?;
+            append_each(
+                doc,
+                &list,
+                "value.ip",
+                "related.ip",
+                "append_associatedIndicators_data_ip_into_related_ip",
+            )?;
             for (from, to) in [("lastModified", "last_modified"), ("lastSeen", "last_seen")] {
                 for e in list.iter_mut() {
                     elem_date(e, from, to);
                 }
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "ownerId", "owner.id", String, "convert_associatedIndicators_data_ownerId_to_string", OnFail::Abort, None)?;
+                elem_convert(
+                    doc,
+                    e,
+                    "ownerId",
+                    "owner.id",
+                    String,
+                    "convert_associatedIndicators_data_ownerId_to_string",
+                    ElemOnFail::Abort,
+                )?;
             }
             for e in list.iter_mut() {
-                elem_rename(e, "ownerName", "owner.name", false, "rename_associatedIndicators_data_ownerName")?;
+                elem_rename(
+                    e,
+                    "ownerName",
+                    "owner.name",
+                    false,
+                    "rename_associatedIndicators_data_ownerName",
+                )?;
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "privateFlag", "private_flag", Boolean, "convert_associatedIndicators_data_privateFlag_to_boolean", OnFail::Record, Some("privateFlag"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "privateFlag",
+                    "private_flag",
+                    Boolean,
+                    "convert_associatedIndicators_data_privateFlag_to_boolean",
+                    ElemOnFail::RemoveRecord("privateFlag"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "rating", "rating", Double, "convert_associatedIndicators_data_rating_to_double", OnFail::Record, Some("rating"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "rating",
+                    "rating",
+                    Double,
+                    "convert_associatedIndicators_data_rating_to_double",
+                    ElemOnFail::RemoveRecord("rating"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_rename(e, "Value Name", "value.name", false, "rename_associatedIndicators_data_Value_Name")?;
+                elem_rename(
+                    e,
+                    "Value Name",
+                    "value.name",
+                    false,
+                    "rename_associatedIndicators_data_Value_Name",
+                )?;
             }
             for e in list.iter_mut() {
-                elem_rename(e, "Value Type", "value.type", false, "rename_associatedIndicators_data_Value_Type")?;
+                elem_rename(
+                    e,
+                    "Value Type",
+                    "value.type",
+                    false,
+                    "rename_associatedIndicators_data_Value_Type",
+                )?;
             }
             for e in list.iter_mut() {
-                elem_convert(doc, e, "whoisActive", "whois_active", Boolean, "convert_associatedIndicators_data_whoisActive_to_boolean", OnFail::Record, Some("whoisActive"))?;
+                elem_convert(
+                    doc,
+                    e,
+                    "whoisActive",
+                    "whois_active",
+                    Boolean,
+                    "convert_associatedIndicators_data_whoisActive_to_boolean",
+                    ElemOnFail::RemoveRecord("whoisActive"),
+                )?;
             }
             for e in list.iter_mut() {
-                elem_remove(e, &[
-                    "active", "activeLocked", "Block", "dnsActive", "dateAdded", "externalDateAdded",
-                    "externalDateExpires", "externalLastModified", "firstSeen", "lastSeen",
-                    "lastModified", "ownerId", "privateFlag", "Value Type", "Value Name", "whoisActive",
-                ]);
+                elem_remove(
+                    e,
+                    &[
+                        "active",
+                        "activeLocked",
+                        "Block",
+                        "dnsActive",
+                        "dateAdded",
+                        "externalDateAdded",
+                        "externalDateExpires",
+                        "externalLastModified",
+                        "firstSeen",
+                        "lastSeen",
+                        "lastModified",
+                        "ownerId",
+                        "privateFlag",
+                        "Value Type",
+                        "Value Name",
+                        "whoisActive",
+                    ],
+                );
             }
             for e in list.iter_mut() {
                 elem_rename(e, "_temp", "active", false, "rename_temp_to_active")?;
@@ -911,42 +1388,122 @@ impl Run {
         };
         let attrs = as_list(data, "json.attributes.data", first_tag)?;
         for a in attrs.iter_mut() {
-            elem_rename(a, "createdBy.firstName", "created_by.first_name", false, "rename_attributes_data_createdBy_firstName")?;
+            elem_rename(
+                a,
+                "createdBy.firstName",
+                "created_by.first_name",
+                false,
+                "rename_attributes_data_createdBy_firstName",
+            )?;
         }
-        append_each(doc, attrs, "created_by.first_name", "related.user", "append_attributes_data_createdBy_firstName_into_related_user")?;
+        append_each(
+            doc,
+            attrs,
+            "created_by.first_name",
+            "related.user",
+            "append_attributes_data_createdBy_firstName_into_related_user",
+        )?;
         for a in attrs.iter_mut() {
             // Upstream removes `default` on failure here (sic).
-            elem_convert(doc, a, "createdBy.id", "created_by.id", String, "convert_attributes_data_createdBy_id_to_string", OnFail::Record, Some("default"))?;
+            elem_convert(
+                doc,
+                a,
+                "createdBy.id",
+                "created_by.id",
+                String,
+                "convert_attributes_data_createdBy_id_to_string",
+                ElemOnFail::RemoveRecord("default"),
+            )?;
         }
         for a in attrs.iter_mut() {
-            elem_rename(a, "createdBy.lastName", "created_by.last_name", false, "rename_attributes_data_createdBy_lastName")?;
+            elem_rename(
+                a,
+                "createdBy.lastName",
+                "created_by.last_name",
+                false,
+                "rename_attributes_data_createdBy_lastName",
+            )?;
         }
-        append_each(doc, attrs, "created_by.last_name", "related.user", "append_attributes_data_createdBy_lastName_into_related_user")?;
+        append_each(
+            doc,
+            attrs,
+            "created_by.last_name",
+            "related.user",
+            "append_attributes_data_createdBy_lastName_into_related_user",
+        )?;
         for a in attrs.iter_mut() {
-            elem_rename(a, "createdBy.owner", "created_by.owner", false, "rename_attributes_data_createdBy_owner")?;
+            elem_rename(
+                a,
+                "createdBy.owner",
+                "created_by.owner",
+                false,
+                "rename_attributes_data_createdBy_owner",
+            )?;
         }
         for a in attrs.iter_mut() {
-            elem_rename(a, "createdBy.pseudonym", "created_by.pseudonym", false, "rename_attributes_data_createdBy_pseudonym")?;
+            elem_rename(
+                a,
+                "createdBy.pseudonym",
+                "created_by.pseudonym",
+                false,
+                "rename_attributes_data_createdBy_pseudonym",
+            )?;
         }
         for a in attrs.iter_mut() {
-            elem_rename(a, "createdBy.userName", "created_by.user_name", false, "rename_attributes_data_createdBy_userName")?;
+            elem_rename(
+                a,
+                "createdBy.userName",
+                "created_by.user_name",
+                false,
+                "rename_attributes_data_createdBy_userName",
+            )?;
         }
-        append_each(doc, attrs, "created_by.user_name", "related.user", "append_attributes_data_createdBy_userName_into_related_user")?;
+        append_each(
+            doc,
+            attrs,
+            "created_by.user_name",
+            "related.user",
+            "append_attributes_data_createdBy_userName_into_related_user",
+        )?;
         for a in attrs.iter_mut() {
             elem_date(a, "dateAdded", "date_added");
         }
         for a in attrs.iter_mut() {
-            elem_convert(doc, a, "default", "default", Boolean, "convert_attributes_data_default_to_boolean", OnFail::Record, Some("default"))?;
+            elem_convert(
+                doc,
+                a,
+                "default",
+                "default",
+                Boolean,
+                "convert_attributes_data_default_to_boolean",
+                ElemOnFail::RemoveRecord("default"),
+            )?;
         }
         for a in attrs.iter_mut() {
             elem_date(a, "lastModified", "last_modified");
         }
         for a in attrs.iter_mut() {
-            elem_convert(doc, a, "pinned", "pinned", Boolean, "convert_attributes_data_pinned_to_boolean", OnFail::Record, Some("pinned"))?;
+            elem_convert(
+                doc,
+                a,
+                "pinned",
+                "pinned",
+                Boolean,
+                "convert_attributes_data_pinned_to_boolean",
+                ElemOnFail::RemoveRecord("pinned"),
+            )?;
         }
         for a in attrs.iter_mut() {
             // Upstream removes `default` on failure here too (sic).
-            elem_convert(doc, a, "id", "id", String, "convert_attributess_data_id_to_string", OnFail::Record, Some("default"))?;
+            elem_convert(
+                doc,
+                a,
+                "id",
+                "id",
+                String,
+                "convert_attributess_data_id_to_string",
+                ElemOnFail::RemoveRecord("default"),
+            )?;
         }
         let moved = j
             .get_mut("attributes")
@@ -955,7 +1512,17 @@ impl Run {
         if let Some(mut data) = moved {
             if let Value::Array(list) = &mut data {
                 for a in list.iter_mut() {
-                    elem_remove(a, &["createdBy.firstName", "createdBy.lastName", "createdBy.id", "lastModified", "dateAdded", "userName"]);
+                    elem_remove(
+                        a,
+                        &[
+                            "createdBy.firstName",
+                            "createdBy.lastName",
+                            "createdBy.id",
+                            "lastModified",
+                            "dateAdded",
+                            "userName",
+                        ],
+                    );
                 }
             }
             set(doc, "threat_connect.indicator.attributes.data", data)
@@ -968,50 +1535,268 @@ impl Run {
     fn stage_g(&mut self) -> Step {
         let Run { doc, j, .. } = self;
         use ConvertType::*;
-        mv(j, "Block", doc, "threat_connect.indicator.block", "rename_Block")?;
-        conv(j, "confidence", doc, "threat_connect.indicator.confidence", Long, "convert_confidence_to_long", OnFail::Record)?;
+        mv(
+            j,
+            "Block",
+            doc,
+            "threat_connect.indicator.block",
+            "rename_Block",
+        )?;
+        conv(
+            j,
+            "confidence",
+            doc,
+            "threat_connect.indicator.confidence",
+            Long,
+            "convert_confidence_to_long",
+            OnFail::Record,
+        )?;
         if let Some(v) = present(j, "confidence") {
             let level = confidence_level(v).map_err(|m| fail("script", "", m))?;
-            set(doc, "threat.indicator.confidence", Value::String(level.to_owned()))
-                .map_err(|e| failure("script", "", e))?;
+            set(
+                doc,
+                "threat.indicator.confidence",
+                Value::String(level.to_owned()),
+            )
+            .map_err(|e| failure("script", "", e))?;
         }
-        mv(j, "customAssociations", doc, "threat_connect.indicator.custom_associations", "rename_customAssociations")?;
-        conv(j, "dnsActive", doc, "threat_connect.indicator.dns_active", Boolean, "convert_dnsActive_to_boolean", OnFail::Record)?;
-        mv(j, "description", doc, "threat_connect.indicator.description", "rename_description")?;
-        copy(doc, "threat_connect.indicator.description", "threat.indicator.description", "set_threat_indicator_description_from_indicator_description")?;
-        mv(j, "dnsResolution", doc, "threat_connect.indicator.dns_resolution", "rename_dnsResolution")?;
-        mv(j, "enrichment", doc, "threat_connect.indicator.enrichment", "rename_enrichment")?;
-        date_field(j, "externalDateAdded", doc, "threat_connect.indicator.external.date.added", "date_externalDateAdded")?;
-        date_field(j, "externalDateExpires", doc, "threat_connect.indicator.external.date.expires", "date_externalDateExpires")?;
+        mv(
+            j,
+            "customAssociations",
+            doc,
+            "threat_connect.indicator.custom_associations",
+            "rename_customAssociations",
+        )?;
+        conv(
+            j,
+            "dnsActive",
+            doc,
+            "threat_connect.indicator.dns_active",
+            Boolean,
+            "convert_dnsActive_to_boolean",
+            OnFail::Record,
+        )?;
+        mv(
+            j,
+            "description",
+            doc,
+            "threat_connect.indicator.description",
+            "rename_description",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.description",
+            "threat.indicator.description",
+            "set_threat_indicator_description_from_indicator_description",
+        )?;
+        mv(
+            j,
+            "dnsResolution",
+            doc,
+            "threat_connect.indicator.dns_resolution",
+            "rename_dnsResolution",
+        )?;
+        mv(
+            j,
+            "enrichment",
+            doc,
+            "threat_connect.indicator.enrichment",
+            "rename_enrichment",
+        )?;
+        date_field(
+            j,
+            "externalDateAdded",
+            doc,
+            "threat_connect.indicator.external.date.added",
+            "date_externalDateAdded",
+        )?;
+        date_field(
+            j,
+            "externalDateExpires",
+            doc,
+            "threat_connect.indicator.external.date.expires",
+            "date_externalDateExpires",
+        )?;
         // G11: `external_last.modified` (sic).
-        date_field(j, "externalLastModified", doc, "threat_connect.indicator.external_last.modified", "date_externalLastModified")?;
-        copy(doc, "threat_connect.indicator.external_last.modified", "threat.indicator.modified_at", "set_threat_indicator_modified_at_from_indicator_external_last_modified")?;
-        conv(j, "falsePositiveReportedByUser", doc, "threat_connect.indicator.false_positive_reported_by_user", Boolean, "convert_falsePositiveReportedByUser_to_boolean", OnFail::Record)?;
-        conv(j, "falsePositives", doc, "threat_connect.indicator.false_positives", Long, "convert_falsePositives_to_long", OnFail::Record)?;
-        mv(j, "fileActions", doc, "threat_connect.indicator.file_actions", "rename_fileActions")?;
-        mv(j, "fileOccurrences", doc, "threat_connect.indicator.file_occurrences", "rename_fileOccurrences")?;
-        date_field(j, "firstSeen", doc, "threat_connect.indicator.first_seen", "date_firstSeen")?;
-        copy(doc, "threat_connect.indicator.first_seen", "threat.indicator.first_seen", "set_threat_indicator_first_seen_from_indicator_first_seen")?;
-        mv(j, "genericCustomIndicatorValues", doc, "threat_connect.indicator.generic_custom_indicator_values", "rename_genericCustomIndicatorValues")?;
-        mv(j, "geoLocation", doc, "threat_connect.indicator.geo_location", "rename_geoLocation")?;
-        mv(j, "Hashtag", doc, "threat_connect.indicator.hashtag", "rename_Hashtag")?;
-        mv(j, "hostName", doc, "threat_connect.indicator.host_name", "rename_hostName")?;
-        copy(doc, "threat_connect.indicator.host_name", "observer.hostname", "set_observer_hostname_from_indicator_host_name")?;
-        append_field(doc, "threat_connect.indicator.host_name", "related.hosts", "convert_hostname_address_to_related_host")?;
+        date_field(
+            j,
+            "externalLastModified",
+            doc,
+            "threat_connect.indicator.external_last.modified",
+            "date_externalLastModified",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.external_last.modified",
+            "threat.indicator.modified_at",
+            "set_threat_indicator_modified_at_from_indicator_external_last_modified",
+        )?;
+        conv(
+            j,
+            "falsePositiveReportedByUser",
+            doc,
+            "threat_connect.indicator.false_positive_reported_by_user",
+            Boolean,
+            "convert_falsePositiveReportedByUser_to_boolean",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "falsePositives",
+            doc,
+            "threat_connect.indicator.false_positives",
+            Long,
+            "convert_falsePositives_to_long",
+            OnFail::Record,
+        )?;
+        mv(
+            j,
+            "fileActions",
+            doc,
+            "threat_connect.indicator.file_actions",
+            "rename_fileActions",
+        )?;
+        mv(
+            j,
+            "fileOccurrences",
+            doc,
+            "threat_connect.indicator.file_occurrences",
+            "rename_fileOccurrences",
+        )?;
+        date_field(
+            j,
+            "firstSeen",
+            doc,
+            "threat_connect.indicator.first_seen",
+            "date_firstSeen",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.first_seen",
+            "threat.indicator.first_seen",
+            "set_threat_indicator_first_seen_from_indicator_first_seen",
+        )?;
+        mv(
+            j,
+            "genericCustomIndicatorValues",
+            doc,
+            "threat_connect.indicator.generic_custom_indicator_values",
+            "rename_genericCustomIndicatorValues",
+        )?;
+        mv(
+            j,
+            "geoLocation",
+            doc,
+            "threat_connect.indicator.geo_location",
+            "rename_geoLocation",
+        )?;
+        mv(
+            j,
+            "Hashtag",
+            doc,
+            "threat_connect.indicator.hashtag",
+            "rename_Hashtag",
+        )?;
+        mv(
+            j,
+            "hostName",
+            doc,
+            "threat_connect.indicator.host_name",
+            "rename_hostName",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.host_name",
+            "observer.hostname",
+            "set_observer_hostname_from_indicator_host_name",
+        )?;
+        append_field(
+            doc,
+            "threat_connect.indicator.host_name",
+            "related.hosts",
+            "convert_hostname_address_to_related_host",
+        )?;
         // G20: serde_json keeps integer ids exact (no float64 round trip).
-        conv(j, "id", doc, "threat_connect.indicator.id", String, "convert_id_to_string", OnFail::Abort)?;
-        mv(j, "investigationLinks", doc, "threat_connect.indicator.investigation_links", "rename_investigationLinks")?;
+        conv(
+            j,
+            "id",
+            doc,
+            "threat_connect.indicator.id",
+            String,
+            "convert_id_to_string",
+            OnFail::Abort,
+        )?;
+        mv(
+            j,
+            "investigationLinks",
+            doc,
+            "threat_connect.indicator.investigation_links",
+            "rename_investigationLinks",
+        )?;
         if present(j, "ip").is_some_and(|v| !ingest::is_empty_value(v)) {
-            conv(j, "ip", doc, "threat_connect.indicator.ip", Ip, "convert_ip_to_ip", OnFail::Record)?;
+            conv(
+                j,
+                "ip",
+                doc,
+                "threat_connect.indicator.ip",
+                Ip,
+                "convert_ip_to_ip",
+                OnFail::Record,
+            )?;
         }
-        append_field(doc, "threat_connect.indicator.ip", "related.ip", "convert_ip_to_related_ip")?;
-        date_field(j, "lastFalsePositive", doc, "threat_connect.indicator.last_false_positive", "date_lastFalsePositive")?;
-        date_field(j, "lastModified", doc, "threat_connect.indicator.last_modified", "date_lastModified")?;
-        copy(doc, "threat_connect.indicator.last_modified", "@timestamp", "set_@timestamp_from_indicator_last_modified")?;
-        date_field(j, "lastSeen", doc, "threat_connect.indicator.last_seen", "date_lastSeen")?;
-        copy(doc, "threat_connect.indicator.last_seen", "threat.indicator.last_seen", "set_threat_indicator_last_seen_from_indicator_last_seen")?;
-        date_field(j, "dateAdded", doc, "threat_connect.indicator.date_added", "date_dateAdded")?;
-        mv(j, "type", doc, "threat_connect.indicator.type", "rename_type")?;
+        append_field(
+            doc,
+            "threat_connect.indicator.ip",
+            "related.ip",
+            "convert_ip_to_related_ip",
+        )?;
+        date_field(
+            j,
+            "lastFalsePositive",
+            doc,
+            "threat_connect.indicator.last_false_positive",
+            "date_lastFalsePositive",
+        )?;
+        date_field(
+            j,
+            "lastModified",
+            doc,
+            "threat_connect.indicator.last_modified",
+            "date_lastModified",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.last_modified",
+            "@timestamp",
+            "set_@timestamp_from_indicator_last_modified",
+        )?;
+        date_field(
+            j,
+            "lastSeen",
+            doc,
+            "threat_connect.indicator.last_seen",
+            "date_lastSeen",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.last_seen",
+            "threat.indicator.last_seen",
+            "set_threat_indicator_last_seen_from_indicator_last_seen",
+        )?;
+        date_field(
+            j,
+            "dateAdded",
+            doc,
+            "threat_connect.indicator.date_added",
+            "date_dateAdded",
+        )?;
+        mv(
+            j,
+            "type",
+            doc,
+            "threat_connect.indicator.type",
+            "rename_type",
+        )?;
         // G29 (§12): first case-sensitive substring hit wins.
         if let Some(Value::String(t)) = get(doc, "threat_connect.indicator.type") {
             let ecs_type = [
@@ -1027,12 +1812,21 @@ impl Run {
             if let Some(ecs) = ecs_type {
                 let r = set(doc, "threat.indicator.type", serde_json::json!([ecs]));
                 if let Err(e) = r {
-                    handle(doc, failure("script", "script_to_add_category", e), OnFail::Record)?;
+                    handle(
+                        doc,
+                        failure("script", "script_to_add_category", e),
+                        OnFail::Record,
+                    )?;
                 }
             }
         }
         if is_address(doc) {
-            copy(doc, "threat_connect.indicator.ip", "threat.indicator.ip", "set_threat_indicator_ip_from_indicator_ip")?;
+            copy(
+                doc,
+                "threat_connect.indicator.ip",
+                "threat.indicator.ip",
+                "set_threat_indicator_ip_from_indicator_ip",
+            )?;
             // G31/G32: the guards dereference `tci.ip` without a null check.
             for (needle, value, tag) in [
                 (":", "ipv6-addr", "set_threat_indicator_type_to_ipv6_addr"),
@@ -1052,44 +1846,161 @@ impl Run {
                         return Err(fail(
                             "set",
                             tag,
-                            format!("dynamic method [{}, contains/1] not found", ingest::java_type_name(other)),
+                            format!(
+                                "dynamic method [{}, contains/1] not found",
+                                ingest::java_type_name(other)
+                            ),
                         ));
                     }
                 };
                 if hit {
-                    set(doc, "threat.indicator.type", value.into()).map_err(|e| failure("set", tag, e))?;
+                    set(doc, "threat.indicator.type", value.into())
+                        .map_err(|e| failure("set", tag, e))?;
                 }
             }
         }
-        mv(j, "legacyLink", doc, "threat_connect.indicator.legacy_link", "rename_legacyLink")?;
-        append_field(doc, "threat_connect.indicator.legacy_link", "threat.indicator.reference", "append_threat_indicator_reference_from_indicator_legacy_link")?;
+        mv(
+            j,
+            "legacyLink",
+            doc,
+            "threat_connect.indicator.legacy_link",
+            "rename_legacyLink",
+        )?;
+        append_field(
+            doc,
+            "threat_connect.indicator.legacy_link",
+            "threat.indicator.reference",
+            "append_threat_indicator_reference_from_indicator_legacy_link",
+        )?;
         mv(j, "md5", doc, "threat_connect.indicator.md5", "rename_md5")?;
-        lowercase(doc, "threat_connect.indicator.md5", "lowercase_threat_indicator_md5")?;
+        lowercase(
+            doc,
+            "threat_connect.indicator.md5",
+            "lowercase_threat_indicator_md5",
+        )?;
         if type_contains(doc, "File") {
-            copy(doc, "threat_connect.indicator.md5", "threat.indicator.file.hash.md5", "set_threat_indicator_file_hash_md5_from_indicator_md5")?;
+            copy(
+                doc,
+                "threat_connect.indicator.md5",
+                "threat.indicator.file.hash.md5",
+                "set_threat_indicator_file_hash_md5_from_indicator_md5",
+            )?;
         }
-        mv(j, "Key Name", doc, "threat_connect.indicator.key_name", "rename_Key Name")?;
+        mv(
+            j,
+            "Key Name",
+            doc,
+            "threat_connect.indicator.key_name",
+            "rename_Key Name",
+        )?;
         if type_contains(doc, "Registry Key") {
-            copy(doc, "threat_connect.indicator.key_name", "threat.indicator.registry.path", "set_threat_indicator_registry_path_from_indicator_key_name")?;
+            copy(
+                doc,
+                "threat_connect.indicator.key_name",
+                "threat.indicator.registry.path",
+                "set_threat_indicator_registry_path_from_indicator_key_name",
+            )?;
         }
-        append_field(doc, "threat_connect.indicator.md5", "related.hash", "convert_md5_address_to_related_hash")?;
-        mv(j, "Mutex", doc, "threat_connect.indicator.mutex", "rename_Mutex")?;
-        mv(j, "observations", doc, "threat_connect.indicator.observations", "rename_observations")?;
-        conv(j, "ownerId", doc, "threat_connect.indicator.owner.id", String, "convert_ownerId_to_string", OnFail::Abort)?;
-        mv(j, "ownerName", doc, "threat_connect.indicator.owner.name", "rename_ownerName")?;
-        conv(j, "privateFlag", doc, "threat_connect.indicator.private_flag", Boolean, "convert_privateFlag_to_boolean", OnFail::Record)?;
-        conv(j, "rating", doc, "threat_connect.indicator.rating", Double, "convert_rating_to_double", OnFail::Record)?;
+        append_field(
+            doc,
+            "threat_connect.indicator.md5",
+            "related.hash",
+            "convert_md5_address_to_related_hash",
+        )?;
+        mv(
+            j,
+            "Mutex",
+            doc,
+            "threat_connect.indicator.mutex",
+            "rename_Mutex",
+        )?;
+        mv(
+            j,
+            "observations",
+            doc,
+            "threat_connect.indicator.observations",
+            "rename_observations",
+        )?;
+        conv(
+            j,
+            "ownerId",
+            doc,
+            "threat_connect.indicator.owner.id",
+            String,
+            "convert_ownerId_to_string",
+            OnFail::Abort,
+        )?;
+        mv(
+            j,
+            "ownerName",
+            doc,
+            "threat_connect.indicator.owner.name",
+            "rename_ownerName",
+        )?;
+        conv(
+            j,
+            "privateFlag",
+            doc,
+            "threat_connect.indicator.private_flag",
+            Boolean,
+            "convert_privateFlag_to_boolean",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "rating",
+            doc,
+            "threat_connect.indicator.rating",
+            Double,
+            "convert_rating_to_double",
+            OnFail::Record,
+        )?;
         security_labels(doc, j)?;
-        mv(j, "sha1", doc, "threat_connect.indicator.sha1", "rename_sha1")?;
-        lowercase(doc, "threat_connect.indicator.sha1", "lowercase_threat_indicator_sha1")?;
+        mv(
+            j,
+            "sha1",
+            doc,
+            "threat_connect.indicator.sha1",
+            "rename_sha1",
+        )?;
+        lowercase(
+            doc,
+            "threat_connect.indicator.sha1",
+            "lowercase_threat_indicator_sha1",
+        )?;
         if type_contains(doc, "File") {
-            copy(doc, "threat_connect.indicator.sha1", "threat.indicator.file.hash.sha1", "set_threat_indicator_file_hash_sha1_from_indicator_sha1")?;
+            copy(
+                doc,
+                "threat_connect.indicator.sha1",
+                "threat.indicator.file.hash.sha1",
+                "set_threat_indicator_file_hash_sha1_from_indicator_sha1",
+            )?;
         }
-        append_field(doc, "threat_connect.indicator.sha1", "related.hash", "convert_sha1_address_to_related_hash")?;
-        mv(j, "sha256", doc, "threat_connect.indicator.sha256", "rename_sha256")?;
-        lowercase(doc, "threat_connect.indicator.sha256", "lowercase_threat_indicator_sha256")?;
+        append_field(
+            doc,
+            "threat_connect.indicator.sha1",
+            "related.hash",
+            "convert_sha1_address_to_related_hash",
+        )?;
+        mv(
+            j,
+            "sha256",
+            doc,
+            "threat_connect.indicator.sha256",
+            "rename_sha256",
+        )?;
+        lowercase(
+            doc,
+            "threat_connect.indicator.sha256",
+            "lowercase_threat_indicator_sha256",
+        )?;
         if type_contains(doc, "File") {
-            copy(doc, "threat_connect.indicator.sha256", "threat.indicator.file.hash.sha256", "set_threat_indicator_file_hash_sha256_from_indicator_sha256")?;
+            copy(
+                doc,
+                "threat_connect.indicator.sha256",
+                "threat.indicator.file.hash.sha256",
+                "set_threat_indicator_file_hash_sha256_from_indicator_sha256",
+            )?;
         }
         // G47: upstream guards the sha256 append on md5 (sic).
         if get(doc, "threat_connect.indicator.md5").is_some_and(|v| !v.is_null()) {
@@ -1097,39 +2008,198 @@ impl Run {
             append(doc, "related.hash", Value::String(rendered), false)
                 .map_err(|e| failure("append", "convert_sha256_address_to_related_hash", e))?;
         }
-        conv(j, "size", doc, "threat_connect.indicator.size", String, "convert_size_to_string", OnFail::Record)?;
+        conv(
+            j,
+            "size",
+            doc,
+            "threat_connect.indicator.size",
+            String,
+            "convert_size_to_string",
+            OnFail::Record,
+        )?;
         // G48 [2.x]: the tag of this step is not known (the merged 2.0.0 YAML was unreadable).
-        conv(j, "size", doc, "threat.indicator.file.size", Long, "convert_size_to_long", OnFail::Record)?;
-        mv(j, "source", doc, "threat_connect.indicator.source", "rename_source")?;
-        mv(j, "Subject", doc, "threat_connect.indicator.subject", "rename_Subject")?;
-        copy(doc, "threat_connect.indicator.subject", "email.subject", "set_email_subject_from_indicator_subject")?;
-        mv(j, "summary", doc, "threat_connect.indicator.summary", "rename_summary")?;
-        copy(doc, "threat_connect.indicator.summary", "event.id", "set_event_id_from_indicator_summary")?;
+        conv(
+            j,
+            "size",
+            doc,
+            "threat.indicator.file.size",
+            Long,
+            "convert_size_to_long",
+            OnFail::Record,
+        )?;
+        mv(
+            j,
+            "source",
+            doc,
+            "threat_connect.indicator.source",
+            "rename_source",
+        )?;
+        mv(
+            j,
+            "Subject",
+            doc,
+            "threat_connect.indicator.subject",
+            "rename_Subject",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.subject",
+            "email.subject",
+            "set_email_subject_from_indicator_subject",
+        )?;
+        mv(
+            j,
+            "summary",
+            doc,
+            "threat_connect.indicator.summary",
+            "rename_summary",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.summary",
+            "event.id",
+            "set_event_id_from_indicator_summary",
+        )?;
         tags(doc, j)?;
-        mv(j, "text", doc, "threat_connect.indicator.text", "rename_text")?;
+        mv(
+            j,
+            "text",
+            doc,
+            "threat_connect.indicator.text",
+            "rename_text",
+        )?;
         if type_contains(doc, "URL") {
-            copy(doc, "threat_connect.indicator.text", "threat.indicator.url.original", "set_threat_indicator_url_original_from_indicator_text")?;
+            copy(
+                doc,
+                "threat_connect.indicator.text",
+                "threat.indicator.url.original",
+                "set_threat_indicator_url_original_from_indicator_text",
+            )?;
         }
-        conv(j, "threatAssessConfidence", doc, "threat_connect.indicator.threat_assess.confidence", Double, "convert_threatAssessConfidence_to_double", OnFail::Record)?;
-        conv(j, "threatAssessRating", doc, "threat_connect.indicator.threat_assess.rating", Double, "convert_threatAssessRating_to_double", OnFail::Record)?;
-        conv(j, "threatAssessScoreFalsePositive", doc, "threat_connect.indicator.threat_assess.score.false_positive", Long, "convert_threatAssessScoreFalsePositive_to_long", OnFail::Record)?;
-        conv(j, "threatAssessScoreObserved", doc, "threat_connect.indicator.threat_assess.score.observed", Long, "convert_threatAssessScoreObserved_to_long", OnFail::Record)?;
-        conv(j, "threatAssessScore", doc, "threat_connect.indicator.threat_assess.score.value", Long, "convert_threatAssessScore_to_long", OnFail::Record)?;
-        mv(j, "trackedUsers", doc, "threat_connect.indicator.tracked_users", "rename_trackedUsers")?;
-        mv(j, "User Agent String", doc, "threat_connect.indicator.user_agent_string", "rename_User Agent String")?;
-        copy(doc, "threat_connect.indicator.user_agent_string", "user_agent.original", "set_user_agent_original_from_indicator_user_agent_string")?;
-        mv(j, "Value Name", doc, "threat_connect.indicator.value.name", "rename_Value Name")?;
+        conv(
+            j,
+            "threatAssessConfidence",
+            doc,
+            "threat_connect.indicator.threat_assess.confidence",
+            Double,
+            "convert_threatAssessConfidence_to_double",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "threatAssessRating",
+            doc,
+            "threat_connect.indicator.threat_assess.rating",
+            Double,
+            "convert_threatAssessRating_to_double",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "threatAssessScoreFalsePositive",
+            doc,
+            "threat_connect.indicator.threat_assess.score.false_positive",
+            Long,
+            "convert_threatAssessScoreFalsePositive_to_long",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "threatAssessScoreObserved",
+            doc,
+            "threat_connect.indicator.threat_assess.score.observed",
+            Long,
+            "convert_threatAssessScoreObserved_to_long",
+            OnFail::Record,
+        )?;
+        conv(
+            j,
+            "threatAssessScore",
+            doc,
+            "threat_connect.indicator.threat_assess.score.value",
+            Long,
+            "convert_threatAssessScore_to_long",
+            OnFail::Record,
+        )?;
+        mv(
+            j,
+            "trackedUsers",
+            doc,
+            "threat_connect.indicator.tracked_users",
+            "rename_trackedUsers",
+        )?;
+        mv(
+            j,
+            "User Agent String",
+            doc,
+            "threat_connect.indicator.user_agent_string",
+            "rename_User Agent String",
+        )?;
+        copy(
+            doc,
+            "threat_connect.indicator.user_agent_string",
+            "user_agent.original",
+            "set_user_agent_original_from_indicator_user_agent_string",
+        )?;
+        mv(
+            j,
+            "Value Name",
+            doc,
+            "threat_connect.indicator.value.name",
+            "rename_Value Name",
+        )?;
         if type_contains(doc, "Registry Key") {
-            copy(doc, "threat_connect.indicator.value.name", "threat.indicator.registry.value", "set_threat_indicator_registry_value_from_indicator_value_name")?;
+            copy(
+                doc,
+                "threat_connect.indicator.value.name",
+                "threat.indicator.registry.value",
+                "set_threat_indicator_registry_value_from_indicator_value_name",
+            )?;
         }
-        mv(j, "Value Type", doc, "threat_connect.indicator.value.type", "rename_Value Type")?;
+        mv(
+            j,
+            "Value Type",
+            doc,
+            "threat_connect.indicator.value.type",
+            "rename_Value Type",
+        )?;
         if type_contains(doc, "Registry Key") {
-            copy(doc, "threat_connect.indicator.value.type", "threat.indicator.registry.data.type", "set_threat_indicator_registry_data_type_from_indicator_value_type")?;
+            copy(
+                doc,
+                "threat_connect.indicator.value.type",
+                "threat.indicator.registry.data.type",
+                "set_threat_indicator_registry_data_type_from_indicator_value_type",
+            )?;
         }
-        mv(j, "webLink", doc, "threat_connect.indicator.web_link", "rename_webLink")?;
-        append_field(doc, "threat_connect.indicator.web_link", "threat.indicator.reference", "append_threat_indicator_reference_from_indicator_web_link")?;
-        mv(j, "whoIs", doc, "threat_connect.indicator.who_is", "rename_whoIs")?;
-        conv(j, "whoisActive", doc, "threat_connect.indicator.whois_active", Boolean, "convert_whoisActive_to_boolean", OnFail::Record)?;
+        mv(
+            j,
+            "webLink",
+            doc,
+            "threat_connect.indicator.web_link",
+            "rename_webLink",
+        )?;
+        append_field(
+            doc,
+            "threat_connect.indicator.web_link",
+            "threat.indicator.reference",
+            "append_threat_indicator_reference_from_indicator_web_link",
+        )?;
+        mv(
+            j,
+            "whoIs",
+            doc,
+            "threat_connect.indicator.who_is",
+            "rename_whoIs",
+        )?;
+        conv(
+            j,
+            "whoisActive",
+            doc,
+            "threat_connect.indicator.whois_active",
+            Boolean,
+            "convert_whoisActive_to_boolean",
+            OnFail::Record,
+        )?;
         Ok(())
     }
 }
@@ -1198,7 +2268,10 @@ fn security_labels(doc: &mut Doc, j: &mut Doc) -> Step {
             return Err(fail(
                 "script",
                 script_tag,
-                format!("dynamic method [{}, containsKey/1] not found", ingest::java_type_name(l)),
+                format!(
+                    "dynamic method [{}, containsKey/1] not found",
+                    ingest::java_type_name(l)
+                ),
             ));
         };
         let Some(name) = m.get("name") else { continue };
@@ -1290,22 +2363,44 @@ fn tags(doc: &mut Doc, j: &mut Doc) -> Step {
         Some(m) => record_error(doc, &fail("script", "script_technique_names", m), PIPELINE),
         None if !names.is_empty() => {
             if let Err(e) = set(doc, "threat.technique.name", Value::Array(names)) {
-                record_error(doc, &failure("script", "script_technique_names", e), PIPELINE);
+                record_error(
+                    doc,
+                    &failure("script", "script_technique_names", e),
+                    PIPELINE,
+                );
             }
         }
         None => {}
     }
     for t in list.iter_mut() {
-        elem_rename(t, "techniqueId", "technique.id", false, "rename_tags_data_techniqueId")?;
+        elem_rename(
+            t,
+            "techniqueId",
+            "technique.id",
+            false,
+            "rename_tags_data_techniqueId",
+        )?;
     }
-    append_each(doc, list, "technique.id", "threat.technique.id", "append_tags_data_techniqueId")?;
+    append_each(
+        doc,
+        list,
+        "technique.id",
+        "threat.technique.id",
+        "append_tags_data_techniqueId",
+    )?;
     for t in list.iter_mut() {
         let Value::Object(m) = t else { continue };
-        let Some(platforms) = ingest::get_mut(m, "platforms.data") else { continue };
+        let Some(platforms) = ingest::get_mut(m, "platforms.data") else {
+            continue;
+        };
         if platforms.is_null() {
             continue;
         }
-        let items = as_list(platforms, "_ingest._value.platforms.data", "foreach_platforms_data")?;
+        let items = as_list(
+            platforms,
+            "_ingest._value.platforms.data",
+            "foreach_platforms_data",
+        )?;
         for p in items.iter() {
             append(doc, "os.family", Value::String(render(Some(p))), false)
                 .map_err(|e| failure("append", "append_tags_platforms_data", e))?;
@@ -1313,7 +2408,13 @@ fn tags(doc: &mut Doc, j: &mut Doc) -> Step {
     }
     for t in list.iter_mut() {
         // Since 1.9.0: `tactics.data` replaces `tactics` (override).
-        elem_rename(t, "tactics.data", "tactics", true, "rename_tags_data_tactics_data")?;
+        elem_rename(
+            t,
+            "tactics.data",
+            "tactics",
+            true,
+            "rename_tags_data_tactics_data",
+        )?;
     }
     let moved = j
         .get_mut("tags")
@@ -1322,7 +2423,17 @@ fn tags(doc: &mut Doc, j: &mut Doc) -> Step {
     if let Some(mut data) = moved {
         if let Value::Array(list) = &mut data {
             for t in list.iter_mut() {
-                elem_remove(t, &["lastUsed", "id", "description", "techniqueId", "platforms", "owner"]);
+                elem_remove(
+                    t,
+                    &[
+                        "lastUsed",
+                        "id",
+                        "description",
+                        "techniqueId",
+                        "platforms",
+                        "owner",
+                    ],
+                );
             }
         }
         set(doc, "threat_connect.indicator.tags.data", data)
@@ -1384,7 +2495,9 @@ fn parse_zoned(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     let time_part = text.get(t_pos + 1..)?;
     let zone_at = time_part.find(['Z', '+', '-'])?;
     let (clock, zone) = time_part.split_at(zone_at);
-    if clock.len() < 5 || !(zone == "Z" || (zone.len() == 6 && zone.as_bytes().get(3) == Some(&b':'))) {
+    if clock.len() < 5
+        || !(zone == "Z" || (zone.len() == 6 && zone.as_bytes().get(3) == Some(&b':')))
+    {
         return None;
     }
     let full_clock = if clock.len() == 5 {
@@ -1428,14 +2541,43 @@ mod tests {
             .prop_map(|s| Value::String(s.to_owned())),
         ];
         let keys = prop_oneof![
-            Just("confidence"), Just("ip"), Just("type"), Just("tags"), Just("associatedGroups"),
-            Just("associatedIndicators"), Just("attributes"), Just("securityLabels"), Just("data"),
-            Just("address"), Just("AS Number"), Just("lastModified"), Just("summary"),
-            Just("createdBy"), Just("firstName"), Just("id"), Just("size"), Just("md5"),
-            Just("sha256"), Just("name"), Just("techniqueId"), Just("platforms"), Just("tactics"),
-            Just("assignments"), Just("user"), Just("location"), Just("deleted_at"),
-            Just("created_by"), Just("file"), Just("owner"), Just("ownerId"), Just("dateAdded"),
-            Just("active"), Just("rating"), Just("Block"), Just("_temp"), Just("value"),
+            Just("confidence"),
+            Just("ip"),
+            Just("type"),
+            Just("tags"),
+            Just("associatedGroups"),
+            Just("associatedIndicators"),
+            Just("attributes"),
+            Just("securityLabels"),
+            Just("data"),
+            Just("address"),
+            Just("AS Number"),
+            Just("lastModified"),
+            Just("summary"),
+            Just("createdBy"),
+            Just("firstName"),
+            Just("id"),
+            Just("size"),
+            Just("md5"),
+            Just("sha256"),
+            Just("name"),
+            Just("techniqueId"),
+            Just("platforms"),
+            Just("tactics"),
+            Just("assignments"),
+            Just("user"),
+            Just("location"),
+            Just("deleted_at"),
+            Just("created_by"),
+            Just("file"),
+            Just("owner"),
+            Just("ownerId"),
+            Just("dateAdded"),
+            Just("active"),
+            Just("rating"),
+            Just("Block"),
+            Just("_temp"),
+            Just("value"),
         ];
         leaf.prop_recursive(4, 48, 6, move |inner| {
             prop_oneof![
