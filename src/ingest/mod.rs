@@ -250,18 +250,34 @@ pub fn slot_mut<'a>(
     if parts.peek().is_none() {
         return Ok(doc.entry(first.to_owned()).or_insert(Value::Null));
     }
-    let mut cur = doc
-        .entry(first.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
+    if !doc.contains_key(first) {
+        doc.insert(first.to_owned(), Value::Object(Map::new()));
+    }
+    let Some(mut cur) = doc.get_mut(first) else {
+        return Err(IngestError(format!(
+            "cannot set [{first}] as part of path [{path}]"
+        )));
+    };
     while let Some(part) = parts.next() {
         let last = parts.peek().is_none();
         cur = match cur {
             Value::Object(map) => {
-                if last {
-                    map.entry(part.to_owned()).or_insert(Value::Null)
-                } else {
-                    map.entry(part.to_owned())
-                        .or_insert_with(|| Value::Object(Map::new()))
+                // Look up before inserting: most segments exist and need no key allocation.
+                if !map.contains_key(part) {
+                    let fresh = if last {
+                        Value::Null
+                    } else {
+                        Value::Object(Map::new())
+                    };
+                    map.insert(part.to_owned(), fresh);
+                }
+                match map.get_mut(part) {
+                    Some(v) => v,
+                    None => {
+                        return Err(IngestError(format!(
+                            "cannot set [{part}] as part of path [{path}]"
+                        )));
+                    }
                 }
             }
             Value::Array(list) => {
@@ -690,7 +706,25 @@ pub fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
 
 /// The ES default date output: UTC, `yyyy-MM-dd'T'HH:mm:ss.SSSZ` with a literal `Z`.
 pub fn format_date(dt: &DateTime<Utc>) -> String {
-    dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    let year = dt.year();
+    let mut out = String::with_capacity(24);
+    if (0..=9999).contains(&year) {
+        let _ = write!(out, "{year:04}");
+    } else {
+        let _ = write!(out, "{year:+05}");
+    }
+    let _ = write!(
+        out,
+        "-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.timestamp_subsec_millis().min(999)
+    );
+    out
 }
 
 /// ES `date`: parses the value's Java `toString()` with the first matching format and returns

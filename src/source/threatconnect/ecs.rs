@@ -288,8 +288,18 @@ fn elem_remove(elem: &mut Value, fields: &[&str]) {
     }
 }
 
-/// convert inside an element; on failure remove `remove_on_fail` from the element and
-/// (for `Record`) record the error.
+/// `on_failure` of a convert inside a `foreach`.
+#[derive(Clone, Copy)]
+enum ElemOnFail {
+    /// No handler: the pipeline fails.
+    Abort,
+    /// Record the error.
+    Record,
+    /// Remove this field of the element, then record the error.
+    RemoveRecord(&'static str),
+}
+
+/// convert inside an element (ignore_missing).
 fn elem_convert(
     doc: &mut Doc,
     elem: &mut Value,
@@ -297,8 +307,7 @@ fn elem_convert(
     to: &str,
     ty: ConvertType,
     tag: &'static str,
-    on_fail: OnFail,
-    remove_on_fail: Option<&str>,
+    on_fail: ElemOnFail,
 ) -> Step {
     let Value::Object(m) = elem else {
         return Ok(());
@@ -309,12 +318,15 @@ fn elem_convert(
     match convert(v, ty).and_then(|c| set(m, to, c)) {
         Ok(()) => Ok(()),
         Err(e) => {
-            if on_fail == OnFail::Record {
-                if let Some(r) = remove_on_fail {
-                    remove(m, r);
+            let f = failure("convert", tag, e);
+            match on_fail {
+                ElemOnFail::Abort => Err(f),
+                ElemOnFail::Record => handle(doc, f, OnFail::Record),
+                ElemOnFail::RemoveRecord(field) => {
+                    remove(m, field);
+                    handle(doc, f, OnFail::Record)
                 }
             }
-            handle(doc, failure("convert", tag, e), on_fail)
         }
     }
 }
@@ -659,8 +671,7 @@ impl Run {
                         "created_by.id",
                         String,
                         "convert_associatedGroups_data_createdBy_id_to_string",
-                        OnFail::Record,
-                        Some("createdBy.id"),
+                        ElemOnFail::RemoveRecord("createdBy.id"),
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -685,8 +696,7 @@ impl Run {
                             "user.id",
                             String,
                             "convert_associatedGroups_data_assignments_data_user_id_to_string",
-                            OnFail::Record,
-                            None,
+                            ElemOnFail::Record,
                         )?;
                     }
                 }
@@ -821,8 +831,7 @@ impl Run {
                         "file.size",
                         String,
                         "convert_associatedGroups_data_filesize_to_string",
-                        OnFail::Record,
-                        Some("fileSize"),
+                        ElemOnFail::RemoveRecord("fileSize"),
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -854,8 +863,7 @@ impl Run {
                         "generated_report",
                         Boolean,
                         "convert_associatedGroups_data_generatedReport_to_boolean",
-                        OnFail::Record,
-                        Some("generatedReport"),
+                        ElemOnFail::RemoveRecord("generatedReport"),
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -881,8 +889,7 @@ impl Run {
                         "malware",
                         Boolean,
                         "convert_associatedGroups_data_malware_to_boolean",
-                        OnFail::Record,
-                        Some("malware"),
+                        ElemOnFail::RemoveRecord("malware"),
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -893,8 +900,7 @@ impl Run {
                         "owner.id",
                         String,
                         "convert_associatedGroups_data_ownerId_to_string",
-                        OnFail::Abort,
-                        None,
+                        ElemOnFail::Abort,
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -929,8 +935,7 @@ impl Run {
                         "score_includes_body",
                         Boolean,
                         "convert_associatedGroups_data_scoreIncludesBody_to_boolean",
-                        OnFail::Record,
-                        Some("scoreIncludesBody"),
+                        ElemOnFail::RemoveRecord("scoreIncludesBody"),
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -941,8 +946,7 @@ impl Run {
                         "up_vote",
                         Boolean,
                         "convert_associatedGroups_data_upVote_to_boolean",
-                        OnFail::Record,
-                        Some("upVote"),
+                        ElemOnFail::RemoveRecord("upVote"),
                     )?;
                 }
                 for g in groups.iter_mut() {
@@ -972,8 +976,7 @@ impl Run {
                         "id",
                         String,
                         "convert_associatedGroups_data_id_to_string",
-                        OnFail::Record,
-                        Some("upVote"),
+                        ElemOnFail::RemoveRecord("upVote"),
                     )?;
                 }
             }
@@ -1162,8 +1165,7 @@ impl Run {
                     "size",
                     String,
                     "convert_associatedIndicators_data_size_to_string",
-                    OnFail::Record,
-                    Some("size"),
+                    ElemOnFail::RemoveRecord("size"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1174,8 +1176,7 @@ impl Run {
                     "_temp.value",
                     Boolean,
                     "convert_associatedIndicators_data_active_to_boolean",
-                    OnFail::Record,
-                    Some("active"),
+                    ElemOnFail::RemoveRecord("active"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1186,8 +1187,7 @@ impl Run {
                     "_temp.locked",
                     Boolean,
                     "convert_associatedIndicators_data_activeLocked_to_boolean",
-                    OnFail::Record,
-                    Some("activeLocked"),
+                    ElemOnFail::RemoveRecord("activeLocked"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1208,8 +1208,7 @@ impl Run {
                     "confidence",
                     Long,
                     "convert_associatedIndicators_data_confidence_to_long",
-                    OnFail::Record,
-                    Some("confidence"),
+                    ElemOnFail::RemoveRecord("confidence"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1223,8 +1222,7 @@ impl Run {
                     "dns_active",
                     Boolean,
                     "convert_associatedIndicators_data_dnsActive_to_boolean",
-                    OnFail::Record,
-                    Some("dnsActive"),
+                    ElemOnFail::RemoveRecord("dnsActive"),
                 )?;
             }
             for (from, to) in [
@@ -1245,8 +1243,7 @@ impl Run {
                     "id",
                     String,
                     "convert_associatedIndicators_data_id_to_string",
-                    OnFail::Record,
-                    Some("id"),
+                    ElemOnFail::RemoveRecord("id"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1257,8 +1254,7 @@ impl Run {
                     "ip",
                     Ip,
                     "convert_associatedIndicators_data_ip_to_ip",
-                    OnFail::Record,
-                    Some("ip"),
+                    ElemOnFail::RemoveRecord("ip"),
                 )?;
             }
             // E16: `value.ip` never exists, so this appends "" (removed by the cleaner).
@@ -1282,8 +1278,7 @@ impl Run {
                     "owner.id",
                     String,
                     "convert_associatedIndicators_data_ownerId_to_string",
-                    OnFail::Abort,
-                    None,
+                    ElemOnFail::Abort,
                 )?;
             }
             for e in list.iter_mut() {
@@ -1303,8 +1298,7 @@ impl Run {
                     "private_flag",
                     Boolean,
                     "convert_associatedIndicators_data_privateFlag_to_boolean",
-                    OnFail::Record,
-                    Some("privateFlag"),
+                    ElemOnFail::RemoveRecord("privateFlag"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1315,8 +1309,7 @@ impl Run {
                     "rating",
                     Double,
                     "convert_associatedIndicators_data_rating_to_double",
-                    OnFail::Record,
-                    Some("rating"),
+                    ElemOnFail::RemoveRecord("rating"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1345,8 +1338,7 @@ impl Run {
                     "whois_active",
                     Boolean,
                     "convert_associatedIndicators_data_whoisActive_to_boolean",
-                    OnFail::Record,
-                    Some("whoisActive"),
+                    ElemOnFail::RemoveRecord("whoisActive"),
                 )?;
             }
             for e in list.iter_mut() {
@@ -1420,8 +1412,7 @@ impl Run {
                 "created_by.id",
                 String,
                 "convert_attributes_data_createdBy_id_to_string",
-                OnFail::Record,
-                Some("default"),
+                ElemOnFail::RemoveRecord("default"),
             )?;
         }
         for a in attrs.iter_mut() {
@@ -1485,8 +1476,7 @@ impl Run {
                 "default",
                 Boolean,
                 "convert_attributes_data_default_to_boolean",
-                OnFail::Record,
-                Some("default"),
+                ElemOnFail::RemoveRecord("default"),
             )?;
         }
         for a in attrs.iter_mut() {
@@ -1500,8 +1490,7 @@ impl Run {
                 "pinned",
                 Boolean,
                 "convert_attributes_data_pinned_to_boolean",
-                OnFail::Record,
-                Some("pinned"),
+                ElemOnFail::RemoveRecord("pinned"),
             )?;
         }
         for a in attrs.iter_mut() {
@@ -1513,8 +1502,7 @@ impl Run {
                 "id",
                 String,
                 "convert_attributess_data_id_to_string",
-                OnFail::Record,
-                Some("default"),
+                ElemOnFail::RemoveRecord("default"),
             )?;
         }
         let moved = j
