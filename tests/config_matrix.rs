@@ -101,7 +101,7 @@ fn matrix() -> Vec<(String, String, &'static str)> {
         (
             stream("").replace("ti_threatconnect", "ti_misp"),
             "inputs[0].type".into(),
-            "unsupported input type \"ti_misp\" (supported: ti_threatconnect)",
+            "unsupported input type \"ti_misp\" (supported: ti_threatconnect, ti_threatq)",
         ),
         (
             stream("").replace("  - id: tc\n", "  - type_: x\n"),
@@ -494,7 +494,9 @@ inputs:
     assert_eq!(full.identity.id, "tc-prod-indicator");
     assert_eq!(full.identity.dataset, "ti_threatconnect.indicator");
     assert_eq!(full.identity.namespace, "prod");
-    let SourceConfig::ThreatConnect(tc) = &full.source;
+    let SourceConfig::ThreatConnect(tc) = &full.source else {
+        panic!("expected a ThreatConnect stream")
+    };
     assert_eq!(tc.url.as_str(), "https://tc.example.com/api");
     assert_eq!(tc.base_url(), "https://tc.example.com/api");
     assert_eq!(tc.access_id, "12345");
@@ -546,7 +548,9 @@ inputs:
     let defaults = &prod.streams[1];
     assert_eq!(defaults.identity.dataset, "ti_threatconnect.indicator");
     assert_eq!(defaults.identity.namespace, "other");
-    let SourceConfig::ThreatConnect(tc) = &defaults.source;
+    let SourceConfig::ThreatConnect(tc) = &defaults.source else {
+        panic!("expected a ThreatConnect stream")
+    };
     assert_eq!(tc.base_url(), "https://app.threatconnect.com");
     assert!(tc.http.proxy_url.is_none());
     assert!(tc.http.ssl.certificate_authorities.is_empty());
@@ -570,7 +574,9 @@ inputs:
 
     let lab = &config.inputs[1].streams[0];
     assert_eq!(lab.identity.namespace, "default");
-    let SourceConfig::ThreatConnect(tc) = &lab.source;
+    let SourceConfig::ThreatConnect(tc) = &lab.source else {
+        panic!("expected a ThreatConnect stream")
+    };
     assert!(tc.tql.is_none(), "blank TQL means none");
 
     // Secrets never leak through Debug ...
@@ -618,12 +624,16 @@ fn indent(text: &str, spaces: usize) -> String {
 fn dollars_inside_secrets_survive_expansion() {
     let yaml = bare_stream("access_id: \"1\"\nsecret_key: \"pa$$w$${literal}${PART}$rd$\"");
     let config = load(&yaml).unwrap_or_else(|p| panic!("{p:#?}"));
-    let SourceConfig::ThreatConnect(tc) = &config.inputs[0].streams[0].source;
+    let SourceConfig::ThreatConnect(tc) = &config.inputs[0].streams[0].source else {
+        panic!("expected a ThreatConnect stream")
+    };
     assert_eq!(tc.secret_key.expose_secret(), "pa$$w${literal}x$rd$");
 
     // A secret that arrives through a variable is not expanded again.
     let config = load(&stream("")).unwrap_or_else(|p| panic!("{p:#?}"));
-    let SourceConfig::ThreatConnect(tc) = &config.inputs[0].streams[0].source;
+    let SourceConfig::ThreatConnect(tc) = &config.inputs[0].streams[0].source else {
+        panic!("expected a ThreatConnect stream")
+    };
     assert_eq!(tc.secret_key.expose_secret(), SECRET);
 }
 
