@@ -269,6 +269,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 retry_in: None,
             }
             .emit(&self.counters);
+            self.counters.set_fatal(e.to_string());
             return Err(PollError::Fatal {
                 stream: self.stream.id.clone(),
                 source: e.clone(),

@@ -127,9 +127,18 @@ pub fn init(default_level: &str) {
         .try_init();
 }
 
-/// Counters of one stream, shared by its poll loop, the summary and (later) health/diagnostics.
+/// Counters and status of one stream, shared by its poll loop, the summary, unit health and
+/// diagnostics.
 #[derive(Debug, Default)]
 pub struct StreamCounters {
+    /// Failed attempts since the last success (fetch or send); drives DEGRADED.
+    pub consecutive_failures: AtomicU64,
+    /// The last error, already free of secrets.
+    pub last_error: std::sync::Mutex<Option<String>>,
+    /// The stream stopped for good (credentials rejected, bad request): drives FAILED.
+    pub fatal: std::sync::Mutex<Option<String>>,
+    /// The last committed cursor, rendered for humans.
+    pub cursor: std::sync::Mutex<Option<String>>,
     /// Documents acknowledged by the sink.
     pub indicators: AtomicU64,
     /// Pages fetched and acknowledged.
@@ -143,6 +152,25 @@ pub struct StreamCounters {
 }
 
 impl StreamCounters {
+    /// Records a fatal stop.
+    pub fn set_fatal(&self, message: String) {
+        if let Ok(mut f) = self.fatal.lock() {
+            *f = Some(message);
+        }
+    }
+
+    /// The stream's status for health and diagnostics.
+    pub fn status(&self) -> StreamStatus {
+        let read = |m: &std::sync::Mutex<Option<String>>| m.lock().ok().and_then(|g| g.clone());
+        StreamStatus {
+            counters: self.snapshot(),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            last_error: read(&self.last_error),
+            fatal: read(&self.fatal),
+            cursor: read(&self.cursor),
+        }
+    }
+
     /// A consistent-enough snapshot for reporting.
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
@@ -153,6 +181,22 @@ impl StreamCounters {
             duplicates_dropped: self.duplicates_dropped.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A stream's status: counters, cursor, last error. Never holds a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStatus {
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: CounterSnapshot,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Why the stream stopped for good, if it did.
+    pub fatal: Option<String>,
+    /// The last committed cursor.
+    pub cursor: Option<String>,
 }
 
 /// Plain copy of [`StreamCounters`].
@@ -230,6 +274,12 @@ impl AttemptFailed<'_> {
     /// Logs the failure and counts it.
     pub fn emit(&self, counters: &StreamCounters) {
         counters.errors.fetch_add(1, Ordering::Relaxed);
+        counters
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = counters.last_error.lock() {
+            *e = Some(format!("{}: {}", self.stage, self.error));
+        }
         match self.retry_in {
             Some(d) => tracing::warn!(
                 stream.id = self.stream,
