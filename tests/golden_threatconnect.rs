@@ -478,7 +478,7 @@ fn pipeline_level_failure_keeps_partial_document() {
         msgs[0]
             .as_str()
             .is_some_and(|m| m.starts_with(&format!(
-                "Processor set with tag set_threat_indicator_type_to_ipv6_addr in pipeline {PIPELINE} failed with message: "
+                "Processor conditional with tag set_threat_indicator_type_to_ipv6_addr in pipeline {PIPELINE} failed with message: "
             ))),
         "{}",
         msgs[0]
