@@ -447,3 +447,73 @@ fn expiration_deleted_at_example() {
     let d = map_json(&raw, &MapOptions::default());
     assert!(d["threat_connect"]["indicator"].get("deleted_at").is_none());
 }
+
+#[test]
+fn pipeline_level_failure_keeps_partial_document() {
+    // An Address without `ip`: G31's guard dereferences the missing ip and the pipeline fails.
+    let raw = json!({
+        "type": "Address",
+        "summary": "x",
+        "lastModified": "2023-12-01T08:26:48Z",
+        "webLink": "https://example.com/1",
+        "associatedIndicators": {"data": [{"id": 1}]}
+    });
+    let ev = map_indicator(&raw.to_string(), &harness_opts());
+    let d = Value::Object(ev.doc);
+    // Processing stopped: `event.kind` is the scalar, the scratch `json` is still there
+    // (with the fields not yet moved), and the cleaner did not run (E16's "" placeholder stays).
+    assert_eq!(d["event"]["kind"], json!("pipeline_error"));
+    assert_eq!(d["related"]["ip"], json!([""]));
+    assert_eq!(d["json"]["webLink"], json!("https://example.com/1"));
+    assert_eq!(d["json"]["summary"], json!("x"));
+    assert!(d["json"].get("type").is_none(), "type was already moved");
+    assert_eq!(d["threat_connect"]["indicator"]["type"], json!("Address"));
+    assert!(d["threat_connect"]["indicator"].get("web_link").is_none());
+    assert_eq!(d["tags"], json!(["preserve_original_event"]));
+    let msgs = d["error"]["message"]
+        .as_array()
+        .expect("error.message list");
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!(
+                "Processor conditional with tag set_threat_indicator_type_to_ipv6_addr in pipeline {PIPELINE} failed with message: "
+            ))),
+        "{}",
+        msgs[0]
+    );
+    // The `_id` was computed before the failure.
+    assert!(ev.id.is_some());
+}
+
+#[test]
+fn wrong_types_for_structured_fields_fail_like_the_pipeline() {
+    // `tags` is not an object: the foreach guard `ctx.json?.tags?.data` throws.
+    let d = map_json(
+        &json!({"tags": "x", "summary": "s"}),
+        &MapOptions::default(),
+    );
+    assert_eq!(d["event"]["kind"], json!("pipeline_error"));
+    // `associatedGroups.data` is not a list: the foreach fails.
+    let d = map_json(
+        &json!({"associatedGroups": {"data": "x"}}),
+        &MapOptions::default(),
+    );
+    assert_eq!(d["event"]["kind"], json!("pipeline_error"));
+    assert!(
+        d["error"]["message"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be cast to [java.util.List]"))
+    );
+    // A group without attributes gets `[]`, which the cleaner removes; `attributes: {}` too.
+    let d = map_json(
+        &json!({"associatedGroups": {"data": [{"id": 7, "attributes": {}}, {"id": 8}]}}),
+        &MapOptions::default(),
+    );
+    assert_eq!(
+        d["threat_connect"]["indicator"]["associated_groups"]["data"],
+        json!([{"id": "7"}, {"id": "8"}])
+    );
+    assert!(d.get("error").is_none());
+}

@@ -151,7 +151,7 @@ fn present<'a>(j: &'a Doc, key: &str) -> Option<&'a Value> {
 
 /// A guard `ctx.a?.b?.c != null` evaluated the Painless way: null-safe on null parents, but a
 /// non-object parent makes the condition itself throw.
-fn guard<'a>(root: &'a Doc, root_name: &str, path: &[&str]) -> Result<Option<&'a Value>, String> {
+fn guard<'a>(root: &'a Doc, path: &[&str]) -> Result<Option<&'a Value>, String> {
     let Some((first, rest)) = path.split_first() else {
         return Ok(None);
     };
@@ -159,27 +159,33 @@ fn guard<'a>(root: &'a Doc, root_name: &str, path: &[&str]) -> Result<Option<&'a
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
     };
-    let mut walked = format!("{root_name}.{first}");
     for key in rest {
         cur = match cur {
             Value::Object(map) => match map.get(*key) {
                 None | Some(Value::Null) => return Ok(None),
                 Some(v) => v,
             },
-            Value::Array(_) => {
-                return Err(format!("Illegal list shortcut value [{key}] on [{walked}]"));
-            }
-            other => {
-                return Err(format!(
-                    "dynamic getter [{}, {key}] not found on [{walked}]",
-                    ingest::java_type_name(other)
-                ));
-            }
+            other => return Err(painless_getter_error(other, key)),
         };
-        walked.push('.');
-        walked.push_str(key);
     }
     Ok(Some(cur))
+}
+
+/// The Painless error for `x.key` (a `?.` field access) on a non-object `x`.
+fn painless_getter_error(v: &Value, key: &str) -> String {
+    match v {
+        Value::Array(_) => format!("Illegal list shortcut value [{key}]."),
+        other => format!(
+            "dynamic getter [{}, {key}] not found",
+            ingest::java_type_name(other)
+        ),
+    }
+}
+
+/// A failure while evaluating a processor's `if`: ES reports it as processor type
+/// `conditional` with the processor's tag, and the processor's own `on_failure` does not run.
+fn conditional(tag: &'static str, message: String) -> ProcessorFailure {
+    fail("conditional", tag, message)
 }
 
 /// rename `json.<from>` → `<to>` (ignore_missing; fails if the target exists).
@@ -417,15 +423,14 @@ impl Run {
 
         if let Scratch::Other(v) = &self.json {
             // B1's condition dereferences `ctx.json?.deleted_at`: on a non-object `json` the
-            // Painless condition throws, which fails the pipeline.
-            return Err(fail(
-                "script",
-                "script-default-deleted_at",
-                format!(
-                    "cannot read [json.deleted_at]: [json] is of type [{}], not an object",
-                    ingest::java_type_name(v)
-                ),
-            ));
+            // Painless condition throws, which fails the pipeline. (A JSON `null` is
+            // null-safe upstream and yields an almost empty document without error; we
+            // refuse it the same way, as a non-object indicator is never valid input.)
+            let message = match v {
+                Value::Null => "[json] is null: the indicator is not a JSON object".to_owned(),
+                other => painless_getter_error(other, "deleted_at"),
+            };
+            return Err(conditional("script-default-deleted_at", message));
         }
 
         self.expiration(opts)?;
@@ -537,13 +542,12 @@ impl Run {
                 None
             }
             Some(other) => {
-                return Err(fail(
-                    "dissect",
+                // The `if` calls `.contains('@')` on a non-string: the condition throws.
+                return Err(conditional(
                     dissect_tag,
                     format!(
-                        "dynamic method [{}, contains/1] not found (threat_connect.indicator.address [{}])",
-                        ingest::java_type_name(other),
-                        ingest::java_to_string(other)
+                        "dynamic method [{}, contains/1] not found",
+                        ingest::java_type_name(other)
                     ),
                 ));
             }
@@ -630,14 +634,8 @@ impl Run {
         let Run { doc, j, .. } = self;
         use ConvertType::*;
         let path = "json.associatedGroups.data";
-        match guard(j, "json", &["associatedGroups", "data"]) {
-            Err(m) => {
-                return Err(fail(
-                    "foreach",
-                    "foreach_associated_data_rename_firstname",
-                    m,
-                ));
-            }
+        match guard(j, &["associatedGroups", "data"]) {
+            Err(m) => return Err(conditional("foreach_associated_data_rename_firstname", m)),
             Ok(None) => {}
             Ok(Some(_)) => {
                 let Some(data) = j
@@ -1110,8 +1108,8 @@ impl Run {
         let Run { doc, j, .. } = self;
         use ConvertType::*;
         let script_tag = "painless_to_rename_fields_under_json_associatedIndicators_data_object";
-        let data = match guard(j, "json", &["associatedIndicators", "data"]) {
-            Err(m) => return Err(fail("script", script_tag, m)),
+        let data = match guard(j, &["associatedIndicators", "data"]) {
+            Err(m) => return Err(conditional(script_tag, m)),
             Ok(None) => return Ok(()),
             Ok(Some(d)) => d,
         };
@@ -1378,8 +1376,8 @@ impl Run {
         let Run { doc, j, .. } = self;
         use ConvertType::*;
         let first_tag = "foreach_rename_attributes_data_createdBy_firstName";
-        match guard(j, "json", &["attributes", "data"]) {
-            Err(m) => return Err(fail("foreach", first_tag, m)),
+        match guard(j, &["attributes", "data"]) {
+            Err(m) => return Err(conditional(first_tag, m)),
             Ok(None) => return Ok(()),
             Ok(Some(_)) => {}
         }
@@ -1836,15 +1834,14 @@ impl Run {
                     Some(Value::String(ip)) => ip.contains(needle),
                     Some(Value::Array(items)) => items.iter().any(|i| i == needle),
                     None | Some(Value::Null) => {
-                        return Err(fail(
-                            "set",
+                        return Err(conditional(
                             tag,
-                            "cannot evaluate condition: [threat_connect.indicator.ip] is null for an Address indicator".to_owned(),
+                            "cannot access method/field [contains] from a null def reference"
+                                .to_owned(),
                         ));
                     }
                     Some(other) => {
-                        return Err(fail(
-                            "set",
+                        return Err(conditional(
                             tag,
                             format!(
                                 "dynamic method [{}, contains/1] not found",
@@ -2248,8 +2245,8 @@ fn confidence_level(v: &Value) -> Result<&'static str, String> {
 /// G42–G45: label dates, TLP extraction (§13), label pruning and the move to `tci`.
 fn security_labels(doc: &mut Doc, j: &mut Doc) -> Step {
     let tag = "foreach_date_securityLabels_data_dateAdded";
-    match guard(j, "json", &["securityLabels", "data"]) {
-        Err(m) => return Err(fail("foreach", tag, m)),
+    match guard(j, &["securityLabels", "data"]) {
+        Err(m) => return Err(conditional(tag, m)),
         Ok(None) => return Ok(()),
         Ok(Some(_)) => {}
     }
@@ -2327,8 +2324,8 @@ fn security_labels(doc: &mut Doc, j: &mut Doc) -> Step {
 /// G52–G59: tags, technique names/ids, platforms, tactics (§13).
 fn tags(doc: &mut Doc, j: &mut Doc) -> Step {
     let tag = "foreach_date_tags_data_lastUsed";
-    match guard(j, "json", &["tags", "data"]) {
-        Err(m) => return Err(fail("foreach", tag, m)),
+    match guard(j, &["tags", "data"]) {
+        Err(m) => return Err(conditional(tag, m)),
         Ok(None) => return Ok(()),
         Ok(Some(_)) => {}
     }
