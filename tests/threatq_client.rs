@@ -1,0 +1,279 @@
+//! Contract tests of the ThreatQ client against wiremock: OAuth2 client credentials (both
+//! credential styles, caching, refresh, one re-authentication on 401) and cursorMark paging.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ti_sidecar::config::fields::FieldReader;
+use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};
+use ti_sidecar::source::Source;
+use ti_sidecar::source::threatq::client::ThreatQSource;
+use ti_sidecar::source::threatq::config::ThreatQConfig;
+use wiremock::matchers::{body_string_contains, header, header_exists, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SECRET: &str = "tq-secret-value";
+
+fn source(server: &MockServer, style: &str) -> ThreatQSource {
+    let stream = serde_json::json!({
+        "host": server.uri(),
+        "client_id": "elastic",
+        "client_secret": SECRET,
+        "data_collection_id": "someid",
+        "client_auth_style": style,
+        "page_size": 2,
+    });
+    let mut r = FieldReader::open("s", &stream).unwrap();
+    let cfg = ThreatQConfig::from_fields(&mut r).unwrap();
+    let http = HttpClient::build(&cfg.http, None, vec![])
+        .unwrap()
+        .with_retry(RetryPolicy {
+            min_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            max_attempts: 3,
+        });
+    ThreatQSource::new(Arc::new(cfg), http)
+}
+
+fn token(expires_in: u64) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "access_token": "tok-abc", "token_type": "Bearer", "expires_in": expires_in, "refresh_token": "r"
+    }))
+}
+
+fn page(data: &str, next: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(
+        format!(r#"{{"total":3,"data":{data},"nextCursorMark":"{next}","limit":2}}"#),
+        "application/json",
+    )
+}
+
+async fn token_requests(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/token")
+        .count()
+}
+
+#[tokio::test]
+async fn basic_auth_token_then_cursor_mark_paging() {
+    let server = MockServer::start().await;
+    // "elastic:tq-secret-value"
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .and(header(
+            "authorization",
+            "Basic ZWxhc3RpYzp0cS1zZWNyZXQtdmFsdWU=",
+        ))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/indicators/query/hash/someid"))
+        .and(query_param("cursorMark", "*"))
+        .and(query_param("sort", "updated_at"))
+        .and(query_param("limit", "2"))
+        .and(query_param(
+            "fields",
+            "*,sources,attributes,attributes.name,attributes.value",
+        ))
+        .and(header("authorization", "Bearer tok-abc"))
+        .and(header("accept", "application/json"))
+        .respond_with(page(r#"[{"id":1},{"id":2}]"#, "MARK1"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("cursorMark", "MARK1"))
+        .respond_with(page(r#"[{"id":3}]"#, "MARK2"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("cursorMark", "MARK2"))
+        .respond_with(page("{}", "MARK3"))
+        .mount(&server)
+        .await;
+
+    let mut src = source(&server, "basic");
+    let p1 = src.fetch(&src.initial_cursor()).await.unwrap();
+    assert_eq!(
+        (p1.items.len(), p1.cursor.as_str(), p1.more),
+        (2, "MARK1", true)
+    );
+    let p2 = src.fetch(&p1.cursor).await.unwrap();
+    assert_eq!(
+        (p2.items.len(), p2.cursor.as_str(), p2.more),
+        (1, "MARK2", true)
+    );
+    let p3 = src.fetch(&p2.cursor).await.unwrap();
+    // `data: {}` ends the sweep; the new mark is kept verbatim for the next interval.
+    assert_eq!(
+        (p3.items.len(), p3.cursor.as_str(), p3.more),
+        (0, "MARK3", false)
+    );
+    assert_eq!(token_requests(&server).await, 1, "the token is cached");
+}
+
+#[tokio::test]
+async fn body_credentials_style_sends_the_secret_as_form_fields() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .and(body_string_contains("client_id=elastic"))
+        .and(body_string_contains("client_secret=tq-secret-value"))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page("{}", "M"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "body");
+    src.fetch(&"*".to_owned()).await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert!(
+        reqs[0].headers.get("authorization").is_none(),
+        "no Basic header in body style"
+    );
+}
+
+#[tokio::test]
+async fn auto_style_falls_back_to_body_credentials_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .and(header_exists("authorization"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"error":"invalid_client"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .and(body_string_contains("client_secret="))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page("{}", "M"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "auto");
+    src.fetch(&"*".to_owned()).await.unwrap();
+    src.fetch(&"*".to_owned()).await.unwrap();
+    assert_eq!(
+        token_requests(&server).await,
+        2,
+        "Basic refused, body accepted, then cached"
+    );
+}
+
+#[tokio::test]
+async fn token_is_refreshed_before_it_expires() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(token(0))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page("{}", "M"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    src.fetch(&"*".to_owned()).await.unwrap();
+    src.fetch(&"*".to_owned()).await.unwrap();
+    assert_eq!(
+        token_requests(&server).await,
+        2,
+        "an expired token is never used"
+    );
+}
+
+#[tokio::test]
+async fn a_401_gets_exactly_one_reauthentication_and_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page(r#"[{"id":1}]"#, "M1"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    let p = src.fetch(&"*".to_owned()).await.unwrap();
+    assert_eq!(p.items.len(), 1);
+    assert_eq!(token_requests(&server).await, 2);
+}
+
+#[tokio::test]
+async fn a_persistent_401_fails_the_input_after_one_reauthentication() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    let err = src.fetch(&"*".to_owned()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fail);
+    assert_eq!(token_requests(&server).await, 2);
+    let api_calls = server.received_requests().await.unwrap().len() - 2;
+    assert_eq!(api_calls, 2, "one retry, no more");
+}
+
+#[tokio::test]
+async fn refused_credentials_are_a_clear_non_secret_failure() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            serde_json::json!({"error":"invalid_client","error_description":"Client authentication failed"}),
+        ))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "auto");
+    let err = src.fetch(&"*".to_owned()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fail);
+    let text = err.to_string();
+    assert!(
+        text.contains("invalid_client") && text.contains("Client authentication failed"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET));
+}
+
+#[tokio::test]
+async fn the_same_mark_coming_back_ends_the_sweep() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page(r#"[{"id":1}]"#, "SAME"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    let p = src.fetch(&"SAME".to_owned()).await.unwrap();
+    assert!(
+        !p.more,
+        "Solr contract: the same mark means no more results"
+    );
+}
