@@ -1,4 +1,6 @@
 //! Simulators of the threat-intelligence platforms ti-sidecar reads from, so that the product can
 //! be tried without an account and integration tests can exercise real failure modes.
 
+pub mod faults;
 pub mod threatconnect;
+pub mod threatq;

@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::sim::faults::{self, Fault, Faults};
 use crate::source::threatconnect::auth;
 use data::Indicator;
 
@@ -125,16 +126,10 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if !(0.0..=1.0).contains(&self.error_rate) {
-            p.push(format!(
-                "--error-rate must be between 0 and 1, got {}",
-                self.error_rate
-            ));
-        }
-        if self.rate_limit == Some(0) {
-            p.push("--rate-limit must be at least 1 request per second".into());
-        }
+        let mut p: Vec<String> = faults::validate(self.error_rate, self.rate_limit)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         if self.same_second > self.indicators {
             p.push(format!(
                 "--same-second {} exceeds --indicators {}",
@@ -185,8 +180,6 @@ struct Counters {
     requests: AtomicU64,
     pages_served: AtomicU64,
     auth_rejected: AtomicU64,
-    errors_injected: AtomicU64,
-    rate_limited: AtomicU64,
     mutations: AtomicU64,
 }
 
@@ -203,23 +196,13 @@ struct Store {
     mutation_rng: ChaCha8Rng,
 }
 
-/// A fixed one-second window for `--rate-limit`.
-struct RateWindow {
-    second: i64,
-    count: u32,
-}
-
 struct Shared {
     access_id: String,
     secret_key: String,
-    latency_ms: u64,
-    error_rate: f64,
-    rate_limit: Option<u32>,
+    faults: Faults,
     mutate_per_page: AtomicUsize,
     addr: SocketAddr,
     store: Mutex<Store>,
-    fault_rng: Mutex<ChaCha8Rng>,
-    rate: Mutex<RateWindow>,
     counters: Counters,
 }
 
@@ -273,8 +256,8 @@ impl SimHandle {
             requests: get(&c.requests),
             pages_served: get(&c.pages_served),
             auth_rejected: get(&c.auth_rejected),
-            errors_injected: get(&c.errors_injected),
-            rate_limited: get(&c.rate_limited),
+            errors_injected: self.shared.faults.errors_injected(),
+            rate_limited: self.shared.faults.rate_limited(),
             mutations: get(&c.mutations),
         }
     }
@@ -308,6 +291,13 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             problems.join("; "),
         ));
     }
+    let faults = Faults::new(
+        args.latency_ms,
+        args.error_rate,
+        args.rate_limit,
+        args.seed ^ 0x0066_6175_6c74,
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let indicators = data::generate(
@@ -320,9 +310,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     let shared = Arc::new(Shared {
         access_id: args.access_id,
         secret_key: args.secret_key,
-        latency_ms: args.latency_ms,
-        error_rate: args.error_rate,
-        rate_limit: args.rate_limit,
+        faults,
         mutate_per_page: AtomicUsize::new(args.mutate_per_page),
         addr,
         store: Mutex::new(Store {
@@ -330,11 +318,6 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             served_list: Vec::new(),
             indicators,
             mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
-        }),
-        fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0x0066_6175_6c74)),
-        rate: Mutex::new(RateWindow {
-            second: 0,
-            count: 0,
         }),
         counters: Counters::default(),
     });
@@ -434,6 +417,15 @@ enum ApiError {
     Tql(#[from] tql::TqlError),
 }
 
+impl From<Fault> for ApiError {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::RateLimited { limit } => Self::RateLimited(limit),
+            Fault::Injected(status) => Self::Injected(status),
+        }
+    }
+}
+
 fn injected_message(status: StatusCode) -> &'static str {
     match status.as_u16() {
         502 => "Bad Gateway",
@@ -497,9 +489,7 @@ async fn handle(
     headers: HeaderMap,
 ) -> Response {
     bump(&s.counters.requests, 1);
-    if s.latency_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(s.latency_ms)).await;
-    }
+    s.faults.delay().await;
     match serve(&s, &method, &uri, &headers) {
         Ok(resp) => {
             tracing::debug!(%method, path = uri.path(), status = 200, "threatconnect simulator request");
@@ -507,11 +497,9 @@ async fn handle(
         }
         Err(e) => {
             let status = e.status();
-            match status {
-                StatusCode::UNAUTHORIZED => bump(&s.counters.auth_rejected, 1),
-                StatusCode::TOO_MANY_REQUESTS => bump(&s.counters.rate_limited, 1),
-                _ if matches!(e, ApiError::Injected(_)) => bump(&s.counters.errors_injected, 1),
-                _ => {}
+            // 429s and injected 5xx are counted by `Faults` itself.
+            if status == StatusCode::UNAUTHORIZED {
+                bump(&s.counters.auth_rejected, 1);
             }
             tracing::debug!(%method, path = uri.path(), status = status.as_u16(), error = %e, "threatconnect simulator request");
             e.into_response()
@@ -526,18 +514,7 @@ fn serve(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(limit) = s.rate_limit {
-        let now = Utc::now().timestamp();
-        let mut w = lock(&s.rate);
-        if w.second != now {
-            w.second = now;
-            w.count = 0;
-        }
-        w.count = w.count.saturating_add(1);
-        if w.count > limit {
-            return Err(ApiError::RateLimited(limit));
-        }
-    }
+    s.faults.check_rate()?;
     check_auth(s, method, uri, headers)?;
     if method != Method::GET || uri.path() != INDICATORS_PATH {
         return Err(ApiError::NotFound {
@@ -545,17 +522,7 @@ fn serve(
             path: uri.path().to_owned(),
         });
     }
-    if s.error_rate > 0.0 {
-        let mut rng = lock(&s.fault_rng);
-        if rng.random_bool(s.error_rate) {
-            let status = [
-                StatusCode::INTERNAL_SERVER_ERROR,
-                StatusCode::BAD_GATEWAY,
-                StatusCode::SERVICE_UNAVAILABLE,
-            ][rng.random_range(0..3usize)];
-            return Err(ApiError::Injected(status));
-        }
-    }
+    s.faults.check_error()?;
     let raw_query = uri.query().unwrap_or("");
     let params = Params::parse(raw_query)?;
     let host = headers

@@ -1,0 +1,226 @@
+//! Fault injection shared by the simulators: added latency, a seeded rate of injected 500/502/503
+//! answers, and a per-second rate limit answered with 429 and `Retry-After`.
+//!
+//! Each simulator keeps its own command-line flags (`--latency-ms`, `--error-rate`,
+//! `--rate-limit`) and its own error body shape; this module only decides *whether* a request
+//! is delayed, limited or failed, and counts what it did, so that both simulators misbehave in
+//! exactly the same, reproducible way.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The value of the `Retry-After` header sent with every 429.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// A fault chosen for one request; the simulator renders it in its own error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// More than `limit` requests arrived in the current wall-clock second: answer 429 with
+    /// `Retry-After: 1`.
+    #[error("Too many requests: more than {limit} requests per second")]
+    RateLimited {
+        /// The configured requests per second.
+        limit: u32,
+    },
+    /// `--error-rate` picked this request: answer with this 500, 502 or 503.
+    #[error("injected {0} error")]
+    Injected(StatusCode),
+}
+
+impl Fault {
+    /// The HTTP status to answer with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Injected(s) => s,
+        }
+    }
+}
+
+/// An invalid fault setting, naming its flag.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidFaults {
+    /// `--error-rate` outside `0..=1` (or NaN).
+    #[error("--error-rate must be between 0 and 1, got {0}")]
+    ErrorRate(f64),
+    /// `--rate-limit 0` would refuse every request.
+    #[error("--rate-limit must be at least 1 request per second")]
+    ZeroRateLimit,
+}
+
+/// Every problem with the fault settings at once (empty when they are valid).
+pub fn validate(error_rate: f64, rate_limit: Option<u32>) -> Vec<InvalidFaults> {
+    let mut p = Vec::new();
+    if !(0.0..=1.0).contains(&error_rate) {
+        p.push(InvalidFaults::ErrorRate(error_rate));
+    }
+    if rate_limit == Some(0) {
+        p.push(InvalidFaults::ZeroRateLimit);
+    }
+    p
+}
+
+/// A fixed one-second window for the rate limit.
+struct RateWindow {
+    second: i64,
+    count: u32,
+}
+
+/// The runtime fault injector of one simulator.
+pub struct Faults {
+    latency: Duration,
+    error_rate: f64,
+    rate_limit: Option<u32>,
+    rng: Mutex<ChaCha8Rng>,
+    window: Mutex<RateWindow>,
+    rate_limited: AtomicU64,
+    errors_injected: AtomicU64,
+}
+
+/// A poisoned lock only means another request panicked; the state is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Faults {
+    /// Validates the settings once; `seed` makes the choice of failed requests reproducible.
+    pub fn new(
+        latency_ms: u64,
+        error_rate: f64,
+        rate_limit: Option<u32>,
+        seed: u64,
+    ) -> Result<Self, InvalidFaults> {
+        if let Some(first) = validate(error_rate, rate_limit).into_iter().next() {
+            return Err(first);
+        }
+        Ok(Self {
+            latency: Duration::from_millis(latency_ms),
+            error_rate,
+            rate_limit,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            window: Mutex::new(RateWindow {
+                second: 0,
+                count: 0,
+            }),
+            rate_limited: AtomicU64::new(0),
+            errors_injected: AtomicU64::new(0),
+        })
+    }
+
+    /// Sleeps for `--latency-ms` (on `tokio::time`, so paused-clock tests stay instant).
+    pub async fn delay(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+
+    /// Counts the request against the current second's budget; `Err` when it is over.
+    pub fn check_rate(&self) -> Result<(), Fault> {
+        let Some(limit) = self.rate_limit else {
+            return Ok(());
+        };
+        let now = Utc::now().timestamp();
+        let mut w = lock(&self.window);
+        if w.second != now {
+            w.second = now;
+            w.count = 0;
+        }
+        w.count = w.count.saturating_add(1);
+        if w.count > limit {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(Fault::RateLimited { limit });
+        }
+        Ok(())
+    }
+
+    /// Draws from the seeded RNG whether this request fails, and with which 5xx.
+    pub fn check_error(&self) -> Result<(), Fault> {
+        if self.error_rate <= 0.0 {
+            return Ok(());
+        }
+        let mut rng = lock(&self.rng);
+        if rng.random_bool(self.error_rate) {
+            let status = [
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ][rng.random_range(0..3usize)];
+            self.errors_injected.fetch_add(1, Ordering::Relaxed);
+            return Err(Fault::Injected(status));
+        }
+        Ok(())
+    }
+
+    /// Latency, then rate limit, then injected error: everything a load balancer in front of
+    /// the real API could do to a request before the application sees it.
+    pub async fn before_request(&self) -> Result<(), Fault> {
+        self.delay().await;
+        self.check_rate()?;
+        self.check_error()
+    }
+
+    /// Requests answered 429 so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered with an injected 5xx so far.
+    pub fn errors_injected(&self) -> u64 {
+        self.errors_injected.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_flags_and_rejects_nan() {
+        assert!(validate(0.5, Some(3)).is_empty());
+        let p = validate(f64::NAN, Some(0));
+        assert_eq!(p.len(), 2);
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert!(text[0].contains("--error-rate"));
+        assert!(text[1].contains("--rate-limit"));
+        assert!(Faults::new(0, 1.5, None, 1).is_err());
+    }
+
+    #[test]
+    fn rate_limit_counts_within_one_second() {
+        let f = Faults::new(0, 0.0, Some(2), 1).unwrap();
+        // Retry at most a few times in case the wall-clock second turns over mid-burst.
+        let limited = (0..50).any(|_| f.check_rate().is_err());
+        assert!(limited);
+        assert!(f.rate_limited() >= 1);
+        assert_eq!(
+            Fault::RateLimited { limit: 2 }.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[test]
+    fn error_rate_is_seeded_and_counts() {
+        let draw = |seed| {
+            let f = Faults::new(0, 0.5, None, seed).unwrap();
+            let v: Vec<bool> = (0..64).map(|_| f.check_error().is_err()).collect();
+            (v, f.errors_injected())
+        };
+        let (a, na) = draw(7);
+        let (b, nb) = draw(7);
+        assert_eq!(a, b);
+        assert_eq!(na, nb);
+        assert!(na > 0 && na < 64);
+        let always = Faults::new(0, 1.0, None, 1).unwrap();
+        for _ in 0..10 {
+            let e = always.check_error().unwrap_err();
+            assert!([500, 502, 503].contains(&e.status().as_u16()));
+        }
+        assert!(Faults::new(0, 0.0, None, 1).unwrap().check_error().is_ok());
+    }
+}

@@ -1,0 +1,1349 @@
+//! A faithful fake of the ThreatQ REST API as the `ti_threatq` integration uses it: the OAuth2
+//! client-credentials token endpoint (`POST /api/token`) and the data-collection query
+//! (`GET /api/indicators/query/hash/{collection}`) with Solr-style `cursorMark` paging.
+//!
+//! It exists so that users can try the product without a ThreatQ instance
+//! (`ti-sidecar simulate threatq`) and so that integration tests can drive the real client
+//! through what goes wrong in production: tokens that expire or are revoked mid-run, a wrong
+//! secret, an unknown collection, 429 and 5xx answers, and paging while indicators change.
+//! Behaviour follows `shared/spec/threatq-api.md`; data is deterministic from `--seed`.
+//!
+//! Choices where the spec leaves room (all documented on the items below):
+//! * the end of the data is answered with `"data": {}` (an empty *object*, as the real API and
+//!   Elastic's mock do) and `nextCursorMark` equal to the mark sent (the Solr contract; the mock
+//!   sends a new value, clients must accept both);
+//! * `updated_at` is served at second precision, but changes made within one second are ordered
+//!   by a hidden sub-second part, so a cursor never skips an indicator changed after it was
+//!   issued (see [`SortKey`]).
+
+pub mod data;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::sim::faults::{self, Fault, Faults};
+use data::Indicator;
+
+/// The OAuth2 token endpoint.
+const TOKEN_PATH: &str = "/api/token";
+/// The data-collection query; the collection id (hash) follows.
+const COLLECTION_PREFIX: &str = "/api/indicators/query/hash/";
+/// The documented maximum page size (`limit`).
+const MAX_LIMIT: usize = 1000;
+/// The page size when `limit` is absent.
+const DEFAULT_LIMIT: usize = 100;
+/// The cursor that starts from the beginning.
+const START_MARK: &str = "*";
+
+/// Command-line arguments of `ti-sidecar simulate threatq`.
+#[derive(Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Number of indicators in the collection.
+    #[arg(long, default_value_t = 1000)]
+    pub indicators: usize,
+    /// Seed for the deterministic data, tokens and fault injection.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// OAuth2 client id the simulator accepts.
+    #[arg(long, default_value = "ti-sidecar-sim")]
+    pub client_id: String,
+    /// OAuth2 client secret the simulator accepts.
+    #[arg(
+        long,
+        env = "TI_SIM_TQ_CLIENT_SECRET",
+        default_value = "ti-sidecar-sim-secret",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub client_secret: String,
+    /// The data collection id (hash) served; any other → 404.
+    #[arg(long, default_value = "sim-collection")]
+    pub collection: String,
+    /// Lifetime of issued access tokens, in seconds (`expires_in`).
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Added latency per request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction (0..=1) of requests answered with a 500/502/503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Requests allowed per second; more get 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// After each served page, modify this many already-served indicators (their updated_at becomes now).
+    #[arg(long, default_value_t = 0)]
+    pub mutate_per_page: usize,
+    /// First indicator id.
+    #[arg(long, default_value_t = 1)]
+    pub id_base: i64,
+}
+
+/// Hand-written so that printing the arguments never shows the client secret.
+impl std::fmt::Debug for SimArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimArgs")
+            .field("listen", &self.listen)
+            .field("indicators", &self.indicators)
+            .field("seed", &self.seed)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("collection", &self.collection)
+            .field("token_ttl", &self.token_ttl)
+            .field("latency_ms", &self.latency_ms)
+            .field("error_rate", &self.error_rate)
+            .field("rate_limit", &self.rate_limit)
+            .field("mutate_per_page", &self.mutate_per_page)
+            .field("id_base", &self.id_base)
+            .finish()
+    }
+}
+
+impl Default for SimArgs {
+    /// The command-line defaults (ignoring the environment).
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            indicators: 1000,
+            seed: 1,
+            client_id: "ti-sidecar-sim".into(),
+            client_secret: "ti-sidecar-sim-secret".into(),
+            collection: "sim-collection".into(),
+            token_ttl: 3600,
+            latency_ms: 0,
+            error_rate: 0.0,
+            rate_limit: None,
+            mutate_per_page: 0,
+            id_base: 1,
+        }
+    }
+}
+
+impl SimArgs {
+    /// Every problem with the arguments at once, each naming its flag.
+    fn problems(&self) -> Vec<String> {
+        let mut p: Vec<String> = faults::validate(self.error_rate, self.rate_limit)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if self.id_base < 0 {
+            p.push(format!(
+                "--id-base must not be negative, got {}",
+                self.id_base
+            ));
+        } else if i64::try_from(self.indicators)
+            .ok()
+            .and_then(|n| self.id_base.checked_add(n))
+            .is_none()
+        {
+            p.push(format!(
+                "--id-base {} plus --indicators {} overflows a 64-bit id",
+                self.id_base, self.indicators
+            ));
+        }
+        if self.client_id.is_empty() || self.client_id.contains(':') {
+            p.push("--client-id must be non-empty and must not contain ':'".into());
+        }
+        if self.client_secret.is_empty() {
+            p.push("--client-secret must not be empty".into());
+        }
+        if self.collection.is_empty() || self.collection.contains('/') {
+            p.push("--collection must be non-empty and must not contain '/'".into());
+        }
+        if self.token_ttl == 0 {
+            p.push("--token-ttl must be at least 1 second".into());
+        }
+        p
+    }
+}
+
+/// Counters of what the simulator did, for tests and for the shutdown log line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimStats {
+    /// Requests received (any path, any outcome).
+    pub requests: u64,
+    /// Access tokens issued by `POST /api/token`.
+    pub tokens_issued: u64,
+    /// API requests answered 401 because the bearer token was missing, malformed, unknown,
+    /// expired or revoked.
+    pub token_rejected: u64,
+    /// Token requests answered 401 `invalid_client` (wrong or missing client credentials).
+    pub auth_rejected: u64,
+    /// Successful `200` indicator pages served (including the final empty one).
+    pub pages_served: u64,
+    /// Requests answered with an injected 500/502/503.
+    pub errors_injected: u64,
+    /// Requests answered 429.
+    pub rate_limited: u64,
+    /// Indicators modified by `--mutate-per-page`.
+    pub mutations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    tokens_issued: AtomicU64,
+    token_rejected: AtomicU64,
+    auth_rejected: AtomicU64,
+    pages_served: AtomicU64,
+    mutations: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, AtomicOrdering::Relaxed);
+}
+
+/// A poisoned lock only means another request panicked; the data is still consistent enough
+/// for a simulator, so keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why an API request's bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum TokenRejected {
+    #[error("The request has no Authorization header.")]
+    Missing,
+    #[error("The Authorization header does not use the Bearer scheme.")]
+    Scheme,
+    #[error("The access token is invalid or has been revoked.")]
+    Unknown,
+    #[error("The access token has expired.")]
+    Expired,
+}
+
+/// Issued access tokens and their expiry instants (on `tokio::time`, so tests can pause time).
+struct TokenStore {
+    tokens: HashMap<String, Instant>,
+    rng: ChaCha8Rng,
+}
+
+impl TokenStore {
+    fn new(seed: u64) -> Self {
+        Self {
+            tokens: HashMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    fn random_token(&mut self, bytes: usize) -> String {
+        let raw: Vec<u8> = (0..bytes).map(|_| self.rng.random()).collect();
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Issues `(access_token, refresh_token)` valid from `now` for `ttl`.
+    fn issue(&mut self, now: Instant, ttl: Duration) -> (String, String) {
+        // Forget expired tokens so a long-running simulator does not grow without bound.
+        self.tokens.retain(|_, exp| *exp > now);
+        let access = self.random_token(30);
+        let refresh = self.random_token(30);
+        // A huge --token-ttl saturates at a century instead of overflowing.
+        let expiry = now
+            .checked_add(ttl)
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or(now);
+        self.tokens.insert(access.clone(), expiry);
+        (access, refresh)
+    }
+
+    /// Accepts `token` at `now` if it was issued, not revoked, and has not reached its expiry.
+    fn check(&self, token: &str, now: Instant) -> Result<(), TokenRejected> {
+        match self.tokens.get(token) {
+            None => Err(TokenRejected::Unknown),
+            Some(expiry) if now >= *expiry => Err(TokenRejected::Expired),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn revoke_all(&mut self) {
+        self.tokens.clear();
+    }
+}
+
+/// The position of an indicator in the `sort=updated_at` order: `(updated_at, id)`.
+///
+/// `updated_at` is kept in microseconds. Generated data has whole seconds, so ties go by id;
+/// a mutation sets `updated_at` to `max(now, newest key + 1 µs)`, so a changed indicator always
+/// sorts after every cursor ever issued and is returned again (nothing is skipped, even when
+/// the cursor points into the same second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    micros: i64,
+    id: i64,
+}
+
+impl SortKey {
+    fn of(ind: &Indicator) -> Self {
+        Self {
+            micros: ind.updated_at.timestamp_micros(),
+            id: ind.id,
+        }
+    }
+
+    /// The opaque `cursorMark`: standard base64 (with `+`, `/`, `=`, like Solr's marks, so a
+    /// client must URL-encode it) of `<micros>|<id>`.
+    fn to_mark(self) -> String {
+        STANDARD.encode(format!("{}|{}", self.micros, self.id))
+    }
+
+    fn from_mark(mark: &str) -> Option<Self> {
+        let raw = STANDARD.decode(mark.as_bytes()).ok()?;
+        let text = std::str::from_utf8(&raw).ok()?;
+        let (micros, id) = text.split_once('|')?;
+        Some(Self {
+            micros: micros.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// The indicator store and the bookkeeping that mutation needs.
+struct Store {
+    indicators: Vec<Indicator>,
+    /// Which indicators (by index) have appeared in a served page.
+    served: Vec<bool>,
+    served_list: Vec<usize>,
+    /// The newest `updated_at` in the store; mutations go strictly after it.
+    newest: DateTime<Utc>,
+    mutation_rng: ChaCha8Rng,
+}
+
+struct Shared {
+    client_id: String,
+    client_secret: String,
+    collection: String,
+    token_ttl: Duration,
+    faults: Faults,
+    mutate_per_page: AtomicUsize,
+    tokens: Mutex<TokenStore>,
+    store: Mutex<Store>,
+    counters: Counters,
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`: what a client puts in `host`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://<addr>/api/token`: what a client puts in `token_url`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}{TOKEN_PATH}", self.addr)
+    }
+
+    /// Current version of every indicator: (id, updated_at text as served), sorted by id.
+    pub fn snapshot(&self) -> Vec<(i64, String)> {
+        let store = lock(&self.shared.store);
+        let mut v: Vec<(i64, String)> = store
+            .indicators
+            .iter()
+            .map(|i| (i.id, i.updated_at_text()))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Changes the mutation rate at run time (tests turn mutation off before a final catch-up run).
+    pub fn set_mutate_per_page(&self, k: usize) {
+        self.shared.mutate_per_page.store(k, AtomicOrdering::SeqCst);
+    }
+
+    /// Invalidates every issued token now (the next API call gets 401), to test re-authentication.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).revoke_all();
+    }
+
+    /// Counters; see [`SimStats`].
+    pub fn stats(&self) -> SimStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(AtomicOrdering::SeqCst);
+        SimStats {
+            requests: get(&c.requests),
+            tokens_issued: get(&c.tokens_issued),
+            token_rejected: get(&c.token_rejected),
+            auth_rejected: get(&c.auth_rejected),
+            pages_served: get(&c.pages_served),
+            errors_injected: self.shared.faults.errors_injected(),
+            rate_limited: self.shared.faults.rate_limited(),
+            mutations: get(&c.mutations),
+        }
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and waits for the server task.
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        match (&mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "threatq simulator stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "threatq simulator task failed"),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        // A handle dropped without `shutdown` must not leave a server running.
+        self.token.cancel();
+    }
+}
+
+/// Binds `args.listen`, spawns the server, returns at once.
+pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
+    let problems = args.problems();
+    if !problems.is_empty() {
+        return Err(invalid(problems.join("; ")));
+    }
+    let faults = Faults::new(
+        args.latency_ms,
+        args.error_rate,
+        args.rate_limit,
+        args.seed ^ 0x0066_6175_6c74,
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let now = Utc::now();
+    let indicators = data::generate(args.indicators, args.seed, args.id_base, now);
+    let newest = indicators.iter().map(|i| i.updated_at).max().unwrap_or(now);
+    let shared = Arc::new(Shared {
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        collection: args.collection,
+        token_ttl: Duration::from_secs(args.token_ttl),
+        faults,
+        mutate_per_page: AtomicUsize::new(args.mutate_per_page),
+        tokens: Mutex::new(TokenStore::new(args.seed ^ 0x746f_6b65_6e73)),
+        store: Mutex::new(Store {
+            served: vec![false; indicators.len()],
+            served_list: Vec::new(),
+            indicators,
+            newest,
+            mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+        }),
+        counters: Counters::default(),
+    });
+    let router = Router::new().fallback(handle).with_state(shared.clone());
+    let token = CancellationToken::new();
+    let stop = token.clone().cancelled_owned();
+    let task = tokio::spawn(
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        .in_current_span(),
+    );
+    tracing::debug!(%addr, "threatq simulator started");
+    Ok(SimHandle {
+        addr,
+        shared,
+        token,
+        task,
+    })
+}
+
+/// CLI entry: start, print the bound address (`127.0.0.1:PORT`) as the FIRST stdout line and
+/// flush, log the base URL, token URL, collection and client id (never the secret), serve until
+/// SIGINT/SIGTERM.
+pub async fn run(args: SimArgs) -> std::io::Result<()> {
+    let client_id = args.client_id.clone();
+    let collection = args.collection.clone();
+    let indicators = args.indicators;
+    let handle = start(args).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", handle.addr())?;
+        out.flush()?;
+    }
+    tracing::info!(
+        url = %handle.base_url(),
+        token_url = %handle.token_url(),
+        collection = %collection,
+        client_id = %client_id,
+        indicators = indicators as u64,
+        "ThreatQ simulator listening; the client secret is --client-secret / TI_SIM_TQ_CLIENT_SECRET"
+    );
+    wait_for_signal().await?;
+    let stats = handle.stats();
+    handle.shutdown().await;
+    tracing::info!(
+        requests = stats.requests,
+        tokens_issued = stats.tokens_issued,
+        token_rejected = stats.token_rejected,
+        auth_rejected = stats.auth_rejected,
+        pages_served = stats.pages_served,
+        errors_injected = stats.errors_injected,
+        rate_limited = stats.rate_limited,
+        mutations = stats.mutations,
+        "ThreatQ simulator stopped"
+    );
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+/// Why a token request failed; rendered in the OAuth2 error shape (RFC 6749 §5.2).
+#[derive(Debug, thiserror::Error)]
+enum TokenError {
+    #[error("Client authentication failed")]
+    InvalidClient {
+        /// The client tried HTTP Basic, so the answer carries `WWW-Authenticate: Basic`.
+        basic: bool,
+    },
+    #[error("The authorization grant type \"{0}\" is not supported by the authorization server.")]
+    UnsupportedGrantType(String),
+    #[error("The request is missing a required parameter: grant_type")]
+    MissingGrantType,
+    #[error("Unsupported Content-Type \"{0}\": send application/x-www-form-urlencoded")]
+    ContentType(String),
+    #[error("The token endpoint only accepts POST, got {0}")]
+    Method(String),
+}
+
+impl TokenError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidClient { .. } => "invalid_client",
+            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+            Self::MissingGrantType | Self::ContentType(_) | Self::Method(_) => "invalid_request",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            Self::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        let mut resp = json_response(
+            self.status(),
+            &json!({"error": self.code(), "error_description": self.to_string()}),
+        );
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::InvalidClient { basic: true }) {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ThreatQ\""),
+            );
+        }
+        resp
+    }
+}
+
+/// Why an API request failed.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    Unauthorized(TokenRejected),
+    #[error("No data collection with id \"{0}\"")]
+    CollectionNotFound(String),
+    #[error("Resource not found: {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("Method {0} is not allowed on this resource")]
+    Method(String),
+    #[error("Not acceptable: send \"Accept: application/json\", got {0:?}")]
+    NotAcceptable(String),
+    #[error("Invalid limit value \"{0}\": must be an integer from 1 to 1000")]
+    Limit(String),
+    #[error("Invalid sort value \"{0}\": only updated_at is supported with cursorMark")]
+    Sort(String),
+    #[error("Invalid cursorMark value \"{0}\"")]
+    CursorMark(String),
+    #[error("Invalid fields value \"{0}\"")]
+    Field(String),
+    #[error(transparent)]
+    Fault(#[from] Fault),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::CollectionNotFound(_) | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Self::Limit(_) | Self::Sort(_) | Self::CursorMark(_) | Self::Field(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Fault(f) => f.status(),
+        }
+    }
+}
+
+/// Echoed request values are cut short so that a huge parameter cannot blow up an error body.
+fn echo(v: &str) -> String {
+    v.chars().take(200).collect()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    raw_json_response(status, bytes)
+}
+
+fn raw_json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            // The resource server's OAuth2 shape; everything else uses ThreatQ's `errors` member.
+            Self::Unauthorized(_) => {
+                json!({"error": "access_denied", "error_description": self.to_string()})
+            }
+            _ => json!({"errors": [self.to_string()]}),
+        };
+        let mut resp = json_response(status, &body);
+        match self {
+            Self::Unauthorized(r) => {
+                let v = if r == TokenRejected::Missing {
+                    "Bearer realm=\"ThreatQ\""
+                } else {
+                    "Bearer realm=\"ThreatQ\", error=\"invalid_token\""
+                };
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            Self::Fault(Fault::RateLimited { .. }) => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(faults::RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    bump(&s.counters.requests, 1);
+    // Faults hit before routing, as they would from a load balancer in front of ThreatQ.
+    if let Err(f) = s.faults.before_request().await {
+        tracing::debug!(%method, path = uri.path(), status = f.status().as_u16(), "threatq simulator fault");
+        return ApiError::Fault(f).into_response();
+    }
+    // Never log the query or body of a token request, nor any Authorization header.
+    if uri.path() == TOKEN_PATH {
+        return match token(&s, &method, &uri, &headers, &body) {
+            Ok(resp) => {
+                tracing::debug!(
+                    path = TOKEN_PATH,
+                    status = 200,
+                    "threatq simulator token issued"
+                );
+                resp
+            }
+            Err(e) => {
+                if matches!(e, TokenError::InvalidClient { .. }) {
+                    bump(&s.counters.auth_rejected, 1);
+                }
+                tracing::debug!(path = TOKEN_PATH, status = e.status().as_u16(), error = %e, "threatq simulator token request");
+                e.into_response()
+            }
+        };
+    }
+    match indicators(&s, &method, &uri, &headers) {
+        Ok(resp) => {
+            tracing::debug!(%method, path = uri.path(), status = 200, "threatq simulator request");
+            resp
+        }
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized(_)) {
+                bump(&s.counters.token_rejected, 1);
+            }
+            tracing::debug!(%method, path = uri.path(), status = e.status().as_u16(), error = %e, "threatq simulator request");
+            e.into_response()
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a
+/// guessed secret was right.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `application/x-www-form-urlencoded` decoding of one component (`+` is a space).
+fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Client credentials from `Authorization: Basic`. RFC 6749 §2.3.1 form-encodes id and secret
+/// before base64 (Go's `oauth2` does); clients that do not are accepted too.
+fn basic_credentials(value: &str) -> Option<Vec<(String, String)>> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = STANDARD.decode(rest.trim().as_bytes()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some(vec![
+        (id.to_owned(), secret.to_owned()),
+        (form_decode(id), form_decode(secret)),
+    ])
+}
+
+/// `POST /api/token`: OAuth2 client credentials with Basic or form-field client authentication.
+fn token(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, TokenError> {
+    if method != Method::POST {
+        return Err(TokenError::Method(method.to_string()));
+    }
+    // Parameters from the query string first, then the body, whose values win.
+    let mut params: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    if !body.is_empty() {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            params.extend(url::form_urlencoded::parse(body).into_owned());
+        } else if mime.eq_ignore_ascii_case("application/json") {
+            // ThreatQ also takes JSON bodies (its password grant is documented that way).
+            if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) {
+                params.extend(
+                    m.into_iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned()))),
+                );
+            }
+        } else {
+            return Err(TokenError::ContentType(echo(ct)));
+        }
+    }
+    match params.get("grant_type").map(String::as_str) {
+        None | Some("") => return Err(TokenError::MissingGrantType),
+        Some("client_credentials") => {}
+        Some(other) => return Err(TokenError::UnsupportedGrantType(echo(other))),
+    }
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let candidates = match authz {
+        Some(v) => basic_credentials(v).ok_or(TokenError::InvalidClient { basic: true })?,
+        None => match (params.get("client_id"), params.get("client_secret")) {
+            (Some(id), Some(secret)) => vec![(id.clone(), secret.clone())],
+            _ => return Err(TokenError::InvalidClient { basic: false }),
+        },
+    };
+    let ok = candidates
+        .iter()
+        .any(|(id, secret)| id == &s.client_id && same_secret(secret, &s.client_secret));
+    if !ok {
+        return Err(TokenError::InvalidClient {
+            basic: authz.is_some(),
+        });
+    }
+    let (access, refresh) = lock(&s.tokens).issue(Instant::now(), s.token_ttl);
+    bump(&s.counters.tokens_issued, 1);
+    let body = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": s.token_ttl.as_secs(),
+        "refresh_token": refresh,
+    });
+    let mut resp = json_response(StatusCode::OK, &body);
+    // RFC 6749 §5.1: token responses must not be cached.
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// `GET /api/indicators/query/hash/{collection}`: routing → bearer token → collection →
+/// `Accept` → parameters → page.
+fn indicators(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound {
+        method: method.to_string(),
+        path: echo(uri.path()),
+    };
+    let raw_collection = uri
+        .path()
+        .strip_prefix(COLLECTION_PREFIX)
+        .ok_or_else(not_found)?;
+    if method != Method::GET {
+        return Err(ApiError::Method(method.to_string()));
+    }
+    check_bearer(s, headers)?;
+    let collection = form_decode(&raw_collection.replace('+', "%2B"));
+    if collection != s.collection {
+        return Err(ApiError::CollectionNotFound(echo(&collection)));
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.to_ascii_lowercase().contains("application/json") {
+        return Err(ApiError::NotAcceptable(echo(accept)));
+    }
+    let params = Params::parse(uri.query().unwrap_or(""))?;
+    Ok(page(s, &params))
+}
+
+/// `Authorization: Bearer <token>`, with the scheme capitalised exactly (ThreatQ rejects
+/// `bearer`, see API spec §1).
+fn check_bearer(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized(TokenRejected::Missing))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized(TokenRejected::Scheme))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or(ApiError::Unauthorized(TokenRejected::Scheme))?
+        .trim();
+    lock(&s.tokens)
+        .check(token, Instant::now())
+        .map_err(ApiError::Unauthorized)
+}
+
+/// Top-level keys `fields` may name (besides `*` and the nested `sources`/`attributes`).
+const BASE_FIELDS: [&str; 23] = [
+    "id",
+    "type_id",
+    "type",
+    "status_id",
+    "status",
+    "class",
+    "hash",
+    "value",
+    "description",
+    "score",
+    "generated_score",
+    "manual_score",
+    "created_at",
+    "updated_at",
+    "touched_at",
+    "published_at",
+    "expires_at",
+    "expired_at",
+    "expires_calculated_at",
+    "uuid",
+    "tags",
+    "adversaries",
+    "indicator_id",
+];
+
+/// Keys of a source object that `sources.<key>` may name.
+const SOURCE_FIELDS: [&str; 19] = [
+    "id",
+    "indicator_id",
+    "source_id",
+    "creator_source_id",
+    "reference_id",
+    "indicator_status_id",
+    "indicator_type_id",
+    "name",
+    "source_type",
+    "source_score",
+    "source_expire_days",
+    "tlp_id",
+    "tlp_name",
+    "provider",
+    "created_at",
+    "updated_at",
+    "published_at",
+    "creator_source_name",
+    "creator_source_type",
+];
+
+/// Keys of an attribute object that `attributes.<key>` may name.
+const ATTRIBUTE_FIELDS: [&str; 8] = [
+    "id",
+    "attribute_id",
+    "indicator_id",
+    "name",
+    "value",
+    "created_at",
+    "updated_at",
+    "touched_at",
+];
+
+/// A nested block requested with `fields`: `None` = absent; `Some(empty)` = whole objects;
+/// `Some(keys)` = objects trimmed to those keys (`attributes.name,attributes.value`).
+type Nested = Option<BTreeSet<String>>;
+
+/// What `fields` selects. ThreatQ 6.12+ leaves `sources` and `attributes` out of `*`.
+#[derive(Debug, PartialEq)]
+struct Fields {
+    all_base: bool,
+    base: BTreeSet<String>,
+    sources: Nested,
+    attributes: Nested,
+}
+
+impl Fields {
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        let mut f = Fields {
+            all_base: false,
+            base: BTreeSet::new(),
+            sources: None,
+            attributes: None,
+        };
+        let bad = |name: &str| ApiError::Field(echo(name));
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let nested = |slot: &mut Nested, sub: Option<&str>, known: &[&str]| {
+                let keys = slot.get_or_insert_with(BTreeSet::new);
+                match sub {
+                    None => Ok(()),
+                    Some(k) if known.contains(&k) => {
+                        keys.insert(k.to_owned());
+                        Ok(())
+                    }
+                    Some(_) => Err(bad(name)),
+                }
+            };
+            let (head, sub) = match name.split_once('.') {
+                Some((h, s)) => (h, Some(s)),
+                None => (name, None),
+            };
+            match head {
+                "*" if sub.is_none() => f.all_base = true,
+                "sources" => nested(&mut f.sources, sub, &SOURCE_FIELDS)?,
+                "attributes" => nested(&mut f.attributes, sub, &ATTRIBUTE_FIELDS)?,
+                h if sub.is_none()
+                    && (BASE_FIELDS.contains(&h)
+                        || (h.starts_with("related_") && h.ends_with("_count"))) =>
+                {
+                    f.base.insert(h.to_owned());
+                }
+                _ => return Err(bad(name)),
+            }
+        }
+        Ok(f)
+    }
+}
+
+impl Default for Fields {
+    /// No `fields` parameter: the default field set `*`.
+    fn default() -> Self {
+        Self {
+            all_base: true,
+            base: BTreeSet::new(),
+            sources: None,
+            attributes: None,
+        }
+    }
+}
+
+/// The parsed query string.
+#[derive(Debug)]
+struct Params {
+    limit: usize,
+    /// `None` = start (`*`).
+    after: Option<SortKey>,
+    /// The mark exactly as sent, echoed as `nextCursorMark` at the end of the data.
+    mark: String,
+    fields: Fields,
+}
+
+impl Params {
+    /// Absent `sort` means `updated_at` and absent `cursorMark` means `*`: the simulator only
+    /// serves the cursor paging the integration uses.
+    fn parse(raw: &str) -> Result<Self, ApiError> {
+        let mut p = Params {
+            limit: DEFAULT_LIMIT,
+            after: None,
+            mark: START_MARK.to_owned(),
+            fields: Fields::default(),
+        };
+        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+            match k.as_ref() {
+                "sort" => {
+                    if v.trim() != "updated_at" {
+                        return Err(ApiError::Sort(echo(&v)));
+                    }
+                }
+                "limit" => {
+                    p.limit = v
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| ApiError::Limit(echo(&v)))?;
+                }
+                "cursorMark" => {
+                    p.after = if v == START_MARK {
+                        None
+                    } else {
+                        Some(SortKey::from_mark(&v).ok_or_else(|| ApiError::CursorMark(echo(&v)))?)
+                    };
+                    p.mark = v.into_owned();
+                }
+                "fields" => p.fields = Fields::parse(&v)?,
+                // `with`, `offset` and the like are accepted and ignored.
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn trim_objects(objects: Vec<Map<String, Value>>, keys: &BTreeSet<String>) -> Value {
+    Value::Array(
+        objects
+            .into_iter()
+            .map(|mut o| {
+                if !keys.is_empty() {
+                    o.retain(|k, _| keys.contains(k));
+                }
+                Value::Object(o)
+            })
+            .collect(),
+    )
+}
+
+fn render(ind: &Indicator, f: &Fields) -> Value {
+    let mut m = ind.base_json();
+    if !f.all_base {
+        m.retain(|k, _| f.base.contains(k));
+    }
+    if let Some(keys) = &f.sources {
+        m.insert("sources".into(), trim_objects(ind.sources(), keys));
+    }
+    if let Some(keys) = &f.attributes {
+        m.insert("attributes".into(), trim_objects(ind.attributes(), keys));
+    }
+    Value::Object(m)
+}
+
+/// The indices of up to `limit` indicators strictly after `after`, in sort order.
+fn select_page(indicators: &[Indicator], after: Option<SortKey>, limit: usize) -> Vec<usize> {
+    let mut keyed: Vec<(SortKey, usize)> = indicators
+        .iter()
+        .enumerate()
+        .map(|(i, ind)| (SortKey::of(ind), i))
+        .filter(|(k, _)| after.is_none_or(|a| *k > a))
+        .collect();
+    if keyed.len() > limit {
+        keyed.select_nth_unstable(limit);
+        keyed.truncate(limit);
+    }
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Applies `--mutate-per-page`: `k` already-served indicators get a new version whose key sorts
+/// after every existing one (hence after every cursor issued so far).
+fn mutate(store: &mut Store, k: usize, now: DateTime<Utc>) -> usize {
+    let n = k.min(store.served_list.len());
+    if n == 0 {
+        return 0;
+    }
+    let chosen = rand::seq::index::sample(&mut store.mutation_rng, store.served_list.len(), n);
+    for pos in chosen.iter() {
+        let idx = store.served_list[pos];
+        let at = now.max(store.newest + TimeDelta::microseconds(1));
+        store.newest = at;
+        if let Some(ind) = store.indicators.get_mut(idx) {
+            ind.mutate(at, &mut store.mutation_rng);
+        }
+    }
+    n
+}
+
+/// Selects and renders one page, then applies `--mutate-per-page`.
+fn page(s: &Shared, p: &Params) -> Response {
+    let mut guard = lock(&s.store);
+    let store = &mut *guard;
+    let slice = select_page(&store.indicators, p.after, p.limit);
+    let total = store.indicators.len();
+    let (data, next) = match slice.last() {
+        // Solr contract: nothing after the mark → the same mark back. `data` is `{}`, as the
+        // real API and Elastic's mock answer at the end of the data.
+        None => (json!({}), p.mark.clone()),
+        Some(&last) => {
+            let items: Vec<Value> = slice
+                .iter()
+                .map(|&i| render(&store.indicators[i], &p.fields))
+                .collect();
+            (
+                Value::Array(items),
+                SortKey::of(&store.indicators[last]).to_mark(),
+            )
+        }
+    };
+    for &i in &slice {
+        if !store.served[i] {
+            store.served[i] = true;
+            store.served_list.push(i);
+        }
+    }
+    let k = s.mutate_per_page.load(AtomicOrdering::SeqCst);
+    if k > 0 && !slice.is_empty() {
+        let n = mutate(store, k, Utc::now());
+        bump(&s.counters.mutations, n as u64);
+    }
+    drop(guard);
+    bump(&s.counters.pages_served, 1);
+    // Written by hand to keep the real envelope's key order: total, data, nextCursorMark, limit.
+    let body = format!(
+        "{{\"total\":{total},\"data\":{},\"nextCursorMark\":{},\"limit\":{}}}",
+        serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
+        Value::String(next),
+        p.limit
+    );
+    raw_json_response(StatusCode::OK, body.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_expiry_uses_the_given_instant() {
+        let mut store = TokenStore::new(1);
+        let t0 = Instant::now();
+        let (access, refresh) = store.issue(t0, Duration::from_secs(1));
+        assert_ne!(access, refresh);
+        assert_eq!(store.check(&access, t0), Ok(()));
+        assert_eq!(
+            store.check(&access, t0 + Duration::from_millis(999)),
+            Ok(())
+        );
+        assert_eq!(
+            store.check(&access, t0 + Duration::from_secs(1)),
+            Err(TokenRejected::Expired)
+        );
+        assert_eq!(store.check("nope", t0), Err(TokenRejected::Unknown));
+        store.revoke_all();
+        assert_eq!(store.check(&access, t0), Err(TokenRejected::Unknown));
+        // A later issue forgets expired tokens.
+        let (a2, _) = store.issue(t0, Duration::from_secs(1));
+        let (_, _) = store.issue(t0 + Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(
+            store.check(&a2, t0 + Duration::from_secs(5)),
+            Err(TokenRejected::Unknown)
+        );
+        // An absurd TTL does not overflow.
+        let (a3, _) = store.issue(t0, Duration::from_secs(u64::MAX));
+        assert_eq!(store.check(&a3, t0 + Duration::from_secs(86_400)), Ok(()));
+    }
+
+    #[test]
+    fn cursor_marks_round_trip_and_reject_garbage() {
+        let k = SortKey {
+            micros: 1_700_000_000_123_456,
+            id: 42,
+        };
+        assert_eq!(SortKey::from_mark(&k.to_mark()), Some(k));
+        for bad in [
+            "",
+            "!!!",
+            "AoJ9z5LKnvwCJjEwNjk2Nw==",
+            &STANDARD.encode("1|x"),
+        ] {
+            assert_eq!(SortKey::from_mark(bad), None, "{bad}");
+        }
+        assert!(matches!(
+            Params::parse("cursorMark=%%%"),
+            Err(ApiError::CursorMark(_))
+        ));
+        let p = Params::parse("cursorMark=*&sort=updated_at&limit=1000").unwrap();
+        assert_eq!((p.after, p.limit, p.mark.as_str()), (None, 1000, "*"));
+    }
+
+    #[test]
+    fn params_reject_bad_values() {
+        assert!(matches!(Params::parse("limit=1001"), Err(ApiError::Limit(v)) if v == "1001"));
+        assert!(matches!(Params::parse("limit=0"), Err(ApiError::Limit(_))));
+        assert!(matches!(Params::parse("limit=x"), Err(ApiError::Limit(_))));
+        assert!(matches!(
+            Params::parse("sort=-updated_at"),
+            Err(ApiError::Sort(_))
+        ));
+        assert!(matches!(Params::parse("sort=id"), Err(ApiError::Sort(_))));
+        assert!(matches!(
+            Params::parse("fields=bogus"),
+            Err(ApiError::Field(_))
+        ));
+        assert!(matches!(
+            Params::parse("fields=attributes.bogus"),
+            Err(ApiError::Field(_))
+        ));
+        assert_eq!(Params::parse("").unwrap().limit, DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn fields_parse_the_integration_default() {
+        let f = Fields::parse("*,sources,attributes,attributes.name,attributes.value").unwrap();
+        assert!(f.all_base);
+        assert_eq!(f.sources, Some(BTreeSet::new()));
+        let want: BTreeSet<String> = ["name".to_owned(), "value".to_owned()].into();
+        assert_eq!(f.attributes, Some(want));
+        let g = Fields::parse("id,value,related_indicator_count").unwrap();
+        assert!(!g.all_base && g.sources.is_none() && g.base.len() == 3);
+    }
+
+    /// The case a second-precision key would get wrong: the cursor sits on an indicator changed
+    /// in the current second, then another indicator with a smaller id changes in that second.
+    #[test]
+    fn a_change_in_the_cursor_second_is_not_skipped() {
+        let now = Utc::now();
+        let indicators = data::generate(10, 3, 1, now);
+        let newest = indicators.iter().map(|i| i.updated_at).max().unwrap();
+        let mut store = Store {
+            served: vec![true; 10],
+            served_list: vec![9],
+            indicators,
+            newest,
+            mutation_rng: ChaCha8Rng::seed_from_u64(1),
+        };
+        // Indicator id 10 changes "now"; a client reads it and holds a cursor on it.
+        assert_eq!(mutate(&mut store, 1, now), 1);
+        let mark = SortKey::of(&store.indicators[9]);
+        assert!(select_page(&store.indicators, Some(mark), 100).is_empty());
+        // Indicator id 1 changes within the same wall-clock second.
+        store.served_list = vec![0];
+        mutate(&mut store, 1, now);
+        assert_eq!(
+            store.indicators[0].updated_at_text(),
+            store.indicators[9].updated_at_text()
+        );
+        assert_eq!(select_page(&store.indicators, Some(mark), 100), vec![0]);
+    }
+
+    #[test]
+    fn select_page_orders_by_updated_at_then_id() {
+        let inds = data::generate(200, 5, 1, Utc::now());
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = select_page(&inds, after, 7);
+            let Some(&last) = page.last() else { break };
+            seen.extend(page.iter().map(|&i| SortKey::of(&inds[i])));
+            after = Some(SortKey::of(&inds[last]));
+        }
+        assert_eq!(seen.len(), 200);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn basic_credentials_accept_raw_and_form_encoded() {
+        let enc = STANDARD.encode("my%20id:s%2Bcret");
+        let c = basic_credentials(&format!("Basic {enc}")).unwrap();
+        assert!(c.contains(&("my id".to_owned(), "s+cret".to_owned())));
+        assert!(basic_credentials("Bearer abc").is_none());
+        assert!(basic_credentials("Basic !!!").is_none());
+        assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    #[test]
+    fn clap_defaults_match_default_and_debug_hides_the_secret() {
+        use clap::Parser as _;
+        let parsed = Cli::try_parse_from(["sim"]).unwrap().args;
+        let d = SimArgs::default();
+        assert_eq!(parsed.listen, d.listen);
+        assert_eq!(parsed.indicators, d.indicators);
+        assert_eq!(parsed.client_id, d.client_id);
+        assert_eq!(parsed.collection, d.collection);
+        assert_eq!(parsed.token_ttl, d.token_ttl);
+        assert_eq!(parsed.id_base, d.id_base);
+        let shown = format!("{:?}", SimArgs::default());
+        assert!(!shown.contains("ti-sidecar-sim-secret"), "{shown}");
+        assert!(shown.contains("[REDACTED]"));
+        let bad = SimArgs {
+            error_rate: 2.0,
+            token_ttl: 0,
+            collection: String::new(),
+            ..SimArgs::default()
+        };
+        let msg = bad.problems().join("; ");
+        for flag in ["--error-rate", "--token-ttl", "--collection"] {
+            assert!(msg.contains(flag), "{msg}");
+        }
+    }
+}
