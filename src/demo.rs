@@ -1,6 +1,6 @@
-//! `ti-sidecar demo`: the whole standalone pipeline against the in-process ThreatConnect
-//! simulator, with no account and no configuration. It writes the events as NDJSON and prints a
-//! summary.
+//! `ti-sidecar demo`: the whole standalone pipeline against the in-process ThreatConnect and
+//! ThreatQ simulators, with no account and no configuration. It writes the events as NDJSON and
+//! prints a summary.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config;
 use crate::runner::{self, RunOptions, Summary};
 use crate::sim::threatconnect::{self as tc_sim, SimArgs};
+use crate::sim::threatq as tq_sim;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,14 @@ pub struct DemoSummary {
 impl std::fmt::Display for DemoSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "ti-sidecar demo")?;
-        writeln!(f, "  ThreatConnect simulator: {} indicators", self.served)?;
+        writeln!(
+            f,
+            "  simulators: ThreatConnect {n} indicators, ThreatQ {n} indicators",
+            n = self.served
+        )?;
+        for (stream, c) in &self.run.per_stream {
+            writeln!(f, "  {stream}: {} documents in {} pages", c.indicators, c.pages)?;
+        }
         writeln!(
             f,
             "  delivered: {} documents in {} pages ({} with error.message, {} duplicates dropped, {} retried errors)",
@@ -79,6 +87,12 @@ pub async fn run(
         id_base: 9_007_199_254_740_993,
     };
     let sim = tc_sim::start(args.clone()).await?;
+    let tq_args = tq_sim::SimArgs {
+        indicators,
+        client_secret: "ti-sidecar-demo-tq-secret".to_owned(),
+        ..tq_sim::SimArgs::default()
+    };
+    let tq = tq_sim::start(tq_args.clone()).await?;
     let dir = tempfile::tempdir()?;
     // A fresh file each time: the demo shows one complete run.
     match std::fs::remove_file(events) {
@@ -102,11 +116,25 @@ inputs:
         include_attributes: true
         include_group_assoc: true
         include_indicator_assoc: true
+  - id: demo-threatq
+    type: ti_threatq
+    streams:
+      - id: demo-threatq-threat
+        data_stream: {{ dataset: ti_threatq.threat }}
+        host: {tq_host}
+        client_id: {tq_client}
+        client_secret: {tq_secret}
+        data_collection_id: {tq_collection}
+        page_size: 500
 "#,
         events = events.display().to_string(),
         url = sim.base_url(),
         access_id = args.access_id,
         secret = args.secret_key,
+        tq_host = tq.base_url(),
+        tq_client = tq_args.client_id,
+        tq_secret = tq_args.client_secret,
+        tq_collection = tq_args.collection,
     );
     let config_path = dir.path().join("demo.yml");
     std::fs::write(&config_path, yaml)?;
@@ -119,6 +147,7 @@ inputs:
     };
     let run = runner::run(&cfg, &options, shutdown).await;
     sim.shutdown().await;
+    tq.shutdown().await;
     Ok(DemoSummary {
         run: run?,
         events: events.to_owned(),

@@ -86,6 +86,8 @@ enum Platform {
 enum SimPlatform {
     /// A faithful fake ThreatConnect V3 API.
     Threatconnect(ti_sidecar::sim::threatconnect::SimArgs),
+    /// A faithful fake ThreatQ API (OAuth2 token endpoint and collection paging).
+    Threatq(ti_sidecar::sim::threatq::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -146,6 +148,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ti_sidecar::sim::threatconnect::run(args).await?;
                 Ok(ExitCode::SUCCESS)
             }
+            SimPlatform::Threatq(args) => {
+                ti_sidecar::sim::threatq::run(args).await?;
+                Ok(ExitCode::SUCCESS)
+            }
         },
         Command::Demo { indicators, events } => {
             let summary = ti_sidecar::demo::run(indicators, &events, shutdown_on_signals()).await?;
@@ -188,9 +194,6 @@ fn map(
     ioc_expiration_duration: Option<String>,
     extra_tags: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let Platform::Threatconnect = source else {
-        anyhow::bail!("--source threatq is not available yet");
-    };
     let ioc_expiration = ioc_expiration_duration
         .map(|d| {
             IocExpiration::parse(&d).with_context(|| format!("--ioc-expiration-duration {d:?}"))
@@ -213,7 +216,10 @@ fn map(
         if line.trim().is_empty() {
             continue;
         }
-        let event = map_indicator(line, &options);
+        let event = match source {
+            Platform::Threatconnect => map_indicator(line, &options),
+            Platform::Threatq => ti_sidecar::source::threatq::ecs::map_indicator(line, &options),
+        };
         serde_json::to_writer(&mut out, &event.doc).context("writing stdout")?;
         out.write_all(b"\n").context("writing stdout")?;
     }

@@ -212,7 +212,7 @@ fn demo_writes_the_events_file_and_a_summary() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("delivered: 300 documents"), "{stdout}");
+    assert!(stdout.contains("delivered: 600 documents"), "{stdout}");
     let events = std::fs::read_to_string(dir.path().join("demo-events.ndjson")).unwrap();
-    assert_eq!(events.lines().count(), 300);
+    assert_eq!(events.lines().count(), 600);
 }

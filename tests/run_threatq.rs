@@ -1,0 +1,208 @@
+//! End-to-end: the real `ti-sidecar run` binary against the in-process ThreatQ simulator.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+use ti_sidecar::sim::threatq::{SimArgs, SimHandle, start};
+
+const SECRET: &str = "tq-Client$$Secret";
+
+fn args(indicators: usize) -> SimArgs {
+    SimArgs {
+        indicators,
+        client_secret: SECRET.to_owned(),
+        collection: "sim-collection".to_owned(),
+        ..SimArgs::default()
+    }
+}
+
+fn tq_config(ws: &Workspace, sim: &SimHandle, events: &Path, extra: &str) -> PathBuf {
+    let yaml = format!(
+        r#"outputs:
+  default:
+    type: ndjson
+    path: {events:?}
+inputs:
+  - id: tq
+    type: ti_threatq
+    streams:
+      - id: tq-threat
+        host: {host}
+        client_id: ti-sidecar-sim
+        client_secret: ${{TEST_TC_SECRET}}
+        data_collection_id: sim-collection
+        http_client_timeout: 10s
+{extra}"#,
+        events = events.display().to_string(),
+        host = sim.base_url(),
+    );
+    let path = ws.path("config.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// (id, updated_at) of a delivered document, from its raw `event.original`.
+fn tq_key(doc: &Value) -> (i64, String) {
+    let raw = doc["event"]["original"].as_str().expect("event.original");
+    let v: Value = serde_json::from_str(raw).expect("event.original is JSON");
+    (v["id"].as_i64().expect("id"), v["updated_at"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
+    let sim = start(args(700)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
+    assert!(ok, "run failed: {stderr}");
+    let docs = read_events(&events);
+    let delivered: BTreeSet<i64> = docs.iter().map(|d| tq_key(d).0).collect();
+    let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(delivered, expected);
+    assert_eq!(docs.len(), 700, "each exactly once");
+    assert!(docs.iter().all(|d| d["threatq"].is_object()), "mapped under threatq");
+
+    // A second run resumes from the persisted mark: nothing new, nothing repeated.
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(read_events(&events).len(), 700);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiring_mid_run_is_renewed_without_loss() {
+    let mut a = args(900);
+    a.token_ttl = 1;
+    a.latency_ms = 150;
+    let sim = start(a).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "run failed: {stderr}");
+    let stats = sim.stats();
+    assert!(stats.tokens_issued >= 2, "the token was renewed during the run: {stats:?}");
+    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| tq_key(d).0).collect();
+    assert_eq!(delivered.len(), 900);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_client_secret_fails_clearly_without_printing_it() {
+    let sim = start(args(10)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "        enable_request_tracer: true\n");
+    let state = ws.state_dir();
+    let wrong = "Not-The-Right-Secret-42";
+    let (ok, stderr) = blocking(move || run_once(&config, &state, wrong)).await;
+    assert!(!ok);
+    assert!(stderr.contains("refused the client credentials"), "{stderr}");
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert!(!stderr.contains(wrong) && !stderr.contains(SECRET));
+    let trace: String = std::fs::read_dir(ws.state_dir().join("request-trace"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(trace.contains("/api/token"), "the token exchange is traced");
+    assert!(!trace.contains(wrong) && !trace.contains(SECRET), "no secret in the trace");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_collection_fails_with_404() {
+    let sim = start(args(10)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "data_collection_id: sim-collection",
+        "data_collection_id: no-such-collection",
+    );
+    std::fs::write(&config, text).unwrap();
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_are_retried_without_loss() {
+    let mut a = args(500);
+    a.error_rate = 0.3;
+    a.rate_limit = Some(4);
+    let sim = start(a).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    let stats = sim.stats();
+    assert!(stats.errors_injected > 0 && stats.rate_limited > 0, "{stats:?}");
+    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| tq_key(d).0).collect();
+    assert_eq!(delivered.len(), 500);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_restart_resumes_from_the_persisted_mark_with_no_gap() {
+    let mut a = args(1500);
+    a.latency_ms = 40;
+    let sim = start(a).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "        page_size: 50\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    blocking(move || {
+        let mut child = spawn_run(&c, &s, SECRET, true);
+        wait_for_log(&mut child, "page delivered");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    })
+    .await;
+    let partial = read_events(&events).len();
+    assert!(partial > 0 && partial < 1500, "killed mid-run after {partial}");
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    let docs = read_events(&events);
+    let delivered: BTreeSet<i64> = docs.iter().map(|d| tq_key(d).0).collect();
+    assert_eq!(delivered.len(), 1500, "no gap");
+    assert!(docs.len() <= 1500 + 50, "resumed from the mark, not from the start: {}", docs.len());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_during_the_sweep_reach_every_final_version() {
+    let mut a = args(600);
+    a.mutate_per_page = 5;
+    let sim = start(a).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = tq_config(&ws, &sim, &events, "        page_size: 50\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
+    assert!(ok, "{stderr}");
+    sim.set_mutate_per_page(0);
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    let delivered: BTreeSet<(i64, String)> = read_events(&events).iter().map(tq_key).collect();
+    let missing: Vec<_> = sim.snapshot().into_iter().filter(|k| !delivered.contains(k)).collect();
+    assert!(missing.is_empty(), "final versions never delivered: {missing:?}");
+    sim.shutdown().await;
+}
