@@ -1036,11 +1036,8 @@ impl Params {
         };
         for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
             match k.as_ref() {
-                "sort" => {
-                    if v.trim() != "updated_at" {
-                        return Err(ApiError::Sort(echo(&v)));
-                    }
-                }
+                // `updated_at` is the only sort; any other key would break the cursor contract.
+                "sort" if v.trim() != "updated_at" => return Err(ApiError::Sort(echo(&v))),
                 "limit" => {
                     p.limit = v
                         .trim()
