@@ -188,6 +188,7 @@ async fn token_with_basic_auth_works() {
     assert!(!v["access_token"].as_str().unwrap().is_empty());
     assert!(!v["refresh_token"].as_str().unwrap().is_empty());
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert!(r.text.starts_with("{\"access_token\":"), "{}", r.text);
     let t = v["access_token"].as_str().unwrap();
     let p = page(&sim, t, &[("cursorMark", "*")]).await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.text);
@@ -632,4 +633,18 @@ async fn bad_args_are_rejected_naming_the_flag() {
     .expect("rejected");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("--error-rate"));
+}
+
+#[tokio::test]
+async fn a_mark_is_accepted_by_a_restarted_simulator() {
+    // Resume after kill -9: the persisted mark goes to a fresh process with the same seed.
+    let first = sim(small(40)).await;
+    let t = token(&first).await;
+    let (_, end_mark) = drain(&first, &t, "*", 15).await;
+    first.shutdown().await;
+    let second = sim(small(40)).await;
+    let t = token(&second).await;
+    let r = page(&second, &t, &[("cursorMark", &end_mark)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    second.shutdown().await;
 }
