@@ -475,8 +475,10 @@ impl IntoResponse for ApiError {
             &json!({"status": "Failure", "message": self.to_string()}),
         );
         if matches!(self, Self::RateLimited(_)) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(faults::RETRY_AFTER_SECS),
+            );
         }
         resp
     }

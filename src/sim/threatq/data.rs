@@ -174,7 +174,7 @@ type SourceDef = (
     Option<(i64, &'static str)>,
     Option<&'static str>,
 );
-const SOURCES: [SourceDef; 5] = [
+const SOURCES: [SourceDef; 7] = [
     (12, "AlienVault OTX", "connectors", None, None),
     (
         14,
@@ -191,6 +191,8 @@ const SOURCES: [SourceDef; 5] = [
         Some("Example Corp"),
     ),
     (37, "www.dan.me.uk Tor Node List", "connectors", None, None),
+    (52, "CISA AIS", "connectors", Some((1, "RED")), Some("CISA")),
+    (61, "MISP Community", "connectors", Some((5, "CLEAR")), None),
     (
         44,
         "Partner ISAC",

@@ -818,13 +818,15 @@ fn token(
     }
     let (access, refresh) = lock(&s.tokens).issue(Instant::now(), s.token_ttl);
     bump(&s.counters.tokens_issued, 1);
-    let body = json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": s.token_ttl.as_secs(),
-        "refresh_token": refresh,
-    });
-    let mut resp = json_response(StatusCode::OK, &body);
+    // Written by hand to keep the real key order: access_token, token_type, expires_in,
+    // refresh_token.
+    let body = format!(
+        "{{\"access_token\":{},\"token_type\":\"Bearer\",\"expires_in\":{},\"refresh_token\":{}}}",
+        Value::String(access),
+        s.token_ttl.as_secs(),
+        Value::String(refresh)
+    );
+    let mut resp = raw_json_response(StatusCode::OK, body.into_bytes());
     // RFC 6749 §5.1: token responses must not be cached.
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -1036,11 +1038,8 @@ impl Params {
         };
         for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
             match k.as_ref() {
-                "sort" => {
-                    if v.trim() != "updated_at" {
-                        return Err(ApiError::Sort(echo(&v)));
-                    }
-                }
+                // `updated_at` is the only sort; any other key would break the cursor contract.
+                "sort" if v.trim() != "updated_at" => return Err(ApiError::Sort(echo(&v))),
                 "limit" => {
                     p.limit = v
                         .trim()
