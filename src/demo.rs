@@ -45,7 +45,11 @@ impl std::fmt::Display for DemoSummary {
             n = self.served
         )?;
         for (stream, c) in &self.run.per_stream {
-            writeln!(f, "  {stream}: {} documents in {} pages", c.indicators, c.pages)?;
+            writeln!(
+                f,
+                "  {stream}: {} documents in {} pages",
+                c.indicators, c.pages
+            )?;
         }
         writeln!(
             f,

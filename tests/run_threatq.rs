@@ -53,7 +53,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn tq_key(doc: &Value) -> (i64, String) {
     let raw = doc["event"]["original"].as_str().expect("event.original");
     let v: Value = serde_json::from_str(raw).expect("event.original is JSON");
-    (v["id"].as_i64().expect("id"), v["updated_at"].as_str().unwrap_or_default().to_owned())
+    (
+        v["id"].as_i64().expect("id"),
+        v["updated_at"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +74,10 @@ async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
     let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
     assert_eq!(delivered, expected);
     assert_eq!(docs.len(), 700, "each exactly once");
-    assert!(docs.iter().all(|d| d["threatq"].is_object()), "mapped under threatq");
+    assert!(
+        docs.iter().all(|d| d["threatq"].is_object()),
+        "mapped under threatq"
+    );
 
     // A second run resumes from the persisted mark: nothing new, nothing repeated.
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
@@ -93,7 +99,10 @@ async fn token_expiring_mid_run_is_renewed_without_loss() {
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "run failed: {stderr}");
     let stats = sim.stats();
-    assert!(stats.tokens_issued >= 2, "the token was renewed during the run: {stats:?}");
+    assert!(
+        stats.tokens_issued >= 2,
+        "the token was renewed during the run: {stats:?}"
+    );
     let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| tq_key(d).0).collect();
     assert_eq!(delivered.len(), 900);
     sim.shutdown().await;
@@ -109,7 +118,10 @@ async fn wrong_client_secret_fails_clearly_without_printing_it() {
     let wrong = "Not-The-Right-Secret-42";
     let (ok, stderr) = blocking(move || run_once(&config, &state, wrong)).await;
     assert!(!ok);
-    assert!(stderr.contains("refused the client credentials"), "{stderr}");
+    assert!(
+        stderr.contains("refused the client credentials"),
+        "{stderr}"
+    );
     assert!(stderr.contains("invalid_client"), "{stderr}");
     assert!(!stderr.contains(wrong) && !stderr.contains(SECRET));
     let trace: String = std::fs::read_dir(ws.state_dir().join("request-trace"))
@@ -117,7 +129,10 @@ async fn wrong_client_secret_fails_clearly_without_printing_it() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
     assert!(trace.contains("/api/token"), "the token exchange is traced");
-    assert!(!trace.contains(wrong) && !trace.contains(SECRET), "no secret in the trace");
+    assert!(
+        !trace.contains(wrong) && !trace.contains(SECRET),
+        "no secret in the trace"
+    );
     sim.shutdown().await;
 }
 
@@ -152,7 +167,10 @@ async fn rate_limits_and_server_errors_are_retried_without_loss() {
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "{stderr}");
     let stats = sim.stats();
-    assert!(stats.errors_injected > 0 && stats.rate_limited > 0, "{stats:?}");
+    assert!(
+        stats.errors_injected > 0 && stats.rate_limited > 0,
+        "{stats:?}"
+    );
     let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| tq_key(d).0).collect();
     assert_eq!(delivered.len(), 500);
     sim.shutdown().await;
@@ -176,13 +194,20 @@ async fn kill_9_then_restart_resumes_from_the_persisted_mark_with_no_gap() {
     })
     .await;
     let partial = read_events(&events).len();
-    assert!(partial > 0 && partial < 1500, "killed mid-run after {partial}");
+    assert!(
+        partial > 0 && partial < 1500,
+        "killed mid-run after {partial}"
+    );
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "{stderr}");
     let docs = read_events(&events);
     let delivered: BTreeSet<i64> = docs.iter().map(|d| tq_key(d).0).collect();
     assert_eq!(delivered.len(), 1500, "no gap");
-    assert!(docs.len() <= 1500 + 50, "resumed from the mark, not from the start: {}", docs.len());
+    assert!(
+        docs.len() <= 1500 + 50,
+        "resumed from the mark, not from the start: {}",
+        docs.len()
+    );
     sim.shutdown().await;
 }
 
@@ -195,14 +220,28 @@ async fn changes_during_the_sweep_reach_every_final_version() {
     let events = ws.path("events.ndjson");
     let config = tq_config(&ws, &sim, &events, "        page_size: 50\n");
     let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
-    assert!(ok, "{stderr}");
+    // Indicators change while the sweep runs; the churn then stops and the sweep catches up.
+    // (Under endless churn a cursorMark sweep never ends: every page re-surfaces changes.)
+    let mut child = blocking(move || {
+        let mut child = spawn_run(&config, &state, SECRET, true);
+        wait_for_log(&mut child, "page delivered");
+        child
+    })
+    .await;
+    let mutated = sim.stats().mutations;
     sim.set_mutate_per_page(0);
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
+    let status = blocking(move || child.wait().unwrap()).await;
+    assert!(status.success());
+    assert!(mutated > 0, "indicators changed during the sweep");
     let delivered: BTreeSet<(i64, String)> = read_events(&events).iter().map(tq_key).collect();
-    let missing: Vec<_> = sim.snapshot().into_iter().filter(|k| !delivered.contains(k)).collect();
-    assert!(missing.is_empty(), "final versions never delivered: {missing:?}");
+    let missing: Vec<_> = sim
+        .snapshot()
+        .into_iter()
+        .filter(|k| !delivered.contains(k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "final versions never delivered: {missing:?}"
+    );
     sim.shutdown().await;
 }
