@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod poll;
 pub mod runner;
+pub mod signal;
 pub mod sim;
 pub mod sink;
 pub mod source;

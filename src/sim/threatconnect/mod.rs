@@ -12,7 +12,6 @@ pub mod tql;
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -348,18 +347,14 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
     let access_id = args.access_id.clone();
     let indicators = args.indicators;
     let handle = start(args).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", handle.addr())?;
-        out.flush()?;
-    }
+    crate::signal::announce_address(handle.addr())?;
     tracing::info!(
         url = %handle.base_url(),
         access_id = %access_id,
         indicators = indicators as u64,
         "ThreatConnect simulator listening; the secret key is --secret-key / TI_SIM_TC_SECRET_KEY"
     );
-    wait_for_signal().await?;
+    crate::signal::terminated().await;
     let stats = handle.stats();
     handle.shutdown().await;
     tracing::info!(
@@ -372,20 +367,6 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         "ThreatConnect simulator stopped"
     );
     Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
 }
 
 /// Why a request failed; the message is exactly what ThreatConnect puts in `message`.

@@ -19,7 +19,6 @@
 pub mod data;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -486,11 +485,7 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
     let collection = args.collection.clone();
     let indicators = args.indicators;
     let handle = start(args).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", handle.addr())?;
-        out.flush()?;
-    }
+    crate::signal::announce_address(handle.addr())?;
     tracing::info!(
         url = %handle.base_url(),
         token_url = %handle.token_url(),
@@ -499,7 +494,7 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         indicators = indicators as u64,
         "ThreatQ simulator listening; the client secret is --client-secret / TI_SIM_TQ_CLIENT_SECRET"
     );
-    wait_for_signal().await?;
+    crate::signal::terminated().await;
     let stats = handle.stats();
     handle.shutdown().await;
     tracing::info!(
@@ -514,20 +509,6 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         "ThreatQ simulator stopped"
     );
     Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
 }
 
 /// Why a token request failed; rendered in the OAuth2 error shape (RFC 6749 §5.2).
