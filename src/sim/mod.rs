@@ -4,3 +4,4 @@
 pub mod faults;
 pub mod threatconnect;
 pub mod threatq;
+pub mod values;

@@ -9,6 +9,8 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::sim::values::{domain, hex, ipv4, ipv6, mix};
 use serde_json::{Map, Value, json};
 
 /// The built-in indicator types, with the `type` text the API returns.
@@ -153,64 +155,9 @@ const SOURCES: [&str; 4] = [
     "https://example.org/reports/2024-17",
 ];
 
-/// A deterministic, well-mixed seed for item `i` of stream `stream` (SplitMix64 finaliser).
-fn mix(seed: u64, stream: u64, i: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `YYYY-MM-DDTHH:MM:SSZ`, the only timestamp format the API returns.
 pub fn format_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-fn hex(rng: &mut ChaCha8Rng, bytes: usize, upper: bool) -> String {
-    (0..bytes)
-        .map(|_| {
-            let b: u8 = rng.random();
-            if upper {
-                format!("{b:02X}")
-            } else {
-                format!("{b:02x}")
-            }
-        })
-        .collect()
-}
-
-fn domain(rng: &mut ChaCha8Rng) -> String {
-    let a = WORDS.choose(rng).copied().unwrap_or("update");
-    let b = WORDS.choose(rng).copied().unwrap_or("secure");
-    let tld = TLDS.choose(rng).copied().unwrap_or("com");
-    format!("{a}-{b}{}.{tld}", rng.random_range(1..1000))
-}
-
-fn ipv4(rng: &mut ChaCha8Rng) -> String {
-    // Avoid 0/8, 10/8, 127/8 and the multicast/reserved ranges so addresses look routable.
-    let first = [
-        23u8, 31, 45, 62, 67, 77, 81, 89, 91, 103, 104, 146, 185, 193, 194, 212,
-    ];
-    format!(
-        "{}.{}.{}.{}",
-        first.choose(rng).copied().unwrap_or(45),
-        rng.random_range(0..=255u8),
-        rng.random_range(0..=255u8),
-        rng.random_range(1..=254u8)
-    )
-}
-
-fn ipv6(rng: &mut ChaCha8Rng) -> String {
-    format!(
-        "2a0{}:{:x}:{:x}:{:x}::{:x}",
-        rng.random_range(0..10u8),
-        rng.random::<u16>(),
-        rng.random::<u16>(),
-        rng.random::<u16>(),
-        rng.random::<u16>().max(1)
-    )
 }
 
 fn pct(s: &str) -> String {
@@ -241,7 +188,11 @@ fn values_for(
                 .choose(rng)
                 .copied()
                 .unwrap_or("admin");
-            let addr = format!("{user}{}@{}", rng.random_range(1..100), domain(rng));
+            let addr = format!(
+                "{user}{}@{}",
+                rng.random_range(1..100),
+                domain(rng, &WORDS, &TLDS)
+            );
             let link = format!("emailaddress.xhtml?emailaddress={}", pct(&addr));
             (addr.clone(), vec![("address", json!(addr))], link)
         }
@@ -264,7 +215,7 @@ fn values_for(
             (parts.join(" : "), values, format!("file.xhtml?file={md5}"))
         }
         IndicatorType::Host => {
-            let host = domain(rng);
+            let host = domain(rng, &WORDS, &TLDS);
             let values = vec![
                 ("hostName", json!(host)),
                 ("dnsActive", json!(rng.random_bool(0.5))),
@@ -277,7 +228,7 @@ fn values_for(
             let word = WORDS.choose(rng).copied().unwrap_or("login");
             let text = format!(
                 "https://{}/{word}/{}.php?id={}",
-                domain(rng),
+                domain(rng, &WORDS, &TLDS),
                 hex(rng, 3, false),
                 rng.random_range(1..10_000)
             );

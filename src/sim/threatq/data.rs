@@ -10,6 +10,8 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::sim::values::{domain, hex, ipv4, mix, pick};
 use serde_json::{Map, Value, json};
 
 /// One ThreatQ indicator type: `type {id, name, class}`.
@@ -242,50 +244,9 @@ const RELATED: [&str; 22] = [
     "vulnerability",
 ];
 
-/// A deterministic, well-mixed seed for item `i` of stream `stream` (SplitMix64 finaliser).
-fn mix(seed: u64, stream: u64, i: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `YYYY-MM-DD HH:MM:SS` (UTC, no zone), the only timestamp format ThreatQ returns.
 pub fn format_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-fn hex(rng: &mut ChaCha8Rng, bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
-}
-
-fn pick<'a>(rng: &mut ChaCha8Rng, items: &[&'a str]) -> &'a str {
-    items.choose(rng).copied().unwrap_or_default()
-}
-
-fn domain(rng: &mut ChaCha8Rng) -> String {
-    let a = pick(rng, &WORDS);
-    let b = pick(rng, &WORDS);
-    let tld = pick(rng, &TLDS);
-    format!("{a}-{b}{}.{tld}", rng.random_range(1..1000))
-}
-
-fn ipv4(rng: &mut ChaCha8Rng) -> String {
-    // Avoid private, loopback and reserved ranges so addresses look routable.
-    let first = [
-        23u8, 31, 45, 62, 67, 77, 81, 89, 91, 103, 104, 107, 146, 185, 193, 212,
-    ];
-    format!(
-        "{}.{}.{}.{}",
-        first.choose(rng).copied().unwrap_or(45),
-        rng.random_range(0..=255u8),
-        rng.random_range(0..=255u8),
-        rng.random_range(1..=254u8)
-    )
 }
 
 /// A value of the given type name.
@@ -315,22 +276,26 @@ fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
                 net & 255
             )
         }
-        "FQDN" => domain(rng),
+        "FQDN" => domain(rng, &WORDS, &TLDS),
         "URL" => {
             let word = pick(rng, &WORDS);
             match rng.random_range(0..4u8) {
                 // Scheme-less with a port, as in the fixtures: `uri_parts` cannot parse it.
                 0 => format!("{}:8080/{word}.html", ipv4(rng)),
-                1 => format!("http://{}/{word}/{}.exe", domain(rng), hex(rng, 3)),
+                1 => format!(
+                    "http://{}/{word}/{}.exe",
+                    domain(rng, &WORDS, &TLDS),
+                    hex(rng, 3, false)
+                ),
                 _ => format!(
                     "https://{}/{word}/{}.php?id={}",
-                    domain(rng),
-                    hex(rng, 3),
+                    domain(rng, &WORDS, &TLDS),
+                    hex(rng, 3, false),
                     rng.random_range(1..10_000)
                 ),
             }
         }
-        "URL Path" => format!("/{}/{}.php", pick(rng, &WORDS), hex(rng, 4)),
+        "URL Path" => format!("/{}/{}.php", pick(rng, &WORDS), hex(rng, 4, false)),
         "Email Address" => format!(
             "{}{}@{}",
             pick(
@@ -338,7 +303,7 @@ fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
                 &["billing", "admin", "hr", "no-reply", "j.doe", "support"]
             ),
             rng.random_range(1..100),
-            domain(rng)
+            domain(rng, &WORDS, &TLDS)
         ),
         "Email Subject" => format!(
             "{} #{}",
@@ -362,13 +327,13 @@ fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
         "File Path" => format!(
             "C:\\Users\\Public\\{}\\{}.exe",
             pick(rng, &["Downloads", "Libraries", "AppData"]),
-            hex(rng, 4)
+            hex(rng, 4, false)
         ),
-        "MD5" => hex(rng, 16),
-        "SHA-1" => hex(rng, 20),
-        "SHA-256" => hex(rng, 32),
-        "SHA-384" => hex(rng, 48),
-        "SHA-512" => hex(rng, 64),
+        "MD5" => hex(rng, 16, false),
+        "SHA-1" => hex(rng, 20, false),
+        "SHA-256" => hex(rng, 32, false),
+        "SHA-384" => hex(rng, 48, false),
+        "SHA-512" => hex(rng, 64, false),
         "ASN" => format!("AS{}", rng.random_range(1000..400_000)),
         "x509 Serial" => (0..16)
             .map(|_| format!("{:02x}", rng.random::<u8>()))
@@ -376,11 +341,11 @@ fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
             .join(":"),
         "x509 Subject" => format!(
             "CN={}, O={} Ltd, C={}",
-            domain(rng),
+            domain(rng, &WORDS, &TLDS),
             pick(rng, &WORDS),
             pick(rng, &["US", "RU", "NL", "DE", "PA"])
         ),
-        "Mutex" => format!("Global\\{}", hex(rng, 8).to_uppercase()),
+        "Mutex" => format!("Global\\{}", hex(rng, 8, false).to_uppercase()),
         "Registry Key" => format!(
             "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\\{}",
             pick(rng, &WORDS)
@@ -392,7 +357,7 @@ fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
         ),
         _ => format!(
             "bc1q{}",
-            hex(rng, 19)
+            hex(rng, 19, false)
                 .chars()
                 .map(|c| if c == '1' { 'x' } else { c })
                 .collect::<String>()
@@ -466,9 +431,9 @@ pub fn generate(n: usize, seed: u64, id_base: i64, now: DateTime<Utc>) -> Vec<In
                 .map(|m| m.to_lowercase().replace(' ', "-"))
                 .collect()
         });
-        let hash = hex(&mut vrng, 16);
+        let hash = hex(&mut vrng, 16, false);
         let uuid = rng.random_bool(0.5).then(|| {
-            let h = hex(&mut vrng, 16);
+            let h = hex(&mut vrng, 16, false);
             format!(
                 "{}-{}-{}-{}-{}",
                 &h[0..8],
