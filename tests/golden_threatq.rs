@@ -187,7 +187,10 @@ fn expiration_from_api_expires_at() {
     let raw = json!({"updated_at": "2020-11-15 00:00:02", "expires_at": "2021-01-02 03:04:05",
                      "status": {"name": "Active"}});
     let d = map_json(&raw, &with_expiration("90d"));
-    assert_eq!(d["threatq"]["ioc_expired_at"], json!("2021-01-02T03:04:05.000Z"));
+    assert_eq!(
+        d["threatq"]["ioc_expired_at"],
+        json!("2021-01-02T03:04:05.000Z")
+    );
     assert_eq!(
         d["threatq"]["ioc_expiration_reason"],
         json!("Expiration set by ThreatQ from expires_at field")
@@ -200,7 +203,10 @@ fn expiration_from_api_expired_at_wins() {
     let raw = json!({"updated_at": "2020-11-15 00:00:02", "expires_at": "2021-01-02 03:04:05",
                      "expired_at": "2020-12-01 00:00:00", "status": {"name": "Expired"}});
     let d = map_json(&raw, &with_expiration("90d"));
-    assert_eq!(d["threatq"]["ioc_expired_at"], json!("2020-12-01T00:00:00.000Z"));
+    assert_eq!(
+        d["threatq"]["ioc_expired_at"],
+        json!("2020-12-01T00:00:00.000Z")
+    );
     assert_eq!(
         d["threatq"]["ioc_expiration_reason"],
         json!("Expiration set by ThreatQ from expired_at field")
@@ -230,8 +236,9 @@ fn expiration_from_status_expired_deviation() {
 #[test]
 fn expiration_default_duration_adds_to_updated_at() {
     let raw = json!({"updated_at": "2023-12-01 08:26:48", "status": {"name": "Active"}});
-    let reason =
-        json!("Expiration set by Elastic from the integration's parameter `IOC Expiration Duration`");
+    let reason = json!(
+        "Expiration set by Elastic from the integration's parameter `IOC Expiration Duration`"
+    );
     for (dur, want) in [
         ("90d", "2024-02-29T08:26:48.000Z"),
         ("5d", "2023-12-06T08:26:48.000Z"),
@@ -276,9 +283,14 @@ fn malformed_json_line_yields_error_document() {
     assert_eq!(d["ecs"]["version"], json!("8.17.0"));
     assert_eq!(
         d["tags"],
-        json!(["preserve_original_event", "preserve_duplicate_custom_fields"])
+        json!([
+            "preserve_original_event",
+            "preserve_duplicate_custom_fields"
+        ])
     );
-    let messages = d["error"]["message"].as_array().expect("error.message list");
+    let messages = d["error"]["message"]
+        .as_array()
+        .expect("error.message list");
     assert_eq!(messages.len(), 1);
     let prefix = format!(
         "Processor json with tag json_event_original in pipeline {PIPELINE} failed with message: "
@@ -292,11 +304,12 @@ fn malformed_json_line_yields_error_document() {
     let d = map_indicator(raw, &with_expiration("90d")).doc;
     let messages = d["error"]["message"].as_array().expect("messages");
     assert_eq!(messages.len(), 2);
-    assert!(messages[1].as_str().is_some_and(|m| m.contains("script-expired_ioc")));
-    assert_eq!(
-        d["tags"],
-        json!(["forwarded", "preserve_original_event"])
+    assert!(
+        messages[1]
+            .as_str()
+            .is_some_and(|m| m.contains("script-expired_ioc"))
     );
+    assert_eq!(d["tags"], json!(["forwarded", "preserve_original_event"]));
 }
 
 #[test]
@@ -323,8 +336,14 @@ fn bad_date_is_recorded_and_processing_continues() {
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));
     // Later steps still ran.
     assert_eq!(d["threatq"]["id"], json!(77));
-    assert_eq!(d["threatq"]["updated_at"], json!("2020-11-15T00:00:02.000Z"));
-    assert_eq!(d["threat"]["indicator"]["email"]["address"], json!("a@b.example"));
+    assert_eq!(
+        d["threatq"]["updated_at"],
+        json!("2020-11-15T00:00:02.000Z")
+    );
+    assert_eq!(
+        d["threat"]["indicator"]["email"]["address"],
+        json!("a@b.example")
+    );
     assert_eq!(d["threat"]["indicator"]["confidence"], json!("High"));
     assert_eq!(
         ev.timestamp.map(|t| t.to_rfc3339()),
@@ -343,28 +362,110 @@ fn conversion_errors_remove_the_field() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(msgs.len(), 3, "{msgs:?}");
-    assert!(msgs[0].contains("tag convert_id_to_long") && msgs[0].ends_with("unable to convert [4.0] to long"));
+    assert!(
+        msgs[0].contains("tag convert_id_to_long")
+            && msgs[0].ends_with("unable to convert [4.0] to long")
+    );
     assert!(msgs[1].contains("tag convert_score_to_long"));
     assert!(msgs[2].contains("tag convert_related_note_count_to_long"));
     let tq = &d["threatq"];
-    assert!(tq.get("id").is_none() && tq.get("score").is_none() && tq.get("related_note_count").is_none());
+    assert!(
+        tq.get("id").is_none()
+            && tq.get("score").is_none()
+            && tq.get("related_note_count").is_none()
+    );
     assert_eq!(d["threat"]["indicator"]["description"], json!("d"));
 }
 
+/// (ThreatQ type name, value, expected `threat.indicator.type`, value field, `related.*` list).
+type TypeCase = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    Option<&'static str>,
+);
+
 #[test]
 fn type_table_maps_every_type() {
-    let cases: [(&str, &str, Option<&str>, &str, Option<&str>); 11] = [
-        ("Email Address", "a@b.example", Some("email-addr"), "/threat/indicator/email/address", None),
-        ("FQDN", "evil.example", Some("domain-name"), "/threat/indicator/url/domain", None),
-        ("IP Address", "89.160.20.156", Some("ipv4-addr"), "/threat/indicator/ip", Some("ip")),
-        ("IPv6 Address", "2001:db8::1", Some("ipv6-addr"), "/threat/indicator/ip", Some("ip")),
-        ("MD5", "d41d8cd98f00b204e9800998ecf8427e", Some("file"), "/threat/indicator/file/hash/md5", Some("hash")),
-        ("SHA-1", "da39a3ee5e6b4b0d3255bfef95601890afd80709", Some("file"), "/threat/indicator/file/hash/sha1", Some("hash")),
-        ("SHA-256", "e3b0c44298fc1c149afbf4c8996fb924", Some("file"), "/threat/indicator/file/hash/sha256", Some("hash")),
-        ("SHA-512", "cf83e1357eefb8bdf1542850d66d8007", Some("file"), "/threat/indicator/file/hash/sha512", Some("hash")),
-        ("Filename", "payload.exe", Some("file"), "/threat/indicator/file/name", None),
-        ("URL", "http://evil.example/a.php", Some("url"), "/threat/indicator/url/original", None),
-        ("x509 Serial", "0a:1b", None, "/threat/indicator/x509/serial_number", None),
+    let cases: [TypeCase; 11] = [
+        (
+            "Email Address",
+            "a@b.example",
+            Some("email-addr"),
+            "/threat/indicator/email/address",
+            None,
+        ),
+        (
+            "FQDN",
+            "evil.example",
+            Some("domain-name"),
+            "/threat/indicator/url/domain",
+            None,
+        ),
+        (
+            "IP Address",
+            "89.160.20.156",
+            Some("ipv4-addr"),
+            "/threat/indicator/ip",
+            Some("ip"),
+        ),
+        (
+            "IPv6 Address",
+            "2001:db8::1",
+            Some("ipv6-addr"),
+            "/threat/indicator/ip",
+            Some("ip"),
+        ),
+        (
+            "MD5",
+            "d41d8cd98f00b204e9800998ecf8427e",
+            Some("file"),
+            "/threat/indicator/file/hash/md5",
+            Some("hash"),
+        ),
+        (
+            "SHA-1",
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            Some("file"),
+            "/threat/indicator/file/hash/sha1",
+            Some("hash"),
+        ),
+        (
+            "SHA-256",
+            "e3b0c44298fc1c149afbf4c8996fb924",
+            Some("file"),
+            "/threat/indicator/file/hash/sha256",
+            Some("hash"),
+        ),
+        (
+            "SHA-512",
+            "cf83e1357eefb8bdf1542850d66d8007",
+            Some("file"),
+            "/threat/indicator/file/hash/sha512",
+            Some("hash"),
+        ),
+        (
+            "Filename",
+            "payload.exe",
+            Some("file"),
+            "/threat/indicator/file/name",
+            None,
+        ),
+        (
+            "URL",
+            "http://evil.example/a.php",
+            Some("url"),
+            "/threat/indicator/url/original",
+            None,
+        ),
+        (
+            "x509 Serial",
+            "0a:1b",
+            None,
+            "/threat/indicator/x509/serial_number",
+            None,
+        ),
     ];
     for (name, value, ty, field, related) in cases {
         let raw = json!({"type": {"name": name}, "value": value, "score": 1});
@@ -380,7 +481,10 @@ fn type_table_maps_every_type() {
         }
         assert!(d.get("error").is_none(), "{name}: {d}");
     }
-    let d = map_json(&json!({"type": {"name": "Filename"}, "value": "a"}), &harness_opts());
+    let d = map_json(
+        &json!({"type": {"name": "Filename"}, "value": "a"}),
+        &harness_opts(),
+    );
     assert_eq!(d["threat"]["indicator"]["file"]["type"], json!("file"));
     // URL success: the parts, and `indicator_value` is removed.
     let d = map_json(
@@ -396,7 +500,10 @@ fn type_table_maps_every_type() {
     assert!(d["threatq"].get("indicator_value").is_none());
     // Unmapped types: value only under threatq, no threat.indicator.type; case matters.
     for name in ["CIDR Block", "ip address", "Mutex"] {
-        let d = map_json(&json!({"type": {"name": name}, "value": "v", "score": 1}), &harness_opts());
+        let d = map_json(
+            &json!({"type": {"name": name}, "value": "v", "score": 1}),
+            &harness_opts(),
+        );
         assert_eq!(d["threatq"]["indicator_value"], json!("v"));
         assert!(d["threat"]["indicator"].get("type").is_none(), "{name}");
     }
@@ -408,9 +515,11 @@ fn provider_without_threat_object_fails_the_pipeline() {
     let raw = json!({"type": {"name": "Mutex"}, "value": "m", "sources": [{"name": "S"}]});
     let d = map_json(&raw, &harness_opts());
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));
-    assert!(d["error"]["message"][0]
-        .as_str()
-        .is_some_and(|m| m.contains("tag script_to_extract_tlp_and_providers")));
+    assert!(
+        d["error"]["message"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("tag script_to_extract_tlp_and_providers"))
+    );
     // TLP names must match exactly; a null source cancels the step.
     let raw = json!({"score": 1, "sources": [{"name": "A", "tlp_name": "AMBER"}, {"name": "B", "tlp_name": "TLP:RED"}]});
     let d = map_json(&raw, &harness_opts());

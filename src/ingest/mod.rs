@@ -885,11 +885,7 @@ pub fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {
             None
         }
     };
-    let date = NaiveDate::from_ymd_opt(
-        i32::try_from(num(0, 4)?).ok()?,
-        num(5, 7)?,
-        num(8, 10)?,
-    )?;
+    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
     let time = NaiveTime::from_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)?;
     Some(NaiveDateTime::new(date, time).and_utc())
 }
@@ -1265,8 +1261,7 @@ mod java_url {
         {
             return None;
         }
-        if !["http", "https", "ftp", "file", "jar", "mailto", "jrt"].contains(&protocol.as_str())
-        {
+        if !["http", "https", "ftp", "file", "jar", "mailto", "jrt"].contains(&protocol.as_str()) {
             return None; // "unknown protocol"
         }
         let rest = spec.get(colon + 1..)?;
@@ -1463,7 +1458,13 @@ mod tests {
             date_ymd_hms(&json!("2020-11-15 00:00:02")),
             Ok("2020-11-15T00:00:02.000Z".into())
         );
-        for bad in ["2020-11-15T00:00:02", "2020-02-30 00:00:00", "2020-1-5 00:00:00", "2020-11-15 24:00:00", ""] {
+        for bad in [
+            "2020-11-15T00:00:02",
+            "2020-02-30 00:00:00",
+            "2020-1-5 00:00:00",
+            "2020-11-15 24:00:00",
+            "",
+        ] {
             assert!(date_ymd_hms(&json!(bad)).is_err(), "{bad}");
         }
         assert_eq!(
@@ -1482,7 +1483,10 @@ mod tests {
                    "user_info": "u:pw", "username": "u", "password": "pw"})
         );
         let p = uri_parts("evil.example/x.php").unwrap();
-        assert_eq!(Value::Object(p), json!({"path": "evil.example/x.php", "extension": "php"}));
+        assert_eq!(
+            Value::Object(p),
+            json!({"path": "evil.example/x.php", "extension": "php"})
+        );
         assert!(uri_parts("89.160.20.156:8080/maf.html").is_err());
         let p = uri_parts("http://89.160.20.156:8080/v1.2/dir").unwrap();
         assert_eq!(p["extension"], json!("2/dir"));

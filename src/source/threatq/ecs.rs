@@ -15,11 +15,11 @@
 
 use serde_json::{Map, Value};
 
+pub use crate::ingest::MapOptions;
 use crate::ingest::{
     self, ConvertType, EcsEvent, IngestError, ProcessorFailure, append, convert, copy_from, get,
     get_mut, record_error, remove, remove_empty, render, set,
 };
-pub use crate::ingest::MapOptions;
 
 /// The ES pipeline id reproduced here; it appears in every recorded error text.
 pub const PIPELINE: &str = "logs-ti_threatq.threat-1.41.1";
@@ -106,7 +106,10 @@ const COUNTERS: [(&str, &str); 22] = [
         "convert_related_malware_count_to_long",
     ),
     ("related_note_count", "convert_related_note_count_to_long"),
-    ("related_report_count", "convert_related_report_count_to_long"),
+    (
+        "related_report_count",
+        "convert_related_report_count_to_long",
+    ),
     (
         "related_signature_count",
         "convert_related_signature_count_to_long",
@@ -283,7 +286,10 @@ fn elem_date(elem: &mut Doc, key: &str) {
 
 /// Painless `ZonedDateTime.parse(text)` for the ISO text the pipeline itself wrote.
 fn parse_zoned(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    let has_zone = text.ends_with('Z') || text.get(text.len().saturating_sub(6)..).is_some_and(|z| z.starts_with(['+', '-']));
+    let has_zone = text.ends_with('Z')
+        || text
+            .get(text.len().saturating_sub(6)..)
+            .is_some_and(|z| z.starts_with(['+', '-']));
     match ingest::parse_iso8601(text) {
         Some(t) if has_zone && text.contains('T') => Ok(t.with_timezone(&chrono::Utc)),
         _ => Err(format!("Text '{text}' could not be parsed at index 0")),
@@ -303,8 +309,7 @@ fn process(doc: &mut Doc, opts: &MapOptions) -> Step {
 
     // §3.1.
     doc.insert("ecs".to_owned(), serde_json::json!({ "version": "8.17.0" }));
-    set(doc, "event.kind", "enrichment".into())
-        .map_err(|e| failure("set", "set_event_kind", e))?;
+    set(doc, "event.kind", "enrichment".into()).map_err(|e| failure("set", "set_event_kind", e))?;
     set(doc, "event.category", serde_json::json!(["threat"]))
         .map_err(|e| failure("set", "set_event_category", e))?;
     set(doc, "event.type", serde_json::json!(["indicator"]))
@@ -377,7 +382,13 @@ fn process(doc: &mut Doc, opts: &MapOptions) -> Step {
     }
 
     // §3.8.
-    conv(doc, "threatq.id", ConvertType::Long, "convert_id_to_long", true)?;
+    conv(
+        doc,
+        "threatq.id",
+        ConvertType::Long,
+        "convert_id_to_long",
+        true,
+    )?;
     conv(
         doc,
         "threatq.indicator_id",
@@ -453,7 +464,8 @@ fn process(doc: &mut Doc, opts: &MapOptions) -> Step {
     // and §3.24 removes every null anyway, so it has no observable effect.
 
     // §3.21–3.23.
-    let keep_custom = matches!(doc.get("tags"), Some(Value::Array(t)) if t.iter().any(|v| v == PRESERVE_CUSTOM));
+    let keep_custom =
+        matches!(doc.get("tags"), Some(Value::Array(t)) if t.iter().any(|v| v == PRESERVE_CUSTOM));
     if !keep_custom {
         if let Some(Value::Array(list)) = tq_mut(doc).and_then(|t| t.get_mut("sources")) {
             for elem in list.iter_mut().filter_map(Value::as_object_mut) {
@@ -461,11 +473,7 @@ fn process(doc: &mut Doc, opts: &MapOptions) -> Step {
                 elem.remove("tlp_name");
             }
         }
-        for path in [
-            "threatq.description",
-            "threatq.score",
-            "threatq.updated_at",
-        ] {
+        for path in ["threatq.description", "threatq.score", "threatq.updated_at"] {
             remove(doc, path);
         }
     }
