@@ -233,6 +233,48 @@ fn expiration_from_status_expired_deviation() {
     }
 }
 
+/// Deviation, no `updated_at`: there is no pipeline `@timestamp`, so "now" (what the agent
+/// would stamp) is used.
+#[test]
+fn expiration_status_expired_without_updated_at_uses_now() {
+    let before = chrono::Utc::now();
+    let ev = map_indicator(
+        &json!({"status": {"name": "Expired"}}).to_string(),
+        &with_expiration("90d"),
+    );
+    let after = chrono::Utc::now();
+    let at = ev.doc["threatq"]["ioc_expired_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .expect("ioc_expired_at");
+    assert!(at >= before - chrono::Duration::milliseconds(1) && at <= after);
+    assert!(ev.doc.get("error").is_none());
+    assert_eq!(ev.timestamp, None);
+}
+
+#[test]
+fn url_fallback_keeps_indicator_value() {
+    let d = map_json(
+        &json!({"type": {"name": "URL"}, "value": "89.160.20.156:8080/maf.html", "score": 4}),
+        &harness_opts(),
+    );
+    assert_eq!(
+        d["threat"]["indicator"]["url"],
+        json!({"full": "89.160.20.156:8080/maf.html"})
+    );
+    assert_eq!(
+        d["threatq"]["indicator_value"],
+        json!("89.160.20.156:8080/maf.html")
+    );
+    assert!(d.get("error").is_none());
+    let d = map_json(
+        &json!({"type": {"name": "URL"}, "value": 42, "score": 4}),
+        &harness_opts(),
+    );
+    assert_eq!(d["threat"]["indicator"]["url"]["full"], json!("42"));
+}
+
 #[test]
 fn expiration_default_duration_adds_to_updated_at() {
     let raw = json!({"updated_at": "2023-12-01 08:26:48", "status": {"name": "Active"}});
@@ -310,6 +352,18 @@ fn malformed_json_line_yields_error_document() {
             .is_some_and(|m| m.contains("script-expired_ioc"))
     );
     assert_eq!(d["tags"], json!(["forwarded", "preserve_original_event"]));
+}
+
+#[test]
+fn duplicate_keys_are_a_decode_error() {
+    let d = map_indicator(r#"{"id":1,"value":"a","value":"b"}"#, &harness_opts()).doc;
+    assert!(d.get("threatq").is_none());
+    assert!(d["error"]["message"][0].as_str().is_some_and(|m| {
+        m.starts_with(&format!(
+        "Processor json with tag json_event_original in pipeline {PIPELINE} failed with message: "
+    )) && m.contains("Duplicate field 'value'")
+    }));
+    assert_eq!(d["event"]["kind"], json!("pipeline_error"));
 }
 
 #[test]

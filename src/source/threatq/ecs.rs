@@ -10,6 +10,9 @@
 //! One deliberate deviation (see `DEVIATION:` below): an IOC whose status is `Expired` expires
 //! at once, as the integration documents, although the upstream script never matches it.
 //!
+//! The raw text is decoded with the `json` processor's defaults: a repeated key is an error
+//! (`allow_duplicate_keys: false`), recorded like any other decode failure (§3.3).
+//!
 //! A processor without its own error handler aborts the pipeline (§7): the document is kept
 //! as it was at that moment and marked as a `pipeline_error`.
 
@@ -326,7 +329,7 @@ fn process(doc: &mut Doc, opts: &MapOptions) -> Step {
 
     // §3.3–3.4: decode into `json`, then rename it to `threatq`.
     let decoded = match get(doc, "event.original") {
-        Some(Value::String(text)) => serde_json::from_str::<Value>(text).map_err(|e| {
+        Some(Value::String(text)) => ingest::parse_json_strict(text).map_err(|e| {
             let shown: String = text.chars().take(200).collect();
             format!("cannot parse field [event.original] as JSON: {e} (value [{shown}])")
         }),
@@ -592,7 +595,11 @@ fn expiry_script(doc: &mut Doc, exp: &crate::config::IocExpiration) -> Result<()
         let amount = chars.as_str();
         let span = match unit {
             Some('d' | 'h' | 'm') => {
-                if ingest::parse_java_long(amount).is_none() || amount.starts_with("0x") {
+                // `Long.parseLong`: no `0x` form (which ES `convert` would accept).
+                if ingest::parse_java_long(amount).is_none()
+                    || amount.starts_with("0x")
+                    || amount.starts_with("-0x")
+                {
                     return Err(format!("For input string: \"{amount}\""));
                 }
                 chrono::Duration::from_std(exp.duration)
@@ -735,7 +742,12 @@ fn url(doc: &mut Doc) {
             remove(doc, "threatq.indicator_value");
         }
         None => {
-            let _ = copy_from(doc, "threatq.indicator_value", "threat.indicator.url.full");
+            // The handler sets `url.full` from the template `{{{threatq.indicator_value}}}`
+            // (string form) with `ignore_empty_value`.
+            let full = render(get(doc, "threatq.indicator_value"));
+            if !full.is_empty() {
+                let _ = set(doc, "threat.indicator.url.full", Value::String(full));
+            }
         }
     }
 }
