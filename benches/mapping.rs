@@ -1,9 +1,8 @@
-//! Throughput of the ThreatConnect → ECS mapping, in indicators per second.
+//! Throughput of the ThreatConnect and ThreatQ → ECS mappings, in indicators per second.
 //!
-//! `ecs_map` runs [`map_indicator`] over a realistic mix (the two upstream fixture lines plus
-//! synthetic Address/File/URL/Host variants); `serde_json_roundtrip` parses and re-serialises
-//! the same texts, the floor any JSON-to-JSON mapper pays, so the ratio shows what the
-//! pipeline logic itself costs.
+//! `ecs_map` runs `map_indicator` over a realistic mix (the upstream fixture lines plus
+//! synthetic variants); `serde_json_roundtrip` parses and re-serialises the same texts, the
+//! floor any JSON-to-JSON mapper pays, so the ratio shows what the pipeline logic itself costs.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -12,6 +11,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use ti_sidecar::config::IocExpiration;
 use ti_sidecar::source::threatconnect::ecs::{MapOptions, map_indicator};
+use ti_sidecar::source::threatq::ecs as tq;
+
+fn fixture_base() -> PathBuf {
+    std::env::var_os("TI_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+        })
+}
 
 fn fixture_lines() -> Vec<String> {
     let base = std::env::var_os("TI_FIXTURES")
@@ -120,5 +128,84 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// ThreatQ inputs: the fixture lines, or synthetic indicators when the fixtures are absent.
+fn threatq_lines() -> Vec<String> {
+    let dir = fixture_base().join("threatq");
+    let lines: Vec<String> = [
+        "test-threatq-sample-ndjson.log",
+        "test-threatq-no-preserve-ndjson.log",
+    ]
+    .iter()
+    .filter_map(|name| std::fs::read_to_string(dir.join(name)).ok())
+    .flat_map(|text| {
+        text.split('\n')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    if !lines.is_empty() {
+        return lines;
+    }
+    let types = [
+        ("IP Address", "89.160.20.156"),
+        ("URL", "http://evil.example/a/payload.php?x=1"),
+        (
+            "SHA-256",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        ("FQDN", "c2.evil.example"),
+    ];
+    (0..12u64)
+        .map(|i| {
+            let (ty, value) = types[usize::try_from(i % 4).unwrap_or(0)];
+            json!({
+                "id": 336 + i, "indicator_id": 336 + i, "class": "network",
+                "type_id": 15, "type": {"id": 15, "name": ty, "class": "network"},
+                "status_id": 2, "status": {"id": 2, "name": "Active", "description": "Poses a threat"},
+                "value": value, "score": i % 11, "description": "synthetic",
+                "hash": "1ece659dcec98b1e1141160b55655c96",
+                "created_at": "2020-09-11 14:35:51", "updated_at": "2020-11-15 00:00:02",
+                "touched_at": "2021-06-07 19:47:27", "published_at": "2020-09-11 14:35:51",
+                "sources": [{"id": 336, "indicator_id": 336, "source_id": 12, "name": "AlienVault OTX",
+                             "source_score": 1, "tlp_name": "AMBER",
+                             "created_at": "2020-09-11 14:35:53", "updated_at": "2020-10-15 14:36:00"}],
+                "attributes": [{"id": 1877, "attribute_id": 3, "indicator_id": 336, "name": "AlienVault Threat Level",
+                                "value": "3", "created_at": "2020-09-11 14:35:53"}],
+                "adversaries": [{"id": 12, "name": "Adversary Example"}]
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+fn bench_threatq(c: &mut Criterion) {
+    let indicators = threatq_lines();
+    let opts = tq::MapOptions {
+        ioc_expiration: IocExpiration::parse("90d").ok(),
+        tags: vec!["forwarded".to_owned(), "threatq-threat".to_owned()],
+    };
+    let n = u64::try_from(indicators.len()).unwrap_or(u64::MAX);
+
+    let mut group = c.benchmark_group("threatq");
+    group.throughput(Throughput::Elements(n));
+    group.bench_function("ecs_map", |b| {
+        b.iter(|| {
+            for raw in &indicators {
+                black_box(tq::map_indicator(black_box(raw), &opts));
+            }
+        });
+    });
+    group.bench_function("serde_json_roundtrip", |b| {
+        b.iter(|| {
+            for raw in &indicators {
+                let v: Value = serde_json::from_str(black_box(raw)).unwrap_or(Value::Null);
+                black_box(serde_json::to_string(&v).unwrap_or_default());
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_threatq);
 criterion_main!(benches);

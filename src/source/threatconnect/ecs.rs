@@ -22,14 +22,7 @@ use crate::ingest::{
 /// The ES pipeline id reproduced here; it appears in every recorded error text.
 pub const PIPELINE: &str = "logs-ti_threatconnect.indicator-2.3.0";
 
-/// Per-stream inputs of the mapping that do not come from the indicator itself.
-#[derive(Debug, Clone, Default)]
-pub struct MapOptions {
-    /// `ioc_expiration_duration`; None = the pipeline sees no `_conf` (as in Elastic's pipeline tests).
-    pub ioc_expiration: Option<crate::config::IocExpiration>,
-    /// The event's `tags` as the agent supplies them (already including `preserve_original_event` when that option is on).
-    pub tags: Vec<String>,
-}
+pub use crate::ingest::MapOptions;
 
 type Doc = Map<String, Value>;
 type Step = Result<(), ProcessorFailure>;
