@@ -216,3 +216,46 @@ fn demo_writes_the_events_file_and_a_summary() {
     let events = std::fs::read_to_string(dir.path().join("demo-events.ndjson")).unwrap();
     assert_eq!(events.lines().count(), 600);
 }
+
+/// `map --source threatq` on Elastic's fixtures reproduces the current expected documents.
+#[test]
+fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {
+    let Some(fx) = fixtures() else { return };
+    for (log, expected) in [
+        (
+            "test-threatq-sample-ndjson.log",
+            "test-threatq-sample-ndjson.log-expected.current-derived.json",
+        ),
+        (
+            "test-threatq-no-preserve-ndjson.log",
+            "test-threatq-no-preserve-ndjson.log-expected.current-derived.json",
+        ),
+    ] {
+        let input = std::fs::read(fx.join("threatq").join(log)).unwrap();
+        let mut child = Command::new(bin())
+            .args([
+                "map",
+                "--source",
+                "threatq",
+                "--preserve-original",
+                "--tag",
+                "preserve_duplicate_custom_fields",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let got: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let want: Value =
+            serde_json::from_slice(&std::fs::read(fx.join("threatq").join(expected)).unwrap())
+                .unwrap();
+        assert_eq!(Value::Array(got), want["expected"], "{log}");
+    }
+}
