@@ -1,0 +1,244 @@
+//! The shared HTTP client's `ssl` and `proxy_url` settings, against real TLS on loopback:
+//! `verification_mode` full / certificate / none, custom CAs, and mutual TLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use secrecy::SecretString;
+use ti_sidecar::config::{HttpConfig, SslConfig, VerificationMode};
+use ti_sidecar::http::{HttpClient, RetryPolicy};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+
+struct Pki {
+    ca_pem: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki(server_name: &str) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec![server_name.to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        server_cert: server.pem(),
+        server_key: server_key.serialize_pem(),
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+/// A one-shot-per-connection HTTPS server answering `{}`; with `require_client` it demands a
+/// client certificate signed by the CA.
+async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
+    let certs = rustls_pemfile_certs(&pki.server_cert);
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let config = if require_client {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile_certs(&pki.ca_pem) {
+            roots.add(c).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap()
+    } else {
+        builder
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap()
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn client(ssl: SslConfig) -> HttpClient {
+    let cfg = HttpConfig {
+        timeout: Duration::from_secs(5),
+        proxy_url: None,
+        ssl,
+        enable_request_tracer: false,
+    };
+    HttpClient::build(&cfg, None, vec![])
+        .unwrap()
+        .with_retry(RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            max_attempts: 1,
+        })
+}
+
+async fn get(client: &HttpClient, url: &str) -> Result<u16, String> {
+    client
+        .send(|c| {
+            c.get(url)
+                .build()
+                .map_err(|e| ti_sidecar::http::HttpError::Transport(e.to_string()))
+        })
+        .await
+        .map(|r| r.status)
+        .map_err(|e| e.to_string())
+}
+
+fn ssl(pki: &Pki, mode: VerificationMode) -> SslConfig {
+    SslConfig {
+        certificate_authorities: vec![pki.ca_pem.clone()],
+        verification_mode: mode,
+        ..SslConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn full_verification_trusts_the_configured_ca_and_checks_the_name() {
+    let pki = pki("localhost");
+    let addr = serve(&pki, false).await;
+    let c = client(ssl(&pki, VerificationMode::Full));
+    assert_eq!(
+        get(&c, &format!("https://localhost:{}/", addr.port())).await,
+        Ok(200)
+    );
+    // The certificate is for "localhost", not for the IP literal.
+    let err = get(&c, &format!("https://127.0.0.1:{}/", addr.port()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("certificate") || err.contains("Certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn full_verification_refuses_an_unknown_ca() {
+    let pki = pki("localhost");
+    let addr = serve(&pki, false).await;
+    let c = client(SslConfig::default());
+    assert!(
+        get(&c, &format!("https://localhost:{}/", addr.port()))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn certificate_mode_checks_the_chain_but_not_the_name() {
+    let pki = pki("some-other-name.example");
+    let addr = serve(&pki, false).await;
+    let c = client(ssl(&pki, VerificationMode::Certificate));
+    assert_eq!(
+        get(&c, &format!("https://localhost:{}/", addr.port())).await,
+        Ok(200)
+    );
+    // ...but still refuses a chain it cannot verify.
+    let other = pki("localhost");
+    let c = client(ssl(&other, VerificationMode::Certificate));
+    assert!(
+        get(&c, &format!("https://localhost:{}/", addr.port()))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn none_mode_accepts_anything() {
+    let pki = pki("some-other-name.example");
+    let addr = serve(&pki, false).await;
+    let c = client(SslConfig {
+        verification_mode: VerificationMode::None,
+        ..SslConfig::default()
+    });
+    assert_eq!(
+        get(&c, &format!("https://127.0.0.1:{}/", addr.port())).await,
+        Ok(200)
+    );
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_the_client_certificate() {
+    let pki = pki("localhost");
+    let addr = serve(&pki, true).await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let without = client(ssl(&pki, VerificationMode::Full));
+    assert!(
+        get(&without, &url).await.is_err(),
+        "the server demands a client certificate"
+    );
+    let mut with = ssl(&pki, VerificationMode::Full);
+    with.certificate = Some(pki.client_cert.clone());
+    with.key = Some(SecretString::from(pki.client_key.clone()));
+    assert_eq!(get(&client(with), &url).await, Ok(200));
+}
+
+#[tokio::test]
+async fn proxy_url_routes_requests_through_the_proxy() {
+    let proxy = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/api/v3/indicators"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&proxy)
+        .await;
+    let cfg = HttpConfig {
+        timeout: Duration::from_secs(5),
+        proxy_url: Some(proxy.uri().parse().unwrap()),
+        ssl: SslConfig::default(),
+        enable_request_tracer: false,
+    };
+    let c = HttpClient::build(&cfg, None, vec![]).unwrap();
+    // The name does not resolve: only a proxy can answer.
+    assert_eq!(
+        get(&c, "http://tc.invalid/api/v3/indicators").await,
+        Ok(200)
+    );
+    let seen = proxy.received_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+}
