@@ -181,7 +181,7 @@ async fn certificate_mode_checks_the_chain_but_not_the_name() {
         Ok(200)
     );
     // ...but still refuses a chain it cannot verify.
-    let other = pki("localhost");
+    let other = make_other();
     let c = client(ssl(&other, VerificationMode::Certificate));
     assert!(
         get(&c, &format!("https://localhost:{}/", addr.port()))
@@ -241,4 +241,9 @@ async fn proxy_url_routes_requests_through_the_proxy() {
     );
     let seen = proxy.received_requests().await.unwrap();
     assert_eq!(seen.len(), 1);
+}
+
+/// A second, unrelated PKI.
+fn make_other() -> Pki {
+    pki("localhost")
 }
