@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use tracing::Instrument as _;
 use crate::config::{Config, OutputConfig, SourceConfig, StreamConfig};
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
-use crate::sink::{Sink, SinkError};
 use crate::sink::ndjson::NdjsonSink;
+use crate::sink::{Sink, SinkError};
 use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
 use crate::source::threatq::client::ThreatQSource;

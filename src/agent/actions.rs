@@ -35,7 +35,12 @@ fn error_body(message: &str) -> Vec<u8> {
     json!({ "error": message }).to_string().into_bytes()
 }
 
-fn json_file(name: &str, filename: &str, description: &str, content: &Value) -> ActionDiagnosticUnitResult {
+fn json_file(
+    name: &str,
+    filename: &str,
+    description: &str,
+    content: &Value,
+) -> ActionDiagnosticUnitResult {
     let now = std::time::SystemTime::now();
     ActionDiagnosticUnitResult {
         name: name.to_owned(),
@@ -104,7 +109,10 @@ pub fn handle(units: &UnitManager, request: &ActionRequest) -> ActionResponse {
                 return fail(response, "action unit not found");
             }
             if !request.params.is_empty()
-                && !matches!(serde_json::from_slice::<Value>(&request.params), Ok(Value::Object(_)))
+                && !matches!(
+                    serde_json::from_slice::<Value>(&request.params),
+                    Ok(Value::Object(_))
+                )
             {
                 return fail(response, "action params failed to be un-marshaled");
             }
@@ -117,7 +125,13 @@ pub fn handle(units: &UnitManager, request: &ActionRequest) -> ActionResponse {
 /// Keeps a unit id usable as a file name inside the diagnostics zip.
 fn sanitize(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -136,7 +150,10 @@ impl ActionsLoop {
                 down_since = None;
             }
             let since = *down_since.get_or_insert(started);
-            tracing::warn!(retry_in_ms = delay.as_millis() as u64, "Actions stream ended: {error}");
+            tracing::warn!(
+                retry_in_ms = delay.as_millis() as u64,
+                "Actions stream ended: {error}"
+            );
             if since.elapsed() >= self.reconnect.give_up_after {
                 return Err(StreamLost {
                     stream: "Actions",
@@ -228,7 +245,9 @@ mod tests {
         let units = manager(dir.path());
         let source = json!({"id": "tc", "type": "ti_threatconnect", "streams": [{
             "id": "s", "access_id": "1", "secret_key": "hmac-SECRET-value", "url": "http://127.0.0.1:9"}]});
-        let Value::Object(o) = source else { unreachable!() };
+        let Value::Object(o) = source else {
+            unreachable!()
+        };
         units.apply(CheckinExpected {
             units: vec![UnitExpected {
                 id: "in-1".into(),

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{AgentClient, error_chain};
 use super::units::UnitManager;
-use crate::proto::{CheckinExpected, CheckinObserved, CheckinObservedVersionInfo, ConnectionSupports};
+use crate::proto::{
+    CheckinExpected, CheckinObserved, CheckinObservedVersionInfo, ConnectionSupports,
+};
 
 /// The longest gap between two check-ins (the Agent's watchdog period is 30 s).
 pub const CHECKIN_INTERVAL: Duration = Duration::from_secs(25);
@@ -83,7 +85,11 @@ impl ChunkAssembler {
         };
         match &mut self.pending {
             Some(first) => {
-                let current = first.units_timestamp.as_ref().map(ts_key).unwrap_or_default();
+                let current = first
+                    .units_timestamp
+                    .as_ref()
+                    .map(ts_key)
+                    .unwrap_or_default();
                 let key = ts_key(&ts);
                 if key < current {
                     return None; // a chunk of an older set
@@ -126,7 +132,12 @@ pub fn version_info() -> CheckinObservedVersionInfo {
     }
     meta.insert(
         "build_profile".to_owned(),
-        if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .to_owned(),
     );
     CheckinObservedVersionInfo {
         name: "ti-sidecar".to_owned(),
@@ -180,7 +191,10 @@ impl CheckinLoop {
                 down_since = None;
             }
             let since = *down_since.get_or_insert(started);
-            tracing::warn!(retry_in_ms = delay.as_millis() as u64, "CheckinV2 stream ended: {error}");
+            tracing::warn!(
+                retry_in_ms = delay.as_millis() as u64,
+                "CheckinV2 stream ended: {error}"
+            );
             if since.elapsed() >= self.reconnect.give_up_after {
                 return Err(StreamLost {
                     stream: "CheckinV2",
@@ -340,7 +354,10 @@ mod tests {
         let mut a = ChunkAssembler::default();
         assert!(a.push(chunk(5, &["a"])).is_none());
         assert!(a.push(chunk(6, &["n"])).is_none());
-        assert!(a.push(chunk(5, &[])).is_none(), "final chunk of the old set");
+        assert!(
+            a.push(chunk(5, &[])).is_none(),
+            "final chunk of the old set"
+        );
         assert_eq!(ids(&a.push(chunk(6, &[])).expect("done")), vec!["n"]);
     }
 
@@ -348,6 +365,9 @@ mod tests {
     fn version_info_names_us() {
         let v = version_info();
         assert_eq!(v.name, "ti-sidecar");
-        assert_eq!(v.meta.get("version").map(String::as_str), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            v.meta.get("version").map(String::as_str),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
     }
 }

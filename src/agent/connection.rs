@@ -189,8 +189,12 @@ mod tests {
             addr: addr.into(),
             ..Default::default()
         };
-        assert!(matches!(target(&info("localhost:6789")), Ok(Target::Tcp(e)) if e.uri() == "https://localhost:6789/"));
-        assert!(matches!(target(&info("unix:///tmp/a.sock")), Ok(Target::Unix(_, p)) if p == std::path::Path::new("/tmp/a.sock")));
+        assert!(
+            matches!(target(&info("localhost:6789")), Ok(Target::Tcp(e)) if e.uri() == "https://localhost:6789/")
+        );
+        assert!(
+            matches!(target(&info("unix:///tmp/a.sock")), Ok(Target::Unix(_, p)) if p == std::path::Path::new("/tmp/a.sock"))
+        );
         assert!(target(&info("npipe:///x")).is_err());
         assert!(target(&info("unix://")).is_err());
         assert_eq!(max_message_size(&info("x")), DEFAULT_MAX_MESSAGE_SIZE);

@@ -83,7 +83,10 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
     } else if !first_poll.is_empty() {
         (
             State::Configuring,
-            format!("Configuring: first poll in progress ({})", first_poll.join(", ")),
+            format!(
+                "Configuring: first poll in progress ({})",
+                first_poll.join(", ")
+            ),
         )
     } else {
         (
@@ -114,7 +117,6 @@ mod tests {
             last_error: (failures > 0).then(|| "fetch: HTTP 429 Too Many Requests".to_owned()),
             fatal: fatal.map(str::to_owned),
             cursor: Some("2026-01-01T00:00:00Z".into()),
-            ..Default::default()
         }
     }
 
@@ -129,13 +131,27 @@ mod tests {
 
     #[test]
     fn healthy_degraded_recovered_failed() {
-        let h = derive(&[("s1".into(), status(0, None)), ("s2".into(), status(2, None))]);
-        assert_eq!(h.state, State::Healthy, "two failures are not sustained yet");
+        let h = derive(&[
+            ("s1".into(), status(0, None)),
+            ("s2".into(), status(2, None)),
+        ]);
+        assert_eq!(
+            h.state,
+            State::Healthy,
+            "two failures are not sustained yet"
+        );
         assert_eq!(h.payload["streams"]["s1"]["cursor"], "2026-01-01T00:00:00Z");
 
-        let h = derive(&[("s1".into(), status(0, None)), ("s2".into(), status(3, None))]);
+        let h = derive(&[
+            ("s1".into(), status(0, None)),
+            ("s2".into(), status(3, None)),
+        ]);
         assert_eq!(h.state, State::Degraded);
-        assert!(h.message.contains("s2") && h.message.contains("429"), "{}", h.message);
+        assert!(
+            h.message.contains("s2") && h.message.contains("429"),
+            "{}",
+            h.message
+        );
         assert_eq!(h.payload["streams"]["s2"]["status"], "DEGRADED");
 
         let h = derive(&[("s2".into(), status(0, None))]);
@@ -143,7 +159,10 @@ mod tests {
 
         let h = derive(&[
             ("s1".into(), status(5, None)),
-            ("s2".into(), status(1, Some("credentials rejected (HTTP 401)"))),
+            (
+                "s2".into(),
+                status(1, Some("credentials rejected (HTTP 401)")),
+            ),
         ]);
         assert_eq!(h.state, State::Failed);
         assert!(h.message.contains("401"), "{}", h.message);

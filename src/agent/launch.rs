@@ -90,7 +90,10 @@ pub fn decode_start_up_info(bytes: &[u8]) -> Result<StartUpInfo, LaunchError> {
         return Err(LaunchError::Empty);
     }
     let info = StartUpInfo::decode(bytes).map_err(LaunchError::Decode)?;
-    if !info.services.contains(&(ConnInfoServices::CheckinV2 as i32)) {
+    if !info
+        .services
+        .contains(&(ConnInfoServices::CheckinV2 as i32))
+    {
         let names = info
             .services
             .iter()
@@ -119,7 +122,6 @@ pub fn decode_start_up_info(bytes: &[u8]) -> Result<StartUpInfo, LaunchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
 
     #[test]
     fn path_data_and_ignored_pairs() {
@@ -136,7 +138,10 @@ mod tests {
             args.ignored,
             vec!["logging.level", "--unknown", "management.enabled"]
         );
-        assert_eq!(parse_args(Vec::<String>::new()).path_data, PathBuf::from("."));
+        assert_eq!(
+            parse_args(Vec::<String>::new()).path_data,
+            PathBuf::from(".")
+        );
         // A trailing -E without a value is tolerated.
         assert_eq!(parse_args(["-E"]).path_data, PathBuf::from("."));
     }

@@ -375,12 +375,21 @@ impl UnitManager {
     /// Picks the one output unit, opens its sink when its config changed.
     fn reconcile_output(&self, table: &mut Table) {
         let active_key = table.output.as_ref().map(|o| o.unit.clone());
-        let candidates: Vec<UnitKey> = table
+        let mut candidates: Vec<UnitKey> = table
             .units
             .iter()
             .filter(|(_, u)| u.kind == UnitType::Output && u.want_run)
             .map(|(k, _)| k.clone())
             .collect();
+        // The Agent names the output unit after the component and each input unit
+        // `<component id>-<input id>`: prefer the output that owns our inputs, then the lowest id.
+        let owns_inputs = |id: &str| {
+            table
+                .units
+                .values()
+                .any(|u| u.kind == UnitType::Input && u.id.starts_with(&format!("{id}-")))
+        };
+        candidates.sort_by_key(|k| (!owns_inputs(&k.1), k.1.clone()));
         let chosen = active_key
             .filter(|k| candidates.contains(k))
             .or_else(|| candidates.first().cloned());
@@ -416,17 +425,31 @@ impl UnitManager {
             Some(Err(message)) => {
                 table.output = None;
                 table.opening = None;
-                set_phase(table, &chosen, Phase::Failed(format!("invalid output configuration: {message}")));
+                set_phase(
+                    table,
+                    &chosen,
+                    Phase::Failed(format!("invalid output configuration: {message}")),
+                );
             }
             Some(Ok(UnitConfig::Input(_))) => {}
             Some(Ok(UnitConfig::Output(spec))) => {
-                let current = table.output.as_ref().is_some_and(|o| o.unit == chosen && o.spec == spec);
-                let pending = table.opening.as_ref().is_some_and(|(k, s)| *k == chosen && *s == spec);
+                let current = table
+                    .output
+                    .as_ref()
+                    .is_some_and(|o| o.unit == chosen && o.spec == spec);
+                let pending = table
+                    .opening
+                    .as_ref()
+                    .is_some_and(|(k, s)| *k == chosen && *s == spec);
                 if current {
                     set_phase(table, &chosen, Phase::Running);
                 } else if !pending {
                     table.opening = Some((chosen.clone(), spec.clone()));
-                    set_phase(table, &chosen, Phase::Configuring("Configuring: opening the output".into()));
+                    set_phase(
+                        table,
+                        &chosen,
+                        Phase::Configuring("Configuring: opening the output".into()),
+                    );
                     let manager = self.clone();
                     tokio::spawn(async move {
                         let opened = OutputSink::open(&spec).await;
@@ -459,7 +482,11 @@ impl UnitManager {
             Err(message) => {
                 tracing::error!(unit.id = %key.1, "output unusable: {message}");
                 table.output = None;
-                set_phase(&mut table, &key, Phase::Failed(format!("output unusable: {message}")));
+                set_phase(
+                    &mut table,
+                    &key,
+                    Phase::Failed(format!("output unusable: {message}")),
+                );
             }
         }
         self.reconcile_inputs(&mut table);
@@ -585,7 +612,9 @@ impl UnitManager {
                 options: &self.shared.options,
                 counters: counters.clone(),
             };
-            let run = poller.into_loop(cancel.clone()).map_err(|e| e.to_string())?;
+            let run = poller
+                .into_loop(cancel.clone())
+                .map_err(|e| e.to_string())?;
             loops.push((stream.identity.id.clone(), run, counters.clone()));
             streams.push((stream.identity.id.clone(), counters));
         }
@@ -840,7 +869,10 @@ mod tests {
         assert_eq!(observed.features_idx, 2);
         assert_eq!(observed.component_idx, 4);
         let unit = &observed.units[0];
-        assert_eq!(unit.config_state_idx, 3, "an invalid config is still acknowledged");
+        assert_eq!(
+            unit.config_state_idx, 3,
+            "an invalid config is still acknowledged"
+        );
         assert_eq!(unit.state(), State::Failed);
         assert!(unit.message.contains("batch_size"), "{}", unit.message);
         assert!(!unit.message.contains("hmac-SECRET"), "{}", unit.message);
@@ -892,9 +924,11 @@ mod tests {
         assert_eq!(b.state(), State::Failed);
         assert!(b.message.contains("only one output"), "{}", b.message);
         assert_eq!(b.config_state_idx, 1);
-        assert!(OutputSpec::parse(&json!({"type": "kafka"}))
-            .expect_err("kafka")
-            .starts_with("type:"));
+        assert!(
+            OutputSpec::parse(&json!({"type": "kafka"}))
+                .expect_err("kafka")
+                .starts_with("type:")
+        );
         assert!(OutputSpec::parse(&json!({"type": "ndjson", "path": "-"})).is_err());
     }
 }
