@@ -13,8 +13,9 @@ use tracing::Instrument as _;
 use crate::config::{Config, OutputConfig, SourceConfig, StreamConfig};
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
-use crate::sink::SinkError;
 use crate::sink::ndjson::NdjsonSink;
+use crate::sink::otlp::{OtlpOptions, OtlpSink};
+use crate::sink::{AnySink, SinkError};
 use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
 use crate::source::threatq::client::ThreatQSource;
@@ -95,28 +96,25 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let state = StateStore::open(&options.state_dir)?;
-    let mut sinks: BTreeMap<String, Arc<NdjsonSink>> = BTreeMap::new();
+    let mut sinks: BTreeMap<String, Arc<AnySink>> = BTreeMap::new();
     for (name, output) in &config.outputs {
         if !config.inputs.iter().any(|i| &i.use_output == name) {
             continue;
         }
-        match output {
+        let output_error = |source| RunError::Output {
+            name: name.clone(),
+            source,
+        };
+        let sink = match output {
             OutputConfig::Ndjson { path } => {
-                let sink = NdjsonSink::open(path)
-                    .await
-                    .map_err(|source| RunError::Output {
-                        name: name.clone(),
-                        source,
-                    })?;
-                sinks.insert(name.clone(), Arc::new(sink));
+                AnySink::Ndjson(NdjsonSink::open(path).await.map_err(output_error)?)
             }
-            OutputConfig::Otlp { .. } => {
-                return Err(RunError::UnsupportedOutput {
-                    name: name.clone(),
-                    kind: "otlp",
-                });
-            }
-        }
+            OutputConfig::Otlp { endpoint, ssl } => AnySink::Otlp(
+                OtlpSink::new(endpoint, ssl.as_ref(), OtlpOptions::default())
+                    .map_err(output_error)?,
+            ),
+        };
+        sinks.insert(name.clone(), Arc::new(sink));
     }
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -213,7 +211,7 @@ pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf 
 struct StreamPoller<'a> {
     input_id: &'a str,
     stream: &'a StreamConfig,
-    sink: Arc<NdjsonSink>,
+    sink: Arc<AnySink>,
     state: &'a StateStore,
     options: &'a RunOptions,
     counters: Arc<StreamCounters>,
@@ -243,7 +241,7 @@ impl StreamPoller<'_> {
         })
     }
 
-    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, NdjsonSink> {
+    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, AnySink> {
         let mut schedule = Schedule::every(interval, self.options.once);
         if let Some(d) = self.options.poll_retry_delay {
             schedule.retry_delay = d;

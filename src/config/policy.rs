@@ -174,8 +174,12 @@ fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
             })
         }
         "otlp" => {
-            let endpoint = r.required_string("endpoint")?;
-            Some(OutputConfig::Otlp { endpoint })
+            let endpoint = r.required_string("endpoint");
+            let ssl = r.ssl("ssl");
+            Some(OutputConfig::Otlp {
+                endpoint: endpoint?,
+                ssl,
+            })
         }
         other => {
             r.problem(
@@ -375,10 +379,16 @@ pub fn config_to_json(config: &Config) -> Value {
                     "type": "ndjson",
                     "path": path.to_string_lossy(),
                 }),
-                OutputConfig::Otlp { endpoint } => serde_json::json!({
-                    "type": "otlp",
-                    "endpoint": endpoint,
-                }),
+                OutputConfig::Otlp { endpoint, ssl } => {
+                    let mut v = serde_json::json!({
+                        "type": "otlp",
+                        "endpoint": endpoint,
+                    });
+                    if let Some(ssl) = ssl {
+                        v["ssl"] = super::fields::ssl_to_json(ssl);
+                    }
+                    v
+                }
             };
             (name.clone(), value)
         })
