@@ -128,7 +128,7 @@ fn event(n: i64) -> EcsEvent {
     }
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Value> {
+fn attr(attrs: &[KeyValue], key: &str) -> Option<Value> {
     attrs
         .iter()
         .find(|kv| kv.key == key)
