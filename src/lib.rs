@@ -4,10 +4,7 @@
 #![deny(rust_2018_idioms)]
 
 /// Messages of the Elastic Agent V2 component protocol, generated from `proto/`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("proto");
-}
+pub mod proto;
 
 pub mod config;
 pub mod demo;
