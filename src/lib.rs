@@ -6,6 +6,7 @@
 /// Messages of the Elastic Agent V2 component protocol, generated from `proto/`.
 pub mod proto;
 
+pub mod agent;
 pub mod config;
 pub mod demo;
 pub mod host;

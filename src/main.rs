@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+use tracing::level_filters::LevelFilter as tracing_subscriber_level;
 
 use ti_sidecar::config::{self, IocExpiration};
 use ti_sidecar::runner::{self, RunOptions};
@@ -87,6 +88,15 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
         checkin_period: std::time::Duration,
     },
+    /// The mode Elastic Agent launches: StartUpInfo on stdin, then CheckinV2 and Actions over
+    /// mTLS. `-E path.data=DIR` sets the state directory; other `-E` pairs and unknown flags are
+    /// ignored.
+    #[command(disable_help_flag = true)]
+    Agent {
+        /// `-E key=value` pairs (and anything else the Agent passes).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Run the whole pipeline against the simulator and write `demo-events.ndjson`.
     Demo {
         /// Indicators the simulator serves.
@@ -112,6 +122,9 @@ enum SimPlatform {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Agent { args } = &cli.command {
+        return agent(args, &cli.log_level);
+    }
     ti_sidecar::telemetry::init(&cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,8 +145,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ti-sidecar agent`: reads StartUpInfo from stdin (to EOF), then runs the component until
+/// SIGTERM (exit 0) or until the Agent's streams stay unreachable (exit 1: the Agent restarts
+/// us).
+fn agent(args: &[String], log_level: &str) -> ExitCode {
+    use tracing_subscriber_level as lf;
+    let default = log_level.parse::<lf>().unwrap_or(lf::INFO);
+    let levels = ti_sidecar::agent::UnitLevels::new(default);
+    ti_sidecar::telemetry::init_with_filter(levels.filter());
+    let launch = ti_sidecar::agent::parse_args(args);
+    if !launch.ignored.is_empty() {
+        tracing::debug!(ignored = ?launch.ignored, "ignoring arguments");
+    }
+    let info = match ti_sidecar::agent::read_start_up_info(std::io::stdin().lock()) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = ti_sidecar::agent::AgentOptions {
+        path_data: launch.path_data,
+        reconnect: ti_sidecar::agent::Reconnect::default(),
+        levels,
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        ti_sidecar::agent::run(info, options, shutdown).await
+    });
+    // Poll loops that ignored cancellation must not keep the process alive past the Agent's
+    // stop timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Agent { .. } => Ok(ExitCode::from(2)),
         Command::Validate { config } => Ok(validate(&config)),
         Command::Run {
             config,

@@ -2,7 +2,9 @@
 //! own poll loop, into the configured outputs, with cursors in the state directory.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::otlp::{OtlpOptions, OtlpSink};
-use crate::sink::{AnySink, SinkError};
+use crate::sink::{AnySink, Sink, SinkError};
 use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
 use crate::source::threatq::client::ThreatQSource;
@@ -135,20 +137,7 @@ pub async fn run(
                 options,
                 counters: stream_counters,
             };
-            match &stream.source {
-                SourceConfig::ThreatConnect(tc) => {
-                    let http = poller.http(tc.secret_key.expose_secret())?;
-                    let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
-                    let fut = poller.build(source, tc.interval).run(shutdown.clone());
-                    tasks.spawn(fut.instrument(span));
-                }
-                SourceConfig::ThreatQ(tq) => {
-                    let http = poller.http(tq.client_secret.expose_secret())?;
-                    let source = ThreatQSource::new(Arc::new(tq.clone()), http);
-                    let fut = poller.build(source, tq.interval).run(shutdown.clone());
-                    tasks.spawn(fut.instrument(span));
-                }
-            }
+            tasks.spawn(poller.into_loop(shutdown.clone())?.instrument(span));
         }
     }
 
@@ -207,17 +196,44 @@ pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf 
         .join(format!("{input_id}--{stream_id}.ndjson"))
 }
 
-/// What every stream's poll loop needs, whatever its platform.
-struct StreamPoller<'a> {
-    input_id: &'a str,
-    stream: &'a StreamConfig,
-    sink: Arc<AnySink>,
-    state: &'a StateStore,
-    options: &'a RunOptions,
-    counters: Arc<StreamCounters>,
+/// A stream's poll loop, ready to spawn (the platform's `Poller::run`).
+pub type StreamLoop = Pin<Box<dyn Future<Output = Result<Outcome, PollError>> + Send + 'static>>;
+
+/// What every stream's poll loop needs, whatever its platform and sink. Shared by standalone
+/// mode and the agent's input units.
+pub struct StreamPoller<'a, K: Sink> {
+    /// The input (or agent unit) the stream belongs to; first half of its cursor key.
+    pub input_id: &'a str,
+    /// The validated stream.
+    pub stream: &'a StreamConfig,
+    /// Where acknowledged batches go.
+    pub sink: Arc<K>,
+    /// Cursor store.
+    pub state: &'a StateStore,
+    /// State directory, retry overrides.
+    pub options: &'a RunOptions,
+    /// Counters shared with health and diagnostics.
+    pub counters: Arc<StreamCounters>,
 }
 
-impl StreamPoller<'_> {
+impl<K: Sink> StreamPoller<'_, K> {
+    /// Builds the platform's source and HTTP client and returns the poll loop, which runs until
+    /// `shutdown` (finishing and committing the batch in flight).
+    pub fn into_loop(self, shutdown: CancellationToken) -> Result<StreamLoop, RunError> {
+        Ok(match &self.stream.source {
+            SourceConfig::ThreatConnect(tc) => {
+                let http = self.http(tc.secret_key.expose_secret())?;
+                let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
+                Box::pin(self.build(source, tc.interval).run(shutdown))
+            }
+            SourceConfig::ThreatQ(tq) => {
+                let http = self.http(tq.client_secret.expose_secret())?;
+                let source = ThreatQSource::new(Arc::new(tq.clone()), http);
+                Box::pin(self.build(source, tq.interval).run(shutdown))
+            }
+        })
+    }
+
     /// The stream's HTTP client; `secret` is masked in its request trace.
     fn http(&self, secret: &str) -> Result<HttpClient, RunError> {
         let trace = trace_path(
@@ -241,7 +257,7 @@ impl StreamPoller<'_> {
         })
     }
 
-    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, AnySink> {
+    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, K> {
         let mut schedule = Schedule::every(interval, self.options.once);
         if let Some(d) = self.options.poll_retry_delay {
             schedule.retry_delay = d;
