@@ -9,6 +9,7 @@ pub mod proto;
 pub mod agent;
 pub mod config;
 pub mod demo;
+pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod poll;

@@ -65,6 +65,28 @@ enum Command {
         #[command(subcommand)]
         platform: SimPlatform,
     },
+    /// A small Elastic Agent: spawns `ti-sidecar agent`, serves CheckinV2/Actions over mTLS and
+    /// an OTLP logs receiver, and writes received events as NDJSON.
+    Host {
+        /// The policy (same schema as `run --config`); editing it pushes a new policy.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Append received events here as NDJSON (default: only count them).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// The component's state directory (`-E path.data=`).
+        #[arg(long, default_value = "host-data")]
+        data_dir: PathBuf,
+        /// Request diagnostics once every unit is healthy and save the files in this directory.
+        #[arg(long)]
+        diagnostics: Option<PathBuf>,
+        /// Delay before restarting a component that exited (`command.timeouts.restart`).
+        #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+        restart_delay: std::time::Duration,
+        /// Check-in watchdog period (`command.timeouts.checkin`).
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        checkin_period: std::time::Duration,
+    },
     /// The mode Elastic Agent launches: StartUpInfo on stdin, then CheckinV2 and Actions over
     /// mTLS. `-E path.data=DIR` sets the state directory; other `-E` pairs and unknown flags are
     /// ignored.
@@ -209,12 +231,43 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Host {
+            policy,
+            events,
+            data_dir,
+            diagnostics,
+            restart_delay,
+            checkin_period,
+        } => {
+            let component = std::env::current_exe().context("locating this binary")?;
+            let options = ti_sidecar::host::HostOptions {
+                policy,
+                events,
+                data_dir,
+                diagnostics,
+                component,
+                restart_delay,
+                checkin_period,
+            };
+            match ti_sidecar::host::run(options, shutdown_on_signals()).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(ti_sidecar::host::HostError::Policy(problems)) => {
+                    report_problems(&problems);
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Demo { indicators, events } => {
             let summary = ti_sidecar::demo::run(indicators, &events, shutdown_on_signals()).await?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn report_problems(problems: &config::Problems) {

@@ -16,7 +16,8 @@ use crate::config::{Config, OutputConfig, SourceConfig, StreamConfig};
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
 use crate::sink::ndjson::NdjsonSink;
-use crate::sink::{Sink, SinkError};
+use crate::sink::otlp::{OtlpOptions, OtlpSink};
+use crate::sink::{AnySink, Sink, SinkError};
 use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
 use crate::source::threatq::client::ThreatQSource;
@@ -97,28 +98,25 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let state = StateStore::open(&options.state_dir)?;
-    let mut sinks: BTreeMap<String, Arc<NdjsonSink>> = BTreeMap::new();
+    let mut sinks: BTreeMap<String, Arc<AnySink>> = BTreeMap::new();
     for (name, output) in &config.outputs {
         if !config.inputs.iter().any(|i| &i.use_output == name) {
             continue;
         }
-        match output {
+        let output_error = |source| RunError::Output {
+            name: name.clone(),
+            source,
+        };
+        let sink = match output {
             OutputConfig::Ndjson { path } => {
-                let sink = NdjsonSink::open(path)
-                    .await
-                    .map_err(|source| RunError::Output {
-                        name: name.clone(),
-                        source,
-                    })?;
-                sinks.insert(name.clone(), Arc::new(sink));
+                AnySink::Ndjson(NdjsonSink::open(path).await.map_err(output_error)?)
             }
-            OutputConfig::Otlp { .. } => {
-                return Err(RunError::UnsupportedOutput {
-                    name: name.clone(),
-                    kind: "otlp",
-                });
-            }
-        }
+            OutputConfig::Otlp { endpoint, ssl } => AnySink::Otlp(
+                OtlpSink::new(endpoint, ssl.as_ref(), OtlpOptions::default())
+                    .map_err(output_error)?,
+            ),
+        };
+        sinks.insert(name.clone(), Arc::new(sink));
     }
 
     let mut tasks = tokio::task::JoinSet::new();
