@@ -156,13 +156,13 @@ struct FakeAgent {
 
 impl FakeAgent {
     async fn start() -> Self {
-        Self::start_on(None).await
-    }
-
-    /// Serves on a Unix socket at `socket` instead of TCP (`addr = unix://...`).
-    async fn start_on(socket: Option<&std::path::Path>) -> Self {
         let name = server_name();
         let pki = Pki::new(&name);
+        Self::start_on(None, name, pki).await
+    }
+
+    /// Serves on a Unix socket at `socket` (`addr = unix://...`) instead of TCP, with `pki`.
+    async fn start_on(socket: Option<&std::path::Path>, name: String, pki: Pki) -> Self {
         let (otx, observed) = mpsc::unbounded_channel();
         let (rtx, responses) = mpsc::unbounded_channel();
         let state = AgentState::default();
@@ -731,7 +731,9 @@ async fn reconnects_resending_version_info_while_units_keep_running() {
 async fn unix_socket_address_is_dialled_with_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let socket = dir.path().join("agent.sock");
-    let mut fake = FakeAgent::start_on(Some(&socket)).await;
+    let name = server_name();
+    let pki = Pki::new(&name);
+    let mut fake = FakeAgent::start_on(Some(&socket), name, pki).await;
     assert!(fake.info.addr.starts_with("unix://"));
     let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
     let first = fake.next_observed().await;
@@ -922,4 +924,31 @@ async fn binary_unit_log_levels_filter_and_change_live() {
         .expect("join")
         .expect("wait");
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_shaped_rsa_pkcs1_certificates_connect() {
+    use secrecy::ExposeSecret as _;
+    // The host harness makes certificates exactly like the Agent's: RSA-2048, PKCS#1 keys,
+    // CA with EKU, leaf KU digitalSignature only, serial 1658, DNS SAN = server_name.
+    let authority = ti_sidecar::host::certs::Authority::new().expect("ca");
+    let name = ti_sidecar::host::certs::new_server_name();
+    let peer = authority.issue(&name).expect("leaf");
+    assert!(
+        peer.key_pem
+            .expose_secret()
+            .contains("BEGIN RSA PRIVATE KEY")
+    );
+    let pki = Pki {
+        ca_pem: authority.cert_pem().to_owned(),
+        leaf_pem: peer.cert_pem.clone(),
+        leaf_key: peer.key_pem.expose_secret().to_owned(),
+    };
+    let mut fake = FakeAgent::start_on(None, name, pki).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let first = fake.next_observed().await;
+    assert_eq!(first.token, TOKEN);
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
 }
