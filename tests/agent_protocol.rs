@@ -952,3 +952,39 @@ async fn agent_shaped_rsa_pkcs1_certificates_connect() {
     stop.cancel();
     handle.await.expect("join").expect("clean stop");
 }
+
+#[test]
+fn binary_refuses_a_v1_only_agent() {
+    use prost::Message as _;
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let info = StartUpInfo {
+        addr: "localhost:6789".into(),
+        server_name: server_name(),
+        token: TOKEN.into(),
+        ca_cert: b"x".to_vec(),
+        peer_cert: b"x".to_vec(),
+        peer_key: b"x".to_vec(),
+        services: vec![ConnInfoServices::Checkin as i32],
+        ..Default::default()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
+        .args(["agent", "-E", "path.data=/nonexistent/never-created"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&info.encode_to_vec())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CheckinV2"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+}

@@ -20,14 +20,33 @@ use crate::proto::{ActionDiagnosticUnitResult, ActionRequest, ActionResponse};
 
 /// The Actions side of the component.
 pub struct ActionsLoop {
-    /// The client (shared channel).
-    pub client: AgentClient,
-    /// The component token (a secret: never logged).
-    pub token: String,
-    /// Units, for diagnostics.
-    pub units: UnitManager,
-    /// Reconnect pacing.
-    pub reconnect: Reconnect,
+    client: AgentClient,
+    token: String,
+    units: UnitManager,
+    reconnect: Reconnect,
+    /// Finished responses, kept across reconnects until a stream takes them.
+    done_tx: mpsc::UnboundedSender<ActionResponse>,
+    done_rx: mpsc::UnboundedReceiver<ActionResponse>,
+}
+
+impl ActionsLoop {
+    /// A loop on `client` that authenticates with `token` (a secret: never logged).
+    pub fn new(
+        client: AgentClient,
+        token: String,
+        units: UnitManager,
+        reconnect: Reconnect,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            client,
+            token,
+            units,
+            reconnect,
+            done_tx,
+            done_rx,
+        }
+    }
 }
 
 /// A FAILED response body, as the Agent parses it.
@@ -137,7 +156,7 @@ fn sanitize(id: &str) -> String {
 
 impl ActionsLoop {
     /// Runs until `shutdown`, or fails after the stream stayed down for `give_up_after`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StreamLost> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StreamLost> {
         let mut delay = self.reconnect.initial;
         let mut down_since: Option<Instant> = None;
         loop {
@@ -173,7 +192,7 @@ impl ActionsLoop {
         }
     }
 
-    async fn session(&self) -> (bool, String) {
+    async fn session(&mut self) -> (bool, String) {
         let (tx, rx) = mpsc::channel::<ActionResponse>(64);
         let init = ActionResponse {
             token: self.token.clone(),
@@ -186,40 +205,70 @@ impl ActionsLoop {
             return (false, "internal: outbound queue closed".into());
         }
         let mut client = self.client.clone();
-        let mut inbound = match client.actions(ReceiverStream::new(rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => return (false, status_text(&status)),
-        };
-        tracing::info!("Actions stream established");
+        let call = client.actions(ReceiverStream::new(rx));
+        tokio::pin!(call);
+        let mut inbound: Option<tonic::Streaming<ActionRequest>> = None;
+        let mut established = false;
         loop {
-            match inbound.message().await {
-                Ok(Some(request)) => {
-                    if request.unit_id.is_empty() {
-                        tracing::info!(action.id = %request.id, action.type = request.r#type, "action received");
-                    } else {
-                        tracing::info!(action.id = %request.id, action.type = request.r#type, unit.id = %request.unit_id, "action received");
+            tokio::select! {
+                // The Agent may send no header until its first request: never wait on it to
+                // flush responses.
+                r = &mut call, if inbound.is_none() => match r {
+                    Ok(response) => {
+                        established = true;
+                        tracing::info!("Actions stream established");
+                        inbound = Some(response.into_inner());
                     }
-                    let units = self.units.clone();
-                    let token = self.token.clone();
-                    let tx = tx.clone();
-                    // Dispatch concurrently: diagnostics must not hold up other requests.
-                    tokio::spawn(async move {
-                        let mut response =
-                            tokio::task::spawn_blocking(move || handle(&units, &request))
-                                .await
-                                .unwrap_or_else(|_| ActionResponse {
-                                    status: Status::Failed as i32,
-                                    result: error_body("internal error"),
-                                    ..Default::default()
-                                });
-                        response.token = token;
-                        let _ = tx.send(response).await;
-                    });
+                    Err(status) => return (established, status_text(&status)),
+                },
+                msg = next_request(&mut inbound), if inbound.is_some() => match msg {
+                    Ok(Some(request)) => self.dispatch(request),
+                    Ok(None) => return (established, "closed by the Agent".into()),
+                    Err(status) => return (established, status_text(&status)),
+                },
+                Some(response) = self.done_rx.recv() => {
+                    // Responses finished while a previous stream was down go out now.
+                    if tx.send(response).await.is_err() {
+                        return (established, "outbound responses are not being sent".into());
+                    }
                 }
-                Ok(None) => return (true, "closed by the Agent".into()),
-                Err(status) => return (true, status_text(&status)),
             }
         }
+    }
+
+    /// Answers one request on its own task (diagnostics must not hold up other requests); the
+    /// response joins the queue that survives reconnects.
+    fn dispatch(&self, request: ActionRequest) {
+        if request.unit_id.is_empty() {
+            tracing::info!(action.id = %request.id, action.type = request.r#type, "action received");
+        } else {
+            tracing::info!(action.id = %request.id, action.type = request.r#type, unit.id = %request.unit_id, "action received");
+        }
+        let units = self.units.clone();
+        let token = self.token.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let id = request.id.clone();
+            let mut response = tokio::task::spawn_blocking(move || handle(&units, &request))
+                .await
+                .unwrap_or_else(|_| ActionResponse {
+                    id,
+                    status: Status::Failed as i32,
+                    result: error_body("internal error"),
+                    ..Default::default()
+                });
+            response.token = token;
+            let _ = done.send(response);
+        });
+    }
+}
+
+async fn next_request(
+    inbound: &mut Option<tonic::Streaming<ActionRequest>>,
+) -> Result<Option<ActionRequest>, tonic::Status> {
+    match inbound {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -122,12 +122,12 @@ pub async fn run(
         units: units.clone(),
         reconnect: options.reconnect,
     };
-    let actions = actions::ActionsLoop {
-        client: connection::client(channel, &info),
-        token: info.token.clone(),
-        units: units.clone(),
-        reconnect: options.reconnect,
-    };
+    let actions = actions::ActionsLoop::new(
+        connection::client(channel, &info),
+        info.token.clone(),
+        units.clone(),
+        options.reconnect,
+    );
     let mut checkin_task = tokio::spawn(checkin.run(streams_stop.clone()));
     let mut actions_task = tokio::spawn(actions.run(streams_stop.clone()));
 
