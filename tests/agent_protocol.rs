@@ -988,3 +988,56 @@ fn binary_refuses_a_v1_only_agent() {
     assert!(stderr.contains("CheckinV2"), "{stderr}");
     assert!(!stderr.contains(TOKEN), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_expected_messages_are_reassembled() {
+    let mut fake = FakeAgent::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let _ = fake.next_observed().await;
+    let ts = Some(prost_types::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 5,
+    });
+    let bad = json!({"id": "x", "type": "ti_threatconnect", "streams": [{"id": "s", "access_id": "a", "secret_key": "k", "interval": "soon"}]});
+    // Chunk 1 carries the message-level fields, chunk 2 only units, the last one no unit.
+    fake.send_expected(CheckinExpected {
+        units: vec![unit(
+            OUTPUT,
+            UnitType::Output,
+            1,
+            Some(output_source(dir.path())),
+        )],
+        features_idx: 3,
+        component_idx: 5,
+        units_timestamp: ts,
+        ..Default::default()
+    })
+    .await;
+    fake.send_expected(CheckinExpected {
+        units: vec![unit(INPUT, UnitType::Input, 2, Some(bad))],
+        units_timestamp: ts,
+        ..Default::default()
+    })
+    .await;
+    fake.send_expected(CheckinExpected {
+        units_timestamp: ts,
+        ..Default::default()
+    })
+    .await;
+    let msg = loop {
+        let msg = fake.next_observed().await;
+        if msg.units.len() == 2 {
+            break msg;
+        }
+    };
+    assert_eq!((msg.features_idx, msg.component_idx), (3, 5));
+    let input = msg.units.iter().find(|u| u.id == INPUT).expect("input");
+    assert_eq!(input.config_state_idx, 2);
+    let (failed, _) = fake
+        .wait_unit(INPUT, |u| u.state == State::Failed as i32)
+        .await;
+    assert!(failed.message.contains("interval"), "{}", failed.message);
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
+}
