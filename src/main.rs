@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::level_filters::LevelFilter as tracing_subscriber_level;
 
 use ti_sidecar::config::{self, IocExpiration};
 use ti_sidecar::runner::{self, RunOptions};
@@ -149,8 +148,10 @@ fn main() -> ExitCode {
 /// SIGTERM (exit 0) or until the Agent's streams stay unreachable (exit 1: the Agent restarts
 /// us).
 fn agent(args: &[String], log_level: &str) -> ExitCode {
-    use tracing_subscriber_level as lf;
-    let default = log_level.parse::<lf>().unwrap_or(lf::INFO);
+    use tracing::level_filters::LevelFilter;
+    let default = log_level
+        .parse::<LevelFilter>()
+        .unwrap_or(LevelFilter::INFO);
     let levels = ti_sidecar::agent::UnitLevels::new(default);
     ti_sidecar::telemetry::init_with_filter(levels.filter());
     let launch = ti_sidecar::agent::parse_args(args);

@@ -117,7 +117,6 @@ mod tests {
             last_error: (failures > 0).then(|| "fetch: HTTP 429 Too Many Requests".to_owned()),
             fatal: fatal.map(str::to_owned),
             cursor: Some("2026-01-01T00:00:00Z".into()),
-            ..Default::default()
         }
     }
 

@@ -122,7 +122,6 @@ pub fn decode_start_up_info(bytes: &[u8]) -> Result<StartUpInfo, LaunchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
 
     #[test]
     fn path_data_and_ignored_pairs() {

@@ -375,12 +375,21 @@ impl UnitManager {
     /// Picks the one output unit, opens its sink when its config changed.
     fn reconcile_output(&self, table: &mut Table) {
         let active_key = table.output.as_ref().map(|o| o.unit.clone());
-        let candidates: Vec<UnitKey> = table
+        let mut candidates: Vec<UnitKey> = table
             .units
             .iter()
             .filter(|(_, u)| u.kind == UnitType::Output && u.want_run)
             .map(|(k, _)| k.clone())
             .collect();
+        // The Agent names the output unit after the component and each input unit
+        // `<component id>-<input id>`: prefer the output that owns our inputs, then the lowest id.
+        let owns_inputs = |id: &str| {
+            table
+                .units
+                .values()
+                .any(|u| u.kind == UnitType::Input && u.id.starts_with(&format!("{id}-")))
+        };
+        candidates.sort_by_key(|k| (!owns_inputs(&k.1), k.1.clone()));
         let chosen = active_key
             .filter(|k| candidates.contains(k))
             .or_else(|| candidates.first().cloned());
