@@ -346,6 +346,7 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
     let mut policy_mtime = modified(&options.policy);
     let mut diagnostics_done = options.diagnostics.is_none();
     let mut missed_before = 0u32;
+    let mut reported_events = 0u64;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -375,6 +376,12 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
                 HostEvent::AllHealthy => {}
             },
             _ = policy_tick.tick() => {
+                // Progress, at most once a second.
+                let received = events.received();
+                if received != reported_events {
+                    reported_events = received;
+                    say(&format!("events received: {received}"));
+                }
                 let now = modified(&options.policy);
                 if now != policy_mtime {
                     policy_mtime = now;
