@@ -24,8 +24,20 @@ fn wait_line(lines: &mpsc::Receiver<String>, wanted: &str, seen: &mut Vec<String
                     return line;
                 }
             }
-            Err(e) => panic!("no line with {wanted:?} ({e}); host said:\n{}", seen.join("\n")),
+            Err(e) => panic!(
+                "no line with {wanted:?} ({e}); host said:\n{}",
+                seen.join("\n")
+            ),
         }
+    }
+}
+
+/// Waits until every one of `wanted` has appeared in some line, in any order.
+fn wait_all(lines: &mpsc::Receiver<String>, wanted: &[&str], seen: &mut Vec<String>) {
+    let mut missing: Vec<&str> = wanted.to_vec();
+    while !missing.is_empty() {
+        let line = wait_line(lines, "", seen);
+        missing.retain(|w| !line.contains(w));
     }
 }
 
@@ -79,10 +91,16 @@ async fn host_runs_the_sidecar_and_collects_its_events() {
         }
     });
     let mut seen = Vec::new();
-    wait_line(&lines, "unit ti-sidecar-default OUTPUT HEALTHY", &mut seen);
-    wait_line(&lines, "unit ti-sidecar-default-tc INPUT HEALTHY", &mut seen);
-    wait_line(&lines, "events received: 150", &mut seen);
-    wait_line(&lines, "diagnostics saved:", &mut seen);
+    wait_all(
+        &lines,
+        &[
+            "unit ti-sidecar-default OUTPUT HEALTHY",
+            "unit ti-sidecar-default-tc INPUT HEALTHY",
+            "events received: 150",
+            "diagnostics saved:",
+        ],
+        &mut seen,
+    );
 
     let docs: Vec<Value> = std::fs::read_to_string(&events)
         .expect("events file")
@@ -94,7 +112,10 @@ async fn host_runs_the_sidecar_and_collects_its_events() {
         .filter_map(|d| d["@metadata"]["_id"].as_str())
         .collect();
     assert_eq!(ids.len(), 150, "every indicator arrives with its _id");
-    assert!(docs.iter().all(|d| d["data_stream"]["dataset"] == "ti_threatconnect.indicator"));
+    assert!(
+        docs.iter()
+            .all(|d| d["data_stream"]["dataset"] == "ti_threatconnect.indicator")
+    );
     assert!(
         std::fs::read_dir(&diag).expect("diagnostics dir").count() > 0,
         "diagnostics files saved"
@@ -103,7 +124,11 @@ async fn host_runs_the_sidecar_and_collects_its_events() {
     // Editing the policy pushes it; the unit takes the new configuration.
     write_policy("2h");
     wait_line(&lines, "policy changed: pushing it", &mut seen);
-    wait_line(&lines, "unit ti-sidecar-default-tc INPUT HEALTHY", &mut seen);
+    wait_line(
+        &lines,
+        "unit ti-sidecar-default-tc INPUT HEALTHY",
+        &mut seen,
+    );
 
     let _ = Command::new("kill")
         .args(["-TERM", &host.id().to_string()])
