@@ -12,13 +12,12 @@
 //!   `cursor_key(unit_id, stream_id)` in `path.data`. A reconfigure stops the old loops (the
 //!   batch in flight is finished and committed) before new ones start, so two loops never
 //!   share a cursor.
-//! * Exactly one output unit: its config (`{type: otlp|ndjson, ...}`) opens the sink that every
+//! * Exactly one output unit: its config (`{type: otlp, endpoint, ssl?}`) opens the sink that every
 //!   input unit writes to; a second output unit, or an unusable one, is FAILED.
 //! * The config index is acknowledged as soon as the config is received and validated, even
 //!   when it is invalid (then the unit is FAILED naming the field), never later.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,100 +30,76 @@ use tracing::Instrument as _;
 use super::health;
 use super::logging::UnitLevels;
 use super::structs::{json_to_struct, struct_to_json};
-use crate::config::{self, InputConfig};
+use crate::config::{self, InputConfig, OutputConfig};
 use crate::proto::{
     AgentInfo, CheckinExpected, State, UnitExpected, UnitLogLevel, UnitObserved, UnitType,
 };
 use crate::runner::{RunOptions, StreamPoller};
+use crate::sink::AnySink;
 use crate::sink::ndjson::NdjsonSink;
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::otlp::{OtlpOptions, OtlpSink};
 use crate::state::StateStore;
 use crate::telemetry::{StreamCounters, StreamStatus};
 
 /// Input types this component implements.
 pub const INPUT_TYPES: [&str; 2] = ["ti_threatconnect", "ti_threatq"];
 
-/// What the output unit asks for.
+/// What the output unit asks for: a validated output block (`{type: otlp, endpoint, ssl?}`;
+/// `ndjson` to a file also works, for tests and debugging).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutputSpec {
-    /// OTLP logs over gRPC to `endpoint`.
-    Otlp {
-        /// `host:port` or URL.
-        endpoint: String,
-    },
-    /// NDJSON to a file (tests, debugging). stdout is the Agent's log channel, so `-` is refused.
-    Ndjson {
-        /// The file.
-        path: PathBuf,
-    },
-}
+pub struct OutputSpec(pub OutputConfig);
 
 impl OutputSpec {
-    /// Reads an output unit's `config.source`; the error names the field.
+    /// Reads an output unit's `config.source`; the error names every bad field.
     pub fn parse(source: &Value) -> Result<Self, String> {
-        let kind = source.get("type").and_then(Value::as_str).unwrap_or("");
-        let text = |field: &str| {
-            source
-                .get(field)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        match kind {
-            "otlp" => match text("endpoint") {
-                Some(endpoint) => Ok(Self::Otlp {
-                    endpoint: endpoint.to_owned(),
-                }),
-                None => Err("endpoint: required for an otlp output".to_owned()),
-            },
-            "ndjson" => match text("path") {
-                Some("-") => Err(
-                    "path: \"-\" (stdout) is the Agent's log channel; use a file path".to_owned(),
-                ),
-                Some(path) => Ok(Self::Ndjson { path: path.into() }),
-                None => Err("path: required for an ndjson output".to_owned()),
-            },
-            "" => Err("type: required (otlp)".to_owned()),
-            other => Err(format!(
-                "type: output type {other:?} is not supported (supported: otlp)"
-            )),
+        let config = config::output_from_value(source).map_err(|problems| {
+            problems
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        if let OutputConfig::Ndjson { path } = &config {
+            if path.as_os_str() == "-" {
+                // stdout is the Agent's log channel (spec §2.2).
+                return Err(
+                    "path: \"-\" (stdout) is the Agent's log channel; use a file path".into(),
+                );
+            }
         }
+        Ok(Self(config))
     }
 
-    /// The spec as shown in diagnostics (no secrets: neither variant holds one).
+    /// The spec as shown in diagnostics, secrets (`ssl.key`, endpoint credentials) redacted.
     pub fn redacted_json(&self) -> Value {
-        match self {
-            Self::Otlp { endpoint } => json!({"type": "otlp", "endpoint": endpoint}),
-            Self::Ndjson { path } => json!({"type": "ndjson", "path": path}),
+        match &self.0 {
+            OutputConfig::Ndjson { path } => json!({"type": "ndjson", "path": path}),
+            OutputConfig::Otlp { endpoint, ssl } => {
+                let shown = url::Url::parse(endpoint)
+                    .map(|u| crate::config::fields::redact_url(&u))
+                    .unwrap_or_else(|_| endpoint.clone());
+                let mut v = json!({"type": "otlp", "endpoint": shown});
+                if let Some(ssl) = ssl {
+                    v["ssl"] = crate::config::fields::ssl_to_json(ssl);
+                }
+                v
+            }
         }
     }
-}
 
-/// The sink every input unit writes to, chosen by the output unit.
-pub enum OutputSink {
-    /// NDJSON to a file.
-    Ndjson(NdjsonSink),
-}
-
-impl OutputSink {
-    /// Opens the sink the spec describes.
-    pub async fn open(spec: &OutputSpec) -> Result<Self, String> {
-        match spec {
-            OutputSpec::Ndjson { path } => NdjsonSink::open(path)
+    /// Opens the sink every input unit writes to.
+    pub async fn open(&self) -> Result<AnySink, String> {
+        match &self.0 {
+            OutputConfig::Ndjson { path } => NdjsonSink::open(path)
                 .await
-                .map(Self::Ndjson)
+                .map(AnySink::Ndjson)
                 .map_err(|e| e.to_string()),
-            OutputSpec::Otlp { endpoint } => Err(format!(
-                "type: otlp output to {endpoint} is not available in this build"
-            )),
-        }
-    }
-}
-
-impl Sink for OutputSink {
-    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        match self {
-            Self::Ndjson(s) => s.send(batch).await,
+            OutputConfig::Otlp { endpoint, ssl } => {
+                OtlpSink::new(endpoint, ssl.as_ref(), OtlpOptions::default())
+                    .map(AnySink::Otlp)
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -179,7 +154,7 @@ struct Unit {
 struct ActiveOutput {
     unit: UnitKey,
     spec: OutputSpec,
-    sink: Arc<OutputSink>,
+    sink: Arc<AnySink>,
     sink_gen: u64,
 }
 
@@ -452,7 +427,7 @@ impl UnitManager {
                     );
                     let manager = self.clone();
                     tokio::spawn(async move {
-                        let opened = OutputSink::open(&spec).await;
+                        let opened = spec.open().await;
                         manager.output_opened(chosen, spec, opened);
                     });
                 }
@@ -460,7 +435,7 @@ impl UnitManager {
         }
     }
 
-    fn output_opened(&self, key: UnitKey, spec: OutputSpec, opened: Result<OutputSink, String>) {
+    fn output_opened(&self, key: UnitKey, spec: OutputSpec, opened: Result<AnySink, String>) {
         let mut table = self.lock();
         if table.opening.as_ref() != Some(&(key.clone(), spec.clone())) {
             return; // superseded by a newer config
@@ -510,7 +485,7 @@ impl UnitManager {
         }
     }
 
-    fn reconcile_input(&self, unit: &mut Unit, sink: Option<(Arc<OutputSink>, u64)>) {
+    fn reconcile_input(&self, unit: &mut Unit, sink: Option<(Arc<AnySink>, u64)>) {
         if !unit.want_run {
             if unit.running.is_some() {
                 self.drain(unit);
@@ -595,7 +570,7 @@ impl UnitManager {
         &self,
         unit: &Unit,
         config: &InputConfig,
-        sink: Arc<OutputSink>,
+        sink: Arc<AnySink>,
         sink_gen: u64,
     ) -> Result<Running, String> {
         let cancel = self.shared.root.child_token();
@@ -930,5 +905,13 @@ mod tests {
                 .starts_with("type:")
         );
         assert!(OutputSpec::parse(&json!({"type": "ndjson", "path": "-"})).is_err());
+        let otlp = OutputSpec::parse(&json!({"type": "otlp", "endpoint": "127.0.0.1:4317"}))
+            .expect("otlp");
+        assert_eq!(otlp.redacted_json()["endpoint"], "127.0.0.1:4317");
+        assert!(
+            OutputSpec::parse(&json!({"type": "otlp"}))
+                .expect_err("no endpoint")
+                .contains("endpoint")
+        );
     }
 }

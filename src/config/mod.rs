@@ -289,6 +289,12 @@ pub fn input_from_value(value: &serde_json::Value) -> Result<InputConfig, Proble
     policy::read_single_input(value).map_err(Problems)
 }
 
+/// Validates a single output (an Agent output unit's `config.source`: `{type, endpoint, ssl}`).
+/// Problem paths start at the output (`ssl.key`).
+pub fn output_from_value(value: &serde_json::Value) -> Result<OutputConfig, Problems> {
+    policy::read_single_output(value).map_err(Problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

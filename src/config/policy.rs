@@ -131,6 +131,20 @@ pub fn read_single_input(value: &Value) -> Result<InputConfig, Vec<Problem>> {
     }
 }
 
+/// Validates one output block on its own (an Agent output unit's `config.source`).
+pub fn read_single_output(value: &Value) -> Result<OutputConfig, Vec<Problem>> {
+    let mut r = match FieldReader::open("", value) {
+        Ok(r) => r,
+        Err(problem) => return Err(vec![problem]),
+    };
+    let output = read_output(&mut r);
+    let problems = r.finish();
+    match output {
+        Some(output) if problems.is_empty() => Ok(output),
+        _ => Err(problems),
+    }
+}
+
 fn read_outputs(root: &mut FieldReader<'_>) -> (BTreeMap<String, OutputConfig>, BTreeSet<String>) {
     let Some(mut outputs) = root.object("outputs") else {
         let defaults = default_outputs();
