@@ -420,6 +420,10 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
         Ok(result) => result?,
         Err(e) => tracing::error!("supervisor ended abnormally: {e}"),
     }
-    say(&format!("events received: {}", events.received()));
+    let (checkins, replies) = control.checkin_counts();
+    say(&format!(
+        "events received: {}; check-ins: {checkins}, expected messages sent in answer: {replies}",
+        events.received()
+    ));
     Ok(())
 }
