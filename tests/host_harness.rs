@@ -88,10 +88,13 @@ fn server_cert_verifies_with_sni_server_name_only() {
     );
 }
 
-#[tokio::test]
-async fn mtls_handshake_with_agent_shaped_certificates() {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
-    let (ca, peer) = agent_certs();
+/// Starts a health-only gRPC server with the host's TLS setup (SNI-selected certificate,
+/// client certificates required).
+async fn tls_server(
+    ca: &Authority,
+    peer: &PeerCert,
+    stop: &CancellationToken,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -100,26 +103,24 @@ async fn mtls_handshake_with_agent_shaped_certificates() {
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let stop = CancellationToken::new();
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            &peer.cert_pem,
-            peer.key_pem.expose_secret(),
-        ))
-        .client_ca_root(Certificate::from_pem(ca.cert_pem()));
-    let router = Server::builder()
-        .tls_config(tls)
-        .expect("server TLS")
-        .add_service(health);
+    let config = ti_sidecar::host::certs::server_tls_config(ca, &[peer]).expect("server TLS");
+    let incoming = ti_sidecar::host::tls_incoming(listener, config, stop.clone());
     let s = stop.clone();
     tokio::spawn(async move {
-        let _ = router
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                s.cancelled_owned(),
-            )
+        let _ = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, s.cancelled_owned())
             .await;
     });
+    addr
+}
+
+#[tokio::test]
+async fn mtls_handshake_with_agent_shaped_certificates() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let (ca, peer) = agent_certs();
+    let stop = CancellationToken::new();
+    let addr = tls_server(&ca, &peer, &stop).await;
     let check = |domain: String, with_identity: bool| {
         let ca_pem = ca.cert_pem().to_owned();
         let peer = peer.clone();
@@ -161,6 +162,96 @@ async fn mtls_handshake_with_agent_shaped_certificates() {
         check(peer.server_name.clone(), false).await.is_err(),
         "no client certificate fails"
     );
+    stop.cancel();
+}
+
+/// Accepts any server certificate: isolates the server's own SNI check.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn server_picks_its_certificate_by_sni_like_the_agent() {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let (ca, peer) = agent_certs();
+    let stop = CancellationToken::new();
+    let addr = tls_server(&ca, &peer, &stop).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::from_pem_slice(peer.key_pem.expose_secret().as_bytes()).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_client_auth_cert(vec![der(&peer.cert_pem)], key)
+        .expect("client auth");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let handshake = |sni: String| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from(sni).expect("name");
+            connector.connect(name, tcp).await.map(|tls| {
+                let (_, conn) = tls.get_ref();
+                conn.peer_certificates().map(|c| c[0].clone())
+            })
+        }
+    };
+    let presented = handshake(peer.server_name.clone())
+        .await
+        .expect("handshake with SNI = server_name");
+    assert_eq!(
+        presented,
+        Some(der(&peer.cert_pem)),
+        "the component's own pair"
+    );
+    assert!(
+        handshake(new_server_name()).await.is_err(),
+        "another SNI: the server has no certificate for it"
+    );
+    assert!(handshake("localhost".into()).await.is_err());
     stop.cancel();
 }
 
