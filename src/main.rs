@@ -175,11 +175,7 @@ fn agent(args: &[String], log_level: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let options = ti_sidecar::agent::AgentOptions {
-        path_data: launch.path_data,
-        reconnect: ti_sidecar::agent::Reconnect::default(),
-        levels,
-    };
+    let options = ti_sidecar::agent::AgentOptions::new(launch.path_data, levels);
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signals();
         ti_sidecar::agent::run(info, options, shutdown).await

@@ -15,7 +15,7 @@ use rcgen::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
@@ -158,30 +158,47 @@ impl FakeAgent {
     async fn start() -> Self {
         let name = server_name();
         let pki = Pki::new(&name);
+        Self::start_on(None, name, pki).await
+    }
+
+    /// Serves on a Unix socket at `socket` (`addr = unix://...`) instead of TCP, with `pki`.
+    async fn start_on(socket: Option<&std::path::Path>, name: String, pki: Pki) -> Self {
         let (otx, observed) = mpsc::unbounded_channel();
         let (rtx, responses) = mpsc::unbounded_channel();
         let state = AgentState::default();
         *state.observed.lock().unwrap() = Some(otx);
         *state.responses.lock().unwrap() = Some(rtx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let tls = ServerTlsConfig::new()
             .identity(Identity::from_pem(&pki.leaf_pem, &pki.leaf_key))
             .client_ca_root(Certificate::from_pem(&pki.ca_pem));
         let stop = CancellationToken::new();
-        let server = Server::builder()
+        let router = Server::builder()
             .tls_config(tls)
             .expect("tls")
-            .add_service(ElasticAgentServer::new(state.clone()))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                stop.clone().cancelled_owned(),
-            );
-        tokio::spawn(server);
+            .add_service(ElasticAgentServer::new(state.clone()));
+        let addr = match socket {
+            Some(path) => {
+                let listener = tokio::net::UnixListener::bind(path).expect("bind unix");
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ));
+                format!("unix://{}", path.display())
+            }
+            None => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let port = listener.local_addr().expect("addr").port();
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ));
+                format!("localhost:{port}")
+            }
+        };
         let info = StartUpInfo {
-            addr: format!("localhost:{}", addr.port()),
+            addr,
             server_name: name,
             token: TOKEN.to_owned(),
             ca_cert: pki.ca_pem.into_bytes(),
@@ -348,11 +365,10 @@ const INPUT: &str = "ti_threatconnect-default-tc-1";
 const OUTPUT: &str = "ti_threatconnect-default";
 
 fn options(dir: &std::path::Path) -> AgentOptions {
-    AgentOptions {
-        path_data: dir.to_owned(),
-        reconnect: Reconnect::default(),
-        levels: UnitLevels::new(tracing::level_filters::LevelFilter::INFO),
-    }
+    AgentOptions::new(
+        dir.to_owned(),
+        UnitLevels::new(tracing::level_filters::LevelFilter::INFO),
+    )
 }
 
 /// Runs the component in-process; returns its stop token and join handle.
@@ -668,4 +684,271 @@ async fn binary_happy_path_and_sigterm() {
         lines.iter().any(|l| l["unit.id"] == INPUT),
         "unit logs carry unit.id"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_resending_version_info_while_units_keep_running() {
+    let sim = start(sim_args()).await.expect("sim");
+    let mut fake = FakeAgent::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let _ = fake.next_observed().await;
+    fake.send_expected(CheckinExpected {
+        units: vec![
+            unit(INPUT, UnitType::Input, 1, Some(tc_source(&sim))),
+            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
+        ],
+        ..Default::default()
+    })
+    .await;
+    fake.wait_unit(INPUT, |u| u.state == State::Healthy as i32)
+        .await;
+
+    // The Agent ends the stream; it stays silent after the reconnect (settled state).
+    drop(fake.state.expected.lock().unwrap().take());
+    let reopened = loop {
+        let msg = fake.next_observed().await;
+        if msg.version_info.is_some() {
+            break msg;
+        }
+    };
+    assert_eq!(
+        reopened.supports,
+        vec![ConnectionSupports::CheckinChunking as i32]
+    );
+    let input = reopened
+        .units
+        .iter()
+        .find(|u| u.id == INPUT)
+        .expect("units survive the reconnect");
+    assert_eq!(input.state, State::Healthy as i32);
+    assert_eq!(input.config_state_idx, 1);
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_address_is_dialled_with_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let socket = dir.path().join("agent.sock");
+    let name = server_name();
+    let pki = Pki::new(&name);
+    let mut fake = FakeAgent::start_on(Some(&socket), name, pki).await;
+    assert!(fake.info.addr.starts_with("unix://"));
+    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let first = fake.next_observed().await;
+    assert_eq!(first.version_info.expect("version").name, "ti-sidecar");
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_when_the_agent_stays_unreachable() {
+    let fake = FakeAgent::start().await;
+    let mut info = fake.info.clone();
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    info.addr = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    drop(listener);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut options = options(dir.path());
+    options.reconnect = Reconnect {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+        give_up_after: Duration::from_millis(300),
+    };
+    let result = tokio::time::timeout(WAIT, agent::run(info, options, CancellationToken::new()))
+        .await
+        .expect("gives up in time");
+    let err = result.expect_err("persistent failure is an error");
+    assert!(
+        err.to_string().contains("could not be re-established"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_failures_degrade_and_rejected_credentials_fail() {
+    let mut args = sim_args();
+    args.error_rate = 1.0;
+    let failing = start(args).await.expect("sim");
+    let healthy = start(sim_args()).await.expect("sim");
+    let mut fake = FakeAgent::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut options = options(dir.path());
+    options.retry = Some(ti_sidecar::http::RetryPolicy {
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        max_attempts: 1,
+    });
+    options.poll_retry_delay = Some(Duration::from_millis(20));
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(agent::run(fake.info.clone(), options, stop.clone()));
+    let _ = fake.next_observed().await;
+    let mut bad_key = tc_source(&healthy);
+    bad_key["streams"][0]["secret_key"] = Value::from("wrong-secret");
+    fake.send_expected(CheckinExpected {
+        units: vec![
+            unit(
+                "degraded-unit",
+                UnitType::Input,
+                1,
+                Some(tc_source(&failing)),
+            ),
+            unit("rejected-unit", UnitType::Input, 1, Some(bad_key)),
+            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let (degraded, _) = fake
+        .wait_unit("degraded-unit", |u| u.state == State::Degraded as i32)
+        .await;
+    assert!(
+        degraded.message.contains("tc-1-indicator"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        degraded.message.contains("consecutive failures"),
+        "{}",
+        degraded.message
+    );
+    let (failed, _) = fake
+        .wait_unit("rejected-unit", |u| u.state == State::Failed as i32)
+        .await;
+    assert!(
+        !failed.message.contains("wrong-secret"),
+        "{}",
+        failed.message
+    );
+    assert!(!failed.message.is_empty());
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_unit_log_levels_filter_and_change_live() {
+    use prost::Message as _;
+    use std::io::{BufRead as _, Write as _};
+    use std::process::{Command, Stdio};
+
+    let mut args = sim_args();
+    args.error_rate = 1.0;
+    let failing = start(args).await.expect("sim");
+    let mut fake = FakeAgent::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
+        .arg("agent")
+        .arg("-E")
+        .arg(format!("path.data={}", dir.path().join("data").display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&fake.info.encode_to_vec())
+        .expect("write");
+    let stderr = child.stderr.take().expect("stderr");
+    let (line_tx, mut lines) = mpsc::unbounded_channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = line_tx.send(v);
+            }
+        }
+    });
+    let _ = fake.next_observed().await;
+    let mut debug_unit = unit("debug-unit", UnitType::Input, 1, Some(tc_source(&failing)));
+    debug_unit.log_level = 3; // DEBUG
+    let info_unit = unit("info-unit", UnitType::Input, 1, Some(tc_source(&failing)));
+    let output = unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path())));
+    fake.send_expected(CheckinExpected {
+        units: vec![debug_unit.clone(), info_unit.clone(), output.clone()],
+        ..Default::default()
+    })
+    .await;
+    // The debug unit logs its HTTP retries at debug; the info unit's only show once they are
+    // exhausted (a warning), and none of its debug lines gets through.
+    let mut seen = Vec::new();
+    let (mut debug_seen, mut info_warned) = (false, false);
+    while !(debug_seen && info_warned) {
+        let line = tokio::time::timeout(WAIT, lines.recv())
+            .await
+            .expect("a log line in time")
+            .expect("stderr open");
+        debug_seen |= line["unit.id"] == "debug-unit" && line["log.level"] == "debug";
+        info_warned |= line["unit.id"] == "info-unit" && line["log.level"] == "warn";
+        seen.push(line);
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l["unit.id"] == "info-unit" && l["log.level"] == "debug"),
+        "the info unit's debug lines are filtered"
+    );
+    // A log level change without a config applies live.
+    let mut info_now_debug = info_unit.clone();
+    info_now_debug.config = None;
+    info_now_debug.log_level = 3;
+    let mut d = debug_unit.clone();
+    d.config = None;
+    let mut o = output.clone();
+    o.config = None;
+    fake.send_expected(CheckinExpected {
+        units: vec![d, info_now_debug, o],
+        ..Default::default()
+    })
+    .await;
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.recv())
+            .await
+            .expect("a log line in time")
+            .expect("stderr open");
+        if line["unit.id"] == "info-unit" && line["log.level"] == "debug" {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_shaped_rsa_pkcs1_certificates_connect() {
+    use secrecy::ExposeSecret as _;
+    // The host harness makes certificates exactly like the Agent's: RSA-2048, PKCS#1 keys,
+    // CA with EKU, leaf KU digitalSignature only, serial 1658, DNS SAN = server_name.
+    let authority = ti_sidecar::host::certs::Authority::new().expect("ca");
+    let name = ti_sidecar::host::certs::new_server_name();
+    let peer = authority.issue(&name).expect("leaf");
+    assert!(
+        peer.key_pem
+            .expose_secret()
+            .contains("BEGIN RSA PRIVATE KEY")
+    );
+    let pki = Pki {
+        ca_pem: authority.cert_pem().to_owned(),
+        leaf_pem: peer.cert_pem.clone(),
+        leaf_key: peer.key_pem.expose_secret().to_owned(),
+    };
+    let mut fake = FakeAgent::start_on(None, name, pki).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let first = fake.next_observed().await;
+    assert_eq!(first.token, TOKEN);
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
 }

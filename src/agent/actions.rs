@@ -194,7 +194,11 @@ impl ActionsLoop {
         loop {
             match inbound.message().await {
                 Ok(Some(request)) => {
-                    tracing::info!(action.id = %request.id, action.type = request.r#type, unit.id = %request.unit_id, "action received");
+                    if request.unit_id.is_empty() {
+                        tracing::info!(action.id = %request.id, action.type = request.r#type, "action received");
+                    } else {
+                        tracing::info!(action.id = %request.id, action.type = request.r#type, unit.id = %request.unit_id, "action received");
+                    }
                     let units = self.units.clone();
                     let token = self.token.clone();
                     let tx = tx.clone();

@@ -68,6 +68,23 @@ pub struct AgentOptions {
     pub reconnect: Reconnect,
     /// Per-unit log levels (shared with the log filter).
     pub levels: UnitLevels,
+    /// Override of the HTTP retry schedule of every stream (tests use short delays).
+    pub retry: Option<crate::http::RetryPolicy>,
+    /// Override of the poll loop's first retry delay (tests use short delays).
+    pub poll_retry_delay: Option<Duration>,
+}
+
+impl AgentOptions {
+    /// The production settings for `path_data`.
+    pub fn new(path_data: std::path::PathBuf, levels: UnitLevels) -> Self {
+        Self {
+            path_data,
+            reconnect: Reconnect::default(),
+            levels,
+            retry: None,
+            poll_retry_delay: None,
+        }
+    }
 }
 
 /// Runs the component until `shutdown` (SIGTERM: every unit stops and commits, then `Ok`), or
@@ -86,8 +103,8 @@ pub async fn run(
     let run_options = RunOptions {
         state_dir: options.path_data.clone(),
         once: false,
-        retry: None,
-        poll_retry_delay: None,
+        retry: options.retry,
+        poll_retry_delay: options.poll_retry_delay,
     };
     let units = units::UnitManager::new(state, run_options, options.levels.clone());
     let channel = connection::channel_lazy(&info)?;
@@ -114,13 +131,14 @@ pub async fn run(
     let mut checkin_task = tokio::spawn(checkin.run(streams_stop.clone()));
     let mut actions_task = tokio::spawn(actions.run(streams_stop.clone()));
 
-    let outcome = tokio::select! {
+    // Which stream task already finished (a JoinHandle must not be polled twice).
+    let (outcome, checkin_done, actions_done) = tokio::select! {
         () = shutdown.cancelled() => {
             tracing::info!("shutdown requested: stopping every unit");
-            Ok(())
+            (Ok(()), false, false)
         }
-        r = &mut checkin_task => flatten(r),
-        r = &mut actions_task => flatten(r),
+        r = &mut checkin_task => (flatten(r), true, false),
+        r = &mut actions_task => (flatten(r), false, true),
     };
     // Units stop (batch in flight finished, cursor committed) while the streams still report
     // STOPPING; then the streams close.
@@ -128,8 +146,12 @@ pub async fn run(
         tracing::warn!("some streams did not stop within {STOP_GRACE:?}");
     }
     streams_stop.cancel();
-    let _ = checkin_task.await;
-    let _ = actions_task.await;
+    if !checkin_done {
+        let _ = checkin_task.await;
+    }
+    if !actions_done {
+        let _ = actions_task.await;
+    }
     if let Err(e) = &outcome {
         tracing::error!("{e}");
     }

@@ -866,6 +866,69 @@ mod tests {
         assert!(m.observed().units.is_empty());
     }
 
+    async fn wait_state(m: &UnitManager, id: &str, state: State, text: &str) -> UnitObserved {
+        loop {
+            if let Some(u) = m.observed().units.into_iter().find(|u| u.id == id) {
+                if u.state() == state && u.message.contains(text) {
+                    return u;
+                }
+            }
+            m.changed().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_goes_through_stopping_and_reconfigure_restarts_only_that_unit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let m = manager(dir.path());
+        let source = |url: &str| {
+            json!({"id": "tc", "type": "ti_threatconnect", "streams": [{
+                "id": "s", "access_id": "1", "secret_key": "k", "url": url}]})
+        };
+        let Value::Object(out) = json!({"type": "ndjson", "path": dir.path().join("e.ndjson")})
+        else {
+            unreachable!()
+        };
+        let output = UnitExpected {
+            id: "out".into(),
+            r#type: UnitType::Output as i32,
+            state: State::Healthy as i32,
+            config_state_idx: 1,
+            config: Some(UnitExpectedConfig {
+                source: Some(json_to_struct(&out)),
+                ..Default::default()
+            }),
+            log_level: 2,
+        };
+        m.apply(CheckinExpected {
+            units: vec![input_unit(1, source("http://127.0.0.1:9")), output.clone()],
+            ..Default::default()
+        });
+        // Running: CONFIGURING until the first page (the vendor is unreachable here).
+        wait_state(&m, "in-1", State::Configuring, "first poll").await;
+
+        // Reconfigure: new idx acknowledged at once.
+        m.apply(CheckinExpected {
+            units: vec![input_unit(2, source("http://127.0.0.1:10")), output.clone()],
+            ..Default::default()
+        });
+        assert_eq!(m.observed().units[0].config_state_idx, 2);
+        wait_state(&m, "in-1", State::Configuring, "first poll").await;
+
+        // Stop: STOPPING right away (the loops drain in the background), then STOPPED.
+        let mut stop = input_unit(2, json!({}));
+        stop.config = None;
+        stop.state = State::Stopped as i32;
+        m.apply(CheckinExpected {
+            units: vec![stop, output],
+            ..Default::default()
+        });
+        assert_eq!(m.observed().units[0].state(), State::Stopping);
+        let stopped = wait_state(&m, "in-1", State::Stopped, "").await;
+        assert_eq!(stopped.config_state_idx, 2);
+        assert!(m.shutdown(Duration::from_secs(5)).await);
+    }
+
     #[tokio::test]
     async fn second_output_and_unknown_output_type_fail() {
         let dir = tempfile::tempdir().expect("dir");
