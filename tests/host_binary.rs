@@ -1,7 +1,8 @@
 //! `ti-sidecar host` end to end: the real binary hosts the real `ti-sidecar agent` against the
 //! ThreatConnect simulator. Events arrive over OTLP in the host's NDJSON file with their
-//! `_id`, units report HEALTHY, diagnostics come back over the Actions stream, editing the
-//! policy pushes a new configuration, and SIGTERM stops everything.
+//! `_id`, units report HEALTHY, diagnostics come back over the Actions stream, a killed
+//! component is restarted, editing the policy pushes a new configuration, and SIGTERM stops
+//! everything.
 
 mod common;
 
@@ -119,6 +120,26 @@ async fn host_runs_the_sidecar_and_collects_its_events() {
     assert!(
         std::fs::read_dir(&diag).expect("diagnostics dir").count() > 0,
         "diagnostics files saved"
+    );
+
+    // The component dies: the host restarts it (after --restart-delay), which resumes from its
+    // committed cursor: no indicator is missing afterwards.
+    let pid = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("component started: pid "))
+        .expect("pid line")
+        .to_owned();
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    wait_line(
+        &lines,
+        &format!("component pid {pid} exited unexpectedly"),
+        &mut seen,
+    );
+    wait_line(&lines, "component started: pid", &mut seen);
+    wait_line(
+        &lines,
+        "unit ti-sidecar-default-tc INPUT HEALTHY",
+        &mut seen,
     );
 
     // Editing the policy pushes it; the unit takes the new configuration.
