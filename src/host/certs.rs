@@ -15,7 +15,7 @@ use rcgen::{
 };
 use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::pkcs8::EncodePrivateKey as _;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// The serial number every Agent leaf certificate carries.
 pub const LEAF_SERIAL: u64 = 1658;
@@ -29,6 +29,9 @@ pub enum CertError {
     /// rcgen refused the parameters or the key.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
+    /// rustls refused a certificate or key.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
 }
 
 /// The per-run certificate authority.
@@ -155,6 +158,54 @@ impl Authority {
             key_pem,
         })
     }
+}
+
+/// The server's TLS configuration, as the Agent's (agent-protocol.md §3.2): TLS 1.2+, client
+/// certificates required and verified against the CA, and the server certificate chosen by the
+/// ClientHello's SNI among `peers` (each component's own pair). A handshake without a matching
+/// SNI fails, as with the Agent ("no supported TLS certificate").
+pub fn server_tls_config(
+    authority: &Authority,
+    peers: &[&PeerCert],
+) -> Result<rustls::ServerConfig, CertError> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let tls = |e: rustls::Error| CertError::Tls(e.to_string());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(authority.cert_pem().as_bytes()) {
+        roots
+            .add(ca.map_err(|e| CertError::Tls(e.to_string()))?)
+            .map_err(tls)?;
+    }
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| CertError::Tls(e.to_string()))?;
+    let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
+    for peer in peers {
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(peer.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CertError::Tls(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(peer.key_pem.expose_secret().as_bytes())
+            .map_err(|e| CertError::Tls(e.to_string()))?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(tls)?;
+        resolver
+            .add(
+                &peer.server_name,
+                rustls::sign::CertifiedKey::new(chain, signer),
+            )
+            .map_err(tls)?;
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls)?
+        .with_client_cert_verifier(client_verifier)
+        .with_cert_resolver(std::sync::Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 #[cfg(test)]

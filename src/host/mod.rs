@@ -23,7 +23,7 @@ use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::proto::elastic_agent_server::ElasticAgentServer;
 use crate::proto::{
@@ -118,7 +118,48 @@ async fn start_receiver(
     Ok(addr)
 }
 
-/// Serves `proto.ElasticAgent` over mTLS on 127.0.0.1; returns its address.
+/// Accepts TCP connections on `listener` and completes their TLS handshakes with `config`;
+/// streams the established connections (failed handshakes are logged and dropped).
+pub fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    config: rustls::ServerConfig,
+    shutdown: CancellationToken,
+) -> impl tokio_stream::Stream<
+    Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Serves `proto.ElasticAgent` over mTLS on 127.0.0.1 (certificate chosen by SNI, as the
+/// Agent does); returns its address.
 async fn start_control(
     control: ControlPlane,
     authority: &certs::Authority,
@@ -131,12 +172,7 @@ async fn start_control(
     let addr = listener
         .local_addr()
         .map_err(io("control server address"))?;
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            &peer.cert_pem,
-            peer.key_pem.expose_secret(),
-        ))
-        .client_ca_root(Certificate::from_pem(authority.cert_pem()));
+    let tls = certs::server_tls_config(authority, &[peer])?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<ElasticAgentServer<ControlPlane>>()
@@ -144,16 +180,11 @@ async fn start_control(
     let service = ElasticAgentServer::new(control)
         .max_decoding_message_size(MAX_MESSAGE_SIZE as usize)
         .max_encoding_message_size(MAX_MESSAGE_SIZE as usize);
-    let router = Server::builder()
-        .tls_config(tls)?
-        .add_service(health)
-        .add_service(service);
+    let router = Server::builder().add_service(health).add_service(service);
+    let incoming = tls_incoming(listener, tls, shutdown.clone());
     tokio::spawn(async move {
         let served = router
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                shutdown.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await;
         if let Err(e) = served {
             tracing::error!("control server stopped: {e}");
@@ -346,6 +377,7 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
     let mut policy_mtime = modified(&options.policy);
     let mut diagnostics_done = options.diagnostics.is_none();
     let mut missed_before = 0u32;
+    let mut reported_events = 0u64;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -375,6 +407,12 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
                 HostEvent::AllHealthy => {}
             },
             _ = policy_tick.tick() => {
+                // Progress, at most once a second.
+                let received = events.received();
+                if received != reported_events {
+                    reported_events = received;
+                    say(&format!("events received: {received}"));
+                }
                 let now = modified(&options.policy);
                 if now != policy_mtime {
                     policy_mtime = now;
@@ -413,6 +451,10 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
         Ok(result) => result?,
         Err(e) => tracing::error!("supervisor ended abnormally: {e}"),
     }
-    say(&format!("events received: {}", events.received()));
+    let (checkins, replies) = control.checkin_counts();
+    say(&format!(
+        "events received: {}; check-ins: {checkins}, expected messages sent in answer: {replies}",
+        events.received()
+    ));
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! From a policy file (the `run --config` schema, DESIGN §3) to the units the host expects its
 //! component to run (agent-protocol.md §10.4): one INPUT unit per enabled policy input, one
-//! OUTPUT unit. The file is validated with the same code as `run --config`; the unit configs
+//! OUTPUT unit. The file is validated with the same code as `run --config` (after dropping
+//! disabled inputs and the Agent-only keys `enabled`, `log_level`); the unit configs
 //! carry the original (variable-expanded) blocks as `config.source`, as the Agent sends them.
 //!
 //! The real Agent makes one component per (input type, output); the harness runs one process
@@ -64,8 +65,23 @@ pub fn from_str(
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    let validated = config::from_value(&expanded)?;
+    let validated = config::from_value(&for_validation(&expanded))?;
     Ok(units(&expanded, &validated, otlp_endpoint))
+}
+
+/// The tree `run --config` would see: disabled inputs dropped, and the keys the Agent itself
+/// consumes (`enabled`, `log_level`, `_runtime_experimental`) removed.
+fn for_validation(tree: &Value) -> Value {
+    let mut tree = tree.clone();
+    if let Some(inputs) = tree.get_mut("inputs").and_then(Value::as_array_mut) {
+        inputs.retain(|i| i.get("enabled") != Some(&Value::Bool(false)));
+        for input in inputs.iter_mut().filter_map(Value::as_object_mut) {
+            for key in ["enabled", "log_level", "_runtime_experimental"] {
+                input.remove(key);
+            }
+        }
+    }
+    tree
 }
 
 fn units(tree: &Value, validated: &config::Config, otlp_endpoint: &str) -> Policy {

@@ -335,6 +335,8 @@ struct Inner {
     actions_up: watch::Sender<bool>,
     pending: Mutex<HashMap<String, oneshot::Sender<ActionResponse>>>,
     last_checkin: Mutex<tokio::time::Instant>,
+    checkins: std::sync::atomic::AtomicU64,
+    replies: std::sync::atomic::AtomicU64,
     events: mpsc::UnboundedSender<HostEvent>,
 }
 
@@ -368,6 +370,8 @@ impl ControlPlane {
                 actions_up: watch::channel(false).0,
                 pending: Mutex::new(HashMap::new()),
                 last_checkin: Mutex::new(tokio::time::Instant::now()),
+                checkins: std::sync::atomic::AtomicU64::new(0),
+                replies: std::sync::atomic::AtomicU64::new(0),
                 events,
             }),
         }
@@ -382,6 +386,15 @@ impl ControlPlane {
     /// Time of the last `CheckinObserved`.
     pub fn last_checkin(&self) -> tokio::time::Instant {
         *lock(&self.inner.last_checkin)
+    }
+
+    /// Check-ins received and expected messages sent in answer, since start.
+    pub fn checkin_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.checkins.load(Relaxed),
+            self.inner.replies.load(Relaxed),
+        )
     }
 
     /// Pushes a new policy on the open CheckinV2 stream (if anything changed).
@@ -428,7 +441,9 @@ impl ControlPlane {
     }
 
     fn observe(&self, msg: &CheckinObserved) -> Option<CheckinExpected> {
+        use std::sync::atomic::Ordering::Relaxed;
         *lock(&self.inner.last_checkin) = tokio::time::Instant::now();
+        self.inner.checkins.fetch_add(1, Relaxed);
         let (obs, healthy) = {
             let mut r = lock(&self.inner.reconciler);
             let obs = r.observe(msg);
@@ -443,6 +458,9 @@ impl ControlPlane {
         }
         if had_changes && healthy {
             let _ = self.inner.events.send(HostEvent::AllHealthy);
+        }
+        if obs.reply.is_some() {
+            self.inner.replies.fetch_add(1, Relaxed);
         }
         obs.reply
     }
