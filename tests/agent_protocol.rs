@@ -231,6 +231,16 @@ impl FakeAgent {
         id: &str,
         mut pred: impl FnMut(&UnitObserved) -> bool,
     ) -> (UnitObserved, Vec<i32>) {
+        let (unit, states, _) = self.wait_unit_msg(id, pred).await;
+        (unit, states)
+    }
+
+    /// [`Self::wait_unit`], also returning the whole check-in.
+    async fn wait_unit_msg(
+        &mut self,
+        id: &str,
+        mut pred: impl FnMut(&UnitObserved) -> bool,
+    ) -> (UnitObserved, Vec<i32>, CheckinObserved) {
         let mut states = Vec::new();
         loop {
             let msg = self.next_observed().await;
@@ -240,7 +250,7 @@ impl FakeAgent {
                     states.push(u.state);
                 }
                 if pred(u) {
-                    return (u.clone(), states);
+                    return (u.clone(), states, msg.clone());
                 }
             }
         }
@@ -414,8 +424,8 @@ async fn first_observed_carries_version_info_and_supports_then_units_run() {
         ..Default::default()
     })
     .await;
-    let (healthy, states) = fake
-        .wait_unit(INPUT, |u| u.state == State::Healthy as i32)
+    let (healthy, states, later) = fake
+        .wait_unit_msg(INPUT, |u| u.state == State::Healthy as i32)
         .await;
     assert_eq!(healthy.config_state_idx, 1, "config idx echoed");
     assert!(
@@ -427,7 +437,6 @@ async fn first_observed_carries_version_info_and_supports_then_units_run() {
     assert!(!payload.contains(SECRET), "{payload}");
 
     // Later check-ins echo features/component idx and omit version_info.
-    let later = fake.next_observed().await;
     assert!(later.version_info.is_none());
     assert_eq!((later.features_idx, later.component_idx), (2, 2));
 
@@ -1038,6 +1047,53 @@ async fn chunked_expected_messages_are_reassembled() {
         .wait_unit(INPUT, |u| u.state == State::Failed as i32)
         .await;
     assert!(failed.message.contains("interval"), "{}", failed.message);
+    stop.cancel();
+    handle.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_expected_messages_do_not_ping_pong() {
+    let mut fake = FakeAgent::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let _ = fake.next_observed().await;
+    let bad = json!({"id": "x", "type": "ti_threatconnect", "streams": [{"id": "s", "access_id": "a", "secret_key": "k", "batch_size": -1}]});
+    fake.send_expected(CheckinExpected {
+        units: vec![unit(INPUT, UnitType::Input, 1, Some(bad))],
+        ..Default::default()
+    })
+    .await;
+    fake.wait_unit(INPUT, |u| u.state == State::Failed as i32)
+        .await;
+    // The unit stays FAILED (unsettled): a real Agent answers every check-in. Same state again
+    // and again must not be answered each time.
+    let mut same = unit(INPUT, UnitType::Input, 1, None);
+    same.config = None;
+    for _ in 0..20 {
+        fake.send_expected(CheckinExpected {
+            units: vec![same.clone()],
+            ..Default::default()
+        })
+        .await;
+    }
+    // A real change (a new unit) is answered; count the check-ins until then.
+    fake.send_expected(CheckinExpected {
+        units: vec![same, unit("another", UnitType::Input, 1, None)],
+        ..Default::default()
+    })
+    .await;
+    let mut count = 0;
+    loop {
+        let msg = fake.next_observed().await;
+        count += 1;
+        if msg.units.iter().any(|u| u.id == "another") {
+            break;
+        }
+    }
+    assert!(
+        count <= 3,
+        "{count} check-ins in answer to 20 unchanged expected messages"
+    );
     stop.cancel();
     handle.await.expect("join").expect("clean stop");
 }

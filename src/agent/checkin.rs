@@ -249,7 +249,10 @@ impl CheckinLoop {
                         if let Some(complete) = assembler.push(expected) {
                             tracing::debug!(units = complete.units.len() as u64, "expected state received");
                             self.units.apply(complete);
-                            send_now = true;
+                            // Answer only when the report changed (an idx to acknowledge, a
+                            // state): the Agent answers every check-in while any unit is not
+                            // HEALTHY, so answering every expected message would ping-pong.
+                            send_now = self.units.observed().change_key() != last_key;
                         }
                     }
                     Ok(None) => return (established, "closed by the Agent".into()),
