@@ -229,7 +229,7 @@ impl FakeAgent {
     async fn wait_unit(
         &mut self,
         id: &str,
-        mut pred: impl FnMut(&UnitObserved) -> bool,
+        pred: impl FnMut(&UnitObserved) -> bool,
     ) -> (UnitObserved, Vec<i32>) {
         let (unit, states, _) = self.wait_unit_msg(id, pred).await;
         (unit, states)
