@@ -4,13 +4,12 @@
 #![deny(rust_2018_idioms)]
 
 /// Messages of the Elastic Agent V2 component protocol, generated from `proto/`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("proto");
-}
+pub mod proto;
 
+pub mod agent;
 pub mod config;
 pub mod demo;
+pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod poll;

@@ -65,6 +65,37 @@ enum Command {
         #[command(subcommand)]
         platform: SimPlatform,
     },
+    /// A small Elastic Agent: spawns `ti-sidecar agent`, serves CheckinV2/Actions over mTLS and
+    /// an OTLP logs receiver, and writes received events as NDJSON.
+    Host {
+        /// The policy (same schema as `run --config`); editing it pushes a new policy.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Append received events here as NDJSON (default: only count them).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// The component's state directory (`-E path.data=`).
+        #[arg(long, default_value = "host-data")]
+        data_dir: PathBuf,
+        /// Request diagnostics once every unit is healthy and save the files in this directory.
+        #[arg(long)]
+        diagnostics: Option<PathBuf>,
+        /// Delay before restarting a component that exited (`command.timeouts.restart`).
+        #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+        restart_delay: std::time::Duration,
+        /// Check-in watchdog period (`command.timeouts.checkin`).
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        checkin_period: std::time::Duration,
+    },
+    /// The mode Elastic Agent launches: StartUpInfo on stdin, then CheckinV2 and Actions over
+    /// mTLS. `-E path.data=DIR` sets the state directory; other `-E` pairs and unknown flags are
+    /// ignored.
+    #[command(disable_help_flag = true)]
+    Agent {
+        /// `-E key=value` pairs (and anything else the Agent passes).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Run the whole pipeline against the simulator and write `demo-events.ndjson`.
     Demo {
         /// Indicators the simulator serves.
@@ -92,6 +123,9 @@ enum SimPlatform {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Agent { args } = &cli.command {
+        return agent(args, &cli.log_level);
+    }
     ti_sidecar::telemetry::init(&cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,8 +146,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ti-sidecar agent`: reads StartUpInfo from stdin (to EOF), then runs the component until
+/// SIGTERM (exit 0) or until the Agent's streams stay unreachable (exit 1: the Agent restarts
+/// us).
+fn agent(args: &[String], log_level: &str) -> ExitCode {
+    use tracing::level_filters::LevelFilter;
+    let default = log_level
+        .parse::<LevelFilter>()
+        .unwrap_or(LevelFilter::INFO);
+    let levels = ti_sidecar::agent::UnitLevels::new(default);
+    ti_sidecar::telemetry::init_with_filter(levels.filter());
+    let launch = ti_sidecar::agent::parse_args(args);
+    if !launch.ignored.is_empty() {
+        tracing::debug!(ignored = ?launch.ignored, "ignoring arguments");
+    }
+    let info = match ti_sidecar::agent::read_start_up_info(std::io::stdin().lock()) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = ti_sidecar::agent::AgentOptions::new(launch.path_data, levels);
+    let result = runtime.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        ti_sidecar::agent::run(info, options, shutdown).await
+    });
+    // Poll loops that ignored cancellation must not keep the process alive past the Agent's
+    // stop timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Agent { .. } => Ok(ExitCode::from(2)),
         Command::Validate { config } => Ok(validate(&config)),
         Command::Run {
             config,
@@ -153,12 +233,43 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Host {
+            policy,
+            events,
+            data_dir,
+            diagnostics,
+            restart_delay,
+            checkin_period,
+        } => {
+            let component = std::env::current_exe().context("locating this binary")?;
+            let options = ti_sidecar::host::HostOptions {
+                policy,
+                events,
+                data_dir,
+                diagnostics,
+                component,
+                restart_delay,
+                checkin_period,
+            };
+            match ti_sidecar::host::run(options, shutdown_on_signals()).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(ti_sidecar::host::HostError::Policy(problems)) => {
+                    report_problems(&problems);
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Demo { indicators, events } => {
             let summary = ti_sidecar::demo::run(indicators, &events, shutdown_on_signals()).await?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn report_problems(problems: &config::Problems) {

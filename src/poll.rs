@@ -179,6 +179,13 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 };
                 sent?;
                 self.commit(&cursor).await?;
+                // Health and diagnostics read these: a delivered page is a success.
+                self.counters
+                    .consecutive_failures
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut shown) = self.counters.cursor.lock() {
+                    *shown = Some(self.source.describe(&cursor));
+                }
                 PageDelivered {
                     stream: &self.stream.id,
                     platform: self.source.platform(),
@@ -292,7 +299,12 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 r = self.source.fetch(cursor) => r,
             };
             let error = match result {
-                Ok(page) => return Ok(Attempt::Done(page)),
+                Ok(page) => {
+                    self.counters
+                        .consecutive_failures
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(Attempt::Done(page));
+                }
                 Err(e) => e,
             };
             self.check_fatal(&error)?;

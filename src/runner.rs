@@ -2,7 +2,9 @@
 //! own poll loop, into the configured outputs, with cursors in the state directory.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,9 @@ use tracing::Instrument as _;
 use crate::config::{Config, OutputConfig, SourceConfig, StreamConfig};
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
-use crate::sink::SinkError;
 use crate::sink::ndjson::NdjsonSink;
+use crate::sink::otlp::{OtlpOptions, OtlpSink};
+use crate::sink::{AnySink, Sink, SinkError};
 use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
 use crate::source::threatq::client::ThreatQSource;
@@ -95,28 +98,25 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let state = StateStore::open(&options.state_dir)?;
-    let mut sinks: BTreeMap<String, Arc<NdjsonSink>> = BTreeMap::new();
+    let mut sinks: BTreeMap<String, Arc<AnySink>> = BTreeMap::new();
     for (name, output) in &config.outputs {
         if !config.inputs.iter().any(|i| &i.use_output == name) {
             continue;
         }
-        match output {
+        let output_error = |source| RunError::Output {
+            name: name.clone(),
+            source,
+        };
+        let sink = match output {
             OutputConfig::Ndjson { path } => {
-                let sink = NdjsonSink::open(path)
-                    .await
-                    .map_err(|source| RunError::Output {
-                        name: name.clone(),
-                        source,
-                    })?;
-                sinks.insert(name.clone(), Arc::new(sink));
+                AnySink::Ndjson(NdjsonSink::open(path).await.map_err(output_error)?)
             }
-            OutputConfig::Otlp { .. } => {
-                return Err(RunError::UnsupportedOutput {
-                    name: name.clone(),
-                    kind: "otlp",
-                });
-            }
-        }
+            OutputConfig::Otlp { endpoint, ssl } => AnySink::Otlp(
+                OtlpSink::new(endpoint, ssl.as_ref(), OtlpOptions::default())
+                    .map_err(output_error)?,
+            ),
+        };
+        sinks.insert(name.clone(), Arc::new(sink));
     }
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -137,20 +137,7 @@ pub async fn run(
                 options,
                 counters: stream_counters,
             };
-            match &stream.source {
-                SourceConfig::ThreatConnect(tc) => {
-                    let http = poller.http(tc.secret_key.expose_secret())?;
-                    let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
-                    let fut = poller.build(source, tc.interval).run(shutdown.clone());
-                    tasks.spawn(fut.instrument(span));
-                }
-                SourceConfig::ThreatQ(tq) => {
-                    let http = poller.http(tq.client_secret.expose_secret())?;
-                    let source = ThreatQSource::new(Arc::new(tq.clone()), http);
-                    let fut = poller.build(source, tq.interval).run(shutdown.clone());
-                    tasks.spawn(fut.instrument(span));
-                }
-            }
+            tasks.spawn(poller.into_loop(shutdown.clone())?.instrument(span));
         }
     }
 
@@ -209,17 +196,44 @@ pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf 
         .join(format!("{input_id}--{stream_id}.ndjson"))
 }
 
-/// What every stream's poll loop needs, whatever its platform.
-struct StreamPoller<'a> {
-    input_id: &'a str,
-    stream: &'a StreamConfig,
-    sink: Arc<NdjsonSink>,
-    state: &'a StateStore,
-    options: &'a RunOptions,
-    counters: Arc<StreamCounters>,
+/// A stream's poll loop, ready to spawn (the platform's `Poller::run`).
+pub type StreamLoop = Pin<Box<dyn Future<Output = Result<Outcome, PollError>> + Send + 'static>>;
+
+/// What every stream's poll loop needs, whatever its platform and sink. Shared by standalone
+/// mode and the agent's input units.
+pub struct StreamPoller<'a, K: Sink> {
+    /// The input (or agent unit) the stream belongs to; first half of its cursor key.
+    pub input_id: &'a str,
+    /// The validated stream.
+    pub stream: &'a StreamConfig,
+    /// Where acknowledged batches go.
+    pub sink: Arc<K>,
+    /// Cursor store.
+    pub state: &'a StateStore,
+    /// State directory, retry overrides.
+    pub options: &'a RunOptions,
+    /// Counters shared with health and diagnostics.
+    pub counters: Arc<StreamCounters>,
 }
 
-impl StreamPoller<'_> {
+impl<K: Sink> StreamPoller<'_, K> {
+    /// Builds the platform's source and HTTP client and returns the poll loop, which runs until
+    /// `shutdown` (finishing and committing the batch in flight).
+    pub fn into_loop(self, shutdown: CancellationToken) -> Result<StreamLoop, RunError> {
+        Ok(match &self.stream.source {
+            SourceConfig::ThreatConnect(tc) => {
+                let http = self.http(tc.secret_key.expose_secret())?;
+                let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
+                Box::pin(self.build(source, tc.interval).run(shutdown))
+            }
+            SourceConfig::ThreatQ(tq) => {
+                let http = self.http(tq.client_secret.expose_secret())?;
+                let source = ThreatQSource::new(Arc::new(tq.clone()), http);
+                Box::pin(self.build(source, tq.interval).run(shutdown))
+            }
+        })
+    }
+
     /// The stream's HTTP client; `secret` is masked in its request trace.
     fn http(&self, secret: &str) -> Result<HttpClient, RunError> {
         let trace = trace_path(
@@ -243,7 +257,7 @@ impl StreamPoller<'_> {
         })
     }
 
-    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, NdjsonSink> {
+    fn build<S: Source>(self, source: S, interval: Duration) -> Poller<S, K> {
         let mut schedule = Schedule::every(interval, self.options.once);
         if let Some(d) = self.options.poll_retry_delay {
             schedule.retry_delay = d;

@@ -127,6 +127,34 @@ pub fn init(default_level: &str) {
         .try_init();
 }
 
+/// Installs the JSON-lines stderr logger with a per-event filter instead of a fixed level (the
+/// agent's per-unit levels). `RUST_LOG`, when set, still wins.
+pub fn init_with_filter<F>(filter: F)
+where
+    F: tracing_subscriber::layer::Filter<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::prelude::*;
+    if let Ok(env) = EnvFilter::try_from_default_env() {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .event_format(EcsJsonFormat);
+        let _ = tracing_subscriber::registry()
+            .with(env)
+            .with(SpanFieldsLayer)
+            .with(fmt)
+            .try_init();
+        return;
+    }
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .event_format(EcsJsonFormat)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(SpanFieldsLayer)
+        .try_init();
+}
+
 /// Counters and status of one stream, shared by its poll loop, the summary, unit health and
 /// diagnostics.
 #[derive(Debug, Default)]

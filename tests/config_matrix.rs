@@ -479,7 +479,8 @@ inputs:
     assert_eq!(
         config.outputs["agent"],
         OutputConfig::Otlp {
-            endpoint: "127.0.0.1:4317".into()
+            endpoint: "127.0.0.1:4317".into(),
+            ssl: None,
         }
     );
     assert_eq!(config.inputs.len(), 2);

@@ -43,8 +43,11 @@ pub enum OutputConfig {
     },
     /// OTLP logs over gRPC.
     Otlp {
-        /// `host:port` or a URL.
+        /// `host:port` or a URL (`http://`, or `https://` for TLS).
         endpoint: String,
+        /// Optional TLS (`ssl` block): CA, client certificate and key. Its presence turns TLS on
+        /// for a bare `host:port` endpoint.
+        ssl: Option<SslConfig>,
     },
 }
 
@@ -126,6 +129,19 @@ pub struct SslConfig {
     /// Client key (file path or inline PEM). Treated as a secret: never printed.
     pub key: Option<secrecy::SecretString>,
 }
+
+impl PartialEq for SslConfig {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret as _;
+        self.certificate_authorities == other.certificate_authorities
+            && self.verification_mode == other.verification_mode
+            && self.certificate == other.certificate
+            && self.key.as_ref().map(|k| k.expose_secret().to_owned())
+                == other.key.as_ref().map(|k| k.expose_secret().to_owned())
+    }
+}
+
+impl Eq for SslConfig {}
 
 /// Elastic's `ssl.verification_mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -271,6 +287,12 @@ pub fn from_value(value: &serde_json::Value) -> Result<Config, Problems> {
 /// against any outputs. Problem paths start at the input (`streams[0].batch_size`).
 pub fn input_from_value(value: &serde_json::Value) -> Result<InputConfig, Problems> {
     policy::read_single_input(value).map_err(Problems)
+}
+
+/// Validates a single output (an Agent output unit's `config.source`: `{type, endpoint, ssl}`).
+/// Problem paths start at the output (`ssl.key`).
+pub fn output_from_value(value: &serde_json::Value) -> Result<OutputConfig, Problems> {
+    policy::read_single_output(value).map_err(Problems)
 }
 
 #[cfg(test)]

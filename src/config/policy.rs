@@ -131,6 +131,20 @@ pub fn read_single_input(value: &Value) -> Result<InputConfig, Vec<Problem>> {
     }
 }
 
+/// Validates one output block on its own (an Agent output unit's `config.source`).
+pub fn read_single_output(value: &Value) -> Result<OutputConfig, Vec<Problem>> {
+    let mut r = match FieldReader::open("", value) {
+        Ok(r) => r,
+        Err(problem) => return Err(vec![problem]),
+    };
+    let output = read_output(&mut r);
+    let problems = r.finish();
+    match output {
+        Some(output) if problems.is_empty() => Ok(output),
+        _ => Err(problems),
+    }
+}
+
 fn read_outputs(root: &mut FieldReader<'_>) -> (BTreeMap<String, OutputConfig>, BTreeSet<String>) {
     let Some(mut outputs) = root.object("outputs") else {
         let defaults = default_outputs();
@@ -174,8 +188,12 @@ fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
             })
         }
         "otlp" => {
-            let endpoint = r.required_string("endpoint")?;
-            Some(OutputConfig::Otlp { endpoint })
+            let endpoint = r.required_string("endpoint");
+            let ssl = r.ssl("ssl");
+            Some(OutputConfig::Otlp {
+                endpoint: endpoint?,
+                ssl,
+            })
         }
         other => {
             r.problem(
@@ -375,10 +393,16 @@ pub fn config_to_json(config: &Config) -> Value {
                     "type": "ndjson",
                     "path": path.to_string_lossy(),
                 }),
-                OutputConfig::Otlp { endpoint } => serde_json::json!({
-                    "type": "otlp",
-                    "endpoint": endpoint,
-                }),
+                OutputConfig::Otlp { endpoint, ssl } => {
+                    let mut v = serde_json::json!({
+                        "type": "otlp",
+                        "endpoint": endpoint,
+                    });
+                    if let Some(ssl) = ssl {
+                        v["ssl"] = super::fields::ssl_to_json(ssl);
+                    }
+                    v
+                }
             };
             (name.clone(), value)
         })

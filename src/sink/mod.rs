@@ -3,6 +3,7 @@
 //! on its side (NDJSON: written and flushed; OTLP: `Export` returned OK).
 
 pub mod ndjson;
+pub mod otlp;
 
 use std::future::Future;
 
@@ -31,10 +32,74 @@ pub enum SinkError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An OTLP `Export` call failed (after retries, for transient codes).
+    #[error("OTLP export to {endpoint} failed after {attempts} attempt(s): {code:?}: {message}")]
+    Otlp {
+        /// The receiver (without credentials).
+        endpoint: String,
+        /// The last gRPC status code.
+        code: tonic::Code,
+        /// The last status message, as the receiver sent it.
+        message: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The OTLP receiver answered OK but rejected records (`partial_success`): not an ack.
+    #[error("OTLP receiver {endpoint} rejected {rejected} of {sent} log records: {message}")]
+    OtlpRejected {
+        /// The receiver (without credentials).
+        endpoint: String,
+        /// `rejected_log_records`.
+        rejected: u64,
+        /// Records in the request.
+        sent: usize,
+        /// The receiver's `error_message`.
+        message: String,
+    },
+    /// The OTLP output settings are unusable (endpoint, `ssl`).
+    #[error("OTLP output {endpoint}: {message}")]
+    OtlpConfig {
+        /// The endpoint as configured (without credentials).
+        endpoint: String,
+        /// What is wrong (never a key's content).
+        message: String,
+    },
 }
 
 /// A destination for batches, shared by every stream of a process.
 pub trait Sink: Send + Sync + 'static {
     /// Delivers `batch`; `Ok` means it is acknowledged.
     fn send(&self, batch: &Batch<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// Any of the sinks, so one process can write to outputs of different types.
+pub enum AnySink {
+    /// NDJSON to a file or stdout.
+    Ndjson(ndjson::NdjsonSink),
+    /// OTLP logs over gRPC.
+    Otlp(otlp::OtlpSink),
+}
+
+impl Sink for AnySink {
+    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        match self {
+            Self::Ndjson(s) => s.send(batch).await,
+            Self::Otlp(s) => s.send(batch).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for AnySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ndjson(s) => f
+                .debug_tuple("Ndjson")
+                .field(
+                    &s.path()
+                        .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string()),
+                )
+                .finish(),
+            Self::Otlp(s) => f.debug_tuple("Otlp").field(s).finish(),
+        }
+    }
 }

@@ -1,0 +1,170 @@
+//! Unit health as a state machine (DESIGN §5, spec §8.3): what a running input unit reports,
+//! derived from its streams' [`StreamStatus`].
+//!
+//! CONFIGURING until every stream has delivered its first page, then HEALTHY; DEGRADED only on sustained trouble (≥ [`DEGRADED_AFTER`]
+//! consecutive failed attempts of a stream, which covers rate limiting and a sink that does not
+//! acknowledge) with a message naming the stream and its last error, back to HEALTHY on the next
+//! success; FAILED when a stream stopped for good (credentials rejected, bad request, state
+//! store). The payload carries per-stream cursor, counters and last error, never a secret: the
+//! errors are already secret-free (the HTTP client masks them).
+
+use serde_json::{Map, Value, json};
+
+use crate::proto::State;
+use crate::telemetry::StreamStatus;
+
+/// Consecutive failed attempts of one stream before its unit turns DEGRADED.
+pub const DEGRADED_AFTER: u64 = 3;
+
+/// A unit's reported health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// The observed state.
+    pub state: State,
+    /// Short human message (shown in Fleet).
+    pub message: String,
+    /// `{"streams": {id: {...}}}`.
+    pub payload: Map<String, Value>,
+}
+
+fn stream_state(status: &StreamStatus) -> State {
+    if status.fatal.is_some() {
+        State::Failed
+    } else if status.consecutive_failures >= DEGRADED_AFTER {
+        State::Degraded
+    } else {
+        State::Healthy
+    }
+}
+
+/// Health of a running input unit from its streams (in config order).
+pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
+    let mut per_stream = Map::new();
+    let mut failed = Vec::new();
+    let mut degraded = Vec::new();
+    for (id, status) in streams {
+        let state = stream_state(status);
+        match state {
+            State::Failed => failed.push(format!(
+                "stream {id}: {}",
+                status.fatal.as_deref().unwrap_or("stopped")
+            )),
+            State::Degraded => degraded.push(format!(
+                "stream {id}: {} consecutive failures, last: {}",
+                status.consecutive_failures,
+                status.last_error.as_deref().unwrap_or("unknown error")
+            )),
+            _ => {}
+        }
+        per_stream.insert(
+            id.clone(),
+            json!({
+                "status": state.as_str_name(),
+                "error": status.fatal.clone().or_else(|| status.last_error.clone()).unwrap_or_default(),
+                "cursor": status.cursor,
+                "consecutive_failures": status.consecutive_failures,
+                "indicators": status.counters.indicators,
+                "pages": status.counters.pages,
+                "errors": status.counters.errors,
+                "error_documents": status.counters.error_documents,
+                "duplicates_dropped": status.counters.duplicates_dropped,
+            }),
+        );
+    }
+    let first_poll: Vec<&str> = streams
+        .iter()
+        .filter(|(_, s)| s.counters.pages == 0)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let (state, message) = if !failed.is_empty() {
+        (State::Failed, failed.join("; "))
+    } else if !degraded.is_empty() {
+        (State::Degraded, degraded.join("; "))
+    } else if !first_poll.is_empty() {
+        (
+            State::Configuring,
+            format!(
+                "Configuring: first poll in progress ({})",
+                first_poll.join(", ")
+            ),
+        )
+    } else {
+        (
+            State::Healthy,
+            format!("Healthy: polling {} stream(s)", streams.len()),
+        )
+    };
+    let mut payload = Map::new();
+    payload.insert("streams".into(), Value::Object(per_stream));
+    Health {
+        state,
+        message,
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(failures: u64, fatal: Option<&str>) -> StreamStatus {
+        StreamStatus {
+            counters: crate::telemetry::CounterSnapshot {
+                pages: 1,
+                ..Default::default()
+            },
+            consecutive_failures: failures,
+            last_error: (failures > 0).then(|| "fetch: HTTP 429 Too Many Requests".to_owned()),
+            fatal: fatal.map(str::to_owned),
+            cursor: Some("2026-01-01T00:00:00Z".into()),
+        }
+    }
+
+    #[test]
+    fn configuring_until_first_page() {
+        let mut fresh = status(0, None);
+        fresh.counters.pages = 0;
+        let h = derive(&[("s1".into(), status(0, None)), ("s2".into(), fresh)]);
+        assert_eq!(h.state, State::Configuring);
+        assert!(h.message.contains("s2"), "{}", h.message);
+    }
+
+    #[test]
+    fn healthy_degraded_recovered_failed() {
+        let h = derive(&[
+            ("s1".into(), status(0, None)),
+            ("s2".into(), status(2, None)),
+        ]);
+        assert_eq!(
+            h.state,
+            State::Healthy,
+            "two failures are not sustained yet"
+        );
+        assert_eq!(h.payload["streams"]["s1"]["cursor"], "2026-01-01T00:00:00Z");
+
+        let h = derive(&[
+            ("s1".into(), status(0, None)),
+            ("s2".into(), status(3, None)),
+        ]);
+        assert_eq!(h.state, State::Degraded);
+        assert!(
+            h.message.contains("s2") && h.message.contains("429"),
+            "{}",
+            h.message
+        );
+        assert_eq!(h.payload["streams"]["s2"]["status"], "DEGRADED");
+
+        let h = derive(&[("s2".into(), status(0, None))]);
+        assert_eq!(h.state, State::Healthy, "back to HEALTHY after a success");
+
+        let h = derive(&[
+            ("s1".into(), status(5, None)),
+            (
+                "s2".into(),
+                status(1, Some("credentials rejected (HTTP 401)")),
+            ),
+        ]);
+        assert_eq!(h.state, State::Failed);
+        assert!(h.message.contains("401"), "{}", h.message);
+    }
+}

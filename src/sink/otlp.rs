@@ -1,0 +1,566 @@
+//! The Agent-mode sink: ECS documents as OTLP logs over gRPC (DESIGN §6).
+//!
+//! Each document becomes one `LogRecord` whose `body` is the document as a kvlist, in the shape
+//! Elastic's Beat receivers hand to the collector embedded in Elastic Agent: the scope attribute
+//! `elastic.mapping.mode = bodymap` makes the `elasticsearch` exporter store the body verbatim,
+//! and `elasticsearch.document_id` carries the pipeline's `_id`.
+//!
+//! A batch is acknowledged (DESIGN §4) only when every `Export` call for it returned OK with no
+//! rejected records. Transient gRPC failures are retried here with jittered backoff for a
+//! bounded time; after that the error goes back to the poll loop, whose own retry and health
+//! logic then sees the outage.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use rand::Rng as _;
+use secrecy::ExposeSecret as _;
+use serde_json::Value;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::{Batch, Sink, SinkError};
+use crate::config::{SslConfig, VerificationMode};
+use crate::ingest::EcsEvent;
+
+/// Size and pacing of an [`OtlpSink`].
+#[derive(Debug, Clone, Copy)]
+pub struct OtlpOptions {
+    /// At most this many log records per `Export` call.
+    pub max_records: usize,
+    /// At most about this many encoded bytes per `Export` call (a single larger record is
+    /// still sent alone). Below the 4 MiB default receive limit of most gRPC servers.
+    pub max_bytes: usize,
+    /// Timeout of one `Export` call.
+    pub request_timeout: Duration,
+    /// First delay between retries of a transient failure.
+    pub retry_initial: Duration,
+    /// Cap of the delay between retries.
+    pub retry_max: Duration,
+    /// After this long without success, `send` returns the last error.
+    pub give_up_after: Duration,
+}
+
+impl Default for OtlpOptions {
+    fn default() -> Self {
+        Self {
+            max_records: 2000,
+            max_bytes: 3 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            retry_initial: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP/2 stream window: the 64 KiB default caps throughput severalfold.
+const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+/// The HTTP/2 connection window.
+const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// OTLP/gRPC logs to a collector or to the host's receiver.
+pub struct OtlpSink {
+    client: LogsServiceClient<Channel>,
+    endpoint: String,
+    options: OtlpOptions,
+    rejected_records: AtomicU64,
+}
+
+impl std::fmt::Debug for OtlpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpSink")
+            .field("endpoint", &self.endpoint)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtlpSink {
+    /// Prepares a client for `endpoint` (`host:port`, `http://…` or `https://…`), with TLS when
+    /// the scheme is `https` or `ssl` is given. Connects lazily: the receiver may still be down.
+    /// Must be called inside a tokio runtime.
+    pub fn new(
+        endpoint: &str,
+        ssl: Option<&SslConfig>,
+        options: OtlpOptions,
+    ) -> Result<Self, SinkError> {
+        let shown = redact_endpoint(endpoint);
+        let config_error = |message: String| SinkError::OtlpConfig {
+            endpoint: shown.clone(),
+            message,
+        };
+        let uri = endpoint_uri(endpoint, ssl.is_some()).map_err(config_error)?;
+        let mut ep = Endpoint::from_shared(uri.clone())
+            .map_err(|e| config_error(format!("invalid endpoint: {e}")))?
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(options.request_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if uri.starts_with("https://") {
+            let tls = tls_config(ssl).map_err(config_error)?;
+            ep = ep
+                .tls_config(tls)
+                .map_err(|e| config_error(format!("TLS: {e}")))?;
+        }
+        let client = LogsServiceClient::new(ep.connect_lazy())
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(usize::MAX);
+        Ok(Self {
+            client,
+            endpoint: shown,
+            options,
+            rejected_records: AtomicU64::new(0),
+        })
+    }
+
+    /// Log records the receiver reported as rejected (`partial_success`) since start.
+    pub fn rejected_records(&self) -> u64 {
+        self.rejected_records.load(Ordering::Relaxed)
+    }
+
+    /// Sends one `Export` request, retrying transient failures until `give_up_after`.
+    async fn export(&self, records: Vec<LogRecord>) -> Result<(), SinkError> {
+        let sent = records.len();
+        let request = export_request(records);
+        let started = tokio::time::Instant::now();
+        let mut delay = self.options.retry_initial;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let mut client = self.client.clone();
+            let status = match client.export(request.clone()).await {
+                Ok(response) => {
+                    let partial = response.into_inner().partial_success;
+                    let rejected = partial.as_ref().map_or(0, |p| p.rejected_log_records);
+                    if rejected <= 0 {
+                        return Ok(());
+                    }
+                    // Not retried (the OTLP spec forbids resending a partially accepted
+                    // request), but not acknowledged either: DESIGN §4 makes "OK with no
+                    // rejected records" the ack, so the cursor stays put and the poll loop
+                    // resends the batch later. Ids are deterministic, so the records that
+                    // were accepted are overwritten, not duplicated.
+                    let message = partial.map(|p| p.error_message).unwrap_or_default();
+                    let rejected = u64::try_from(rejected).unwrap_or(0);
+                    self.rejected_records.fetch_add(rejected, Ordering::Relaxed);
+                    tracing::error!(
+                        endpoint = %self.endpoint,
+                        rejected,
+                        sent,
+                        "OTLP receiver rejected log records: {message}"
+                    );
+                    return Err(SinkError::OtlpRejected {
+                        endpoint: self.endpoint.clone(),
+                        rejected,
+                        sent,
+                        message,
+                    });
+                }
+                Err(status) => status,
+            };
+            let error = SinkError::Otlp {
+                endpoint: self.endpoint.clone(),
+                code: status.code(),
+                message: status.message().to_owned(),
+                attempts,
+            };
+            if !is_retryable(status.code()) {
+                return Err(error);
+            }
+            let wait = retry_info_delay(&status).unwrap_or_else(|| jittered(delay));
+            if started.elapsed() + wait > self.options.give_up_after {
+                return Err(error);
+            }
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                code = ?status.code(),
+                retry_in_ms = wait.as_millis() as u64,
+                "OTLP export failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(self.options.retry_max);
+        }
+    }
+}
+
+impl Sink for OtlpSink {
+    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        let records: Vec<LogRecord> = batch
+            .events
+            .iter()
+            .map(|event| log_record(batch, event))
+            .collect();
+        for chunk in split(records, self.options.max_records, self.options.max_bytes) {
+            self.export(chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Codes worth retrying: the OTLP spec's retryable set, plus `RESOURCE_EXHAUSTED` (a full
+/// collector queue is transient for us; DESIGN §6).
+fn is_retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+            | tonic::Code::OutOfRange
+    )
+}
+
+/// Between half and all of `delay`, so that many streams do not retry in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<prost_types::Duration>,
+}
+
+/// The server's `RetryInfo.retry_delay`, when it sent one (capped at one minute).
+fn retry_info_delay(status: &tonic::Status) -> Option<Duration> {
+    if status.details().is_empty() {
+        return None;
+    }
+    let rpc = RpcStatus::decode(status.details()).ok()?;
+    let any = rpc
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
+    let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    let secs = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok()?;
+    Some(Duration::new(secs, nanos).min(Duration::from_secs(60)))
+}
+
+/// Splits records into requests of at most `max_records` and about `max_bytes` each.
+fn split(records: Vec<LogRecord>, max_records: usize, max_bytes: usize) -> Vec<Vec<LogRecord>> {
+    let max_records = max_records.max(1);
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0usize;
+    for record in records {
+        // Field tag and length prefix of the repeated message: a few bytes each.
+        let len = record.encoded_len() + 6;
+        if !current.is_empty() && (current.len() >= max_records || bytes + len > max_bytes) {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += len;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+fn export_request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", string("ti-sidecar")),
+                    kv("service.version", string(env!("CARGO_PKG_VERSION"))),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "ti-sidecar".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    attributes: vec![kv("elastic.mapping.mode", string("bodymap"))],
+                    ..Default::default()
+                }),
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// One document as a `LogRecord` (DESIGN §6).
+pub fn log_record(batch: &Batch<'_>, event: &EcsEvent) -> LogRecord {
+    let now = chrono::Utc::now();
+    let nanos = |t: chrono::DateTime<chrono::Utc>| {
+        t.timestamp_nanos_opt()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    let mut attributes = vec![
+        kv("data_stream.type", string("logs")),
+        kv("data_stream.dataset", string(&batch.stream.dataset)),
+        kv("data_stream.namespace", string(&batch.stream.namespace)),
+    ];
+    if let Some(id) = &event.id {
+        attributes.push(kv("elasticsearch.document_id", string(id)));
+    }
+    attributes.push(kv("elastic.input_id", string(batch.input_id)));
+    attributes.push(kv("elastic.stream_id", string(&batch.stream.id)));
+    LogRecord {
+        time_unix_nano: event.timestamp.map_or(0, nanos),
+        observed_time_unix_nano: nanos(now),
+        body: Some(AnyValue {
+            value: Some(AnyKind::KvlistValue(kvlist(&event.doc))),
+        }),
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn kv(key: &str, value: AnyValue) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn string(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(AnyKind::StringValue(s.to_owned())),
+    }
+}
+
+fn kvlist(map: &serde_json::Map<String, Value>) -> KeyValueList {
+    KeyValueList {
+        values: map.iter().map(|(k, v)| kv(k, any_value(v))).collect(),
+    }
+}
+
+/// A JSON value as an `AnyValue`: objects → kvlist, arrays → array, integers → `int_value`
+/// exactly, other numbers → `double_value`, `null` → an empty `AnyValue`.
+pub fn any_value(value: &Value) -> AnyValue {
+    let kind = match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(AnyKind::BoolValue(*b)),
+        Value::Number(n) => Some(if let Some(i) = n.as_i64() {
+            AnyKind::IntValue(i)
+        } else if let Some(u) = n.as_u64() {
+            // Above i64::MAX: a double would lose digits; the decimal string keeps them.
+            AnyKind::StringValue(u.to_string())
+        } else {
+            AnyKind::DoubleValue(n.as_f64().unwrap_or(f64::NAN))
+        }),
+        Value::String(s) => Some(AnyKind::StringValue(s.clone())),
+        Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
+            values: items.iter().map(any_value).collect(),
+        })),
+        Value::Object(map) => Some(AnyKind::KvlistValue(kvlist(map))),
+    };
+    AnyValue { value: kind }
+}
+
+/// The inverse of [`any_value`], for receivers: kvlist → object, array → array, bytes →
+/// base64 string.
+pub fn any_value_to_json(value: &AnyValue) -> Value {
+    match &value.value {
+        None => Value::Null,
+        Some(AnyKind::StringValue(s)) => Value::String(s.clone()),
+        Some(AnyKind::BoolValue(b)) => Value::Bool(*b),
+        Some(AnyKind::IntValue(i)) => Value::from(*i),
+        Some(AnyKind::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(AnyKind::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(any_value_to_json).collect())
+        }
+        Some(AnyKind::KvlistValue(l)) => Value::Object(
+            l.values
+                .iter()
+                .map(|kv| {
+                    let v = kv.value.as_ref().map_or(Value::Null, any_value_to_json);
+                    (kv.key.clone(), v)
+                })
+                .collect(),
+        ),
+        Some(AnyKind::BytesValue(b)) => {
+            use base64::Engine as _;
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(AnyKind::StringValueStrindex(i)) => Value::from(*i),
+    }
+}
+
+/// `host:port` → `http(s)://host:port`; URLs pass through. `https` when `tls` is asked for.
+fn endpoint_uri(endpoint: &str, tls: bool) -> Result<String, String> {
+    let endpoint = endpoint.trim();
+    if let Some(rest) = endpoint.strip_prefix("http://") {
+        if tls {
+            return Err("an ssl block needs an https:// (or bare host:port) endpoint".to_owned());
+        }
+        return Ok(format!("http://{rest}"));
+    }
+    if endpoint.starts_with("https://") {
+        return Ok(endpoint.to_owned());
+    }
+    if endpoint.contains("://") {
+        return Err("the endpoint scheme must be http or https".to_owned());
+    }
+    if endpoint.is_empty() {
+        return Err("the endpoint is empty".to_owned());
+    }
+    Ok(format!(
+        "{}://{endpoint}",
+        if tls { "https" } else { "http" }
+    ))
+}
+
+/// The endpoint without any `user:password@` part, for messages.
+fn redact_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => endpoint.to_owned(),
+    }
+}
+
+fn read_pem(field: &str, source: &str) -> Result<Vec<u8>, String> {
+    if source.trim_start().starts_with("-----BEGIN") {
+        return Ok(source.as_bytes().to_vec());
+    }
+    std::fs::read(source).map_err(|e| format!("ssl.{field}: cannot read {source:?}: {e}"))
+}
+
+fn tls_config(ssl: Option<&SslConfig>) -> Result<ClientTlsConfig, String> {
+    let mut tls = ClientTlsConfig::new();
+    let Some(ssl) = ssl else {
+        return Ok(tls.with_webpki_roots());
+    };
+    if ssl.verification_mode != VerificationMode::Full {
+        return Err("ssl.verification_mode: only `full` is supported for otlp".to_owned());
+    }
+    if ssl.certificate_authorities.is_empty() {
+        tls = tls.with_webpki_roots();
+    }
+    for ca in &ssl.certificate_authorities {
+        tls = tls.ca_certificate(Certificate::from_pem(read_pem(
+            "certificate_authorities",
+            ca,
+        )?));
+    }
+    match (&ssl.certificate, &ssl.key) {
+        (Some(cert), Some(key)) => {
+            let cert = read_pem("certificate", cert)?;
+            // The key's content is never put in a message; only a path could be.
+            let key = read_pem("key", key.expose_secret())?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        (None, None) => {}
+        _ => return Err("ssl.certificate and ssl.key go together".to_owned()),
+    }
+    Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_round_trips_through_any_value() {
+        let doc = json!({
+            "a": {"b": [1, 2.5, "x", true, null, {"c": 9007199254740993_i64}]},
+            "big": -9223372036854775808_i64,
+        });
+        let back = any_value_to_json(&any_value(&doc));
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn u64_above_i64_stays_exact_as_string() {
+        let v = any_value(&json!(18446744073709551615_u64));
+        assert_eq!(
+            v.value,
+            Some(AnyKind::StringValue("18446744073709551615".into()))
+        );
+    }
+
+    #[test]
+    fn endpoints_get_a_scheme() {
+        assert_eq!(
+            endpoint_uri("127.0.0.1:4317", false).as_deref(),
+            Ok("http://127.0.0.1:4317")
+        );
+        assert_eq!(endpoint_uri("h:1", true).as_deref(), Ok("https://h:1"));
+        assert!(endpoint_uri("http://h:1", true).is_err());
+        assert!(endpoint_uri("ftp://h:1", false).is_err());
+        assert_eq!(
+            redact_endpoint("https://u:pw@h:1/"),
+            "https://h:1/".to_owned()
+        );
+    }
+
+    #[test]
+    fn split_bounds_records_and_bytes() {
+        let rec = |n: usize| LogRecord {
+            body: Some(string(&"x".repeat(n))),
+            ..Default::default()
+        };
+        let chunks = split((0..5).map(|_| rec(10)).collect(), 2, usize::MAX);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        let chunks = split((0..4).map(|_| rec(100)).collect(), 100, 250);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+        // A record larger than the byte bound still goes, alone.
+        let chunks = split(vec![rec(1000), rec(1)], 100, 250);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn retry_info_is_honoured() {
+        let info = RetryInfo {
+            retry_delay: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 500,
+            }),
+        };
+        let rpc = RpcStatus {
+            code: tonic::Code::ResourceExhausted as i32,
+            message: "full".into(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        let status = tonic::Status::with_details(
+            tonic::Code::ResourceExhausted,
+            "full",
+            rpc.encode_to_vec().into(),
+        );
+        assert_eq!(retry_info_delay(&status), Some(Duration::new(2, 500)));
+        assert_eq!(retry_info_delay(&tonic::Status::unavailable("x")), None);
+    }
+}
