@@ -1,85 +1,135 @@
-//! `ti-sidecar demo`: the whole standalone pipeline against the in-process ThreatConnect and
-//! ThreatQ simulators, with no account and no configuration. It writes the events as NDJSON and
-//! prints a summary.
+//! `ti-sidecar demo`: everything wired together on loopback, the way Elastic Agent runs us.
+//!
+//! It starts the in-process ThreatConnect and ThreatQ simulators, writes a policy with one
+//! `ti_threatconnect` and one `ti_threatq` input, and runs the host harness ([`crate::host`]),
+//! which spawns `ti-sidecar agent` and collects its OTLP logs into an NDJSON file. Unit state
+//! changes and receive counts show on stdout as they happen; once every simulator indicator of
+//! both inputs has arrived (and both input units are HEALTHY), the host is stopped (the
+//! component gets SIGTERM) and a summary is returned.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config;
-use crate::runner::{self, RunOptions, Summary};
+use crate::host::{self, HostOptions, HostReport};
+use crate::proto::{State, UnitType};
 use crate::sim::threatconnect::{self as tc_sim, SimArgs};
 use crate::sim::threatq as tq_sim;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// The simulator could not start.
-    #[error("simulator: {0}")]
-    Simulator(#[from] std::io::Error),
-    /// The generated configuration was refused (a bug).
-    #[error("demo configuration: {0}")]
-    Config(#[from] config::Problems),
-    /// The pipeline failed.
+    /// A simulator could not start, or a file could not be written.
+    #[error("demo setup: {0}")]
+    Setup(#[from] std::io::Error),
+    /// The host harness failed.
     #[error(transparent)]
-    Run(#[from] runner::RunError),
+    Host(#[from] host::HostError),
+    /// The host ended before both inputs had caught up.
+    #[error("the host stopped before every indicator arrived")]
+    Incomplete,
+}
+
+/// Settings of `ti-sidecar demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Indicators each simulator serves.
+    pub indicators: usize,
+    /// The NDJSON events file (replaced).
+    pub events: PathBuf,
+    /// The `ti-sidecar` binary the host launches in agent mode (normally the running one).
+    pub component: PathBuf,
+}
+
+/// One demo input: its policy id, unit, dataset and what it delivered.
+#[derive(Debug, Clone)]
+pub struct InputSummary {
+    /// The policy input id.
+    pub input_id: String,
+    /// The dataset its documents carry.
+    pub dataset: String,
+    /// Indicators its simulator held.
+    pub served: usize,
+    /// Documents received by the host's OTLP receiver.
+    pub received: u64,
+    /// Whether its unit reported HEALTHY at the end.
+    pub healthy: bool,
+    /// From the start of the demo until the last of its indicators arrived.
+    pub elapsed: Duration,
+}
+
+impl InputSummary {
+    /// Documents per second over [`Self::elapsed`].
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.received as f64 / secs
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What the demo did.
 #[derive(Debug)]
 pub struct DemoSummary {
-    /// The run's counters.
-    pub run: Summary,
+    /// Per input, in policy order.
+    pub inputs: Vec<InputSummary>,
     /// Where the events went.
     pub events: PathBuf,
-    /// Indicators the simulator held.
-    pub served: usize,
+    /// From start until both inputs had caught up.
+    pub elapsed: Duration,
 }
 
 impl std::fmt::Display for DemoSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "ti-sidecar demo")?;
         writeln!(
             f,
-            "  simulators: ThreatConnect {n} indicators, ThreatQ {n} indicators",
-            n = self.served
+            "ti-sidecar demo (host harness + `ti-sidecar agent`, OTLP)"
         )?;
-        for (stream, c) in &self.run.per_stream {
+        let mut total = 0u64;
+        for i in &self.inputs {
+            total += i.received;
             writeln!(
                 f,
-                "  {stream}: {} documents in {} pages",
-                c.indicators, c.pages
+                "  {}: {} of {} documents received, unit {}, {:.1} s, {:.0} docs/s",
+                i.input_id,
+                i.received,
+                i.served,
+                if i.healthy { "HEALTHY" } else { "not HEALTHY" },
+                i.elapsed.as_secs_f64(),
+                i.rate()
             )?;
         }
+        let secs = self.elapsed.as_secs_f64();
         writeln!(
             f,
-            "  delivered: {} documents in {} pages ({} with error.message, {} duplicates dropped, {} retried errors)",
-            self.run.totals.indicators,
-            self.run.totals.pages,
-            self.run.totals.error_documents,
-            self.run.totals.duplicates_dropped,
-            self.run.totals.errors
-        )?;
-        writeln!(
-            f,
-            "  elapsed: {:.2} s ({:.0} indicators/s)",
-            self.run.elapsed_seconds, self.run.rate_per_second
+            "  delivered: {total} documents in {secs:.1} s ({:.0} docs/s)",
+            if secs > 0.0 { total as f64 / secs } else { 0.0 }
         )?;
         write!(f, "  events: {}", self.events.display())
     }
 }
 
-/// Starts the simulator, runs the pipeline once to completion, writes `events`.
+/// Progress of one input while the demo runs.
+struct Tracked {
+    summary: InputSummary,
+    unit_id: String,
+    caught_up: bool,
+}
+
+/// Runs the demo until both inputs have caught up (or `shutdown`).
 pub async fn run(
-    indicators: usize,
-    events: &Path,
+    options: DemoOptions,
     shutdown: CancellationToken,
 ) -> Result<DemoSummary, DemoError> {
-    let args = SimArgs {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?,
-        indicators,
+    let started = Instant::now();
+    let tc_args = SimArgs {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        indicators: options.indicators,
         seed: 1,
         access_id: "ti-sidecar-demo".to_owned(),
         secret_key: "ti-sidecar-demo-secret".to_owned(),
@@ -90,24 +140,23 @@ pub async fn run(
         same_second: 0,
         id_base: 9_007_199_254_740_993,
     };
-    let sim = tc_sim::start(args.clone()).await?;
+    let tc = tc_sim::start(tc_args.clone()).await?;
     let tq_args = tq_sim::SimArgs {
-        indicators,
+        indicators: options.indicators,
         client_secret: "ti-sidecar-demo-tq-secret".to_owned(),
         ..tq_sim::SimArgs::default()
     };
     let tq = tq_sim::start(tq_args.clone()).await?;
     let dir = tempfile::tempdir()?;
-    // A fresh file each time: the demo shows one complete run.
-    match std::fs::remove_file(events) {
+    // A fresh file each time: the demo shows one complete run (the receiver appends).
+    match std::fs::remove_file(&options.events) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    // No `outputs`: the host points the component's output unit at its own OTLP receiver.
     let yaml = format!(
-        r#"outputs:
-  default: {{ type: ndjson, path: {events:?} }}
-inputs:
+        r#"inputs:
   - id: demo-threatconnect
     type: ti_threatconnect
     streams:
@@ -117,6 +166,7 @@ inputs:
         access_id: {access_id}
         secret_key: {secret}
         batch_size: 500
+        interval: 1h
         include_attributes: true
         include_group_assoc: true
         include_indicator_assoc: true
@@ -130,31 +180,115 @@ inputs:
         client_secret: {tq_secret}
         data_collection_id: {tq_collection}
         page_size: 500
+        interval: 1h
 "#,
-        events = events.display().to_string(),
-        url = sim.base_url(),
-        access_id = args.access_id,
-        secret = args.secret_key,
+        url = tc.base_url(),
+        access_id = tc_args.access_id,
+        secret = tc_args.secret_key,
         tq_host = tq.base_url(),
         tq_client = tq_args.client_id,
         tq_secret = tq_args.client_secret,
         tq_collection = tq_args.collection,
     );
-    let config_path = dir.path().join("demo.yml");
-    std::fs::write(&config_path, yaml)?;
-    let cfg = config::load_file(&config_path)?;
-    let options = RunOptions {
-        state_dir: dir.path().join("state"),
-        once: true,
-        retry: None,
-        poll_retry_delay: None,
+    let policy = dir.path().join("policy.yml");
+    std::fs::write(&policy, yaml)?;
+    let host_options = HostOptions {
+        policy,
+        events: Some(options.events.clone()),
+        data_dir: dir.path().join("data"),
+        diagnostics: None,
+        component: options.component.clone(),
+        restart_delay: Duration::from_secs(1),
+        checkin_period: Duration::from_secs(30),
     };
-    let run = runner::run(&cfg, &options, shutdown).await;
-    sim.shutdown().await;
-    tq.shutdown().await;
-    Ok(DemoSummary {
-        run: run?,
-        events: events.to_owned(),
-        served: indicators,
+
+    let mut inputs: Vec<Tracked> = [
+        ("demo-threatconnect", "ti_threatconnect.indicator"),
+        ("demo-threatq", "ti_threatq.threat"),
+    ]
+    .into_iter()
+    .map(|(input_id, dataset)| Tracked {
+        unit_id: format!("ti-sidecar-default-{input_id}"),
+        caught_up: false,
+        summary: InputSummary {
+            input_id: input_id.to_owned(),
+            dataset: dataset.to_owned(),
+            served: options.indicators,
+            received: 0,
+            healthy: false,
+            elapsed: Duration::ZERO,
+        },
     })
+    .collect();
+
+    let stop_host = shutdown.child_token();
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let mut host_task = tokio::spawn(host::run_reporting(
+        host_options,
+        stop_host.clone(),
+        Some(reports_tx),
+    ));
+    let mut host_result = None;
+    let mut done = false;
+    while !done {
+        tokio::select! {
+            r = &mut host_task => {
+                host_result = Some(r);
+                break;
+            }
+            report = reports.recv() => match report {
+                Some(HostReport::Unit(change)) if change.unit_type == UnitType::Input => {
+                    if let Some(t) = inputs.iter_mut().find(|t| t.unit_id == change.id) {
+                        t.summary.healthy = change.state == State::Healthy;
+                    }
+                }
+                Some(HostReport::Unit(_)) => {}
+                Some(HostReport::Received(per_dataset)) => {
+                    progress(&mut inputs, &per_dataset, started);
+                }
+                None => {}
+            },
+        }
+        done = inputs.iter().all(|t| t.caught_up && t.summary.healthy);
+    }
+    let elapsed = started.elapsed();
+    // The SIGTERM path: the host asks the component to stop and waits for it.
+    stop_host.cancel();
+    let host_result = match host_result {
+        Some(r) => r,
+        None => host_task.await,
+    };
+    tc.shutdown().await;
+    tq.shutdown().await;
+    match host_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!("host task ended abnormally: {e}");
+            return Err(DemoError::Incomplete);
+        }
+    }
+    if !done {
+        return Err(DemoError::Incomplete);
+    }
+    Ok(DemoSummary {
+        inputs: inputs.into_iter().map(|t| t.summary).collect(),
+        events: options.events,
+        elapsed,
+    })
+}
+
+/// Updates the per-input counts and prints one progress line.
+fn progress(inputs: &mut [Tracked], per_dataset: &BTreeMap<String, u64>, started: Instant) {
+    let mut parts = Vec::new();
+    for t in inputs.iter_mut() {
+        let n = per_dataset.get(&t.summary.dataset).copied().unwrap_or(0);
+        t.summary.received = n;
+        if !t.caught_up && n >= t.summary.served as u64 {
+            t.caught_up = true;
+            t.summary.elapsed = started.elapsed();
+        }
+        parts.push(format!("{} {n}/{}", t.summary.input_id, t.summary.served));
+    }
+    println!("progress: {}", parts.join(", "));
 }

@@ -96,9 +96,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
-    /// Run the whole pipeline against the simulator and write `demo-events.ndjson`.
+    /// Both simulators, the host harness and `ti-sidecar agent` on loopback: shows unit states
+    /// and progress, writes `demo-events.ndjson` and prints a summary once both have caught up.
     Demo {
-        /// Indicators the simulator serves.
+        /// Indicators each simulator serves.
         #[arg(long, default_value_t = 5000)]
         indicators: usize,
         /// Where to write the events.
@@ -261,7 +262,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo { indicators, events } => {
-            let summary = ti_sidecar::demo::run(indicators, &events, shutdown_on_signals()).await?;
+            // The host launches this very binary in agent mode, as Elastic Agent would.
+            let component = std::env::current_exe().context("locating this binary")?;
+            let options = ti_sidecar::demo::DemoOptions {
+                indicators,
+                events,
+                component,
+            };
+            let summary = ti_sidecar::demo::run(options, shutdown_on_signals()).await?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod receiver;
 pub mod server;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,6 +30,7 @@ use crate::proto::elastic_agent_server::ElasticAgentServer;
 use crate::proto::{
     AgentInfo, AgentManagedMode, ConnInfoServices, ConnectionSupports, StartUpInfo,
 };
+pub use server::UnitChange;
 use server::{ControlPlane, HostEvent};
 
 /// The Agent's default gRPC message limit (100 MiB).
@@ -78,6 +80,16 @@ pub struct HostOptions {
     pub restart_delay: Duration,
     /// The check-in watchdog period (`command.timeouts.checkin`).
     pub checkin_period: Duration,
+}
+
+/// What a running host tells an embedder (the demo) besides its console lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostReport {
+    /// A unit's reported state or message changed.
+    Unit(UnitChange),
+    /// Records received so far per `data_stream.dataset`; sent when the count changed, at most
+    /// once a second.
+    Received(BTreeMap<String, u64>),
 }
 
 /// Prints one console line (unit states and host notices go to stdout).
@@ -338,6 +350,21 @@ fn save_diagnostics(
 
 /// Runs the host until `shutdown`.
 pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<(), HostError> {
+    run_reporting(options, shutdown, None).await
+}
+
+/// [`run`], also sending unit changes and per-dataset receive counts to `reports` (closing the
+/// receiving side is harmless).
+pub async fn run_reporting(
+    options: HostOptions,
+    shutdown: CancellationToken,
+    reports: Option<mpsc::UnboundedSender<HostReport>>,
+) -> Result<(), HostError> {
+    let report = |r: HostReport| {
+        if let Some(tx) = &reports {
+            let _ = tx.send(r);
+        }
+    };
     let events = receiver::EventsReceiver::open(options.events.as_deref())
         .await
         .map_err(io("opening the events file"))?;
@@ -382,7 +409,10 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(event) = events_rx.recv() => match event {
-                HostEvent::Unit(change) => say(&change.to_string()),
+                HostEvent::Unit(change) => {
+                    say(&change.to_string());
+                    report(HostReport::Unit(change));
+                }
                 HostEvent::Problem(p) => say(&p),
                 HostEvent::AllHealthy if !diagnostics_done => {
                     diagnostics_done = true;
@@ -412,6 +442,7 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
                 if received != reported_events {
                     reported_events = received;
                     say(&format!("events received: {received}"));
+                    report(HostReport::Received(events.received_per_dataset()));
                 }
                 let now = modified(&options.policy);
                 if now != policy_mtime {

@@ -5,6 +5,7 @@
 //! A request is answered OK only once its lines are written and flushed, so the sidecar's
 //! acknowledgement means the events are on disk.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use crate::sink::otlp::any_value_to_json;
 pub struct EventsReceiver {
     file: Option<Arc<Mutex<tokio::fs::File>>>,
     received: Arc<AtomicU64>,
+    per_dataset: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 impl EventsReceiver {
@@ -49,12 +51,21 @@ impl EventsReceiver {
         Ok(Self {
             file,
             received: Arc::default(),
+            per_dataset: Arc::default(),
         })
     }
 
     /// Log records received so far.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Log records received so far per `data_stream.dataset` attribute (`""` when absent).
+    pub fn received_per_dataset(&self) -> BTreeMap<String, u64> {
+        self.per_dataset
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 }
 
@@ -112,10 +123,16 @@ impl LogsService for EventsReceiver {
         let request = request.into_inner();
         let mut buf = Vec::new();
         let mut count = 0u64;
+        let mut datasets: BTreeMap<String, u64> = BTreeMap::new();
         for rl in &request.resource_logs {
             for sl in &rl.scope_logs {
                 for record in &sl.log_records {
                     count += 1;
+                    let dataset = match attribute(&record.attributes, "data_stream.dataset") {
+                        Some(Value::String(d)) => d,
+                        _ => String::new(),
+                    };
+                    *datasets.entry(dataset).or_default() += 1;
                     if serde_json::to_writer(&mut buf, &render(record)).is_ok() {
                         buf.push(b'\n');
                     }
@@ -132,6 +149,15 @@ impl LogsService for EventsReceiver {
             .await;
             if let Err(e) = written {
                 return Err(Status::unavailable(format!("cannot write events: {e}")));
+            }
+        }
+        {
+            let mut per_dataset = self
+                .per_dataset
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (dataset, n) in datasets {
+                *per_dataset.entry(dataset).or_default() += n;
             }
         }
         self.received.fetch_add(count, Ordering::Relaxed);
