@@ -111,10 +111,17 @@ pub async fn run(
             OutputConfig::Ndjson { path } => {
                 AnySink::Ndjson(NdjsonSink::open(path).await.map_err(output_error)?)
             }
-            OutputConfig::Otlp { endpoint, ssl } => AnySink::Otlp(
-                OtlpSink::new(endpoint, ssl.as_ref(), OtlpOptions::default())
-                    .map_err(output_error)?,
-            ),
+            OutputConfig::Otlp {
+                endpoint,
+                ssl,
+                retry_max_elapsed,
+            } => {
+                let options = OtlpOptions {
+                    give_up_after: *retry_max_elapsed,
+                    ..OtlpOptions::default()
+                };
+                AnySink::Otlp(OtlpSink::new(endpoint, ssl.as_ref(), options).map_err(output_error)?)
+            }
         };
         sinks.insert(name.clone(), Arc::new(sink));
     }

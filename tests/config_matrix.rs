@@ -481,6 +481,7 @@ inputs:
         OutputConfig::Otlp {
             endpoint: "127.0.0.1:4317".into(),
             ssl: None,
+            retry_max_elapsed: ti_sidecar::config::default_otlp_retry_max_elapsed(),
         }
     );
     assert_eq!(config.inputs.len(), 2);

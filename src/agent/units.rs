@@ -75,7 +75,7 @@ impl OutputSpec {
     pub fn redacted_json(&self) -> Value {
         match &self.0 {
             OutputConfig::Ndjson { path } => json!({"type": "ndjson", "path": path}),
-            OutputConfig::Otlp { endpoint, ssl } => {
+            OutputConfig::Otlp { endpoint, ssl, .. } => {
                 let shown = url::Url::parse(endpoint)
                     .map(|u| crate::config::fields::redact_url(&u))
                     .unwrap_or_else(|_| endpoint.clone());
@@ -95,8 +95,16 @@ impl OutputSpec {
                 .await
                 .map(AnySink::Ndjson)
                 .map_err(|e| e.to_string()),
-            OutputConfig::Otlp { endpoint, ssl } => {
-                OtlpSink::new(endpoint, ssl.as_ref(), OtlpOptions::default())
+            OutputConfig::Otlp {
+                endpoint,
+                ssl,
+                retry_max_elapsed,
+            } => {
+                let options = OtlpOptions {
+                    give_up_after: *retry_max_elapsed,
+                    ..OtlpOptions::default()
+                };
+                OtlpSink::new(endpoint, ssl.as_ref(), options)
                     .map(AnySink::Otlp)
                     .map_err(|e| e.to_string())
             }

@@ -12,6 +12,7 @@ pub mod policy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use duration::{DurationError, IocExpiration, format_duration, parse_duration};
 pub use fields::FieldReader;
@@ -48,7 +49,15 @@ pub enum OutputConfig {
         /// Optional TLS (`ssl` block): CA, client certificate and key. Its presence turns TLS on
         /// for a bare `host:port` endpoint.
         ssl: Option<SslConfig>,
+        /// `retry_on_failure.max_elapsed_time`: how long one batch's transient export failures
+        /// are retried before the poll loop sees the error (the collector exporter's name).
+        retry_max_elapsed: Duration,
     },
+}
+
+/// The default of `retry_on_failure.max_elapsed_time` of an `otlp` output.
+pub fn default_otlp_retry_max_elapsed() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One input (one integration policy).

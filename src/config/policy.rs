@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -190,9 +191,20 @@ fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
         "otlp" => {
             let endpoint = r.required_string("endpoint");
             let ssl = r.ssl("ssl");
+            let mut retry_max_elapsed = super::default_otlp_retry_max_elapsed();
+            if let Some(mut retry) = r.object("retry_on_failure") {
+                retry_max_elapsed = retry.duration_in(
+                    "max_elapsed_time",
+                    Duration::from_secs(1)..=Duration::from_secs(3600),
+                    super::default_otlp_retry_max_elapsed,
+                );
+                let problems = retry.finish();
+                r.absorb(problems);
+            }
             Some(OutputConfig::Otlp {
                 endpoint: endpoint?,
                 ssl,
+                retry_max_elapsed,
             })
         }
         other => {
@@ -393,11 +405,20 @@ pub fn config_to_json(config: &Config) -> Value {
                     "type": "ndjson",
                     "path": path.to_string_lossy(),
                 }),
-                OutputConfig::Otlp { endpoint, ssl } => {
+                OutputConfig::Otlp {
+                    endpoint,
+                    ssl,
+                    retry_max_elapsed,
+                } => {
                     let mut v = serde_json::json!({
                         "type": "otlp",
                         "endpoint": endpoint,
                     });
+                    if *retry_max_elapsed != super::default_otlp_retry_max_elapsed() {
+                        v["retry_on_failure"] = serde_json::json!({
+                            "max_elapsed_time": super::format_duration(*retry_max_elapsed),
+                        });
+                    }
                     if let Some(ssl) = ssl {
                         v["ssl"] = super::fields::ssl_to_json(ssl);
                     }

@@ -414,6 +414,7 @@ pub async fn run_reporting(
                     report(HostReport::Unit(change));
                 }
                 HostEvent::Problem(p) => say(&p),
+                HostEvent::Removed(unit) => say(&format!("unit {unit} removed")),
                 HostEvent::AllHealthy if !diagnostics_done => {
                     diagnostics_done = true;
                     if let Some(dir) = options.diagnostics.clone() {

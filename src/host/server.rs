@@ -70,6 +70,8 @@ pub struct Observation {
     pub changes: Vec<UnitChange>,
     /// Agent-side unit errors (missing or unknown units), as the Agent would show them.
     pub problems: Vec<String>,
+    /// Units removed from the policy that reported STOPPED and left both tables (`"<id> <TYPE>"`).
+    pub removed: Vec<String>,
 }
 
 /// The expected and observed tables of one component (agent-protocol.md §5.4).
@@ -230,7 +232,10 @@ impl Reconciler {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &done {
-            self.expected.remove(k);
+            if let Some(e) = self.expected.remove(k) {
+                out.removed
+                    .push(format!("{} {}", e.spec.id, e.spec.unit_type.as_str_name()));
+            }
         }
         if self.answer_next || !self.settled() {
             self.answer_next = false;
@@ -317,6 +322,8 @@ pub enum HostEvent {
     Problem(String),
     /// Every unit reports HEALTHY.
     AllHealthy,
+    /// A unit removed from the policy has stopped and is gone (`"<id> <TYPE>"`).
+    Removed(String),
 }
 
 type Outbound<T> = mpsc::Sender<Result<T, Status>>;
@@ -455,6 +462,9 @@ impl ControlPlane {
         }
         for p in obs.problems {
             let _ = self.inner.events.send(HostEvent::Problem(p));
+        }
+        for r in obs.removed {
+            let _ = self.inner.events.send(HostEvent::Removed(r));
         }
         if had_changes && healthy {
             let _ = self.inner.events.send(HostEvent::AllHealthy);
