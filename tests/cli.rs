@@ -4,28 +4,10 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::bin;
 use serde_json::Value;
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("TI_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
-        });
-    if dir.join("threatconnect").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: no fixtures at {} (set TI_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn validate_reports_every_problem_with_its_field_and_exits_2() {
@@ -95,7 +77,9 @@ fn validate_accepts_a_good_file() {
 /// `map` on Elastic's own fixtures reproduces the expected documents (compared structurally).
 #[test]
 fn map_reproduces_elastic_fixtures_through_the_binary() {
-    let Some(fx) = fixtures() else { return };
+    let Some(fx) = common::fixture_dir("") else {
+        return;
+    };
     for (log, expected) in [
         (
             "test-indicator.log",
@@ -220,7 +204,9 @@ fn demo_writes_the_events_file_and_a_summary() {
 /// `map --source threatq` on Elastic's fixtures reproduces the current expected documents.
 #[test]
 fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {
-    let Some(fx) = fixtures() else { return };
+    let Some(fx) = common::fixture_dir("") else {
+        return;
+    };
     for (log, expected) in [
         (
             "test-threatq-sample-ndjson.log",

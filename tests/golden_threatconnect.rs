@@ -5,30 +5,13 @@
 //! type-strictly (`3.0` ≠ `3`), with a field-by-field diff on mismatch. Targeted tests pin the
 //! behaviours the fixtures do not cover (errors, type tables, expiration, large ids).
 
-use std::path::PathBuf;
+mod common;
+
+use common::{assert_same, fixture_dir, read_fixture};
 
 use serde_json::{Map, Value, json};
 use ti_sidecar::config::IocExpiration;
 use ti_sidecar::source::threatconnect::ecs::{MapOptions, PIPELINE, map_indicator};
-
-fn fixture_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("TI_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
-        });
-    let dir = base.join("threatconnect");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: fixture directory {} not found", dir.display());
-        None
-    }
-}
-
-fn read(dir: &std::path::Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
-}
 
 fn harness_opts() -> MapOptions {
     MapOptions {
@@ -41,49 +24,13 @@ fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
     map_indicator(&v.to_string(), opts).doc
 }
 
-/// Collects `path: expected vs got` lines for every difference (type-strict).
-fn diff(path: &str, expected: &Value, got: &Value, out: &mut Vec<String>) {
-    match (expected, got) {
-        (Value::Object(e), Value::Object(g)) => {
-            for (k, ev) in e {
-                let p = format!("{path}.{k}");
-                match g.get(k) {
-                    Some(gv) => diff(&p, ev, gv, out),
-                    None => out.push(format!("{p}: expected {ev}, got <missing>")),
-                }
-            }
-            for (k, gv) in g {
-                if !e.contains_key(k) {
-                    out.push(format!("{path}.{k}: expected <missing>, got {gv}"));
-                }
-            }
-        }
-        (Value::Array(e), Value::Array(g)) if e.len() == g.len() => {
-            for (i, (ev, gv)) in e.iter().zip(g).enumerate() {
-                diff(&format!("{path}[{i}]"), ev, gv, out);
-            }
-        }
-        (e, g) if e == g => {}
-        (e, g) => out.push(format!("{path}: expected {e}, got {g}")),
-    }
-}
-
-fn assert_same(expected: &Value, got: &Value, what: &str) {
-    let mut out = Vec::new();
-    diff("", expected, got, &mut out);
-    assert!(
-        out.is_empty(),
-        "{what}: {} difference(s):\n{}",
-        out.len(),
-        out.join("\n")
-    );
-}
-
 fn golden(log: &str, expected: &str) {
-    let Some(dir) = fixture_dir() else { return };
-    let input = read(&dir, log);
+    let Some(dir) = fixture_dir("threatconnect") else {
+        return;
+    };
+    let input = read_fixture(&dir, log);
     let expected: Value =
-        serde_json::from_str(&read(&dir, expected)).expect("expected file is JSON");
+        serde_json::from_str(&read_fixture(&dir, expected)).expect("expected file is JSON");
     let want = expected["expected"]
         .as_array()
         .expect("expected array")
@@ -158,9 +105,11 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 
 #[test]
 fn sample_event_pipeline_parts_match() {
-    let Some(dir) = fixture_dir() else { return };
+    let Some(dir) = fixture_dir("threatconnect") else {
+        return;
+    };
     let sample: Value =
-        serde_json::from_str(&read(&dir, "sample_event.json")).expect("sample JSON");
+        serde_json::from_str(&read_fixture(&dir, "sample_event.json")).expect("sample JSON");
     let raw = sample["event"]["original"]
         .as_str()
         .expect("event.original");
@@ -206,9 +155,12 @@ fn sample_event_pipeline_parts_match() {
 
 #[test]
 fn large_ids_stay_exact() {
-    let Some(dir) = fixture_dir() else { return };
+    let Some(dir) = fixture_dir("threatconnect") else {
+        return;
+    };
     let response: Value =
-        serde_json::from_str(&read(&dir, "large-id-precision-response.json")).expect("JSON");
+        serde_json::from_str(&read_fixture(&dir, "large-id-precision-response.json"))
+            .expect("JSON");
     let data = response["data"].as_array().expect("data");
     let got: Vec<(Value, Value, Value)> = data
         .iter()

@@ -173,3 +173,67 @@ pub fn delivered_versions(docs: &[Value]) -> BTreeMap<(i64, String), usize> {
     }
     map
 }
+
+/// A platform's fixture directory: `$TI_FIXTURES/<platform>` or `../shared/fixtures/<platform>`;
+/// `None` (with the reason printed) when it is absent, so fixture tests skip.
+pub fn fixture_dir(platform: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("TI_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+        });
+    let dir = base.join(platform);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: fixture directory {} not found (set TI_FIXTURES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// A fixture file's text.
+pub fn read_fixture(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+}
+
+/// Collects `path: expected vs got` lines for every difference (type-strict: `3.0` ≠ `3`).
+pub fn json_diff(path: &str, expected: &Value, got: &Value, out: &mut Vec<String>) {
+    match (expected, got) {
+        (Value::Object(e), Value::Object(g)) => {
+            for (k, ev) in e {
+                let p = format!("{path}.{k}");
+                match g.get(k) {
+                    Some(gv) => json_diff(&p, ev, gv, out),
+                    None => out.push(format!("{p}: expected {ev}, got <missing>")),
+                }
+            }
+            for (k, gv) in g {
+                if !e.contains_key(k) {
+                    out.push(format!("{path}.{k}: expected <missing>, got {gv}"));
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(g)) if e.len() == g.len() => {
+            for (i, (ev, gv)) in e.iter().zip(g).enumerate() {
+                json_diff(&format!("{path}[{i}]"), ev, gv, out);
+            }
+        }
+        (e, g) if e == g => {}
+        (e, g) => out.push(format!("{path}: expected {e}, got {g}")),
+    }
+}
+
+/// Asserts structural, type-strict equality, printing a field-by-field diff otherwise.
+pub fn assert_same(expected: &Value, got: &Value, what: &str) {
+    let mut out = Vec::new();
+    json_diff("", expected, got, &mut out);
+    assert!(
+        out.is_empty(),
+        "{what}: {} difference(s):\n{}",
+        out.len(),
+        out.join("\n")
+    );
+}
