@@ -1394,6 +1394,36 @@ impl<'de> serde::de::Visitor<'de> for StrictJson {
     }
 }
 
+/// Arbitrary JSON for "never panics" property tests: scalars, the given realistic `strings`,
+/// and nested objects whose keys are drawn from `keys` (so real field names carry wrong types).
+#[cfg(test)]
+pub(crate) fn arb_json(
+    strings: &'static [&'static str],
+    keys: &'static [&'static str],
+) -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1.0e6f64..1.0e6).prop_map(Value::from),
+        "[a-zA-Z0-9:@. /%_-]{0,16}".prop_map(Value::String),
+        prop::sample::select(strings).prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(keys).prop_map(str::to_owned),
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -934,63 +934,49 @@ mod tests {
     use serde_json::json;
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            (-1.0e6f64..1.0e6).prop_map(Value::from),
-            "[a-zA-Z0-9:@. /%_-]{0,16}".prop_map(Value::String),
-            prop_oneof![
-                Just("2020-11-15 00:00:02"),
-                Just("2020-11-15T00:00:02Z"),
-                Just("Expired"),
-                Just("IP Address"),
-                Just("URL"),
-                Just("Filename"),
-                Just("SHA-256"),
-                Just("FQDN"),
-                Just("x509 Serial"),
-                Just("http://u:p@h.example:80/a.b?q#f"),
-                Just("89.160.20.156:8080/maf.html"),
-                Just("[::1]"),
-                Just("WHITE"),
-                Just("AMBER+STRICT"),
-                Just("4"),
-                Just(""),
-            ]
-            .prop_map(|s| Value::String(s.to_owned())),
-        ];
-        let keys = prop_oneof![
-            Just("type"),
-            Just("name"),
-            Just("status"),
-            Just("sources"),
-            Just("attributes"),
-            Just("adversaries"),
-            Just("updated_at"),
-            Just("created_at"),
-            Just("expires_at"),
-            Just("expired_at"),
-            Just("value"),
-            Just("indicator_value"),
-            Just("score"),
-            Just("id"),
-            Just("indicator_id"),
-            Just("hash"),
-            Just("description"),
-            Just("tlp_name"),
-            Just("source_score"),
-            Just("related_note_count"),
-            Just("ioc_expired_at"),
-        ];
-        leaf.prop_recursive(4, 48, 6, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(keys.clone().prop_map(str::to_owned), inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        crate::ingest::arb_json(
+            &[
+                "2020-11-15 00:00:02",
+                "2020-11-15T00:00:02Z",
+                "Expired",
+                "IP Address",
+                "URL",
+                "Filename",
+                "SHA-256",
+                "FQDN",
+                "x509 Serial",
+                "http://u:p@h.example:80/a.b?q#f",
+                "89.160.20.156:8080/maf.html",
+                "[::1]",
+                "WHITE",
+                "AMBER+STRICT",
+                "4",
+                "",
+            ],
+            &[
+                "type",
+                "name",
+                "status",
+                "sources",
+                "attributes",
+                "adversaries",
+                "updated_at",
+                "created_at",
+                "expires_at",
+                "expired_at",
+                "value",
+                "indicator_value",
+                "score",
+                "id",
+                "indicator_id",
+                "hash",
+                "description",
+                "tlp_name",
+                "source_score",
+                "related_note_count",
+                "ioc_expired_at",
+            ],
+        )
     }
 
     fn opts() -> MapOptions {
