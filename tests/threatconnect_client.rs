@@ -202,3 +202,23 @@ async fn persistent_5xx_gives_a_retryable_error_after_the_attempts() {
     assert_eq!(err.kind(), ErrorKind::Retry);
     assert_eq!(server.received_requests().await.unwrap().len(), 4);
 }
+
+/// Regression: a server that omits `next` must not end the sweep after one full page.
+#[tokio::test]
+async fn a_full_page_without_next_still_means_more() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(page(
+            r#"{"id":1,"lastModified":"2023-12-01T00:00:01Z"},{"id":2,"lastModified":"2023-12-01T00:00:02Z"}"#,
+            false,
+        ))
+        .mount(&server)
+        .await;
+    let mut cfg = config(&server.uri());
+    cfg.batch_size = 2;
+    let http = HttpClient::build(&cfg.http, None, vec![]).unwrap();
+    let mut src = ThreatConnectSource::new(Arc::new(cfg), http);
+    let page = src.fetch(&cursor()).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert!(page.more, "a full page asks for the next one");
+}

@@ -216,7 +216,10 @@ impl Source for ThreatConnectSource {
             let url = self.page_url(cursor.watermark, plan.result_start)?;
             let envelope = self.get(&url).await?;
             let keys: Vec<ItemKey> = envelope.data.iter().map(|raw| item_key(raw)).collect();
-            match sweep::step(&cursor, plan, &keys, envelope.next.is_some()) {
+            // `next` says more items exist; a full page says so too, for servers that omit `next`
+            // (the no-progress guard in `step` stops a sweep that would only spin).
+            let more = envelope.next.is_some() || keys.len() >= self.cfg.batch_size as usize;
+            match sweep::step(&cursor, plan, &keys, more) {
                 Step::Rewind => {
                     tracing::debug!(watermark = %cursor.watermark, "crowded second shifted, re-reading it from its start");
                     cursor.anchor = None;
