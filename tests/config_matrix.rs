@@ -279,6 +279,11 @@ fn matrix() -> Vec<(String, String, &'static str)> {
         ),
         (stream("tql: [a]"), s("tql"), "must be a string, got a list"),
         (
+            stream("tql: 'typeName = \"Host\" OR rating > 3'"),
+            s("tql"),
+            "a top-level OR would escape the lastModified filter",
+        ),
+        (
             stream("").replace("${TC_SECRET_KEY}", "${MISSING_VAR}"),
             s("secret_key"),
             "environment variable MISSING_VAR is not set",

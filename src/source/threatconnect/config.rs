@@ -157,6 +157,17 @@ impl ThreatConnectConfig {
             .optional_string("tql")
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty());
+        if let Some(t) = &tql {
+            if has_top_level_or(t) {
+                r.problem(
+                    "tql",
+                    format!(
+                        "a top-level OR would escape the lastModified filter it is ANDed to \
+                         (every matching indicator on every page); wrap it in parentheses: ({t})"
+                    ),
+                );
+            }
+        }
         let include_attributes = r.bool_or("include_attributes", default_false);
         let include_group_assoc = r.bool_or("include_group_assoc", default_false);
         let include_group_assoc_attribs = r.bool_or("include_group_assoc_attribs", default_false);
@@ -260,10 +271,60 @@ impl ThreatConnectConfig {
     }
 }
 
+/// Whether TQL text has an `OR` outside quotes and parentheses. Appended as
+/// `lastModified GEQ "…" AND <tql>`, such an `OR` binds looser than the `AND` and lets the user
+/// filter match regardless of `lastModified`: the sweep would never advance.
+pub fn has_top_level_or(tql: &str) -> bool {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut word = String::new();
+    for c in tql.chars().chain(std::iter::once(' ')) {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if depth == 0 && word.eq_ignore_ascii_case("or") {
+            return true;
+        }
+        word.clear();
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn top_level_or_is_detected_outside_quotes_and_parentheses() {
+        assert!(has_top_level_or(r#"typeName = "Host" OR rating > 3"#));
+        assert!(has_top_level_or("a = 1 or b = 2"));
+        assert!(!has_top_level_or(r#"(typeName = "Host" OR rating > 3)"#));
+        assert!(!has_top_level_or(r#"summary = "this OR that""#));
+        assert!(!has_top_level_or(r#"summary = "quote \" OR x""#));
+        assert!(!has_top_level_or(
+            r#"ownerName = "ORACLE" AND color = "orange""#
+        ));
+        assert!(!has_top_level_or(r#"typeName in ("Address","Host")"#));
+    }
 
     #[test]
     fn defaults_are_the_integration_defaults() {
