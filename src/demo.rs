@@ -7,6 +7,7 @@
 //! both inputs has arrived (and both input units are HEALTHY), the host is stopped (the
 //! component gets SIGTERM) and a summary is returned.
 
+use crate::sim::faults::FaultArgs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -133,10 +134,7 @@ pub async fn run(
         seed: 1,
         access_id: "ti-sidecar-demo".to_owned(),
         secret_key: "ti-sidecar-demo-secret".to_owned(),
-        latency_ms: 0,
-        error_rate: 0.0,
-        rate_limit: None,
-        mutate_per_page: 0,
+        faults: FaultArgs::default(),
         same_second: 0,
         id_base: 9_007_199_254_740_993,
     };

@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use ti_sidecar::sim::faults::FaultArgs;
 
 use prost_types::{Struct, value::Kind};
 use rcgen::{
@@ -343,10 +344,7 @@ fn sim_args() -> SimArgs {
         seed: 7,
         access_id: "test-access-id".to_owned(),
         secret_key: SECRET.to_owned(),
-        latency_ms: 0,
-        error_rate: 0.0,
-        rate_limit: None,
-        mutate_per_page: 0,
+        faults: FaultArgs::default(),
         same_second: 0,
         id_base: 9_007_199_254_740_993,
     }
@@ -779,7 +777,7 @@ async fn gives_up_when_the_agent_stays_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_failures_degrade_and_rejected_credentials_fail() {
     let mut args = sim_args();
-    args.error_rate = 1.0;
+    args.faults.error_rate = 1.0;
     let failing = start(args).await.expect("sim");
     let healthy = start(sim_args()).await.expect("sim");
     let mut fake = FakeAgent::start().await;
@@ -843,7 +841,7 @@ async fn binary_unit_log_levels_filter_and_change_live() {
     use std::process::{Command, Stdio};
 
     let mut args = sim_args();
-    args.error_rate = 1.0;
+    args.faults.error_rate = 1.0;
     let failing = start(args).await.expect("sim");
     let mut fake = FakeAgent::start().await;
     let dir = tempfile::tempdir().expect("dir");

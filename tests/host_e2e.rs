@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+use ti_sidecar::sim::faults::FaultArgs;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
@@ -459,7 +460,7 @@ impl LogsService for SwitchableReceiver {
 async fn otlp_receiver_outage_degrades_then_recovers_without_loss() {
     const N: usize = 160;
     let mut args = common::sim_args(N);
-    args.latency_ms = 150;
+    args.faults.latency_ms = 150;
     let tc = tc_sim::start(args).await.expect("tc sim");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -541,7 +542,10 @@ async fn otlp_receiver_outage_degrades_then_recovers_without_loss() {
 async fn killed_threatq_component_is_restarted_without_a_gap() {
     const N: usize = 150;
     let tq = tq_sim::start(tq_sim::SimArgs {
-        latency_ms: 100,
+        faults: FaultArgs {
+            latency_ms: 100,
+            ..FaultArgs::default()
+        },
         ..tq_args(N)
     })
     .await

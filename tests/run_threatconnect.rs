@@ -76,7 +76,7 @@ async fn delivers_every_indicator_with_exact_large_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_the_sweep_skip_nothing() {
     let mut args = sim_args(1200);
-    args.mutate_per_page = 7;
+    args.faults.mutate_per_page = 7;
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
@@ -127,8 +127,8 @@ async fn a_second_holding_more_than_a_page_is_delivered_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_server_errors_are_retried_without_loss() {
     let mut args = sim_args(800);
-    args.error_rate = 0.3;
-    args.rate_limit = Some(4);
+    args.faults.error_rate = 0.3;
+    args.faults.rate_limit = Some(4);
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
@@ -152,7 +152,7 @@ async fn rate_limits_and_server_errors_are_retried_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_restart_covers_everything() {
     let mut args = sim_args(2000);
-    args.latency_ms = 40;
+    args.faults.latency_ms = 40;
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
@@ -190,7 +190,7 @@ async fn kill_9_mid_run_then_restart_covers_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_batch_commits_and_exits_0() {
     let mut args = sim_args(2000);
-    args.latency_ms = 40;
+    args.faults.latency_ms = 40;
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");

@@ -90,7 +90,7 @@ async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
 async fn token_expiring_mid_run_is_renewed_without_loss() {
     let mut a = args(900);
     a.token_ttl = 1;
-    a.latency_ms = 150;
+    a.faults.latency_ms = 150;
     let sim = start(a).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
@@ -157,8 +157,8 @@ async fn unknown_collection_fails_with_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_server_errors_are_retried_without_loss() {
     let mut a = args(500);
-    a.error_rate = 0.3;
-    a.rate_limit = Some(4);
+    a.faults.error_rate = 0.3;
+    a.faults.rate_limit = Some(4);
     let sim = start(a).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
@@ -179,7 +179,7 @@ async fn rate_limits_and_server_errors_are_retried_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_resumes_from_the_persisted_mark_with_no_gap() {
     let mut a = args(1500);
-    a.latency_ms = 40;
+    a.faults.latency_ms = 40;
     let sim = start(a).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
@@ -214,7 +214,7 @@ async fn kill_9_then_restart_resumes_from_the_persisted_mark_with_no_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_the_sweep_reach_every_final_version() {
     let mut a = args(600);
-    a.mutate_per_page = 5;
+    a.faults.mutate_per_page = 5;
     let sim = start(a).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");

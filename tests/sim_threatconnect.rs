@@ -2,6 +2,7 @@
 //! request with the production `auth` module, and checks that it behaves like the API spec says.
 
 use std::collections::{BTreeMap, BTreeSet};
+use ti_sidecar::sim::faults::FaultArgs;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -451,7 +452,10 @@ async fn same_second_puts_n_items_into_one_second() {
 async fn mutate_per_page_changes_the_snapshot_after_a_page() {
     let sim = sim(SimArgs {
         indicators: 100,
-        mutate_per_page: 5,
+        faults: FaultArgs {
+            mutate_per_page: 5,
+            ..FaultArgs::default()
+        },
         ..SimArgs::default()
     })
     .await;
@@ -489,7 +493,10 @@ async fn mutate_per_page_changes_the_snapshot_after_a_page() {
 async fn rate_limit_answers_429_with_retry_after() {
     let sim = sim(SimArgs {
         indicators: 5,
-        rate_limit: Some(2),
+        faults: FaultArgs {
+            rate_limit: Some(2),
+            ..FaultArgs::default()
+        },
         ..SimArgs::default()
     })
     .await;
@@ -514,7 +521,10 @@ async fn rate_limit_answers_429_with_retry_after() {
 async fn error_rate_one_answers_5xx() {
     let sim = sim(SimArgs {
         indicators: 5,
-        error_rate: 1.0,
+        faults: FaultArgs {
+            error_rate: 1.0,
+            ..FaultArgs::default()
+        },
         ..SimArgs::default()
     })
     .await;
@@ -592,7 +602,10 @@ async fn other_paths_are_404_and_bad_args_are_rejected() {
     sim.shutdown().await;
 
     let err = threatconnect::start(SimArgs {
-        error_rate: 2.0,
+        faults: FaultArgs {
+            error_rate: 2.0,
+            ..FaultArgs::default()
+        },
         ..SimArgs::default()
     })
     .await

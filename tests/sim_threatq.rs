@@ -4,6 +4,7 @@
 //! coverage the ECS mapping needs, and the injected faults.
 
 use std::collections::{BTreeMap, BTreeSet};
+use ti_sidecar::sim::faults::FaultArgs;
 
 use base64::Engine as _;
 use reqwest::StatusCode;
@@ -403,7 +404,10 @@ async fn limit_above_1000_and_malformed_cursor_mark_and_bad_sort_are_400() {
 async fn mutations_after_a_page_reappear_after_the_mark() {
     let sim = sim(SimArgs {
         indicators: 300,
-        mutate_per_page: 4,
+        faults: FaultArgs {
+            mutate_per_page: 4,
+            ..FaultArgs::default()
+        },
         ..SimArgs::default()
     })
     .await;
@@ -581,7 +585,10 @@ async fn fields_without_sources_omit_them() {
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
     let sim = sim(SimArgs {
-        rate_limit: Some(2),
+        faults: FaultArgs {
+            rate_limit: Some(2),
+            ..FaultArgs::default()
+        },
         ..small(5)
     })
     .await;
@@ -603,7 +610,10 @@ async fn rate_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn error_rate_one_answers_5xx_on_api_and_token_endpoint() {
     let sim = sim(SimArgs {
-        error_rate: 1.0,
+        faults: FaultArgs {
+            error_rate: 1.0,
+            ..FaultArgs::default()
+        },
         ..small(5)
     })
     .await;
@@ -625,7 +635,10 @@ async fn error_rate_one_answers_5xx_on_api_and_token_endpoint() {
 #[tokio::test]
 async fn bad_args_are_rejected_naming_the_flag() {
     let err = threatq::start(SimArgs {
-        error_rate: 2.0,
+        faults: FaultArgs {
+            error_rate: 2.0,
+            ..FaultArgs::default()
+        },
         ..SimArgs::default()
     })
     .await

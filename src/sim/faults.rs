@@ -72,6 +72,35 @@ struct RateWindow {
     count: u32,
 }
 
+/// The fault flags both simulators take.
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
+pub struct FaultArgs {
+    /// Added latency per request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction (0..=1) of requests answered with a 500/502/503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Requests allowed per second; more get 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// After each served page, modify this many already-served indicators.
+    #[arg(long, default_value_t = 0)]
+    pub mutate_per_page: usize,
+}
+
+impl Default for FaultArgs {
+    /// No faults (the command-line defaults).
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            error_rate: 0.0,
+            rate_limit: None,
+            mutate_per_page: 0,
+        }
+    }
+}
+
 /// The runtime fault injector of one simulator.
 pub struct Faults {
     latency: Duration,

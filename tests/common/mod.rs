@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use ti_sidecar::sim::faults::FaultArgs;
 
 use serde_json::Value;
 use ti_sidecar::sim::threatconnect::{SimArgs, SimHandle};
@@ -22,10 +23,7 @@ pub fn sim_args(indicators: usize) -> SimArgs {
         seed: 7,
         access_id: "test-access-id".to_owned(),
         secret_key: "Test$$Secret/Key+=".to_owned(),
-        latency_ms: 0,
-        error_rate: 0.0,
-        rate_limit: None,
-        mutate_per_page: 0,
+        faults: FaultArgs::default(),
         same_second: 0,
         id_base: 9_007_199_254_740_993,
     }

@@ -10,6 +10,7 @@
 pub mod data;
 pub mod tql;
 
+use crate::sim::faults::FaultArgs;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -64,18 +65,9 @@ pub struct SimArgs {
         hide_default_value = true
     )]
     pub secret_key: String,
-    /// Added latency per request, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Fraction (0..=1) of requests answered with a 500/502/503.
-    #[arg(long, default_value_t = 0.0)]
-    pub error_rate: f64,
-    /// Requests allowed per second; more get 429 with Retry-After.
-    #[arg(long)]
-    pub rate_limit: Option<u32>,
-    /// After each served page, modify this many already-served indicators.
-    #[arg(long, default_value_t = 0)]
-    pub mutate_per_page: usize,
+    /// Fault injection: `--latency-ms`, `--error-rate`, `--rate-limit`, `--mutate-per-page`.
+    #[command(flatten)]
+    pub faults: FaultArgs,
     /// Put this many indicators into one single lastModified second (a crowded second).
     #[arg(long, default_value_t = 0)]
     pub same_second: usize,
@@ -93,10 +85,7 @@ impl std::fmt::Debug for SimArgs {
             .field("seed", &self.seed)
             .field("access_id", &self.access_id)
             .field("secret_key", &"[REDACTED]")
-            .field("latency_ms", &self.latency_ms)
-            .field("error_rate", &self.error_rate)
-            .field("rate_limit", &self.rate_limit)
-            .field("mutate_per_page", &self.mutate_per_page)
+            .field("faults", &self.faults)
             .field("same_second", &self.same_second)
             .field("id_base", &self.id_base)
             .finish()
@@ -112,10 +101,7 @@ impl Default for SimArgs {
             seed: 1,
             access_id: "ti-sidecar-sim".into(),
             secret_key: "ti-sidecar-sim-secret".into(),
-            latency_ms: 0,
-            error_rate: 0.0,
-            rate_limit: None,
-            mutate_per_page: 0,
+            faults: FaultArgs::default(),
             same_second: 0,
             id_base: 9_007_199_254_740_993,
         }
@@ -125,7 +111,7 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p: Vec<String> = faults::validate(self.error_rate, self.rate_limit)
+        let mut p: Vec<String> = faults::validate(self.faults.error_rate, self.faults.rate_limit)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -291,9 +277,9 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         ));
     }
     let faults = Faults::new(
-        args.latency_ms,
-        args.error_rate,
-        args.rate_limit,
+        args.faults.latency_ms,
+        args.faults.error_rate,
+        args.faults.rate_limit,
         args.seed ^ 0x0066_6175_6c74,
     )
     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -310,7 +296,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         access_id: args.access_id,
         secret_key: args.secret_key,
         faults,
-        mutate_per_page: AtomicUsize::new(args.mutate_per_page),
+        mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         addr,
         store: Mutex::new(Store {
             served: vec![false; indicators.len()],
@@ -946,7 +932,7 @@ mod tests {
         assert_eq!(parsed.seed, d.seed);
         assert_eq!(parsed.access_id, d.access_id);
         assert_eq!(parsed.id_base, d.id_base);
-        assert_eq!(parsed.rate_limit, None);
+        assert_eq!(parsed.faults.rate_limit, None);
         let custom = Cli::try_parse_from([
             "sim",
             "--rate-limit",
@@ -960,16 +946,19 @@ mod tests {
         ])
         .unwrap()
         .args;
-        assert_eq!(custom.rate_limit, Some(5));
-        assert_eq!(custom.error_rate, 0.25);
-        assert_eq!((custom.same_second, custom.mutate_per_page), (3, 2));
+        assert_eq!(custom.faults.rate_limit, Some(5));
+        assert_eq!(custom.faults.error_rate, 0.25);
+        assert_eq!((custom.same_second, custom.faults.mutate_per_page), (3, 2));
     }
 
     #[test]
     fn args_validation_names_flags() {
         let args = SimArgs {
-            error_rate: 1.5,
-            rate_limit: Some(0),
+            faults: FaultArgs {
+                error_rate: 1.5,
+                rate_limit: Some(0),
+                ..FaultArgs::default()
+            },
             same_second: 5,
             indicators: 2,
             ..SimArgs::default()
@@ -980,7 +969,10 @@ mod tests {
         }
         assert!(SimArgs::default().problems().is_empty());
         let nan = SimArgs {
-            error_rate: f64::NAN,
+            faults: FaultArgs {
+                error_rate: f64::NAN,
+                ..FaultArgs::default()
+            },
             ..SimArgs::default()
         };
         assert!(!nan.problems().is_empty());

@@ -18,6 +18,7 @@
 
 pub mod data;
 
+use crate::sim::faults::FaultArgs;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
@@ -83,18 +84,9 @@ pub struct SimArgs {
     /// Lifetime of issued access tokens, in seconds (`expires_in`).
     #[arg(long, default_value_t = 3600)]
     pub token_ttl: u64,
-    /// Added latency per request, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Fraction (0..=1) of requests answered with a 500/502/503.
-    #[arg(long, default_value_t = 0.0)]
-    pub error_rate: f64,
-    /// Requests allowed per second; more get 429 with Retry-After.
-    #[arg(long)]
-    pub rate_limit: Option<u32>,
-    /// After each served page, modify this many already-served indicators (their updated_at becomes now).
-    #[arg(long, default_value_t = 0)]
-    pub mutate_per_page: usize,
+    /// Fault injection: `--latency-ms`, `--error-rate`, `--rate-limit`, `--mutate-per-page`.
+    #[command(flatten)]
+    pub faults: FaultArgs,
     /// First indicator id.
     #[arg(long, default_value_t = 1)]
     pub id_base: i64,
@@ -111,10 +103,7 @@ impl std::fmt::Debug for SimArgs {
             .field("client_secret", &"[REDACTED]")
             .field("collection", &self.collection)
             .field("token_ttl", &self.token_ttl)
-            .field("latency_ms", &self.latency_ms)
-            .field("error_rate", &self.error_rate)
-            .field("rate_limit", &self.rate_limit)
-            .field("mutate_per_page", &self.mutate_per_page)
+            .field("faults", &self.faults)
             .field("id_base", &self.id_base)
             .finish()
     }
@@ -131,10 +120,7 @@ impl Default for SimArgs {
             client_secret: "ti-sidecar-sim-secret".into(),
             collection: "sim-collection".into(),
             token_ttl: 3600,
-            latency_ms: 0,
-            error_rate: 0.0,
-            rate_limit: None,
-            mutate_per_page: 0,
+            faults: FaultArgs::default(),
             id_base: 1,
         }
     }
@@ -143,7 +129,7 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p: Vec<String> = faults::validate(self.error_rate, self.rate_limit)
+        let mut p: Vec<String> = faults::validate(self.faults.error_rate, self.faults.rate_limit)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -429,9 +415,9 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         return Err(invalid(problems.join("; ")));
     }
     let faults = Faults::new(
-        args.latency_ms,
-        args.error_rate,
-        args.rate_limit,
+        args.faults.latency_ms,
+        args.faults.error_rate,
+        args.faults.rate_limit,
         args.seed ^ 0x0066_6175_6c74,
     )
     .map_err(|e| invalid(e.to_string()))?;
@@ -446,7 +432,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         collection: args.collection,
         token_ttl: Duration::from_secs(args.token_ttl),
         faults,
-        mutate_per_page: AtomicUsize::new(args.mutate_per_page),
+        mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         tokens: Mutex::new(TokenStore::new(args.seed ^ 0x746f_6b65_6e73)),
         store: Mutex::new(Store {
             served: vec![false; indicators.len()],
@@ -1316,7 +1302,10 @@ mod tests {
         assert!(!shown.contains("ti-sidecar-sim-secret"), "{shown}");
         assert!(shown.contains("[REDACTED]"));
         let bad = SimArgs {
-            error_rate: 2.0,
+            faults: FaultArgs {
+                error_rate: 2.0,
+                ..FaultArgs::default()
+            },
             token_ttl: 0,
             collection: String::new(),
             ..SimArgs::default()
