@@ -64,25 +64,51 @@ impl NdjsonSink {
     }
 }
 
-/// The line written for one event.
-pub fn render(batch: &Batch<'_>, event: &crate::ingest::EcsEvent) -> Map<String, Value> {
-    let mut doc = event.doc.clone();
-    let mut meta = Map::new();
-    if let Some(id) = &event.id {
-        meta.insert("_id".into(), Value::from(id.as_str()));
+/// What the Agent adds to every event for routing.
+#[derive(serde::Serialize)]
+struct DataStream<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    dataset: &'a str,
+    namespace: &'a str,
+}
+
+/// Beats' `@metadata`: the pipeline's `_id` and where the event came from.
+#[derive(serde::Serialize)]
+struct Metadata<'a> {
+    #[serde(rename = "_id", skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    input_id: &'a str,
+    stream_id: &'a str,
+}
+
+/// The line written for one event: the document plus `@metadata` and `data_stream`, serialised
+/// without copying the document.
+#[derive(serde::Serialize)]
+pub struct Line<'a> {
+    #[serde(rename = "@metadata")]
+    metadata: Metadata<'a>,
+    data_stream: DataStream<'a>,
+    #[serde(flatten)]
+    doc: &'a Map<String, Value>,
+}
+
+/// The line for one event of `batch`.
+pub fn render<'a>(batch: &'a Batch<'_>, event: &'a crate::ingest::EcsEvent) -> Line<'a> {
+    Line {
+        metadata: Metadata {
+            id: event.id.as_deref(),
+            input_id: batch.input_id,
+            stream_id: &batch.stream.id,
+        },
+        data_stream: DataStream {
+            kind: "logs",
+            dataset: &batch.stream.dataset,
+            namespace: &batch.stream.namespace,
+        },
+        // The pipelines never produce `@metadata` or `data_stream`, so keys cannot collide.
+        doc: &event.doc,
     }
-    meta.insert("input_id".into(), Value::from(batch.input_id));
-    meta.insert("stream_id".into(), Value::from(batch.stream.id.as_str()));
-    doc.insert("@metadata".into(), Value::Object(meta));
-    doc.insert(
-        "data_stream".into(),
-        serde_json::json!({
-            "type": "logs",
-            "dataset": batch.stream.dataset,
-            "namespace": batch.stream.namespace,
-        }),
-    );
-    doc
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> std::io::Result<()> {
