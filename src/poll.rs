@@ -158,7 +158,8 @@ impl<S: Source, K: Sink> Poller<S, K> {
                             &self.stream,
                             events,
                             &self.schedule,
-                            &self.counters
+                            &self.counters,
+                            &shutdown,
                         ),
                         self.source.fetch(&cursor)
                     );
@@ -172,20 +173,21 @@ impl<S: Source, K: Sink> Poller<S, K> {
                             events,
                             &self.schedule,
                             &self.counters,
+                            &shutdown,
                         )
                         .await,
                         None,
                     )
                 };
-                sent?;
-                self.commit(&cursor).await?;
-                // Health and diagnostics read these: a delivered page is a success.
-                self.counters
-                    .consecutive_failures
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(mut shown) = self.counters.cursor.lock() {
-                    *shown = Some(self.source.describe(&cursor));
+                if sent? == Delivery::Abandoned {
+                    // Stopping while the sink refuses: the batch was never acknowledged, so the
+                    // cursor stays where it was and the batch is fetched again on restart.
+                    return Ok(Outcome {
+                        interrupted: true,
+                        ..outcome
+                    });
                 }
+                self.commit(&cursor).await?;
                 PageDelivered {
                     stream: &self.stream.id,
                     platform: self.source.platform(),
@@ -342,6 +344,15 @@ impl<S: Source, K: Sink> Poller<S, K> {
 
 /// Sends one batch, retrying sink failures with backoff. The batch is never dropped: with
 /// `once`, the loop gives up (the cursor stays put) after `once_max_attempts`.
+/// What became of a batch handed to [`send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// The sink acknowledged it: commit its cursor.
+    Acked,
+    /// Shutdown came while the sink kept refusing it: do not commit.
+    Abandoned,
+}
+
 async fn send<K: Sink>(
     sink: &K,
     input_id: &str,
@@ -349,7 +360,8 @@ async fn send<K: Sink>(
     events: Vec<EcsEvent>,
     schedule: &Schedule,
     counters: &StreamCounters,
-) -> Result<(), PollError> {
+    shutdown: &CancellationToken,
+) -> Result<Delivery, PollError> {
     let batch = Batch {
         input_id,
         stream,
@@ -358,9 +370,20 @@ async fn send<K: Sink>(
     let mut delay = schedule.retry_delay;
     let mut attempts = 0;
     loop {
-        let error: SinkError = match sink.send(&batch).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+        let attempt = async {
+            if sink.abandon_safe() {
+                tokio::select! {
+                    r = sink.send(&batch) => Some(r),
+                    () = shutdown.cancelled() => None,
+                }
+            } else {
+                Some(sink.send(&batch).await)
+            }
+        };
+        let error: SinkError = match attempt.await {
+            Some(Ok(())) => return Ok(Delivery::Acked),
+            Some(Err(e)) => e,
+            None => return Ok(Delivery::Abandoned),
         };
         attempts += 1;
         if schedule.once && attempts >= schedule.once_max_attempts {
@@ -378,7 +401,10 @@ async fn send<K: Sink>(
             retry_in: Some(delay),
         }
         .emit(counters);
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(Delivery::Abandoned),
+            () = tokio::time::sleep(delay) => {}
+        }
         delay = (delay * 2).min(schedule.max_retry_delay);
     }
 }

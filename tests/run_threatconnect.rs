@@ -277,3 +277,55 @@ async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
     );
     sim.shutdown().await;
 }
+
+/// Regression: SIGTERM while the output keeps refusing a batch must not hang in the send retry
+/// loop; the unacknowledged batch is dropped (its cursor not committed) and delivered after a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_output_refuses_exits_0_and_loses_nothing() {
+    let sim = start(sim_args(300)).await.unwrap();
+    let ws = Workspace::new();
+    // A port nobody listens on: every OTLP export is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("    type: ndjson\n    path: {:?}\n", events.display().to_string()),
+        &format!("    type: otlp\n    endpoint: \"{dead}\"\n    retry_on_failure:\n      max_elapsed_time: 1s\n"),
+    );
+    assert!(text.contains("type: otlp"), "{text}");
+    let otlp_config = ws.path("otlp.yml");
+    std::fs::write(&otlp_config, text).unwrap();
+    let state = ws.state_dir();
+    let (c, s) = (otlp_config.clone(), state.clone());
+    let status = blocking(move || {
+        let mut child = spawn_run(&c, &s, SECRET, false);
+        wait_for_log(&mut child, "send failed, will retry");
+        let pid = child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait().unwrap()));
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("exited after SIGTERM instead of retrying the send forever")
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    // Nothing was acknowledged, so nothing was committed: a restart delivers everything.
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    let delivered: BTreeSet<i64> = read_events(&events)
+        .iter()
+        .map(|d| original_key(d).0)
+        .collect();
+    assert_eq!(delivered.len(), 300);
+    sim.shutdown().await;
+}

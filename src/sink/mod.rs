@@ -70,6 +70,13 @@ pub enum SinkError {
 pub trait Sink: Send + Sync + 'static {
     /// Delivers `batch`; `Ok` means it is acknowledged.
     fn send(&self, batch: &Batch<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Whether a `send` may be abandoned half-way on shutdown without harm. A network export
+    /// can (nothing is acknowledged, the batch is sent again after restart); a file write cannot
+    /// (it would leave half a line), so it is always finished.
+    fn abandon_safe(&self) -> bool {
+        false
+    }
 }
 
 /// Any of the sinks, so one process can write to outputs of different types.
@@ -85,6 +92,13 @@ impl Sink for AnySink {
         match self {
             Self::Ndjson(s) => s.send(batch).await,
             Self::Otlp(s) => s.send(batch).await,
+        }
+    }
+
+    fn abandon_safe(&self) -> bool {
+        match self {
+            Self::Ndjson(s) => s.abandon_safe(),
+            Self::Otlp(s) => s.abandon_safe(),
         }
     }
 }

@@ -196,6 +196,10 @@ impl OtlpSink {
 }
 
 impl Sink for OtlpSink {
+    fn abandon_safe(&self) -> bool {
+        true
+    }
+
     async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
         let records: Vec<LogRecord> = batch
             .events

@@ -113,7 +113,8 @@ pub fn spawn_run(config: &Path, state_dir: &Path, secret: &str, once: bool) -> C
         .unwrap()
 }
 
-/// Reads the child's stderr JSON lines until one has `message == wanted`; returns all lines read.
+/// Reads the child's stderr JSON lines until one has a `message` starting with `wanted`; returns
+/// all lines read.
 pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
     let stderr = child.stderr.take().expect("stderr piped");
     let mut reader = BufReader::new(stderr);
@@ -127,7 +128,10 @@ pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
             "process ended before logging {wanted:?}; saw {seen:?}"
         );
         let v: Value = serde_json::from_str(line.trim()).unwrap_or(Value::String(line.clone()));
-        let hit = v.get("message").and_then(Value::as_str) == Some(wanted);
+        let hit = v
+            .get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.starts_with(wanted));
         seen.push(v);
         if hit {
             // Keep draining stderr so the child never blocks on a full pipe.
