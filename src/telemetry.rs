@@ -273,6 +273,11 @@ impl PageDelivered<'_> {
         counters
             .duplicates_dropped
             .fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
+        // A delivered page is a success: health and diagnostics read these.
+        counters.consecutive_failures.store(0, Ordering::Relaxed);
+        if let Ok(mut c) = counters.cursor.lock() {
+            *c = Some(self.cursor.to_owned());
+        }
         tracing::info!(
             stream.id = self.stream,
             platform = self.platform,
