@@ -3,15 +3,12 @@
 //! secrets redacted, per-unit cursor, counters and last error); CUSTOM actions are not defined
 //! by this component and fail with a JSON error body.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::checkin::{Reconnect, StreamLost, status_text, version_info};
+use super::checkin::{Reconnect, Session, StreamLost, status_text, version_info};
 use super::connection::AgentClient;
 use super::units::UnitManager;
 use crate::proto::action_request::{Level, Type};
@@ -157,42 +154,12 @@ fn sanitize(id: &str) -> String {
 impl ActionsLoop {
     /// Runs until `shutdown`, or fails after the stream stayed down for `give_up_after`.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StreamLost> {
-        let mut delay = self.reconnect.initial;
-        let mut down_since: Option<Instant> = None;
-        loop {
-            let started = Instant::now();
-            let (established, error) = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                r = self.session() => r,
-            };
-            if established || started.elapsed() >= Duration::from_secs(10) {
-                down_since = None;
-            }
-            let since = *down_since.get_or_insert(started);
-            tracing::warn!(
-                retry_in_ms = delay.as_millis() as u64,
-                "Actions stream ended: {error}"
-            );
-            if since.elapsed() >= self.reconnect.give_up_after {
-                return Err(StreamLost {
-                    stream: "Actions",
-                    elapsed: since.elapsed(),
-                    last: error,
-                });
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep_until(started + delay) => {}
-            }
-            delay = if started.elapsed() >= delay + Duration::from_secs(1) {
-                self.reconnect.initial
-            } else {
-                (delay * 2).min(self.reconnect.max)
-            };
-        }
+        let reconnect = self.reconnect;
+        reconnect.drive(&mut self, &shutdown).await
     }
 
-    async fn session(&mut self) -> (bool, String) {
+    /// One stream: returns whether it got established, and why it ended.
+    async fn open_session(&mut self) -> (bool, String) {
         let (tx, rx) = mpsc::channel::<ActionResponse>(64);
         let init = ActionResponse {
             token: self.token.clone(),
@@ -272,12 +239,21 @@ async fn next_request(
     }
 }
 
+impl Session for ActionsLoop {
+    const NAME: &'static str = "Actions";
+
+    fn session(&mut self) -> impl std::future::Future<Output = (bool, String)> + Send {
+        self.open_session()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::{CheckinExpected, State, UnitExpected, UnitExpectedConfig, UnitType};
     use crate::runner::RunOptions;
     use crate::state::StateStore;
+    use std::time::Duration;
 
     fn manager(dir: &std::path::Path) -> UnitManager {
         UnitManager::new(

@@ -65,6 +65,61 @@ pub struct StreamLost {
     pub last: String,
 }
 
+/// One long-lived gRPC stream that [`Reconnect::drive`] keeps reopening.
+pub trait Session {
+    /// The stream's name for logs and errors (`CheckinV2`, `Actions`).
+    const NAME: &'static str;
+
+    /// Runs one stream: returns whether it got established, and why it ended.
+    fn session(&mut self) -> impl std::future::Future<Output = (bool, String)> + Send;
+}
+
+impl Reconnect {
+    /// Runs `stream` until `shutdown`, reopening it after 1 s doubling to the cap; fails after
+    /// it stayed down for `give_up_after`. The timer runs from when an attempt started (spec
+    /// §5.6), and a stream that stayed up resets the delay.
+    pub async fn drive<S: Session>(
+        &self,
+        stream: &mut S,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StreamLost> {
+        let mut delay = self.initial;
+        let mut down_since: Option<Instant> = None;
+        loop {
+            let started = Instant::now();
+            let (established, error) = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = stream.session() => r,
+            };
+            if established || started.elapsed() >= Duration::from_secs(10) {
+                down_since = None;
+            }
+            let since = *down_since.get_or_insert(started);
+            tracing::warn!(
+                retry_in_ms = delay.as_millis() as u64,
+                "{} stream ended: {error}",
+                S::NAME
+            );
+            if since.elapsed() >= self.give_up_after {
+                return Err(StreamLost {
+                    stream: S::NAME,
+                    elapsed: since.elapsed(),
+                    last: error,
+                });
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(started + delay) => {}
+            }
+            delay = if started.elapsed() >= delay + Duration::from_secs(1) {
+                self.initial
+            } else {
+                (delay * 2).min(self.max)
+            };
+        }
+    }
+}
+
 /// Reassembles chunked `CheckinExpected` messages (spec §5.7).
 #[derive(Debug, Default)]
 pub struct ChunkAssembler {
@@ -179,44 +234,12 @@ impl CheckinLoop {
 
     /// Runs until `shutdown`, or fails after the stream stayed down for `give_up_after`.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StreamLost> {
-        let mut delay = self.reconnect.initial;
-        let mut down_since: Option<Instant> = None;
-        loop {
-            let started = Instant::now();
-            let (established, error) = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                r = self.session() => r,
-            };
-            if established || started.elapsed() >= Duration::from_secs(10) {
-                down_since = None;
-            }
-            let since = *down_since.get_or_insert(started);
-            tracing::warn!(
-                retry_in_ms = delay.as_millis() as u64,
-                "CheckinV2 stream ended: {error}"
-            );
-            if since.elapsed() >= self.reconnect.give_up_after {
-                return Err(StreamLost {
-                    stream: "CheckinV2",
-                    elapsed: since.elapsed(),
-                    last: error,
-                });
-            }
-            // The timer runs from when the attempt started (spec §5.6).
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep_until(started + delay) => {}
-            }
-            delay = if started.elapsed() >= delay + Duration::from_secs(1) {
-                self.reconnect.initial
-            } else {
-                (delay * 2).min(self.reconnect.max)
-            };
-        }
+        let reconnect = self.reconnect;
+        reconnect.drive(&mut self, &shutdown).await
     }
 
     /// One stream: returns whether it got established, and why it ended.
-    async fn session(&mut self) -> (bool, String) {
+    async fn open_session(&mut self) -> (bool, String) {
         let (tx, rx) = mpsc::channel::<CheckinObserved>(16);
         let first = self.observed(true);
         let mut last_key = self.units.observed().change_key();
@@ -296,6 +319,14 @@ pub fn status_text(status: &tonic::Status) -> String {
         text.push_str(&error_chain(source));
     }
     text
+}
+
+impl Session for CheckinLoop {
+    const NAME: &'static str = "CheckinV2";
+
+    fn session(&mut self) -> impl std::future::Future<Output = (bool, String)> + Send {
+        self.open_session()
+    }
 }
 
 #[cfg(test)]
