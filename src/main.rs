@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 use ti_sidecar::config::{self, IocExpiration};
 use ti_sidecar::runner::{self, RunOptions};
@@ -180,7 +179,7 @@ fn agent(args: &[String], log_level: &str) -> ExitCode {
     };
     let options = ti_sidecar::agent::AgentOptions::new(launch.path_data, levels);
     let result = runtime.block_on(async move {
-        let shutdown = shutdown_on_signals();
+        let shutdown = ti_sidecar::signal::shutdown_token();
         ti_sidecar::agent::run(info, options, shutdown).await
     });
     // Poll loops that ignored cancellation must not keep the process alive past the Agent's
@@ -208,7 +207,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let shutdown = shutdown_on_signals();
+            let shutdown = ti_sidecar::signal::shutdown_token();
             let options = RunOptions {
                 state_dir,
                 once,
@@ -252,7 +251,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 restart_delay,
                 checkin_period,
             };
-            match ti_sidecar::host::run(options, shutdown_on_signals()).await {
+            match ti_sidecar::host::run(options, ti_sidecar::signal::shutdown_token()).await {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(ti_sidecar::host::HostError::Policy(problems)) => {
                     report_problems(&problems);
@@ -269,7 +268,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 events,
                 component,
             };
-            let summary = ti_sidecar::demo::run(options, shutdown_on_signals()).await?;
+            let summary =
+                ti_sidecar::demo::run(options, ti_sidecar::signal::shutdown_token()).await?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -344,16 +344,4 @@ fn map(
     }
     out.flush().context("writing stdout")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A token cancelled on SIGINT or SIGTERM.
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        ti_sidecar::signal::terminated().await;
-        tracing::info!("shutdown requested: stopping fetches, finishing the batch in flight");
-        t.cancel();
-    });
-    token
 }

@@ -245,3 +245,45 @@ fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {
         assert_eq!(Value::Array(got), want["expected"], "{log}");
     }
 }
+
+/// Regression guard: signal handlers used to be installed by a spawned task, or only after the
+/// address was announced, so a SIGTERM arriving early took the default action and killed the
+/// process (seen as a rare `agent` SIGTERM test failure under load). Handlers are now in place
+/// before anything is announced: a SIGTERM sent the moment the address appears ends it cleanly.
+#[test]
+fn sigterm_right_after_start_is_a_clean_exit() {
+    let mut child = Command::new(bin())
+        .args([
+            "simulate",
+            "threatq",
+            "--listen",
+            "127.0.0.1:0",
+            "--indicators",
+            "5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.trim().parse::<std::net::SocketAddr>().is_ok(),
+        "{first:?}"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "killed by the signal instead of stopping: {status:?}"
+    );
+}

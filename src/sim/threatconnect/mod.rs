@@ -333,6 +333,8 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
     let access_id = args.access_id.clone();
     let indicators = args.indicators;
     let handle = start(args).await?;
+    // Handlers first: a client may signal as soon as it reads the address.
+    let stop = crate::signal::shutdown_token();
     crate::signal::announce_address(handle.addr())?;
     tracing::info!(
         url = %handle.base_url(),
@@ -340,7 +342,7 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         indicators = indicators as u64,
         "ThreatConnect simulator listening; the secret key is --secret-key / TI_SIM_TC_SECRET_KEY"
     );
-    crate::signal::terminated().await;
+    stop.cancelled().await;
     let stats = handle.stats();
     handle.shutdown().await;
     tracing::info!(

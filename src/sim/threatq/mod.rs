@@ -471,6 +471,8 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
     let collection = args.collection.clone();
     let indicators = args.indicators;
     let handle = start(args).await?;
+    // Handlers first: a client may signal as soon as it reads the address.
+    let stop = crate::signal::shutdown_token();
     crate::signal::announce_address(handle.addr())?;
     tracing::info!(
         url = %handle.base_url(),
@@ -480,7 +482,7 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         indicators = indicators as u64,
         "ThreatQ simulator listening; the client secret is --client-secret / TI_SIM_TQ_CLIENT_SECRET"
     );
-    crate::signal::terminated().await;
+    stop.cancelled().await;
     let stats = handle.stats();
     handle.shutdown().await;
     tracing::info!(
