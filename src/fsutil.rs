@@ -1,0 +1,119 @@
+//! Private files and directories: state, request traces, diagnostics and events can hold
+//! indicator bodies (possibly TLP:RED) and must not be readable by other users.
+//!
+//! Directories are created 0700 and files 0600 whatever the umask; an existing file or
+//! directory we open for writing is tightened to those modes.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+/// Mode of every directory we create.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file we create.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with mode 0700, and tightens `dir` itself to 0700.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(DIR_MODE);
+    }
+    builder.create(dir)?;
+    restrict(dir, DIR_MODE)
+}
+
+/// Options that create a file with mode 0600 (the umask can only remove bits from it).
+pub fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(FILE_MODE);
+    }
+    options
+}
+
+/// Opens `path` for appending, creating it 0600, and tightens an existing file to 0600.
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    let file = private_options().create(true).append(true).open(path)?;
+    restrict_file(&file)?;
+    Ok(file)
+}
+
+/// Writes `contents` to `path` (created or truncated) with mode 0600.
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = private_options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    restrict_file(&file)?;
+    file.write_all(contents)
+}
+
+/// Tightens an open file to 0600 when it has any group or other bit.
+pub fn restrict_file(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode != FILE_MODE {
+            file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
+/// Sets `path`'s permission bits to `mode` when they differ.
+pub fn restrict(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if current != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn created_private_whatever_was_there() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        create_private_dir_all(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("a")), 0o700);
+
+        let file = dir.join("f");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open_private_append(&file).unwrap());
+        assert_eq!(mode(&file), 0o600, "an existing file is tightened");
+
+        let fresh = dir.join("g");
+        write_private(&fresh, b"y").unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+    }
+}

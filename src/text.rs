@@ -1,0 +1,55 @@
+//! Bounds on text that came from outside (a TI server, a file): what goes into errors, logs and
+//! health messages is cut to [`MAX_SERVER_TEXT`] bytes on a char boundary, with a marker.
+
+use std::borrow::Cow;
+
+/// The most bytes of server-supplied text copied into an error, a log line or a health message.
+pub const MAX_SERVER_TEXT: usize = 1024;
+
+/// `text` cut to [`MAX_SERVER_TEXT`] bytes (on a char boundary) with a `…[N more bytes]` marker.
+pub fn bounded(text: &str) -> Cow<'_, str> {
+    bounded_to(text, MAX_SERVER_TEXT)
+}
+
+/// `text` cut to at most `max` bytes (on a char boundary) with a marker saying how much was cut.
+pub fn bounded_to(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}…[{} more bytes]",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
+/// [`bounded`] for owned text.
+pub fn bound_owned(text: String) -> String {
+    match bounded(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(cut) => cut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_untouched() {
+        assert!(matches!(bounded("abc"), Cow::Borrowed("abc")));
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_char_boundary() {
+        let text = "é".repeat(2000); // 4000 bytes, 2 bytes per char
+        let cut = bounded_to(&text, 1023);
+        assert!(cut.starts_with(&"é".repeat(511)));
+        assert!(cut.ends_with("…[2978 more bytes]"), "{cut}");
+        assert!(bounded(&text).len() < MAX_SERVER_TEXT + 32);
+    }
+}
