@@ -187,7 +187,11 @@ fn agent(args: &[String], log_level: &str) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(1),
+        Err(e) => {
+            // Every way out with an error says why, in one JSON line the Agent keeps.
+            tracing::error!("cannot run as an Agent component: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -1095,3 +1095,77 @@ async fn repeated_expected_messages_do_not_ping_pong() {
     stop.cancel();
     handle.await.expect("join").expect("clean stop");
 }
+
+/// Runs `ti-sidecar agent` with `info` on stdin and returns (exit success, stderr lines as JSON).
+fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Value>) {
+    use prost::Message as _;
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
+        .args(["agent", "-E", &format!("path.data={}", data.display())])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&info.encode_to_vec())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let lines = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out.status.success(), lines)
+}
+
+#[test]
+fn agent_that_cannot_start_logs_why_as_a_json_error_line() {
+    let pki = Pki::new(&server_name());
+    let dir = tempfile::tempdir().unwrap();
+    let good = StartUpInfo {
+        addr: "127.0.0.1:1".into(),
+        server_name: server_name(),
+        token: TOKEN.into(),
+        ca_cert: pki.ca_pem.clone().into_bytes(),
+        peer_cert: pki.leaf_pem.clone().into_bytes(),
+        peer_key: pki.leaf_key.clone().into_bytes(),
+        services: vec![ConnInfoServices::CheckinV2 as i32],
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "bad address",
+            StartUpInfo {
+                addr: "npipe://\\\\.\\pipe\\agent".into(),
+                ..good.clone()
+            },
+            "StartUpInfo.addr",
+        ),
+        (
+            "bad key",
+            StartUpInfo {
+                peer_key: b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
+                    .to_vec(),
+                ..good.clone()
+            },
+            "TLS setup",
+        ),
+    ];
+    for (what, info, expected) in cases {
+        let (ok, lines) = run_binary_agent(&info, dir.path());
+        assert!(!ok, "{what}: must exit non-zero");
+        let errors: Vec<&Value> = lines.iter().filter(|l| l["log.level"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{what}: exactly one error line: {lines:?}");
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{what}: {message}");
+        assert!(errors[0]["@timestamp"].is_string(), "{what}");
+        let all = serde_json::to_string(&lines).unwrap();
+        assert!(!all.contains(TOKEN), "{what}: the token leaked: {all}");
+        assert!(!all.contains("bm90IGEga2V5"), "{what}: key material leaked");
+    }
+}

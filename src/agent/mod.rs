@@ -152,9 +152,7 @@ pub async fn run(
     if !actions_done {
         let _ = actions_task.await;
     }
-    if let Err(e) = &outcome {
-        tracing::error!("{e}");
-    }
+    // The caller logs an error, whichever step it came from.
     outcome
 }
 
