@@ -717,3 +717,19 @@ fn agent_unit_source_validates_alone() {
     let problems = config::input_from_value(&bad).expect_err("invalid").0;
     assert_eq!(problems[0].field, "streams[0].batch_size");
 }
+
+#[test]
+fn validate_never_echoes_a_literal_secret_that_looks_like_a_reference() {
+    let problems = load(&bare_stream(
+        "access_id: \"1\"\nsecret_key: \"ab${S3CR3T-PART}cd\"",
+    ))
+    .expect_err("an invalid reference");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].field, format!("{S}.secret_key"));
+    assert!(problems[0].message.contains("invalid variable reference"));
+    let shown = format!("{problems:?}");
+    assert!(
+        !shown.contains("S3CR3T") && !shown.contains("PART"),
+        "{shown}"
+    );
+}

@@ -98,10 +98,14 @@ pub fn expand_str(
             };
             let name = &after[..close];
             if !is_var_name(name) {
-                errors.push(format!(
-                    "invalid variable reference `${{{name}}}`: a name is letters, digits and `_` \
-                     (write `$${{` for a literal `${{`)"
-                ));
+                // The text between the braces is not a name, so it may be part of a literal
+                // secret: describe it, never quote it.
+                errors.push(
+                    "invalid variable reference: `${` is followed by something that is not a \
+                     variable name (letters, digits and `_`; value not shown; write `$${` for a \
+                     literal `${`)"
+                        .to_owned(),
+                );
             } else {
                 match lookup(name) {
                     Some(value) => out.push_str(&value),
@@ -158,6 +162,17 @@ mod tests {
         let errors = expand_str("${NOPE} ${A-B} ${OPEN", &env).unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("NOPE"));
+        assert!(
+            errors[1].starts_with("invalid variable reference"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_literal_secret_that_looks_like_a_reference_is_never_echoed() {
+        let errors = expand_str("x${S3CR3T-PART}y", &env).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(!errors[0].contains("S3CR3T"), "{errors:?}");
     }
 
     #[test]

@@ -686,16 +686,26 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
     Some(ssl)
 }
 
-/// Checks a platform base URL: no credentials (the platform authenticates with `auth`), no
-/// query or fragment; trailing `/` are stripped from its path.
-pub fn check_base_url(r: &mut FieldReader<'_>, key: &str, mut url: Url, auth: &str) -> Option<Url> {
+/// Refuses a platform URL with user info: credentials in a URL end up in proxies' and servers'
+/// logs, and the platform authenticates with `auth` anyway. The value is not echoed.
+pub fn refuse_credentials(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &str) -> Option<Url> {
     if !url.username().is_empty() || url.password().is_some() {
         r.problem(
             key,
-            format!("must not contain credentials (the platform authenticates with {auth})"),
+            format!(
+                "must not contain credentials (value not shown; the platform authenticates with \
+                 {auth})"
+            ),
         );
         return None;
     }
+    Some(url)
+}
+
+/// Checks a platform base URL: no credentials (the platform authenticates with `auth`), no
+/// query or fragment; trailing `/` are stripped from its path.
+pub fn check_base_url(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &str) -> Option<Url> {
+    let mut url = refuse_credentials(r, key, url, auth)?;
     if url.query().is_some() || url.fragment().is_some() {
         r.problem(
             key,

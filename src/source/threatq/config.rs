@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::duration::format_duration;
 use crate::config::fields::{
-    FieldReader, POSITIVE_DURATION, check_base_url, redact_url, ssl_to_json,
+    FieldReader, POSITIVE_DURATION, check_base_url, redact_url, refuse_credentials, ssl_to_json,
 };
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
 
@@ -145,7 +145,9 @@ impl ThreatQConfig {
             .and_then(|url| check_base_url(r, "host", url, "client_id and client_secret"));
         let client_id = r.required_string("client_id");
         let client_secret = r.required_secret("client_secret");
-        let token_url = r.optional_url("token_url");
+        let token_url = r
+            .optional_url("token_url")
+            .and_then(|url| refuse_credentials(r, "token_url", url, "client_id and client_secret"));
         let style = r.string_or("client_auth_style", default_auth_style);
         let client_auth_style = match style.as_str() {
             "auto" => Some(ClientAuthStyle::Auto),
@@ -316,6 +318,27 @@ mod tests {
         assert!(!format!("{tq:?}").contains("hunter2-secret"));
         assert!(!tq.redacted_json().to_string().contains("hunter2-secret"));
         assert_eq!(tq.event_tags(), ["forwarded", "threatq-threat"]);
+    }
+
+    #[test]
+    fn token_url_with_credentials_is_refused_without_echoing_them() {
+        let stream = json!({
+            "host": "https://tq.example.com",
+            "client_id": "elastic",
+            "client_secret": "s",
+            "token_url": "https://elastic:token-url-PASSWORD@tq.example.com/api/token",
+            "data_collection_id": "abc123",
+        });
+        let mut r = FieldReader::open("s", &stream).expect("a map");
+        assert!(ThreatQConfig::from_fields(&mut r).is_none());
+        let problems = r.finish();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "s.token_url");
+        assert!(problems[0].message.contains("must not contain credentials"));
+        assert!(
+            !problems[0].message.contains("token-url-PASSWORD"),
+            "{problems:?}"
+        );
     }
 
     #[test]
