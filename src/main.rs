@@ -331,18 +331,43 @@ fn map(
         ioc_expiration,
         tags,
     };
-    let stdin = std::io::stdin().lock();
+    let mut stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for line in stdin.lines() {
-        let line = line.context("reading stdin")?;
-        let line = line.strip_suffix('\r').unwrap_or(&line);
+    let mut bytes = Vec::new();
+    for number in 1u64.. {
+        bytes.clear();
+        if stdin
+            .read_until(b'\n', &mut bytes)
+            .context("reading stdin")?
+            == 0
+        {
+            break;
+        }
+        // One bad byte spoils its line, not the run: it is mapped with U+FFFD in its place and
+        // the document says so.
+        let (text, invalid_utf8) = ti_sidecar::source::decode_body(&bytes);
+        let line = text.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
-        let event = match source {
+        let mut event = match source {
             Platform::Threatconnect => map_indicator(line, &options),
             Platform::Threatq => ti_sidecar::source::threatq::ecs::map_indicator(line, &options),
         };
+        if invalid_utf8 > 0 {
+            let message = format!(
+                "line {number} is not valid UTF-8: {invalid_utf8} invalid byte sequence(s) \
+                 were replaced with U+FFFD"
+            );
+            if ti_sidecar::ingest::append(&mut event.doc, "error.message", message.into(), true)
+                .is_err()
+            {
+                event.doc.insert(
+                    "error".to_owned(),
+                    serde_json::json!({ "message": [format!("line {number} is not valid UTF-8")] }),
+                );
+            }
+        }
         serde_json::to_writer(&mut out, &event.doc).context("writing stdout")?;
         out.write_all(b"\n").context("writing stdout")?;
     }

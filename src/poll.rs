@@ -139,6 +139,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     items,
                     cursor,
                     duplicates_dropped,
+                    invalid_utf8,
                     ..
                 } = page;
                 let now = chrono::Utc::now();
@@ -194,6 +195,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     indicators,
                     error_documents,
                     duplicates_dropped,
+                    invalid_utf8,
                     elapsed: started.elapsed(),
                     cursor: &self.source.describe(&cursor),
                 }

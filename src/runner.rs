@@ -171,6 +171,7 @@ pub async fn run(
         summary.totals.error_documents += snap.error_documents;
         summary.totals.errors += snap.errors;
         summary.totals.duplicates_dropped += snap.duplicates_dropped;
+        summary.totals.invalid_utf8 += snap.invalid_utf8;
         summary.per_stream.insert(id, snap);
     }
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -185,6 +186,7 @@ pub async fn run(
         errors = summary.totals.errors,
         error_documents = summary.totals.error_documents,
         duplicates_dropped = summary.totals.duplicates_dropped,
+        invalid_utf8 = summary.totals.invalid_utf8,
         elapsed_seconds = summary.elapsed_seconds,
         rate_per_second = summary.rate_per_second,
         "summary"

@@ -177,6 +177,8 @@ pub struct StreamCounters {
     pub errors: AtomicU64,
     /// Duplicates dropped by the paging logic.
     pub duplicates_dropped: AtomicU64,
+    /// Invalid UTF-8 sequences in responses, replaced with U+FFFD.
+    pub invalid_utf8: AtomicU64,
 }
 
 impl StreamCounters {
@@ -207,6 +209,7 @@ impl StreamCounters {
             error_documents: self.error_documents.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             duplicates_dropped: self.duplicates_dropped.load(Ordering::Relaxed),
+            invalid_utf8: self.invalid_utf8.load(Ordering::Relaxed),
         }
     }
 }
@@ -240,6 +243,8 @@ pub struct CounterSnapshot {
     pub errors: u64,
     /// Duplicates dropped by paging.
     pub duplicates_dropped: u64,
+    /// Invalid UTF-8 sequences in responses, replaced with U+FFFD.
+    pub invalid_utf8: u64,
 }
 
 /// A page was mapped, acknowledged by the sink, and its cursor committed.
@@ -254,6 +259,8 @@ pub struct PageDelivered<'a> {
     pub error_documents: usize,
     /// Duplicates dropped while paging.
     pub duplicates_dropped: usize,
+    /// Invalid UTF-8 sequences replaced with U+FFFD in the page's responses.
+    pub invalid_utf8: usize,
     /// Fetch + map + send + commit time.
     pub elapsed: Duration,
     /// The committed cursor, rendered for humans.
@@ -273,6 +280,17 @@ impl PageDelivered<'_> {
         counters
             .duplicates_dropped
             .fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
+        counters
+            .invalid_utf8
+            .fetch_add(self.invalid_utf8 as u64, Ordering::Relaxed);
+        if self.invalid_utf8 > 0 {
+            tracing::warn!(
+                stream.id = self.stream,
+                platform = self.platform,
+                invalid_utf8 = self.invalid_utf8 as u64,
+                "the response held invalid UTF-8; each invalid sequence was replaced with U+FFFD"
+            );
+        }
         // A delivered page is a success: health and diagnostics read these.
         counters.consecutive_failures.store(0, Ordering::Relaxed);
         if let Ok(mut c) = counters.cursor.lock() {

@@ -145,6 +145,39 @@ fn map_turns_a_non_json_line_into_an_error_document_and_keeps_going() {
 }
 
 #[test]
+fn map_gives_an_invalid_utf8_line_an_error_document_and_keeps_going() {
+    let mut child = Command::new(bin())
+        .args(["map", "--source", "threatq"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = b"{\"id\":1,\"value\":\"bad\xff.example\"}\n".to_vec();
+    input.extend_from_slice(b"{\"id\":2,\"value\":\"ok.example\"}\n");
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "the run goes on past the bad line");
+    let errors = docs[0]["error"]["message"].to_string();
+    assert!(errors.contains("line 1 is not valid UTF-8"), "{errors}");
+    assert!(
+        docs[0].to_string().contains("bad\u{fffd}.example"),
+        "{}",
+        docs[0]
+    );
+    assert!(docs[1].get("error").is_none(), "{}", docs[1]);
+}
+
+#[test]
 fn simulate_prints_its_address_first_and_enforces_auth() {
     let mut child = Command::new(bin())
         .args([

@@ -222,3 +222,31 @@ async fn a_full_page_without_next_still_means_more() {
     assert_eq!(page.items.len(), 2);
     assert!(page.more, "a full page asks for the next one");
 }
+
+#[tokio::test]
+async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
+    let server = MockServer::start().await;
+    let mut body = br#"{"data":[{"id":7,"summary":"1.2.3.4","description":"bad "#.to_vec();
+    body.extend_from_slice(&[0xc3, 0x28]);
+    body.extend_from_slice(
+        br#" byte","lastModified":"2023-11-28T09:00:00Z"}],"status":"Success"}"#,
+    );
+    Mock::given(method("GET"))
+        .and(path("/api/v3/indicators"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server);
+    let page = src.fetch(&cursor()).await.expect("the page is decoded");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.invalid_utf8, 1);
+    let item: serde_json::Value = serde_json::from_str(page.items[0].get()).unwrap();
+    assert_eq!(item["description"], "bad \u{fffd}( byte");
+    assert_eq!(
+        page.cursor.watermark,
+        "2023-11-28T09:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        "the watermark moves past the page"
+    );
+}

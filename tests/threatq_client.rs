@@ -48,6 +48,15 @@ fn page(data: &str, next: &str) -> ResponseTemplate {
     )
 }
 
+/// Mounts a token endpoint issuing tokens that live `expires_in` seconds.
+async fn serve_tokens(server: &MockServer, expires_in: u64) {
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(token(expires_in))
+        .mount(server)
+        .await;
+}
+
 async fn token_requests(server: &MockServer) -> usize {
     server
         .received_requests()
@@ -175,11 +184,7 @@ async fn auto_style_falls_back_to_body_credentials_once() {
 #[tokio::test]
 async fn token_is_refreshed_before_it_expires() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
-        .respond_with(token(0))
-        .mount(&server)
-        .await;
+    serve_tokens(&server, 0).await;
     Mock::given(method("GET"))
         .respond_with(page("{}", "M"))
         .mount(&server)
@@ -197,11 +202,7 @@ async fn token_is_refreshed_before_it_expires() {
 #[tokio::test]
 async fn a_401_gets_exactly_one_reauthentication_and_retry() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
-        .respond_with(token(3600))
-        .mount(&server)
-        .await;
+    serve_tokens(&server, 3600).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(401))
         .up_to_n_times(1)
@@ -220,11 +221,7 @@ async fn a_401_gets_exactly_one_reauthentication_and_retry() {
 #[tokio::test]
 async fn a_persistent_401_fails_the_input_after_one_reauthentication() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
-        .respond_with(token(3600))
-        .mount(&server)
-        .await;
+    serve_tokens(&server, 3600).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(401))
         .mount(&server)
@@ -261,11 +258,7 @@ async fn refused_credentials_are_a_clear_non_secret_failure() {
 #[tokio::test]
 async fn the_same_mark_coming_back_ends_the_sweep() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
-        .respond_with(token(3600))
-        .mount(&server)
-        .await;
+    serve_tokens(&server, 3600).await;
     Mock::given(method("GET"))
         .respond_with(page(r#"[{"id":1}]"#, "SAME"))
         .mount(&server)
@@ -276,4 +269,28 @@ async fn the_same_mark_coming_back_ends_the_sweep() {
         !p.more,
         "Solr contract: the same mark means no more results"
     );
+}
+
+#[tokio::test]
+async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
+    let server = MockServer::start().await;
+    serve_tokens(&server, 3600).await;
+    let mut body = br#"{"data":[{"id":1,"value":"evil"#.to_vec();
+    body.push(0xff);
+    body.extend_from_slice(br#".example","updated_at":"2024-01-01 00:00:00"},{"id":2,"value":"ok.example"}],"nextCursorMark":"m2"}"#);
+    Mock::given(method("GET"))
+        .and(path("/api/indicators/query/hash/someid"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    let page = src
+        .fetch(&"*".to_owned())
+        .await
+        .expect("the page is decoded");
+    assert_eq!(page.items.len(), 2, "no item is lost");
+    assert_eq!(page.invalid_utf8, 1);
+    let first: serde_json::Value = serde_json::from_str(page.items[0].get()).unwrap();
+    assert_eq!(first["value"], "evil\u{fffd}.example");
+    assert_eq!(page.cursor, "m2", "the sweep moves on");
 }

@@ -8,6 +8,7 @@
 pub mod threatconnect;
 pub mod threatq;
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::future::Future;
 
@@ -29,6 +30,27 @@ pub struct Page<C> {
     pub more: bool,
     /// Objects dropped as already delivered.
     pub duplicates_dropped: usize,
+    /// Invalid UTF-8 sequences replaced with U+FFFD in the responses behind this page.
+    pub invalid_utf8: usize,
+}
+
+/// A response body as text. Invalid UTF-8 sequences become U+FFFD, as Go's `encoding/json`
+/// decodes them for Elastic's inputs, so one bad byte costs one character, not the whole page
+/// (which would be retried forever and stall the stream). Returns how many were replaced.
+pub fn decode_body(body: &[u8]) -> (Cow<'_, str>, usize) {
+    if let Ok(text) = std::str::from_utf8(body) {
+        return (Cow::Borrowed(text), 0);
+    }
+    let mut text = String::with_capacity(body.len() + 16);
+    let mut replaced = 0;
+    for chunk in body.utf8_chunks() {
+        text.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            text.push(char::REPLACEMENT_CHARACTER);
+            replaced += 1;
+        }
+    }
+    (Cow::Owned(text), replaced)
 }
 
 /// Why a page could not be fetched.
@@ -81,5 +103,23 @@ pub trait Source: Send + 'static {
     /// A short human rendering of a cursor for logs.
     fn describe(&self, cursor: &Self::Cursor) -> String {
         format!("{cursor:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters_and_is_counted() {
+        assert_eq!(
+            decode_body(b"{\"a\":\"ok\"}"),
+            (Cow::Borrowed("{\"a\":\"ok\"}"), 0)
+        );
+        let (text, replaced) = decode_body(b"{\"a\":\"x\xff\xfey\",\"b\":\"\xc3\"}");
+        assert_eq!(text, "{\"a\":\"x\u{fffd}\u{fffd}y\",\"b\":\"\u{fffd}\"}");
+        assert_eq!(replaced, 3);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["b"], "\u{fffd}");
     }
 }

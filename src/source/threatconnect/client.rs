@@ -16,7 +16,7 @@ use super::ecs::{MapOptions, map_indicator};
 use super::sweep::{self, ItemKey, Step, SweepCursor};
 use crate::http::{HttpClient, HttpError};
 use crate::ingest::EcsEvent;
-use crate::source::{FetchError, Page, Source};
+use crate::source::{FetchError, Page, Source, decode_body};
 
 const PLATFORM: &str = "threatconnect";
 
@@ -149,7 +149,7 @@ impl ThreatConnectSource {
         })
     }
 
-    async fn get(&mut self, url: &url::Url) -> Result<Envelope, FetchError> {
+    async fn get(&mut self, url: &url::Url) -> Result<(Envelope, usize), FetchError> {
         let access_id = self.cfg.access_id.clone();
         let cfg = self.cfg.clone();
         // Sign the exact bytes we send: path + query of the parsed URL, fresh timestamp per attempt.
@@ -177,8 +177,9 @@ impl ThreatConnectSource {
         if let Some(server_now) = crate::http::server_date(&response.headers) {
             self.clock_offset = server_now - Utc::now();
         }
+        let (text, invalid_utf8) = decode_body(&response.body);
         let envelope: Envelope =
-            serde_json::from_slice(&response.body).map_err(|e| FetchError::InvalidResponse {
+            serde_json::from_str(&text).map_err(|e| FetchError::InvalidResponse {
                 platform: PLATFORM,
                 message: format!("cannot decode indicators response: {e}"),
             })?;
@@ -188,7 +189,7 @@ impl ThreatConnectSource {
                 message: format!("status {status:?} in a 200 response"),
             });
         }
-        Ok(envelope)
+        Ok((envelope, invalid_utf8))
     }
 }
 
@@ -211,10 +212,12 @@ impl Source for ThreatConnectSource {
 
     async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
         let mut cursor = cursor.clone();
+        let mut invalid_utf8 = 0;
         loop {
             let plan = cursor.plan(Utc::now() + self.clock_offset);
             let url = self.page_url(cursor.watermark, plan.result_start)?;
-            let envelope = self.get(&url).await?;
+            let (envelope, replaced) = self.get(&url).await?;
+            invalid_utf8 += replaced;
             let keys: Vec<ItemKey> = envelope.data.iter().map(|raw| item_key(raw)).collect();
             // `next` says more items exist; a full page says so too, for servers that omit `next`
             // (the no-progress guard in `step` stops a sweep that would only spin).
@@ -241,6 +244,7 @@ impl Source for ThreatConnectSource {
                         cursor: next,
                         more,
                         duplicates_dropped,
+                        invalid_utf8,
                     });
                 }
             }

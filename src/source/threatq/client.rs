@@ -20,7 +20,7 @@ use super::config::{ClientAuthStyle, ThreatQConfig};
 use super::ecs::{MapOptions, map_indicator};
 use crate::http::{HttpClient, HttpError};
 use crate::ingest::EcsEvent;
-use crate::source::{FetchError, Page, Source};
+use crate::source::{FetchError, Page, Source, decode_body};
 
 const PLATFORM: &str = "threatq";
 
@@ -197,7 +197,7 @@ impl ThreatQSource {
         })
     }
 
-    async fn get_page(&mut self, url: &url::Url) -> Result<Envelope, FetchError> {
+    async fn get_page(&mut self, url: &url::Url) -> Result<(Envelope, usize), FetchError> {
         let mut reauthenticated = false;
         loop {
             let token = self.access_token().await?;
@@ -214,12 +214,13 @@ impl ThreatQSource {
                 .await;
             match result {
                 Ok(response) => {
-                    return serde_json::from_slice(&response.body).map_err(|e| {
-                        FetchError::InvalidResponse {
+                    let (text, invalid_utf8) = decode_body(&response.body);
+                    let envelope =
+                        serde_json::from_str(&text).map_err(|e| FetchError::InvalidResponse {
                             platform: PLATFORM,
                             message: format!("cannot decode indicators response: {e}"),
-                        }
-                    });
+                        })?;
+                    return Ok((envelope, invalid_utf8));
                 }
                 // The token expired or was revoked early: one re-authentication, one retry.
                 Err(HttpError::Unauthorized { status: 401, .. }) if !reauthenticated => {
@@ -282,7 +283,7 @@ impl Source for ThreatQSource {
 
     async fn fetch(&mut self, cursor: &String) -> Result<Page<String>, FetchError> {
         let url = self.page_url(cursor)?;
-        let envelope = self.get_page(&url).await?;
+        let (envelope, invalid_utf8) = self.get_page(&url).await?;
         let items: Vec<Box<RawValue>> = match envelope.data.as_deref().map(RawValue::get) {
             Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
                 .map_err(|e| FetchError::InvalidResponse {
@@ -301,6 +302,7 @@ impl Source for ThreatQSource {
             cursor: next.unwrap_or_else(|| cursor.clone()),
             more,
             duplicates_dropped: 0,
+            invalid_utf8,
         })
     }
 
