@@ -299,6 +299,9 @@ fn validate(path: &std::path::Path) -> ExitCode {
                 path.display(),
                 cfg.inputs.len()
             );
+            for (place, note) in cfg.security_notes() {
+                println!("  warning: {place}: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

@@ -107,6 +107,9 @@ pub async fn run(
             name: name.clone(),
             source,
         };
+        for note in output.security_notes() {
+            tracing::warn!(output = %name, "output {name:?}: {note}");
+        }
         let sink = match output {
             OutputConfig::Ndjson { path } => {
                 AnySink::Ndjson(NdjsonSink::open(path).await.map_err(output_error)?)
@@ -229,6 +232,9 @@ impl<K: Sink> StreamPoller<'_, K> {
     /// Builds the platform's source and HTTP client and returns the poll loop, which runs until
     /// `shutdown` (finishing and committing the batch in flight).
     pub fn into_loop(self, shutdown: CancellationToken) -> Result<StreamLoop, RunError> {
+        for note in self.stream.source.http().security_notes() {
+            self.counters.add_note(&self.stream.identity.id, note);
+        }
         Ok(match &self.stream.source {
             SourceConfig::ThreatConnect(tc) => {
                 let http = self.http(tc.secret_key.expose_secret())?;

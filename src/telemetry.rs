@@ -167,6 +167,8 @@ pub struct StreamCounters {
     pub fatal: std::sync::Mutex<Option<String>>,
     /// The last committed cursor, rendered for humans.
     pub cursor: std::sync::Mutex<Option<String>>,
+    /// Standing warnings about the stream's settings (TLS verification off), for health.
+    pub notes: std::sync::Mutex<Vec<String>>,
     /// Documents acknowledged by the sink.
     pub indicators: AtomicU64,
     /// Pages fetched and acknowledged.
@@ -189,10 +191,19 @@ impl StreamCounters {
         }
     }
 
+    /// Logs a standing warning about stream `stream`'s settings once and keeps it for health.
+    pub fn add_note(&self, stream: &str, note: &str) {
+        tracing::warn!(stream.id = stream, "stream {stream}: {note}");
+        if let Ok(mut notes) = self.notes.lock() {
+            notes.push(note.to_owned());
+        }
+    }
+
     /// The stream's status for health and diagnostics.
     pub fn status(&self) -> StreamStatus {
         let read = |m: &std::sync::Mutex<Option<String>>| m.lock().ok().and_then(|g| g.clone());
         StreamStatus {
+            notes: self.notes.lock().map(|n| n.clone()).unwrap_or_default(),
             counters: self.snapshot(),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             last_error: read(&self.last_error),
@@ -228,6 +239,8 @@ pub struct StreamStatus {
     pub fatal: Option<String>,
     /// The last committed cursor.
     pub cursor: Option<String>,
+    /// Standing warnings about the stream's settings.
+    pub notes: Vec<String>,
 }
 
 /// Plain copy of [`StreamCounters`].

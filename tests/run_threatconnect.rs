@@ -329,3 +329,47 @@ async fn sigterm_while_the_output_refuses_exits_0_and_loses_nothing() {
     assert_eq!(delivered.len(), 300);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verification_off_is_warned_at_start_and_by_validate() {
+    let sim = start(sim_args(10)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(
+        &sim,
+        SECRET,
+        &events,
+        "        ssl:\n          verification_mode: none\n",
+    );
+    let validated = std::process::Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("TEST_TC_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(validated.status.success());
+    let printed = String::from_utf8_lossy(&validated.stdout);
+    assert!(
+        printed.contains("warning: input tc stream tc-indicator: ssl.verification_mode is none"),
+        "{printed}"
+    );
+    let state = ws.state_dir();
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "run failed: {stderr}");
+    let warnings: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["log.level"] == "warn")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one WARN at start: {warnings:?}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verification_mode is none"),
+        "{warnings:?}"
+    );
+    assert_eq!(warnings[0]["stream.id"], "tc-indicator");
+    assert_eq!(read_events(&events).len(), 10, "the stream still runs");
+    sim.shutdown().await;
+}

@@ -69,6 +69,7 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
                 "error_documents": status.counters.error_documents,
                 "duplicates_dropped": status.counters.duplicates_dropped,
                 "invalid_utf8": status.counters.invalid_utf8,
+                "notes": status.notes,
             }),
         );
     }
@@ -95,6 +96,16 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
             format!("Healthy: polling {} stream(s)", streams.len()),
         )
     };
+    // Insecure settings stay visible in Fleet whatever the state.
+    let notes: Vec<String> = streams
+        .iter()
+        .flat_map(|(id, s)| s.notes.iter().map(move |n| format!("stream {id}: {n}")))
+        .collect();
+    let message = if notes.is_empty() {
+        message
+    } else {
+        format!("{message} (warning: {})", notes.join("; "))
+    };
     let mut payload = Map::new();
     payload.insert("streams".into(), Value::Object(per_stream));
     Health {
@@ -118,7 +129,34 @@ mod tests {
             last_error: (failures > 0).then(|| "fetch: HTTP 429 Too Many Requests".to_owned()),
             fatal: fatal.map(str::to_owned),
             cursor: Some("2026-01-01T00:00:00Z".into()),
+            notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn tls_verification_off_is_noted_in_every_state() {
+        let mut insecure = status(0, None);
+        insecure.notes = vec![crate::config::TLS_VERIFICATION_OFF.to_owned()];
+        let h = derive(&[
+            ("s1".into(), status(0, None)),
+            ("s2".into(), insecure.clone()),
+        ]);
+        assert_eq!(h.state, State::Healthy);
+        assert!(h.message.starts_with("Healthy"), "{}", h.message);
+        assert!(
+            h.message
+                .contains("stream s2: ssl.verification_mode is none"),
+            "{}",
+            h.message
+        );
+        insecure.consecutive_failures = DEGRADED_AFTER;
+        let h = derive(&[("s2".into(), insecure)]);
+        assert_eq!(h.state, State::Degraded);
+        assert!(
+            h.message.contains("verification_mode is none"),
+            "{}",
+            h.message
+        );
     }
 
     #[test]

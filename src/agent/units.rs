@@ -90,6 +90,9 @@ impl OutputSpec {
 
     /// Opens the sink every input unit writes to.
     pub async fn open(&self) -> Result<AnySink, String> {
+        for note in self.0.security_notes() {
+            tracing::warn!("output: {note}");
+        }
         match &self.0 {
             OutputConfig::Ndjson { path } => NdjsonSink::open(path)
                 .await

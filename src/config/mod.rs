@@ -193,7 +193,85 @@ impl std::fmt::Debug for HttpConfig {
     }
 }
 
+/// The note every insecure-TLS stream carries in its logs and unit health.
+pub const TLS_VERIFICATION_OFF: &str = "ssl.verification_mode is none: the server's certificate \
+     is not checked, so anyone on the network path can impersonate the platform";
+
+impl HttpConfig {
+    /// What is insecure about these settings, one sentence each (logged as WARN at start, and
+    /// shown in the unit's health message).
+    pub fn security_notes(&self) -> Vec<&'static str> {
+        let mut notes = Vec::new();
+        if self.ssl.verification_mode == VerificationMode::None {
+            notes.push(TLS_VERIFICATION_OFF);
+        }
+        notes
+    }
+}
+
+impl OutputConfig {
+    /// What is insecure about this output (logged as WARN when it is opened).
+    pub fn security_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Self::Otlp { endpoint, ssl, .. } = self {
+            if let Ok(uri) = crate::sink::otlp::endpoint_uri(endpoint, ssl.is_some()) {
+                if uri.starts_with("http://") && !is_loopback_uri(&uri) {
+                    notes.push(
+                        "the OTLP endpoint is plaintext (http) to a non-loopback address: events \
+                         can be read and altered on the network path; use https:// or an ssl \
+                         block"
+                            .to_owned(),
+                    );
+                }
+            }
+            if ssl
+                .as_ref()
+                .is_some_and(|s| s.verification_mode == VerificationMode::None)
+            {
+                notes.push(TLS_VERIFICATION_OFF.to_owned());
+            }
+        }
+        notes
+    }
+}
+
+/// Whether a URI's host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback_uri(uri: &str) -> bool {
+    match url::Url::parse(uri).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 impl Config {
+    /// Every insecure setting, as (where, what): streams with TLS verification off, outputs
+    /// sending in plaintext off the machine. `run` logs each as a WARN at start; `validate`
+    /// prints them.
+    pub fn security_notes(&self) -> Vec<(String, String)> {
+        let mut notes = Vec::new();
+        for (name, output) in &self.outputs {
+            for note in output.security_notes() {
+                notes.push((format!("outputs.{name}"), note));
+            }
+        }
+        for input in &self.inputs {
+            for stream in &input.streams {
+                for note in stream.source.http().security_notes() {
+                    notes.push((
+                        format!("input {} stream {}", input.id, stream.identity.id),
+                        note.to_owned(),
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
     /// The effective configuration (defaults filled in) under the file's key names, with every
     /// secret (`secret_key`, `ssl.key`, a proxy password) replaced by `"[REDACTED]"`.
     pub fn redacted_json(&self) -> serde_json::Value {
@@ -501,6 +579,42 @@ mod tests {
             problems[0].message.contains("larger than 1024 KiB"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn insecure_settings_are_noted() {
+        let tree = json!({
+            "outputs": {
+                "local": { "type": "otlp", "endpoint": "127.0.0.1:4317" },
+                "named": { "type": "otlp", "endpoint": "http://localhost:4317" },
+                "remote": { "type": "otlp", "endpoint": "collector.example.com:4317" },
+                "remote6": { "type": "otlp", "endpoint": "http://[2001:db8::1]:4317" },
+                "tls": { "type": "otlp", "endpoint": "https://collector.example.com:4317" },
+            },
+            "inputs": [{
+                "id": "tc",
+                "type": "ti_threatconnect",
+                "use_output": "local",
+                "streams": [
+                    { "id": "safe", "access_id": "1", "secret_key": "k" },
+                    {
+                        "id": "off", "access_id": "1", "secret_key": "k",
+                        "ssl": { "verification_mode": "none" },
+                    },
+                ],
+            }],
+        });
+        let notes = from_value(&tree)
+            .unwrap_or_else(|p| panic!("{p}"))
+            .security_notes();
+        let places: Vec<&str> = notes.iter().map(|(w, _)| w.as_str()).collect();
+        assert_eq!(
+            places,
+            ["outputs.remote", "outputs.remote6", "input tc stream off"],
+            "{notes:?}"
+        );
+        assert!(notes[0].1.contains("plaintext"));
+        assert_eq!(notes[2].1, TLS_VERIFICATION_OFF);
     }
 
     #[test]

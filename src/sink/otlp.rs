@@ -417,7 +417,7 @@ pub fn any_value_to_json(value: &AnyValue) -> Value {
 }
 
 /// `host:port` → `http(s)://host:port`; URLs pass through. `https` when `tls` is asked for.
-fn endpoint_uri(endpoint: &str, tls: bool) -> Result<String, String> {
+pub(crate) fn endpoint_uri(endpoint: &str, tls: bool) -> Result<String, String> {
     let endpoint = endpoint.trim();
     if let Some(rest) = endpoint.strip_prefix("http://") {
         if tls {
