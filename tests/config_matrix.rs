@@ -733,3 +733,19 @@ fn validate_never_echoes_a_literal_secret_that_looks_like_a_reference() {
         "{shown}"
     );
 }
+
+#[test]
+fn duplicate_batch_size_is_refused_in_either_order() {
+    for (first, second) in [("0", "2000"), ("2000", "0")] {
+        let problems = load(&stream(&format!(
+            "batch_size: {first}\nbatch_size: {second}"
+        )))
+        .expect_err("a duplicate key is an error");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, format!("{S}.batch_size"));
+        assert!(
+            problems[0].message.contains("duplicate key at lines 10 and 11"),
+            "{problems:?}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod env;
 pub mod fields;
 pub mod policy;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -311,114 +312,13 @@ pub fn load_file_with_env(
     path: &std::path::Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Problems> {
-    let text = read_bounded(path).map_err(|p| Problems(vec![p]))?;
+    let text = yaml::read_file(path).map_err(|p| Problems(vec![p]))?;
     load_str(&text, lookup)
-}
-
-/// The largest configuration file accepted (1 MiB): a real policy is a few kilobytes.
-pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
-
-/// The deepest `[`/`{` nesting accepted in a configuration file. The YAML parser's own limit
-/// (128) is only checked after work quadratic in the depth (100 000 `[` took minutes).
-pub const MAX_CONFIG_NESTING: usize = 64;
-
-/// Reads a configuration file of at most [`MAX_CONFIG_BYTES`], whatever it is (a FIFO, a
-/// device, a file still growing).
-fn read_bounded(path: &std::path::Path) -> Result<String, Problem> {
-    use std::io::Read as _;
-    let problem = |message: String| Problem {
-        field: FILE_FIELD.to_owned(),
-        message,
-    };
-    let file = std::fs::File::open(path)
-        .map_err(|e| problem(format!("cannot read {}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| problem(format!("cannot read {}: {e}", path.display())))?;
-    if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(too_large());
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        problem(format!(
-            "{} is not UTF-8 text (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })
-}
-
-fn too_large() -> Problem {
-    Problem {
-        field: FILE_FIELD.to_owned(),
-        message: format!(
-            "the file is larger than {} KiB; a configuration is refused above that size",
-            MAX_CONFIG_BYTES / 1024
-        ),
-    }
-}
-
-/// Refuses text whose flow collections (`[`, `{`) nest deeper than [`MAX_CONFIG_NESTING`],
-/// before the YAML parser sees it. Brackets inside quoted scalars and comments do not count;
-/// one inside a plain scalar does, which only matters for text no configuration contains.
-fn check_nesting(text: &str) -> Result<(), Problem> {
-    #[derive(PartialEq)]
-    enum In {
-        Plain,
-        Double,
-        Single,
-        Comment,
-    }
-    let mut state = In::Plain;
-    let mut depth = 0usize;
-    let mut line = 1usize;
-    let mut prev = '\n';
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\n' {
-            line += 1;
-        }
-        match state {
-            In::Comment if c == '\n' => state = In::Plain,
-            In::Comment => {}
-            In::Double if c == '\\' => {
-                chars.next();
-            }
-            In::Double if c == '"' => state = In::Plain,
-            In::Single if c == '\'' && chars.peek() == Some(&'\'') => {
-                chars.next();
-            }
-            In::Single if c == '\'' => state = In::Plain,
-            In::Double | In::Single => {}
-            In::Plain => match c {
-                '#' if prev.is_whitespace() => state = In::Comment,
-                '"' | '\'' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => {
-                    state = if c == '"' { In::Double } else { In::Single };
-                }
-                '[' | '{' => {
-                    depth += 1;
-                    if depth > MAX_CONFIG_NESTING {
-                        return Err(Problem {
-                            field: FILE_FIELD.to_owned(),
-                            message: format!(
-                                "`[`/`{{` nest deeper than {MAX_CONFIG_NESTING} levels at line \
-                                 {line}; a configuration is refused beyond that"
-                            ),
-                        });
-                    }
-                }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-        }
-        prev = c;
-    }
-    Ok(())
 }
 
 /// Parses YAML text, expands `${VAR}` with `lookup`, and validates the result.
 pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
-    let value = parse_yaml(text).map_err(|p| Problems(vec![p]))?;
+    let value = yaml::parse(text).map_err(Problems)?;
     let (expanded, mut problems) = env::expand_tree(&value, lookup);
     match from_value(&expanded) {
         Ok(config) if problems.is_empty() => Ok(config),
@@ -435,32 +335,6 @@ pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
             Err(Problems(problems))
         }
     }
-}
-
-/// Reads YAML into a JSON tree; a syntax error is one `<file>` problem with its line.
-fn parse_yaml(text: &str) -> Result<serde_json::Value, Problem> {
-    if text.trim().is_empty() {
-        return Err(Problem {
-            field: FILE_FIELD.to_owned(),
-            message: "the file is empty".to_owned(),
-        });
-    }
-    if text.len() > MAX_CONFIG_BYTES {
-        return Err(too_large());
-    }
-    check_nesting(text)?;
-    serde_norway::from_str::<serde_json::Value>(text).map_err(|e| {
-        let mut message = format!("invalid YAML: {e}");
-        if let Some(at) = e.location() {
-            if !message.contains("line") {
-                message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
-            }
-        }
-        Problem {
-            field: FILE_FIELD.to_owned(),
-            message,
-        }
-    })
 }
 
 /// Validates an already-parsed configuration tree (the YAML file, or an Agent unit's source).
@@ -540,45 +414,6 @@ mod tests {
             "ti_threatconnect.indicator"
         );
         assert_eq!(json["outputs"]["default"]["path"], "-");
-    }
-
-    #[test]
-    fn deeply_nested_flow_collections_are_refused_at_once() {
-        let text = format!("a: {}", "[".repeat(100_000));
-        let problems = load_str(&text, &|_| None).expect_err("too deep").0;
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].field, FILE_FIELD);
-        assert!(
-            problems[0].message.contains("deeper than 64"),
-            "{problems:?}"
-        );
-        // Without the linear pre-check the YAML parser spends minutes on this input.
-        let text = format!("a: {}", "{a: ".repeat(65));
-        assert!(load_str(&text, &|_| None).is_err());
-    }
-
-    #[test]
-    fn brackets_in_quotes_and_comments_do_not_count_as_nesting() {
-        let deep = "[".repeat(100);
-        let text = format!("# {deep}\na: \"{deep}\\\"\"\nb: '{deep}''x'\nc: [[1], {{d: [2]}}]\n");
-        assert_eq!(check_nesting(&text), Ok(()), "{text}");
-    }
-
-    #[test]
-    fn oversized_config_files_are_refused_without_reading_them_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.yml");
-        let mut text = String::from("inputs: []\n");
-        while text.len() <= MAX_CONFIG_BYTES {
-            text.push_str("# padding padding padding padding padding padding padding\n");
-        }
-        std::fs::write(&path, &text).unwrap();
-        let problems = load_file_with_env(&path, &|_| None).expect_err("too big").0;
-        assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].message.contains("larger than 1024 KiB"),
-            "{problems:?}"
-        );
     }
 
     #[test]
