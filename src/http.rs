@@ -7,7 +7,7 @@
 //! connection errors are retried; 401/403 and other 4xx are not.
 
 use std::fs::File;
-use std::io::{BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,21 +15,30 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use secrecy::ExposeSecret as _;
 
 use crate::config::{HttpConfig, SslConfig, VerificationMode};
+use crate::pem::{self, PemError, PemSource};
 
 /// A problem turning `ssl`/`proxy_url` settings into a client. Names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpBuildError {
     /// A PEM file or inline PEM could not be read or holds nothing usable.
-    #[error("ssl.{field}: {message}")]
+    #[error("ssl.{field}: {source}")]
     Pem {
         /// `certificate_authorities`, `certificate` or `key`.
         field: &'static str,
-        /// What went wrong (a path, never key material).
+        /// What went wrong (a path at most, never key material).
+        source: PemError,
+    },
+    /// The PEM parsed, but TLS cannot use it (a CA rustls refuses, a key that does not match).
+    #[error("ssl.{field}: {message}")]
+    Tls {
+        /// `certificate_authorities` or `key`.
+        field: &'static str,
+        /// rustls' reason (never key material).
         message: String,
     },
     /// The proxy URL was refused.
@@ -392,42 +401,12 @@ pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>>
 // ---------------------------------------------------------------------------------------------
 // TLS
 
-fn read_pem(field: &'static str, source: &str) -> Result<Vec<u8>, HttpBuildError> {
-    if source.trim_start().starts_with("-----BEGIN") {
-        return Ok(source.as_bytes().to_vec());
-    }
-    std::fs::read(source).map_err(|e| HttpBuildError::Pem {
-        field,
-        message: format!("cannot read {source:?}: {e}"),
-    })
-}
-
+/// [`pem::certificates`] with the field named in the error.
 fn certificates(
     field: &'static str,
-    source: &str,
+    value: &str,
 ) -> Result<Vec<CertificateDer<'static>>, HttpBuildError> {
-    let pem = read_pem(field, source)?;
-    let certs: Result<Vec<_>, _> =
-        rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
-    let certs = certs.map_err(|e| HttpBuildError::Pem {
-        field,
-        message: format!("invalid PEM in {}: {e}", describe_source(source)),
-    })?;
-    if certs.is_empty() {
-        return Err(HttpBuildError::Pem {
-            field,
-            message: format!("no certificate found in {}", describe_source(source)),
-        });
-    }
-    Ok(certs)
-}
-
-fn describe_source(source: &str) -> String {
-    if source.trim_start().starts_with("-----BEGIN") {
-        "inline PEM".to_owned()
-    } else {
-        format!("{source:?}")
-    }
+    pem::certificates(value).map_err(|source| HttpBuildError::Pem { field, source })
 }
 
 fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
@@ -439,9 +418,9 @@ fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
         // Like Beats: configured CAs replace the defaults.
         for ca in &ssl.certificate_authorities {
             for cert in certificates("certificate_authorities", ca)? {
-                roots.add(cert).map_err(|e| HttpBuildError::Pem {
+                roots.add(cert).map_err(|e| HttpBuildError::Tls {
                     field: "certificate_authorities",
-                    message: format!("unusable CA in {}: {e}", describe_source(ca)),
+                    message: format!("unusable CA in {}: {e}", PemSource::classify(ca).origin()),
                 })?;
             }
         }
@@ -470,19 +449,14 @@ fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
     let config = match (&ssl.certificate, &ssl.key) {
         (Some(cert), Some(key)) => {
             let chain = certificates("certificate", cert)?;
-            let key_pem = read_pem("key", key.expose_secret())?;
-            let key: PrivateKeyDer<'static> =
-                rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
-                    .ok()
-                    .flatten()
-                    .ok_or(HttpBuildError::Pem {
-                        field: "key",
-                        message: "no usable private key (PKCS#1, PKCS#8 or SEC1 PEM expected)"
-                            .to_owned(),
-                    })?;
+            let key =
+                pem::private_key(key.expose_secret()).map_err(|source| HttpBuildError::Pem {
+                    field: "key",
+                    source,
+                })?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| HttpBuildError::Pem {
+                .map_err(|e| HttpBuildError::Tls {
                     field: "key",
                     message: format!("key does not match certificate: {e}"),
                 })?

@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
-use std::path::Path;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -107,11 +106,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
-}
-
-/// Whether a string is inline PEM rather than a file path.
-pub fn is_inline_pem(text: &str) -> bool {
-    text.contains("-----BEGIN")
 }
 
 /// Reads typed fields out of one configuration map and collects every problem.
@@ -599,26 +593,12 @@ impl<'a> FieldReader<'a> {
     }
 }
 
-/// Checks a certificate or CA entry: inline PEM must hold a certificate, a path must exist.
+/// Checks a certificate or CA entry exactly as the clients will read it ([`crate::pem`]).
 fn check_cert_source(field: String, text: &str, problems: &mut Vec<Problem>) {
-    if is_inline_pem(text) {
-        let mut reader = text.as_bytes();
-        let certs: Vec<_> = rustls_pemfile::certs(&mut reader).collect();
-        if certs.is_empty() || certs.iter().any(Result::is_err) {
-            problems.push(Problem {
-                field,
-                message: "inline PEM does not contain a valid certificate".to_owned(),
-            });
-        }
-    } else if text.trim().is_empty() {
+    if let Err(e) = crate::pem::certificates(text) {
         problems.push(Problem {
             field,
-            message: "must not be empty".to_owned(),
-        });
-    } else if !Path::new(text).is_file() {
-        problems.push(Problem {
-            field,
-            message: format!("file {text:?} does not exist (give a file path or inline PEM)"),
+            message: e.to_string(),
         });
     }
 }
@@ -657,22 +637,10 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
 
     ssl.key = r.optional_secret("key");
     if let Some(key) = &ssl.key {
-        let text = key.expose_secret();
-        if text.trim().is_empty() {
-            r.problem("key", "must not be empty");
-        } else if is_inline_pem(text) {
-            let mut reader = text.as_bytes();
-            if !matches!(rustls_pemfile::private_key(&mut reader), Ok(Some(_))) {
-                r.problem(
-                    "key",
-                    "inline PEM does not contain a valid private key (value not shown)",
-                );
-            }
-        } else if !Path::new(text).is_file() {
-            r.problem(
-                "key",
-                "file does not exist (value not shown: give a file path or inline PEM)",
-            );
+        // The same reading as the clients': a key that validates is a key that loads, and the
+        // problem names a path at most, never key material.
+        if let Err(e) = crate::pem::private_key(key.expose_secret()) {
+            r.problem("key", e.to_string());
         }
     }
 
