@@ -608,14 +608,14 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
     let mut ssl = SslConfig::default();
     let mut found = Vec::new();
 
-    if let Some(cas) = r.raw("certificate_authorities") {
-        if let Some(list) = r.string_list("certificate_authorities", cas) {
-            let base = r.field("certificate_authorities");
-            for (i, ca) in list.iter().enumerate() {
-                check_cert_source(join_index(&base, i), ca, &mut found);
-            }
-            ssl.certificate_authorities = list;
+    if let Some(cas) = r.raw("certificate_authorities")
+        && let Some(list) = r.string_list("certificate_authorities", cas)
+    {
+        let base = r.field("certificate_authorities");
+        for (i, ca) in list.iter().enumerate() {
+            check_cert_source(join_index(&base, i), ca, &mut found);
         }
+        ssl.certificate_authorities = list;
     }
 
     if let Some(mode) = r.optional_string("verification_mode") {

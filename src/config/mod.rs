@@ -273,10 +273,10 @@ fn parse_yaml(text: &str) -> Result<serde_json::Value, Problem> {
     }
     serde_norway::from_str::<serde_json::Value>(text).map_err(|e| {
         let mut message = format!("invalid YAML: {e}");
-        if let Some(at) = e.location() {
-            if !message.contains("line") {
-                message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
-            }
+        if let Some(at) = e.location()
+            && !message.contains("line")
+        {
+            message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
         }
         Problem {
             field: FILE_FIELD.to_owned(),

@@ -157,16 +157,16 @@ impl ThreatConnectConfig {
             .optional_string("tql")
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty());
-        if let Some(t) = &tql {
-            if has_top_level_or(t) {
-                r.problem(
-                    "tql",
-                    format!(
-                        "a top-level OR would escape the lastModified filter it is ANDed to \
+        if let Some(t) = &tql
+            && has_top_level_or(t)
+        {
+            r.problem(
+                "tql",
+                format!(
+                    "a top-level OR would escape the lastModified filter it is ANDed to \
                          (every matching indicator on every page); wrap it in parentheses: ({t})"
-                    ),
-                );
-            }
+                ),
+            );
         }
         let include_attributes = r.bool_or("include_attributes", default_false);
         let include_group_assoc = r.bool_or("include_group_assoc", default_false);

@@ -160,15 +160,13 @@ impl ThreatQConfig {
             }
         };
         let data_collection_id = r.required_string("data_collection_id");
-        if let Some(id) = &data_collection_id {
-            if id.is_empty() || id.contains(['/', '?', '#']) {
-                r.problem(
-                    "data_collection_id",
-                    format!(
-                        "must be a non-empty collection hash without '/', '?' or '#', got {id:?}"
-                    ),
-                );
-            }
+        if let Some(id) = &data_collection_id
+            && (id.is_empty() || id.contains(['/', '?', '#']))
+        {
+            r.problem(
+                "data_collection_id",
+                format!("must be a non-empty collection hash without '/', '?' or '#', got {id:?}"),
+            );
         }
         let interval = r.duration_in("interval", POSITIVE_DURATION, default_interval);
         let page_size = r.integer_in("page_size", 1..=MAX_PAGE_SIZE, default_page_size);
