@@ -563,20 +563,18 @@ pub struct TraceRequest {
 }
 
 impl RequestTracer {
-    /// Opens (appends to) the trace file, creating its directory.
+    /// Opens (appends to) the trace file, creating its directory. Traces hold indicator bodies:
+    /// the directory is 0700 and the file 0600 whatever the umask, and an existing one is
+    /// tightened to those modes.
     pub fn open(path: &Path, secrets: Vec<String>) -> Result<Self, HttpBuildError> {
         let err = |source| HttpBuildError::Tracer {
             path: path.to_owned(),
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            crate::fsutil::create_private_dir_all(dir).map_err(err)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::fsutil::open_private_append(path).map_err(err)?;
         Ok(Self {
             file: Mutex::new(file),
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
