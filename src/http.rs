@@ -104,13 +104,26 @@ pub enum HttpError {
     /// Timeout, connection refused, TLS failure...
     #[error("request failed: {0}")]
     Transport(String),
+    /// A 3xx that was not followed: the token exchange follows none, and other requests only
+    /// those that stay on their origin. Never retried.
+    #[error("redirect ({status}) to {target} refused: {reason}")]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The target's origin, `scheme://host:port` (never its path or query).
+        target: String,
+        /// Which rule refused it.
+        reason: &'static str,
+    },
 }
 
 impl HttpError {
     /// Retry later, or fail the input.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Unauthorized { .. } | Self::Client { .. } => ErrorKind::Fail,
+            Self::Unauthorized { .. } | Self::Client { .. } | Self::Redirect { .. } => {
+                ErrorKind::Fail
+            }
             Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_) => ErrorKind::Retry,
         }
     }
@@ -120,10 +133,20 @@ impl HttpError {
         match self {
             Self::Unauthorized { status, .. }
             | Self::Server { status, .. }
-            | Self::Client { status, .. } => Some(*status),
+            | Self::Client { status, .. }
+            | Self::Redirect { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Transport(_) => None,
         }
+    }
+
+    /// Whether [`HttpClient`] itself retries this failure (429, 5xx, transport), rather than
+    /// leaving it to the caller: a refused redirect answers the same way every time.
+    fn retried_by_client(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_)
+        )
     }
 }
 
@@ -173,7 +196,11 @@ impl RetryPolicy {
 /// An HTTP client built once from the stream's settings.
 #[derive(Clone)]
 pub struct HttpClient {
+    /// API requests: redirects are followed only within their origin.
     client: reqwest::Client,
+    /// Requests that carry credentials in their body (the OAuth2 token exchange): reqwest
+    /// re-sends a body on 307/308, so no redirect is followed at all.
+    credentials: reqwest::Client,
     retry: RetryPolicy,
     tracer: Option<Arc<RequestTracer>>,
 }
@@ -196,28 +223,15 @@ impl HttpClient {
         secrets: Vec<String>,
     ) -> Result<Self, HttpBuildError> {
         let tls = tls_config(&cfg.ssl)?;
-        let mut builder = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
-            .user_agent(concat!("ti-sidecar/", env!("CARGO_PKG_VERSION")));
-        builder = match &cfg.proxy_url {
-            Some(url) => builder.proxy(
-                reqwest::Proxy::all(url.as_str())
-                    .map_err(|e| HttpBuildError::Proxy(e.to_string()))?,
-            ),
-            // Like Beats: without proxy_url, the environment's HTTP(S)_PROXY still applies.
-            None => builder,
-        };
-        let client = builder
-            .build()
-            .map_err(|e| HttpBuildError::Client(e.to_string()))?;
+        let client = reqwest_client(cfg, tls.clone(), same_origin_redirects())?;
+        let credentials = reqwest_client(cfg, tls, reqwest::redirect::Policy::none())?;
         let tracer = match (cfg.enable_request_tracer, trace_path) {
             (true, Some(path)) => Some(Arc::new(RequestTracer::open(path, secrets)?)),
             _ => None,
         };
         Ok(Self {
             client,
+            credentials,
             retry: RetryPolicy::default(),
             tracer,
         })
@@ -229,18 +243,14 @@ impl HttpClient {
         self
     }
 
-    /// The underlying reqwest client, for building requests.
-    pub fn inner(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// Sends the request that `build` makes, retrying transient failures with jittered
     /// exponential backoff. `build` runs once per attempt. Any non-2xx answer is an error.
+    /// Redirects are followed only within the request's origin.
     pub async fn send<F>(&self, build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
-        let response = self.send_raw(build).await?;
+        let response = self.send_with(Redirects::SameOrigin, build).await?;
         if (200..300).contains(&response.status) {
             Ok(response)
         } else {
@@ -248,18 +258,32 @@ impl HttpClient {
         }
     }
 
-    /// Like [`send`](Self::send), but a non-retryable answer (anything but 429 and 5xx) is
-    /// returned as it is, for protocols that read error bodies themselves (OAuth2).
-    pub async fn send_raw<F>(&self, mut build: F) -> Result<Response, HttpError>
+    /// Sends a request that carries credentials in its body (the OAuth2 token exchange): no
+    /// redirect is followed (a 3xx is [`HttpError::Redirect`]), and a non-retryable answer
+    /// (anything but 429 and 5xx) is returned as it is, for protocols that read error bodies
+    /// themselves.
+    pub async fn send_credentials<F>(&self, build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
+        self.send_with(Redirects::None, build).await
+    }
+
+    async fn send_with<F>(&self, redirects: Redirects, mut build: F) -> Result<Response, HttpError>
+    where
+        F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
+    {
+        let client = match redirects {
+            Redirects::SameOrigin => &self.client,
+            Redirects::None => &self.credentials,
+        };
         let mut delays = self.retry.backoff();
         loop {
-            let request = build(&self.client)?;
-            let error = match self.attempt(request).await {
+            let request = build(client)?;
+            let error = match self.attempt(client, redirects, request).await {
                 Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
                 Ok(resp) => classify(resp.status, &resp.headers, &resp.body),
+                Err(e) if !e.retried_by_client() => return Err(e),
                 Err(e) => e,
             };
             let Some(mut delay) = delays.next() else {
@@ -280,19 +304,47 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, request: reqwest::Request) -> Result<Response, HttpError> {
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        redirects: Redirects,
+        request: reqwest::Request,
+    ) -> Result<Response, HttpError> {
+        let url = request.url().clone();
         let trace = self.tracer.as_ref().map(|t| t.request_line(&request));
-        let response = match self.client.execute(request).await {
+        let fail = |trace: Option<TraceRequest>, err: HttpError| {
+            if let (Some(t), Some(line)) = (&self.tracer, trace) {
+                t.write(line, None, None, Some(&err.to_string()));
+            }
+            Err(err)
+        };
+        let response = match client.execute(request).await {
             Ok(r) => r,
             Err(e) => {
-                let err = HttpError::Transport(describe_reqwest_error(&e));
-                if let (Some(t), Some(line)) = (&self.tracer, trace) {
-                    t.write(line, None, None, Some(&err.to_string()));
-                }
-                return Err(err);
+                return fail(
+                    trace,
+                    refused_redirect(&e)
+                        .unwrap_or_else(|| HttpError::Transport(describe_reqwest_error(&e))),
+                );
             }
         };
         let status = response.status().as_u16();
+        if redirects == Redirects::None && response.status().is_redirection() {
+            let target = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .map_or_else(|| "(no Location header)".to_owned(), |u| origin(&u));
+            return fail(
+                trace,
+                HttpError::Redirect {
+                    status,
+                    target,
+                    reason: "this request carries credentials and follows no redirect",
+                },
+            );
+        }
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b.to_vec(),
@@ -306,6 +358,106 @@ impl HttpClient {
             headers,
             body,
         })
+    }
+}
+
+/// Which redirects a request may follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirects {
+    /// Within the request's origin (scheme, host and port), at most [`MAX_REDIRECTS`].
+    SameOrigin,
+    /// None.
+    None,
+}
+
+/// The most same-origin redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// One reqwest client for `cfg`: TLS, proxy, timeouts and the given redirect policy.
+fn reqwest_client(
+    cfg: &HttpConfig,
+    tls: rustls::ClientConfig,
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, HttpBuildError> {
+    let builder = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(redirects)
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
+        .user_agent(concat!("ti-sidecar/", env!("CARGO_PKG_VERSION")));
+    let builder = match &cfg.proxy_url {
+        Some(url) => builder.proxy(
+            reqwest::Proxy::all(url.as_str()).map_err(|e| HttpBuildError::Proxy(e.to_string()))?,
+        ),
+        // Like Beats: without proxy_url, the environment's HTTP(S)_PROXY still applies.
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| HttpBuildError::Client(e.to_string()))
+}
+
+/// Follows a redirect only when it stays on the origin it comes from: a request's headers
+/// (Authorization, a signature) never reach another host, and https never drops to http.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let target = attempt.url();
+        let from = attempt.previous().last();
+        let refusal = if from.is_some_and(|f| f.scheme() == "https" && target.scheme() == "http") {
+            Some("https never drops to http")
+        } else if from.is_none_or(|f| f.origin() != target.origin()) {
+            Some("only redirects within the same origin are followed")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            Some("more than 10 redirects")
+        } else {
+            None
+        };
+        match refusal {
+            None => attempt.follow(),
+            Some(reason) => {
+                let refused = RefusedRedirect {
+                    status: attempt.status().as_u16(),
+                    target: origin(target),
+                    reason,
+                };
+                attempt.error(refused)
+            }
+        }
+    })
+}
+
+/// The redirect policy's refusal, carried through reqwest's error to [`refused_redirect`].
+#[derive(Debug, thiserror::Error)]
+#[error("redirect ({status}) to {target} refused: {reason}")]
+struct RefusedRedirect {
+    status: u16,
+    target: String,
+    reason: &'static str,
+}
+
+/// The [`HttpError::Redirect`] a reqwest error stands for, if the redirect policy refused.
+fn refused_redirect(e: &reqwest::Error) -> Option<HttpError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<RefusedRedirect>() {
+            return Some(HttpError::Redirect {
+                status: r.status,
+                target: r.target.clone(),
+                reason: r.reason,
+            });
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// `scheme://host:port` of a URL: where it goes, without the path or query that could carry
+/// a token.
+pub fn origin(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 
@@ -727,6 +879,16 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn origins_have_an_explicit_port_and_no_path_or_query() {
+        let o = |u: &str| origin(&url::Url::parse(u).unwrap());
+        assert_eq!(o("https://[::1]/a?token=x"), "https://[::1]:443");
+        assert_eq!(
+            o("http://user:pw@h.example:8080/a#f"),
+            "http://h.example:8080"
+        );
     }
 
     #[test]

@@ -53,6 +53,13 @@ fn pki(server_name: &str) -> Pki {
 /// A one-shot-per-connection HTTPS server answering `{}`; with `require_client` it demands a
 /// client certificate signed by the CA.
 async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    serve_answering(pki, require_client, ok.to_owned()).await
+}
+
+/// [`serve`] with a fixed raw HTTP/1.1 answer.
+async fn serve_answering(pki: &Pki, require_client: bool, answer: String) -> std::net::SocketAddr {
+    let answer = Arc::new(answer);
     let certs = pem_certs(&pki.server_cert);
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -84,15 +91,14 @@ async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let mut buf = [0u8; 4096];
                 let _ = tls.read(&mut buf).await;
-                let _ = tls
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-                    .await;
+                let _ = tls.write_all(answer.as_bytes()).await;
                 let _ = tls.shutdown().await;
             });
         }
@@ -366,4 +372,33 @@ async fn broken_inline_key_errors_never_contain_key_material() {
         assert!(e.contains("ssl.key: ") && e.contains("inline PEM"), "{e}");
         assert!(!leaks(&e), "{e}");
     }
+}
+
+/// The attack: an https API answering a redirect to plain http. The request (and its
+/// Authorization header) must never leave TLS, whatever the host.
+#[tokio::test]
+async fn https_request_never_follows_a_redirect_to_http() {
+    let plain = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&plain)
+        .await;
+    let pki = pki("localhost");
+    let answer = format!(
+        "HTTP/1.1 302 Found\r\nlocation: {}/api?token=x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        plain.uri()
+    );
+    let addr = serve_answering(&pki, false, answer).await;
+    let c = client(ssl(&pki, VerificationMode::Full));
+    let err = get(&c, &format!("https://localhost:{}/", addr.port()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "redirect (302) to {} refused: https never drops to http",
+            plain.uri()
+        )
+    );
+    assert!(plain.received_requests().await.unwrap().is_empty());
 }

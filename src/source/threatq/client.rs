@@ -242,7 +242,7 @@ async fn oauth_exchange(
     let url = url::Url::parse(&parts.uri.to_string())
         .map_err(|e| OauthTransport(HttpError::Transport(e.to_string())))?;
     let response = http
-        .send_raw(|client| {
+        .send_credentials(|client| {
             let mut builder = client
                 .request(parts.method.clone(), url.clone())
                 .body(body.clone());
