@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use secrecy::ExposeSecret as _;
 
+use crate::config::size::{MIB, format_size};
 use crate::config::{HttpConfig, SslConfig, VerificationMode};
 use crate::pem::{self, PemError, PemSource};
 
@@ -104,6 +105,15 @@ pub enum HttpError {
     /// Timeout, connection refused, TLS failure...
     #[error("request failed: {0}")]
     Transport(String),
+    /// The body grew past its limit (or its `Content-Length` announced that it would). Not
+    /// retried here: the same page comes back as large; the poll loop's backoff tries later.
+    #[error("response body exceeds {limit}")]
+    TooLarge {
+        /// HTTP status of the oversized answer.
+        status: u16,
+        /// The limit that was hit.
+        limit: BodyLimit,
+    },
     /// A 3xx that was not followed: the token exchange follows none, and other requests only
     /// those that stay on their origin. Never retried.
     #[error("redirect ({status}) to {target} refused: {reason}")]
@@ -124,7 +134,10 @@ impl HttpError {
             Self::Unauthorized { .. } | Self::Client { .. } | Self::Redirect { .. } => {
                 ErrorKind::Fail
             }
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_) => ErrorKind::Retry,
+            Self::RateLimited { .. }
+            | Self::Server { .. }
+            | Self::Transport(_)
+            | Self::TooLarge { .. } => ErrorKind::Retry,
         }
     }
 
@@ -134,7 +147,8 @@ impl HttpError {
             Self::Unauthorized { status, .. }
             | Self::Server { status, .. }
             | Self::Client { status, .. }
-            | Self::Redirect { status, .. } => Some(*status),
+            | Self::Redirect { status, .. }
+            | Self::TooLarge { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Transport(_) => None,
         }
@@ -149,6 +163,31 @@ impl HttpError {
         )
     }
 }
+
+/// How large a response body may grow, and which setting says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    /// Bytes.
+    pub max: u64,
+    /// What the limit is called in messages (`max_response_size`).
+    pub name: &'static str,
+}
+
+impl std::fmt::Display for BodyLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, format_size(self.max))
+    }
+}
+
+/// The token endpoint's answer: a few hundred bytes in practice.
+pub const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit {
+    max: MIB,
+    name: "the token response limit",
+};
+
+/// The most of a non-2xx body that is read; the rest is dropped (only a bounded message is
+/// taken from it).
+pub const ERROR_BODY_LIMIT: u64 = MIB;
 
 /// A successful response, fully read.
 #[derive(Debug)]
@@ -201,6 +240,8 @@ pub struct HttpClient {
     /// Requests that carry credentials in their body (the OAuth2 token exchange): reqwest
     /// re-sends a body on 307/308, so no redirect is followed at all.
     credentials: reqwest::Client,
+    /// `max_response_size`, for API pages.
+    page_limit: BodyLimit,
     retry: RetryPolicy,
     tracer: Option<Arc<RequestTracer>>,
 }
@@ -208,6 +249,7 @@ pub struct HttpClient {
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
+            .field("page_limit", &self.page_limit)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -232,6 +274,10 @@ impl HttpClient {
         Ok(Self {
             client,
             credentials,
+            page_limit: BodyLimit {
+                max: cfg.max_response_size,
+                name: "max_response_size",
+            },
             retry: RetryPolicy::default(),
             tracer,
         })
@@ -250,7 +296,7 @@ impl HttpClient {
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
-        let response = self.send_with(Redirects::SameOrigin, build).await?;
+        let response = self.send_with(Exchange::Api, build).await?;
         if (200..300).contains(&response.status) {
             Ok(response)
         } else {
@@ -266,21 +312,21 @@ impl HttpClient {
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
-        self.send_with(Redirects::None, build).await
+        self.send_with(Exchange::Credentials, build).await
     }
 
-    async fn send_with<F>(&self, redirects: Redirects, mut build: F) -> Result<Response, HttpError>
+    async fn send_with<F>(&self, exchange: Exchange, mut build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
-        let client = match redirects {
-            Redirects::SameOrigin => &self.client,
-            Redirects::None => &self.credentials,
+        let client = match exchange {
+            Exchange::Api => &self.client,
+            Exchange::Credentials => &self.credentials,
         };
         let mut delays = self.retry.backoff();
         loop {
             let request = build(client)?;
-            let error = match self.attempt(client, redirects, request).await {
+            let error = match self.attempt(client, exchange, request).await {
                 Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
                 Ok(resp) => classify(resp.status, &resp.headers, &resp.body),
                 Err(e) if !e.retried_by_client() => return Err(e),
@@ -307,7 +353,7 @@ impl HttpClient {
     async fn attempt(
         &self,
         client: &reqwest::Client,
-        redirects: Redirects,
+        exchange: Exchange,
         request: reqwest::Request,
     ) -> Result<Response, HttpError> {
         let url = request.url().clone();
@@ -329,7 +375,7 @@ impl HttpClient {
             }
         };
         let status = response.status().as_u16();
-        if redirects == Redirects::None && response.status().is_redirection() {
+        if exchange == Exchange::Credentials && response.status().is_redirection() {
             let target = response
                 .headers()
                 .get(reqwest::header::LOCATION)
@@ -346,9 +392,13 @@ impl HttpClient {
             );
         }
         let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) => return Err(HttpError::Transport(describe_reqwest_error(&e))),
+        let limit = match exchange {
+            Exchange::Api => self.page_limit,
+            Exchange::Credentials => TOKEN_RESPONSE_LIMIT,
+        };
+        let body = match read_body(response, limit).await {
+            Ok(b) => b,
+            Err(e) => return fail(trace, e),
         };
         if let (Some(t), Some(line)) = (&self.tracer, trace) {
             t.write(line, Some((status, &headers)), Some(&body), None);
@@ -361,13 +411,55 @@ impl HttpClient {
     }
 }
 
-/// Which redirects a request may follow.
+/// Reads a body chunk by chunk. A 2xx body over `limit` fails (early when its `Content-Length`
+/// says so); a non-2xx body is cut at [`ERROR_BODY_LIMIT`]. The buffer never grows past its
+/// limit, whatever the server streams.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: BodyLimit,
+) -> Result<Vec<u8>, HttpError> {
+    let status = response.status().as_u16();
+    let success = response.status().is_success();
+    let max = if success { limit.max } else { ERROR_BODY_LIMIT };
+    let too_large = || HttpError::TooLarge { status, limit };
+    if success && response.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let expected = response.content_length().map_or(0, |n| n as usize);
+    let mut body = Vec::with_capacity(expected.min(max).min(MIB as usize));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Transport(describe_reqwest_error(&e)))?
+    {
+        let room = max - body.len();
+        if chunk.len() > room {
+            if success {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        if body.capacity() - body.len() < chunk.len() {
+            // Double, as Vec would, but never past the limit.
+            let target = (body.capacity() * 2).max(body.len() + chunk.len()).min(max);
+            body.reserve_exact(target - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What a request is, which decides the redirects it may follow and how large its answer may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Redirects {
-    /// Within the request's origin (scheme, host and port), at most [`MAX_REDIRECTS`].
-    SameOrigin,
-    /// None.
-    None,
+enum Exchange {
+    /// An API page: redirects within its origin (scheme, host and port), at most
+    /// [`MAX_REDIRECTS`]; a body up to `max_response_size`.
+    Api,
+    /// Credentials in the body (the token exchange): no redirect; a body up to
+    /// [`TOKEN_RESPONSE_LIMIT`].
+    Credentials,
 }
 
 /// The most same-origin redirects one request follows.

@@ -118,6 +118,7 @@ fn client(ssl: SslConfig) -> HttpClient {
         proxy_url: None,
         ssl,
         enable_request_tracer: false,
+        max_response_size: ti_sidecar::config::size::default_max_response_size(),
     };
     HttpClient::build(&cfg, None, vec![])
         .unwrap()
@@ -240,6 +241,7 @@ async fn proxy_url_routes_requests_through_the_proxy() {
         proxy_url: Some(proxy.uri().parse().unwrap()),
         ssl: SslConfig::default(),
         enable_request_tracer: false,
+        max_response_size: ti_sidecar::config::size::default_max_response_size(),
     };
     let c = HttpClient::build(&cfg, None, vec![]).unwrap();
     // The name does not resolve: only a proxy can answer.
@@ -352,6 +354,7 @@ async fn broken_inline_key_errors_never_contain_key_material() {
             proxy_url: None,
             ssl: with.clone(),
             enable_request_tracer: false,
+            max_response_size: ti_sidecar::config::size::default_max_response_size(),
         };
         let e = HttpClient::build(&cfg, None, vec![])
             .unwrap_err()

@@ -18,6 +18,7 @@ fn tracing_config() -> HttpConfig {
         proxy_url: None,
         ssl: SslConfig::default(),
         enable_request_tracer: true,
+        max_response_size: ti_sidecar::config::size::default_max_response_size(),
     }
 }
 

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::duration::{IocExpiration, format_duration, parse_duration};
+use super::size::{format_size, parse_size};
 use super::{Problem, SslConfig, VerificationMode};
 
 /// The largest duration any option accepts (100 years): anything above is a typo, and it keeps
@@ -415,6 +416,42 @@ impl<'a> FieldReader<'a> {
         }
     }
 
+    /// A byte size (`256MiB`, `8 MB`, `1048576`) parsed by [`parse_size`], within `range`.
+    pub fn size_in(&mut self, key: &str, range: RangeInclusive<u64>, default: fn() -> u64) -> u64 {
+        let Some(value) = self.raw(key) else {
+            return default();
+        };
+        let bounds = format!(
+            "between {} and {}",
+            format_size(*range.start()),
+            format_size(*range.end())
+        );
+        let parsed = match value {
+            Value::String(text) => parse_size(text).ok_or_else(|| {
+                format!(
+                    "must be a size with a unit such as \"256MiB\" (KiB, MiB, GiB are powers of \
+                     1024; KB, MB, GB of 1000), got {}",
+                    describe(value)
+                )
+            }),
+            other => Err(format!(
+                "must be a size with a unit such as \"256MiB\", got {}",
+                describe(other)
+            )),
+        };
+        match parsed {
+            Ok(size) if range.contains(&size) => size,
+            Ok(_) => {
+                self.problem(key, format!("must be {bounds}, got {}", describe(value)));
+                default()
+            }
+            Err(message) => {
+                self.problem(key, message);
+                default()
+            }
+        }
+    }
+
     /// An IOC expiration window (`ioc_expiration_duration`): strictly positive, and in the only
     /// form Elastic's ingest pipelines understand, a whole number followed by one of `d`, `h`
     /// or `m` (they silently turn `30s` into 90 days and fail on `1d12h` or `1.5d`).
@@ -743,6 +780,22 @@ mod tests {
         let (v, p) = read(json!({"k": "  "}), |r| r.required_secret("k"));
         assert!(v.is_none());
         assert_eq!(p[0].message, "must not be empty");
+    }
+
+    #[test]
+    fn sizes_have_units_and_bounds() {
+        let size = |v: Value| read(json!({ "m": v }), |r| r.size_in("m", 1024..=4096, || 2048));
+        assert_eq!(size(json!("4KiB")), (4096, vec![]));
+        let (v, p) = size(json!("5KiB"));
+        assert_eq!(v, 2048);
+        assert_eq!(
+            p[0].message,
+            "must be between 1 KiB and 4 KiB, got string \"5KiB\""
+        );
+        let (_, p) = size(json!(2048));
+        assert!(p[0].message.contains("with a unit"), "{p:?}");
+        let (_, p) = size(json!("2 parsecs"));
+        assert!(p[0].message.contains("\"2 parsecs\""), "{p:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod env;
 pub mod fields;
 pub mod policy;
+pub mod size;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -177,6 +178,8 @@ pub struct HttpConfig {
     pub ssl: SslConfig,
     /// `enable_request_tracer`: write request/response NDJSON with secrets redacted.
     pub enable_request_tracer: bool,
+    /// `max_response_size` (bytes): the largest page body read; a larger one fails the request.
+    pub max_response_size: u64,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -189,6 +192,7 @@ impl std::fmt::Debug for HttpConfig {
             )
             .field("ssl", &self.ssl)
             .field("enable_request_tracer", &self.enable_request_tracer)
+            .field("max_response_size", &self.max_response_size)
             .finish()
     }
 }
