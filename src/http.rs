@@ -7,7 +7,7 @@
 //! connection errors are retried; 401/403 and other 4xx are not.
 
 use std::fs::File;
-use std::io::{BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,21 +15,31 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use secrecy::ExposeSecret as _;
 
+use crate::config::size::{MIB, format_size};
 use crate::config::{HttpConfig, SslConfig, VerificationMode};
+use crate::pem::{self, PemError, PemSource};
 
 /// A problem turning `ssl`/`proxy_url` settings into a client. Names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpBuildError {
     /// A PEM file or inline PEM could not be read or holds nothing usable.
-    #[error("ssl.{field}: {message}")]
+    #[error("ssl.{field}: {source}")]
     Pem {
         /// `certificate_authorities`, `certificate` or `key`.
         field: &'static str,
-        /// What went wrong (a path, never key material).
+        /// What went wrong (a path at most, never key material).
+        source: PemError,
+    },
+    /// The PEM parsed, but TLS cannot use it (a CA rustls refuses, a key that does not match).
+    #[error("ssl.{field}: {message}")]
+    Tls {
+        /// `certificate_authorities` or `key`.
+        field: &'static str,
+        /// rustls' reason (never key material).
         message: String,
     },
     /// The proxy URL was refused.
@@ -95,14 +105,39 @@ pub enum HttpError {
     /// Timeout, connection refused, TLS failure...
     #[error("request failed: {0}")]
     Transport(String),
+    /// The body grew past its limit (or its `Content-Length` announced that it would). Not
+    /// retried here: the same page comes back as large; the poll loop's backoff tries later.
+    #[error("response body exceeds {limit}")]
+    TooLarge {
+        /// HTTP status of the oversized answer.
+        status: u16,
+        /// The limit that was hit.
+        limit: BodyLimit,
+    },
+    /// A 3xx that was not followed: the token exchange follows none, and other requests only
+    /// those that stay on their origin. Never retried.
+    #[error("redirect ({status}) to {target} refused: {reason}")]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The target's origin, `scheme://host:port` (never its path or query).
+        target: String,
+        /// Which rule refused it.
+        reason: &'static str,
+    },
 }
 
 impl HttpError {
     /// Retry later, or fail the input.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Unauthorized { .. } | Self::Client { .. } => ErrorKind::Fail,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_) => ErrorKind::Retry,
+            Self::Unauthorized { .. } | Self::Client { .. } | Self::Redirect { .. } => {
+                ErrorKind::Fail
+            }
+            Self::RateLimited { .. }
+            | Self::Server { .. }
+            | Self::Transport(_)
+            | Self::TooLarge { .. } => ErrorKind::Retry,
         }
     }
 
@@ -111,12 +146,48 @@ impl HttpError {
         match self {
             Self::Unauthorized { status, .. }
             | Self::Server { status, .. }
-            | Self::Client { status, .. } => Some(*status),
+            | Self::Client { status, .. }
+            | Self::Redirect { status, .. }
+            | Self::TooLarge { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Transport(_) => None,
         }
     }
+
+    /// Whether [`HttpClient`] itself retries this failure (429, 5xx, transport), rather than
+    /// leaving it to the caller: a refused redirect answers the same way every time.
+    fn retried_by_client(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_)
+        )
+    }
 }
+
+/// How large a response body may grow, and which setting says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    /// Bytes.
+    pub max: u64,
+    /// What the limit is called in messages (`max_response_size`).
+    pub name: &'static str,
+}
+
+impl std::fmt::Display for BodyLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, format_size(self.max))
+    }
+}
+
+/// The token endpoint's answer: a few hundred bytes in practice.
+pub const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit {
+    max: MIB,
+    name: "the token response limit",
+};
+
+/// The most of a non-2xx body that is read; the rest is dropped (only a bounded message is
+/// taken from it).
+pub const ERROR_BODY_LIMIT: u64 = MIB;
 
 /// A successful response, fully read.
 #[derive(Debug)]
@@ -164,7 +235,13 @@ impl RetryPolicy {
 /// An HTTP client built once from the stream's settings.
 #[derive(Clone)]
 pub struct HttpClient {
+    /// API requests: redirects are followed only within their origin.
     client: reqwest::Client,
+    /// Requests that carry credentials in their body (the OAuth2 token exchange): reqwest
+    /// re-sends a body on 307/308, so no redirect is followed at all.
+    credentials: reqwest::Client,
+    /// `max_response_size`, for API pages.
+    page_limit: BodyLimit,
     retry: RetryPolicy,
     tracer: Option<Arc<RequestTracer>>,
 }
@@ -172,6 +249,7 @@ pub struct HttpClient {
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
+            .field("page_limit", &self.page_limit)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -187,28 +265,19 @@ impl HttpClient {
         secrets: Vec<String>,
     ) -> Result<Self, HttpBuildError> {
         let tls = tls_config(&cfg.ssl)?;
-        let mut builder = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
-            .user_agent(concat!("ti-sidecar/", env!("CARGO_PKG_VERSION")));
-        builder = match &cfg.proxy_url {
-            Some(url) => builder.proxy(
-                reqwest::Proxy::all(url.as_str())
-                    .map_err(|e| HttpBuildError::Proxy(e.to_string()))?,
-            ),
-            // Like Beats: without proxy_url, the environment's HTTP(S)_PROXY still applies.
-            None => builder,
-        };
-        let client = builder
-            .build()
-            .map_err(|e| HttpBuildError::Client(e.to_string()))?;
+        let client = reqwest_client(cfg, tls.clone(), same_origin_redirects())?;
+        let credentials = reqwest_client(cfg, tls, reqwest::redirect::Policy::none())?;
         let tracer = match (cfg.enable_request_tracer, trace_path) {
             (true, Some(path)) => Some(Arc::new(RequestTracer::open(path, secrets)?)),
             _ => None,
         };
         Ok(Self {
             client,
+            credentials,
+            page_limit: BodyLimit {
+                max: cfg.max_response_size,
+                name: "max_response_size",
+            },
             retry: RetryPolicy::default(),
             tracer,
         })
@@ -220,18 +289,14 @@ impl HttpClient {
         self
     }
 
-    /// The underlying reqwest client, for building requests.
-    pub fn inner(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// Sends the request that `build` makes, retrying transient failures with jittered
     /// exponential backoff. `build` runs once per attempt. Any non-2xx answer is an error.
+    /// Redirects are followed only within the request's origin.
     pub async fn send<F>(&self, build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
-        let response = self.send_raw(build).await?;
+        let response = self.send_with(Exchange::Api, build).await?;
         if (200..300).contains(&response.status) {
             Ok(response)
         } else {
@@ -239,18 +304,32 @@ impl HttpClient {
         }
     }
 
-    /// Like [`send`](Self::send), but a non-retryable answer (anything but 429 and 5xx) is
-    /// returned as it is, for protocols that read error bodies themselves (OAuth2).
-    pub async fn send_raw<F>(&self, mut build: F) -> Result<Response, HttpError>
+    /// Sends a request that carries credentials in its body (the OAuth2 token exchange): no
+    /// redirect is followed (a 3xx is [`HttpError::Redirect`]), and a non-retryable answer
+    /// (anything but 429 and 5xx) is returned as it is, for protocols that read error bodies
+    /// themselves.
+    pub async fn send_credentials<F>(&self, build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
+        self.send_with(Exchange::Credentials, build).await
+    }
+
+    async fn send_with<F>(&self, exchange: Exchange, mut build: F) -> Result<Response, HttpError>
+    where
+        F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
+    {
+        let client = match exchange {
+            Exchange::Api => &self.client,
+            Exchange::Credentials => &self.credentials,
+        };
         let mut delays = self.retry.backoff();
         loop {
-            let request = build(&self.client)?;
-            let error = match self.attempt(request).await {
+            let request = build(client)?;
+            let error = match self.attempt(client, exchange, request).await {
                 Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
                 Ok(resp) => classify(resp.status, &resp.headers, &resp.body),
+                Err(e) if !e.retried_by_client() => return Err(e),
                 Err(e) => e,
             };
             let Some(mut delay) = delays.next() else {
@@ -271,23 +350,55 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, request: reqwest::Request) -> Result<Response, HttpError> {
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        exchange: Exchange,
+        request: reqwest::Request,
+    ) -> Result<Response, HttpError> {
+        let url = request.url().clone();
         let trace = self.tracer.as_ref().map(|t| t.request_line(&request));
-        let response = match self.client.execute(request).await {
+        let fail = |trace: Option<TraceRequest>, err: HttpError| {
+            if let (Some(t), Some(line)) = (&self.tracer, trace) {
+                t.write(line, None, None, Some(&err.to_string()));
+            }
+            Err(err)
+        };
+        let response = match client.execute(request).await {
             Ok(r) => r,
             Err(e) => {
-                let err = HttpError::Transport(describe_reqwest_error(&e));
-                if let (Some(t), Some(line)) = (&self.tracer, trace) {
-                    t.write(line, None, None, Some(&err.to_string()));
-                }
-                return Err(err);
+                return fail(
+                    trace,
+                    refused_redirect(&e)
+                        .unwrap_or_else(|| HttpError::Transport(describe_reqwest_error(&e))),
+                );
             }
         };
         let status = response.status().as_u16();
+        if exchange == Exchange::Credentials && response.status().is_redirection() {
+            let target = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .map_or_else(|| "(no Location header)".to_owned(), |u| origin(&u));
+            return fail(
+                trace,
+                HttpError::Redirect {
+                    status,
+                    target,
+                    reason: "this request carries credentials and follows no redirect",
+                },
+            );
+        }
         let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) => return Err(HttpError::Transport(describe_reqwest_error(&e))),
+        let limit = match exchange {
+            Exchange::Api => self.page_limit,
+            Exchange::Credentials => TOKEN_RESPONSE_LIMIT,
+        };
+        let body = match read_body(response, limit).await {
+            Ok(b) => b,
+            Err(e) => return fail(trace, e),
         };
         if let (Some(t), Some(line)) = (&self.tracer, trace) {
             t.write(line, Some((status, &headers)), Some(&body), None);
@@ -297,6 +408,148 @@ impl HttpClient {
             headers,
             body,
         })
+    }
+}
+
+/// Reads a body chunk by chunk. A 2xx body over `limit` fails (early when its `Content-Length`
+/// says so); a non-2xx body is cut at [`ERROR_BODY_LIMIT`]. The buffer never grows past its
+/// limit, whatever the server streams.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: BodyLimit,
+) -> Result<Vec<u8>, HttpError> {
+    let status = response.status().as_u16();
+    let success = response.status().is_success();
+    let max = if success { limit.max } else { ERROR_BODY_LIMIT };
+    let too_large = || HttpError::TooLarge { status, limit };
+    if success && response.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let expected = response.content_length().map_or(0, |n| n as usize);
+    let mut body = Vec::with_capacity(expected.min(max).min(MIB as usize));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Transport(describe_reqwest_error(&e)))?
+    {
+        let room = max - body.len();
+        if chunk.len() > room {
+            if success {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        if body.capacity() - body.len() < chunk.len() {
+            // Double, as Vec would, but never past the limit.
+            let target = (body.capacity() * 2).max(body.len() + chunk.len()).min(max);
+            body.reserve_exact(target - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What a request is, which decides the redirects it may follow and how large its answer may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exchange {
+    /// An API page: redirects within its origin (scheme, host and port), at most
+    /// [`MAX_REDIRECTS`]; a body up to `max_response_size`.
+    Api,
+    /// Credentials in the body (the token exchange): no redirect; a body up to
+    /// [`TOKEN_RESPONSE_LIMIT`].
+    Credentials,
+}
+
+/// The most same-origin redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// One reqwest client for `cfg`: TLS, proxy, timeouts and the given redirect policy.
+fn reqwest_client(
+    cfg: &HttpConfig,
+    tls: rustls::ClientConfig,
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, HttpBuildError> {
+    let builder = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(redirects)
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
+        .user_agent(concat!("ti-sidecar/", env!("CARGO_PKG_VERSION")));
+    let builder = match &cfg.proxy_url {
+        Some(url) => builder.proxy(
+            reqwest::Proxy::all(url.as_str()).map_err(|e| HttpBuildError::Proxy(e.to_string()))?,
+        ),
+        // Like Beats: without proxy_url, the environment's HTTP(S)_PROXY still applies.
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| HttpBuildError::Client(e.to_string()))
+}
+
+/// Follows a redirect only when it stays on the origin it comes from: a request's headers
+/// (Authorization, a signature) never reach another host, and https never drops to http.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let target = attempt.url();
+        let from = attempt.previous().last();
+        let refusal = if from.is_some_and(|f| f.scheme() == "https" && target.scheme() == "http") {
+            Some("https never drops to http")
+        } else if from.is_none_or(|f| f.origin() != target.origin()) {
+            Some("only redirects within the same origin are followed")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            Some("more than 10 redirects")
+        } else {
+            None
+        };
+        match refusal {
+            None => attempt.follow(),
+            Some(reason) => {
+                let refused = RefusedRedirect {
+                    status: attempt.status().as_u16(),
+                    target: origin(target),
+                    reason,
+                };
+                attempt.error(refused)
+            }
+        }
+    })
+}
+
+/// The redirect policy's refusal, carried through reqwest's error to [`refused_redirect`].
+#[derive(Debug, thiserror::Error)]
+#[error("redirect ({status}) to {target} refused: {reason}")]
+struct RefusedRedirect {
+    status: u16,
+    target: String,
+    reason: &'static str,
+}
+
+/// The [`HttpError::Redirect`] a reqwest error stands for, if the redirect policy refused.
+fn refused_redirect(e: &reqwest::Error) -> Option<HttpError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<RefusedRedirect>() {
+            return Some(HttpError::Redirect {
+                status: r.status,
+                target: r.target.clone(),
+                reason: r.reason,
+            });
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// `scheme://host:port` of a URL: where it goes, without the path or query that could carry
+/// a token.
+pub fn origin(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 
@@ -392,42 +645,12 @@ pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>>
 // ---------------------------------------------------------------------------------------------
 // TLS
 
-fn read_pem(field: &'static str, source: &str) -> Result<Vec<u8>, HttpBuildError> {
-    if source.trim_start().starts_with("-----BEGIN") {
-        return Ok(source.as_bytes().to_vec());
-    }
-    std::fs::read(source).map_err(|e| HttpBuildError::Pem {
-        field,
-        message: format!("cannot read {source:?}: {e}"),
-    })
-}
-
+/// [`pem::certificates`] with the field named in the error.
 fn certificates(
     field: &'static str,
-    source: &str,
+    value: &str,
 ) -> Result<Vec<CertificateDer<'static>>, HttpBuildError> {
-    let pem = read_pem(field, source)?;
-    let certs: Result<Vec<_>, _> =
-        rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
-    let certs = certs.map_err(|e| HttpBuildError::Pem {
-        field,
-        message: format!("invalid PEM in {}: {e}", describe_source(source)),
-    })?;
-    if certs.is_empty() {
-        return Err(HttpBuildError::Pem {
-            field,
-            message: format!("no certificate found in {}", describe_source(source)),
-        });
-    }
-    Ok(certs)
-}
-
-fn describe_source(source: &str) -> String {
-    if source.trim_start().starts_with("-----BEGIN") {
-        "inline PEM".to_owned()
-    } else {
-        format!("{source:?}")
-    }
+    pem::certificates(value).map_err(|source| HttpBuildError::Pem { field, source })
 }
 
 fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
@@ -439,9 +662,9 @@ fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
         // Like Beats: configured CAs replace the defaults.
         for ca in &ssl.certificate_authorities {
             for cert in certificates("certificate_authorities", ca)? {
-                roots.add(cert).map_err(|e| HttpBuildError::Pem {
+                roots.add(cert).map_err(|e| HttpBuildError::Tls {
                     field: "certificate_authorities",
-                    message: format!("unusable CA in {}: {e}", describe_source(ca)),
+                    message: format!("unusable CA in {}: {e}", PemSource::classify(ca).origin()),
                 })?;
             }
         }
@@ -470,19 +693,14 @@ fn tls_config(ssl: &SslConfig) -> Result<rustls::ClientConfig, HttpBuildError> {
     let config = match (&ssl.certificate, &ssl.key) {
         (Some(cert), Some(key)) => {
             let chain = certificates("certificate", cert)?;
-            let key_pem = read_pem("key", key.expose_secret())?;
-            let key: PrivateKeyDer<'static> =
-                rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
-                    .ok()
-                    .flatten()
-                    .ok_or(HttpBuildError::Pem {
-                        field: "key",
-                        message: "no usable private key (PKCS#1, PKCS#8 or SEC1 PEM expected)"
-                            .to_owned(),
-                    })?;
+            let key =
+                pem::private_key(key.expose_secret()).map_err(|source| HttpBuildError::Pem {
+                    field: "key",
+                    source,
+                })?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| HttpBuildError::Pem {
+                .map_err(|e| HttpBuildError::Tls {
                     field: "key",
                     message: format!("key does not match certificate: {e}"),
                 })?
@@ -589,20 +807,18 @@ pub struct TraceRequest {
 }
 
 impl RequestTracer {
-    /// Opens (appends to) the trace file, creating its directory.
+    /// Opens (appends to) the trace file, creating its directory. Traces hold indicator bodies:
+    /// the directory is 0700 and the file 0600 whatever the umask, and an existing one is
+    /// tightened to those modes.
     pub fn open(path: &Path, secrets: Vec<String>) -> Result<Self, HttpBuildError> {
         let err = |source| HttpBuildError::Tracer {
             path: path.to_owned(),
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            crate::fsutil::create_private_dir_all(dir).map_err(err)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::fsutil::open_private_append(path).map_err(err)?;
         Ok(Self {
             file: Mutex::new(file),
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
@@ -755,6 +971,16 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn origins_have_an_explicit_port_and_no_path_or_query() {
+        let o = |u: &str| origin(&url::Url::parse(u).unwrap());
+        assert_eq!(o("https://[::1]/a?token=x"), "https://[::1]:443");
+        assert_eq!(
+            o("http://user:pw@h.example:8080/a#f"),
+            "http://h.example:8080"
+        );
     }
 
     #[test]

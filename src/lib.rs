@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod host;
 pub mod http;
 pub mod ingest;
+pub mod pem;
 pub mod poll;
 pub mod runner;
 pub mod signal;

@@ -227,6 +227,21 @@ fn matrix() -> Vec<(String, String, &'static str)> {
             "must be greater than zero",
         ),
         (
+            stream("max_response_size: 8GiB"),
+            s("max_response_size"),
+            "must be between 1 KiB and 4 GiB, got string \"8GiB\"",
+        ),
+        (
+            stream("max_response_size: 1048576"),
+            s("max_response_size"),
+            "must be a size with a unit such as \"256MiB\", got number 1048576",
+        ),
+        (
+            stream("max_response_size: lots"),
+            s("max_response_size"),
+            "got string \"lots\"",
+        ),
+        (
             stream("initial_interval: 1 week"),
             s("initial_interval"),
             "duration \"1 week\"",
@@ -455,6 +470,7 @@ inputs:
         include_indicator_assoc: true
         ioc_expiration_duration: 30d
         enable_request_tracer: true
+        max_response_size: 64 MiB
         tags: [forwarded, tc]
         preserve_original_event: true
       - id: tc-defaults
@@ -544,6 +560,7 @@ inputs:
         ("30d", Duration::from_secs(30 * 86_400))
     );
     assert!(tc.http.enable_request_tracer);
+    assert_eq!(tc.http.max_response_size, 64 * 1024 * 1024);
     assert_eq!(tc.tags, ["forwarded", "tc"]);
     assert!(tc.preserve_original_event);
     assert_eq!(
@@ -576,6 +593,7 @@ inputs:
         ("90d", Duration::from_secs(90 * 86_400))
     );
     assert!(!tc.http.enable_request_tracer);
+    assert_eq!(tc.http.max_response_size, 256 * 1024 * 1024);
     assert_eq!(tc.tags, ["forwarded", "threatconnect-indicator"]);
     assert!(!tc.preserve_original_event);
 
@@ -610,6 +628,11 @@ inputs:
         "http://user:%5BREDACTED%5D@proxy.example.com:3128/"
     );
     assert_eq!(stream["interval"], "1h30m");
+    assert_eq!(stream["max_response_size"], "64 MiB");
+    assert_eq!(
+        redacted["inputs"][0]["streams"][1]["max_response_size"],
+        "256 MiB"
+    );
     assert_eq!(stream["access_id"], "12345");
     assert_eq!(
         redacted["inputs"][0]["streams"][1]["secret_key"],
@@ -744,7 +767,9 @@ fn duplicate_batch_size_is_refused_in_either_order() {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].field, format!("{S}.batch_size"));
         assert!(
-            problems[0].message.contains("duplicate key at lines 10 and 11"),
+            problems[0]
+                .message
+                .contains("duplicate key at lines 10 and 11"),
             "{problems:?}"
         );
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use rustls::client::danger::ServerCertVerifier as _;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
@@ -23,7 +24,7 @@ use ti_sidecar::sink::otlp::{OtlpOptions, OtlpSink};
 use ti_sidecar::sink::{Batch, Sink};
 
 fn der(pem: &str) -> CertificateDer<'static> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
+    CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
         .expect("one certificate")
         .expect("valid PEM")

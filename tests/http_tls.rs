@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use secrecy::SecretString;
+use ti_sidecar::config::fields::FieldReader;
 use ti_sidecar::config::{HttpConfig, SslConfig, VerificationMode};
 use ti_sidecar::http::{HttpClient, RetryPolicy};
+use ti_sidecar::source::threatconnect::config::ThreatConnectConfig;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -51,7 +53,14 @@ fn pki(server_name: &str) -> Pki {
 /// A one-shot-per-connection HTTPS server answering `{}`; with `require_client` it demands a
 /// client certificate signed by the CA.
 async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
-    let certs = rustls_pemfile_certs(&pki.server_cert);
+    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    serve_answering(pki, require_client, ok.to_owned()).await
+}
+
+/// [`serve`] with a fixed raw HTTP/1.1 answer.
+async fn serve_answering(pki: &Pki, require_client: bool, answer: String) -> std::net::SocketAddr {
+    let answer = Arc::new(answer);
+    let certs = pem_certs(&pki.server_cert);
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -59,7 +68,7 @@ async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
         .unwrap();
     let config = if require_client {
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile_certs(&pki.ca_pem) {
+        for c in pem_certs(&pki.ca_pem) {
             roots.add(c).unwrap();
         }
         let verifier =
@@ -82,15 +91,14 @@ async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let mut buf = [0u8; 4096];
                 let _ = tls.read(&mut buf).await;
-                let _ = tls
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-                    .await;
+                let _ = tls.write_all(answer.as_bytes()).await;
                 let _ = tls.shutdown().await;
             });
         }
@@ -98,7 +106,7 @@ async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
     addr
 }
 
-fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+fn pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap()
@@ -110,6 +118,7 @@ fn client(ssl: SslConfig) -> HttpClient {
         proxy_url: None,
         ssl,
         enable_request_tracer: false,
+        max_response_size: ti_sidecar::config::size::default_max_response_size(),
     };
     HttpClient::build(&cfg, None, vec![])
         .unwrap()
@@ -232,6 +241,7 @@ async fn proxy_url_routes_requests_through_the_proxy() {
         proxy_url: Some(proxy.uri().parse().unwrap()),
         ssl: SslConfig::default(),
         enable_request_tracer: false,
+        max_response_size: ti_sidecar::config::size::default_max_response_size(),
     };
     let c = HttpClient::build(&cfg, None, vec![]).unwrap();
     // The name does not resolve: only a proxy can answer.
@@ -246,4 +256,152 @@ async fn proxy_url_routes_requests_through_the_proxy() {
 /// A second, unrelated PKI.
 fn make_other() -> Pki {
     pki("localhost")
+}
+
+/// What `openssl pkcs12 -nodes` writes: `Bag Attributes` lines before each `-----BEGIN`.
+fn openssl_export(pem: &str) -> String {
+    format!(
+        "Bag Attributes\n    friendlyName: client\n    localKeyID: 01 02 03 04\n\
+         Key Attributes: <No Attributes>\n{pem}"
+    )
+}
+
+/// The base64 body of a PEM block: key material that no message may ever contain.
+fn material(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 16)
+        .map(|l| l[..16].to_owned())
+        .collect()
+}
+
+/// Validates a ThreatConnect stream carrying `ssl` as `validate` does; the problems as text.
+fn validate_ssl(ssl: serde_json::Value) -> Result<(), String> {
+    let stream = serde_json::json!({"access_id": "42", "secret_key": "hmac-secret", "ssl": ssl});
+    let mut reader = FieldReader::open("s", &stream).unwrap();
+    let config = ThreatConnectConfig::from_fields(&mut reader);
+    let problems = reader.finish();
+    match config {
+        Some(_) if problems.is_empty() => Ok(()),
+        _ => Err(problems.iter().map(ToString::to_string).collect()),
+    }
+}
+
+/// The attack: `validate` took the key as inline PEM (it *contains* `-----BEGIN`), `run` as a path
+/// (it does not *start* with it) and logged the whole private key in the "cannot read" error.
+#[tokio::test]
+async fn openssl_exported_key_with_bag_attributes_is_loaded_not_logged_as_a_path() {
+    let pki = pki("localhost");
+    let key = openssl_export(&pki.client_key);
+    let cert = openssl_export(&pki.client_cert);
+
+    validate_ssl(serde_json::json!({
+        "certificate_authorities": [pki.ca_pem],
+        "certificate": cert,
+        "key": key,
+    }))
+    .unwrap_or_else(|p| panic!("{p}"));
+
+    // The HTTP client loads the same key and presents it in a real mutual-TLS handshake.
+    let addr = serve(&pki, true).await;
+    let mut with = ssl(&pki, VerificationMode::Full);
+    with.certificate = Some(cert.clone());
+    with.key = Some(SecretString::from(key.clone()));
+    let url = format!("https://localhost:{}/", addr.port());
+    assert_eq!(get(&client(with.clone()), &url).await, Ok(200));
+
+    // ...and so does the OTLP sink.
+    ti_sidecar::sink::otlp::OtlpSink::new(
+        "https://localhost:4317",
+        Some(&with),
+        ti_sidecar::sink::otlp::OtlpOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A broken key is reported by validate, the HTTP client and the OTLP sink alike, naming the
+/// field and "inline PEM", never a line of the key (nor a key "path" holding line breaks).
+#[tokio::test]
+async fn broken_inline_key_errors_never_contain_key_material() {
+    let pki = pki("localhost");
+    let whole = openssl_export(&pki.client_key);
+    // The END line is gone: a malformed section.
+    let truncated = whole.replace("-----END PRIVATE KEY-----", "");
+    // No BEGIN line at all, but several lines: still inline, never a path to print.
+    let headless: String = pki
+        .client_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for bad in [truncated, headless] {
+        let secret_bits = material(&pki.client_key);
+        let leaks = |text: &str| secret_bits.iter().any(|m| text.contains(m.as_str()));
+
+        let problems = validate_ssl(serde_json::json!({
+            "certificate": pki.client_cert,
+            "key": bad,
+        }))
+        .unwrap_err();
+        assert!(problems.starts_with("s.ssl.key: "), "{problems}");
+        assert!(problems.contains("inline PEM"), "{problems}");
+        assert!(!leaks(&problems), "{problems}");
+
+        let mut with = ssl(&pki, VerificationMode::Full);
+        with.certificate = Some(pki.client_cert.clone());
+        with.key = Some(SecretString::from(bad.clone()));
+        let cfg = HttpConfig {
+            timeout: Duration::from_secs(5),
+            proxy_url: None,
+            ssl: with.clone(),
+            enable_request_tracer: false,
+            max_response_size: ti_sidecar::config::size::default_max_response_size(),
+        };
+        let e = HttpClient::build(&cfg, None, vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("ssl.key: ") && e.contains("inline PEM"),
+            "{e}"
+        );
+        assert!(!leaks(&e), "{e}");
+
+        let e = ti_sidecar::sink::otlp::OtlpSink::new(
+            "https://localhost:4317",
+            Some(&with),
+            ti_sidecar::sink::otlp::OtlpOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ssl.key: ") && e.contains("inline PEM"), "{e}");
+        assert!(!leaks(&e), "{e}");
+    }
+}
+
+/// The attack: an https API answering a redirect to plain http. The request (and its
+/// Authorization header) must never leave TLS, whatever the host.
+#[tokio::test]
+async fn https_request_never_follows_a_redirect_to_http() {
+    let plain = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&plain)
+        .await;
+    let pki = pki("localhost");
+    let answer = format!(
+        "HTTP/1.1 302 Found\r\nlocation: {}/api?token=x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        plain.uri()
+    );
+    let addr = serve_answering(&pki, false, answer).await;
+    let c = client(ssl(&pki, VerificationMode::Full));
+    let err = get(&c, &format!("https://localhost:{}/", addr.port()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "redirect (302) to {} refused: https never drops to http",
+            plain.uri()
+        )
+    );
+    assert!(plain.received_requests().await.unwrap().is_empty());
 }

@@ -27,6 +27,7 @@ fn config(url: &str) -> ThreatConnectConfig {
             proxy_url: None,
             ssl: SslConfig::default(),
             enable_request_tracer: false,
+            max_response_size: ti_sidecar::config::size::default_max_response_size(),
         },
         interval: Duration::from_secs(3600),
         initial_interval: Duration::from_secs(168 * 3600),

@@ -294,3 +294,142 @@ async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
     assert_eq!(first["value"], "evil\u{fffd}.example");
     assert_eq!(page.cursor, "m2", "the sweep moves on");
 }
+
+/// The attack: a token endpoint answering 3xx with a `Location` on another origin. reqwest's
+/// default policy re-sent the form body (`client_secret=...`) there on 307/308, even over http.
+/// Now the exchange follows no redirect: the other server hears nothing, in every credential
+/// style, and the error names only the target's origin.
+async fn token_exchange_refuses_a_cross_origin(status: u16) {
+    for style in ["body", "auto", "basic"] {
+        let server = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/token"))
+            .respond_with(ResponseTemplate::new(status).insert_header(
+                "location",
+                format!("{}/collect?leak=1", elsewhere.uri()).as_str(),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(token(3600))
+            .mount(&elsewhere)
+            .await;
+
+        let mut src = source(&server, style);
+        let err = src.fetch(&"*".to_owned()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Fail, "{style} {status}: {err}");
+        let text = err.to_string();
+        let target = format!("redirect ({status}) to {} refused", elsewhere.uri());
+        assert!(text.contains(&target), "{style} {status}: {text}");
+        assert!(
+            !text.contains("collect") && !text.contains("leak"),
+            "{text}"
+        );
+        assert!(
+            elsewhere.received_requests().await.unwrap().is_empty(),
+            "{style} {status}: the other origin received the credentials"
+        );
+        assert_eq!(
+            token_requests(&server).await,
+            1,
+            "{style} {status}: a redirect is not a refusal, auto does not try again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_exchange_does_not_follow_a_cross_origin_307() {
+    token_exchange_refuses_a_cross_origin(307).await;
+}
+
+#[tokio::test]
+async fn token_exchange_does_not_follow_a_cross_origin_308() {
+    token_exchange_refuses_a_cross_origin(308).await;
+}
+
+#[tokio::test]
+async fn token_exchange_does_not_follow_a_cross_origin_302() {
+    token_exchange_refuses_a_cross_origin(302).await;
+}
+
+#[tokio::test]
+async fn token_exchange_does_not_follow_even_a_same_origin_redirect() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", "/api/token2"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/token2"))
+        .respond_with(token(3600))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "body");
+    let err = src.fetch(&"*".to_owned()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("carries credentials and follows no redirect"),
+        "{err}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+/// An API page redirecting to another origin: the bearer token must not follow it.
+#[tokio::test]
+async fn api_page_does_not_follow_a_cross_origin_redirect() {
+    for status in [302, 307, 308] {
+        let server = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/token"))
+            .respond_with(token(3600))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .insert_header("location", format!("{}/page?x=1", elsewhere.uri()).as_str()),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(page(r#"[{"id":1}]"#, "M"))
+            .mount(&elsewhere)
+            .await;
+        let mut src = source(&server, "basic");
+        let err = src.fetch(&"*".to_owned()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Fail, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "redirect ({status}) to {} refused",
+                elsewhere.uri()
+            )) && text.contains("same origin"),
+            "{text}"
+        );
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
+        let pages = server.received_requests().await.unwrap().len() - 1;
+        assert_eq!(pages, 1, "a refused redirect is not retried");
+    }
+}
+
+#[tokio::test]
+async fn api_page_follows_a_redirect_within_its_origin() {
+    let server = MockServer::start().await;
+    serve_tokens(&server, 3600).await;
+    Mock::given(method("GET"))
+        .and(path("/api/indicators/query/hash/someid"))
+        .respond_with(ResponseTemplate::new(301).insert_header("location", "/moved"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/moved"))
+        .and(header("authorization", "Bearer tok-abc"))
+        .respond_with(page(r#"[{"id":1}]"#, "M"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    assert_eq!(src.fetch(&"*".to_owned()).await.unwrap().items.len(), 1);
+}

@@ -60,13 +60,11 @@ impl OutputSpec {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
-        if let OutputConfig::Ndjson { path } = &config {
-            if path.as_os_str() == "-" {
-                // stdout is the Agent's log channel (spec §2.2).
-                return Err(
-                    "path: \"-\" (stdout) is the Agent's log channel; use a file path".into(),
-                );
-            }
+        if let OutputConfig::Ndjson { path } = &config
+            && path.as_os_str() == "-"
+        {
+            // stdout is the Agent's log channel (spec §2.2).
+            return Err("path: \"-\" (stdout) is the Agent's log channel; use a file path".into());
         }
         Ok(Self(config))
     }
@@ -332,29 +330,29 @@ impl UnitManager {
         unit.log_level = expected.log_level();
         self.shared.levels.set(&unit.id, unit.log_level);
         unit.want_run = expected.state() != State::Stopped;
-        if let Some(config) = expected.config {
-            if expected.config_state_idx != unit.acked_idx || unit.config.is_none() {
-                let source = config
-                    .source
-                    .as_ref()
-                    .map(struct_to_json)
-                    .unwrap_or(Value::Null);
-                let parsed = match kind {
-                    UnitType::Input => validate_input(&source).map(UnitConfig::Input),
-                    UnitType::Output => OutputSpec::parse(&source).map(UnitConfig::Output),
-                };
-                match &parsed {
-                    Ok(_) => {
-                        tracing::info!(unit.id = %unit.id, config_state_idx = expected.config_state_idx, "unit configuration accepted")
-                    }
-                    Err(e) => {
-                        tracing::error!(unit.id = %unit.id, config_state_idx = expected.config_state_idx, "unit configuration rejected: {e}")
-                    }
+        if let Some(config) = expected.config
+            && (expected.config_state_idx != unit.acked_idx || unit.config.is_none())
+        {
+            let source = config
+                .source
+                .as_ref()
+                .map(struct_to_json)
+                .unwrap_or(Value::Null);
+            let parsed = match kind {
+                UnitType::Input => validate_input(&source).map(UnitConfig::Input),
+                UnitType::Output => OutputSpec::parse(&source).map(UnitConfig::Output),
+            };
+            match &parsed {
+                Ok(_) => {
+                    tracing::info!(unit.id = %unit.id, config_state_idx = expected.config_state_idx, "unit configuration accepted")
                 }
-                unit.config = Some(parsed);
-                unit.config_gen += 1;
-                unit.acked_idx = expected.config_state_idx;
+                Err(e) => {
+                    tracing::error!(unit.id = %unit.id, config_state_idx = expected.config_state_idx, "unit configuration rejected: {e}")
+                }
             }
+            unit.config = Some(parsed);
+            unit.config_gen += 1;
+            unit.acked_idx = expected.config_state_idx;
         }
     }
 
@@ -879,10 +877,11 @@ mod tests {
 
     async fn wait_state(m: &UnitManager, id: &str, state: State, text: &str) -> UnitObserved {
         loop {
-            if let Some(u) = m.observed().units.into_iter().find(|u| u.id == id) {
-                if u.state() == state && u.message.contains(text) {
-                    return u;
-                }
+            if let Some(u) = m.observed().units.into_iter().find(|u| u.id == id)
+                && u.state() == state
+                && u.message.contains(text)
+            {
+                return u;
             }
             m.changed().await;
         }

@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
-use std::path::Path;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +19,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::duration::{IocExpiration, format_duration, parse_duration};
+use super::size::{format_size, parse_size};
 use super::{Problem, SslConfig, VerificationMode};
 
 /// The largest duration any option accepts (100 years): anything above is a typo, and it keeps
@@ -107,11 +107,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
-}
-
-/// Whether a string is inline PEM rather than a file path.
-pub fn is_inline_pem(text: &str) -> bool {
-    text.contains("-----BEGIN")
 }
 
 /// Reads typed fields out of one configuration map and collects every problem.
@@ -421,6 +416,42 @@ impl<'a> FieldReader<'a> {
         }
     }
 
+    /// A byte size (`256MiB`, `8 MB`, `1048576`) parsed by [`parse_size`], within `range`.
+    pub fn size_in(&mut self, key: &str, range: RangeInclusive<u64>, default: fn() -> u64) -> u64 {
+        let Some(value) = self.raw(key) else {
+            return default();
+        };
+        let bounds = format!(
+            "between {} and {}",
+            format_size(*range.start()),
+            format_size(*range.end())
+        );
+        let parsed = match value {
+            Value::String(text) => parse_size(text).ok_or_else(|| {
+                format!(
+                    "must be a size with a unit such as \"256MiB\" (KiB, MiB, GiB are powers of \
+                     1024; KB, MB, GB of 1000), got {}",
+                    describe(value)
+                )
+            }),
+            other => Err(format!(
+                "must be a size with a unit such as \"256MiB\", got {}",
+                describe(other)
+            )),
+        };
+        match parsed {
+            Ok(size) if range.contains(&size) => size,
+            Ok(_) => {
+                self.problem(key, format!("must be {bounds}, got {}", describe(value)));
+                default()
+            }
+            Err(message) => {
+                self.problem(key, message);
+                default()
+            }
+        }
+    }
+
     /// An IOC expiration window (`ioc_expiration_duration`): strictly positive, and in the only
     /// form Elastic's ingest pipelines understand, a whole number followed by one of `d`, `h`
     /// or `m` (they silently turn `30s` into 90 days and fail on `1d12h` or `1.5d`).
@@ -599,26 +630,12 @@ impl<'a> FieldReader<'a> {
     }
 }
 
-/// Checks a certificate or CA entry: inline PEM must hold a certificate, a path must exist.
+/// Checks a certificate or CA entry exactly as the clients will read it ([`crate::pem`]).
 fn check_cert_source(field: String, text: &str, problems: &mut Vec<Problem>) {
-    if is_inline_pem(text) {
-        let mut reader = text.as_bytes();
-        let certs: Vec<_> = rustls_pemfile::certs(&mut reader).collect();
-        if certs.is_empty() || certs.iter().any(Result::is_err) {
-            problems.push(Problem {
-                field,
-                message: "inline PEM does not contain a valid certificate".to_owned(),
-            });
-        }
-    } else if text.trim().is_empty() {
+    if let Err(e) = crate::pem::certificates(text) {
         problems.push(Problem {
             field,
-            message: "must not be empty".to_owned(),
-        });
-    } else if !Path::new(text).is_file() {
-        problems.push(Problem {
-            field,
-            message: format!("file {text:?} does not exist (give a file path or inline PEM)"),
+            message: e.to_string(),
         });
     }
 }
@@ -628,14 +645,14 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
     let mut ssl = SslConfig::default();
     let mut found = Vec::new();
 
-    if let Some(cas) = r.raw("certificate_authorities") {
-        if let Some(list) = r.string_list("certificate_authorities", cas) {
-            let base = r.field("certificate_authorities");
-            for (i, ca) in list.iter().enumerate() {
-                check_cert_source(join_index(&base, i), ca, &mut found);
-            }
-            ssl.certificate_authorities = list;
+    if let Some(cas) = r.raw("certificate_authorities")
+        && let Some(list) = r.string_list("certificate_authorities", cas)
+    {
+        let base = r.field("certificate_authorities");
+        for (i, ca) in list.iter().enumerate() {
+            check_cert_source(join_index(&base, i), ca, &mut found);
         }
+        ssl.certificate_authorities = list;
     }
 
     if let Some(mode) = r.optional_string("verification_mode") {
@@ -657,22 +674,10 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
 
     ssl.key = r.optional_secret("key");
     if let Some(key) = &ssl.key {
-        let text = key.expose_secret();
-        if text.trim().is_empty() {
-            r.problem("key", "must not be empty");
-        } else if is_inline_pem(text) {
-            let mut reader = text.as_bytes();
-            if !matches!(rustls_pemfile::private_key(&mut reader), Ok(Some(_))) {
-                r.problem(
-                    "key",
-                    "inline PEM does not contain a valid private key (value not shown)",
-                );
-            }
-        } else if !Path::new(text).is_file() {
-            r.problem(
-                "key",
-                "file does not exist (value not shown: give a file path or inline PEM)",
-            );
+        // The same reading as the clients': a key that validates is a key that loads, and the
+        // problem names a path at most, never key material.
+        if let Err(e) = crate::pem::private_key(key.expose_secret()) {
+            r.problem("key", e.to_string());
         }
     }
 
@@ -785,6 +790,22 @@ mod tests {
         let (v, p) = read(json!({"k": "  "}), |r| r.required_secret("k"));
         assert!(v.is_none());
         assert_eq!(p[0].message, "must not be empty");
+    }
+
+    #[test]
+    fn sizes_have_units_and_bounds() {
+        let size = |v: Value| read(json!({ "m": v }), |r| r.size_in("m", 1024..=4096, || 2048));
+        assert_eq!(size(json!("4KiB")), (4096, vec![]));
+        let (v, p) = size(json!("5KiB"));
+        assert_eq!(v, 2048);
+        assert_eq!(
+            p[0].message,
+            "must be between 1 KiB and 4 KiB, got string \"5KiB\""
+        );
+        let (_, p) = size(json!(2048));
+        assert!(p[0].message.contains("with a unit"), "{p:?}");
+        let (_, p) = size(json!("2 parsecs"));
+        assert!(p[0].message.contains("\"2 parsecs\""), "{p:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod env;
 pub mod fields;
 pub mod policy;
+pub mod size;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -178,6 +179,8 @@ pub struct HttpConfig {
     pub ssl: SslConfig,
     /// `enable_request_tracer`: write request/response NDJSON with secrets redacted.
     pub enable_request_tracer: bool,
+    /// `max_response_size` (bytes): the largest page body read; a larger one fails the request.
+    pub max_response_size: u64,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -190,6 +193,7 @@ impl std::fmt::Debug for HttpConfig {
             )
             .field("ssl", &self.ssl)
             .field("enable_request_tracer", &self.enable_request_tracer)
+            .field("max_response_size", &self.max_response_size)
             .finish()
     }
 }
@@ -215,15 +219,15 @@ impl OutputConfig {
     pub fn security_notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         if let Self::Otlp { endpoint, ssl, .. } = self {
-            if let Ok(uri) = crate::sink::otlp::endpoint_uri(endpoint, ssl.is_some()) {
-                if uri.starts_with("http://") && !is_loopback_uri(&uri) {
-                    notes.push(
-                        "the OTLP endpoint is plaintext (http) to a non-loopback address: events \
-                         can be read and altered on the network path; use https:// or an ssl \
-                         block"
-                            .to_owned(),
-                    );
-                }
+            if let Ok(uri) = crate::sink::otlp::endpoint_uri(endpoint, ssl.is_some())
+                && uri.starts_with("http://")
+                && !is_loopback_uri(&uri)
+            {
+                notes.push(
+                    "the OTLP endpoint is plaintext (http) to a non-loopback address: events can \
+                     be read and altered on the network path; use https:// or an ssl block"
+                        .to_owned(),
+                );
             }
             if ssl
                 .as_ref()

@@ -254,17 +254,17 @@ fn read_input(
         None => None,
     };
     let use_output = r.string_or("use_output", default_use_output);
-    if let Some(names) = outputs {
-        if !names.contains(&use_output) {
-            let declared = names.iter().map(String::as_str).collect::<Vec<_>>();
-            r.problem(
-                "use_output",
-                format!(
-                    "no output named {use_output:?} (declared outputs: {})",
-                    declared.join(", ")
-                ),
-            );
-        }
+    if let Some(names) = outputs
+        && !names.contains(&use_output)
+    {
+        let declared = names.iter().map(String::as_str).collect::<Vec<_>>();
+        r.problem(
+            "use_output",
+            format!(
+                "no output named {use_output:?} (declared outputs: {})",
+                declared.join(", ")
+            ),
+        );
     }
     let namespace = match r.object("data_stream") {
         Some(mut ds) => {
@@ -334,10 +334,10 @@ fn read_stream(
             if let Some(ns) = &namespace {
                 check_data_stream_name(&mut ds, "namespace", ns);
             }
-            if let Some(kind) = ds.raw("type") {
-                if kind.as_str() != Some("logs") {
-                    ds.problem("type", format!("must be \"logs\", got {}", describe(kind)));
-                }
+            if let Some(kind) = ds.raw("type")
+                && kind.as_str() != Some("logs")
+            {
+                ds.problem("type", format!("must be \"logs\", got {}", describe(kind)));
             }
             let problems = ds.finish();
             r.absorb(problems);

@@ -128,10 +128,10 @@ pub fn parse(text: &str) -> Result<serde_json::Value, Vec<Problem>> {
     check_nesting(text).map_err(|p| vec![p])?;
     let value = serde_norway::from_str::<serde_json::Value>(text).map_err(|e| {
         let mut message = format!("invalid YAML: {e}");
-        if let Some(at) = e.location() {
-            if !message.contains("line") {
-                message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
-            }
+        if let Some(at) = e.location()
+            && !message.contains("line")
+        {
+            message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
         }
         file_problem(message)
     })?;

@@ -525,10 +525,10 @@ impl ElasticAgent for ControlPlane {
                         }
                         continue;
                     };
-                    if let Some(reply) = this.observe(&msg) {
-                        if tx.send(Ok(reply)).await.is_err() {
-                            return Ok(());
-                        }
+                    if let Some(reply) = this.observe(&msg)
+                        && tx.send(Ok(reply)).await.is_err()
+                    {
+                        return Ok(());
                     }
                 }
             }

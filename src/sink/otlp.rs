@@ -30,6 +30,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::{Batch, Sink, SinkError};
 use crate::config::{SslConfig, VerificationMode};
 use crate::ingest::EcsEvent;
+use crate::pem;
 
 /// Size and pacing of an [`OtlpSink`].
 #[derive(Debug, Clone, Copy)]
@@ -452,11 +453,17 @@ fn redact_endpoint(endpoint: &str) -> String {
     }
 }
 
-fn read_pem(field: &str, source: &str) -> Result<Vec<u8>, String> {
-    if source.trim_start().starts_with("-----BEGIN") {
-        return Ok(source.as_bytes().to_vec());
-    }
-    std::fs::read(source).map_err(|e| format!("ssl.{field}: cannot read {source:?}: {e}"))
+/// The PEM bytes of an `ssl` value (inline or path, as [`crate::pem`] decides), once `check`
+/// found in them what `field` needs. tonic parses them again with the same parser.
+fn checked_pem<T>(
+    field: &str,
+    value: &str,
+    check: fn(&[u8], &pem::Origin) -> Result<T, pem::PemError>,
+) -> Result<Vec<u8>, String> {
+    let named = |e: pem::PemError| format!("ssl.{field}: {e}");
+    let (bytes, origin) = pem::load(value).map_err(named)?;
+    check(&bytes, &origin).map_err(named)?;
+    Ok(bytes.into_owned())
 }
 
 fn tls_config(ssl: Option<&SslConfig>) -> Result<ClientTlsConfig, String> {
@@ -471,16 +478,16 @@ fn tls_config(ssl: Option<&SslConfig>) -> Result<ClientTlsConfig, String> {
         tls = tls.with_webpki_roots();
     }
     for ca in &ssl.certificate_authorities {
-        tls = tls.ca_certificate(Certificate::from_pem(read_pem(
+        tls = tls.ca_certificate(Certificate::from_pem(checked_pem(
             "certificate_authorities",
             ca,
+            pem::parse_certificates,
         )?));
     }
     match (&ssl.certificate, &ssl.key) {
         (Some(cert), Some(key)) => {
-            let cert = read_pem("certificate", cert)?;
-            // The key's content is never put in a message; only a path could be.
-            let key = read_pem("key", key.expose_secret())?;
+            let cert = checked_pem("certificate", cert, pem::parse_certificates)?;
+            let key = checked_pem("key", key.expose_secret(), pem::parse_private_key)?;
             tls = tls.identity(Identity::from_pem(cert, key));
         }
         (None, None) => {}

@@ -239,3 +239,41 @@ pub fn assert_same(expected: &Value, got: &Value, what: &str) {
         out.join("\n")
     );
 }
+
+/// A loopback HTTP server for bodies that never end: each of the first `endless` requests
+/// gets `status` and 64 KiB chunks until the client hangs up; later ones get 200 and `then`.
+/// Returns its base URL and the count of requests served.
+pub async fn endless_body_server(
+    status: u16,
+    endless: usize,
+    then: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::body::{Body, Bytes};
+    use std::sync::atomic::Ordering;
+    static CHUNK: [u8; 64 * 1024] = [b' '; 64 * 1024];
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n < endless {
+                let chunks =
+                    std::iter::repeat_with(|| Ok::<_, std::io::Error>(Bytes::from_static(&CHUNK)));
+                axum::http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(tokio_stream::iter(chunks)))
+                    .unwrap()
+            } else {
+                axum::http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(then))
+                    .unwrap()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, served)
+}

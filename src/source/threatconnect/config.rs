@@ -14,6 +14,7 @@ use crate::config::duration::format_duration;
 use crate::config::fields::{
     FieldReader, NON_NEGATIVE_DURATION, POSITIVE_DURATION, check_base_url, redact_url, ssl_to_json,
 };
+use crate::config::size::{RESPONSE_SIZE, default_max_response_size, format_size};
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
 
 /// The dataset of the integration's only data stream.
@@ -80,7 +81,8 @@ pub struct ThreatConnectConfig {
     /// `http_client_timeout` (default `2m`, > 0): whole-request timeout; `proxy_url` (optional
     /// http/https URL, credentials URL-encoded); `ssl` (optional TLS block:
     /// `certificate_authorities`, `verification_mode` `full|certificate|none`, `certificate` and
-    /// `key` together); `enable_request_tracer` (default false).
+    /// `key` together); `enable_request_tracer` (default false); `max_response_size` (default
+    /// `256MiB`, 1 KiB–4 GiB): a larger page body fails the request.
     pub http: HttpConfig,
     /// `interval` (default `24h`, > 0): time between sweeps once caught up. Units `ns`, `us`,
     /// `ms`, `s`, `m`, `h`, `d`, combinable (`1h30m`).
@@ -157,16 +159,16 @@ impl ThreatConnectConfig {
             .optional_string("tql")
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty());
-        if let Some(t) = &tql {
-            if has_top_level_or(t) {
-                r.problem(
-                    "tql",
-                    format!(
-                        "a top-level OR would escape the lastModified filter it is ANDed to \
+        if let Some(t) = &tql
+            && has_top_level_or(t)
+        {
+            r.problem(
+                "tql",
+                format!(
+                    "a top-level OR would escape the lastModified filter it is ANDed to \
                          (every matching indicator on every page); wrap it in parentheses: ({t})"
-                    ),
-                );
-            }
+                ),
+            );
         }
         let include_attributes = r.bool_or("include_attributes", default_false);
         let include_group_assoc = r.bool_or("include_group_assoc", default_false);
@@ -174,6 +176,11 @@ impl ThreatConnectConfig {
         let include_indicator_assoc = r.bool_or("include_indicator_assoc", default_false);
         let ioc_expiration = r.ioc_expiration_or("ioc_expiration_duration", default_ioc_expiration);
         let enable_request_tracer = r.bool_or("enable_request_tracer", default_false);
+        let max_response_size = r.size_in(
+            "max_response_size",
+            RESPONSE_SIZE,
+            default_max_response_size,
+        );
         let tags = r.string_list_or("tags", default_tags);
         let preserve_original_event = r.bool_or("preserve_original_event", default_false);
         r.unsupported(
@@ -193,6 +200,7 @@ impl ThreatConnectConfig {
                 proxy_url,
                 ssl,
                 enable_request_tracer,
+                max_response_size,
             },
             interval,
             initial_interval,
@@ -261,6 +269,10 @@ impl ThreatConnectConfig {
         m.insert(
             "enable_request_tracer".into(),
             Value::from(self.http.enable_request_tracer),
+        );
+        m.insert(
+            "max_response_size".into(),
+            Value::from(format_size(self.http.max_response_size)),
         );
         m.insert("tags".into(), Value::from(self.tags.clone()));
         m.insert(

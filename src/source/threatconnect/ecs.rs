@@ -439,34 +439,31 @@ impl Run {
         let Run { doc, j, .. } = self;
         // B1. The duration comes pre-parsed from our config (which refuses everything the
         // script would turn into "+90 days"), so the sum is exact.
-        if let Some(exp) = opts.ioc_expiration.as_ref().filter(|e| !e.raw.is_empty()) {
-            if present(j, "deleted_at").is_none() {
-                if let Some(lm) = present(j, "lastModified") {
-                    let tag = "script-default-deleted_at";
-                    let computed = match lm {
-                        Value::String(s) => match parse_zoned(s) {
-                            Some(t) => chrono::Duration::from_std(exp.duration)
-                                .ok()
-                                .and_then(|d| t.checked_add_signed(d))
-                                .map(|t| ingest::format_date(&t.with_timezone(&chrono::Utc)))
-                                .ok_or_else(|| {
-                                    format!("cannot add [{}] to [{s}]: out of range", exp.raw)
-                                }),
-                            None => Err(format!("Text '{s}' could not be parsed")),
-                        },
-                        other => Err(format!(
-                            "class {} cannot be cast to class java.lang.String (json.lastModified [{}])",
-                            ingest::java_type_name(other),
-                            ingest::java_to_string(other)
-                        )),
-                    };
-                    match computed {
-                        Ok(d) => {
-                            j.insert("deleted_at".to_owned(), Value::String(d));
-                        }
-                        Err(m) => record_error(doc, &fail("script", tag, m), PIPELINE),
-                    }
+        if let Some(exp) = opts.ioc_expiration.as_ref().filter(|e| !e.raw.is_empty())
+            && present(j, "deleted_at").is_none()
+            && let Some(lm) = present(j, "lastModified")
+        {
+            let tag = "script-default-deleted_at";
+            let computed = match lm {
+                Value::String(s) => match parse_zoned(s) {
+                    Some(t) => chrono::Duration::from_std(exp.duration)
+                        .ok()
+                        .and_then(|d| t.checked_add_signed(d))
+                        .map(|t| ingest::format_date(&t.with_timezone(&chrono::Utc)))
+                        .ok_or_else(|| format!("cannot add [{}] to [{s}]: out of range", exp.raw)),
+                    None => Err(format!("Text '{s}' could not be parsed")),
+                },
+                other => Err(format!(
+                    "class {} cannot be cast to class java.lang.String (json.lastModified [{}])",
+                    ingest::java_type_name(other),
+                    ingest::java_to_string(other)
+                )),
+            };
+            match computed {
+                Ok(d) => {
+                    j.insert("deleted_at".to_owned(), Value::String(d));
                 }
+                Err(m) => record_error(doc, &fail("script", tag, m), PIPELINE),
             }
         }
         // B2.
@@ -586,12 +583,11 @@ impl Run {
             .map_err(|e| failure("gsub", "replace_string_values_with_space", e))?;
             set(doc, "threat_connect.indicator.temp", replaced)
                 .map_err(|e| failure("gsub", "replace_string_values_with_space", e))?;
-            if let Some(t) = get(doc, "threat_connect.indicator.temp") {
-                if let Ok(trimmed) =
+            if let Some(t) = get(doc, "threat_connect.indicator.temp")
+                && let Ok(trimmed) =
                     ingest::map_strings(t, "threat_connect.indicator.temp", ingest::java_trim)
-                {
-                    let _ = set(doc, "threat_connect.indicator.temp", trimmed);
-                }
+            {
+                let _ = set(doc, "threat_connect.indicator.temp", trimmed);
             }
             if let Some(t) = get(doc, "threat_connect.indicator.temp").filter(|v| !v.is_null()) {
                 match convert(t, Long).and_then(|n| set(doc, "threat.indicator.as.number", n)) {

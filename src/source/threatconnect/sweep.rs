@@ -264,14 +264,13 @@ mod tests {
         let mut items: Vec<(i64, i64)> = (0..50).map(|i| (i, 10)).collect();
         let delivered = sweep(&mut items, 7, |items, round| {
             // Move an already-delivered item (the lowest id still at second 10) to second 500.
-            if round < 5 {
-                if let Some(it) = items
+            if round < 5
+                && let Some(it) = items
                     .iter_mut()
                     .filter(|(_, s)| *s == 10)
                     .min_by_key(|(id, _)| *id)
-                {
-                    it.1 = 500 + round as i64;
-                }
+            {
+                it.1 = 500 + round as i64;
             }
         });
         let final_versions: BTreeSet<(i64, i64)> = items.iter().copied().collect();
@@ -291,11 +290,11 @@ mod tests {
                 return;
             }
             for id in [3, 50, 77, 3 + round as i64 * 7] {
-                if let Some(it) = items.iter_mut().find(|(i, _)| *i == id) {
-                    if it.1 < clock {
-                        clock += 1;
-                        it.1 = clock;
-                    }
+                if let Some(it) = items.iter_mut().find(|(i, _)| *i == id)
+                    && it.1 < clock
+                {
+                    clock += 1;
+                    it.1 = clock;
                 }
             }
         });

@@ -119,10 +119,10 @@ impl ThreatQSource {
 
     /// A valid access token: the cached one, or a fresh one.
     async fn access_token(&mut self) -> Result<SecretString, TokenError> {
-        if let Some(t) = &self.token {
-            if Instant::now() < t.refresh_at {
-                return Ok(t.access_token.clone());
-            }
+        if let Some(t) = &self.token
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.access_token.clone());
         }
         let styles: &[ClientAuthStyle] = match self.auth_style {
             ClientAuthStyle::Auto => &[ClientAuthStyle::Basic, ClientAuthStyle::Body],
@@ -243,7 +243,7 @@ async fn oauth_exchange(
     let url = url::Url::parse(&parts.uri.to_string())
         .map_err(|e| OauthTransport(HttpError::Transport(e.to_string())))?;
     let response = http
-        .send_raw(|client| {
+        .send_credentials(|client| {
             let mut builder = client
                 .request(parts.method.clone(), url.clone())
                 .body(body.clone());

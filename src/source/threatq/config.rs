@@ -14,6 +14,7 @@ use crate::config::duration::format_duration;
 use crate::config::fields::{
     FieldReader, POSITIVE_DURATION, check_base_url, redact_url, refuse_credentials, ssl_to_json,
 };
+use crate::config::size::{RESPONSE_SIZE, default_max_response_size, format_size};
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
 
 /// The dataset of the integration's only data stream.
@@ -105,7 +106,8 @@ pub struct ThreatQConfig {
     /// `threat_library_fields` (default `*,sources,attributes,attributes.name,attributes.value`):
     /// the `fields` parameter.
     pub threat_library_fields: String,
-    /// `http_client_timeout` (default `30s`), `proxy_url`, `ssl`, `enable_request_tracer`.
+    /// `http_client_timeout` (default `30s`), `proxy_url`, `ssl`, `enable_request_tracer`,
+    /// `max_response_size` (default `256MiB`, 1 KiB–4 GiB: a larger page body fails the request).
     pub http: HttpConfig,
     /// `ioc_expiration_duration` (default `90d`): a whole number with one unit `d`, `h` or `m`.
     pub ioc_expiration: Option<IocExpiration>,
@@ -162,15 +164,13 @@ impl ThreatQConfig {
             }
         };
         let data_collection_id = r.required_string("data_collection_id");
-        if let Some(id) = &data_collection_id {
-            if id.is_empty() || id.contains(['/', '?', '#']) {
-                r.problem(
-                    "data_collection_id",
-                    format!(
-                        "must be a non-empty collection hash without '/', '?' or '#', got {id:?}"
-                    ),
-                );
-            }
+        if let Some(id) = &data_collection_id
+            && (id.is_empty() || id.contains(['/', '?', '#']))
+        {
+            r.problem(
+                "data_collection_id",
+                format!("must be a non-empty collection hash without '/', '?' or '#', got {id:?}"),
+            );
         }
         let interval = r.duration_in("interval", POSITIVE_DURATION, default_interval);
         let page_size = r.integer_in("page_size", 1..=MAX_PAGE_SIZE, default_page_size);
@@ -184,6 +184,11 @@ impl ThreatQConfig {
             default_http_client_timeout,
         );
         let enable_request_tracer = r.bool_or("enable_request_tracer", default_false);
+        let max_response_size = r.size_in(
+            "max_response_size",
+            RESPONSE_SIZE,
+            default_max_response_size,
+        );
         let ioc_expiration = r.ioc_expiration_or("ioc_expiration_duration", default_ioc_expiration);
         let tags = r.string_list_or("tags", default_tags);
         let preserve_original_event = r.bool_or("preserve_original_event", default_false);
@@ -222,6 +227,7 @@ impl ThreatQConfig {
                 proxy_url,
                 ssl,
                 enable_request_tracer,
+                max_response_size,
             },
             ioc_expiration: Some(ioc_expiration),
             tags,
@@ -267,6 +273,10 @@ impl ThreatQConfig {
         m.insert(
             "enable_request_tracer".into(),
             Value::from(self.http.enable_request_tracer),
+        );
+        m.insert(
+            "max_response_size".into(),
+            Value::from(format_size(self.http.max_response_size)),
         );
         m.insert(
             "ioc_expiration_duration".into(),

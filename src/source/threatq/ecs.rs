@@ -814,10 +814,10 @@ fn tlp_and_providers(doc: &mut Doc) -> Step {
         if let Some(name) = present_in(m, "name") {
             providers.push(name.clone());
         }
-        if let Some(Value::String(t)) = m.get("tlp_name") {
-            if ECS_TLPS.contains(&t.as_str()) {
-                tlps.push(Value::String(t.clone()));
-            }
+        if let Some(Value::String(t)) = m.get("tlp_name")
+            && ECS_TLPS.contains(&t.as_str())
+        {
+            tlps.push(Value::String(t.clone()));
         }
     }
     // §9.5: both writes dereference `ctx.threat.indicator`; without `threat` the script throws.
