@@ -261,6 +261,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
             .await
             .unwrap_or_else(|e| {
                 Err(StateError::Io {
+                    path: self.state.path().to_owned(),
                     op: "commit",
                     key: self.cursor_key.clone(),
                     message: e.to_string(),
