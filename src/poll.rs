@@ -52,6 +52,14 @@ pub enum PollError {
         /// The store error.
         source: StateError,
     },
+    /// The poll loop panicked (a bug): the stream stopped, its cursor where it was.
+    #[error("stream {stream}: the poll loop crashed: {message}")]
+    Crashed {
+        /// Stream id.
+        stream: String,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// How the loop paces itself.
