@@ -473,6 +473,87 @@ pub fn cursor_key(input_id: &str, stream_id: &str) -> String {
     format!("{input_id}/{stream_id}")
 }
 
+/// Why `--stream` names no single cursor (the `state` subcommand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamLookupError {
+    /// No key matches.
+    #[error("no cursor for stream {wanted:?} in {}; known: {}", path.display(), known_list(.known))]
+    Unknown {
+        /// The database file.
+        path: PathBuf,
+        /// What the user asked for.
+        wanted: String,
+        /// Every key in the store.
+        known: Vec<String>,
+    },
+    /// A bare stream id matches cursors of several inputs.
+    #[error("stream id {wanted:?} is ambiguous in {}: {}; give the full key", path.display(), known_list(.matches))]
+    Ambiguous {
+        /// The database file.
+        path: PathBuf,
+        /// What the user asked for.
+        wanted: String,
+        /// The keys it matches.
+        matches: Vec<String>,
+    },
+}
+
+fn known_list(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "(none)".to_owned()
+    } else {
+        keys.join(", ")
+    }
+}
+
+impl StateStore {
+    /// Opens the store of an existing state directory without creating anything (the `state`
+    /// subcommand must not turn a mistyped directory into a new, empty store).
+    pub fn open_existing(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Err(StateError::Open {
+                path,
+                message: "there is no state store here (check --state-dir)".to_owned(),
+            });
+        }
+        Self::open(dir)
+    }
+
+    /// The one key that `wanted` names: a full key (`<input id>/<stream id>`, as `state show`
+    /// prints them), or a stream id alone when exactly one key has it.
+    pub fn resolve_key(
+        &self,
+        wanted: &str,
+    ) -> Result<Result<String, StreamLookupError>, StateError> {
+        let keys: Vec<String> = self.all()?.into_iter().map(|(k, _)| k).collect();
+        if keys.iter().any(|k| k == wanted) {
+            return Ok(Ok(wanted.to_owned()));
+        }
+        let matches: Vec<String> = keys
+            .iter()
+            .filter(|k| {
+                k.split_once('/')
+                    .is_some_and(|(_, stream)| stream == wanted)
+            })
+            .cloned()
+            .collect();
+        Ok(match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StreamLookupError::Unknown {
+                path: self.path.clone(),
+                wanted: wanted.to_owned(),
+                known: keys,
+            }),
+            _ => Err(StreamLookupError::Ambiguous {
+                path: self.path.clone(),
+                wanted: wanted.to_owned(),
+                matches,
+            }),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +658,30 @@ mod tests {
             text.contains("state reset") && text.contains("--stream a/b"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stream_ids_resolve_to_one_key_or_say_which_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for key in ["tc/indicator", "tq-a/threat", "tq-b/threat"] {
+            store.commit(key, &"c").unwrap();
+        }
+        let resolve = |w: &str| store.resolve_key(w).unwrap();
+        assert_eq!(resolve("tc/indicator"), Ok("tc/indicator".to_owned()));
+        assert_eq!(resolve("indicator"), Ok("tc/indicator".to_owned()));
+        let ambiguous = resolve("threat").unwrap_err().to_string();
+        assert!(
+            ambiguous.contains("tq-a/threat, tq-b/threat"),
+            "{ambiguous}"
+        );
+        let unknown = resolve("nope").unwrap_err().to_string();
+        assert!(
+            unknown.contains("known: tc/indicator, tq-a/threat, tq-b/threat"),
+            "{unknown}"
+        );
+        assert!(StateStore::open_existing(&dir.path().join("typo")).is_err());
+        assert!(!dir.path().join("typo").exists(), "nothing created");
     }
 
     #[cfg(unix)]
