@@ -147,6 +147,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     items,
                     cursor,
                     duplicates_dropped,
+                    future_timestamps,
                     ..
                 } = page;
                 let now = chrono::Utc::now();
@@ -202,6 +203,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     indicators,
                     error_documents,
                     duplicates_dropped,
+                    future_timestamps,
                     elapsed: started.elapsed(),
                     cursor: &self.source.describe(&cursor),
                 }

@@ -177,6 +177,7 @@ pub async fn run(
         summary.totals.error_documents += snap.error_documents;
         summary.totals.errors += snap.errors;
         summary.totals.duplicates_dropped += snap.duplicates_dropped;
+        summary.totals.future_timestamps += snap.future_timestamps;
         summary.per_stream.insert(id, snap);
     }
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -191,6 +192,7 @@ pub async fn run(
         errors = summary.totals.errors,
         error_documents = summary.totals.error_documents,
         duplicates_dropped = summary.totals.duplicates_dropped,
+        future_timestamps = summary.totals.future_timestamps,
         elapsed_seconds = summary.elapsed_seconds,
         rate_per_second = summary.rate_per_second,
         "summary"

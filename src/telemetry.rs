@@ -177,6 +177,9 @@ pub struct StreamCounters {
     pub errors: AtomicU64,
     /// Duplicates dropped by the paging logic.
     pub duplicates_dropped: AtomicU64,
+    /// Delivered items stamped later than the platform's clock allows (they did not move the
+    /// cursor).
+    pub future_timestamps: AtomicU64,
 }
 
 impl StreamCounters {
@@ -207,6 +210,7 @@ impl StreamCounters {
             error_documents: self.error_documents.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             duplicates_dropped: self.duplicates_dropped.load(Ordering::Relaxed),
+            future_timestamps: self.future_timestamps.load(Ordering::Relaxed),
         }
     }
 }
@@ -240,6 +244,8 @@ pub struct CounterSnapshot {
     pub errors: u64,
     /// Duplicates dropped by paging.
     pub duplicates_dropped: u64,
+    /// Delivered items stamped in the future (they did not move the cursor).
+    pub future_timestamps: u64,
 }
 
 /// A page was mapped, acknowledged by the sink, and its cursor committed.
@@ -254,6 +260,8 @@ pub struct PageDelivered<'a> {
     pub error_documents: usize,
     /// Duplicates dropped while paging.
     pub duplicates_dropped: usize,
+    /// Delivered items stamped in the future (they did not move the cursor).
+    pub future_timestamps: usize,
     /// Fetch + map + send + commit time.
     pub elapsed: Duration,
     /// The committed cursor, rendered for humans.
@@ -273,6 +281,9 @@ impl PageDelivered<'_> {
         counters
             .duplicates_dropped
             .fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
+        counters
+            .future_timestamps
+            .fetch_add(self.future_timestamps as u64, Ordering::Relaxed);
         // A delivered page is a success: health and diagnostics read these.
         counters.consecutive_failures.store(0, Ordering::Relaxed);
         if let Ok(mut c) = counters.cursor.lock() {
@@ -284,6 +295,7 @@ impl PageDelivered<'_> {
             indicators = self.indicators as u64,
             error_documents = self.error_documents as u64,
             duplicates_dropped = self.duplicates_dropped as u64,
+            future_timestamps = self.future_timestamps as u64,
             elapsed_ms = self.elapsed.as_millis() as u64,
             cursor = self.cursor,
             "page delivered"

@@ -29,6 +29,9 @@ pub struct Page<C> {
     pub more: bool,
     /// Objects dropped as already delivered.
     pub duplicates_dropped: usize,
+    /// Of `items`, those stamped later than the platform's clock allows: delivered, but their
+    /// timestamps did not move the cursor.
+    pub future_timestamps: usize,
 }
 
 /// Why a page could not be fetched.

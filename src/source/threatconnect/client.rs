@@ -111,6 +111,8 @@ pub struct ThreatConnectSource {
     map_options: MapOptions,
     /// The platform's clock minus ours, learned from `Date` headers.
     clock_offset: chrono::TimeDelta,
+    /// Whether future-stamped indicators have been reported yet (once per stream).
+    future_reported: bool,
 }
 
 impl ThreatConnectSource {
@@ -126,6 +128,7 @@ impl ThreatConnectSource {
             http,
             map_options,
             clock_offset: chrono::TimeDelta::zero(),
+            future_reported: false,
         }
     }
 
@@ -149,7 +152,11 @@ impl ThreatConnectSource {
         })
     }
 
-    async fn get(&mut self, url: &url::Url) -> Result<Envelope, FetchError> {
+    /// One page and the platform's clock (its `Date` header) when it sent it.
+    async fn get(
+        &mut self,
+        url: &url::Url,
+    ) -> Result<(Envelope, Option<DateTime<Utc>>), FetchError> {
         let access_id = self.cfg.access_id.clone();
         let cfg = self.cfg.clone();
         // Sign the exact bytes we send: path + query of the parsed URL, fresh timestamp per attempt.
@@ -174,7 +181,8 @@ impl ThreatConnectSource {
                     .map_err(|e| HttpError::Transport(e.to_string()))
             })
             .await?;
-        if let Some(server_now) = crate::http::server_date(&response.headers) {
+        let server_date = crate::http::server_date(&response.headers);
+        if let Some(server_now) = server_date {
             self.clock_offset = server_now - Utc::now();
         }
         let envelope: Envelope =
@@ -188,7 +196,25 @@ impl ThreatConnectSource {
                 message: format!("status {status:?} in a 200 response"),
             });
         }
-        Ok(envelope)
+        Ok((envelope, server_date))
+    }
+
+    /// Says once per stream that some indicators are stamped in the future (they are counted
+    /// on every page).
+    fn report_future(&mut self, keys: &[ItemKey], horizon: DateTime<Utc>, count: usize) {
+        if count == 0 || self.future_reported {
+            return;
+        }
+        self.future_reported = true;
+        let example = keys.iter().flatten().find(|(_, lm)| *lm > horizon);
+        tracing::warn!(
+            future_timestamps = count as u64,
+            example.id = example.map(|(id, _)| *id),
+            example.last_modified = example.map(|(_, lm)| lm.to_rfc3339()),
+            "{count} indicator(s) have a lastModified after the platform's clock (+{} min): they \
+             are delivered but do not move the watermark (reported once per stream)",
+            sweep::FUTURE_MARGIN.num_minutes()
+        );
     }
 }
 
@@ -211,15 +237,27 @@ impl Source for ThreatConnectSource {
 
     async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
         let mut cursor = cursor.clone();
+        let now = Utc::now();
+        if cursor.watermark > sweep::future_horizon(Some(now + self.clock_offset), now) {
+            // Written from a future-stamped indicator before they were kept out of the
+            // watermark: paging from it would find nothing, ever. The look-back is what
+            // `state reset` would give; the new cursor replaces it once this page is delivered.
+            tracing::warn!(
+                watermark = %cursor.watermark.to_rfc3339(),
+                "the stored watermark is in the future: starting again from initial_interval"
+            );
+            cursor = self.initial_cursor();
+        }
         loop {
             let plan = cursor.plan(Utc::now() + self.clock_offset);
             let url = self.page_url(cursor.watermark, plan.result_start)?;
-            let envelope = self.get(&url).await?;
+            let (envelope, server_date) = self.get(&url).await?;
+            let horizon = sweep::future_horizon(server_date, Utc::now());
             let keys: Vec<ItemKey> = envelope.data.iter().map(|raw| item_key(raw)).collect();
             // `next` says more items exist; a full page says so too, for servers that omit `next`
             // (the no-progress guard in `step` stops a sweep that would only spin).
             let more = envelope.next.is_some() || keys.len() >= self.cfg.batch_size as usize;
-            match sweep::step(&cursor, plan, &keys, more) {
+            match sweep::step(&cursor, plan, &keys, more, horizon) {
                 Step::Rewind => {
                     tracing::debug!(watermark = %cursor.watermark, "crowded second shifted, re-reading it from its start");
                     cursor.anchor = None;
@@ -228,7 +266,9 @@ impl Source for ThreatConnectSource {
                     deliver,
                     cursor: next,
                     more,
+                    future,
                 } => {
+                    self.report_future(&keys, horizon, future);
                     let duplicates_dropped = envelope.data.len() - deliver.len();
                     let mut data: Vec<Option<Box<RawValue>>> =
                         envelope.data.into_iter().map(Some).collect();
@@ -241,6 +281,7 @@ impl Source for ThreatConnectSource {
                         cursor: next,
                         more,
                         duplicates_dropped,
+                        future_timestamps: future,
                     });
                 }
             }

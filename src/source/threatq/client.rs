@@ -301,6 +301,7 @@ impl Source for ThreatQSource {
             cursor: next.unwrap_or_else(|| cursor.clone()),
             more,
             duplicates_dropped: 0,
+            future_timestamps: 0,
         })
     }
 
