@@ -48,6 +48,14 @@ pub enum FetchError {
         /// What was wrong.
         message: String,
     },
+    /// The stored cursor can never be used (retrying cannot help; the user must reset it).
+    #[error("unusable stored cursor for {platform}: {message}")]
+    UnusableCursor {
+        /// Platform name.
+        platform: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 impl FetchError {
@@ -56,6 +64,7 @@ impl FetchError {
         match self {
             Self::Http(e) => e.kind(),
             Self::InvalidResponse { .. } => ErrorKind::Retry,
+            Self::UnusableCursor { .. } => ErrorKind::Fail,
         }
     }
 }
