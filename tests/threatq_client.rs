@@ -395,3 +395,36 @@ async fn a_stored_oversized_cursor_mark_fails_the_stream_naming_the_reset_comman
         "nothing sent"
     );
 }
+
+/// Regression: `expires_in: 18446744073709551615` panicked (`Instant + Duration` overflow),
+/// killing the stream. The lifetime is clamped (24 h) and the token is used.
+#[tokio::test]
+async fn huge_expires_in_is_clamped_instead_of_panicking() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"access_token":"tok-abc","token_type":"Bearer","expires_in":18446744073709551615}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("authorization", "Bearer tok-abc"))
+        .respond_with(page(r#"[{"id":1}]"#, "M1"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    let p = src.fetch(&"*".to_owned()).await.unwrap();
+    assert_eq!(p.items.len(), 1);
+    src.fetch(&"M1".to_owned()).await.unwrap();
+    assert_eq!(
+        token_requests(&server).await,
+        1,
+        "the clamped token is cached"
+    );
+    assert_eq!(
+        ti_sidecar::source::threatq::client::token_lifetime(Some(Duration::MAX)),
+        ti_sidecar::source::threatq::client::MAX_TOKEN_LIFETIME
+    );
+}

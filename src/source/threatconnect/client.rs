@@ -152,6 +152,12 @@ impl ThreatConnectSource {
         })
     }
 
+    /// The platform's clock as last learned from its `Date` header (`DateTime + TimeDelta`
+    /// panics on overflow, and the offset is the server's number).
+    fn platform_now(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_add_signed(self.clock_offset).unwrap_or(now)
+    }
+
     /// One page and the platform's clock (its `Date` header) when it sent it.
     async fn get(
         &mut self,
@@ -183,7 +189,7 @@ impl ThreatConnectSource {
             .await?;
         let server_date = crate::http::server_date(&response.headers);
         if let Some(server_now) = server_date {
-            self.clock_offset = server_now - Utc::now();
+            self.clock_offset = server_now.signed_duration_since(Utc::now());
         }
         let envelope: Envelope =
             serde_json::from_slice(&response.body).map_err(|e| FetchError::InvalidResponse {
@@ -238,7 +244,7 @@ impl Source for ThreatConnectSource {
     async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
         let mut cursor = cursor.clone();
         let now = Utc::now();
-        if cursor.watermark > sweep::future_horizon(Some(now + self.clock_offset), now) {
+        if cursor.watermark > sweep::future_horizon(Some(self.platform_now(now)), now) {
             // Written from a future-stamped indicator before they were kept out of the
             // watermark: paging from it would find nothing, ever. The look-back is what
             // `state reset` would give; the new cursor replaces it once this page is delivered.
@@ -249,7 +255,7 @@ impl Source for ThreatConnectSource {
             cursor = self.initial_cursor();
         }
         loop {
-            let plan = cursor.plan(Utc::now() + self.clock_offset);
+            let plan = cursor.plan(self.platform_now(Utc::now()));
             let url = self.page_url(cursor.watermark, plan.result_start)?;
             let (envelope, server_date) = self.get(&url).await?;
             let horizon = sweep::future_horizon(server_date, Utc::now());

@@ -83,10 +83,18 @@ impl SweepCursor {
     /// `server_now` is the platform's clock (from its `Date` header), when known.
     pub fn plan(&self, server_now: DateTime<Utc>) -> Plan {
         match self.anchor {
-            Some(a) if self.watermark + SETTLE < server_now => Plan {
-                result_start: a.position,
-                expect_first: Some(a.id),
-            },
+            // A watermark at the end of time (a damaged cursor) must not overflow.
+            Some(a)
+                if self
+                    .watermark
+                    .checked_add_signed(SETTLE)
+                    .is_some_and(|settled| settled < server_now) =>
+            {
+                Plan {
+                    result_start: a.position,
+                    expect_first: Some(a.id),
+                }
+            }
             _ => Plan {
                 result_start: 0,
                 expect_first: None,
@@ -481,6 +489,16 @@ mod tests {
             future_horizon(None, DateTime::<Utc>::MAX_UTC),
             DateTime::<Utc>::MAX_UTC
         );
+    }
+
+    #[test]
+    fn a_watermark_at_the_end_of_time_plans_without_overflow() {
+        let cursor = SweepCursor {
+            watermark: DateTime::<Utc>::MAX_UTC,
+            seen: BTreeSet::new(),
+            anchor: Some(Anchor { position: 4, id: 1 }),
+        };
+        assert_eq!(cursor.plan(DateTime::<Utc>::MAX_UTC).result_start, 0);
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl ThreatQSource {
             }
             Err(RequestTokenError::Other(m)) => return Err(TokenError::Invalid(m)),
         };
-        let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
+        let lifetime = token_lifetime(token.expires_in());
         // Refresh early, as Go's oauth2 does (10 s), but never more than a tenth of a short TTL.
         let margin = Duration::from_secs(10).min(lifetime / 10);
         tracing::debug!(
@@ -194,7 +194,10 @@ impl ThreatQSource {
         );
         Ok(CachedToken {
             access_token: SecretString::from(token.access_token().secret().to_owned()),
-            refresh_at: requested + lifetime.saturating_sub(margin),
+            // `expires_in` is the server's number: `Instant + huge` would panic.
+            refresh_at: requested
+                .checked_add(lifetime.saturating_sub(margin))
+                .unwrap_or(requested),
         })
     }
 
@@ -232,6 +235,16 @@ impl ThreatQSource {
             }
         }
     }
+}
+
+/// The longest we keep a token whatever `expires_in` says (a server may send 2^64-1).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long to use a token: `expires_in` (an hour when absent), at most [`MAX_TOKEN_LIFETIME`].
+pub fn token_lifetime(expires_in: Option<Duration>) -> Duration {
+    expires_in
+        .unwrap_or(Duration::from_secs(3600))
+        .min(MAX_TOKEN_LIFETIME)
 }
 
 /// The `oauth2` crate's HTTP hook: the token request goes through our client.
