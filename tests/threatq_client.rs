@@ -87,16 +87,14 @@ async fn basic_auth_token_then_cursor_mark_paging() {
         .respond_with(page(r#"[{"id":1},{"id":2}]"#, "MARK1"))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(query_param("cursorMark", "MARK1"))
-        .respond_with(page(r#"[{"id":3}]"#, "MARK2"))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(query_param("cursorMark", "MARK2"))
-        .respond_with(page("{}", "MARK3"))
-        .mount(&server)
-        .await;
+    mount_pages(
+        &server,
+        &[
+            ("MARK1", r#"[{"id":3}]"#, "MARK2"),
+            ("MARK2", "{}", "MARK3"),
+        ],
+    )
+    .await;
 
     let mut src = source(&server, "basic");
     let p1 = src.fetch(&src.initial_cursor()).await.unwrap();
@@ -278,6 +276,17 @@ async fn the_same_mark_coming_back_ends_the_sweep() {
     );
 }
 
+/// Mounts one GET answer per `(cursorMark asked for, data, nextCursorMark)`.
+async fn mount_pages(server: &MockServer, pages: &[(&str, &str, &str)]) {
+    for (asked, data, next) in pages {
+        Mock::given(method("GET"))
+            .and(query_param("cursorMark", *asked))
+            .respond_with(page(data, next))
+            .mount(server)
+            .await;
+    }
+}
+
 /// Mounts a token endpoint answering `expires_in: 3600`.
 async fn mount_token(server: &MockServer) {
     Mock::given(method("POST"))
@@ -297,17 +306,15 @@ async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
     use ti_sidecar::state::StateStore;
     let server = MockServer::start().await;
     mount_token(&server).await;
-    Mock::given(method("GET"))
-        .and(query_param("cursorMark", "*"))
-        .respond_with(page(r#"[{"id":1},{"id":2}]"#, "MARK1"))
-        .mount(&server)
-        .await;
     let huge = "A".repeat(100_000);
-    Mock::given(method("GET"))
-        .and(query_param("cursorMark", "MARK1"))
-        .respond_with(page(r#"[{"id":3}]"#, &huge))
-        .mount(&server)
-        .await;
+    mount_pages(
+        &server,
+        &[
+            ("*", r#"[{"id":1},{"id":2}]"#, "MARK1"),
+            ("MARK1", r#"[{"id":3}]"#, &huge),
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let yaml = format!(
@@ -409,11 +416,7 @@ async fn huge_expires_in_is_clamped_instead_of_panicking() {
         ))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(header("authorization", "Bearer tok-abc"))
-        .respond_with(page(r#"[{"id":1}]"#, "M1"))
-        .mount(&server)
-        .await;
+    mount_pages(&server, &[("*", r#"[{"id":1}]"#, "M1"), ("M1", "{}", "M1")]).await;
     let mut src = source(&server, "basic");
     let p = src.fetch(&"*".to_owned()).await.unwrap();
     assert_eq!(p.items.len(), 1);
