@@ -38,6 +38,11 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Show or reset the committed cursors of a state directory (stop the sidecar first).
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Report every configuration problem at once (exit 2 if there is any).
     Validate {
         /// The YAML configuration.
@@ -104,6 +109,30 @@ enum Command {
         /// Where to write the events.
         #[arg(long, default_value = "demo-events.ndjson")]
         events: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateAction {
+    /// Print the committed cursors as one JSON object on stdout: store key → cursor.
+    Show {
+        /// The state directory (`run --state-dir`, or the agent's `path.data`).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only this stream: its key `<input id>/<stream id>`, or its stream id alone when that
+        /// is unambiguous.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// Delete one stream's cursor: it starts again from its initial look-back on its next run.
+    Reset {
+        /// The state directory (`run --state-dir`, or the agent's `path.data`).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The stream: its key `<input id>/<stream id>` as `state show` prints it, or its stream
+        /// id alone when that is unambiguous.
+        #[arg(long)]
+        stream: String,
     },
 }
 
@@ -199,6 +228,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Agent { .. } => Ok(ExitCode::from(2)),
         Command::Validate { config } => Ok(validate(&config)),
+        Command::State { action } => state(action),
         Command::Run {
             config,
             state_dir,
@@ -278,6 +308,51 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `ti-sidecar state show|reset`. An unknown `--stream` exits 2, listing the known keys.
+fn state(action: StateAction) -> anyhow::Result<ExitCode> {
+    use ti_sidecar::state::StateStore;
+    let (state_dir, wanted) = match &action {
+        StateAction::Show { state_dir, stream } => (state_dir, stream.as_deref()),
+        StateAction::Reset { state_dir, stream } => (state_dir, Some(stream.as_str())),
+    };
+    let store = StateStore::open_existing(state_dir)?;
+    let key = match wanted.map(|w| store.resolve_key(w)).transpose()? {
+        Some(Err(lookup)) => {
+            tracing::error!("{lookup}");
+            return Ok(ExitCode::from(2));
+        }
+        Some(Ok(key)) => Some(key),
+        None => None,
+    };
+    match action {
+        StateAction::Show { .. } => {
+            let cursors: serde_json::Map<String, serde_json::Value> = store
+                .all()?
+                .into_iter()
+                .filter(|(k, _)| key.as_ref().is_none_or(|wanted| wanted == k))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&cursors)?);
+        }
+        StateAction::Reset { .. } => {
+            let key = key.unwrap_or_default();
+            let previous = store
+                .all()?
+                .into_iter()
+                .find_map(|(k, v)| (k == key).then_some(v))
+                .unwrap_or(serde_json::Value::Null)
+                .to_string();
+            store.remove(&key)?;
+            let previous = ti_sidecar::text::bounded(&previous);
+            println!(
+                "reset {key}: its cursor ({previous}) is deleted; the stream starts again from its \
+                 initial look-back (ThreatConnect: initial_interval; ThreatQ: the start of the \
+                 collection) on its next run"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -52,6 +52,14 @@ pub enum PollError {
         /// The store error.
         source: StateError,
     },
+    /// The poll loop panicked (a bug): the stream stopped, its cursor where it was.
+    #[error("stream {stream}: the poll loop crashed: {message}")]
+    Crashed {
+        /// Stream id.
+        stream: String,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// How the loop paces itself.
@@ -139,6 +147,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     items,
                     cursor,
                     duplicates_dropped,
+                    future_timestamps,
                     invalid_utf8,
                     ..
                 } = page;
@@ -195,6 +204,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     indicators,
                     error_documents,
                     duplicates_dropped,
+                    future_timestamps,
                     invalid_utf8,
                     elapsed: started.elapsed(),
                     cursor: &self.source.describe(&cursor),
@@ -263,6 +273,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
             .await
             .unwrap_or_else(|e| {
                 Err(StateError::Io {
+                    path: self.state.path().to_owned(),
                     op: "commit",
                     key: self.cursor_key.clone(),
                     message: e.to_string(),

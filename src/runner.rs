@@ -130,6 +130,7 @@ pub async fn run(
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mut task_streams = std::collections::HashMap::new();
     let mut counters = BTreeMap::new();
     for input in &config.inputs {
         let Some(sink) = sinks.get(&input.use_output).cloned() else {
@@ -147,20 +148,25 @@ pub async fn run(
                 options,
                 counters: stream_counters,
             };
-            tasks.spawn(poller.into_loop(shutdown.clone())?.instrument(span));
+            let task = tasks.spawn(poller.into_loop(shutdown.clone())?.instrument(span));
+            task_streams.insert(task.id(), stream.identity.id.clone());
         }
     }
 
     let mut failures = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(Outcome { .. })) => {}
-            Ok(Err(e)) => {
-                tracing::error!("{e}");
-                failures.push(e);
-            }
-            Err(e) => tracing::error!("stream task ended abnormally: {e}"),
-        }
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let failure = match joined {
+            Ok((_, Ok(Outcome { .. }))) => continue,
+            Ok((_, Err(e))) => e,
+            // Panics are caught inside the loop (`CatchPanic`); this is a task cancelled or
+            // crashed some other way, and it is a failure all the same.
+            Err(e) => PollError::Crashed {
+                stream: task_streams.remove(&e.id()).unwrap_or_default(),
+                message: join_error_text(e),
+            },
+        };
+        tracing::error!("{failure}");
+        failures.push(failure);
     }
 
     let mut summary = Summary {
@@ -174,6 +180,7 @@ pub async fn run(
         summary.totals.error_documents += snap.error_documents;
         summary.totals.errors += snap.errors;
         summary.totals.duplicates_dropped += snap.duplicates_dropped;
+        summary.totals.future_timestamps += snap.future_timestamps;
         summary.totals.invalid_utf8 += snap.invalid_utf8;
         summary.per_stream.insert(id, snap);
     }
@@ -189,6 +196,7 @@ pub async fn run(
         errors = summary.totals.errors,
         error_documents = summary.totals.error_documents,
         duplicates_dropped = summary.totals.duplicates_dropped,
+        future_timestamps = summary.totals.future_timestamps,
         invalid_utf8 = summary.totals.invalid_utf8,
         elapsed_seconds = summary.elapsed_seconds,
         rate_per_second = summary.rate_per_second,
@@ -210,6 +218,51 @@ pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf 
 
 /// A stream's poll loop, ready to spawn (the platform's `Poller::run`).
 pub type StreamLoop = Pin<Box<dyn Future<Output = Result<Outcome, PollError>> + Send + 'static>>;
+
+/// A poll loop whose panic ends it with [`PollError::Crashed`] instead of unwinding out of the
+/// task, where standalone mode would count it as success and a unit would never leave
+/// CONFIGURING.
+struct CatchPanic {
+    stream: String,
+    inner: StreamLoop,
+}
+
+impl Future for CatchPanic {
+    type Output = Result<Outcome, PollError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            this.inner.as_mut().poll(cx)
+        })) {
+            Ok(poll) => poll,
+            // Ready ends the future: the panicked loop is never polled again.
+            Err(payload) => std::task::Poll::Ready(Err(PollError::Crashed {
+                stream: this.stream.clone(),
+                message: crate::text::panic_text(&*payload),
+            })),
+        }
+    }
+}
+
+/// Wraps a poll loop so that a panic inside it is a [`PollError::Crashed`] of `stream`.
+pub fn catch_panic(stream: &str, inner: StreamLoop) -> StreamLoop {
+    Box::pin(CatchPanic {
+        stream: stream.to_owned(),
+        inner,
+    })
+}
+
+fn join_error_text(e: tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        crate::text::panic_text(&*e.into_panic())
+    } else {
+        e.to_string()
+    }
+}
 
 /// What every stream's poll loop needs, whatever its platform and sink. Shared by standalone
 /// mode and the agent's input units.
@@ -235,7 +288,8 @@ impl<K: Sink> StreamPoller<'_, K> {
         for note in self.stream.source.http().security_notes() {
             self.counters.add_note(&self.stream.identity.id, note);
         }
-        Ok(match &self.stream.source {
+        let stream = self.stream.identity.id.clone();
+        let inner: StreamLoop = match &self.stream.source {
             SourceConfig::ThreatConnect(tc) => {
                 let http = self.http(tc.secret_key.expose_secret())?;
                 let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
@@ -246,7 +300,8 @@ impl<K: Sink> StreamPoller<'_, K> {
                 let source = ThreatQSource::new(Arc::new(tq.clone()), http);
                 Box::pin(self.build(source, tq.interval).run(shutdown))
             }
-        })
+        };
+        Ok(catch_panic(&stream, inner))
     }
 
     /// The stream's HTTP client; `secret` is masked in its request trace.
@@ -287,5 +342,30 @@ impl<K: Sink> StreamPoller<'_, K> {
             schedule,
             counters: self.counters,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a panicking stream task was only logged, and `run --once` exited 0 with an
+    /// empty summary. The panic is now the stream's failure.
+    #[tokio::test]
+    async fn a_panicking_stream_loop_is_a_failure_not_a_success() {
+        let crashing: StreamLoop = Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("cursor arithmetic overflowed");
+        });
+        let joined = tokio::spawn(catch_panic("tc-indicator", crashing)).await;
+        match joined.expect("the panic does not escape the task") {
+            Err(PollError::Crashed { stream, message }) => {
+                assert_eq!(stream, "tc-indicator");
+                assert_eq!(message, "cursor arithmetic overflowed");
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+        let fine: StreamLoop = Box::pin(async { Ok(Outcome::default()) });
+        assert!(catch_panic("s", fine).await.is_ok());
     }
 }

@@ -179,6 +179,9 @@ pub struct StreamCounters {
     pub errors: AtomicU64,
     /// Duplicates dropped by the paging logic.
     pub duplicates_dropped: AtomicU64,
+    /// Delivered items stamped later than the platform's clock allows (they did not move the
+    /// cursor).
+    pub future_timestamps: AtomicU64,
     /// Invalid UTF-8 sequences in responses, replaced with U+FFFD.
     pub invalid_utf8: AtomicU64,
 }
@@ -220,6 +223,7 @@ impl StreamCounters {
             error_documents: self.error_documents.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             duplicates_dropped: self.duplicates_dropped.load(Ordering::Relaxed),
+            future_timestamps: self.future_timestamps.load(Ordering::Relaxed),
             invalid_utf8: self.invalid_utf8.load(Ordering::Relaxed),
         }
     }
@@ -256,6 +260,8 @@ pub struct CounterSnapshot {
     pub errors: u64,
     /// Duplicates dropped by paging.
     pub duplicates_dropped: u64,
+    /// Delivered items stamped in the future (they did not move the cursor).
+    pub future_timestamps: u64,
     /// Invalid UTF-8 sequences in responses, replaced with U+FFFD.
     pub invalid_utf8: u64,
 }
@@ -272,6 +278,8 @@ pub struct PageDelivered<'a> {
     pub error_documents: usize,
     /// Duplicates dropped while paging.
     pub duplicates_dropped: usize,
+    /// Delivered items stamped in the future (they did not move the cursor).
+    pub future_timestamps: usize,
     /// Invalid UTF-8 sequences replaced with U+FFFD in the page's responses.
     pub invalid_utf8: usize,
     /// Fetch + map + send + commit time.
@@ -294,6 +302,9 @@ impl PageDelivered<'_> {
             .duplicates_dropped
             .fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
         counters
+            .future_timestamps
+            .fetch_add(self.future_timestamps as u64, Ordering::Relaxed);
+        counters
             .invalid_utf8
             .fetch_add(self.invalid_utf8 as u64, Ordering::Relaxed);
         if self.invalid_utf8 > 0 {
@@ -315,6 +326,7 @@ impl PageDelivered<'_> {
             indicators = self.indicators as u64,
             error_documents = self.error_documents as u64,
             duplicates_dropped = self.duplicates_dropped as u64,
+            future_timestamps = self.future_timestamps as u64,
             elapsed_ms = self.elapsed.as_millis() as u64,
             cursor = self.cursor,
             "page delivered"

@@ -35,6 +35,16 @@ pub fn bound_owned(text: String) -> String {
     }
 }
 
+/// The message a panic carried (a `&str` or `String` payload), bounded.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    bounded(text).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,3 +320,91 @@ fn sigterm_right_after_start_is_a_clean_exit() {
         "killed by the signal instead of stopping: {status:?}"
     );
 }
+
+/// `state show` prints every cursor as JSON (key → cursor), `--stream` narrows it by key or by
+/// bare stream id, `state reset` deletes one cursor and says so, and an unknown stream exits 2
+/// naming the known keys.
+#[test]
+fn state_show_prints_cursors_and_reset_deletes_one() {
+    use ti_sidecar::source::threatconnect::sweep::SweepCursor;
+    use ti_sidecar::state::StateStore;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let tc = SweepCursor::starting_at("2024-05-01T10:00:00Z".parse().unwrap());
+    {
+        let store = StateStore::open(&state).unwrap();
+        store.commit("tc/tc-indicator", &tc).unwrap();
+        store
+            .commit("tq/tq-threat", &"AoJ9z5LKnvwCJjEwNjk2Nw==")
+            .unwrap();
+    }
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("state")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = cli(&["show"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let shown: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(
+        shown["tc/tc-indicator"]["watermark"],
+        "2024-05-01T10:00:00Z"
+    );
+    assert_eq!(shown["tq/tq-threat"], "AoJ9z5LKnvwCJjEwNjk2Nw==");
+
+    let (code, stdout, _) = cli(&["show", "--stream", "tc-indicator"]);
+    assert_eq!(code, Some(0));
+    let one: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(one.as_object().unwrap().len(), 1);
+    assert!(one.get("tc/tc-indicator").is_some());
+
+    let (code, stdout, stderr) = cli(&["reset", "--stream", "tq/tq-threat"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("reset tq/tq-threat") && stdout.contains("initial look-back"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = cli(&["show"]);
+    let after: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(after.get("tq/tq-threat").is_none(), "{after}");
+    assert!(
+        after.get("tc/tc-indicator").is_some(),
+        "the other stream is untouched"
+    );
+
+    let (code, _, stderr) = cli(&["reset", "--stream", "no-such-stream"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no-such-stream") && stderr.contains("tc/tc-indicator"),
+        "names the known keys: {stderr}"
+    );
+    let (code, _, _) = cli(&["show", "--stream", "no-such-stream"]);
+    assert_eq!(code, Some(2));
+}
+
+/// `state` never creates a store: a mistyped directory is an error, not an empty answer.
+#[test]
+fn state_show_on_a_directory_without_a_store_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let out = Command::new(bin())
+        .args(["state", "show", "--state-dir"])
+        .arg(&missing)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no state store"));
+    assert!(!missing.exists());
+}

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use common::*;
 use serde_json::Value;
-use ti_sidecar::sim::threatconnect::start;
+use std::path::PathBuf;
+
+use ti_sidecar::sim::threatconnect::{SimHandle, start};
 
 const SECRET: &str = "Test$$Secret/Key+=";
 
@@ -73,18 +75,25 @@ async fn delivers_every_indicator_with_exact_large_ids() {
     sim.shutdown().await;
 }
 
+/// A successful first `run --once` against `sim`, paging by 100; returns the workspace (kept
+/// alive), events file, config, state dir and the run's stderr.
+async fn first_run_by_100(sim: &SimHandle) -> (Workspace, PathBuf, PathBuf, PathBuf, String) {
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(sim, SECRET, &events, "        batch_size: 100\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
+    assert!(ok, "first run failed: {stderr}");
+    (ws, events, config, state, stderr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_the_sweep_skip_nothing() {
     let mut args = sim_args(1200);
     args.faults.mutate_per_page = 7;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
-    assert!(ok, "first run failed: {stderr}");
+    let (_ws, events, config, state, _) = first_run_by_100(&sim).await;
     assert!(
         sim.stats().mutations > 0,
         "the simulator changed indicators during the sweep"
@@ -371,5 +380,52 @@ async fn tls_verification_off_is_warned_at_start_and_by_validate() {
     );
     assert_eq!(warnings[0]["stream.id"], "tc-indicator");
     assert_eq!(read_events(&events).len(), 10, "the stream still runs");
+    sim.shutdown().await;
+}
+
+/// Regression: one indicator stamped `lastModified` 2999-01-01 moved the committed watermark
+/// there, and every later sweep delivered nothing while reporting "caught up". It is now
+/// delivered and counted, reported once, and later changes still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_last_modified_does_not_move_the_watermark() {
+    let sim = start(sim_args(300)).await.unwrap();
+    let ids: Vec<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
+    let far_future = "2999-01-01T00:00:00Z".parse().unwrap();
+    assert!(sim.stamp(ids[0], far_future));
+    let (_ws, events, config, state, stderr) = first_run_by_100(&sim).await;
+    let delivered = delivered_versions(&read_events(&events));
+    assert_eq!(
+        delivered.len(),
+        300,
+        "the future-stamped indicator is delivered too"
+    );
+    assert!(delivered.contains_key(&(ids[0], "2999-01-01T00:00:00Z".to_owned())));
+    let logs: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let reports = logs
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("do not move the watermark"))
+        })
+        .count();
+    assert_eq!(reports, 1, "reported once per stream, not per item or page");
+    let summary = logs.iter().find(|l| l["message"] == "summary").unwrap();
+    assert_eq!(summary["future_timestamps"], 1);
+
+    // An analyst changes another indicator now: the next sweep must see it.
+    let now = chrono::Utc::now();
+    assert!(sim.stamp(ids[1], now));
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    let delivered = delivered_versions(&read_events(&events));
+    let changed = (ids[1], now.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    assert!(
+        delivered.contains_key(&changed),
+        "the change after the future-stamped one was delivered: {stderr}"
+    );
     sim.shutdown().await;
 }

@@ -59,9 +59,10 @@ fn tq_key(doc: &Value) -> (i64, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
-    let sim = start(args(700)).await.unwrap();
+/// A simulator with `n` indicators, and a first successful `run --once` over it paging by 100;
+/// returns the simulator, the workspace (kept alive), the events file, config and state dir.
+async fn first_run_paged_by_100(n: usize) -> (SimHandle, Workspace, PathBuf, PathBuf, PathBuf) {
+    let sim = start(args(n)).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
     let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
@@ -69,6 +70,12 @@ async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
     let (c, s) = (config.clone(), state.clone());
     let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
     assert!(ok, "run failed: {stderr}");
+    (sim, ws, events, config, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
+    let (sim, _ws, events, config, state) = first_run_paged_by_100(700).await;
     let docs = read_events(&events);
     let delivered: BTreeSet<i64> = docs.iter().map(|d| tq_key(d).0).collect();
     let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
@@ -242,6 +249,39 @@ async fn changes_during_the_sweep_reach_every_final_version() {
     assert!(
         missing.is_empty(),
         "final versions never delivered: {missing:?}"
+    );
+    sim.shutdown().await;
+}
+
+/// `state reset` deletes the stream's cursorMark: the next run starts again from the start of
+/// the collection (a user's way out of a cursor the platform no longer accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_reset_makes_the_stream_start_again_from_the_beginning() {
+    let (sim, _ws, events, config, state) = first_run_paged_by_100(150).await;
+    assert_eq!(read_events(&events).len(), 150);
+
+    let s = state.clone();
+    let out = blocking(move || {
+        std::process::Command::new(bin())
+            .args(["state", "reset", "--stream", "tq-threat", "--state-dir"])
+            .arg(&s)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reset tq/tq-threat"));
+
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        read_events(&events).len(),
+        300,
+        "everything again, from the start"
     );
     sim.shutdown().await;
 }

@@ -251,3 +251,40 @@ async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
         "the watermark moves past the page"
     );
 }
+
+/// Regression: a watermark committed from a future-stamped indicator (before they were kept out
+/// of the watermark) made every sweep ask for `lastModified GEQ 2999-…` forever. Such a stored
+/// cursor now starts again from the look-back; a future item in a page is delivered and counted,
+/// but the watermark stays at the newest believable timestamp.
+#[tokio::test]
+async fn a_future_watermark_restarts_from_the_look_back_and_future_items_do_not_move_it() {
+    let server = MockServer::start().await;
+    let yesterday = (chrono::Utc::now() - chrono::TimeDelta::days(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    Mock::given(method("GET"))
+        .respond_with(page(
+            &format!(
+                r#"{{"id":1,"lastModified":"{yesterday}"}},{{"id":2,"lastModified":"2999-01-01T00:00:00Z"}}"#
+            ),
+            false,
+        ))
+        .mount(&server)
+        .await;
+    let mut src = source(&server);
+    let poisoned = SweepCursor::starting_at("2999-01-01T00:00:00Z".parse().unwrap());
+    let page = src.fetch(&poisoned).await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    let query = reqs[0].url.query().unwrap_or_default().to_owned();
+    assert!(!query.contains("2999"), "asked from the look-back: {query}");
+    assert_eq!(page.items.len(), 2, "both delivered");
+    assert_eq!(page.future_timestamps, 1);
+    assert_eq!(
+        page.cursor
+            .watermark
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
+        yesterday,
+        "the future item did not become the watermark"
+    );
+}

@@ -96,16 +96,14 @@ async fn basic_auth_token_then_cursor_mark_paging() {
         .respond_with(page(r#"[{"id":1},{"id":2}]"#, "MARK1"))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(query_param("cursorMark", "MARK1"))
-        .respond_with(page(r#"[{"id":3}]"#, "MARK2"))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(query_param("cursorMark", "MARK2"))
-        .respond_with(page("{}", "MARK3"))
-        .mount(&server)
-        .await;
+    mount_pages(
+        &server,
+        &[
+            ("MARK1", r#"[{"id":3}]"#, "MARK2"),
+            ("MARK2", "{}", "MARK3"),
+        ],
+    )
+    .await;
 
     let mut src = source(&server, "basic");
     let p1 = src.fetch(&src.initial_cursor()).await.unwrap();
@@ -432,4 +430,160 @@ async fn api_page_follows_a_redirect_within_its_origin() {
         .await;
     let mut src = source(&server, "basic");
     assert_eq!(src.fetch(&"*".to_owned()).await.unwrap().items.len(), 1);
+}
+
+/// Mounts one GET answer per `(cursorMark asked for, data, nextCursorMark)`.
+async fn mount_pages(server: &MockServer, pages: &[(&str, &str, &str)]) {
+    for (asked, data, next) in pages {
+        Mock::given(method("GET"))
+            .and(query_param("cursorMark", *asked))
+            .respond_with(page(data, next))
+            .mount(server)
+            .await;
+    }
+}
+
+/// Mounts a token endpoint answering `expires_in: 3600`.
+async fn mount_token(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(token(3600))
+        .mount(server)
+        .await;
+}
+
+/// Regression: a 100 kB `nextCursorMark` was committed, and every later fetch failed, across
+/// restarts. Through the whole pipeline (poll loop, NDJSON sink, state store): the page after
+/// it fails with an error naming the field and its length (never echoing it), and the stored
+/// cursor stays the last good mark.
+#[tokio::test]
+async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
+    use ti_sidecar::runner::{self, RunError, RunOptions};
+    use ti_sidecar::state::StateStore;
+    let server = MockServer::start().await;
+    mount_token(&server).await;
+    let huge = "A".repeat(100_000);
+    mount_pages(
+        &server,
+        &[
+            ("*", r#"[{"id":1},{"id":2}]"#, "MARK1"),
+            ("MARK1", r#"[{"id":3}]"#, &huge),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let yaml = format!(
+        "outputs:\n  default: {{type: ndjson, path: {events:?}}}\ninputs:\n  - id: tq\n    type: ti_threatq\n    streams:\n      - id: tq-threat\n        host: {host}\n        client_id: elastic\n        client_secret: {SECRET}\n        data_collection_id: someid\n        page_size: 2\n",
+        events = events.display().to_string(),
+        host = server.uri(),
+    );
+    let config = ti_sidecar::config::load_str(&yaml, &|_| None).unwrap();
+    let options = RunOptions {
+        state_dir: dir.path().join("state"),
+        once: true,
+        retry: Some(RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            max_attempts: 1,
+        }),
+        poll_retry_delay: Some(Duration::from_millis(1)),
+    };
+    let err = runner::run(
+        &config,
+        &options,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RunError::Streams(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("nextCursorMark") && text.contains("100000 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.len() < 1024,
+        "the mark is not echoed: {} bytes",
+        text.len()
+    );
+    let store = StateStore::open(&options.state_dir).unwrap();
+    assert_eq!(
+        store.load::<String>("tq/tq-threat").unwrap().as_deref(),
+        Some("MARK1"),
+        "the stored cursor is the last good mark"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&events).unwrap().lines().count(),
+        2,
+        "the first page was delivered, the refused one was not"
+    );
+}
+
+#[tokio::test]
+async fn a_control_character_in_next_cursor_mark_is_refused() {
+    let server = MockServer::start().await;
+    mount_token(&server).await;
+    Mock::given(method("GET"))
+        .respond_with(page(r#"[{"id":1}]"#, r"M\u0000ARK"))
+        .mount(&server)
+        .await;
+    let mut src = source(&server, "basic");
+    let err = src.fetch(&"*".to_owned()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Retry);
+    let text = err.to_string();
+    assert!(
+        text.contains("nextCursorMark") && text.contains("at byte 1"),
+        "{text}"
+    );
+}
+
+/// A mark committed before marks were checked: the stream fails with a way out instead of
+/// failing every request forever.
+#[tokio::test]
+async fn a_stored_oversized_cursor_mark_fails_the_stream_naming_the_reset_command() {
+    let server = MockServer::start().await;
+    mount_token(&server).await;
+    let mut src = source(&server, "basic");
+    let err = src.fetch(&"B".repeat(100_000)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fail, "retrying cannot help");
+    let text = err.to_string();
+    assert!(
+        text.contains("state reset") && text.contains("100000 bytes"),
+        "{text}"
+    );
+    assert!(text.len() < 1024);
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "nothing sent"
+    );
+}
+
+/// Regression: `expires_in: 18446744073709551615` panicked (`Instant + Duration` overflow),
+/// killing the stream. The lifetime is clamped (24 h) and the token is used.
+#[tokio::test]
+async fn huge_expires_in_is_clamped_instead_of_panicking() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"access_token":"tok-abc","token_type":"Bearer","expires_in":18446744073709551615}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    mount_pages(&server, &[("*", r#"[{"id":1}]"#, "M1"), ("M1", "{}", "M1")]).await;
+    let mut src = source(&server, "basic");
+    let p = src.fetch(&"*".to_owned()).await.unwrap();
+    assert_eq!(p.items.len(), 1);
+    src.fetch(&"M1".to_owned()).await.unwrap();
+    assert_eq!(
+        token_requests(&server).await,
+        1,
+        "the clamped token is cached"
+    );
+    assert_eq!(
+        ti_sidecar::source::threatq::client::token_lifetime(Some(Duration::MAX)),
+        ti_sidecar::source::threatq::client::MAX_TOKEN_LIFETIME
+    );
 }

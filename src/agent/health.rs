@@ -68,6 +68,7 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
                 "errors": status.counters.errors,
                 "error_documents": status.counters.error_documents,
                 "duplicates_dropped": status.counters.duplicates_dropped,
+                "future_timestamps": status.counters.future_timestamps,
                 "invalid_utf8": status.counters.invalid_utf8,
                 "notes": status.notes,
             }),

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proto::StartUpInfo;
 use crate::runner::RunOptions;
-use crate::state::{StateError, StateStore};
+use crate::state::StateStore;
+use checkin::Session as _;
 
 pub use checkin::Reconnect;
 pub use launch::{LaunchArgs, LaunchError, parse_args, read_start_up_info};
@@ -40,9 +41,6 @@ pub enum AgentError {
     /// The launch contract was not met.
     #[error(transparent)]
     Launch(#[from] LaunchError),
-    /// `path.data` cannot hold our state.
-    #[error("path.data: {0}")]
-    State(#[from] StateError),
     /// `path.data` could not be created.
     #[error("path.data {path}: {source}")]
     DataDir {
@@ -95,18 +93,25 @@ pub async fn run(
     options: AgentOptions,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&options.path_data).map_err(|source| AgentError::DataDir {
-        path: options.path_data.display().to_string(),
-        source,
+    crate::fsutil::create_private_dir_all(&options.path_data).map_err(|source| {
+        AgentError::DataDir {
+            path: options.path_data.display().to_string(),
+            source,
+        }
     })?;
-    let state = StateStore::open(&options.path_data)?;
+    // A damaged store must not keep the component from connecting: its input units report
+    // FAILED with the reason, which the Agent shows, instead of a silent restart loop.
+    let state = StateStore::open(&options.path_data);
+    if let Err(e) = &state {
+        tracing::error!("path.data: {e}");
+    }
     let run_options = RunOptions {
         state_dir: options.path_data.clone(),
         once: false,
         retry: options.retry,
         poll_retry_delay: options.poll_retry_delay,
     };
-    let units = units::UnitManager::new(state, run_options, options.levels.clone());
+    let units = units::UnitManager::with_state(state, run_options, options.levels.clone());
     let channel = connection::channel_lazy(&info)?;
     tracing::info!(
         addr = %info.addr,
@@ -137,8 +142,8 @@ pub async fn run(
             tracing::info!("shutdown requested: stopping every unit");
             (Ok(()), false, false)
         }
-        r = &mut checkin_task => (flatten(r), true, false),
-        r = &mut actions_task => (flatten(r), false, true),
+        r = &mut checkin_task => (flatten(r, checkin::CheckinLoop::NAME), true, false),
+        r = &mut actions_task => (flatten(r, actions::ActionsLoop::NAME), false, true),
     };
     // Units stop (batch in flight finished, cursor committed) while the streams still report
     // STOPPING; then the streams close.
@@ -156,15 +161,17 @@ pub async fn run(
     outcome
 }
 
+/// A control stream's end; a crashed stream task is reported under that stream's name.
 fn flatten(
     joined: Result<Result<(), checkin::StreamLost>, tokio::task::JoinError>,
+    stream: &'static str,
 ) -> Result<(), AgentError> {
     match joined {
         Ok(r) => r.map_err(AgentError::from),
         Err(e) => Err(AgentError::StreamLost(checkin::StreamLost {
-            stream: "control",
+            stream,
             elapsed: Duration::ZERO,
-            last: e.to_string(),
+            last: format!("the {stream} task ended abnormally: {e}"),
         })),
     }
 }

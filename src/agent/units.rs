@@ -38,7 +38,7 @@ use crate::runner::{RunOptions, StreamPoller};
 use crate::sink::AnySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::otlp::{OtlpOptions, OtlpSink};
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 use crate::telemetry::{StreamCounters, StreamStatus};
 
 /// Input types this component implements.
@@ -215,7 +215,9 @@ impl Observed {
 struct Shared {
     table: Mutex<Table>,
     changed: Notify,
-    state: StateStore,
+    /// The cursor store, or why `path.data` cannot hold one (input units then report FAILED
+    /// with that reason; every start tries to open it again).
+    state: Mutex<Result<StateStore, StateError>>,
     options: RunOptions,
     levels: UnitLevels,
     root: CancellationToken,
@@ -231,11 +233,22 @@ pub struct UnitManager {
 impl UnitManager {
     /// A manager with no units. `options.state_dir` is `path.data`.
     pub fn new(state: StateStore, options: RunOptions, levels: UnitLevels) -> Self {
+        Self::with_state(Ok(state), options, levels)
+    }
+
+    /// A manager whose state store may have failed to open: the control plane still runs, and
+    /// input units report FAILED with the store's error (naming the file and the recovery)
+    /// instead of the component exiting before it could say why.
+    pub fn with_state(
+        state: Result<StateStore, StateError>,
+        options: RunOptions,
+        levels: UnitLevels,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
                 changed: Notify::new(),
-                state,
+                state: Mutex::new(state),
                 options,
                 levels,
                 root: CancellationToken::new(),
@@ -575,6 +588,20 @@ impl UnitManager {
         });
     }
 
+    /// The cursor store; a store that failed to open is tried again (the user may have moved
+    /// a damaged file aside).
+    fn state(&self) -> Result<StateStore, String> {
+        let mut slot = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_err() {
+            *slot = StateStore::open(&self.shared.options.state_dir);
+        }
+        slot.clone().map_err(|e| e.to_string())
+    }
+
     fn start(
         &self,
         unit: &Unit,
@@ -582,6 +609,7 @@ impl UnitManager {
         sink: Arc<AnySink>,
         sink_gen: u64,
     ) -> Result<Running, String> {
+        let state = self.state()?;
         let cancel = self.shared.root.child_token();
         let tracker = TaskTracker::new();
         let mut streams = Vec::new();
@@ -592,7 +620,7 @@ impl UnitManager {
                 input_id: &unit.id,
                 stream,
                 sink: sink.clone(),
-                state: &self.shared.state,
+                state: &state,
                 options: &self.shared.options,
                 counters: counters.clone(),
             };
@@ -875,6 +903,38 @@ mod tests {
         assert!(m.observed().units.is_empty());
     }
 
+    /// A ThreatConnect input whose vendor is `url`.
+    fn tc_source(url: &str) -> Value {
+        json!({"id": "tc", "type": "ti_threatconnect", "streams": [{
+            "id": "s", "access_id": "1", "secret_key": "k", "url": url}]})
+    }
+
+    /// An output unit `id` with `source` as its config.
+    fn output_unit(id: &str, source: Value) -> UnitExpected {
+        let Value::Object(o) = source else {
+            unreachable!()
+        };
+        UnitExpected {
+            id: id.into(),
+            r#type: UnitType::Output as i32,
+            state: State::Healthy as i32,
+            config_state_idx: 1,
+            config: Some(UnitExpectedConfig {
+                source: Some(json_to_struct(&o)),
+                ..Default::default()
+            }),
+            log_level: 2,
+        }
+    }
+
+    /// The output unit: NDJSON into `dir`.
+    fn ndjson_output(dir: &std::path::Path) -> UnitExpected {
+        output_unit(
+            "out",
+            json!({"type": "ndjson", "path": dir.join("e.ndjson")}),
+        )
+    }
+
     async fn wait_state(m: &UnitManager, id: &str, state: State, text: &str) -> UnitObserved {
         loop {
             if let Some(u) = m.observed().units.into_iter().find(|u| u.id == id)
@@ -891,25 +951,8 @@ mod tests {
     async fn stop_goes_through_stopping_and_reconfigure_restarts_only_that_unit() {
         let dir = tempfile::tempdir().expect("dir");
         let m = manager(dir.path());
-        let source = |url: &str| {
-            json!({"id": "tc", "type": "ti_threatconnect", "streams": [{
-                "id": "s", "access_id": "1", "secret_key": "k", "url": url}]})
-        };
-        let Value::Object(out) = json!({"type": "ndjson", "path": dir.path().join("e.ndjson")})
-        else {
-            unreachable!()
-        };
-        let output = UnitExpected {
-            id: "out".into(),
-            r#type: UnitType::Output as i32,
-            state: State::Healthy as i32,
-            config_state_idx: 1,
-            config: Some(UnitExpectedConfig {
-                source: Some(json_to_struct(&out)),
-                ..Default::default()
-            }),
-            log_level: 2,
-        };
+        let source = tc_source;
+        let output = ndjson_output(dir.path());
         m.apply(CheckinExpected {
             units: vec![input_unit(1, source("http://127.0.0.1:9")), output.clone()],
             ..Default::default()
@@ -939,26 +982,51 @@ mod tests {
         assert!(m.shutdown(Duration::from_secs(5)).await);
     }
 
+    /// Regression: a damaged `state.redb` made redb panic inside the stream task, and the unit
+    /// stayed CONFIGURING forever. It is now FAILED, naming the file and how to recover, and
+    /// starts once the file has been moved aside.
+    #[tokio::test]
+    async fn damaged_state_store_fails_input_units_naming_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("state.redb"), b"").expect("damage");
+        let options = RunOptions {
+            state_dir: dir.path().to_owned(),
+            once: false,
+            retry: None,
+            poll_retry_delay: None,
+        };
+        let state = StateStore::open(dir.path());
+        assert!(state.is_err());
+        let m = UnitManager::with_state(state, options, UnitLevels::new(LevelFilter::INFO));
+        let output = ndjson_output(dir.path());
+        m.apply(CheckinExpected {
+            units: vec![
+                input_unit(1, tc_source("http://127.0.0.1:9")),
+                output.clone(),
+            ],
+            ..Default::default()
+        });
+        let failed = wait_state(&m, "in-1", State::Failed, "state.redb").await;
+        assert!(failed.message.contains(".damaged"), "{}", failed.message);
+
+        std::fs::rename(
+            dir.path().join("state.redb"),
+            dir.path().join("state.redb.damaged"),
+        )
+        .expect("move aside");
+        m.apply(CheckinExpected {
+            units: vec![input_unit(2, tc_source("http://127.0.0.1:10")), output],
+            ..Default::default()
+        });
+        wait_state(&m, "in-1", State::Configuring, "first poll").await;
+        assert!(m.shutdown(Duration::from_secs(5)).await);
+    }
+
     #[tokio::test]
     async fn second_output_and_unknown_output_type_fail() {
         let dir = tempfile::tempdir().expect("dir");
         let m = manager(dir.path());
-        let output = |id: &str, source: Value| {
-            let Value::Object(o) = source else {
-                unreachable!()
-            };
-            UnitExpected {
-                id: id.into(),
-                r#type: UnitType::Output as i32,
-                state: State::Healthy as i32,
-                config_state_idx: 1,
-                config: Some(UnitExpectedConfig {
-                    source: Some(json_to_struct(&o)),
-                    ..Default::default()
-                }),
-                log_level: 0,
-            }
-        };
+        let output = output_unit;
         let path = dir.path().join("events.ndjson");
         m.apply(CheckinExpected {
             units: vec![

@@ -30,6 +30,9 @@ pub struct Page<C> {
     pub more: bool,
     /// Objects dropped as already delivered.
     pub duplicates_dropped: usize,
+    /// Of `items`, those stamped later than the platform's clock allows: delivered, but their
+    /// timestamps did not move the cursor.
+    pub future_timestamps: usize,
     /// Invalid UTF-8 sequences replaced with U+FFFD in the responses behind this page.
     pub invalid_utf8: usize,
 }
@@ -67,6 +70,14 @@ pub enum FetchError {
         /// What was wrong.
         message: String,
     },
+    /// The stored cursor can never be used (retrying cannot help; the user must reset it).
+    #[error("unusable stored cursor for {platform}: {message}")]
+    UnusableCursor {
+        /// Platform name.
+        platform: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 impl FetchError {
@@ -75,6 +86,7 @@ impl FetchError {
         match self {
             Self::Http(e) => e.kind(),
             Self::InvalidResponse { .. } => ErrorKind::Retry,
+            Self::UnusableCursor { .. } => ErrorKind::Fail,
         }
     }
 }

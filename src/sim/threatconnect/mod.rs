@@ -21,7 +21,7 @@ use axum::Router;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound as _, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
@@ -226,6 +226,19 @@ impl SimHandle {
             .collect();
         v.sort_by_key(|(id, _)| *id);
         v
+    }
+
+    /// Sets one indicator's `lastModified` (second precision), as a bad record or a platform
+    /// bug would, e.g. far in the future. Returns whether the id exists.
+    pub fn stamp(&self, id: i64, last_modified: DateTime<Utc>) -> bool {
+        let mut store = lock(&self.shared.store);
+        match store.indicators.iter_mut().find(|i| i.id == id) {
+            Some(ind) => {
+                ind.last_modified = last_modified.trunc_subsecs(0);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Changes the mutation rate at run time (tests turn mutation off before a final catch-up run).

@@ -111,6 +111,8 @@ pub struct ThreatConnectSource {
     map_options: MapOptions,
     /// The platform's clock minus ours, learned from `Date` headers.
     clock_offset: chrono::TimeDelta,
+    /// Whether future-stamped indicators have been reported yet (once per stream).
+    future_reported: bool,
 }
 
 impl ThreatConnectSource {
@@ -126,6 +128,7 @@ impl ThreatConnectSource {
             http,
             map_options,
             clock_offset: chrono::TimeDelta::zero(),
+            future_reported: false,
         }
     }
 
@@ -149,7 +152,18 @@ impl ThreatConnectSource {
         })
     }
 
-    async fn get(&mut self, url: &url::Url) -> Result<(Envelope, usize), FetchError> {
+    /// The platform's clock as last learned from its `Date` header (`DateTime + TimeDelta`
+    /// panics on overflow, and the offset is the server's number).
+    fn platform_now(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_add_signed(self.clock_offset).unwrap_or(now)
+    }
+
+    /// One page, the platform's clock (its `Date` header) when it sent it, and how many invalid
+    /// UTF-8 sequences its body held.
+    async fn get(
+        &mut self,
+        url: &url::Url,
+    ) -> Result<(Envelope, Option<DateTime<Utc>>, usize), FetchError> {
         let access_id = self.cfg.access_id.clone();
         let cfg = self.cfg.clone();
         // Sign the exact bytes we send: path + query of the parsed URL, fresh timestamp per attempt.
@@ -174,8 +188,9 @@ impl ThreatConnectSource {
                     .map_err(|e| HttpError::Transport(e.to_string()))
             })
             .await?;
-        if let Some(server_now) = crate::http::server_date(&response.headers) {
-            self.clock_offset = server_now - Utc::now();
+        let server_date = crate::http::server_date(&response.headers);
+        if let Some(server_now) = server_date {
+            self.clock_offset = server_now.signed_duration_since(Utc::now());
         }
         let (text, invalid_utf8) = decode_body(&response.body);
         let envelope: Envelope =
@@ -189,7 +204,25 @@ impl ThreatConnectSource {
                 message: format!("status {status:?} in a 200 response"),
             });
         }
-        Ok((envelope, invalid_utf8))
+        Ok((envelope, server_date, invalid_utf8))
+    }
+
+    /// Says once per stream that some indicators are stamped in the future (they are counted
+    /// on every page).
+    fn report_future(&mut self, keys: &[ItemKey], horizon: DateTime<Utc>, count: usize) {
+        if count == 0 || self.future_reported {
+            return;
+        }
+        self.future_reported = true;
+        let example = keys.iter().flatten().find(|(_, lm)| *lm > horizon);
+        tracing::warn!(
+            future_timestamps = count as u64,
+            example.id = example.map(|(id, _)| *id),
+            example.last_modified = example.map(|(_, lm)| lm.to_rfc3339()),
+            "{count} indicator(s) have a lastModified after the platform's clock (+{} min): they \
+             are delivered but do not move the watermark (reported once per stream)",
+            sweep::FUTURE_MARGIN.num_minutes()
+        );
     }
 }
 
@@ -213,16 +246,28 @@ impl Source for ThreatConnectSource {
     async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
         let mut cursor = cursor.clone();
         let mut invalid_utf8 = 0;
+        let now = Utc::now();
+        if cursor.watermark > sweep::future_horizon(Some(self.platform_now(now)), now) {
+            // Written from a future-stamped indicator before they were kept out of the
+            // watermark: paging from it would find nothing, ever. The look-back is what
+            // `state reset` would give; the new cursor replaces it once this page is delivered.
+            tracing::warn!(
+                watermark = %cursor.watermark.to_rfc3339(),
+                "the stored watermark is in the future: starting again from initial_interval"
+            );
+            cursor = self.initial_cursor();
+        }
         loop {
-            let plan = cursor.plan(Utc::now() + self.clock_offset);
+            let plan = cursor.plan(self.platform_now(Utc::now()));
             let url = self.page_url(cursor.watermark, plan.result_start)?;
-            let (envelope, replaced) = self.get(&url).await?;
+            let (envelope, server_date, replaced) = self.get(&url).await?;
             invalid_utf8 += replaced;
+            let horizon = sweep::future_horizon(server_date, Utc::now());
             let keys: Vec<ItemKey> = envelope.data.iter().map(|raw| item_key(raw)).collect();
             // `next` says more items exist; a full page says so too, for servers that omit `next`
             // (the no-progress guard in `step` stops a sweep that would only spin).
             let more = envelope.next.is_some() || keys.len() >= self.cfg.batch_size as usize;
-            match sweep::step(&cursor, plan, &keys, more) {
+            match sweep::step(&cursor, plan, &keys, more, horizon) {
                 Step::Rewind => {
                     tracing::debug!(watermark = %cursor.watermark, "crowded second shifted, re-reading it from its start");
                     cursor.anchor = None;
@@ -231,7 +276,9 @@ impl Source for ThreatConnectSource {
                     deliver,
                     cursor: next,
                     more,
+                    future,
                 } => {
+                    self.report_future(&keys, horizon, future);
                     let duplicates_dropped = envelope.data.len() - deliver.len();
                     let mut data: Vec<Option<Box<RawValue>>> =
                         envelope.data.into_iter().map(Some).collect();
@@ -245,6 +292,7 @@ impl Source for ThreatConnectSource {
                         more,
                         duplicates_dropped,
                         invalid_utf8,
+                        future_timestamps: future,
                     });
                 }
             }

@@ -13,6 +13,10 @@
 //! have already delivered. A second that can still gain items (it is too close to the server's
 //! clock) is always re-read from its start. That keeps the sweep skip-free even when more than a
 //! whole page shares one second, at the cost of re-reading a crowded second under churn.
+//!
+//! An item stamped in the future (a bad record, a server bug) must not become the watermark:
+//! `GEQ <future>` would hide every later change while each sweep reports "caught up". Items
+//! later than the [`future_horizon`] are delivered, but their keys are not used for paging.
 
 use std::collections::BTreeSet;
 
@@ -22,6 +26,26 @@ use serde::{Deserialize, Serialize};
 /// How long after a second ends we still expect new indicators stamped with it (commit lag,
 /// clock granularity). Seconds younger than this are re-read from their start.
 pub const SETTLE: TimeDelta = TimeDelta::seconds(5);
+
+/// How far past the platform's clock a `lastModified` may be and still move the watermark.
+/// It is also how far ahead of ours we believe the platform's clock to be: ThreatConnect
+/// refuses requests whose HMAC timestamp is more than 5 minutes off its own.
+pub const FUTURE_MARGIN: TimeDelta = TimeDelta::minutes(5);
+
+/// The latest `lastModified` that may move the watermark: the platform's clock (its `Date`
+/// header, else ours, and never more than [`FUTURE_MARGIN`] ahead of ours) plus
+/// [`FUTURE_MARGIN`].
+pub fn future_horizon(
+    server_date: Option<DateTime<Utc>>,
+    local_now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let ahead = |t: DateTime<Utc>| {
+        t.checked_add_signed(FUTURE_MARGIN)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
+    let platform_now = server_date.unwrap_or(local_now).min(ahead(local_now));
+    ahead(platform_now)
+}
 
 /// Where a ThreatConnect sweep stands. Persisted as JSON in the state store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,10 +83,18 @@ impl SweepCursor {
     /// `server_now` is the platform's clock (from its `Date` header), when known.
     pub fn plan(&self, server_now: DateTime<Utc>) -> Plan {
         match self.anchor {
-            Some(a) if self.watermark + SETTLE < server_now => Plan {
-                result_start: a.position,
-                expect_first: Some(a.id),
-            },
+            // A watermark at the end of time (a damaged cursor) must not overflow.
+            Some(a)
+                if self
+                    .watermark
+                    .checked_add_signed(SETTLE)
+                    .is_some_and(|settled| settled < server_now) =>
+            {
+                Plan {
+                    result_start: a.position,
+                    expect_first: Some(a.id),
+                }
+            }
             _ => Plan {
                 result_start: 0,
                 expect_first: None,
@@ -97,12 +129,39 @@ pub enum Step {
         cursor: SweepCursor,
         /// More pages follow right now.
         more: bool,
+        /// Of the delivered items, those stamped after the horizon (not used for paging).
+        future: usize,
     },
 }
 
 /// Applies one page (the keys of its items, in server order) requested with `plan` to `cursor`.
-/// `server_has_more` is whether the response carried a `next` link.
-pub fn step(cursor: &SweepCursor, plan: Plan, keys: &[ItemKey], server_has_more: bool) -> Step {
+/// `server_has_more` is whether the response carried a `next` link. Items whose `lastModified`
+/// is after `horizon` (see [`future_horizon`]) are delivered, but do not move the cursor.
+pub fn step(
+    cursor: &SweepCursor,
+    plan: Plan,
+    keys: &[ItemKey],
+    server_has_more: bool,
+    horizon: DateTime<Utc>,
+) -> Step {
+    let future = keys
+        .iter()
+        .flatten()
+        .filter(|(_, lm)| *lm > horizon)
+        .count();
+    // A future item is treated like one without a usable key: delivered, never deduplicated,
+    // never the watermark or the anchor. The API sorts by lastModified, so future items are
+    // the page's tail and a page of nothing else makes no progress (which ends the sweep).
+    let usable: Vec<ItemKey>;
+    let keys = if future == 0 {
+        keys
+    } else {
+        usable = keys
+            .iter()
+            .map(|k| k.filter(|(_, lm)| *lm <= horizon))
+            .collect();
+        &usable
+    };
     if let Some(expected) = plan.expect_first {
         let first_id = keys.first().copied().flatten().map(|(id, _)| id);
         if first_id != Some(expected) {
@@ -165,6 +224,7 @@ pub fn step(cursor: &SweepCursor, plan: Plan, keys: &[ItemKey], server_has_more:
         deliver,
         cursor: next,
         more,
+        future,
     }
 }
 
@@ -212,7 +272,7 @@ mod tests {
         for round in 0..10_000 {
             let plan = cursor.plan(far_future);
             let (keys, more) = serve(items, plan, cursor.watermark, limit);
-            match step(&cursor, plan, &keys, more) {
+            match step(&cursor, plan, &keys, more, far_future) {
                 Step::Rewind => {
                     cursor.anchor = None;
                     continue;
@@ -221,6 +281,7 @@ mod tests {
                     deliver,
                     cursor: next,
                     more,
+                    ..
                 } => {
                     for i in deliver {
                         let (id, lm) = keys[i].unwrap();
@@ -320,7 +381,7 @@ mod tests {
             }
         );
         let keys = vec![Some((1, t(100))), Some((2, t(100)))];
-        match step(&cursor, plan, &keys, true) {
+        match step(&cursor, plan, &keys, true, t(1_000)) {
             Step::Advance { deliver, more, .. } => {
                 assert!(deliver.is_empty());
                 assert!(!more, "no progress must not spin");
@@ -345,9 +406,98 @@ mod tests {
             }
         );
         assert_eq!(
-            step(&cursor, plan, &[Some((3, t(100)))], false),
+            step(&cursor, plan, &[Some((3, t(100)))], false, t(1_000)),
             Step::Rewind
         );
+    }
+
+    fn year_2999() -> DateTime<Utc> {
+        "2999-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    /// Regression: one indicator stamped 2999-01-01 became the watermark, and every later sweep
+    /// asked for `lastModified GEQ 2999-01-01`, delivered nothing and reported "caught up".
+    #[test]
+    fn future_last_modified_does_not_move_the_watermark() {
+        let horizon = t(1_000);
+        let cursor = SweepCursor::starting_at(t(0));
+        let keys = vec![Some((1, t(10))), Some((2, t(20))), Some((3, year_2999()))];
+        let plan = cursor.plan(t(1_000));
+        let Step::Advance {
+            deliver,
+            cursor: next,
+            more,
+            future,
+        } = step(&cursor, plan, &keys, false, horizon)
+        else {
+            panic!("unexpected rewind");
+        };
+        assert_eq!(deliver, vec![0, 1, 2], "the future item is still delivered");
+        assert_eq!(future, 1);
+        assert_eq!(next.watermark, t(20), "but it is not the watermark");
+        assert_eq!(next.seen, [2].into_iter().collect());
+        assert_eq!(next.anchor, None, "nor the anchor");
+        assert!(!more);
+
+        // The next sweep still sees what changed after t(20).
+        let plan = next.plan(t(1_000));
+        let later = vec![Some((2, t(20))), Some((4, t(30))), Some((3, year_2999()))];
+        let Step::Advance {
+            deliver,
+            cursor: after,
+            ..
+        } = step(&next, plan, &later, false, horizon)
+        else {
+            panic!("unexpected rewind");
+        };
+        assert_eq!(deliver, vec![1, 2]);
+        assert_eq!(after.watermark, t(30));
+    }
+
+    #[test]
+    fn a_full_page_of_future_items_ends_the_sweep_instead_of_spinning() {
+        let cursor = SweepCursor::starting_at(t(50));
+        let keys: Vec<ItemKey> = (0..10).map(|id| Some((id, year_2999()))).collect();
+        let plan = cursor.plan(t(1_000));
+        match step(&cursor, plan, &keys, true, t(1_000)) {
+            Step::Advance {
+                cursor: next,
+                more,
+                future,
+                deliver,
+            } => {
+                assert_eq!((deliver.len(), future), (10, 10));
+                assert_eq!(next, cursor, "no progress");
+                assert!(!more, "a page of only future items must not spin");
+            }
+            Step::Rewind => panic!("unexpected rewind"),
+        }
+    }
+
+    #[test]
+    fn the_horizon_trusts_the_server_clock_only_within_the_margin() {
+        let local = t(0);
+        assert_eq!(future_horizon(None, local), local + FUTURE_MARGIN);
+        assert_eq!(future_horizon(Some(t(-60)), local), t(-60) + FUTURE_MARGIN);
+        assert_eq!(
+            future_horizon(Some(year_2999()), local),
+            local + FUTURE_MARGIN + FUTURE_MARGIN,
+            "a Date header in the far future is not believed either"
+        );
+        assert_eq!(
+            future_horizon(None, DateTime::<Utc>::MAX_UTC),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
+
+    #[test]
+    fn a_watermark_at_the_end_of_time_plans_without_overflow() {
+        let cursor = SweepCursor {
+            watermark: DateTime::<Utc>::MAX_UTC,
+            seen: BTreeSet::new(),
+            anchor: Some(Anchor { position: 4, id: 1 }),
+        };
+        assert_eq!(cursor.plan(DateTime::<Utc>::MAX_UTC).result_start, 0);
     }
 
     #[test]

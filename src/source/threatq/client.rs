@@ -21,6 +21,7 @@ use super::ecs::{MapOptions, map_indicator};
 use crate::http::{HttpClient, HttpError};
 use crate::ingest::EcsEvent;
 use crate::source::{FetchError, Page, Source, decode_body};
+use crate::text::bounded_to;
 
 const PLATFORM: &str = "threatq";
 
@@ -184,7 +185,7 @@ impl ThreatQSource {
             }
             Err(RequestTokenError::Other(m)) => return Err(TokenError::Invalid(m)),
         };
-        let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
+        let lifetime = token_lifetime(token.expires_in());
         // Refresh early, as Go's oauth2 does (10 s), but never more than a tenth of a short TTL.
         let margin = Duration::from_secs(10).min(lifetime / 10);
         tracing::debug!(
@@ -193,7 +194,10 @@ impl ThreatQSource {
         );
         Ok(CachedToken {
             access_token: SecretString::from(token.access_token().secret().to_owned()),
-            refresh_at: requested + lifetime.saturating_sub(margin),
+            // `expires_in` is the server's number: `Instant + huge` would panic.
+            refresh_at: requested
+                .checked_add(lifetime.saturating_sub(margin))
+                .unwrap_or(requested),
         })
     }
 
@@ -232,6 +236,16 @@ impl ThreatQSource {
             }
         }
     }
+}
+
+/// The longest we keep a token whatever `expires_in` says (a server may send 2^64-1).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long to use a token: `expires_in` (an hour when absent), at most [`MAX_TOKEN_LIFETIME`].
+pub fn token_lifetime(expires_in: Option<Duration>) -> Duration {
+    expires_in
+        .unwrap_or(Duration::from_secs(3600))
+        .min(MAX_TOKEN_LIFETIME)
 }
 
 /// The `oauth2` crate's HTTP hook: the token request goes through our client.
@@ -282,6 +296,15 @@ impl Source for ThreatQSource {
     }
 
     async fn fetch(&mut self, cursor: &String) -> Result<Page<String>, FetchError> {
+        // A mark committed before marks were checked could make every request fail forever.
+        check_cursor_mark(cursor).map_err(|e| FetchError::UnusableCursor {
+            platform: PLATFORM,
+            message: format!(
+                "the stored cursorMark {e}, starting {:?}; reset the stream's cursor with \
+                 `ti-sidecar state reset --state-dir DIR --stream ID`",
+                bounded_to(cursor, MARK_SHOWN)
+            ),
+        })?;
         let url = self.page_url(cursor)?;
         let (envelope, invalid_utf8) = self.get_page(&url).await?;
         let items: Vec<Box<RawValue>> = match envelope.data.as_deref().map(RawValue::get) {
@@ -294,6 +317,17 @@ impl Source for ThreatQSource {
             _ => Vec::new(),
         };
         let next = envelope.next_cursor_mark.filter(|m| !m.is_empty());
+        // Never commit a mark we could not send back: the page fails (and is retried) instead,
+        // and the stored cursor stays what it was.
+        if let Some(mark) = &next {
+            check_cursor_mark(mark).map_err(|e| FetchError::InvalidResponse {
+                platform: PLATFORM,
+                message: format!(
+                    "nextCursorMark {e}, starting {:?}",
+                    bounded_to(mark, MARK_SHOWN)
+                ),
+            })?;
+        }
         // Stop on an empty page, or when the same mark comes back (the Solr end-of-results
         // contract); a missing mark keeps the current one so the next interval retries.
         let more = !items.is_empty() && next.as_deref().is_some_and(|m| m != cursor);
@@ -303,6 +337,7 @@ impl Source for ThreatQSource {
             more,
             duplicates_dropped: 0,
             invalid_utf8,
+            future_timestamps: 0,
         })
     }
 
@@ -311,7 +346,52 @@ impl Source for ThreatQSource {
     }
 
     fn describe(&self, cursor: &String) -> String {
-        format!("cursorMark={cursor}")
+        format!("cursorMark={}", bounded_to(cursor, MARK_SHOWN))
+    }
+}
+
+/// The longest cursorMark we accept. Solr marks are a few dozen bytes of base64; 4 KiB leaves
+/// room for any real sort key while keeping the request URL well under common 8 KiB limits.
+pub const MAX_CURSOR_MARK: usize = 4096;
+
+/// How much of a bad or long mark is shown in errors and logs.
+const MARK_SHOWN: usize = 48;
+
+/// Why a cursorMark cannot be stored or sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidCursorMark {
+    /// Longer than [`MAX_CURSOR_MARK`].
+    #[error("is {len} bytes long (at most {MAX_CURSOR_MARK} allowed)")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Empty.
+    #[error("is empty")]
+    Empty,
+    /// Holds a character outside visible ASCII.
+    #[error("has {found:?} at byte {at} (only visible ASCII, 0x21-0x7E, is allowed)")]
+    BadCharacter {
+        /// Byte offset of the character.
+        at: usize,
+        /// The character.
+        found: char,
+    },
+}
+
+/// A cursorMark is 1 to [`MAX_CURSOR_MARK`] bytes of visible ASCII (`!` to `~`, no space, no
+/// control character, nothing beyond ASCII): exactly what survives query encoding and the
+/// round trip through the state store unchanged. Solr's base64 marks always qualify.
+pub fn check_cursor_mark(mark: &str) -> Result<(), InvalidCursorMark> {
+    if mark.len() > MAX_CURSOR_MARK {
+        return Err(InvalidCursorMark::TooLong { len: mark.len() });
+    }
+    if mark.is_empty() {
+        return Err(InvalidCursorMark::Empty);
+    }
+    match mark.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        Some((at, found)) => Err(InvalidCursorMark::BadCharacter { at, found }),
+        None => Ok(()),
     }
 }
 
@@ -319,6 +399,26 @@ impl Source for ThreatQSource {
 mod tests {
     use super::*;
     use crate::config::fields::FieldReader;
+
+    #[test]
+    fn cursor_marks_are_bounded_visible_ascii() {
+        assert_eq!(check_cursor_mark(START), Ok(()));
+        assert_eq!(check_cursor_mark("AoJ9z5LKnvwCJjEwNjk2Nw=="), Ok(()));
+        assert_eq!(check_cursor_mark(&"A".repeat(MAX_CURSOR_MARK)), Ok(()));
+        assert_eq!(
+            check_cursor_mark(&"A".repeat(MAX_CURSOR_MARK + 1)),
+            Err(InvalidCursorMark::TooLong {
+                len: MAX_CURSOR_MARK + 1
+            })
+        );
+        assert_eq!(check_cursor_mark(""), Err(InvalidCursorMark::Empty));
+        for (mark, at, found) in [("ab\ncd", 2, '\n'), ("a b", 1, ' '), ("é", 0, 'é')] {
+            assert_eq!(
+                check_cursor_mark(mark),
+                Err(InvalidCursorMark::BadCharacter { at, found })
+            );
+        }
+    }
 
     #[test]
     fn page_url_has_the_integration_parameters() {
