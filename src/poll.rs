@@ -158,38 +158,50 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     .collect();
                 let error_documents = events.iter().filter(|e| has_error(e)).count();
                 let indicators = events.len();
-                // Send page N while fetching page N+1 from N's cursor (not yet committed: if the
-                // send fails, the prefetched page is still the right next one).
-                let (sent, prefetched) = if more {
-                    let (sent, next) = tokio::join!(
-                        send(
-                            self.sink.as_ref(),
-                            &self.input_id,
-                            &self.stream,
-                            events,
-                            &self.schedule,
-                            &self.counters,
-                            &shutdown,
-                        ),
-                        self.source.fetch(&cursor)
-                    );
-                    (sent, Some(next))
+                // Page N is sent and, once acknowledged, committed at once, while page N+1 is
+                // fetched from N's cursor: the commit never waits for a slow fetch (a kill during
+                // it must not replay an acknowledged page). If the send fails, the prefetched
+                // page is still the right next one.
+                let described = self.source.describe(&cursor);
+                let delivery = deliver(
+                    Destination {
+                        sink: self.sink.as_ref(),
+                        state: &self.state,
+                        cursor_key: &self.cursor_key,
+                        input_id: &self.input_id,
+                        stream: &self.stream,
+                        schedule: &self.schedule,
+                        counters: &self.counters,
+                        shutdown: &shutdown,
+                    },
+                    events,
+                    &cursor,
+                    PageDelivered {
+                        stream: &self.stream.id,
+                        platform: self.source.platform(),
+                        indicators,
+                        error_documents,
+                        duplicates_dropped,
+                        future_timestamps,
+                        invalid_utf8,
+                        elapsed: Duration::ZERO,
+                        cursor: &described,
+                    },
+                    started,
+                );
+                let (delivered, prefetched) = if more {
+                    // A stop abandons the prefetch (nothing of it is committed yet).
+                    let prefetch = async {
+                        tokio::select! {
+                            r = self.source.fetch(&cursor) => Some(r),
+                            () = shutdown.cancelled() => None,
+                        }
+                    };
+                    tokio::join!(delivery, prefetch)
                 } else {
-                    (
-                        send(
-                            self.sink.as_ref(),
-                            &self.input_id,
-                            &self.stream,
-                            events,
-                            &self.schedule,
-                            &self.counters,
-                            &shutdown,
-                        )
-                        .await,
-                        None,
-                    )
+                    (delivery.await, None)
                 };
-                if sent? == Delivery::Abandoned {
+                if delivered? == Delivery::Abandoned {
                     // Stopping while the sink refuses: the batch was never acknowledged, so the
                     // cursor stays where it was and the batch is fetched again on restart.
                     return Ok(Outcome {
@@ -197,19 +209,6 @@ impl<S: Source, K: Sink> Poller<S, K> {
                         ..outcome
                     });
                 }
-                self.commit(&cursor).await?;
-                PageDelivered {
-                    stream: &self.stream.id,
-                    platform: self.source.platform(),
-                    indicators,
-                    error_documents,
-                    duplicates_dropped,
-                    future_timestamps,
-                    invalid_utf8,
-                    elapsed: started.elapsed(),
-                    cursor: &self.source.describe(&cursor),
-                }
-                .emit(&self.counters);
                 if shutdown.is_cancelled() {
                     return Ok(Outcome {
                         interrupted: true,
@@ -261,25 +260,6 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 source,
             })?;
         Ok(stored.unwrap_or_else(|| self.source.initial_cursor()))
-    }
-
-    async fn commit(&self, cursor: &S::Cursor) -> Result<(), PollError> {
-        let state = self.state.clone();
-        let key = self.cursor_key.clone();
-        let cursor = cursor.clone();
-        let stream = self.stream.id.clone();
-        // One fsync: keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || state.commit(&key, &cursor))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StateError::Io {
-                    path: self.state.path().to_owned(),
-                    op: "commit",
-                    key: self.cursor_key.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .map_err(|source| PollError::State { stream, source })
     }
 
     fn check_fatal(&self, e: &FetchError) -> Result<(), PollError> {
@@ -355,8 +335,71 @@ impl<S: Source, K: Sink> Poller<S, K> {
     }
 }
 
-/// Sends one batch, retrying sink failures with backoff. The batch is never dropped: with
-/// `once`, the loop gives up (the cursor stays put) after `once_max_attempts`.
+/// Where an acknowledged batch's cursor goes, and what its delivery reports to.
+struct Destination<'a, K> {
+    sink: &'a K,
+    state: &'a StateStore,
+    cursor_key: &'a str,
+    input_id: &'a str,
+    stream: &'a StreamIdentity,
+    schedule: &'a Schedule,
+    counters: &'a StreamCounters,
+    shutdown: &'a CancellationToken,
+}
+
+/// Sends one page's events, then, as soon as the sink acknowledged them, commits the page's
+/// cursor and reports the page (`report`, whose `elapsed` is measured from `started`).
+async fn deliver<K: Sink, C: serde::Serialize + Clone + Send + 'static>(
+    to: Destination<'_, K>,
+    events: Vec<EcsEvent>,
+    cursor: &C,
+    mut report: PageDelivered<'_>,
+    started: Instant,
+) -> Result<Delivery, PollError> {
+    let sent = send(
+        to.sink,
+        to.input_id,
+        to.stream,
+        events,
+        to.schedule,
+        to.counters,
+        to.shutdown,
+    )
+    .await?;
+    if sent == Delivery::Acked {
+        commit(to.state, to.cursor_key, &to.stream.id, cursor).await?;
+        report.elapsed = started.elapsed();
+        report.emit(to.counters);
+    }
+    Ok(sent)
+}
+
+/// Durably stores `cursor` under `key`, off the async worker threads (one fsync).
+async fn commit<C: serde::Serialize + Clone + Send + 'static>(
+    state: &StateStore,
+    key: &str,
+    stream: &str,
+    cursor: &C,
+) -> Result<(), PollError> {
+    let store = state.clone();
+    let owned_key = key.to_owned();
+    let cursor = cursor.clone();
+    tokio::task::spawn_blocking(move || store.commit(&owned_key, &cursor))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StateError::Io {
+                path: state.path().to_owned(),
+                op: "commit",
+                key: key.to_owned(),
+                message: e.to_string(),
+            })
+        })
+        .map_err(|source| PollError::State {
+            stream: stream.to_owned(),
+            source,
+        })
+}
+
 /// What became of a batch handed to [`send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
@@ -366,6 +409,8 @@ enum Delivery {
     Abandoned,
 }
 
+/// Sends one batch, retrying sink failures with backoff. The batch is never dropped: with
+/// `once`, the loop gives up (the cursor stays put) after `once_max_attempts`.
 async fn send<K: Sink>(
     sink: &K,
     input_id: &str,

@@ -429,3 +429,49 @@ async fn future_last_modified_does_not_move_the_watermark() {
     );
     sim.shutdown().await;
 }
+
+/// Regression: a page's cursor was committed only once the next page's fetch had returned, so
+/// a SIGKILL during a slow fetch replayed a page that was already written and acknowledged.
+/// Now the commit follows the acknowledgement at once: kill -9 during the stalled prefetch, and
+/// the restart re-delivers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_a_stalled_prefetch_does_not_replay_the_acknowledged_page() {
+    let mut args = sim_args(200);
+    // Every request takes 1.5 s: after page 1 is acknowledged, page 2's fetch stalls.
+    args.faults.latency_ms = 1500;
+    let sim = start(args).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    blocking(move || {
+        let mut child = spawn_run(&c, &s, SECRET, true);
+        // "page delivered" is logged once the page is committed; page 2 is still being fetched.
+        wait_for_log(&mut child, "page delivered");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    })
+    .await;
+    // The commit of page 1 did not wait for page 2: when it was reported, page 2 was still
+    // being served (the simulator counts a page once its latency has passed).
+    assert_eq!(
+        sim.stats().pages_served,
+        1,
+        "page 1 was committed only after page 2 arrived"
+    );
+    assert_eq!(
+        read_events(&events).len(),
+        100,
+        "killed during page 2's fetch"
+    );
+
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "restart failed: {stderr}");
+    let docs = read_events(&events);
+    let versions = delivered_versions(&docs);
+    let replayed = versions.values().filter(|n| **n > 1).count();
+    assert_eq!(replayed, 0, "the acknowledged page was delivered again");
+    assert_eq!(versions.len(), 200, "and nothing is missing");
+    sim.shutdown().await;
+}
