@@ -18,6 +18,16 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
+    create_missing_private_dirs(dir)?;
+    restrict(dir, DIR_MODE)
+}
+
+/// Creates `dir` and its missing parents with mode 0700, leaving directories that already exist
+/// as they are: for places the user chose (an output file's directory may be `.` or `/tmp`).
+pub fn create_missing_private_dirs(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -25,8 +35,15 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt as _;
         builder.mode(DIR_MODE);
     }
-    builder.create(dir)?;
-    restrict(dir, DIR_MODE)
+    builder.create(dir)
+}
+
+/// [`open_private_append`], first creating the file's missing parent directories (0700).
+pub fn open_private_append_creating_dirs(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        create_missing_private_dirs(dir)?;
+    }
+    open_private_append(path)
 }
 
 /// Options that create a file with mode 0600 (the umask can only remove bits from it).
@@ -115,5 +132,21 @@ mod tests {
         let fresh = dir.join("g");
         write_private(&fresh, b"y").unwrap();
         assert_eq!(mode(&fresh), 0o600);
+    }
+
+    #[test]
+    fn output_parents_are_created_private_but_existing_ones_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = root.path().join("new/deeper/events.ndjson");
+        drop(open_private_append_creating_dirs(&file).unwrap());
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&root.path().join("new")), 0o700);
+        assert_eq!(mode(&root.path().join("new/deeper")), 0o700);
+        assert_eq!(
+            mode(root.path()),
+            0o755,
+            "an existing directory is not changed"
+        );
     }
 }

@@ -385,3 +385,33 @@ async fn future_last_modified_does_not_move_the_watermark() {
     );
     sim.shutdown().await;
 }
+
+/// Regression: state, events and their directories were created world-readable (0644/0755
+/// under umask 022). Events can hold TLP:RED indicators; cursors reveal what was fetched.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_and_events_files_are_private_whatever_the_umask() {
+    let sim = start(sim_args(30)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("out/nested/events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "");
+    let state = ws.state_dir();
+    let s = state.clone();
+    blocking(move || {
+        let mut cmd = with_umask_022(bin());
+        cmd.args(["run", "--once", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&s)
+            .env("TEST_TC_SECRET", SECRET);
+        output_ok(cmd)
+    })
+    .await;
+    assert_eq!(read_events(&events).len(), 30);
+    assert_eq!(mode(&state), 0o700, "state directory");
+    assert_eq!(mode(&state.join("state.redb")), 0o600, "state file");
+    assert_eq!(mode(&events), 0o600, "events file");
+    assert_eq!(mode(&ws.path("out")), 0o700, "created output directory");
+    assert_eq!(mode(&ws.path("out/nested")), 0o700);
+    sim.shutdown().await;
+}
