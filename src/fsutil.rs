@@ -106,6 +106,56 @@ pub fn restrict(path: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes kept as they are in a [`path_component`]: `A-Z a-z 0-9 . _ -`.
+const PATH_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'-');
+
+/// The longest [`path_component`] (file names are limited to 255 bytes on most systems).
+const MAX_COMPONENT: usize = 160;
+
+/// An id from a policy (input, stream or unit id) made safe to use inside one file name:
+/// everything outside `A-Z a-z 0-9 . _ -` is percent-encoded, and so is a leading `.`, so the
+/// result never holds a `/`, is never `.` or `..`, and never names a hidden file. Distinct ids
+/// give distinct names; one longer than 160 bytes is cut and ends in `~` and a hash of the id
+/// (`~` never appears otherwise).
+pub fn path_component(id: &str) -> String {
+    use sha2::Digest as _;
+    let mut encoded = percent_encoding::utf8_percent_encode(id, PATH_SAFE).to_string();
+    if encoded.starts_with('.') {
+        encoded.replace_range(..1, "%2E");
+    }
+    if encoded.len() > MAX_COMPONENT {
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        encoded.truncate(MAX_COMPONENT - 17);
+        encoded.push('~');
+        encoded.push_str(&hash);
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod component_tests {
+    use super::path_component;
+
+    #[test]
+    fn ids_never_become_separators_dot_dot_or_hidden_files() {
+        assert_eq!(
+            path_component("tc-prod_indicator.v2"),
+            "tc-prod_indicator.v2"
+        );
+        assert_eq!(path_component("x/../../escaped"), "x%2F..%2F..%2Fescaped");
+        assert_eq!(path_component(".."), "%2E.");
+        assert_eq!(path_component(".hidden"), "%2Ehidden");
+        assert_eq!(path_component("a\\b c\0é"), "a%5Cb%20c%00%C3%A9");
+        let long = path_component(&"y".repeat(1000));
+        assert!(long.len() <= 160 && long.contains('~'), "{long}");
+        assert_ne!(long, path_component(&"y".repeat(999)));
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
