@@ -108,6 +108,10 @@ impl ElasticAgent for AgentState {
     ) -> Result<Response<Self::CheckinV2Stream>, Status> {
         let mut inbound = request.into_inner();
         let sink = self.observed.lock().unwrap().clone();
+        // The expected side is in place before any observed message is handed to the test:
+        // a test that answers the first observed must find the stream open.
+        let (tx, rx) = mpsc::channel(16);
+        *self.expected.lock().unwrap() = Some(tx);
         tokio::spawn(async move {
             while let Ok(Some(msg)) = inbound.message().await {
                 if let Some(s) = &sink {
@@ -115,8 +119,6 @@ impl ElasticAgent for AgentState {
                 }
             }
         });
-        let (tx, rx) = mpsc::channel(16);
-        *self.expected.lock().unwrap() = Some(tx);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
