@@ -189,7 +189,8 @@ pub async fn run(
         tq_collection = tq_args.collection,
     );
     let policy = dir.path().join("policy.yml");
-    std::fs::write(&policy, yaml)?;
+    // The policy holds the simulators' secrets.
+    crate::fsutil::write_private(&policy, yaml.as_bytes())?;
     let host_options = HostOptions {
         policy,
         events: Some(options.events.clone()),

@@ -209,11 +209,15 @@ pub async fn run(
     }
 }
 
-/// Where a stream's request trace goes.
+/// Where a stream's request trace goes: always directly inside `<state_dir>/request-trace`,
+/// whatever the ids hold (they come from the policy; see [`crate::fsutil::path_component`]).
 pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf {
-    state_dir
-        .join("request-trace")
-        .join(format!("{input_id}--{stream_id}.ndjson"))
+    use crate::fsutil::path_component;
+    state_dir.join("request-trace").join(format!(
+        "{}--{}.ndjson",
+        path_component(input_id),
+        path_component(stream_id)
+    ))
 }
 
 /// A stream's poll loop, ready to spawn (the platform's `Poller::run`).
@@ -367,5 +371,30 @@ mod tests {
         }
         let fine: StreamLoop = Box::pin(async { Ok(Outcome::default()) });
         assert!(catch_panic("s", fine).await.is_ok());
+    }
+
+    #[test]
+    fn trace_path_stays_in_the_trace_directory_whatever_the_ids() {
+        let state = Path::new("/var/lib/ti/state");
+        for (input, stream) in [
+            ("x", "x/../../escaped"),
+            ("..", ".."),
+            ("../../etc", "passwd"),
+            ("a", "/abs"),
+        ] {
+            let path = trace_path(state, input, stream);
+            assert_eq!(
+                path.parent(),
+                Some(state.join("request-trace").as_path()),
+                "{input:?} {stream:?} -> {}",
+                path.display()
+            );
+            assert!(
+                path.components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir)),
+                "{}",
+                path.display()
+            );
+        }
     }
 }

@@ -218,7 +218,7 @@ fn simulate_prints_its_address_first_and_enforces_auth() {
 #[test]
 fn demo_writes_the_events_file_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
+    let out = common::with_umask_022(bin())
         .args(["demo", "--indicators", "300"])
         .current_dir(dir.path())
         .output()
@@ -232,6 +232,12 @@ fn demo_writes_the_events_file_and_a_summary() {
     assert!(stdout.contains("delivered: 600 documents"), "{stdout}");
     let events = std::fs::read_to_string(dir.path().join("demo-events.ndjson")).unwrap();
     assert_eq!(events.lines().count(), 600);
+    #[cfg(unix)]
+    assert_eq!(
+        common::mode(&dir.path().join("demo-events.ndjson")),
+        0o600,
+        "the demo's events are private whatever the umask"
+    );
 }
 
 /// `map --source threatq` on Elastic's fixtures reproduces the current expected documents.

@@ -41,7 +41,8 @@ struct Host {
 
 impl Host {
     fn spawn(policy: &Path, events: &Path, data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(common::bin())
+        // Under umask 022, so that the file-mode test below means something.
+        let mut child = common::with_umask_022(common::bin())
             .args(["host", "--policy"])
             .arg(policy)
             .arg("--events")
@@ -305,6 +306,37 @@ async fn both_inputs_deliver_every_indicator_and_diagnostics_hold_no_secret() {
             f.display()
         );
     }
+    host.terminate();
+}
+
+/// Regression: the host's events file, saved diagnostics and the component's `path.data` were
+/// created world-readable. Under umask 022 they are now 0600 files in 0700 directories.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_events_diagnostics_and_data_dir_are_private_whatever_the_umask() {
+    let tc = tc_sim::start(common::sim_args(20)).await.expect("tc sim");
+    let ws = common::Workspace::new();
+    let policy = ws.path("policy.yml");
+    write(&policy, &format!("inputs:\n{}", tc_input(&tc, "")));
+    let events = ws.path("received/events.ndjson");
+    let diag = ws.path("diag");
+    let data = ws.path("data");
+    let mut host = Host::spawn(
+        &policy,
+        &events,
+        &data,
+        &["--diagnostics", diag.to_str().expect("utf-8 path")],
+    );
+    host.wait_all(&[&format!("{TC_UNIT} HEALTHY"), "diagnostics saved:"]);
+    host.wait_events(&events, |d| tc_ids(d).len() >= 20);
+    assert_eq!(common::mode(&events), 0o600, "events file");
+    assert_eq!(common::mode(&ws.path("received")), 0o700);
+    assert_eq!(common::mode(&diag), 0o700, "diagnostics directory");
+    for f in files_under(&diag) {
+        assert_eq!(common::mode(&f), 0o600, "{}", f.display());
+    }
+    assert_eq!(common::mode(&data), 0o700, "path.data");
+    assert_eq!(common::mode(&data.join("state.redb")), 0o600);
     host.terminate();
 }
 

@@ -12,6 +12,9 @@ use ti_sidecar::sim::threatconnect::{SimHandle, start};
 
 const SECRET: &str = "Test$$Secret/Key+=";
 
+/// The stream line that turns the request tracer on.
+const TRACER: &str = "        enable_request_tracer: true\n";
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -241,12 +244,7 @@ async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
     let sim = start(sim_args(50)).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        enable_request_tracer: true\n",
-    );
+    let config = ws.tc_config(&sim, SECRET, &events, TRACER);
     let state = ws.state_dir();
     let wrong = "Wrong-Secret-Value-123";
     let (c, s) = (config.clone(), state.clone());
@@ -473,5 +471,97 @@ async fn kill_during_a_stalled_prefetch_does_not_replay_the_acknowledged_page() 
     let replayed = versions.values().filter(|n| **n > 1).count();
     assert_eq!(replayed, 0, "the acknowledged page was delivered again");
     assert_eq!(versions.len(), 200, "and nothing is missing");
+    sim.shutdown().await;
+}
+
+/// Regression: state, events and their directories were created world-readable (0644/0755
+/// under umask 022). Events can hold TLP:RED indicators; cursors reveal what was fetched.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_and_events_files_are_private_whatever_the_umask() {
+    let sim = start(sim_args(30)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("out/nested/events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "");
+    let state = ws.state_dir();
+    let s = state.clone();
+    blocking(move || {
+        let mut cmd = with_umask_022(bin());
+        cmd.args(["run", "--once", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&s)
+            .env("TEST_TC_SECRET", SECRET);
+        output_ok(cmd)
+    })
+    .await;
+    assert_eq!(read_events(&events).len(), 30);
+    assert_eq!(mode(&state), 0o700, "state directory");
+    assert_eq!(mode(&state.join("state.redb")), 0o600, "state file");
+    assert_eq!(mode(&events), 0o600, "events file");
+    assert_eq!(mode(&ws.path("out")), 0o700, "created output directory");
+    assert_eq!(mode(&ws.path("out/nested")), 0o700);
+    sim.shutdown().await;
+}
+
+/// Regression: a stream id such as `x/../../escaped` was joined into the request-trace path
+/// as it was, so a policy could make the sidecar write files outside its state directory. Ids
+/// are encoded: the traces land inside `<state>/request-trace/`, and nothing else is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ids_cannot_write_outside_the_state_directory() {
+    let sim = start(sim_args(20)).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ws = Workspace {
+        dir: tempfile::tempdir_in(root.path()).unwrap(),
+    };
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, TRACER);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let stream = text
+        .split_once("    streams:\n")
+        .map(|(_, s)| s.to_owned())
+        .unwrap();
+    let hostile = format!(
+        "{}{}",
+        stream.replace("- id: tc-indicator", "- id: \"x/../../escaped\""),
+        stream.replace("- id: tc-indicator", "- id: \"../../../../escaped-too\"")
+    );
+    std::fs::write(&config, text.replace(&stream, &hostile)).unwrap();
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
+    assert!(ok, "{stderr}");
+
+    let mut traces: Vec<String> = std::fs::read_dir(state.join("request-trace"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    traces.sort();
+    assert_eq!(
+        traces,
+        [
+            "tc--%2E.%2F..%2F..%2F..%2Fescaped-too.ndjson",
+            "tc--x%2F..%2F..%2Fescaped.ndjson"
+        ]
+    );
+    let names = |dir: &std::path::Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&state),
+        ["request-trace", "state.redb"].map(String::from).into(),
+        "nothing else in the state directory"
+    );
+    assert_eq!(
+        names(ws.dir.path()),
+        ["config.yml", "events.ndjson", "state"]
+            .map(String::from)
+            .into(),
+        "nothing beside it"
+    );
+    assert_eq!(names(root.path()).len(), 1, "nothing above it");
     sim.shutdown().await;
 }

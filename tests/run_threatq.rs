@@ -262,18 +262,12 @@ async fn state_reset_makes_the_stream_start_again_from_the_beginning() {
 
     let s = state.clone();
     let out = blocking(move || {
-        std::process::Command::new(bin())
-            .args(["state", "reset", "--stream", "tq-threat", "--state-dir"])
-            .arg(&s)
-            .output()
-            .unwrap()
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["state", "reset", "--stream", "tq-threat", "--state-dir"])
+            .arg(&s);
+        output_ok(cmd)
     })
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("reset tq/tq-threat"));
 
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;

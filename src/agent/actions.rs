@@ -110,7 +110,10 @@ pub fn handle(units: &UnitManager, request: &ActionRequest) -> ActionResponse {
                 match units.diagnostics_unit(&request.unit_id, request.unit_type) {
                     Some(unit) => response.diagnostic.push(json_file(
                         "unit",
-                        &format!("ti-sidecar-unit-{}.json", sanitize(&request.unit_id)),
+                        &format!(
+                            "ti-sidecar-unit-{}.json",
+                            crate::fsutil::path_component(&request.unit_id)
+                        ),
                         "this unit: state, effective configuration (secrets redacted), cursor, counters, last error",
                         &unit,
                     )),
@@ -136,19 +139,6 @@ pub fn handle(units: &UnitManager, request: &ActionRequest) -> ActionResponse {
         }
         Err(_) => fail(response, "action type unknown"),
     }
-}
-
-/// Keeps a unit id usable as a file name inside the diagnostics zip.
-fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 impl ActionsLoop {

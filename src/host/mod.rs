@@ -333,7 +333,8 @@ fn save_diagnostics(
     dir: &Path,
     response: &crate::proto::ActionResponse,
 ) -> Result<Vec<PathBuf>, HostError> {
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    crate::fsutil::create_missing_private_dirs(dir)
+        .map_err(io(format!("creating {}", dir.display())))?;
     let mut saved = Vec::new();
     for (i, d) in response.diagnostic.iter().enumerate() {
         // The component names the file: keep only its last path segment.
@@ -342,7 +343,9 @@ fn save_diagnostics(
             |n| n.to_string_lossy().into_owned(),
         );
         let path = dir.join(name);
-        std::fs::write(&path, &d.content).map_err(io(format!("writing {}", path.display())))?;
+        // Diagnostics carry cursors, config and errors: 0600 whatever the umask.
+        crate::fsutil::write_private(&path, &d.content)
+            .map_err(io(format!("writing {}", path.display())))?;
         saved.push(path);
     }
     Ok(saved)

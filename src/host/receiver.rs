@@ -32,19 +32,13 @@ pub struct EventsReceiver {
 }
 
 impl EventsReceiver {
-    /// Appends to `path` (created with its directory); `None` only counts.
+    /// Appends to `path` (created 0600, with its missing directories 0700); `None` only counts.
     pub async fn open(path: Option<&Path>) -> std::io::Result<Self> {
         let file = match path {
             Some(p) => {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    tokio::fs::create_dir_all(dir).await?;
-                }
-                let f = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .await?;
-                Some(Arc::new(Mutex::new(f)))
+                // 0600 whatever the umask: the events are the indicators themselves.
+                let f = crate::fsutil::open_private_append_creating_dirs(p)?;
+                Some(Arc::new(Mutex::new(tokio::fs::File::from_std(f))))
             }
             None => None,
         };

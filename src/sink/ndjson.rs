@@ -35,25 +35,20 @@ impl NdjsonSink {
             });
         }
         let name = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|source| SinkError::Io {
-                    target: name.clone(),
-                    source,
-                })?;
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await
-            .map_err(|source| SinkError::Io {
-                target: name.clone(),
-                source,
-            })?;
+        // Events can hold TLP:RED indicators: the file is 0600 (and new directories 0700)
+        // whatever the umask.
+        let owned = path.to_owned();
+        let file = tokio::task::spawn_blocking(move || {
+            crate::fsutil::open_private_append_creating_dirs(&owned)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .map_err(|source| SinkError::Io {
+            target: name.clone(),
+            source,
+        })?;
         Ok(Self {
-            target: Mutex::new(Target::File(file)),
+            target: Mutex::new(Target::File(tokio::fs::File::from_std(file))),
             name,
         })
     }

@@ -15,6 +15,39 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ti-sidecar")
 }
 
+/// A command running `program` under umask 022 (the usual default, which leaves new files
+/// world-readable unless the program asks for tighter modes).
+pub fn with_umask_022(program: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(program);
+    cmd
+}
+
+/// Runs `cmd` to completion and asserts it succeeded (showing its stderr otherwise).
+pub fn output_ok(mut cmd: Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The permission bits of `path`.
+#[cfg(unix)]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
 /// Simulator arguments with test defaults.
 pub fn sim_args(indicators: usize) -> SimArgs {
     SimArgs {
