@@ -565,3 +565,54 @@ async fn stream_ids_cannot_write_outside_the_state_directory() {
     assert_eq!(names(root.path()).len(), 1, "nothing above it");
     sim.shutdown().await;
 }
+
+/// Regression: a SIGKILL between two pieces of a batch's write left half a line at the end of
+/// the events file, and the restarted process appended its first line to it
+/// (`…"Credential Acc{"@metadata":…`). The file is left exactly as such a kill leaves it; the
+/// restart cuts the fragment, every line parses, and nothing is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_kill_mid_line_cuts_the_fragment_instead_of_gluing_onto_it() {
+    let sim = start(sim_args(300)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let state = ws.state_dir();
+    let (c, s) = (config.clone(), state.clone());
+    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
+    assert!(ok, "first run failed: {stderr}");
+    // The next batch's first piece reached the file, the rest did not (its cursor was never
+    // committed, so the restart delivers that batch again).
+    let changed = sim.snapshot()[0].0;
+    assert!(sim.stamp(changed, chrono::Utc::now() - chrono::TimeDelta::seconds(60)));
+    let mut fragment = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&events)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut fragment,
+        br#"{"@metadata":{"_id":"x","input_id":"tc"},"threat":{"indicator":{"description":"Credential Acc"#,
+    )
+    .unwrap();
+    drop(fragment);
+
+    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    assert!(ok, "restart failed: {stderr}");
+    assert!(
+        stderr.contains("ended in a partial line"),
+        "the cut is logged: {stderr}"
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.ends_with('\n'));
+    for (n, line) in text.lines().enumerate() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("line {} does not parse ({e}): {line}", n + 1));
+    }
+    let versions = delivered_versions(&read_events(&events));
+    let ids: BTreeSet<i64> = versions.keys().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 300, "nothing is missing");
+    assert!(
+        versions.keys().filter(|(id, _)| *id == changed).count() == 2,
+        "the changed indicator's new version arrived after the cut"
+    );
+    sim.shutdown().await;
+}

@@ -37,7 +37,8 @@ impl EventsReceiver {
         let file = match path {
             Some(p) => {
                 // 0600 whatever the umask: the events are the indicators themselves.
-                let f = crate::fsutil::open_private_append_creating_dirs(p)?;
+                // A partial last line (the host was killed mid-write) is cut off first.
+                let f = crate::sink::ndjson::open_lines_for_append(p)?;
                 Some(Arc::new(Mutex::new(tokio::fs::File::from_std(f))))
             }
             None => None,

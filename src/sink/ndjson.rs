@@ -38,15 +38,13 @@ impl NdjsonSink {
         // Events can hold TLP:RED indicators: the file is 0600 (and new directories 0700)
         // whatever the umask.
         let owned = path.to_owned();
-        let file = tokio::task::spawn_blocking(move || {
-            crate::fsutil::open_private_append_creating_dirs(&owned)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-        .map_err(|source| SinkError::Io {
-            target: name.clone(),
-            source,
-        })?;
+        let file = tokio::task::spawn_blocking(move || open_lines_for_append(&owned))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .map_err(|source| SinkError::Io {
+                target: name.clone(),
+                source,
+            })?;
         Ok(Self {
             target: Mutex::new(Target::File(tokio::fs::File::from_std(file))),
             name,
@@ -57,6 +55,58 @@ impl NdjsonSink {
     pub fn path(&self) -> Option<PathBuf> {
         (self.name != "stdout").then(|| PathBuf::from(&self.name))
     }
+}
+
+/// Opens an NDJSON file for appending (0600, missing directories 0700) and first cuts off a
+/// trailing partial line: a process killed mid-write leaves one, and the next line would be
+/// glued to it (`…"Credential Acc{"@metadata":…`), which no line-based consumer can read. The
+/// cut bytes belong to a batch that was never acknowledged, so its cursor was not committed and
+/// the batch is delivered again. Logs how many bytes were dropped.
+pub fn open_lines_for_append(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = crate::fsutil::open_private_append_creating_dirs(path)?;
+    let dropped = drop_partial_last_line(path, &file)?;
+    if dropped > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            dropped_bytes = dropped,
+            "{} ended in a partial line (a write was interrupted): dropped its last {dropped} \
+             byte(s); that batch was never acknowledged and is delivered again",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Truncates `file` (open for writing, at `path`) after its last `\n`; returns the bytes cut.
+fn drop_partial_last_line(path: &Path, file: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut reader = std::fs::File::open(path)?;
+    let mut end = len;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let piece = &mut buf[..(end - start) as usize];
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(piece)?;
+        if let Some(at) = piece.iter().rposition(|b| *b == b'\n') {
+            let keep = start + at as u64 + 1;
+            if keep < len {
+                file.set_len(keep)?;
+                file.sync_all()?;
+            }
+            return Ok(len - keep);
+        }
+        end = start;
+    }
+    // Not one complete line: the whole file is a fragment.
+    file.set_len(0)?;
+    file.sync_all()?;
+    Ok(len)
 }
 
 /// What the Agent adds to every event for routing.
@@ -132,5 +182,35 @@ impl Sink for NdjsonSink {
                 file.sync_data().await.map_err(err)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reopened(content: &[u8]) -> (Vec<u8>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        std::fs::write(&path, content).unwrap();
+        drop(open_lines_for_append(&path).unwrap());
+        (std::fs::read(&path).unwrap(), dir)
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_before_appending() {
+        let (kept, _d) = reopened(b"{\"a\":1}\n{\"b\":2}\n{\"c\":\"Credential Acc");
+        assert_eq!(kept, b"{\"a\":1}\n{\"b\":2}\n");
+        let (kept, _d) = reopened(b"{\"a\":1}\n");
+        assert_eq!(kept, b"{\"a\":1}\n", "a complete file is untouched");
+        let (kept, _d) = reopened(b"");
+        assert!(kept.is_empty());
+        let (kept, _d) = reopened(b"no newline at all");
+        assert!(kept.is_empty(), "a file that is only a fragment is emptied");
+        // A fragment longer than the scan chunk.
+        let mut long = b"{\"a\":1}\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 200 * 1024));
+        let (kept, _d) = reopened(&long);
+        assert_eq!(kept, b"{\"a\":1}\n");
     }
 }
