@@ -168,6 +168,17 @@ pub async fn run(
         tracing::error!("{failure}");
         failures.push(failure);
     }
+    if !options.once && !failures.is_empty() && !shutdown.is_cancelled() {
+        // A failed stream stays failed, visible in the logs, while the process lives on like a
+        // supervised service: it never takes other streams (or the process) down with it.
+        tracing::error!(
+            failed = failures.len() as u64,
+            "{} stream(s) failed for good and stay stopped; running until SIGTERM/SIGINT \
+             (fix the cause, then restart)",
+            failures.len()
+        );
+        shutdown.cancelled().await;
+    }
 
     let mut summary = Summary {
         streams: counters.len(),

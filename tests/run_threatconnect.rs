@@ -616,3 +616,39 @@ async fn restart_after_a_kill_mid_line_cuts_the_fragment_instead_of_gluing_onto_
     );
     sim.shutdown().await;
 }
+
+/// Regression: without `--once`, a stream that failed for good (rejected credentials) ended the
+/// whole process. It now stays failed, said in the logs, while the process runs on until it is
+/// stopped; the exit code then still says a stream failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stream_does_not_end_the_process_without_once() {
+    let sim = start(sim_args(10)).await.unwrap();
+    let ws = Workspace::new();
+    let events = ws.path("events.ndjson");
+    let config = ws.tc_config(&sim, SECRET, &events, "");
+    let state = ws.state_dir();
+    let status = blocking(move || {
+        let mut child = spawn_run(&config, &state, "a-wrong-secret", false);
+        let seen = wait_for_log(&mut child, "1 stream(s) failed for good");
+        assert!(
+            seen.iter().any(|l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("credentials rejected"))),
+            "{seen:?}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the process is still running"
+        );
+        let pid = child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        child.wait().unwrap()
+    })
+    .await;
+    assert_eq!(status.code(), Some(1), "a failed stream is still a failure");
+    sim.shutdown().await;
+}
