@@ -17,6 +17,7 @@ use super::sweep::{self, ItemKey, Step, SweepCursor};
 use crate::http::{HttpClient, HttpError};
 use crate::ingest::EcsEvent;
 use crate::source::{FetchError, Page, Source};
+use crate::text::bounded;
 
 const PLATFORM: &str = "threatconnect";
 
@@ -177,15 +178,12 @@ impl ThreatConnectSource {
         if let Some(server_now) = crate::http::server_date(&response.headers) {
             self.clock_offset = server_now - Utc::now();
         }
-        let envelope: Envelope =
-            serde_json::from_slice(&response.body).map_err(|e| FetchError::InvalidResponse {
-                platform: PLATFORM,
-                message: format!("cannot decode indicators response: {e}"),
-            })?;
+        let envelope: Envelope = serde_json::from_slice(&response.body)
+            .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
         if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
             return Err(FetchError::InvalidResponse {
                 platform: PLATFORM,
-                message: format!("status {status:?} in a 200 response"),
+                message: format!("status {:?} in a 200 response", bounded(status)),
             });
         }
         Ok(envelope)
