@@ -22,6 +22,7 @@ use secrecy::ExposeSecret as _;
 use crate::config::size::{MIB, format_size};
 use crate::config::{HttpConfig, SslConfig, VerificationMode};
 use crate::pem::{self, PemError, PemSource};
+use crate::text::{bound_owned, bounded};
 
 /// A problem turning `ssl`/`proxy_url` settings into a client. Names the field.
 #[derive(Debug, thiserror::Error)]
@@ -596,15 +597,17 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
             url.path()
         ));
     }
-    text
+    // The chain can quote what the peer sent (a malformed header, a TLS alert text).
+    bound_owned(text)
 }
 
-/// The platform's explanation: `message` of a JSON error body, else the body text (bounded).
+/// The platform's explanation: `message` of a JSON error body, else the body text, cut to
+/// [`crate::text::MAX_SERVER_TEXT`].
 fn error_message(body: &[u8], status: u16) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         for key in ["message", "error_description", "error"] {
             if let Some(m) = v.get(key).and_then(|m| m.as_str()) {
-                return m.to_owned();
+                return bounded(m).into_owned();
             }
         }
     }
@@ -613,7 +616,7 @@ fn error_message(body: &[u8], status: u16) -> String {
     if text.is_empty() {
         format!("HTTP {status}")
     } else {
-        text.chars().take(512).collect()
+        bounded(text).into_owned()
     }
 }
 

@@ -45,9 +45,33 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     bounded(text).into_owned()
 }
 
+/// A JSON decoding error as its kind and position only. serde's own text can quote the
+/// offending value (`invalid type: string "…"`), which may be anything the server sent,
+/// a secret it echoed included.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "unexpected JSON type or value",
+        serde_json::error::Category::Eof => "JSON ends early",
+        serde_json::error::Category::Io => "read error",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_errors_never_quote_the_value() {
+        let e = serde_json::from_str::<Vec<u32>>(r#"["hunter2"]"#).unwrap_err();
+        assert_eq!(
+            json_error(&e),
+            "unexpected JSON type or value at line 1 column 10"
+        );
+        let e = serde_json::from_str::<Vec<u32>>("[1,").unwrap_err();
+        assert_eq!(json_error(&e), "JSON ends early at line 1 column 3");
+    }
 
     #[test]
     fn short_text_is_untouched() {

@@ -288,3 +288,76 @@ async fn a_future_watermark_restarts_from_the_look_back_and_future_items_do_not_
         "the future item did not become the watermark"
     );
 }
+
+/// The fetch error when every page request gets `answer`.
+async fn page_failure(answer: ResponseTemplate) -> ti_sidecar::source::FetchError {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    source(&server).fetch(&cursor()).await.unwrap_err()
+}
+
+/// ~1.1 KiB: the 1 KiB of server text, its cut marker and our own words around it.
+const BOUNDED: usize = 1126;
+
+/// Everything server text can reach: the fetch error, and the unit health built from it.
+fn health_after_three_failures(err: &ti_sidecar::source::FetchError) -> String {
+    let counters = ti_sidecar::telemetry::StreamCounters::default();
+    for _ in 0..3 {
+        ti_sidecar::telemetry::AttemptFailed {
+            stream: "s",
+            stage: "fetch",
+            error: err,
+            retry_in: Some(Duration::ZERO),
+        }
+        .emit(&counters);
+    }
+    ti_sidecar::agent::health::derive(&[("s".to_owned(), counters.status())]).message
+}
+
+/// The attack: a 20 MB JSON `message` became three 20 MB log lines and a 20 MB unit message on
+/// CheckinV2. Now the error text, and so the logs and health, hold at most 1 KiB of it.
+#[tokio::test]
+async fn a_20_mb_error_message_is_cut_to_1_kib_in_errors_and_health() {
+    let message = "é".repeat(10 * 1024 * 1024);
+    let err = page_failure(
+        ResponseTemplate::new(400).set_body_json(serde_json::json!({ "message": message })),
+    )
+    .await;
+    let text = err.to_string();
+    assert!(text.len() <= BOUNDED, "{} bytes", text.len());
+    assert!(text.contains("more bytes]"), "the cut is marked");
+    let health = health_after_three_failures(&err);
+    assert!(health.len() <= BOUNDED, "{} bytes", health.len());
+}
+
+/// The same through a 200: a 20 MB `status` string is cut too.
+#[tokio::test]
+async fn a_20_mb_status_in_a_200_is_cut_to_1_kib() {
+    let status = "x".repeat(20 * 1024 * 1024);
+    let err = page_failure(
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({ "status": status, "data": [] })),
+    )
+    .await;
+    let text = err.to_string();
+    assert!(text.len() <= BOUNDED, "{} bytes", text.len());
+    assert!(health_after_three_failures(&err).len() <= BOUNDED);
+}
+
+/// serde's decode errors quote the value they choke on; only kind and position are kept.
+#[tokio::test]
+async fn decode_errors_never_quote_the_response() {
+    let err = page_failure(ResponseTemplate::new(200).set_body_raw(
+        r#"{"data": "server-text-1234567890", "status": "Success"}"#,
+        "application/json",
+    ))
+    .await;
+    assert_eq!(
+        err.to_string(),
+        "invalid response from threatconnect: cannot decode indicators response: \
+         unexpected JSON type or value at line 1 column 33"
+    );
+}

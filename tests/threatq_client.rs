@@ -587,3 +587,50 @@ async fn huge_expires_in_is_clamped_instead_of_panicking() {
         ti_sidecar::source::threatq::client::MAX_TOKEN_LIFETIME
     );
 }
+
+/// The fetch error when the token endpoint answers `answer`.
+async fn token_failure(answer: ResponseTemplate) -> ti_sidecar::source::FetchError {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/token"))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    source(&server, "basic")
+        .fetch(&"*".to_owned())
+        .await
+        .unwrap_err()
+}
+
+/// OAuth2 error fields are server text like any other: cut to 1 KiB each.
+#[tokio::test]
+async fn a_huge_oauth2_error_description_is_cut_to_1_kib() {
+    let err = token_failure(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+        "error": "e".repeat(300 * 1024),
+        "error_description": "d".repeat(600 * 1024),
+    })))
+    .await;
+    assert_eq!(err.kind(), ErrorKind::Fail);
+    let text = err.to_string();
+    assert!(text.len() <= 2 * 1024 + 200, "{} bytes", text.len());
+    assert_eq!(text.matches("more bytes]").count(), 2, "{text}");
+}
+
+/// The attack: `{"access_token":123456789}` made the parse error print
+/// ``invalid type: integer `123456789` `` (the token itself). Only the field and the kind of
+/// problem are reported now.
+#[tokio::test]
+async fn a_numeric_access_token_is_never_printed_in_the_parse_error() {
+    let err = token_failure(ResponseTemplate::new(200).set_body_raw(
+        r#"{"access_token":123456789,"token_type":"Bearer","expires_in":3600}"#,
+        "application/json",
+    ))
+    .await;
+    let text = err.to_string();
+    assert!(!text.contains("123456789"), "{text}");
+    assert_eq!(
+        text,
+        "invalid response from threatq: token response: field access_token: \
+         unexpected JSON type or value at line 1 column 25"
+    );
+}

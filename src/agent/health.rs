@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::proto::State;
 use crate::telemetry::StreamStatus;
+use crate::text::{bound_owned, bounded};
 
 /// Consecutive failed attempts of one stream before its unit turns DEGRADED.
 pub const DEGRADED_AFTER: u64 = 3;
@@ -44,15 +45,18 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
     let mut degraded = Vec::new();
     for (id, status) in streams {
         let state = stream_state(status);
+        // Errors are bounded where they are made; cut again here, whatever made them.
+        let fatal = status.fatal.as_deref().map(bounded);
+        let last_error = status.last_error.as_deref().map(bounded);
         match state {
             State::Failed => failed.push(format!(
                 "stream {id}: {}",
-                status.fatal.as_deref().unwrap_or("stopped")
+                fatal.as_deref().unwrap_or("stopped")
             )),
             State::Degraded => degraded.push(format!(
                 "stream {id}: {} consecutive failures, last: {}",
                 status.consecutive_failures,
-                status.last_error.as_deref().unwrap_or("unknown error")
+                last_error.as_deref().unwrap_or("unknown error")
             )),
             _ => {}
         }
@@ -60,7 +64,7 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
             id.clone(),
             json!({
                 "status": state.as_str_name(),
-                "error": status.fatal.clone().or_else(|| status.last_error.clone()).unwrap_or_default(),
+                "error": fatal.or(last_error).unwrap_or_default(),
                 "cursor": status.cursor,
                 "consecutive_failures": status.consecutive_failures,
                 "indicators": status.counters.indicators,
@@ -111,7 +115,9 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
     payload.insert("streams".into(), Value::Object(per_stream));
     Health {
         state,
-        message,
+        // The unit message of CheckinV2, shown in Fleet: one bounded line however many
+        // streams fail.
+        message: bound_owned(message),
         payload,
     }
 }
@@ -119,6 +125,7 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::MAX_SERVER_TEXT;
 
     fn status(failures: u64, fatal: Option<&str>) -> StreamStatus {
         StreamStatus {
@@ -158,6 +165,21 @@ mod tests {
             "{}",
             h.message
         );
+    }
+
+    #[test]
+    fn health_message_and_payload_are_bounded_however_long_the_errors() {
+        let mut long = status(5, None);
+        long.last_error = Some("x".repeat(20 * 1024 * 1024));
+        let h = derive(&[("s1".into(), long.clone()), ("s2".into(), long)]);
+        assert_eq!(h.state, State::Degraded);
+        assert!(
+            h.message.len() <= MAX_SERVER_TEXT + 32,
+            "{}",
+            h.message.len()
+        );
+        let error = h.payload["streams"]["s1"]["error"].as_str().unwrap();
+        assert!(error.len() <= MAX_SERVER_TEXT + 32, "{}", error.len());
     }
 
     #[test]

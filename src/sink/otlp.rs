@@ -31,6 +31,7 @@ use super::{Batch, Sink, SinkError};
 use crate::config::{SslConfig, VerificationMode};
 use crate::ingest::EcsEvent;
 use crate::pem;
+use crate::text::{bound_owned, bounded};
 
 /// Size and pacing of an [`OtlpSink`].
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +154,7 @@ impl OtlpSink {
                     // rejected records" the ack, so the cursor stays put and the poll loop
                     // resends the batch later. Ids are deterministic, so the records that
                     // were accepted are overwritten, not duplicated.
-                    let message = partial.map(|p| p.error_message).unwrap_or_default();
+                    let message = bound_owned(partial.map(|p| p.error_message).unwrap_or_default());
                     let rejected = u64::try_from(rejected).unwrap_or(0);
                     self.rejected_records.fetch_add(rejected, Ordering::Relaxed);
                     tracing::error!(
@@ -174,7 +175,7 @@ impl OtlpSink {
             let error = SinkError::Otlp {
                 endpoint: self.endpoint.clone(),
                 code: status.code(),
-                message: status.message().to_owned(),
+                message: bounded(status.message()).into_owned(),
                 attempts,
             };
             if !is_retryable(status.code()) {

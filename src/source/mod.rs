@@ -81,6 +81,15 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// A 2xx body that does not decode as `what`. Only serde's error kind and position are
+    /// kept: its text can quote the body.
+    pub fn undecodable(platform: &'static str, what: &str, e: &serde_json::Error) -> Self {
+        Self::InvalidResponse {
+            platform,
+            message: format!("cannot decode {what}: {}", crate::text::json_error(e)),
+        }
+    }
+
     /// Retry later, or fail the input.
     pub fn kind(&self) -> ErrorKind {
         match self {

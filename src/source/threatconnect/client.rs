@@ -17,6 +17,7 @@ use super::sweep::{self, ItemKey, Step, SweepCursor};
 use crate::http::{HttpClient, HttpError};
 use crate::ingest::EcsEvent;
 use crate::source::{FetchError, Page, Source, decode_body};
+use crate::text::bounded;
 
 const PLATFORM: &str = "threatconnect";
 
@@ -193,15 +194,12 @@ impl ThreatConnectSource {
             self.clock_offset = server_now.signed_duration_since(Utc::now());
         }
         let (text, invalid_utf8) = decode_body(&response.body);
-        let envelope: Envelope =
-            serde_json::from_str(&text).map_err(|e| FetchError::InvalidResponse {
-                platform: PLATFORM,
-                message: format!("cannot decode indicators response: {e}"),
-            })?;
+        let envelope: Envelope = serde_json::from_str(&text)
+            .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
         if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
             return Err(FetchError::InvalidResponse {
                 platform: PLATFORM,
-                message: format!("status {status:?} in a 200 response"),
+                message: format!("status {:?} in a 200 response", bounded(status)),
             });
         }
         Ok((envelope, server_date, invalid_utf8))

@@ -21,7 +21,7 @@ use super::ecs::{MapOptions, map_indicator};
 use crate::http::{HttpClient, HttpError};
 use crate::ingest::EcsEvent;
 use crate::source::{FetchError, Page, Source, decode_body};
-use crate::text::bounded_to;
+use crate::text::{bound_owned, bounded, bounded_to, json_error};
 
 const PLATFORM: &str = "threatq";
 
@@ -172,18 +172,24 @@ impl ThreatQSource {
         let token = match result {
             Ok(t) => t,
             Err(RequestTokenError::ServerResponse(e)) => {
-                let mut text = e.error().to_string();
+                let mut text = bound_owned(e.error().to_string());
                 if let Some(d) = e.error_description() {
                     text.push_str(": ");
-                    text.push_str(d);
+                    text.push_str(&bounded(d));
                 }
                 return Err(TokenError::Refused(text));
             }
             Err(RequestTokenError::Request(e)) => return Err(TokenError::Http(e.0)),
+            // The field and the kind of problem only: serde's text would quote the value (a
+            // numeric access_token, say), and the body is never repeated.
             Err(RequestTokenError::Parse(e, _body)) => {
-                return Err(TokenError::Invalid(e.to_string()));
+                return Err(TokenError::Invalid(format!(
+                    "field {}: {}",
+                    bounded(&e.path().to_string()),
+                    json_error(e.inner())
+                )));
             }
-            Err(RequestTokenError::Other(m)) => return Err(TokenError::Invalid(m)),
+            Err(RequestTokenError::Other(m)) => return Err(TokenError::Invalid(bound_owned(m))),
         };
         let lifetime = token_lifetime(token.expires_in());
         // Refresh early, as Go's oauth2 does (10 s), but never more than a tenth of a short TTL.
@@ -219,11 +225,9 @@ impl ThreatQSource {
             match result {
                 Ok(response) => {
                     let (text, invalid_utf8) = decode_body(&response.body);
-                    let envelope =
-                        serde_json::from_str(&text).map_err(|e| FetchError::InvalidResponse {
-                            platform: PLATFORM,
-                            message: format!("cannot decode indicators response: {e}"),
-                        })?;
+                    let envelope = serde_json::from_str(&text).map_err(|e| {
+                        FetchError::undecodable(PLATFORM, "indicators response", &e)
+                    })?;
                     return Ok((envelope, invalid_utf8));
                 }
                 // The token expired or was revoked early: one re-authentication, one retry.
@@ -309,10 +313,7 @@ impl Source for ThreatQSource {
         let (envelope, invalid_utf8) = self.get_page(&url).await?;
         let items: Vec<Box<RawValue>> = match envelope.data.as_deref().map(RawValue::get) {
             Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
-                .map_err(|e| FetchError::InvalidResponse {
-                    platform: PLATFORM,
-                    message: format!("data is not a list of objects: {e}"),
-                })?,
+                .map_err(|e| FetchError::undecodable(PLATFORM, "data as a list of objects", &e))?,
             // `{}` (or absent, or null) is how ThreatQ says "nothing more".
             _ => Vec::new(),
         };
