@@ -443,15 +443,6 @@ async fn mount_pages(server: &MockServer, pages: &[(&str, &str, &str)]) {
     }
 }
 
-/// Mounts a token endpoint answering `expires_in: 3600`.
-async fn mount_token(server: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
-        .respond_with(token(3600))
-        .mount(server)
-        .await;
-}
-
 /// Regression: a 100 kB `nextCursorMark` was committed, and every later fetch failed, across
 /// restarts. Through the whole pipeline (poll loop, NDJSON sink, state store): the page after
 /// it fails with an error naming the field and its length (never echoing it), and the stored
@@ -461,7 +452,7 @@ async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
     use ti_sidecar::runner::{self, RunError, RunOptions};
     use ti_sidecar::state::StateStore;
     let server = MockServer::start().await;
-    mount_token(&server).await;
+    serve_tokens(&server, 3600).await;
     let huge = "A".repeat(100_000);
     mount_pages(
         &server,
@@ -523,7 +514,7 @@ async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
 #[tokio::test]
 async fn a_control_character_in_next_cursor_mark_is_refused() {
     let server = MockServer::start().await;
-    mount_token(&server).await;
+    serve_tokens(&server, 3600).await;
     Mock::given(method("GET"))
         .respond_with(page(r#"[{"id":1}]"#, r"M\u0000ARK"))
         .mount(&server)
@@ -543,7 +534,7 @@ async fn a_control_character_in_next_cursor_mark_is_refused() {
 #[tokio::test]
 async fn a_stored_oversized_cursor_mark_fails_the_stream_naming_the_reset_command() {
     let server = MockServer::start().await;
-    mount_token(&server).await;
+    serve_tokens(&server, 3600).await;
     let mut src = source(&server, "basic");
     let err = src.fetch(&"B".repeat(100_000)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Fail, "retrying cannot help");
