@@ -216,20 +216,50 @@ async fn a_401_gets_exactly_one_reauthentication_and_retry() {
     assert_eq!(token_requests(&server).await, 2);
 }
 
+/// Regression: the token was revoked (401), we re-authenticated (200) and retried, the retry
+/// stalled, and the new short-lived token had expired by then (401 "expired token"): the stream
+/// stopped for good with "credentials rejected". A 401 on a token the endpoint just issued is
+/// transient: the fetch fails retryably, and the next attempt gets a new token and goes on.
 #[tokio::test]
-async fn a_persistent_401_fails_the_input_after_one_reauthentication() {
+async fn a_401_on_a_freshly_issued_token_is_retried_with_a_new_token_not_fatal() {
     let server = MockServer::start().await;
     serve_tokens(&server, 3600).await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(401))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(serde_json::json!({"message": "expired token"})),
+        )
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page(r#"[{"id":1}]"#, "NEXT"))
         .mount(&server)
         .await;
     let mut src = source(&server, "basic");
     let err = src.fetch(&"*".to_owned()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Fail);
-    assert_eq!(token_requests(&server).await, 2);
+    assert_eq!(err.kind(), ErrorKind::Retry, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused a freshly issued access token") && text.contains("expired token"),
+        "{text}"
+    );
+    assert!(!text.contains("credentials rejected"), "{text}");
+    assert_eq!(
+        token_requests(&server).await,
+        2,
+        "one re-authentication per fetch"
+    );
     let api_calls = server.received_requests().await.unwrap().len() - 2;
-    assert_eq!(api_calls, 2, "one retry, no more");
+    assert_eq!(api_calls, 2, "one retry inside the fetch, no more");
+    // The poll loop's next attempt: a new token, and the page.
+    let page = src.fetch(&"*".to_owned()).await.expect("a new token works");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(
+        token_requests(&server).await,
+        3,
+        "the refused token is never reused"
+    );
 }
 
 #[tokio::test]

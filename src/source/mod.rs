@@ -70,6 +70,18 @@ pub enum FetchError {
         /// What was wrong.
         message: String,
     },
+    /// The API refused an access token the token endpoint had just issued (it expired early,
+    /// or was revoked while in use). Transient: the next attempt asks for a new token. Only the
+    /// token endpoint itself can reject the credentials.
+    #[error(
+        "{platform} refused a freshly issued access token ({message}); a new token is requested on the next attempt"
+    )]
+    TokenRefused {
+        /// Platform name.
+        platform: &'static str,
+        /// The API's answer (bounded).
+        message: String,
+    },
     /// The stored cursor can never be used (retrying cannot help; the user must reset it).
     #[error("unusable stored cursor for {platform}: {message}")]
     UnusableCursor {
@@ -94,7 +106,7 @@ impl FetchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Http(e) => e.kind(),
-            Self::InvalidResponse { .. } => ErrorKind::Retry,
+            Self::InvalidResponse { .. } | Self::TokenRefused { .. } => ErrorKind::Retry,
             Self::UnusableCursor { .. } => ErrorKind::Fail,
         }
     }

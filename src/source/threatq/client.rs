@@ -236,6 +236,20 @@ impl ThreatQSource {
                     self.token = None;
                     reauthenticated = true;
                 }
+                // A 401 on a token we were just issued (it expired while the retry stalled, or
+                // it was revoked again) says nothing about the credentials: the token endpoint
+                // accepted them. Retry later with a new token; the poll loop backs off, and the
+                // unit turns DEGRADED if it keeps happening.
+                Err(HttpError::Unauthorized {
+                    status: 401,
+                    message,
+                }) => {
+                    self.token = None;
+                    return Err(FetchError::TokenRefused {
+                        platform: PLATFORM,
+                        message: format!("401: {}", bounded(&message)),
+                    });
+                }
                 Err(e) => return Err(e.into()),
             }
         }
