@@ -964,10 +964,6 @@ async fn agent_shaped_rsa_pkcs1_certificates_connect() {
 
 #[test]
 fn binary_refuses_a_v1_only_agent() {
-    use prost::Message as _;
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-
     let info = StartUpInfo {
         addr: "localhost:6789".into(),
         server_name: server_name(),
@@ -978,22 +974,9 @@ fn binary_refuses_a_v1_only_agent() {
         services: vec![ConnInfoServices::Checkin as i32],
         ..Default::default()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .args(["agent", "-E", "path.data=/nonexistent/never-created"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&info.encode_to_vec())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, lines) = run_binary_agent(&info, std::path::Path::new("/nonexistent/never-created"));
+    assert!(!ok);
+    let stderr = serde_json::to_string(&lines).unwrap();
     assert!(stderr.contains("CheckinV2"), "{stderr}");
     assert!(!stderr.contains(TOKEN), "{stderr}");
 }
