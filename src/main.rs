@@ -433,18 +433,13 @@ fn map(
             Platform::Threatq => ti_sidecar::source::threatq::ecs::map_indicator(line, &options),
         };
         if invalid_utf8 > 0 {
-            let message = format!(
-                "line {number} is not valid UTF-8: {invalid_utf8} invalid byte sequence(s) \
-                 were replaced with U+FFFD"
+            ti_sidecar::ingest::push_error_message(
+                &mut event.doc,
+                format!(
+                    "line {number} is not valid UTF-8: {invalid_utf8} invalid byte sequence(s) \
+                     were replaced with U+FFFD"
+                ),
             );
-            if ti_sidecar::ingest::append(&mut event.doc, "error.message", message.into(), true)
-                .is_err()
-            {
-                event.doc.insert(
-                    "error".to_owned(),
-                    serde_json::json!({ "message": [format!("line {number} is not valid UTF-8")] }),
-                );
-            }
         }
         serde_json::to_writer(&mut out, &event.doc).context("writing stdout")?;
         out.write_all(b"\n").context("writing stdout")?;

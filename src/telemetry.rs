@@ -291,22 +291,16 @@ pub struct PageDelivered<'a> {
 impl PageDelivered<'_> {
     /// Logs the event and adds it to `counters`.
     pub fn emit(&self, counters: &StreamCounters) {
-        counters
-            .indicators
-            .fetch_add(self.indicators as u64, Ordering::Relaxed);
-        counters.pages.fetch_add(1, Ordering::Relaxed);
-        counters
-            .error_documents
-            .fetch_add(self.error_documents as u64, Ordering::Relaxed);
-        counters
-            .duplicates_dropped
-            .fetch_add(self.duplicates_dropped as u64, Ordering::Relaxed);
-        counters
-            .future_timestamps
-            .fetch_add(self.future_timestamps as u64, Ordering::Relaxed);
-        counters
-            .invalid_utf8
-            .fetch_add(self.invalid_utf8 as u64, Ordering::Relaxed);
+        for (counter, n) in [
+            (&counters.indicators, self.indicators),
+            (&counters.pages, 1),
+            (&counters.error_documents, self.error_documents),
+            (&counters.duplicates_dropped, self.duplicates_dropped),
+            (&counters.future_timestamps, self.future_timestamps),
+            (&counters.invalid_utf8, self.invalid_utf8),
+        ] {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
         if self.invalid_utf8 > 0 {
             tracing::warn!(
                 stream.id = self.stream,

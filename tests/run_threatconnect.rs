@@ -171,14 +171,8 @@ async fn kill_9_mid_run_then_restart_covers_everything() {
     let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 50\n");
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
-    blocking(move || {
-        let mut child = spawn_run(&c, &s, SECRET, true);
-        // Wait for real progress (a committed page), then SIGKILL: no chance to clean up.
-        wait_for_log(&mut child, "page delivered");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    })
-    .await;
+    // Wait for real progress (a committed page), then SIGKILL: no chance to clean up.
+    blocking(move || kill_after_log(&c, &s, SECRET, true, "page delivered")).await;
     let partial = read_events(&events).len();
     assert!(
         partial > 0 && partial < 2000,
@@ -212,12 +206,7 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
     let status = blocking(move || {
         let mut child = spawn_run(&c, &s, SECRET, false);
         wait_for_log(&mut child, "page delivered");
-        let pid = child.id().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        sigterm(&child);
         child.wait().unwrap()
     })
     .await;
@@ -311,14 +300,7 @@ async fn sigterm_while_the_output_refuses_exits_0_and_loses_nothing() {
     let status = blocking(move || {
         let mut child = spawn_run(&c, &s, SECRET, false);
         wait_for_log(&mut child, "send failed, will retry");
-        let pid = child.id().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigterm(&child);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(child.wait().unwrap()));
         rx.recv_timeout(std::time::Duration::from_secs(20))
@@ -443,14 +425,8 @@ async fn kill_during_a_stalled_prefetch_does_not_replay_the_acknowledged_page() 
     let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
-    blocking(move || {
-        let mut child = spawn_run(&c, &s, SECRET, true);
-        // "page delivered" is logged once the page is committed; page 2 is still being fetched.
-        wait_for_log(&mut child, "page delivered");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    })
-    .await;
+    // "page delivered" is logged once the page is committed; page 2 is still being fetched.
+    blocking(move || kill_after_log(&c, &s, SECRET, true, "page delivered")).await;
     // The commit of page 1 did not wait for page 2: when it was reported, page 2 was still
     // being served (the simulator counts a page once its latency has passed).
     assert_eq!(
@@ -640,12 +616,7 @@ async fn a_failed_stream_does_not_end_the_process_without_once() {
             child.try_wait().unwrap().is_none(),
             "the process is still running"
         );
-        let pid = child.id().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        sigterm(&child);
         child.wait().unwrap()
     })
     .await;

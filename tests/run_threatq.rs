@@ -193,13 +193,7 @@ async fn kill_9_then_restart_resumes_from_the_persisted_mark_with_no_gap() {
     let config = tq_config(&ws, &sim, &events, "        page_size: 50\n");
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
-    blocking(move || {
-        let mut child = spawn_run(&c, &s, SECRET, true);
-        wait_for_log(&mut child, "page delivered");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    })
-    .await;
+    blocking(move || kill_after_log(&c, &s, SECRET, true, "page delivered")).await;
     let partial = read_events(&events).len();
     assert!(
         partial > 0 && partial < 1500,

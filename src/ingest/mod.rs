@@ -843,6 +843,12 @@ pub fn record_error(doc: &mut Map<String, Value>, failure: &ProcessorFailure, pi
         pipeline,
         &failure.message,
     );
+    push_error_message(doc, text);
+}
+
+/// Appends `text` to `error.message` (list semantics, duplicates kept), the field every error
+/// document carries.
+pub fn push_error_message(doc: &mut Map<String, Value>, text: String) {
     if append(doc, "error.message", Value::String(text.clone()), true).is_err() {
         // `error` is not an object: ES would fail the handler; keep the text somewhere visible.
         doc.insert("error".to_owned(), serde_json::json!({ "message": [text] }));

@@ -146,6 +146,24 @@ pub fn spawn_run(config: &Path, state_dir: &Path, secret: &str, once: bool) -> C
         .unwrap()
 }
 
+/// Sends SIGTERM to `child` (the way a supervisor stops it).
+pub fn sigterm(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM failed");
+}
+
+/// Runs `ti-sidecar run` until it logs a message starting with `wanted`, then SIGKILLs it: no
+/// chance to clean up.
+pub fn kill_after_log(config: &Path, state_dir: &Path, secret: &str, once: bool, wanted: &str) {
+    let mut child = spawn_run(config, state_dir, secret, once);
+    wait_for_log(&mut child, wanted);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Reads the child's stderr JSON lines until one has a `message` starting with `wanted`; returns
 /// all lines read.
 pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
