@@ -22,7 +22,8 @@ use secrecy::ExposeSecret as _;
 use crate::config::size::{MIB, format_size};
 use crate::config::{HttpConfig, SslConfig, VerificationMode};
 use crate::pem::{self, PemError, PemSource};
-use crate::text::{bound_owned, bounded};
+use crate::redact::{REDACTED, Secrets};
+use crate::text::{bound_owned, bounded_to};
 
 /// A problem turning `ssl`/`proxy_url` settings into a client. Names the field.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +156,34 @@ impl HttpError {
         }
     }
 
+    /// The same error with `secrets` masked in every text that came from the server.
+    pub fn masked(self, secrets: &Secrets) -> Self {
+        let mask = |m: String| secrets.mask_owned(m);
+        match self {
+            Self::Unauthorized { status, message } => Self::Unauthorized {
+                status,
+                message: mask(message),
+            },
+            Self::RateLimited {
+                retry_after,
+                message,
+            } => Self::RateLimited {
+                retry_after,
+                message: mask(message),
+            },
+            Self::Server { status, message } => Self::Server {
+                status,
+                message: mask(message),
+            },
+            Self::Client { status, message } => Self::Client {
+                status,
+                message: mask(message),
+            },
+            Self::Transport(message) => Self::Transport(mask(message)),
+            other @ (Self::TooLarge { .. } | Self::Redirect { .. }) => other,
+        }
+    }
+
     /// Whether [`HttpClient`] itself retries this failure (429, 5xx, transport), rather than
     /// leaving it to the caller: a refused redirect answers the same way every time.
     fn retried_by_client(&self) -> bool {
@@ -245,6 +274,7 @@ pub struct HttpClient {
     page_limit: BodyLimit,
     retry: RetryPolicy,
     tracer: Option<Arc<RequestTracer>>,
+    secrets: Secrets,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -259,17 +289,18 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// Builds the client: TLS per `ssl`, `proxy_url`, `http_client_timeout`, and the tracer
     /// (writing to `trace_path` when `enable_request_tracer` is on). `secrets` are masked in
-    /// every trace line in addition to the headers and fields that are always redacted.
+    /// every trace line (in addition to the headers and fields that are always redacted) and
+    /// in the client's own log lines; the stream's source masks its errors with them too.
     pub fn build(
         cfg: &HttpConfig,
         trace_path: Option<&Path>,
-        secrets: Vec<String>,
+        secrets: Secrets,
     ) -> Result<Self, HttpBuildError> {
         let tls = tls_config(&cfg.ssl)?;
         let client = reqwest_client(cfg, tls.clone(), same_origin_redirects())?;
         let credentials = reqwest_client(cfg, tls, reqwest::redirect::Policy::none())?;
         let tracer = match (cfg.enable_request_tracer, trace_path) {
-            (true, Some(path)) => Some(Arc::new(RequestTracer::open(path, secrets)?)),
+            (true, Some(path)) => Some(Arc::new(RequestTracer::open(path, secrets.clone())?)),
             _ => None,
         };
         Ok(Self {
@@ -281,7 +312,14 @@ impl HttpClient {
             },
             retry: RetryPolicy::default(),
             tracer,
+            secrets,
         })
+    }
+
+    /// The stream's secrets, masked in the tracer, in this client's logs and (by the source)
+    /// in every error of the stream. A fetched access token is added here.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     /// Replaces the retry schedule (tests use short delays).
@@ -301,7 +339,12 @@ impl HttpClient {
         if (200..300).contains(&response.status) {
             Ok(response)
         } else {
-            Err(classify(response.status, &response.headers, &response.body))
+            Err(classify(
+                response.status,
+                &response.headers,
+                &response.body,
+                &self.secrets,
+            ))
         }
     }
 
@@ -329,7 +372,7 @@ impl HttpClient {
             let request = build(client)?;
             let error = match self.attempt(client, exchange, request).await {
                 Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
-                Ok(resp) => classify(resp.status, &resp.headers, &resp.body),
+                Ok(resp) => classify(resp.status, &resp.headers, &resp.body, &self.secrets),
                 Err(e) if !e.retried_by_client() => return Err(e),
                 Err(e) => e,
             };
@@ -345,7 +388,8 @@ impl HttpClient {
             }
             tracing::debug!(
                 retry_in_ms = delay.as_millis() as u64,
-                "request failed, retrying: {error}"
+                "request failed, retrying: {}",
+                self.secrets.mask(&error.to_string())
             );
             tokio::time::sleep(delay).await;
         }
@@ -558,9 +602,9 @@ fn is_retryable_status(status: u16) -> bool {
     status == 429 || (500..=599).contains(&status)
 }
 
-/// The error a non-2xx answer means.
-fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> HttpError {
-    let message = error_message(body, status);
+/// The error a non-2xx answer means; `secrets` are masked in the server's text.
+fn classify(status: u16, headers: &HeaderMap, body: &[u8], secrets: &Secrets) -> HttpError {
+    let message = error_message(body, status, secrets);
     match status {
         401 | 403 => HttpError::Unauthorized { status, message },
         429 => HttpError::RateLimited {
@@ -602,12 +646,13 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
 }
 
 /// The platform's explanation: `message` of a JSON error body, else the body text, cut to
-/// [`crate::text::MAX_SERVER_TEXT`].
-fn error_message(body: &[u8], status: u16) -> String {
+/// [`crate::text::MAX_SERVER_TEXT`]. A server can echo what it was sent: `secrets` are masked
+/// before the cut, so no piece of one is left at the edge.
+fn error_message(body: &[u8], status: u16, secrets: &Secrets) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         for key in ["message", "error_description", "error"] {
             if let Some(m) = v.get(key).and_then(|m| m.as_str()) {
-                return bounded(m).into_owned();
+                return secrets.mask_bounded(m);
             }
         }
     }
@@ -616,7 +661,7 @@ fn error_message(body: &[u8], status: u16) -> String {
     if text.is_empty() {
         format!("HTTP {status}")
     } else {
-        bounded(text).into_owned()
+        secrets.mask_bounded(text)
     }
 }
 
@@ -791,14 +836,15 @@ const REDACTED_FIELDS: &[&str] = &[
     "token",
     "secret_key",
 ];
-const REDACTED: &str = "[REDACTED]";
 /// Bodies are cut to this many bytes in a trace line.
 const MAX_TRACED_BODY: usize = 64 * 1024;
+/// How far past the cut a body is masked before cutting.
+const TRACE_MASK_MARGIN: usize = 8 * 1024;
 
 /// Writes one NDJSON line per HTTP exchange, with secrets redacted (`enable_request_tracer`).
 pub struct RequestTracer {
     file: Mutex<File>,
-    secrets: Vec<String>,
+    secrets: Secrets,
 }
 
 /// The request half of a trace line, captured before the request is sent.
@@ -813,7 +859,7 @@ impl RequestTracer {
     /// Opens (appends to) the trace file, creating its directory. Traces hold indicator bodies:
     /// the directory is 0700 and the file 0600 whatever the umask, and an existing one is
     /// tightened to those modes.
-    pub fn open(path: &Path, secrets: Vec<String>) -> Result<Self, HttpBuildError> {
+    pub fn open(path: &Path, secrets: Secrets) -> Result<Self, HttpBuildError> {
         let err = |source| HttpBuildError::Tracer {
             path: path.to_owned(),
             source,
@@ -824,7 +870,7 @@ impl RequestTracer {
         let file = crate::fsutil::open_private_append(path).map_err(err)?;
         Ok(Self {
             file: Mutex::new(file),
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            secrets,
         })
     }
 
@@ -861,21 +907,39 @@ impl RequestTracer {
             line["http.response.headers"] = redact_headers(headers).into();
         }
         if let Some(b) = body {
-            let cut = &b[..b.len().min(MAX_TRACED_BODY)];
-            line["http.response.body.content"] = redact_body(&String::from_utf8_lossy(cut)).into();
+            // Masked before the cut, so a secret straddling it cannot leave a piece behind.
+            let window = &b[..b.len().min(MAX_TRACED_BODY + TRACE_MASK_MARGIN)];
+            let content = redact_body(&String::from_utf8_lossy(window));
+            let content = self.secrets.mask(&content);
+            line["http.response.body.content"] =
+                bounded_to(&content, MAX_TRACED_BODY).into_owned().into();
             line["http.response.body.bytes"] = b.len().into();
         }
         if let Some(e) = error {
             line["error.message"] = e.into();
         }
-        let mut text = line.to_string();
-        for secret in &self.secrets {
-            text = text.replace(secret.as_str(), REDACTED);
-        }
+        // Every value as it is (raw, or in the encoding it came in), then the line as written
+        // (JSON-escaped once more).
+        mask_json(&mut line, &self.secrets);
+        let text = self.secrets.mask_owned(line.to_string());
         if let Ok(mut f) = self.file.lock() {
             // Tracing is best effort: a full disk must not stop ingestion.
             let _ = writeln!(f, "{text}");
         }
+    }
+}
+
+/// Masks every string of a JSON tree in place.
+fn mask_json(v: &mut serde_json::Value, secrets: &Secrets) {
+    match v {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(masked) = secrets.mask(text) {
+                *text = masked;
+            }
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| mask_json(v, secrets)),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| mask_json(v, secrets)),
+        _ => {}
     }
 }
 

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod pem;
 pub mod poll;
+pub mod redact;
 pub mod runner;
 pub mod signal;
 pub mod sim;

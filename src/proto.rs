@@ -10,8 +10,7 @@ tonic::include_proto!("proto");
 
 use std::fmt;
 
-/// What a secret field shows in `Debug` output.
-const REDACTED: &str = "[REDACTED]";
+use crate::redact::REDACTED;
 
 /// `Some("[REDACTED]")` when a secret field is set, `None` when it is empty.
 fn mask(set: bool) -> Option<&'static str> {

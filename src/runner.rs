@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -306,12 +305,12 @@ impl<K: Sink> StreamPoller<'_, K> {
         let stream = self.stream.identity.id.clone();
         let inner: StreamLoop = match &self.stream.source {
             SourceConfig::ThreatConnect(tc) => {
-                let http = self.http(tc.secret_key.expose_secret())?;
+                let http = self.http()?;
                 let source = ThreatConnectSource::new(Arc::new(tc.clone()), http);
                 Box::pin(self.build(source, tc.interval).run(shutdown))
             }
             SourceConfig::ThreatQ(tq) => {
-                let http = self.http(tq.client_secret.expose_secret())?;
+                let http = self.http()?;
                 let source = ThreatQSource::new(Arc::new(tq.clone()), http);
                 Box::pin(self.build(source, tq.interval).run(shutdown))
             }
@@ -319,23 +318,23 @@ impl<K: Sink> StreamPoller<'_, K> {
         Ok(catch_panic(&stream, inner))
     }
 
-    /// The stream's HTTP client; `secret` is masked in its request trace.
-    fn http(&self, secret: &str) -> Result<HttpClient, RunError> {
+    /// The stream's HTTP client. The stream's secrets are masked in its request trace, its
+    /// errors and, through the counters, in every log line and health message about it.
+    fn http(&self) -> Result<HttpClient, RunError> {
+        let secrets = self.stream.source.secrets();
+        self.counters.mask_with(secrets.clone());
         let trace = trace_path(
             &self.options.state_dir,
             self.input_id,
             &self.stream.identity.id,
         );
-        let http = HttpClient::build(
-            self.stream.source.http(),
-            Some(&trace),
-            vec![secret.to_owned()],
-        )
-        .map_err(|source| RunError::Http {
-            input: self.input_id.to_owned(),
-            stream: self.stream.identity.id.clone(),
-            source,
-        })?;
+        let http = HttpClient::build(self.stream.source.http(), Some(&trace), secrets).map_err(
+            |source| RunError::Http {
+                input: self.input_id.to_owned(),
+                stream: self.stream.identity.id.clone(),
+                source,
+            },
+        )?;
         Ok(match self.options.retry {
             Some(retry) => http.with_retry(retry),
             None => http,

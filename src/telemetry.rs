@@ -17,6 +17,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::redact::Secrets;
+
 /// Formats each event as one ECS-style JSON line.
 struct EcsJsonFormat;
 
@@ -184,11 +186,29 @@ pub struct StreamCounters {
     pub future_timestamps: AtomicU64,
     /// Invalid UTF-8 sequences in responses, replaced with U+FFFD.
     pub invalid_utf8: AtomicU64,
+    /// The stream's secrets: masked in every error text stored here or logged through
+    /// [`AttemptFailed`], whatever produced it.
+    secrets: std::sync::OnceLock<Secrets>,
 }
 
 impl StreamCounters {
+    /// Masks `secrets` in every error this stream's counters store or log (set once, when the
+    /// stream is built).
+    pub fn mask_with(&self, secrets: Secrets) {
+        let _ = self.secrets.set(secrets);
+    }
+
+    /// `text` with the stream's secrets masked, if it has any.
+    fn masked(&self, text: String) -> String {
+        match self.secrets.get() {
+            Some(secrets) => secrets.mask_owned(text),
+            None => text,
+        }
+    }
+
     /// Records a fatal stop.
     pub fn set_fatal(&self, message: String) {
+        let message = self.masked(message);
         if let Ok(mut f) = self.fatal.lock() {
             *f = Some(message);
         }
@@ -334,7 +354,7 @@ pub struct AttemptFailed<'a> {
     pub stream: &'a str,
     /// `fetch` or `send`.
     pub stage: &'static str,
-    /// The error, already free of secrets.
+    /// The error (masked with the stream's secrets before it is logged or stored).
     pub error: &'a dyn std::fmt::Display,
     /// Delay before the next attempt, if any.
     pub retry_in: Option<Duration>,
@@ -347,25 +367,24 @@ impl AttemptFailed<'_> {
         counters
             .consecutive_failures
             .fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut e) = counters.last_error.lock() {
-            *e = Some(format!("{}: {}", self.stage, self.error));
-        }
+        let error = counters.masked(self.error.to_string());
         match self.retry_in {
             Some(d) => tracing::warn!(
                 stream.id = self.stream,
                 stage = self.stage,
                 retry_in_ms = d.as_millis() as u64,
-                "{} failed, will retry: {}",
+                "{} failed, will retry: {error}",
                 self.stage,
-                self.error
             ),
             None => tracing::error!(
                 stream.id = self.stream,
                 stage = self.stage,
-                "{} failed: {}",
+                "{} failed: {error}",
                 self.stage,
-                self.error
             ),
+        }
+        if let Ok(mut e) = counters.last_error.lock() {
+            *e = Some(format!("{}: {error}", self.stage));
         }
     }
 }

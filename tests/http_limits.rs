@@ -24,7 +24,7 @@ fn client(max_response_size: u64, attempts: usize) -> HttpClient {
         enable_request_tracer: false,
         max_response_size,
     };
-    HttpClient::build(&cfg, None, vec![])
+    HttpClient::build(&cfg, None, ti_sidecar::redact::Secrets::default())
         .unwrap()
         .with_retry(RetryPolicy {
             min_delay: Duration::from_millis(1),
@@ -120,7 +120,7 @@ async fn endless_token_response_fails_at_the_token_limit() {
     });
     let mut r = FieldReader::open("s", &stream).unwrap();
     let cfg = ThreatQConfig::from_fields(&mut r).unwrap();
-    let http = HttpClient::build(&cfg.http, None, vec![]).unwrap();
+    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default()).unwrap();
     let mut src = ThreatQSource::new(Arc::new(cfg), http);
     let err = src.fetch(&"*".to_owned()).await.unwrap_err();
     assert!(

@@ -120,7 +120,7 @@ fn client(ssl: SslConfig) -> HttpClient {
         enable_request_tracer: false,
         max_response_size: ti_sidecar::config::size::default_max_response_size(),
     };
-    HttpClient::build(&cfg, None, vec![])
+    HttpClient::build(&cfg, None, ti_sidecar::redact::Secrets::default())
         .unwrap()
         .with_retry(RetryPolicy {
             min_delay: Duration::from_millis(1),
@@ -243,7 +243,7 @@ async fn proxy_url_routes_requests_through_the_proxy() {
         enable_request_tracer: false,
         max_response_size: ti_sidecar::config::size::default_max_response_size(),
     };
-    let c = HttpClient::build(&cfg, None, vec![]).unwrap();
+    let c = HttpClient::build(&cfg, None, ti_sidecar::redact::Secrets::default()).unwrap();
     // The name does not resolve: only a proxy can answer.
     assert_eq!(
         get(&c, "http://tc.invalid/api/v3/indicators").await,
@@ -356,7 +356,7 @@ async fn broken_inline_key_errors_never_contain_key_material() {
             enable_request_tracer: false,
             max_response_size: ti_sidecar::config::size::default_max_response_size(),
         };
-        let e = HttpClient::build(&cfg, None, vec![])
+        let e = HttpClient::build(&cfg, None, ti_sidecar::redact::Secrets::default())
             .unwrap_err()
             .to_string();
         assert!(

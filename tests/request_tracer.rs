@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::stat::{Mode, umask};
 use ti_sidecar::config::{HttpConfig, SslConfig};
 use ti_sidecar::http::HttpClient;
+use ti_sidecar::redact::Secrets;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -29,7 +30,7 @@ fn request_trace_directory_and_file_are_private_whatever_the_umask() {
     let root = tempfile::tempdir().unwrap();
     let previous = umask(Mode::empty());
     let fresh = root.path().join("state/request-trace/tc--s.ndjson");
-    let built = HttpClient::build(&tracing_config(), Some(&fresh), vec![]);
+    let built = HttpClient::build(&tracing_config(), Some(&fresh), Secrets::default());
 
     let old_dir = root.path().join("old");
     std::fs::create_dir(&old_dir).unwrap();
@@ -37,7 +38,7 @@ fn request_trace_directory_and_file_are_private_whatever_the_umask() {
     let old = old_dir.join("trace.ndjson");
     std::fs::write(&old, b"{}\n").unwrap();
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let reopened = HttpClient::build(&tracing_config(), Some(&old), vec![]);
+    let reopened = HttpClient::build(&tracing_config(), Some(&old), Secrets::default());
     umask(previous);
 
     built.unwrap();

@@ -1,6 +1,8 @@
 //! Contract tests of the ThreatConnect client against wiremock: the exact request (fields,
 //! paging, sorting, TQL), the HMAC headers recomputed per attempt, and the retry rules.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,7 +47,7 @@ fn config(url: &str) -> ThreatConnectConfig {
 
 fn source(server: &MockServer) -> ThreatConnectSource {
     let cfg = config(&server.uri());
-    let http = HttpClient::build(&cfg.http, None, vec![])
+    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default())
         .unwrap()
         .with_retry(RetryPolicy {
             min_delay: Duration::from_millis(10),
@@ -217,7 +219,7 @@ async fn a_full_page_without_next_still_means_more() {
         .await;
     let mut cfg = config(&server.uri());
     cfg.batch_size = 2;
-    let http = HttpClient::build(&cfg.http, None, vec![]).unwrap();
+    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default()).unwrap();
     let mut src = ThreatConnectSource::new(Arc::new(cfg), http);
     let page = src.fetch(&cursor()).await.unwrap();
     assert_eq!(page.items.len(), 2);
@@ -302,21 +304,6 @@ async fn page_failure(answer: ResponseTemplate) -> ti_sidecar::source::FetchErro
 /// ~1.1 KiB: the 1 KiB of server text, its cut marker and our own words around it.
 const BOUNDED: usize = 1126;
 
-/// Everything server text can reach: the fetch error, and the unit health built from it.
-fn health_after_three_failures(err: &ti_sidecar::source::FetchError) -> String {
-    let counters = ti_sidecar::telemetry::StreamCounters::default();
-    for _ in 0..3 {
-        ti_sidecar::telemetry::AttemptFailed {
-            stream: "s",
-            stage: "fetch",
-            error: err,
-            retry_in: Some(Duration::ZERO),
-        }
-        .emit(&counters);
-    }
-    ti_sidecar::agent::health::derive(&[("s".to_owned(), counters.status())]).message
-}
-
 /// The attack: a 20 MB JSON `message` became three 20 MB log lines and a 20 MB unit message on
 /// CheckinV2. Now the error text, and so the logs and health, hold at most 1 KiB of it.
 #[tokio::test]
@@ -329,7 +316,7 @@ async fn a_20_mb_error_message_is_cut_to_1_kib_in_errors_and_health() {
     let text = err.to_string();
     assert!(text.len() <= BOUNDED, "{} bytes", text.len());
     assert!(text.contains("more bytes]"), "the cut is marked");
-    let health = health_after_three_failures(&err);
+    let health = common::health_after_three_failures(&err);
     assert!(health.len() <= BOUNDED, "{} bytes", health.len());
 }
 
@@ -344,7 +331,7 @@ async fn a_20_mb_status_in_a_200_is_cut_to_1_kib() {
     .await;
     let text = err.to_string();
     assert!(text.len() <= BOUNDED, "{} bytes", text.len());
-    assert!(health_after_three_failures(&err).len() <= BOUNDED);
+    assert!(common::health_after_three_failures(&err).len() <= BOUNDED);
 }
 
 /// serde's decode errors quote the value they choke on; only kind and position are kept.

@@ -25,7 +25,7 @@ fn source(server: &MockServer, style: &str) -> ThreatQSource {
     });
     let mut r = FieldReader::open("s", &stream).unwrap();
     let cfg = ThreatQConfig::from_fields(&mut r).unwrap();
-    let http = HttpClient::build(&cfg.http, None, vec![])
+    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default())
         .unwrap()
         .with_retry(RetryPolicy {
             min_delay: Duration::from_millis(5),

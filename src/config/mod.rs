@@ -19,8 +19,9 @@ use std::time::Duration;
 pub use duration::{DurationError, IocExpiration, format_duration, parse_duration};
 pub use fields::FieldReader;
 
-/// What every secret is replaced with wherever a configuration is shown.
-pub const REDACTED: &str = "[REDACTED]";
+/// What every secret is replaced with wherever a configuration is shown (one marker for
+/// configurations, traces and masked server text).
+pub use crate::redact::REDACTED;
 
 /// The pseudo-field of problems about the file as a whole (unreadable, not YAML).
 pub const FILE_FIELD: &str = "<file>";
@@ -119,6 +120,14 @@ impl SourceConfig {
         }
     }
 
+    /// The secrets of the stream, to mask in everything it logs, reports or traces.
+    pub fn secrets(&self) -> crate::redact::Secrets {
+        match self {
+            Self::ThreatConnect(c) => c.secrets(),
+            Self::ThreatQ(c) => c.secrets(),
+        }
+    }
+
     /// The HTTP settings.
     pub fn http(&self) -> &HttpConfig {
         match self {
@@ -181,6 +190,17 @@ pub struct HttpConfig {
     pub enable_request_tracer: bool,
     /// `max_response_size` (bytes): the largest page body read; a larger one fails the request.
     pub max_response_size: u64,
+}
+
+impl HttpConfig {
+    /// The proxy URL's password, as written and percent-decoded, if it has one.
+    pub fn proxy_password(&self) -> Vec<String> {
+        let Some(encoded) = self.proxy_url.as_ref().and_then(|u| u.password()) else {
+            return Vec::new();
+        };
+        let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+        vec![encoded.to_owned(), decoded.into_owned()]
+    }
 }
 
 impl std::fmt::Debug for HttpConfig {

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::http::{ErrorKind, HttpError};
 use crate::ingest::EcsEvent;
+use crate::redact::Secrets;
 
 /// One page of raw vendor objects and the cursor that follows it.
 #[derive(Debug)]
@@ -102,6 +103,27 @@ impl FetchError {
         }
     }
 
+    /// The same error with `secrets` masked in its text: the one place a stream's errors are
+    /// cleaned, at the end of each platform's [`Source::fetch`]. Everything downstream (logs,
+    /// health, diagnostics, the run's exit message) is built from the masked error.
+    pub fn masked(self, secrets: &Secrets) -> Self {
+        match self {
+            Self::Http(e) => Self::Http(e.masked(secrets)),
+            Self::InvalidResponse { platform, message } => Self::InvalidResponse {
+                platform,
+                message: secrets.mask_owned(message),
+            },
+            Self::TokenRefused { platform, message } => Self::TokenRefused {
+                platform,
+                message: secrets.mask_owned(message),
+            },
+            Self::UnusableCursor { platform, message } => Self::UnusableCursor {
+                platform,
+                message: secrets.mask_owned(message),
+            },
+        }
+    }
+
     /// Retry later, or fail the input.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -123,7 +145,8 @@ pub trait Source: Send + 'static {
     /// The cursor of a stream that has never committed one.
     fn initial_cursor(&self) -> Self::Cursor;
 
-    /// Fetches the page after `cursor`.
+    /// Fetches the page after `cursor`. Errors come back with the stream's secrets masked
+    /// ([`FetchError::masked`]).
     fn fetch(
         &mut self,
         cursor: &Self::Cursor,

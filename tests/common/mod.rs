@@ -82,7 +82,13 @@ impl Workspace {
 
     /// Writes a ThreatConnect config pointing at `sim`, writing events to `events`.
     /// `extra` lines are appended to the stream (indented by the caller's convention: 8 spaces).
-    pub fn tc_config(&self, sim: &SimHandle, secret: &str, events: &Path, extra: &str) -> PathBuf {
+    /// The secret key is read from `TEST_TC_SECRET`, which [`run_once`] and [`spawn_run`] set.
+    pub fn tc_config(&self, sim: &SimHandle, _secret: &str, events: &Path, extra: &str) -> PathBuf {
+        self.tc_config_at(&sim.base_url(), events, extra)
+    }
+
+    /// [`tc_config`](Self::tc_config) for a ThreatConnect API at `url` (a test server).
+    pub fn tc_config_at(&self, url: &str, events: &Path, extra: &str) -> PathBuf {
         let yaml = format!(
             r#"outputs:
   default:
@@ -101,11 +107,9 @@ inputs:
         http_client_timeout: 10s
 {extra}"#,
             events = events.display().to_string(),
-            url = sim.base_url(),
         );
         let path = self.path("config.yml");
         std::fs::write(&path, yaml).unwrap();
-        let _ = secret;
         path
     }
 }
@@ -327,4 +331,20 @@ pub async fn endless_body_server(
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, served)
+}
+
+/// The unit health message after `err` failed a stream three times in a row: everything
+/// server text can reach, the fetch error and the unit health built from it.
+pub fn health_after_three_failures(err: &ti_sidecar::source::FetchError) -> String {
+    let counters = ti_sidecar::telemetry::StreamCounters::default();
+    for _ in 0..3 {
+        ti_sidecar::telemetry::AttemptFailed {
+            stream: "s",
+            stage: "fetch",
+            error: err,
+            retry_in: Some(std::time::Duration::ZERO),
+        }
+        .emit(&counters);
+    }
+    ti_sidecar::agent::health::derive(&[("s".to_owned(), counters.status())]).message
 }

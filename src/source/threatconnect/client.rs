@@ -242,6 +242,32 @@ impl Source for ThreatConnectSource {
     }
 
     async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
+        let page = self.next_page(cursor).await;
+        page.map_err(|e| e.masked(self.http.secrets()))
+    }
+
+    fn map(&self, raw: &str) -> EcsEvent {
+        map_indicator(raw, &self.map_options)
+    }
+
+    fn describe(&self, cursor: &SweepCursor) -> String {
+        match cursor.anchor {
+            Some(a) => format!(
+                "lastModified>={} +{}",
+                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ"),
+                a.position + 1
+            ),
+            None => format!(
+                "lastModified>={}",
+                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+        }
+    }
+}
+
+impl ThreatConnectSource {
+    /// The page after `cursor`, its errors not yet masked.
+    async fn next_page(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
         let mut cursor = cursor.clone();
         let mut invalid_utf8 = 0;
         let now = Utc::now();
@@ -294,24 +320,6 @@ impl Source for ThreatConnectSource {
                     });
                 }
             }
-        }
-    }
-
-    fn map(&self, raw: &str) -> EcsEvent {
-        map_indicator(raw, &self.map_options)
-    }
-
-    fn describe(&self, cursor: &SweepCursor) -> String {
-        match cursor.anchor {
-            Some(a) => format!(
-                "lastModified>={} +{}",
-                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ"),
-                a.position + 1
-            ),
-            None => format!(
-                "lastModified>={}",
-                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ")
-            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -16,6 +16,7 @@ use crate::config::fields::{
 };
 use crate::config::size::{RESPONSE_SIZE, default_max_response_size, format_size};
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
+use crate::redact::Secrets;
 
 /// The dataset of the integration's only data stream.
 pub const DEFAULT_DATASET: &str = "ti_threatconnect.indicator";
@@ -214,6 +215,14 @@ impl ThreatConnectConfig {
             tags,
             preserve_original_event,
         })
+    }
+
+    /// The secrets masked wherever this stream's text goes: `secret_key` and a proxy password.
+    pub fn secrets(&self) -> Secrets {
+        Secrets::new(
+            std::iter::once(self.secret_key.expose_secret().to_owned())
+                .chain(self.http.proxy_password()),
+        )
     }
 
     /// The effective settings under their integration names, with every secret replaced by

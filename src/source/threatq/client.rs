@@ -172,10 +172,11 @@ impl ThreatQSource {
         let token = match result {
             Ok(t) => t,
             Err(RequestTokenError::ServerResponse(e)) => {
-                let mut text = bound_owned(e.error().to_string());
+                let secrets = self.http.secrets();
+                let mut text = secrets.mask_bounded(e.error().as_ref());
                 if let Some(d) = e.error_description() {
                     text.push_str(": ");
-                    text.push_str(&bounded(d));
+                    text.push_str(&secrets.mask_bounded(d));
                 }
                 return Err(TokenError::Refused(text));
             }
@@ -198,6 +199,8 @@ impl ThreatQSource {
             expires_in_s = lifetime.as_secs(),
             "ThreatQ access token obtained"
         );
+        // From now on the token is masked wherever it could be echoed (errors, logs, traces).
+        self.http.secrets().add_token(token.access_token().secret());
         Ok(CachedToken {
             access_token: SecretString::from(token.access_token().secret().to_owned()),
             // `expires_in` is the server's number: `Instant + huge` would panic.
@@ -314,6 +317,22 @@ impl Source for ThreatQSource {
     }
 
     async fn fetch(&mut self, cursor: &String) -> Result<Page<String>, FetchError> {
+        let page = self.next_page(cursor).await;
+        page.map_err(|e| e.masked(self.http.secrets()))
+    }
+
+    fn map(&self, raw: &str) -> EcsEvent {
+        map_indicator(raw, &self.map_options)
+    }
+
+    fn describe(&self, cursor: &String) -> String {
+        format!("cursorMark={}", bounded_to(cursor, MARK_SHOWN))
+    }
+}
+
+impl ThreatQSource {
+    /// The page after `cursor`, its errors not yet masked.
+    async fn next_page(&mut self, cursor: &String) -> Result<Page<String>, FetchError> {
         // A mark committed before marks were checked could make every request fail forever.
         check_cursor_mark(cursor).map_err(|e| FetchError::UnusableCursor {
             platform: PLATFORM,
@@ -354,14 +373,6 @@ impl Source for ThreatQSource {
             invalid_utf8,
             future_timestamps: 0,
         })
-    }
-
-    fn map(&self, raw: &str) -> EcsEvent {
-        map_indicator(raw, &self.map_options)
-    }
-
-    fn describe(&self, cursor: &String) -> String {
-        format!("cursorMark={}", bounded_to(cursor, MARK_SHOWN))
     }
 }
 
@@ -445,7 +456,7 @@ mod tests {
         });
         let mut r = FieldReader::open("s", &stream).unwrap();
         let cfg = ThreatQConfig::from_fields(&mut r).unwrap();
-        let http = HttpClient::build(&cfg.http, None, vec![]).unwrap();
+        let http = HttpClient::build(&cfg.http, None, crate::redact::Secrets::default()).unwrap();
         let src = ThreatQSource::new(Arc::new(cfg), http);
         assert_eq!(
             src.page_url("AoJ9z5LKnvwCJjEwNjk2Nw==").unwrap().as_str(),

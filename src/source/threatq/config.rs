@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -16,6 +16,7 @@ use crate::config::fields::{
 };
 use crate::config::size::{RESPONSE_SIZE, default_max_response_size, format_size};
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
+use crate::redact::Secrets;
 
 /// The dataset of the integration's only data stream.
 pub const DEFAULT_DATASET: &str = "ti_threatq.threat";
@@ -234,6 +235,18 @@ impl ThreatQConfig {
             preserve_original_event,
             preserve_duplicate_custom_fields,
         })
+    }
+
+    /// The secrets masked wherever this stream's text goes: `client_secret` (also inside the
+    /// token request's `Authorization: Basic`) and a proxy password. The source adds each
+    /// access token it fetches.
+    pub fn secrets(&self) -> Secrets {
+        let secret = self.client_secret.expose_secret();
+        Secrets::with_basic_credentials(
+            std::iter::once(secret.to_owned()).chain(self.http.proxy_password()),
+            &self.client_id,
+            secret,
+        )
     }
 
     /// The effective settings under their integration names, secrets replaced by `"[REDACTED]"`.
