@@ -1,25 +1,54 @@
-//! The shared fetch → map → send → ack → commit loop, for every platform.
+//! The shared fetch → split → map → send → ack → commit pipeline, for every platform.
 //!
 //! One [`Poller`] runs one stream. It resumes from the stream's committed cursor (or the
-//! source's initial one), fetches a page, maps it, sends it, and commits the page's cursor only
-//! after the sink acknowledged the batch. While page N is being sent, page N+1 is fetched — never
-//! further ahead — so memory stays bounded by two pages whatever the backlog.
+//! source's initial one) and runs each sweep as three concurrent stages joined by bounded
+//! channels (ARCHITECTURE.md draws them):
 //!
-//! Shutdown (SIGINT/SIGTERM, or a unit stop) stops fetching at once; a batch already handed to
-//! the sink is finished and its cursor committed, so a restart neither skips nor repeats it.
+//! 1. **fetch**: pages in cursor order. A page is fetched only once the previous one has been
+//!    taken by the next stage, so at most one page waits fetched ahead (the prefetch).
+//! 2. **split + map**: each page is cut into chunks ([`CHUNK_ITEMS`] items or [`CHUNK_BYTES`]),
+//!    which are mapped and encoded for the sink on the blocking pool, never on the async
+//!    workers. At most [`chunks_in_flight`] chunks are being mapped or wait to be sent.
+//! 3. **send + commit**: chunks in order; after the last chunk of a page is acknowledged, the
+//!    sink makes it durable and the page's cursor is committed. Acknowledgements only ever
+//!    travel forward to the commit: nothing feeds back into the fetch.
+//!
+//! Memory is bounded by the page being mapped, the prefetched page and the chunks in flight,
+//! whatever the page or document size. Delivery stays at least once with no gap; a crash
+//! repeats at most the chunks sent since the last committed page.
+//!
+//! Shutdown (SIGINT/SIGTERM, or a unit stop) stops fetching at once and no new page is started;
+//! the page already being sent is finished and its cursor committed, so a restart neither
+//! skips nor repeats it (unless the sink keeps refusing it: then it is abandoned, uncommitted).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StreamIdentity;
+use crate::config::size::MIB;
 use crate::http::ErrorKind;
 use crate::ingest::EcsEvent;
 use crate::sink::{Batch, Sink, SinkError};
-use crate::source::{FetchError, Page, Source};
+use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};
 use crate::state::{StateError, StateStore};
 use crate::telemetry::{AttemptFailed, PageDelivered, StreamCounters};
+
+/// A chunk holds at most this many items...
+pub const CHUNK_ITEMS: usize = 500;
+/// ...and, unless one item alone is larger, at most this many bytes of raw JSON.
+pub const CHUNK_BYTES: usize = 4 * MIB as usize;
+
+/// How many chunks may be mapped, or wait mapped to be sent, at once (beyond the one being
+/// sent): one per core to keep every core mapping, plus one so that the sender never waits
+/// for the mapper when the mapping keeps up.
+pub fn chunks_in_flight() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from) + 1
+}
 
 /// Why a stream stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +148,12 @@ pub struct Poller<S: Source, K: Sink> {
     pub counters: Arc<StreamCounters>,
 }
 
-enum Attempt<T> {
-    Done(T),
+/// How a sweep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SweepEnd {
+    /// Every page up to "no more right now" is delivered and committed.
+    CaughtUp,
+    /// Shutdown came first.
     Stopped,
 }
 
@@ -131,113 +164,11 @@ impl<S: Source, K: Sink> Poller<S, K> {
         loop {
             let cursor = self.load_cursor()?;
             tracing::info!(stream.id = %self.stream.id, cursor = %self.source.describe(&cursor), "sweep starting");
-            let mut page = match self.fetch(&cursor, &shutdown).await? {
-                Attempt::Done(p) => p,
-                Attempt::Stopped => {
-                    return Ok(Outcome {
-                        interrupted: true,
-                        ..outcome
-                    });
-                }
-            };
-            loop {
-                let started = Instant::now();
-                let more = page.more && !shutdown.is_cancelled();
-                let Page {
-                    items,
-                    cursor,
-                    duplicates_dropped,
-                    future_timestamps,
-                    invalid_utf8,
-                    ..
-                } = page;
-                let now = chrono::Utc::now();
-                let events: Vec<EcsEvent> = items
-                    .iter()
-                    .map(|raw| with_agent_timestamp(self.source.map(raw.get()), now))
-                    .collect();
-                let error_documents = events.iter().filter(|e| has_error(e)).count();
-                let indicators = events.len();
-                // Page N is sent and, once acknowledged, committed at once, while page N+1 is
-                // fetched from N's cursor: the commit never waits for a slow fetch (a kill during
-                // it must not replay an acknowledged page). If the send fails, the prefetched
-                // page is still the right next one.
-                let described = self.source.describe(&cursor);
-                let delivery = deliver(
-                    Destination {
-                        sink: self.sink.as_ref(),
-                        state: &self.state,
-                        cursor_key: &self.cursor_key,
-                        input_id: &self.input_id,
-                        stream: &self.stream,
-                        schedule: &self.schedule,
-                        counters: &self.counters,
-                        shutdown: &shutdown,
-                    },
-                    events,
-                    &cursor,
-                    PageDelivered {
-                        stream: &self.stream.id,
-                        platform: self.source.platform(),
-                        indicators,
-                        error_documents,
-                        duplicates_dropped,
-                        future_timestamps,
-                        invalid_utf8,
-                        elapsed: Duration::ZERO,
-                        cursor: &described,
-                    },
-                    started,
-                );
-                let (delivered, prefetched) = if more {
-                    // A stop abandons the prefetch (nothing of it is committed yet).
-                    let prefetch = async {
-                        tokio::select! {
-                            r = self.source.fetch(&cursor) => Some(r),
-                            () = shutdown.cancelled() => None,
-                        }
-                    };
-                    tokio::join!(delivery, prefetch)
-                } else {
-                    (delivery.await, None)
-                };
-                if delivered? == Delivery::Abandoned {
-                    // Stopping while the sink refuses: the batch was never acknowledged, so the
-                    // cursor stays where it was and the batch is fetched again on restart.
-                    return Ok(Outcome {
-                        interrupted: true,
-                        ..outcome
-                    });
-                }
-                if shutdown.is_cancelled() {
-                    return Ok(Outcome {
-                        interrupted: true,
-                        ..outcome
-                    });
-                }
-                let Some(prefetched) = prefetched else { break };
-                page = match prefetched {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.check_fatal(&e)?;
-                        AttemptFailed {
-                            stream: &self.stream.id,
-                            stage: "fetch",
-                            error: &e,
-                            retry_in: Some(Duration::ZERO),
-                        }
-                        .emit(&self.counters);
-                        match self.fetch(&cursor, &shutdown).await? {
-                            Attempt::Done(p) => p,
-                            Attempt::Stopped => {
-                                return Ok(Outcome {
-                                    interrupted: true,
-                                    ..outcome
-                                });
-                            }
-                        }
-                    }
-                };
+            if self.sweep(cursor, &shutdown).await? == SweepEnd::Stopped {
+                return Ok(Outcome {
+                    interrupted: true,
+                    ..outcome
+                });
             }
             outcome.sweeps += 1;
             tracing::info!(stream.id = %self.stream.id, "caught up");
@@ -262,43 +193,124 @@ impl<S: Source, K: Sink> Poller<S, K> {
         Ok(stored.unwrap_or_else(|| self.source.initial_cursor()))
     }
 
-    fn check_fatal(&self, e: &FetchError) -> Result<(), PollError> {
-        if e.kind() == ErrorKind::Fail {
-            AttemptFailed {
-                stream: &self.stream.id,
-                stage: "fetch",
-                error: e,
-                retry_in: None,
-            }
-            .emit(&self.counters);
-            self.counters.set_fatal(e.to_string());
-            return Err(PollError::Fatal {
-                stream: self.stream.id.clone(),
-                source: e.clone(),
-            });
+    /// One sweep from `start`: the three stages, run concurrently until the platform has
+    /// nothing more, a stage fails, or shutdown.
+    async fn sweep(
+        &mut self,
+        start: S::Cursor,
+        shutdown: &CancellationToken,
+    ) -> Result<SweepEnd, PollError> {
+        // Cancelled by shutdown, or by the sender when it stops early (an error), so that a
+        // fetch waiting out a backoff does not hold the sweep open.
+        let halt = shutdown.child_token();
+        let (pages_tx, pages_rx) = mpsc::channel(1);
+        let (chunks_tx, chunks_rx) = mpsc::channel(chunks_in_flight());
+        let job = MapJob {
+            mapper: self.source.mapper(),
+            sink: Arc::clone(&self.sink),
+            input_id: Arc::from(self.input_id.as_str()),
+            stream: Arc::new(self.stream.clone()),
+        };
+        let fetch = Fetcher {
+            stream: &self.stream,
+            schedule: &self.schedule,
+            counters: &self.counters,
+            halt: &halt,
+            shutdown,
+        };
+        let deliver = Deliverer {
+            sink: self.sink.as_ref(),
+            state: &self.state,
+            cursor_key: &self.cursor_key,
+            stream: &self.stream,
+            schedule: &self.schedule,
+            counters: &self.counters,
+            shutdown,
+            platform: self.source.platform(),
+        };
+        let (fetched, (), delivered) = tokio::join!(
+            fetch.run(&mut self.source, start, pages_tx),
+            split_and_map(pages_rx, chunks_tx, job, shutdown),
+            async {
+                let _halt_on_exit = halt.clone().drop_guard();
+                deliver.run(chunks_rx).await
+            },
+        );
+        let () = fetched;
+        match delivered? {
+            Delivery::Abandoned => Ok(SweepEnd::Stopped),
+            Delivery::Acked if shutdown.is_cancelled() => Ok(SweepEnd::Stopped),
+            Delivery::Acked => Ok(SweepEnd::CaughtUp),
         }
-        Ok(())
+    }
+}
+
+/// A fetched page (with its cursor rendered for the log), or why fetching stopped for good.
+type Fetched<C> = Result<(Page<C>, String), PollError>;
+
+/// The fetch stage.
+struct Fetcher<'a> {
+    stream: &'a StreamIdentity,
+    schedule: &'a Schedule,
+    counters: &'a StreamCounters,
+    /// Stop now (shutdown, or the sender is gone).
+    halt: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+}
+
+impl Fetcher<'_> {
+    /// Fetches pages from `cursor` on until the platform has nothing more, passing each on.
+    /// A slot in `pages` is reserved *before* each fetch, so one page at most waits fetched
+    /// ahead of the mapper.
+    async fn run<S: Source>(
+        self,
+        source: &mut S,
+        mut cursor: S::Cursor,
+        pages: mpsc::Sender<Fetched<S::Cursor>>,
+    ) {
+        loop {
+            let Ok(slot) = pages.reserve().await else {
+                return;
+            };
+            match self.fetch(source, &cursor).await {
+                Ok(Some(page)) => {
+                    let more = page.more && !self.shutdown.is_cancelled();
+                    cursor = page.cursor.clone();
+                    let described = source.describe(&cursor);
+                    slot.send(Ok((page, described)));
+                    if !more {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    slot.send(Err(e));
+                    return;
+                }
+            }
+        }
     }
 
-    /// Fetches the page after `cursor`, retrying transient failures with backoff.
-    async fn fetch(
-        &mut self,
+    /// Fetches the page after `cursor`, retrying transient failures with backoff; `None` when
+    /// halted first.
+    async fn fetch<S: Source>(
+        &self,
+        source: &mut S,
         cursor: &S::Cursor,
-        shutdown: &CancellationToken,
-    ) -> Result<Attempt<Page<S::Cursor>>, PollError> {
+    ) -> Result<Option<Page<S::Cursor>>, PollError> {
         let mut delay = self.schedule.retry_delay;
         let mut attempts = 0;
         loop {
             let result = tokio::select! {
-                () = shutdown.cancelled() => return Ok(Attempt::Stopped),
-                r = self.source.fetch(cursor) => r,
+                () = self.halt.cancelled() => return Ok(None),
+                r = source.fetch(cursor) => r,
             };
             let error = match result {
                 Ok(page) => {
                     self.counters
                         .consecutive_failures
                         .store(0, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(Attempt::Done(page));
+                    return Ok(Some(page));
                 }
                 Err(e) => e,
             };
@@ -311,7 +323,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                     error: &error,
                     retry_in: None,
                 }
-                .emit(&self.counters);
+                .emit(self.counters);
                 return Err(PollError::GaveUp {
                     stream: self.stream.id.clone(),
                     stage: "fetch",
@@ -325,53 +337,259 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 error: &error,
                 retry_in: Some(delay),
             }
-            .emit(&self.counters);
+            .emit(self.counters);
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(Attempt::Stopped),
+                () = self.halt.cancelled() => return Ok(None),
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(self.schedule.max_retry_delay);
         }
     }
+
+    fn check_fatal(&self, e: &FetchError) -> Result<(), PollError> {
+        if e.kind() == ErrorKind::Fail {
+            AttemptFailed {
+                stream: &self.stream.id,
+                stage: "fetch",
+                error: e,
+                retry_in: None,
+            }
+            .emit(self.counters);
+            self.counters.set_fatal(e.to_string());
+            return Err(PollError::Fatal {
+                stream: self.stream.id.clone(),
+                source: e.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
-/// Where an acknowledged batch's cursor goes, and what its delivery reports to.
-struct Destination<'a, K> {
+/// What mapping a chunk needs, shareable with the blocking pool.
+struct MapJob<K> {
+    mapper: Mapper,
+    sink: Arc<K>,
+    input_id: Arc<str>,
+    stream: Arc<StreamIdentity>,
+}
+
+impl<K> Clone for MapJob<K> {
+    fn clone(&self) -> Self {
+        Self {
+            mapper: Arc::clone(&self.mapper),
+            sink: Arc::clone(&self.sink),
+            input_id: Arc::clone(&self.input_id),
+            stream: Arc::clone(&self.stream),
+        }
+    }
+}
+
+impl<K: Sink> MapJob<K> {
+    /// Maps and encodes one chunk (on the blocking pool). The documents' trees live only
+    /// here: what leaves is the sink's wire form.
+    fn map(&self, items: RawItems, now: chrono::DateTime<chrono::Utc>) -> MappedChunk<K::Encoded> {
+        let events: Vec<EcsEvent> = items
+            .iter()
+            .map(|raw| with_agent_timestamp((self.mapper)(raw), now))
+            .collect();
+        // The chunk's hold on the page body ends here.
+        drop(items);
+        let error_documents = events.iter().filter(|e| has_error(e)).count();
+        let indicators = events.len();
+        let encoded = self.sink.encode(&Batch {
+            input_id: &self.input_id,
+            stream: &self.stream,
+            events,
+        });
+        MappedChunk {
+            encoded,
+            indicators,
+            error_documents,
+        }
+    }
+}
+
+/// A chunk in the sink's wire form.
+struct MappedChunk<E> {
+    encoded: E,
+    indicators: usize,
+    error_documents: usize,
+}
+
+/// What a page's last chunk carries to the commit.
+struct PageEnd<C> {
+    cursor: C,
+    described: String,
+    duplicates_dropped: usize,
+    future_timestamps: usize,
+    invalid_utf8: usize,
+    started: Instant,
+}
+
+/// One entry of the send queue, in order.
+enum Queued<C, E> {
+    /// A chunk being mapped; the page's last one carries the page's end.
+    Chunk {
+        mapped: JoinHandle<MappedChunk<E>>,
+        end: Option<PageEnd<C>>,
+    },
+    /// Fetching stopped for good, after every chunk ahead of this.
+    Failed(PollError),
+}
+
+/// The split + map stage: cuts each page into chunks and starts mapping each on the blocking
+/// pool as soon as a slot in the send queue is free, so chunks in flight stay bounded. After
+/// shutdown no new page is started.
+async fn split_and_map<C: Send + 'static, K: Sink>(
+    mut pages: mpsc::Receiver<Fetched<C>>,
+    queue: mpsc::Sender<Queued<C, K::Encoded>>,
+    job: MapJob<K>,
+    shutdown: &CancellationToken,
+) {
+    while let Some(fetched) = pages.recv().await {
+        let (page, described) = match fetched {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = queue.send(Queued::Failed(e)).await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let now = chrono::Utc::now();
+        let chunks = page.items.chunks(CHUNK_ITEMS, CHUNK_BYTES);
+        let mut end = Some(PageEnd {
+            cursor: page.cursor,
+            described,
+            duplicates_dropped: page.duplicates_dropped,
+            future_timestamps: page.future_timestamps,
+            invalid_utf8: page.invalid_utf8,
+            started,
+        });
+        let last = chunks.len() - 1;
+        for (i, items) in chunks.into_iter().enumerate() {
+            let Ok(slot) = queue.reserve().await else {
+                return;
+            };
+            let job = job.clone();
+            slot.send(Queued::Chunk {
+                mapped: tokio::task::spawn_blocking(move || job.map(items, now)),
+                end: if i == last { end.take() } else { None },
+            });
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// The send + commit stage.
+struct Deliverer<'a, K> {
     sink: &'a K,
     state: &'a StateStore,
     cursor_key: &'a str,
-    input_id: &'a str,
     stream: &'a StreamIdentity,
     schedule: &'a Schedule,
     counters: &'a StreamCounters,
     shutdown: &'a CancellationToken,
+    platform: &'static str,
 }
 
-/// Sends one page's events, then, as soon as the sink acknowledged them, commits the page's
-/// cursor and reports the page (`report`, whose `elapsed` is measured from `started`).
-async fn deliver<K: Sink, C: serde::Serialize + Clone + Send + 'static>(
-    to: Destination<'_, K>,
-    events: Vec<EcsEvent>,
-    cursor: &C,
-    mut report: PageDelivered<'_>,
-    started: Instant,
-) -> Result<Delivery, PollError> {
-    let sent = send(
-        to.sink,
-        to.input_id,
-        to.stream,
-        events,
-        to.schedule,
-        to.counters,
-        to.shutdown,
-    )
-    .await?;
-    if sent == Delivery::Acked {
-        commit(to.state, to.cursor_key, &to.stream.id, cursor).await?;
-        report.elapsed = started.elapsed();
-        report.emit(to.counters);
+impl<K: Sink> Deliverer<'_, K> {
+    /// Sends the queued chunks in order; once a page's last chunk is acknowledged, makes the
+    /// page durable, commits its cursor and reports it.
+    async fn run<C: serde::Serialize + Clone + Send + 'static>(
+        &self,
+        mut queue: mpsc::Receiver<Queued<C, K::Encoded>>,
+    ) -> Result<Delivery, PollError> {
+        let (mut indicators, mut error_documents) = (0, 0);
+        while let Some(queued) = queue.recv().await {
+            let (mapped, end) = match queued {
+                Queued::Chunk { mapped, end } => (joined(mapped).await, end),
+                Queued::Failed(e) => return Err(e),
+            };
+            if mapped.indicators > 0 {
+                let sent = self.retry("send", || self.sink.send_encoded(&mapped.encoded));
+                if sent.await? == Delivery::Abandoned {
+                    // Stopping while the sink refuses: the page was never acknowledged whole,
+                    // so its cursor stays where it was and it is fetched again on restart.
+                    return Ok(Delivery::Abandoned);
+                }
+            }
+            indicators += mapped.indicators;
+            error_documents += mapped.error_documents;
+            drop(mapped);
+            let Some(end) = end else { continue };
+            if self.retry("send", || self.sink.make_durable()).await? == Delivery::Abandoned {
+                return Ok(Delivery::Abandoned);
+            }
+            commit(self.state, self.cursor_key, &self.stream.id, &end.cursor).await?;
+            PageDelivered {
+                stream: &self.stream.id,
+                platform: self.platform,
+                indicators: std::mem::take(&mut indicators),
+                error_documents: std::mem::take(&mut error_documents),
+                duplicates_dropped: end.duplicates_dropped,
+                future_timestamps: end.future_timestamps,
+                invalid_utf8: end.invalid_utf8,
+                elapsed: end.started.elapsed(),
+                cursor: &end.described,
+            }
+            .emit(self.counters);
+        }
+        Ok(Delivery::Acked)
     }
-    Ok(sent)
+
+    /// Runs one sink operation until it succeeds, retrying failures with backoff. Nothing is
+    /// ever dropped: with `once`, the loop gives up (the cursor stays put) after
+    /// `once_max_attempts`; on shutdown an abandon-safe sink's attempt is abandoned.
+    async fn retry<F, Fut>(
+        &self,
+        stage: &'static str,
+        mut attempt: F,
+    ) -> Result<Delivery, PollError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), SinkError>>,
+    {
+        let mut delay = self.schedule.retry_delay;
+        let mut attempts = 0;
+        loop {
+            let outcome = if self.sink.abandon_safe() {
+                tokio::select! {
+                    r = attempt() => Some(r),
+                    () = self.shutdown.cancelled() => None,
+                }
+            } else {
+                Some(attempt().await)
+            };
+            let error = match outcome {
+                Some(Ok(())) => return Ok(Delivery::Acked),
+                Some(Err(e)) => e,
+                None => return Ok(Delivery::Abandoned),
+            };
+            attempts += 1;
+            if self.schedule.once && attempts >= self.schedule.once_max_attempts {
+                return Err(PollError::GaveUp {
+                    stream: self.stream.id.clone(),
+                    stage,
+                    attempts,
+                    last: error.to_string(),
+                });
+            }
+            AttemptFailed {
+                stream: &self.stream.id,
+                stage,
+                error: &error,
+                retry_in: Some(delay),
+            }
+            .emit(self.counters);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(Delivery::Abandoned),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.schedule.max_retry_delay);
+        }
+    }
 }
 
 /// Durably stores `cursor` under `key`, off the async worker threads (one fsync).
@@ -400,71 +618,13 @@ async fn commit<C: serde::Serialize + Clone + Send + 'static>(
         })
 }
 
-/// What became of a batch handed to [`send`].
+/// What became of a page (or a sweep) handed to the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
     /// The sink acknowledged it: commit its cursor.
     Acked,
     /// Shutdown came while the sink kept refusing it: do not commit.
     Abandoned,
-}
-
-/// Sends one batch, retrying sink failures with backoff. The batch is never dropped: with
-/// `once`, the loop gives up (the cursor stays put) after `once_max_attempts`.
-async fn send<K: Sink>(
-    sink: &K,
-    input_id: &str,
-    stream: &StreamIdentity,
-    events: Vec<EcsEvent>,
-    schedule: &Schedule,
-    counters: &StreamCounters,
-    shutdown: &CancellationToken,
-) -> Result<Delivery, PollError> {
-    let batch = Batch {
-        input_id,
-        stream,
-        events,
-    };
-    let mut delay = schedule.retry_delay;
-    let mut attempts = 0;
-    loop {
-        let attempt = async {
-            if sink.abandon_safe() {
-                tokio::select! {
-                    r = sink.send(&batch) => Some(r),
-                    () = shutdown.cancelled() => None,
-                }
-            } else {
-                Some(sink.send(&batch).await)
-            }
-        };
-        let error: SinkError = match attempt.await {
-            Some(Ok(())) => return Ok(Delivery::Acked),
-            Some(Err(e)) => e,
-            None => return Ok(Delivery::Abandoned),
-        };
-        attempts += 1;
-        if schedule.once && attempts >= schedule.once_max_attempts {
-            return Err(PollError::GaveUp {
-                stream: stream.id.clone(),
-                stage: "send",
-                attempts,
-                last: error.to_string(),
-            });
-        }
-        AttemptFailed {
-            stream: &stream.id,
-            stage: "send",
-            error: &error,
-            retry_in: Some(delay),
-        }
-        .emit(counters);
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(Delivery::Abandoned),
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(schedule.max_retry_delay);
-    }
 }
 
 /// The Agent stamps every event with its publish time; the pipelines overwrite it when the

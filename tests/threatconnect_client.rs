@@ -243,7 +243,7 @@ async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
     let page = src.fetch(&cursor()).await.expect("the page is decoded");
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.invalid_utf8, 1);
-    let item: serde_json::Value = serde_json::from_str(page.items[0].get()).unwrap();
+    let item: serde_json::Value = serde_json::from_str(page.items.get(0).unwrap()).unwrap();
     assert_eq!(item["description"], "bad \u{fffd}( byte");
     assert_eq!(
         page.cursor.watermark,

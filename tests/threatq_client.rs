@@ -318,7 +318,7 @@ async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
         .expect("the page is decoded");
     assert_eq!(page.items.len(), 2, "no item is lost");
     assert_eq!(page.invalid_utf8, 1);
-    let first: serde_json::Value = serde_json::from_str(page.items[0].get()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(page.items.get(0).unwrap()).unwrap();
     assert_eq!(first["value"], "evil\u{fffd}.example");
     assert_eq!(page.cursor, "m2", "the sweep moves on");
 }

@@ -67,9 +67,40 @@ pub enum SinkError {
 }
 
 /// A destination for batches, shared by every stream of a process.
+///
+/// Delivery has two halves. [`encode`](Sink::encode) turns a batch into the sink's wire form
+/// (NDJSON bytes, OTLP requests) once: it is CPU work, which the poll loop runs on the blocking
+/// pool right after mapping, so the documents' trees are dropped as soon as they are encoded.
+/// [`send_encoded`](Sink::send_encoded) delivers that form, and retries resend it as it is.
 pub trait Sink: Send + Sync + 'static {
-    /// Delivers `batch`; `Ok` means it is acknowledged.
-    fn send(&self, batch: &Batch<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// A batch in the sink's wire form.
+    type Encoded: Send + Sync + 'static;
+
+    /// Builds the wire form of `batch`. Never fails: every document can be written.
+    fn encode(&self, batch: &Batch<'_>) -> Self::Encoded;
+
+    /// Delivers an encoded batch; `Ok` means it is acknowledged.
+    fn send_encoded(
+        &self,
+        encoded: &Self::Encoded,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes every batch acknowledged so far durable, before a cursor is committed behind
+    /// them. A file is synced to disk here once per page rather than once per chunk; a network
+    /// sink's acknowledgement is already the receiver's.
+    fn make_durable(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Encodes `batch` on the calling thread, delivers it and makes it durable: one call for
+    /// callers that hold a whole batch (tests, tools).
+    fn send(&self, batch: &Batch<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let encoded = self.encode(batch);
+        async move {
+            self.send_encoded(&encoded).await?;
+            self.make_durable().await
+        }
+    }
 
     /// Whether a `send` may be abandoned half-way on shutdown without harm. A network export
     /// can (nothing is acknowledged, the batch is sent again after restart); a file write cannot
@@ -87,11 +118,37 @@ pub enum AnySink {
     Otlp(otlp::OtlpSink),
 }
 
+/// The wire form of [`AnySink`]'s batches.
+pub enum AnyEncoded {
+    /// NDJSON lines.
+    Ndjson(<ndjson::NdjsonSink as Sink>::Encoded),
+    /// OTLP requests.
+    Otlp(<otlp::OtlpSink as Sink>::Encoded),
+}
+
 impl Sink for AnySink {
-    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+    type Encoded = AnyEncoded;
+
+    fn encode(&self, batch: &Batch<'_>) -> AnyEncoded {
         match self {
-            Self::Ndjson(s) => s.send(batch).await,
-            Self::Otlp(s) => s.send(batch).await,
+            Self::Ndjson(s) => AnyEncoded::Ndjson(s.encode(batch)),
+            Self::Otlp(s) => AnyEncoded::Otlp(s.encode(batch)),
+        }
+    }
+
+    async fn send_encoded(&self, encoded: &AnyEncoded) -> Result<(), SinkError> {
+        match (self, encoded) {
+            (Self::Ndjson(s), AnyEncoded::Ndjson(e)) => s.send_encoded(e).await,
+            (Self::Otlp(s), AnyEncoded::Otlp(e)) => s.send_encoded(e).await,
+            // Each stream encodes with the sink it sends to.
+            _ => unreachable!("a batch encoded for one sink type was sent to another"),
+        }
+    }
+
+    async fn make_durable(&self) -> Result<(), SinkError> {
+        match self {
+            Self::Ndjson(s) => s.make_durable().await,
+            Self::Otlp(s) => s.make_durable().await,
         }
     }
 

@@ -161,8 +161,20 @@ async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> std::io::Res
     w.flush().await
 }
 
+impl NdjsonSink {
+    fn io_error(&self, source: std::io::Error) -> SinkError {
+        SinkError::Io {
+            target: self.name.clone(),
+            source,
+        }
+    }
+}
+
 impl Sink for NdjsonSink {
-    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+    /// The batch's lines, each ending in `\n`.
+    type Encoded = Vec<u8>;
+
+    fn encode(&self, batch: &Batch<'_>) -> Vec<u8> {
         let mut buf = Vec::with_capacity(batch.events.len() * 2048);
         for event in &batch.events {
             // Serialising a Map of JSON values cannot fail.
@@ -170,17 +182,27 @@ impl Sink for NdjsonSink {
                 buf.push(b'\n');
             }
         }
-        let err = |source| SinkError::Io {
-            target: self.name.clone(),
-            source,
-        };
+        buf
+    }
+
+    /// Written and flushed: the acknowledgement. The file is synced in
+    /// [`make_durable`](Sink::make_durable), before the page's cursor is committed.
+    async fn send_encoded(&self, lines: &Vec<u8>) -> Result<(), SinkError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
         let mut target = self.target.lock().await;
         match &mut *target {
-            Target::Stdout(out) => write_all(out, &buf).await.map_err(err),
-            Target::File(file) => {
-                write_all(file, &buf).await.map_err(err)?;
-                file.sync_data().await.map_err(err)
-            }
+            Target::Stdout(out) => write_all(out, lines).await,
+            Target::File(file) => write_all(file, lines).await,
+        }
+        .map_err(|e| self.io_error(e))
+    }
+
+    async fn make_durable(&self) -> Result<(), SinkError> {
+        match &mut *self.target.lock().await {
+            Target::Stdout(_) => Ok(()),
+            Target::File(file) => file.sync_data().await.map_err(|e| self.io_error(e)),
         }
     }
 }

@@ -133,9 +133,8 @@ impl OtlpSink {
     }
 
     /// Sends one `Export` request, retrying transient failures until `give_up_after`.
-    async fn export(&self, records: Vec<LogRecord>) -> Result<(), SinkError> {
-        let sent = records.len();
-        let request = export_request(records);
+    async fn export(&self, request: &ExportLogsServiceRequest) -> Result<(), SinkError> {
+        let sent = records_in(request);
         let started = tokio::time::Instant::now();
         let mut delay = self.options.retry_initial;
         let mut attempts = 0u32;
@@ -198,21 +197,44 @@ impl OtlpSink {
 }
 
 impl Sink for OtlpSink {
+    /// The batch's `Export` requests, each within `max_records` and about `max_bytes`.
+    type Encoded = Vec<ExportLogsServiceRequest>;
+
     fn abandon_safe(&self) -> bool {
         true
     }
 
-    async fn send(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+    fn encode(&self, batch: &Batch<'_>) -> Vec<ExportLogsServiceRequest> {
         let records: Vec<LogRecord> = batch
             .events
             .iter()
             .map(|event| log_record(batch, event))
             .collect();
-        for chunk in split(records, self.options.max_records, self.options.max_bytes) {
-            self.export(chunk).await?;
+        split(records, self.options.max_records, self.options.max_bytes)
+            .into_iter()
+            .map(export_request)
+            .collect()
+    }
+
+    async fn send_encoded(
+        &self,
+        requests: &Vec<ExportLogsServiceRequest>,
+    ) -> Result<(), SinkError> {
+        for request in requests {
+            self.export(request).await?;
         }
         Ok(())
     }
+}
+
+/// How many log records a request carries.
+fn records_in(request: &ExportLogsServiceRequest) -> usize {
+    request
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum()
 }
 
 /// Codes worth retrying: the OTLP spec's retryable set, plus `RESOURCE_EXHAUSTED` (a full

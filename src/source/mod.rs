@@ -11,6 +11,8 @@ pub mod threatq;
 use std::borrow::Cow;
 use std::fmt::Debug;
 use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,8 +25,9 @@ use crate::redact::Secrets;
 /// One page of raw vendor objects and the cursor that follows it.
 #[derive(Debug)]
 pub struct Page<C> {
-    /// The objects to deliver, exactly as the API sent them (duplicates already dropped).
-    pub items: Vec<Box<RawValue>>,
+    /// The objects to deliver, exactly as the API sent them (duplicates already dropped),
+    /// each a slice of the page's one body.
+    pub items: RawItems,
     /// The cursor to commit once `items` are acknowledged.
     pub cursor: C,
     /// Whether the platform has more right now (`false`: caught up until the next interval).
@@ -36,6 +39,127 @@ pub struct Page<C> {
     pub future_timestamps: usize,
     /// Invalid UTF-8 sequences replaced with U+FFFD in the responses behind this page.
     pub invalid_utf8: usize,
+}
+
+/// A page body and where each of its items lies in it. Items are borrowed from the one body
+/// the API sent, never copied: a page is held once, however it is cut into chunks, and the
+/// body is freed when the last chunk that refers to it has been mapped.
+#[derive(Clone, Default)]
+pub struct RawItems {
+    body: Arc<String>,
+    spans: Vec<Range<usize>>,
+}
+
+/// Never prints the items (they can be TLP:RED, and large): only how many and how big.
+impl Debug for RawItems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawItems")
+            .field("items", &self.spans.len())
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
+}
+
+impl RawItems {
+    /// The items of `body`, given as JSON values borrowed from it (`&RawValue` deserialized
+    /// from `body`). A value that is not a slice of `body` (never the case for borrowed
+    /// `RawValue`s) is skipped rather than trusted.
+    pub fn new(body: Arc<String>, items: &[&RawValue]) -> Self {
+        let start = body.as_ptr() as usize;
+        let spans = items
+            .iter()
+            .filter_map(|raw| {
+                let text = raw.get();
+                let offset = (text.as_ptr() as usize).checked_sub(start)?;
+                let span = offset..offset + text.len();
+                (body.get(span.clone()) == Some(text)).then_some(span)
+            })
+            .collect();
+        Self { body, spans }
+    }
+
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `i`th item's JSON text.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.spans.get(i).and_then(|s| self.body.get(s.clone()))
+    }
+
+    /// Every item's JSON text, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.spans
+            .iter()
+            .map(|s| self.body.get(s.clone()).unwrap_or_default())
+    }
+
+    /// Keeps only the items at `indices` (in that order); others are dropped.
+    pub fn select(self, indices: &[usize]) -> Self {
+        let spans = indices
+            .iter()
+            .filter_map(|&i| self.spans.get(i).cloned())
+            .collect();
+        Self {
+            body: self.body,
+            spans,
+        }
+    }
+
+    /// Cuts the items into consecutive chunks of at most `max_items` items and, unless one item
+    /// alone is larger, `max_bytes` bytes. Each chunk shares the body. An empty page gives one
+    /// empty chunk, so that its cursor still travels to the commit.
+    pub fn chunks(&self, max_items: usize, max_bytes: usize) -> Vec<RawItems> {
+        let max_items = max_items.max(1);
+        let mut chunks = Vec::new();
+        let mut current: Vec<Range<usize>> = Vec::new();
+        let mut bytes = 0;
+        for span in &self.spans {
+            let len = span.len();
+            if !current.is_empty() && (current.len() >= max_items || bytes + len > max_bytes) {
+                chunks.push(self.with_spans(std::mem::take(&mut current)));
+                bytes = 0;
+            }
+            bytes += len;
+            current.push(span.clone());
+        }
+        if !current.is_empty() || chunks.is_empty() {
+            chunks.push(self.with_spans(current));
+        }
+        chunks
+    }
+
+    fn with_spans(&self, spans: Vec<Range<usize>>) -> Self {
+        Self {
+            body: Arc::clone(&self.body),
+            spans,
+        }
+    }
+}
+
+/// Runs CPU work (decoding a page, mapping a chunk) on tokio's blocking pool, never on the
+/// async worker threads that answer the Agent. A panic in `work` is resumed in the caller, so
+/// the stream's panic guard reports it as the crash it is.
+pub async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    joined(tokio::task::spawn_blocking(work)).await
+}
+
+/// The result of work started on the blocking pool, its panic resumed in the caller.
+pub async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
+    match handle.await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only when the runtime is shutting down, which drops this future too.
+            Err(_) => std::future::pending().await,
+        },
+    }
 }
 
 /// A response body as text. Invalid UTF-8 sequences become U+FFFD, as Go's `encoding/json`
@@ -55,6 +179,18 @@ pub fn decode_body(body: &[u8]) -> (Cow<'_, str>, usize) {
         }
     }
     (Cow::Owned(text), replaced)
+}
+
+/// [`decode_body`] for an owned body: valid UTF-8 (the usual case) is taken as it is, without
+/// a copy.
+pub fn decode_owned_body(body: Vec<u8>) -> (String, usize) {
+    match String::from_utf8(body) {
+        Ok(text) => (text, 0),
+        Err(e) => {
+            let (text, replaced) = decode_body(e.as_bytes());
+            (text.into_owned(), replaced)
+        }
+    }
 }
 
 /// Why a page could not be fetched.
@@ -134,6 +270,10 @@ impl FetchError {
     }
 }
 
+/// Maps one raw vendor object to its ECS document (the platform's mapping with the stream's
+/// options). Called on the blocking pool, chunk by chunk.
+pub type Mapper = Arc<dyn Fn(&str) -> EcsEvent + Send + Sync>;
+
 /// A platform's pull side.
 pub trait Source: Send + 'static {
     /// Where a sweep stands; persisted verbatim in the state store.
@@ -152,9 +292,10 @@ pub trait Source: Send + 'static {
         cursor: &Self::Cursor,
     ) -> impl Future<Output = Result<Page<Self::Cursor>, FetchError>> + Send;
 
-    /// Maps one raw object to its ECS document. Never fails: bad objects become documents
-    /// carrying `error.message`.
-    fn map(&self, raw: &str) -> EcsEvent;
+    /// The stream's mapping of one raw object to its ECS document, shareable with the
+    /// blocking pool that runs it. Never fails: bad objects become documents carrying
+    /// `error.message`.
+    fn mapper(&self) -> Mapper;
 
     /// A short human rendering of a cursor for logs.
     fn describe(&self, cursor: &Self::Cursor) -> String {
@@ -165,6 +306,54 @@ pub trait Source: Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw_items(body: &str) -> RawItems {
+        let body = Arc::new(body.to_owned());
+        let items: Vec<&RawValue> = serde_json::from_str(&body).unwrap();
+        RawItems::new(Arc::clone(&body), &items)
+    }
+
+    #[test]
+    fn items_are_slices_of_the_one_body() {
+        let items = raw_items(r#"[{"a":1}, {"b":"x"} ,[3]]"#);
+        assert_eq!(
+            items.iter().collect::<Vec<_>>(),
+            [r#"{"a":1}"#, r#"{"b":"x"}"#, "[3]"]
+        );
+        let kept = items.clone().select(&[2, 0, 7]);
+        assert_eq!(kept.iter().collect::<Vec<_>>(), ["[3]", r#"{"a":1}"#]);
+        assert_eq!(
+            format!("{items:?}"),
+            "RawItems { items: 3, body_bytes: 25 }"
+        );
+    }
+
+    #[test]
+    fn chunks_are_bounded_by_items_and_bytes() {
+        let items = raw_items(r#"[1,22,333,4444,55555]"#);
+        let texts = |chunks: Vec<RawItems>| -> Vec<Vec<String>> {
+            chunks
+                .iter()
+                .map(|c| c.iter().map(str::to_owned).collect())
+                .collect()
+        };
+        assert_eq!(
+            texts(items.chunks(2, 1 << 20)),
+            [vec!["1", "22"], vec!["333", "4444"], vec!["55555"]]
+        );
+        // Bytes: 1+22 = 3, then 333 would make 6 > 4; an item larger than the cap is
+        // a chunk of its own.
+        assert_eq!(
+            texts(items.chunks(10, 4)),
+            [vec!["1", "22"], vec!["333"], vec!["4444"], vec!["55555"]]
+        );
+        let empty = raw_items("[]");
+        assert_eq!(
+            empty.chunks(10, 10).len(),
+            1,
+            "an empty page still has its one chunk"
+        );
+    }
 
     #[test]
     fn invalid_utf8_becomes_replacement_characters_and_is_counted() {
@@ -177,5 +366,7 @@ mod tests {
         assert_eq!(replaced, 3);
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["b"], "\u{fffd}");
+        let (owned, replaced) = decode_owned_body(b"{\"a\":\"x\xffy\"}".to_vec());
+        assert_eq!((owned.as_str(), replaced), ("{\"a\":\"x\u{fffd}y\"}", 1));
     }
 }

@@ -2,6 +2,7 @@
 //! parameters encoded exactly as Elastic's CEL program does), HMAC signing per attempt, and the
 //! [`Source`] implementation that drives the skip-free sweep of [`super::sweep`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -15,8 +16,7 @@ use super::config::ThreatConnectConfig;
 use super::ecs::{MapOptions, map_indicator};
 use super::sweep::{self, ItemKey, Step, SweepCursor};
 use crate::http::{HttpClient, HttpError};
-use crate::ingest::EcsEvent;
-use crate::source::{FetchError, Page, Source, decode_body};
+use crate::source::{FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime};
 use crate::text::bounded;
 
 const PLATFORM: &str = "threatconnect";
@@ -96,12 +96,45 @@ fn item_key(raw: &RawValue) -> ItemKey {
     Some((keys.id?, lm.with_timezone(&Utc)))
 }
 
+/// The response envelope, its items borrowed from the body.
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    data: Vec<Box<RawValue>>,
-    next: Option<String>,
-    status: Option<String>,
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    data: Vec<&'a RawValue>,
+    next: Option<&'a RawValue>,
+    status: Option<Cow<'a, str>>,
+}
+
+/// A decoded indicators response: the items (slices of the body) and their paging keys.
+struct DecodedPage {
+    items: RawItems,
+    keys: Vec<ItemKey>,
+    /// The response had a `next` link.
+    next: bool,
+    invalid_utf8: usize,
+}
+
+/// Decodes an indicators response (run on the blocking pool: a page can be tens of MB).
+fn decode_page(body: Vec<u8>) -> Result<DecodedPage, FetchError> {
+    let (text, invalid_utf8) = decode_owned_body(body);
+    let body = Arc::new(text);
+    let envelope: Envelope<'_> = serde_json::from_str(&body)
+        .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
+    if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
+        return Err(FetchError::InvalidResponse {
+            platform: PLATFORM,
+            message: format!("status {:?} in a 200 response", bounded(status)),
+        });
+    }
+    let keys = envelope.data.iter().map(|raw| item_key(raw)).collect();
+    let next = envelope.next.is_some();
+    let items = RawItems::new(Arc::clone(&body), &envelope.data);
+    Ok(DecodedPage {
+        items,
+        keys,
+        next,
+        invalid_utf8,
+    })
 }
 
 /// A ThreatConnect stream's pull side.
@@ -159,12 +192,11 @@ impl ThreatConnectSource {
         now.checked_add_signed(self.clock_offset).unwrap_or(now)
     }
 
-    /// One page, the platform's clock (its `Date` header) when it sent it, and how many invalid
-    /// UTF-8 sequences its body held.
+    /// One decoded page and the platform's clock (its `Date` header) when it sent it.
     async fn get(
         &mut self,
         url: &url::Url,
-    ) -> Result<(Envelope, Option<DateTime<Utc>>, usize), FetchError> {
+    ) -> Result<(DecodedPage, Option<DateTime<Utc>>), FetchError> {
         let access_id = self.cfg.access_id.clone();
         let cfg = self.cfg.clone();
         // Sign the exact bytes we send: path + query of the parsed URL, fresh timestamp per attempt.
@@ -193,16 +225,8 @@ impl ThreatConnectSource {
         if let Some(server_now) = server_date {
             self.clock_offset = server_now.signed_duration_since(Utc::now());
         }
-        let (text, invalid_utf8) = decode_body(&response.body);
-        let envelope: Envelope = serde_json::from_str(&text)
-            .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
-        if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
-            return Err(FetchError::InvalidResponse {
-                platform: PLATFORM,
-                message: format!("status {:?} in a 200 response", bounded(status)),
-            });
-        }
-        Ok((envelope, server_date, invalid_utf8))
+        let page = off_runtime(move || decode_page(response.body)).await?;
+        Ok((page, server_date))
     }
 
     /// Says once per stream that some indicators are stamped in the future (they are counted
@@ -246,8 +270,9 @@ impl Source for ThreatConnectSource {
         page.map_err(|e| e.masked(self.http.secrets()))
     }
 
-    fn map(&self, raw: &str) -> EcsEvent {
-        map_indicator(raw, &self.map_options)
+    fn mapper(&self) -> Mapper {
+        let options = self.map_options.clone();
+        Arc::new(move |raw: &str| map_indicator(raw, &options))
     }
 
     fn describe(&self, cursor: &SweepCursor) -> String {
@@ -284,13 +309,13 @@ impl ThreatConnectSource {
         loop {
             let plan = cursor.plan(self.platform_now(Utc::now()));
             let url = self.page_url(cursor.watermark, plan.result_start)?;
-            let (envelope, server_date, replaced) = self.get(&url).await?;
-            invalid_utf8 += replaced;
+            let (page, server_date) = self.get(&url).await?;
+            invalid_utf8 += page.invalid_utf8;
             let horizon = sweep::future_horizon(server_date, Utc::now());
-            let keys: Vec<ItemKey> = envelope.data.iter().map(|raw| item_key(raw)).collect();
+            let keys = page.keys;
             // `next` says more items exist; a full page says so too, for servers that omit `next`
             // (the no-progress guard in `step` stops a sweep that would only spin).
-            let more = envelope.next.is_some() || keys.len() >= self.cfg.batch_size as usize;
+            let more = page.next || keys.len() >= self.cfg.batch_size as usize;
             match sweep::step(&cursor, plan, &keys, more, horizon) {
                 Step::Rewind => {
                     tracing::debug!(watermark = %cursor.watermark, "crowded second shifted, re-reading it from its start");
@@ -303,13 +328,8 @@ impl ThreatConnectSource {
                     future,
                 } => {
                     self.report_future(&keys, horizon, future);
-                    let duplicates_dropped = envelope.data.len() - deliver.len();
-                    let mut data: Vec<Option<Box<RawValue>>> =
-                        envelope.data.into_iter().map(Some).collect();
-                    let items = deliver
-                        .into_iter()
-                        .filter_map(|i| data.get_mut(i).and_then(Option::take))
-                        .collect();
+                    let duplicates_dropped = keys.len() - deliver.len();
+                    let items = page.items.select(&deliver);
                     return Ok(Page {
                         items,
                         cursor: next,

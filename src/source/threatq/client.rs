@@ -19,8 +19,7 @@ use tokio::time::Instant;
 use super::config::{ClientAuthStyle, ThreatQConfig};
 use super::ecs::{MapOptions, map_indicator};
 use crate::http::{HttpClient, HttpError};
-use crate::ingest::EcsEvent;
-use crate::source::{FetchError, Page, Source, decode_body};
+use crate::source::{FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime};
 use crate::text::{bound_owned, bounded, bounded_to, json_error};
 
 const PLATFORM: &str = "threatq";
@@ -68,10 +67,37 @@ impl From<TokenError> for FetchError {
 
 /// The collection envelope. `data` is an array, or `{}` when there is nothing more.
 #[derive(Deserialize)]
-struct Envelope {
-    data: Option<Box<RawValue>>,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
     #[serde(rename = "nextCursorMark")]
     next_cursor_mark: Option<String>,
+}
+
+/// A decoded collection response: the objects (slices of the body) and the next mark.
+struct DecodedPage {
+    items: RawItems,
+    next_cursor_mark: Option<String>,
+    invalid_utf8: usize,
+}
+
+/// Decodes a collection response (run on the blocking pool: a page can be tens of MB).
+fn decode_page(body: Vec<u8>) -> Result<DecodedPage, FetchError> {
+    let (text, invalid_utf8) = decode_owned_body(body);
+    let body = Arc::new(text);
+    let envelope: Envelope<'_> = serde_json::from_str(&body)
+        .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
+    let items: Vec<&RawValue> = match envelope.data.map(RawValue::get) {
+        Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
+            .map_err(|e| FetchError::undecodable(PLATFORM, "data as a list of objects", &e))?,
+        // `{}` (or absent, or null) is how ThreatQ says "nothing more".
+        _ => Vec::new(),
+    };
+    Ok(DecodedPage {
+        items: RawItems::new(Arc::clone(&body), &items),
+        next_cursor_mark: envelope.next_cursor_mark,
+        invalid_utf8,
+    })
 }
 
 /// A ThreatQ stream's pull side.
@@ -210,7 +236,7 @@ impl ThreatQSource {
         })
     }
 
-    async fn get_page(&mut self, url: &url::Url) -> Result<(Envelope, usize), FetchError> {
+    async fn get_page(&mut self, url: &url::Url) -> Result<DecodedPage, FetchError> {
         let mut reauthenticated = false;
         loop {
             let token = self.access_token().await?;
@@ -226,13 +252,7 @@ impl ThreatQSource {
                 })
                 .await;
             match result {
-                Ok(response) => {
-                    let (text, invalid_utf8) = decode_body(&response.body);
-                    let envelope = serde_json::from_str(&text).map_err(|e| {
-                        FetchError::undecodable(PLATFORM, "indicators response", &e)
-                    })?;
-                    return Ok((envelope, invalid_utf8));
-                }
+                Ok(response) => return off_runtime(move || decode_page(response.body)).await,
                 // The token expired or was revoked early: one re-authentication, one retry.
                 Err(HttpError::Unauthorized { status: 401, .. }) if !reauthenticated => {
                     tracing::info!("ThreatQ answered 401: re-authenticating once");
@@ -321,8 +341,9 @@ impl Source for ThreatQSource {
         page.map_err(|e| e.masked(self.http.secrets()))
     }
 
-    fn map(&self, raw: &str) -> EcsEvent {
-        map_indicator(raw, &self.map_options)
+    fn mapper(&self) -> Mapper {
+        let options = self.map_options.clone();
+        Arc::new(move |raw: &str| map_indicator(raw, &options))
     }
 
     fn describe(&self, cursor: &String) -> String {
@@ -343,14 +364,12 @@ impl ThreatQSource {
             ),
         })?;
         let url = self.page_url(cursor)?;
-        let (envelope, invalid_utf8) = self.get_page(&url).await?;
-        let items: Vec<Box<RawValue>> = match envelope.data.as_deref().map(RawValue::get) {
-            Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
-                .map_err(|e| FetchError::undecodable(PLATFORM, "data as a list of objects", &e))?,
-            // `{}` (or absent, or null) is how ThreatQ says "nothing more".
-            _ => Vec::new(),
-        };
-        let next = envelope.next_cursor_mark.filter(|m| !m.is_empty());
+        let DecodedPage {
+            items,
+            next_cursor_mark,
+            invalid_utf8,
+        } = self.get_page(&url).await?;
+        let next = next_cursor_mark.filter(|m| !m.is_empty());
         // Never commit a mark we could not send back: the page fails (and is retried) instead,
         // and the stored cursor stays what it was.
         if let Some(mark) = &next {
