@@ -8,13 +8,14 @@
 //!    taken by the next stage, so at most one page waits fetched ahead (the prefetch).
 //! 2. **split + map**: each page is cut into chunks ([`CHUNK_ITEMS`] items or [`CHUNK_BYTES`]),
 //!    which are mapped and encoded for the sink on the blocking pool, never on the async
-//!    workers. At most [`chunks_in_flight`] chunks are being mapped or wait to be sent.
+//!    workers. At most [`chunks_in_flight`] chunks are being mapped or wait to be sent, and
+//!    the next page is taken once the current one is mapped whole (its body is freed then).
 //! 3. **send + commit**: chunks in order; after the last chunk of a page is acknowledged, the
 //!    sink makes it durable and the page's cursor is committed. Acknowledgements only ever
 //!    travel forward to the commit: nothing feeds back into the fetch.
 //!
-//! Memory is bounded by the page being mapped, the prefetched page and the chunks in flight,
-//! whatever the page or document size. Delivery stays at least once with no gap; a crash
+//! Memory is bounded by the page being mapped, the prefetched page (and the one being
+//! downloaded behind it) and the encoded chunks in flight, whatever the page or document size. Delivery stays at least once with no gap; a crash
 //! repeats at most the chunks sent since the last committed page.
 //!
 //! Shutdown (SIGINT/SIGTERM, or a unit stop) stops fetching at once and no new page is started;
@@ -466,16 +467,28 @@ async fn split_and_map<C: Send + 'static, K: Sink>(
             started,
         });
         let last = chunks.len() - 1;
+        // Each chunk holds a sender until it is mapped; the receiver sees the channel close
+        // once every chunk of the page has been.
+        let (chunk_mapping, mut page_mapped) = mpsc::channel::<()>(1);
         for (i, items) in chunks.into_iter().enumerate() {
             let Ok(slot) = queue.reserve().await else {
                 return;
             };
             let job = job.clone();
+            let mapping = chunk_mapping.clone();
             slot.send(Queued::Chunk {
-                mapped: tokio::task::spawn_blocking(move || job.map(items, now)),
+                mapped: tokio::task::spawn_blocking(move || {
+                    let mapped = job.map(items, now);
+                    drop(mapping);
+                    mapped
+                }),
                 end: if i == last { end.take() } else { None },
             });
         }
+        drop(chunk_mapping);
+        // The next page is taken only once this one is mapped whole, so its body is freed
+        // first: at most the page being mapped and the one fetched ahead are held.
+        let _ = page_mapped.recv().await;
         if shutdown.is_cancelled() {
             return;
         }
