@@ -210,6 +210,7 @@ pub async fn run(
         invalid_utf8 = summary.totals.invalid_utf8,
         elapsed_seconds = summary.elapsed_seconds,
         rate_per_second = summary.rate_per_second,
+        peak_rss_bytes = crate::telemetry::process_memory().map(|m| m.peak_rss_bytes),
         "summary"
     );
     if failures.is_empty() {

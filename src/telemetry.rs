@@ -388,3 +388,27 @@ impl AttemptFailed<'_> {
         }
     }
 }
+
+/// The process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`), where the
+/// system tells it (Linux); `None` elsewhere.
+pub fn process_memory() -> Option<ProcessMemory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let value = line[key.len()..].trim().trim_end_matches("kB").trim();
+        value.parse::<u64>().ok()?.checked_mul(1024)
+    };
+    Some(ProcessMemory {
+        rss_bytes: kib("VmRSS:")?,
+        peak_rss_bytes: kib("VmHWM:")?,
+    })
+}
+
+/// See [`process_memory`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessMemory {
+    /// Resident now.
+    pub rss_bytes: u64,
+    /// The most resident at any time.
+    pub peak_rss_bytes: u64,
+}

@@ -177,6 +177,54 @@ fn map_gives_an_invalid_utf8_line_an_error_document_and_keeps_going() {
     assert!(docs[1].get("error").is_none(), "{}", docs[1]);
 }
 
+/// `map` maps blocks of lines on every core: the output must still be in input order, one
+/// document per line, with blank lines skipped and line numbers counted across blocks.
+#[test]
+fn map_keeps_input_order_across_blocks_and_cores() {
+    let mut child = Command::new(common::bin())
+        .args(["map", "--source", "threatq"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = Vec::new();
+    for id in 1..=10_000u64 {
+        input
+            .extend_from_slice(format!("{{\"id\":{id},\"value\":\"h{id}.example\"}}\n").as_bytes());
+        if id % 3000 == 0 {
+            input.extend_from_slice(b"\n");
+        }
+    }
+    // Line 10004 (after three blank lines) is not UTF-8.
+    input.extend_from_slice(b"{\"id\":10001,\"value\":\"\xff\"}\n");
+    let writer = {
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || stdin.write_all(&input).unwrap())
+    };
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 10_001);
+    for (i, doc) in docs.iter().take(10_000).enumerate() {
+        assert_eq!(
+            doc["threatq"]["id"].as_i64(),
+            Some(i as i64 + 1),
+            "document {i} is out of order: {doc}"
+        );
+    }
+    let last = docs[10_000]["error"]["message"].to_string();
+    assert!(last.contains("line 10004 is not valid UTF-8"), "{last}");
+}
+
 #[test]
 fn simulate_prints_its_address_first_and_enforces_auth() {
     let mut child = Command::new(bin())

@@ -225,14 +225,22 @@ async fn chunks_arrive_in_order_and_a_page_commits_only_after_its_last_chunk() {
     let r = run(state, 3, per_page, &[], Duration::ZERO).await;
     r.result.unwrap();
     let delivered = r.observed.delivered.lock().unwrap().clone();
-    assert_eq!(delivered, (0..3 * per_page).collect::<Vec<_>>(), "all, once, in order");
+    assert_eq!(
+        delivered,
+        (0..3 * per_page).collect::<Vec<_>>(),
+        "all, once, in order"
+    );
     // Three chunks a page (500, 500, 200); at each send, exactly the earlier pages are
     // committed: never the page being sent, never less than every page before it.
     let at_send = r.observed.committed_at_send.lock().unwrap().clone();
     assert_eq!(at_send.len(), 9);
     for (first, committed) in at_send {
         let page = first / per_page;
-        assert_eq!(committed, (page > 0).then_some(page), "chunk starting at {first}");
+        assert_eq!(
+            committed,
+            (page > 0).then_some(page),
+            "chunk starting at {first}"
+        );
     }
     assert_eq!(r.state.load::<u64>("k").unwrap(), Some(3));
 }
@@ -285,9 +293,19 @@ fn mapping_never_runs_on_the_async_worker() {
 async fn one_page_is_fetched_ahead_and_chunks_in_flight_are_bounded() {
     let (_dir, state) = store();
     // A slow sink: upstream stages run as far ahead as the pipeline lets them.
-    let r = run(state, 8, CHUNK_ITEMS as u64 * 3, &[], Duration::from_millis(5)).await;
+    let r = run(
+        state,
+        8,
+        CHUNK_ITEMS as u64 * 3,
+        &[],
+        Duration::from_millis(5),
+    )
+    .await;
     r.result.unwrap();
-    assert_eq!(r.observed.delivered.lock().unwrap().len(), 8 * 3 * CHUNK_ITEMS);
+    assert_eq!(
+        r.observed.delivered.lock().unwrap().len(),
+        8 * 3 * CHUNK_ITEMS
+    );
     // When a fetch starts, only the page being mapped is held: the one before it was mapped
     // whole (and freed) before that page was taken. Never more, however slow the sink.
     let bodies = r.observed.max_bodies_alive_at_fetch.load(Ordering::SeqCst);
