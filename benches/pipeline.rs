@@ -1,0 +1,402 @@
+//! The data path end to end, measured as a user would run it, every row in one run:
+//!
+//! - **fetch only**: the same pages pulled from the simulator by a bare HMAC-signed client that
+//!   follows `next` links and keeps nothing (the bound any poller pays);
+//! - **`run --once` to NDJSON**: wall time, indicators/s and peak RSS (GNU `time`'s maximum
+//!   resident set), at page 2000 and 10000, with and without the optional blocks
+//!   (attributes, group and indicator associations), next to the fetch-only time;
+//! - **through `host` and OTLP**: the same stream as an agent unit of the host harness;
+//! - **idle RSS**: a `run` without `--once`, once it has caught up;
+//! - **latency bound**: with `--latency-ms 250` and page 2000, the rate against
+//!   page_size / (latency + the simulator's own serve time per page).
+//!
+//! `cargo bench --bench pipeline`. Environment:
+//! - `TI_BENCH_INDICATORS` (default 200000): indicators the simulator serves;
+//! - `TI_BENCH_BASELINE=/path/to/ti-sidecar`: also run every `run` row with that binary, side
+//!   by side (for before/after tables). The simulator is always this build's.
+//!
+//! Requires Linux (`/proc`) and GNU time at `/usr/bin/time`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use ti_sidecar::source::threatconnect::{auth, client};
+
+const ACCESS_ID: &str = "ti-sidecar-sim";
+const SECRET: &str = "ti-sidecar-sim-secret";
+const ALL_BLOCKS: [&str; 3] = [
+    "include_attributes: true",
+    "include_group_assoc: true",
+    "include_indicator_assoc: true",
+];
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_ti-sidecar"));
+    let baseline = std::env::var_os("TI_BENCH_BASELINE").map(PathBuf::from);
+    let indicators: usize = std::env::var("TI_BENCH_INDICATORS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut binaries = vec![("this build", ours.clone())];
+    if let Some(b) = baseline {
+        binaries.push(("baseline", b));
+    }
+
+    println!(
+        "pipeline benchmark: {indicators} ThreatConnect indicators, simulator from this build"
+    );
+    let sim = Simulator::start(&ours, indicators, 0);
+    println!();
+    println!(
+        "| page | blocks | binary | wall s | indicators/s | peak RSS MiB | fetch-only s | wall / fetch-only |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for page in [2000u32, 10_000] {
+        for blocks in [false, true] {
+            let fields = fields(blocks);
+            let fetch = fetch_only(&sim.url, page, &fields);
+            for (name, bin) in &binaries {
+                let r = run_once(bin, &sim.url, page, blocks, work.path());
+                println!(
+                    "| {page} | {} | {name} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                    if blocks { "all" } else { "none" },
+                    r.wall.as_secs_f64(),
+                    r.indicators as f64 / r.wall.as_secs_f64(),
+                    r.peak_rss as f64 / (1024.0 * 1024.0),
+                    fetch.elapsed.as_secs_f64(),
+                    r.wall.as_secs_f64() / fetch.elapsed.as_secs_f64(),
+                );
+                assert_eq!(
+                    r.indicators, indicators,
+                    "{name}: every indicator delivered"
+                );
+            }
+            if page == 10_000 {
+                println!(
+                    "|  | | (largest raw page: {:.1} MiB) | | | | | |",
+                    fetch.largest_page as f64 / (1024.0 * 1024.0)
+                );
+            }
+        }
+    }
+
+    println!();
+    println!("| through host + OTLP (page 10000, no blocks) | wall s | indicators/s |");
+    println!("|---|---|---|");
+    for (name, bin) in &binaries {
+        let (wall, n) = through_host(bin, &sim.url, indicators, work.path());
+        println!(
+            "| {name} | {:.2} | {:.0} |",
+            wall.as_secs_f64(),
+            n as f64 / wall.as_secs_f64()
+        );
+    }
+
+    println!();
+    println!("| idle (caught up, 3 s later) | RSS MiB |");
+    println!("|---|---|");
+    for (name, bin) in &binaries {
+        let rss = idle_rss(bin, &sim.url, work.path());
+        println!("| {name} | {:.1} |", rss as f64 / (1024.0 * 1024.0));
+    }
+    drop(sim);
+
+    // Latency bound: 20 pages of 2000 at 250 ms each.
+    let latency = Duration::from_millis(250);
+    let slow = Simulator::start(&ours, 40_000, latency.as_millis() as u64);
+    let serve = fetch_only(&slow.url, 2000, &fields(false));
+    let serve_per_page = serve.elapsed / serve.pages as u32;
+    println!();
+    println!(
+        "| latency 250 ms, page 2000 | wall s | indicators/s | bound page/(latency+serve) | ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    // The simulator's own time per page, without the latency it adds.
+    let own = serve_per_page.saturating_sub(latency);
+    let bound = 2000.0 / (latency + own).as_secs_f64();
+    for (name, bin) in &binaries {
+        let r = run_once(bin, &slow.url, 2000, false, work.path());
+        let rate = r.indicators as f64 / r.wall.as_secs_f64();
+        println!(
+            "| {name} | {:.2} | {rate:.0} | {bound:.0} | {:.2} |",
+            r.wall.as_secs_f64(),
+            rate / bound
+        );
+    }
+}
+
+/// A `ti-sidecar simulate threatconnect` process.
+struct Simulator {
+    child: Child,
+    url: String,
+}
+
+impl Simulator {
+    fn start(bin: &Path, indicators: usize, latency_ms: u64) -> Self {
+        let mut child = Command::new(bin)
+            .args(["simulate", "threatconnect", "--listen", "127.0.0.1:0"])
+            .args(["--indicators", &indicators.to_string()])
+            .args(["--latency-ms", &latency_ms.to_string()])
+            .args(["--access-id", ACCESS_ID])
+            .env("TI_SIM_TC_SECRET_KEY", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the simulator prints its address");
+        let addr = line.trim().trim_start_matches("http://").to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fields(blocks: bool) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if blocks {
+        f.extend(["associatedGroups", "associatedIndicators", "attributes"]);
+    }
+    f.extend(["securityLabels", "sightings", "tags", "threatAssess"]);
+    f
+}
+
+struct Fetched {
+    elapsed: Duration,
+    pages: usize,
+    largest_page: usize,
+}
+
+/// Pulls every page (following `next`), keeping nothing but the next link.
+fn fetch_only(base: &str, page: u32, fields: &[&str]) -> Fetched {
+    #[derive(Deserialize)]
+    struct Next {
+        next: Option<String>,
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let start = chrono::Utc::now() - chrono::TimeDelta::days(3650);
+        let query = client::query(fields, page, 0, &client::tql(start, None));
+        let mut url = Some(format!("{base}/api/v3/indicators?{query}"));
+        let started = Instant::now();
+        let (mut pages, mut largest) = (0, 0);
+        while let Some(u) = url.take() {
+            let parsed = url::Url::parse(&u).expect("a page URL");
+            let ts = chrono::Utc::now().timestamp();
+            let authz = auth::authorization(
+                ACCESS_ID,
+                SECRET.as_bytes(),
+                &auth::path_and_query(&parsed),
+                "GET",
+                ts,
+            );
+            let body = http
+                .get(parsed)
+                .header("Timestamp", ts.to_string())
+                .header("Authorization", authz)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .expect("a page")
+                .bytes()
+                .await
+                .expect("a body");
+            pages += 1;
+            largest = largest.max(body.len());
+            url = serde_json::from_slice::<Next>(&body)
+                .expect("an envelope")
+                .next;
+        }
+        Fetched {
+            elapsed: started.elapsed(),
+            pages,
+            largest_page: largest,
+        }
+    })
+}
+
+fn config(dir: &Path, url: &str, page: u32, blocks: bool, events: &Path) -> PathBuf {
+    let extra = if blocks {
+        ALL_BLOCKS.map(|b| format!("        {b}\n")).concat()
+    } else {
+        String::new()
+    };
+    let yaml = format!(
+        r#"outputs:
+  default:
+    type: ndjson
+    path: {events:?}
+inputs:
+  - id: tc
+    type: ti_threatconnect
+    streams:
+      - id: tc-indicator
+        data_stream:
+          dataset: ti_threatconnect.indicator
+        url: {url}
+        access_id: {ACCESS_ID}
+        secret_key: {SECRET}
+        batch_size: {page}
+        initial_interval: 87600h
+{extra}"#
+    );
+    let path = dir.join("bench.yml");
+    std::fs::write(&path, yaml).expect("writing the config");
+    path
+}
+
+struct RunResult {
+    wall: Duration,
+    indicators: usize,
+    peak_rss: u64,
+}
+
+/// `run --once` to an NDJSON file under GNU time.
+fn run_once(bin: &Path, url: &str, page: u32, blocks: bool, dir: &Path) -> RunResult {
+    let events = dir.join("events.ndjson");
+    let state = dir.join("state");
+    let _ = std::fs::remove_file(&events);
+    let _ = std::fs::remove_dir_all(&state);
+    let config = config(dir, url, page, blocks, &events);
+    let times = dir.join("time.txt");
+    let started = Instant::now();
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&times)
+        .arg(bin)
+        .args(["--log-level", "warn", "run", "--once", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .status()
+        .expect("GNU time at /usr/bin/time");
+    let wall = started.elapsed();
+    assert!(status.success(), "{} run --once failed", bin.display());
+    let peak_kib: u64 = std::fs::read_to_string(&times)
+        .ok()
+        .and_then(|t| t.lines().last()?.trim().parse().ok())
+        .unwrap_or(0);
+    RunResult {
+        wall,
+        indicators: count_lines(&events),
+        peak_rss: peak_kib * 1024,
+    }
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// `run` without `--once`: its resident set 3 s after it logged "caught up".
+fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
+    let events = dir.join("events.ndjson");
+    let state = dir.join("state");
+    let _ = std::fs::remove_file(&events);
+    let _ = std::fs::remove_dir_all(&state);
+    let config = config(dir, url, 10_000, false, &events);
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    for line in stderr.lines() {
+        if line.is_ok_and(|l| l.contains("caught up")) {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The stream as an agent unit under `host`, its events over OTLP into the host's file: time
+/// until every indicator has arrived.
+fn through_host(bin: &Path, url: &str, indicators: usize, dir: &Path) -> (Duration, usize) {
+    let events = dir.join("host-events.ndjson");
+    let data = dir.join("host-data");
+    let _ = std::fs::remove_file(&events);
+    let _ = std::fs::remove_dir_all(&data);
+    let policy = dir.join("policy.yml");
+    let yaml = format!(
+        r#"outputs:
+  default:
+    type: ndjson
+    path: "-"
+inputs:
+  - id: tc
+    type: ti_threatconnect
+    streams:
+      - id: tc-indicator
+        data_stream:
+          dataset: ti_threatconnect.indicator
+        url: {url}
+        access_id: {ACCESS_ID}
+        secret_key: {SECRET}
+        batch_size: 10000
+        initial_interval: 87600h
+"#
+    );
+    std::fs::write(&policy, yaml).expect("writing the policy");
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["--log-level", "warn", "host", "--policy"])
+        .arg(&policy)
+        .arg("--events")
+        .arg(&events)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("host starts");
+    let deadline = started + Duration::from_secs(600);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        n = count_lines(&events);
+        if n >= indicators {
+            break;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wall = started.elapsed();
+    // SIGTERM, so the host stops its component too.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    (wall, n)
+}
