@@ -199,6 +199,7 @@ pub async fn run(
         component: options.component.clone(),
         restart_delay: Duration::from_secs(1),
         checkin_period: Duration::from_secs(30),
+        control_probe: None,
     };
 
     let mut inputs: Vec<Tracked> = [

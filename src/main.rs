@@ -91,6 +91,11 @@ enum Command {
         /// Check-in watchdog period (`command.timeouts.checkin`).
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
         checkin_period: std::time::Duration,
+        /// Measure the component's control-plane answer latency: send a diagnostics action this
+        /// often (one at a time) and print `control probe: N answered, p50, p99, max` at the
+        /// stop.
+        #[arg(long, value_parser = parse_duration_arg)]
+        probe_control_every: Option<std::time::Duration>,
     },
     /// The mode Elastic Agent launches: StartUpInfo on stdin, then CheckinV2 and Actions over
     /// mTLS. `-E path.data=DIR` sets the state directory; other `-E` pairs and unknown flags are
@@ -282,6 +287,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             diagnostics,
             restart_delay,
             checkin_period,
+            probe_control_every,
         } => {
             let component = std::env::current_exe().context("locating this binary")?;
             let options = ti_sidecar::host::HostOptions {
@@ -292,6 +298,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 component,
                 restart_delay,
                 checkin_period,
+                control_probe: probe_control_every,
             };
             match ti_sidecar::host::run(options, ti_sidecar::signal::shutdown_token()).await {
                 Ok(()) => Ok(ExitCode::SUCCESS),

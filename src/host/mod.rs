@@ -25,6 +25,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tracing::Instrument as _;
 
 use crate::proto::elastic_agent_server::ElasticAgentServer;
 use crate::proto::{
@@ -80,6 +81,9 @@ pub struct HostOptions {
     pub restart_delay: Duration,
     /// The check-in watchdog period (`command.timeouts.checkin`).
     pub checkin_period: Duration,
+    /// Measure how fast the component's control plane answers: a diagnostics action this
+    /// often (one at a time), its round trip summed up at the stop.
+    pub control_probe: Option<Duration>,
 }
 
 /// What a running host tells an embedder (the demo) besides its console lines.
@@ -324,6 +328,95 @@ async fn supervise(
     }
 }
 
+/// Times the component's answers to diagnostics actions (`--probe-control-every`): if mapping
+/// or file I/O ran on its async workers, these answers would wait behind them.
+struct ControlProbe {
+    every: Option<tokio::time::Interval>,
+    outstanding: bool,
+    answers: mpsc::UnboundedSender<Result<Duration, String>>,
+    latencies: Vec<Duration>,
+    failures: Vec<String>,
+}
+
+impl ControlProbe {
+    /// The probe, and where its answers arrive (for [`record`](Self::record)).
+    fn new(every: Option<Duration>) -> (Self, mpsc::UnboundedReceiver<Result<Duration, String>>) {
+        let (answers, answered) = mpsc::unbounded_channel();
+        let probe = Self {
+            every: every.map(|d| {
+                let mut i = tokio::time::interval(d);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            }),
+            outstanding: false,
+            answers,
+            latencies: Vec::new(),
+            failures: Vec::new(),
+        };
+        (probe, answered)
+    }
+
+    /// The next probe time (never, when probing is off).
+    async fn tick(&mut self) {
+        match &mut self.every {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends one diagnostics request, unless the last one is still unanswered.
+    fn send(&mut self, control: &ControlPlane) {
+        if self.outstanding || !control.actions_connected() {
+            return;
+        }
+        self.outstanding = true;
+        let control = control.clone();
+        let answers = self.answers.clone();
+        tokio::spawn(
+            async move {
+                let asked = tokio::time::Instant::now();
+                let answer = control.request_diagnostics().await;
+                let _ = answers.send(answer.map(|_| asked.elapsed()).map_err(|e| e.to_string()));
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn record(&mut self, answer: Result<Duration, String>) {
+        self.outstanding = false;
+        match answer {
+            Ok(latency) => self.latencies.push(latency),
+            Err(e) => {
+                say(&format!("control probe failed: {e}"));
+                self.failures.push(e);
+            }
+        }
+    }
+
+    /// `control probe: N answered, p50 … ms, p99 … ms, max … ms, F failed`.
+    fn summary(&mut self) -> Option<String> {
+        self.every.as_ref()?;
+        self.latencies.sort();
+        let ms = |q: f64| -> f64 {
+            if self.latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+            self.latencies[i].as_secs_f64() * 1000.0
+        };
+        Some(format!(
+            "control probe: {} answered, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed",
+            self.latencies.len(),
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
+            self.failures.len()
+        ))
+    }
+}
+
 fn modified(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -402,6 +495,7 @@ pub async fn run_reporting(
     ));
 
     let mut policy_tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut probe, mut probe_answers) = ControlProbe::new(options.control_probe);
     let mut watchdog = tokio::time::interval(options.checkin_period);
     watchdog.tick().await;
     let mut policy_mtime = modified(&options.policy);
@@ -462,6 +556,8 @@ pub async fn run_reporting(
                     }
                 }
             }
+            () = probe.tick() => probe.send(&control),
+            Some(answer) = probe_answers.recv() => probe.record(answer),
             _ = watchdog.tick() => {
                 let since = control.last_checkin().elapsed();
                 let missed = (since.as_secs_f64() / options.checkin_period.as_secs_f64()) as u32;
@@ -485,6 +581,9 @@ pub async fn run_reporting(
     match supervisor.await {
         Ok(result) => result?,
         Err(e) => tracing::error!("supervisor ended abnormally: {e}"),
+    }
+    if let Some(line) = probe.summary() {
+        say(&line);
     }
     let (checkins, replies) = control.checkin_counts();
     say(&format!(

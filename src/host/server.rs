@@ -413,6 +413,11 @@ impl ControlPlane {
         }
     }
 
+    /// Whether an Actions stream is open now.
+    pub fn actions_connected(&self) -> bool {
+        *self.inner.actions_up.borrow()
+    }
+
     /// Waits until an Actions stream is open.
     pub async fn actions_ready(&self) {
         let mut rx = self.inner.actions_up.subscribe();
