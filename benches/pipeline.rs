@@ -1,12 +1,12 @@
 //! The data path end to end, measured as a user would run it, every row in one run:
 //!
-//! - **fetch only**: the same pages pulled from the simulator by a bare HMAC-signed client that
-//!   follows `next` links and keeps nothing (the bound any poller pays);
+//! - **fetch only**: the same pages pulled by the sidecar's own client (same requests, keyset
+//!   paging and page decoding), mapping and sending nothing: the bound any poller pays;
 //! - **`run --once` to NDJSON**: wall time, indicators/s and peak RSS (GNU `time`'s maximum
 //!   resident set), at page 2000 and 10000, with and without the optional blocks
 //!   (attributes, group and indicator associations), next to the fetch-only time;
 //! - **through `host` and OTLP**: the same stream as an agent unit of the host harness;
-//! - **idle RSS**: a `run` without `--once`, once it has caught up;
+//! - **idle RSS**: a `run` without `--once`, 5 s after it has caught up;
 //! - **latency bound**: with `--latency-ms 250` and page 2000, the rate against
 //!   page_size / (latency + the simulator's own serve time per page).
 //!
@@ -22,8 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use ti_sidecar::source::threatconnect::{auth, client};
+use std::sync::Arc;
+
+use ti_sidecar::config::fields::FieldReader;
+use ti_sidecar::http::HttpClient;
+use ti_sidecar::source::Source;
+use ti_sidecar::source::threatconnect::client::ThreatConnectSource;
+use ti_sidecar::source::threatconnect::config::ThreatConnectConfig;
 
 const ACCESS_ID: &str = "ti-sidecar-sim";
 const SECRET: &str = "ti-sidecar-sim-secret";
@@ -58,8 +63,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for page in [2000u32, 10_000] {
         for blocks in [false, true] {
-            let fields = fields(blocks);
-            let fetch = fetch_only(&sim.url, page, &fields);
+            let fetch = fetch_only(&sim.url, page, blocks);
             for (name, bin) in &binaries {
                 let r = run_once(bin, &sim.url, page, blocks, work.path());
                 println!(
@@ -86,19 +90,21 @@ fn main() {
     }
 
     println!();
-    println!("| through host + OTLP (page 10000, no blocks) | wall s | indicators/s |");
-    println!("|---|---|---|");
+    println!(
+        "| through host + OTLP (page 10000, no blocks) | wall s | indicators/s | control plane (diagnostics action every 100 ms) |"
+    );
+    println!("|---|---|---|---|");
     for (name, bin) in &binaries {
-        let (wall, n) = through_host(bin, &sim.url, indicators, work.path());
+        let (wall, n, probe) = through_host(bin, &sim.url, indicators, work.path());
         println!(
-            "| {name} | {:.2} | {:.0} |",
+            "| {name} | {:.2} | {:.0} | {probe} |",
             wall.as_secs_f64(),
             n as f64 / wall.as_secs_f64()
         );
     }
 
     println!();
-    println!("| idle (caught up, 3 s later) | RSS MiB |");
+    println!("| idle (caught up, 5 s later) | RSS MiB |");
     println!("|---|---|");
     for (name, bin) in &binaries {
         let rss = idle_rss(bin, &sim.url, work.path());
@@ -109,7 +115,7 @@ fn main() {
     // Latency bound: 20 pages of 2000 at 250 ms each.
     let latency = Duration::from_millis(250);
     let slow = Simulator::start(&ours, 40_000, latency.as_millis() as u64);
-    let serve = fetch_only(&slow.url, 2000, &fields(false));
+    let serve = fetch_only(&slow.url, 2000, false);
     let serve_per_page = serve.elapsed / serve.pages as u32;
     println!();
     println!(
@@ -167,61 +173,48 @@ impl Drop for Simulator {
     }
 }
 
-fn fields(blocks: bool) -> Vec<&'static str> {
-    let mut f = Vec::new();
-    if blocks {
-        f.extend(["associatedGroups", "associatedIndicators", "attributes"]);
-    }
-    f.extend(["securityLabels", "sightings", "tags", "threatAssess"]);
-    f
-}
-
 struct Fetched {
     elapsed: Duration,
     pages: usize,
     largest_page: usize,
 }
 
-/// Pulls every page (following `next`), keeping nothing but the next link.
-fn fetch_only(base: &str, page: u32, fields: &[&str]) -> Fetched {
-    #[derive(Deserialize)]
-    struct Next {
-        next: Option<String>,
+/// Pulls every page with the sidecar's own ThreatConnect client (the same requests, keyset
+/// paging and decoding as `run`), mapping and sending nothing.
+fn fetch_only(base: &str, page: u32, blocks: bool) -> Fetched {
+    let mut stream = serde_json::json!({
+        "url": base,
+        "access_id": ACCESS_ID,
+        "secret_key": SECRET,
+        "batch_size": page,
+        "initial_interval": "87600h",
+    });
+    if blocks {
+        for key in [
+            "include_attributes",
+            "include_group_assoc",
+            "include_indicator_assoc",
+        ] {
+            stream[key] = true.into();
+        }
     }
+    let mut reader = FieldReader::open("s", &stream).expect("a stream");
+    let cfg = ThreatConnectConfig::from_fields(&mut reader).expect("a valid stream");
+    let http = HttpClient::build(&cfg.http, None, cfg.secrets()).expect("a client");
+    let mut source = ThreatConnectSource::new(Arc::new(cfg), http);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
-        let http = reqwest::Client::new();
-        let start = chrono::Utc::now() - chrono::TimeDelta::days(3650);
-        let query = client::query(fields, page, 0, &client::tql(start, None));
-        let mut url = Some(format!("{base}/api/v3/indicators?{query}"));
+        let mut cursor = source.initial_cursor();
         let started = Instant::now();
         let (mut pages, mut largest) = (0, 0);
-        while let Some(u) = url.take() {
-            let parsed = url::Url::parse(&u).expect("a page URL");
-            let ts = chrono::Utc::now().timestamp();
-            let authz = auth::authorization(
-                ACCESS_ID,
-                SECRET.as_bytes(),
-                &auth::path_and_query(&parsed),
-                "GET",
-                ts,
-            );
-            let body = http
-                .get(parsed)
-                .header("Timestamp", ts.to_string())
-                .header("Authorization", authz)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .expect("a page")
-                .bytes()
-                .await
-                .expect("a body");
+        loop {
+            let p = source.fetch(&cursor).await.expect("a page");
             pages += 1;
-            largest = largest.max(body.len());
-            url = serde_json::from_slice::<Next>(&body)
-                .expect("an envelope")
-                .next;
+            largest = largest.max(p.items.body_len());
+            cursor = p.cursor;
+            if !p.more {
+                break;
+            }
         }
         Fetched {
             elapsed: started.elapsed(),
@@ -306,7 +299,7 @@ fn count_lines(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// `run` without `--once`: its resident set 3 s after it logged "caught up".
+/// `run` without `--once`: its resident set 5 s after it logged "caught up".
 fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
     let events = dir.join("events.ndjson");
     let state = dir.join("state");
@@ -328,7 +321,7 @@ fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
             break;
         }
     }
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     let _ = child.kill();
@@ -341,8 +334,8 @@ fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
 }
 
 /// The stream as an agent unit under `host`, its events over OTLP into the host's file: time
-/// until every indicator has arrived.
-fn through_host(bin: &Path, url: &str, indicators: usize, dir: &Path) -> (Duration, usize) {
+/// until every indicator has arrived, and the host's control-plane probe summary.
+fn through_host(bin: &Path, url: &str, indicators: usize, dir: &Path) -> (Duration, usize, String) {
     let events = dir.join("host-events.ndjson");
     let data = dir.join("host-data");
     let _ = std::fs::remove_file(&events);
@@ -368,6 +361,16 @@ inputs:
 "#
     );
     std::fs::write(&policy, yaml).expect("writing the policy");
+    let console = dir.join("host.out");
+    // Older builds have no probe.
+    let help = Command::new(bin).args(["host", "--help"]).output();
+    let probe: &[&str] = if help
+        .is_ok_and(|h| String::from_utf8_lossy(&h.stdout).contains("--probe-control-every"))
+    {
+        &["--probe-control-every", "100ms"]
+    } else {
+        &[]
+    };
     let started = Instant::now();
     let mut child = Command::new(bin)
         .args(["--log-level", "warn", "host", "--policy"])
@@ -376,7 +379,8 @@ inputs:
         .arg(&events)
         .arg("--data-dir")
         .arg(&data)
-        .stdout(Stdio::null())
+        .args(probe)
+        .stdout(std::fs::File::create(&console).expect("the host's console file"))
         .stderr(Stdio::null())
         .spawn()
         .expect("host starts");
@@ -398,5 +402,10 @@ inputs:
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    (wall, n)
+    let probe = std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("control probe: ").map(str::to_owned))
+        .unwrap_or_else(|| "(no probe: this binary's host has none)".to_owned());
+    (wall, n, probe)
 }

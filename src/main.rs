@@ -156,14 +156,18 @@ enum SimPlatform {
     Threatq(ti_sidecar::sim::threatq::SimArgs),
 }
 
-/// mimalloc (the `mimalloc` feature, on by default): the mapper makes many small allocations,
-/// and mimalloc returns freed pages to the system on its own, so memory falls back to its idle
-/// level after a backfill instead of staying at the peak.
-#[cfg(feature = "mimalloc")]
+/// jemalloc (the `jemalloc` feature, on by default): its background threads return freed
+/// memory to the system after a short decay (`.cargo/config.toml`), so memory falls back to its
+/// idle level after a backfill instead of staying at the peak, as glibc's arenas do.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Purging needs jemalloc's background threads; the build-time configuration turns them on
+    // too, this covers a build without it. Failing to start them only costs idle memory.
+    #[cfg(feature = "jemalloc")]
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     if let Command::Agent { args } = &cli.command {
         return agent(args, &cli.log_level);

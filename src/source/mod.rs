@@ -78,6 +78,11 @@ impl RawItems {
         Self { body, spans }
     }
 
+    /// The size of the page body the items are slices of.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// How many items.
     pub fn len(&self) -> usize {
         self.spans.len()
