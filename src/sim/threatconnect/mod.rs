@@ -375,16 +375,33 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     } else {
         indicators
     };
+    let mut store = Store::new(
+        indicators,
+        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+    );
+    // Clients that connect by address send it as `Host`, so this is the base they will see.
+    store.render_base = format!("http://{addr}");
+    let store = tokio::task::spawn_blocking(move || {
+        let base = store.render_base.clone();
+        let inds = &store.indicators;
+        let blocks = PRERENDERED.map(|b| b as usize);
+        store.renders.prerender(&blocks, |i, b| {
+            PRERENDERED
+                .iter()
+                .find(|p| **p as usize == b)
+                .map(|p| p.render(&inds[i], &base))
+                .unwrap_or_default()
+        });
+        store
+    })
+    .await?;
     let shared = Arc::new(Shared {
         access_id: args.access_id,
         secret_key: args.secret_key,
         faults,
         mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         addr,
-        store: Mutex::new(Store::new(
-            indicators,
-            ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
-        )),
+        store: Mutex::new(store),
         counters: Counters::default(),
     });
     let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -887,6 +904,17 @@ impl Block {
         }
     }
 }
+
+/// The blocks rendered at start-up: what ti-sidecar requests by default (`securityLabels`,
+/// `sightings`, `tags`, `threatAssess`; see `source/threatconnect/client.rs`). Others are
+/// rendered on first request.
+const PRERENDERED: [Block; 5] = [
+    Block::Base,
+    Block::Tags,
+    Block::SecurityLabels,
+    Block::Sightings,
+    Block::ThreatAssess,
+];
 
 /// `fields` whose block is always empty here: written as `"name":{}`.
 const EMPTY_BLOCKS: [(&str, &[u8]); 3] = [

@@ -642,13 +642,13 @@ impl Indicator {
     }
 
     /// `attributes`: zero to four `{id, attribute_id, indicator_id, name, value, …}` objects;
-    /// with `--rich-context`, 25 to 80 of them (names repeat, as they do in real libraries),
+    /// with `--rich-context`, 60 to 150 of them (names repeat, as they do in real libraries),
     /// each with the `sources` that reported it.
     pub fn attributes(&self) -> Vec<Map<String, Value>> {
         let mut rng = self.block_rng(4);
         let at = format_ts(self.created_at + Duration::seconds(2));
         let defs: Vec<(i64, &str)> = if self.rich {
-            let k = rng.random_range(25..=80usize);
+            let k = rng.random_range(60..=150usize);
             (0..k)
                 .map(|_| ATTRIBUTES[rng.random_range(0..ATTRIBUTES.len())])
                 .collect()

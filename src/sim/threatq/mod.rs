@@ -475,6 +475,26 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     } else {
         indicators
     };
+    let mut store = Store::new(
+        indicators,
+        now,
+        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+    );
+    // Render what ti-sidecar requests by default now, so that a first pass is as fast as later
+    // ones; any other `fields` is rendered on first request.
+    let fields = Fields::parse(&crate::source::threatq::config::default_threat_library_fields())
+        .map_err(|e| invalid(e.to_string()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        let inds = &store.indicators;
+        store
+            .renders
+            .prerender(&Block::ALL.map(|b| b as usize), |i, b| {
+                Block::ALL[b].render(&inds[i], &fields)
+            });
+        store.render_fields = Some(fields);
+        store
+    })
+    .await?;
     let shared = Arc::new(Shared {
         client_id: args.client_id,
         client_secret: args.client_secret,
@@ -483,11 +503,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         faults,
         mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         tokens: Mutex::new(TokenStore::new(args.seed ^ 0x746f_6b65_6e73)),
-        store: Mutex::new(Store::new(
-            indicators,
-            now,
-            ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
-        )),
+        store: Mutex::new(store),
         counters: Counters::default(),
     });
     let router = Router::new().fallback(handle).with_state(shared.clone());
