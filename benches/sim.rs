@@ -18,8 +18,8 @@
 //! `TI_SIM_BENCH_RICH_INDICATORS` (default 5000) change the data set sizes. To measure the
 //! release binary instead (e.g. pinned with `taskset -c 0`), start it with the same
 //! `--indicators` (and `--rich-context` for the rich cases) and pass its address in
-//! `TI_SIM_BENCH_TC_ADDR` / `TI_SIM_BENCH_TQ_ADDR`; `TI_SIM_BENCH_ONLY=threatconnect` (or a
-//! case name) selects cases. `benches/sim_binary.sh` does all of that.
+//! `TI_SIM_BENCH_TC_ADDR` / `TI_SIM_BENCH_TQ_ADDR`, and name the one case to run in
+//! `TI_SIM_BENCH_ONLY` (e.g. `threatconnect`); `benches/sim_binary.sh` does all of that.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -229,7 +229,7 @@ where
 }
 
 fn selected(name: &str) -> bool {
-    std::env::var("TI_SIM_BENCH_ONLY").map_or(true, |only| name.starts_with(&only))
+    std::env::var("TI_SIM_BENCH_ONLY").map_or(true, |only| name == only)
 }
 
 fn bench_threatconnect(c: &mut Criterion, name: &str, n: usize, rich: bool, fields: &'static str) {

@@ -137,10 +137,10 @@ impl RenderCache {
     /// Renders block `block` of `item` with `render` unless it is cached.
     pub fn fill(&mut self, item: usize, block: usize, render: impl FnOnce() -> Members) {
         let at = self.slot(item, block);
-        if let Some(slot) = self.slots.get_mut(at) {
-            if slot.is_none() {
-                *slot = Some(render());
-            }
+        if let Some(slot) = self.slots.get_mut(at)
+            && slot.is_none()
+        {
+            *slot = Some(render());
         }
     }
 

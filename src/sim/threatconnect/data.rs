@@ -415,10 +415,10 @@ pub fn generate(
 }
 
 impl Indicator {
-    /// The same indicator with realistic-size optional blocks (`--rich-context`); its base
+    /// The same indicator, with realistic-size (`rich`) or default-size optional blocks (`--rich-context`); its base
     /// fields are unchanged.
-    pub fn with_rich_context(mut self) -> Self {
-        self.rich = true;
+    pub fn with_rich_context(mut self, rich: bool) -> Self {
+        self.rich = rich;
         self
     }
 

@@ -218,10 +218,12 @@ impl Store {
     /// The indices of the indicators matching `p.tql`, in `p.sorting` order. Consecutive pages
     /// of one query share the result until the data changes.
     fn order(&mut self, p: &Params) -> Arc<[usize]> {
-        if let Some(o) = &self.order {
-            if o.generation == self.generation && o.tql == p.tql && o.sorting == p.sorting {
-                return o.indices.clone();
-            }
+        if let Some(o) = &self.order
+            && o.generation == self.generation
+            && o.tql == p.tql
+            && o.sorting == p.sorting
+        {
+            return o.indices.clone();
         }
         let inds = &self.indicators;
         let mut order: Vec<usize> = (0..inds.len())
@@ -367,16 +369,12 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         args.same_second,
         Utc::now(),
     );
-    let indicators = if args.faults.rich_context {
+    let rich = args.faults.rich_context;
+    let mut store = Store::new(
         indicators
             .into_iter()
-            .map(Indicator::with_rich_context)
-            .collect()
-    } else {
-        indicators
-    };
-    let mut store = Store::new(
-        indicators,
+            .map(|i| i.with_rich_context(rich))
+            .collect(),
         ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
     );
     // Clients that connect by address send it as `Host`, so this is the base they will see.

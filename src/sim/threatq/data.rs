@@ -477,10 +477,10 @@ pub fn generate(n: usize, seed: u64, id_base: i64, now: DateTime<Utc>) -> Vec<In
 }
 
 impl Indicator {
-    /// The same indicator with realistic-size blocks (`--rich-context`); its own fields are
+    /// The same indicator, with realistic-size (`rich`) or default-size blocks (`--rich-context`); its own fields are
     /// unchanged.
-    pub fn with_rich_context(mut self) -> Self {
-        self.rich = true;
+    pub fn with_rich_context(mut self, rich: bool) -> Self {
+        self.rich = rich;
         self
     }
 

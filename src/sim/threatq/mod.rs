@@ -467,16 +467,12 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let now = Utc::now();
     let indicators = data::generate(args.indicators, args.seed, args.id_base, now);
-    let indicators = if args.faults.rich_context {
+    let rich = args.faults.rich_context;
+    let mut store = Store::new(
         indicators
             .into_iter()
-            .map(Indicator::with_rich_context)
-            .collect()
-    } else {
-        indicators
-    };
-    let mut store = Store::new(
-        indicators,
+            .map(|i| i.with_rich_context(rich))
+            .collect(),
         now,
         ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
     );
