@@ -1,10 +1,9 @@
-//! Fault injection shared by the simulators: added latency, a seeded rate of injected 500/502/503
-//! answers, and a per-second rate limit answered with 429 and `Retry-After`.
+//! Fault injection shared by the simulators: added latency (with seeded jitter), a seeded rate of
+//! injected 500/502/503 answers, and a per-second rate limit answered with 429 and `Retry-After`.
 //!
-//! Each simulator keeps its own command-line flags (`--latency-ms`, `--error-rate`,
-//! `--rate-limit`) and its own error body shape; this module only decides *whether* a request
-//! is delayed, limited or failed, and counts what it did, so that both simulators misbehave in
-//! exactly the same, reproducible way.
+//! Both simulators take the same flags ([`FaultArgs`]) and keep their own error body shape; this
+//! module only decides *whether* a request is delayed, limited or failed, and counts what it
+//! did, so that both simulators misbehave in exactly the same, reproducible way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -52,16 +51,34 @@ pub enum InvalidFaults {
     /// `--rate-limit 0` would refuse every request.
     #[error("--rate-limit must be at least 1 request per second")]
     ZeroRateLimit,
+    /// `--latency-ms` plus `--latency-jitter-ms` does not fit a duration.
+    #[error("--latency-ms {latency_ms} plus --latency-jitter-ms {jitter_ms} overflows")]
+    LatencyOverflow {
+        /// `--latency-ms`.
+        latency_ms: u64,
+        /// `--latency-jitter-ms`.
+        jitter_ms: u64,
+    },
 }
 
 /// Every problem with the fault settings at once (empty when they are valid).
-pub fn validate(error_rate: f64, rate_limit: Option<u32>) -> Vec<InvalidFaults> {
+pub fn validate(args: &FaultArgs) -> Vec<InvalidFaults> {
     let mut p = Vec::new();
-    if !(0.0..=1.0).contains(&error_rate) {
-        p.push(InvalidFaults::ErrorRate(error_rate));
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        p.push(InvalidFaults::ErrorRate(args.error_rate));
     }
-    if rate_limit == Some(0) {
+    if args.rate_limit == Some(0) {
         p.push(InvalidFaults::ZeroRateLimit);
+    }
+    if args
+        .latency_ms
+        .checked_add(args.latency_jitter_ms)
+        .is_none()
+    {
+        p.push(InvalidFaults::LatencyOverflow {
+            latency_ms: args.latency_ms,
+            jitter_ms: args.latency_jitter_ms,
+        });
     }
     p
 }
@@ -72,12 +89,16 @@ struct RateWindow {
     count: u32,
 }
 
-/// The fault flags both simulators take.
+/// The behaviour flags both simulators take: faults, mutation and the size of the data.
 #[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct FaultArgs {
     /// Added latency per request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Extra latency per request: a seeded, uniform draw from 0..=J milliseconds on top of
+    /// `--latency-ms`.
+    #[arg(long, default_value_t = 0, value_name = "J")]
+    pub latency_jitter_ms: u64,
     /// Fraction (0..=1) of requests answered with a 500/502/503.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
@@ -87,6 +108,10 @@ pub struct FaultArgs {
     /// After each served page, modify this many already-served indicators.
     #[arg(long, default_value_t = 0)]
     pub mutate_per_page: usize,
+    /// Realistic-size indicators: many attributes, associations and tags, so that one with
+    /// every optional block requested is tens of KB (deterministic per seed).
+    #[arg(long)]
+    pub rich_context: bool,
 }
 
 impl Default for FaultArgs {
@@ -94,9 +119,11 @@ impl Default for FaultArgs {
     fn default() -> Self {
         Self {
             latency_ms: 0,
+            latency_jitter_ms: 0,
             error_rate: 0.0,
             rate_limit: None,
             mutate_per_page: 0,
+            rich_context: false,
         }
     }
 }
@@ -104,6 +131,9 @@ impl Default for FaultArgs {
 /// The runtime fault injector of one simulator.
 pub struct Faults {
     latency: Duration,
+    jitter_ms: u64,
+    /// Separate from `rng`, so that adding jitter leaves the choice of failed requests unchanged.
+    jitter_rng: Mutex<ChaCha8Rng>,
     error_rate: f64,
     rate_limit: Option<u32>,
     rng: Mutex<ChaCha8Rng>,
@@ -118,20 +148,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Faults {
-    /// Validates the settings once; `seed` makes the choice of failed requests reproducible.
-    pub fn new(
-        latency_ms: u64,
-        error_rate: f64,
-        rate_limit: Option<u32>,
-        seed: u64,
-    ) -> Result<Self, InvalidFaults> {
-        if let Some(first) = validate(error_rate, rate_limit).into_iter().next() {
+    /// Validates the settings once; `seed` makes the choice of failed requests and the jitter
+    /// reproducible.
+    pub fn new(args: &FaultArgs, seed: u64) -> Result<Self, InvalidFaults> {
+        if let Some(first) = validate(args).into_iter().next() {
             return Err(first);
         }
         Ok(Self {
-            latency: Duration::from_millis(latency_ms),
-            error_rate,
-            rate_limit,
+            latency: Duration::from_millis(args.latency_ms),
+            jitter_ms: args.latency_jitter_ms,
+            jitter_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x6a69_7474_6572)),
+            error_rate: args.error_rate,
+            rate_limit: args.rate_limit,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             window: Mutex::new(RateWindow {
                 second: 0,
@@ -142,10 +170,22 @@ impl Faults {
         })
     }
 
-    /// Sleeps for `--latency-ms` (on `tokio::time`, so paused-clock tests stay instant).
+    /// This request's latency: `--latency-ms` plus a seeded uniform draw from
+    /// `0..=--latency-jitter-ms`.
+    pub fn next_latency(&self) -> Duration {
+        if self.jitter_ms == 0 {
+            return self.latency;
+        }
+        let extra = lock(&self.jitter_rng).random_range(0..=self.jitter_ms);
+        self.latency + Duration::from_millis(extra)
+    }
+
+    /// Sleeps for [`Faults::next_latency`] (on `tokio::time`, so paused-clock tests stay
+    /// instant).
     pub async fn delay(&self) {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
+        let latency = self.next_latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
     }
 
@@ -209,20 +249,65 @@ impl Faults {
 mod tests {
     use super::*;
 
+    fn args(error_rate: f64, rate_limit: Option<u32>) -> FaultArgs {
+        FaultArgs {
+            error_rate,
+            rate_limit,
+            ..FaultArgs::default()
+        }
+    }
+
     #[test]
     fn validation_names_flags_and_rejects_nan() {
-        assert!(validate(0.5, Some(3)).is_empty());
-        let p = validate(f64::NAN, Some(0));
-        assert_eq!(p.len(), 2);
+        assert!(validate(&args(0.5, Some(3))).is_empty());
+        let p = validate(&FaultArgs {
+            latency_ms: u64::MAX,
+            latency_jitter_ms: 1,
+            ..args(f64::NAN, Some(0))
+        });
+        assert_eq!(p.len(), 3);
         let text: Vec<String> = p.iter().map(ToString::to_string).collect();
         assert!(text[0].contains("--error-rate"));
         assert!(text[1].contains("--rate-limit"));
-        assert!(Faults::new(0, 1.5, None, 1).is_err());
+        assert!(text[2].contains("--latency-jitter-ms"));
+        assert!(Faults::new(&args(1.5, None), 1).is_err());
+    }
+
+    #[test]
+    fn latency_jitter_is_seeded_and_within_bounds() {
+        let draw = |seed| {
+            let f = Faults::new(
+                &FaultArgs {
+                    latency_ms: 20,
+                    latency_jitter_ms: 10,
+                    ..FaultArgs::default()
+                },
+                seed,
+            )
+            .unwrap();
+            (0..200).map(|_| f.next_latency()).collect::<Vec<_>>()
+        };
+        let a = draw(3);
+        assert_eq!(a, draw(3));
+        assert_ne!(a, draw(4));
+        let ms: Vec<u128> = a.iter().map(Duration::as_millis).collect();
+        assert!(ms.iter().all(|m| (20..=30).contains(m)), "{ms:?}");
+        // Both ends of the range are reachable.
+        assert!(ms.contains(&20) && ms.contains(&30));
+        let fixed = Faults::new(
+            &FaultArgs {
+                latency_ms: 7,
+                ..FaultArgs::default()
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(fixed.next_latency(), Duration::from_millis(7));
     }
 
     #[test]
     fn rate_limit_counts_within_one_second() {
-        let f = Faults::new(0, 0.0, Some(2), 1).unwrap();
+        let f = Faults::new(&args(0.0, Some(2)), 1).unwrap();
         // Retry at most a few times in case the wall-clock second turns over mid-burst.
         let limited = (0..50).any(|_| f.check_rate().is_err());
         assert!(limited);
@@ -236,7 +321,7 @@ mod tests {
     #[test]
     fn error_rate_is_seeded_and_counts() {
         let draw = |seed| {
-            let f = Faults::new(0, 0.5, None, seed).unwrap();
+            let f = Faults::new(&args(0.5, None), seed).unwrap();
             let v: Vec<bool> = (0..64).map(|_| f.check_error().is_err()).collect();
             (v, f.errors_injected())
         };
@@ -245,11 +330,16 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(na, nb);
         assert!(na > 0 && na < 64);
-        let always = Faults::new(0, 1.0, None, 1).unwrap();
+        let always = Faults::new(&args(1.0, None), 1).unwrap();
         for _ in 0..10 {
             let e = always.check_error().unwrap_err();
             assert!([500, 502, 503].contains(&e.status().as_u16()));
         }
-        assert!(Faults::new(0, 0.0, None, 1).unwrap().check_error().is_ok());
+        assert!(
+            Faults::new(&args(0.0, None), 1)
+                .unwrap()
+                .check_error()
+                .is_ok()
+        );
     }
 }

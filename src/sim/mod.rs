@@ -2,6 +2,7 @@
 //! be tried without an account and integration tests can exercise real failure modes.
 
 pub mod faults;
+pub mod page;
 pub mod threatconnect;
 pub mod threatq;
 pub mod values;

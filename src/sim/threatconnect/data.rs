@@ -4,13 +4,20 @@
 //! optional blocks (`tags`, `securityLabels`, `attributes`, `associatedGroups`, …) are rendered on
 //! demand from a per-indicator seed, so they stay stable across mutations and cost no memory
 //! until a client asks for them with `fields`.
+//!
+//! With `--rich-context` ([`Indicator::with_rich_context`]) the same blocks are drawn larger:
+//! dozens of attributes with analyst-length text, several groups with their own attributes,
+//! more associated indicators and tags, so that an indicator with every block is tens of KB, as
+//! in a mature ThreatConnect instance.
+
+use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::sim::values::{domain, hex, ipv4, ipv6, mix};
+use crate::sim::values::{analysis, domain, hex, ipv4, ipv6, mix, sized};
 use serde_json::{Map, Value, json};
 
 /// The built-in indicator types, with the `type` text the API returns.
@@ -123,6 +130,8 @@ pub struct Indicator {
     legacy_path: String,
     /// Seed for the optional blocks.
     block_seed: u64,
+    /// Draw the optional blocks at realistic size (`--rich-context`).
+    rich: bool,
 }
 
 /// Owners (organisation, community, source) that indicators belong to: `(ownerId, ownerName)`.
@@ -399,12 +408,34 @@ pub fn generate(
             version: 0,
             legacy_path,
             block_seed: mix(seed, 2, i as u64),
+            rich: false,
         });
     }
     out
 }
 
 impl Indicator {
+    /// The same indicator, with realistic-size (`rich`) or default-size optional blocks (`--rich-context`); its base
+    /// fields are unchanged.
+    pub fn with_rich_context(mut self, rich: bool) -> Self {
+        self.rich = rich;
+        self
+    }
+
+    /// How many entries an optional block draws: the default range, or the rich one.
+    fn sized(
+        &self,
+        default: RangeInclusive<usize>,
+        rich: RangeInclusive<usize>,
+    ) -> RangeInclusive<usize> {
+        sized(self.rich, default, rich)
+    }
+
+    /// How many associated indicators to draw.
+    pub fn associated_indicator_range(&self) -> RangeInclusive<usize> {
+        self.sized(0..=3, 4..=15)
+    }
+
     /// Modifies the indicator as an analyst would: a new rating, confidence and description,
     /// with `lastModified` set to `now` (second precision).
     pub fn mutate(&mut self, now: DateTime<Utc>, rng: &mut ChaCha8Rng) {
@@ -536,7 +567,7 @@ pub fn tags(ind: &Indicator) -> Value {
             &["Defense Evasion", "Privilege Escalation"],
         ),
     ];
-    let n = rng.random_range(0..=4usize);
+    let n = rng.random_range(ind.sized(0..=4, 4..=12));
     let mut items = Vec::new();
     for _ in 0..n {
         let last_used =
@@ -615,9 +646,15 @@ pub fn security_labels(ind: &Indicator) -> Value {
     })])
 }
 
-fn attribute_list(rng: &mut ChaCha8Rng, around: DateTime<Utc>, id_base: i64) -> Vec<Value> {
+fn attribute_list(
+    rng: &mut ChaCha8Rng,
+    around: DateTime<Utc>,
+    id_base: i64,
+    count: RangeInclusive<usize>,
+    rich: bool,
+) -> Vec<Value> {
     let users = users();
-    let n = rng.random_range(0..=3usize);
+    let n = rng.random_range(count);
     (0..n)
         .map(|k| {
             let added = around - Duration::seconds(rng.random_range(0..3 * 86_400));
@@ -625,6 +662,14 @@ fn attribute_list(rng: &mut ChaCha8Rng, around: DateTime<Utc>, id_base: i64) -> 
                 0 => ("First Seen", json!(format_ts(added - Duration::days(30)))),
                 1 => ("Last Seen", json!(format_ts(added))),
                 2 => ("Source", json!(SOURCES[rng.random_range(0..SOURCES.len())])),
+                3 if rich => (
+                    "Description",
+                    json!(format!(
+                        "Linked to {} infrastructure. {}",
+                        MALWARE[rng.random_range(0..MALWARE.len())],
+                        analysis(rng)
+                    )),
+                ),
                 3 => (
                     "Description",
                     json!(format!(
@@ -632,6 +677,7 @@ fn attribute_list(rng: &mut ChaCha8Rng, around: DateTime<Utc>, id_base: i64) -> 
                         MALWARE[rng.random_range(0..MALWARE.len())]
                     )),
                 ),
+                _ if rich => ("Additional Analysis and Context", json!(analysis(rng))),
                 _ => (
                     "Additional Analysis and Context",
                     json!("Seen in sandbox detonation."),
@@ -658,14 +704,23 @@ fn attribute_list(rng: &mut ChaCha8Rng, around: DateTime<Utc>, id_base: i64) -> 
 /// `attributes`, each with `createdBy`.
 pub fn attributes(ind: &Indicator) -> Value {
     let mut rng = ind.block_rng(3);
-    let base = 71_670_000 + (ind.block_seed % 1_000_000) as i64 * 4;
-    collection(attribute_list(&mut rng, ind.last_modified, base))
+    // Room for every attribute id of one indicator before the next one's start.
+    let stride = if ind.rich { 64 } else { 4 };
+    let base = 71_670_000 + (ind.block_seed % 1_000_000) as i64 * stride;
+    collection(attribute_list(
+        &mut rng,
+        ind.last_modified,
+        base,
+        ind.sized(0..=3, 10..=30),
+        ind.rich,
+    ))
 }
 
 /// `associatedGroups` of several group types; with `with_attributes`, each carries `attributes`.
 pub fn associated_groups(ind: &Indicator, base: &str, with_attributes: bool) -> Value {
     let mut rng = ind.block_rng(4);
-    let n = rng.random_range(0..=3usize);
+    let n = rng.random_range(ind.sized(0..=3, 3..=10));
+    let stride = if ind.rich { 16 } else { 4 };
     let items = (0..n)
         .map(|_| {
             let gid = rng.random_range(0..40u64);
@@ -675,7 +730,9 @@ pub fn associated_groups(ind: &Indicator, base: &str, with_attributes: bool) -> 
                 g["attributes"] = collection(attribute_list(
                     &mut grng,
                     group_time(gid),
-                    90_000_000 + gid as i64 * 4,
+                    90_000_000 + gid as i64 * stride,
+                    ind.sized(0..=3, 2..=8),
+                    ind.rich,
                 ));
             }
             g

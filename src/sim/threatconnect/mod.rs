@@ -6,6 +6,10 @@
 //! `lastModified` seconds, 429 and 5xx answers, HMAC signatures over the exact wire bytes, and
 //! ids above 2^53. Behaviour follows `shared/spec/threatconnect-api.md`; data is deterministic
 //! from `--seed`.
+//!
+//! Pages are written from per-indicator renders cached in a [`RenderCache`] (see
+//! `sim/page.rs`), and the filtered, sorted order of a query is kept until the data changes, so
+//! that offset paging through a large data set costs a copy per page, not a sort and a DOM.
 
 pub mod data;
 pub mod tql;
@@ -29,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::sim::faults::{self, Fault, Faults};
+use crate::sim::page::{self, JsonArray, Members, RenderCache};
 use crate::source::threatconnect::auth;
 use data::Indicator;
 
@@ -65,7 +70,8 @@ pub struct SimArgs {
         hide_default_value = true
     )]
     pub secret_key: String,
-    /// Fault injection: `--latency-ms`, `--error-rate`, `--rate-limit`, `--mutate-per-page`.
+    /// Fault injection and data size: `--latency-ms`, `--latency-jitter-ms`, `--error-rate`,
+    /// `--rate-limit`, `--mutate-per-page`, `--rich-context`.
     #[command(flatten)]
     pub faults: FaultArgs,
     /// Put this many indicators into one single lastModified second (a crowded second).
@@ -111,7 +117,7 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p: Vec<String> = faults::validate(self.faults.error_rate, self.faults.rate_limit)
+        let mut p: Vec<String> = faults::validate(&self.faults)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -172,13 +178,75 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, AtomicOrdering::Relaxed);
 }
 
-/// The indicator store and the bookkeeping that mutation needs.
+/// The indicator store, its render cache and the bookkeeping that mutation needs.
 struct Store {
     indicators: Vec<Indicator>,
     /// Which indicators (by index) have appeared in a served page.
     served: Vec<bool>,
     served_list: Vec<usize>,
     mutation_rng: ChaCha8Rng,
+    /// Rendered [`Block`]s by indicator index.
+    renders: RenderCache,
+    /// The base URL (`http://<Host>`) the cached renders embed in `webLink` and `legacyLink`.
+    render_base: String,
+    /// Bumped whenever an indicator changes, which invalidates `order`.
+    generation: u64,
+    /// The matching indicators of the last query, in its order.
+    order: Option<QueryOrder>,
+}
+
+impl Store {
+    fn new(indicators: Vec<Indicator>, mutation_rng: ChaCha8Rng) -> Self {
+        Self {
+            served: vec![false; indicators.len()],
+            served_list: Vec::new(),
+            renders: RenderCache::new(indicators.len(), Block::COUNT),
+            render_base: String::new(),
+            generation: 0,
+            order: None,
+            indicators,
+            mutation_rng,
+        }
+    }
+
+    /// Records that indicator `idx` changed: its renders and every cached order are stale.
+    fn changed(&mut self, idx: usize) {
+        self.renders.invalidate(idx);
+        self.generation += 1;
+    }
+
+    /// The indices of the indicators matching `p.tql`, in `p.sorting` order. Consecutive pages
+    /// of one query share the result until the data changes.
+    fn order(&mut self, p: &Params) -> Arc<[usize]> {
+        if let Some(o) = &self.order
+            && o.generation == self.generation
+            && o.tql == p.tql
+            && o.sorting == p.sorting
+        {
+            return o.indices.clone();
+        }
+        let inds = &self.indicators;
+        let mut order: Vec<usize> = (0..inds.len())
+            .filter(|&i| p.tql.as_ref().is_none_or(|e| e.matches(&inds[i])))
+            .collect();
+        order.sort_by(|&a, &b| compare(&inds[a], &inds[b], &p.sorting));
+        let indices: Arc<[usize]> = order.into();
+        self.order = Some(QueryOrder {
+            tql: p.tql.clone(),
+            sorting: p.sorting.clone(),
+            generation: self.generation,
+            indices: indices.clone(),
+        });
+        indices
+    }
+}
+
+/// The result order of one query at one data generation.
+struct QueryOrder {
+    tql: Option<tql::Expr>,
+    sorting: Vec<(SortKey, bool)>,
+    generation: u64,
+    indices: Arc<[usize]>,
 }
 
 struct Shared {
@@ -232,9 +300,10 @@ impl SimHandle {
     /// bug would, e.g. far in the future. Returns whether the id exists.
     pub fn stamp(&self, id: i64, last_modified: DateTime<Utc>) -> bool {
         let mut store = lock(&self.shared.store);
-        match store.indicators.iter_mut().find(|i| i.id == id) {
-            Some(ind) => {
-                ind.last_modified = last_modified.trunc_subsecs(0);
+        match store.indicators.iter().position(|i| i.id == id) {
+            Some(idx) => {
+                store.indicators[idx].last_modified = last_modified.trunc_subsecs(0);
+                store.changed(idx);
                 true
             }
             None => false,
@@ -289,13 +358,8 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             problems.join("; "),
         ));
     }
-    let faults = Faults::new(
-        args.faults.latency_ms,
-        args.faults.error_rate,
-        args.faults.rate_limit,
-        args.seed ^ 0x0066_6175_6c74,
-    )
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let faults = Faults::new(&args.faults, args.seed ^ 0x0066_6175_6c74)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let indicators = data::generate(
@@ -305,18 +369,37 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         args.same_second,
         Utc::now(),
     );
+    let rich = args.faults.rich_context;
+    let mut store = Store::new(
+        indicators
+            .into_iter()
+            .map(|i| i.with_rich_context(rich))
+            .collect(),
+        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+    );
+    // Clients that connect by address send it as `Host`, so this is the base they will see.
+    store.render_base = format!("http://{addr}");
+    let store = tokio::task::spawn_blocking(move || {
+        let base = store.render_base.clone();
+        let inds = &store.indicators;
+        let blocks = PRERENDERED.map(|b| b as usize);
+        store.renders.prerender(&blocks, |i, b| {
+            PRERENDERED
+                .iter()
+                .find(|p| **p as usize == b)
+                .map(|p| p.render(&inds[i], &base))
+                .unwrap_or_default()
+        });
+        store
+    })
+    .await?;
     let shared = Arc::new(Shared {
         access_id: args.access_id,
         secret_key: args.secret_key,
         faults,
         mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         addr,
-        store: Mutex::new(Store {
-            served: vec![false; indicators.len()],
-            served_list: Vec::new(),
-            indicators,
-            mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
-        }),
+        store: Mutex::new(store),
         counters: Counters::default(),
     });
     let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -435,24 +518,10 @@ impl ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    // serde_json writes i64 ids digit for digit; nothing here goes through f64.
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        bytes,
-    )
-        .into_response()
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut resp = json_response(
+        let mut resp = page::json_value(
             status,
             &json!({"status": "Failure", "message": self.to_string()}),
         );
@@ -756,96 +825,229 @@ fn with_result_start(raw_query: &str, start: usize) -> String {
     parts.join("&")
 }
 
-fn render(ind: &Indicator, store: &Store, p: &Params, base: &str) -> Value {
-    let mut m = ind.base_json(base);
-    if p.has("tags") {
-        m.insert("tags".into(), data::tags(ind));
-    }
-    if p.has("securityLabels") {
-        m.insert("securityLabels".into(), data::security_labels(ind));
-    }
-    if p.has("attributes") {
-        m.insert("attributes".into(), data::attributes(ind));
-    }
-    if p.has_nested("associatedGroups") {
-        m.insert(
-            "associatedGroups".into(),
-            data::associated_groups(ind, base, p.has_nested("associatedGroups.attributes")),
-        );
-    }
-    if p.has_nested("associatedIndicators") {
-        let mut rng = ind.block_rng(9);
-        let n = store.indicators.len();
-        let k = if n > 1 {
-            rng.random_range(0..=3usize)
-        } else {
-            0
-        };
-        let items: Vec<Value> = (0..k)
-            .filter_map(|_| store.indicators.get(rng.random_range(0..n)))
-            .filter(|other| other.id != ind.id)
-            .map(|other| Value::Object(other.base_json(base)))
-            .collect();
-        m.insert("associatedIndicators".into(), data::collection(items));
-    }
-    if p.has("threatAssess") {
-        data::threat_assess(ind, &mut m);
-    }
-    if p.has("sightings") {
-        data::sightings(ind, &mut m);
-    }
-    if p.has("externalDates") {
-        data::external_dates(ind, &mut m);
-    }
-    data::counters(ind, &mut m, p.has("falsePositives"), p.has("observations"));
-    for empty in [
-        "associatedArtifacts",
-        "associatedCases",
-        "customAssociations",
-    ] {
-        if p.has_nested(empty) {
-            m.insert(empty.into(), data::collection(Vec::new()));
-        }
-    }
-    Value::Object(m)
+/// The parts of an indicator that are rendered and cached separately; which of them a page
+/// shows depends on `fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// The base object (always shown).
+    Base,
+    Tags,
+    SecurityLabels,
+    Attributes,
+    Groups,
+    GroupsWithAttributes,
+    ThreatAssess,
+    Sightings,
+    ExternalDates,
+    /// `falsePositives` and `observations` share one random stream, so each combination is its
+    /// own render.
+    FalsePositives,
+    Observations,
+    FalsePositivesAndObservations,
 }
 
-/// Filters, sorts and slices one page, renders it, then applies `--mutate-per-page`.
+impl Block {
+    const COUNT: usize = 12;
+
+    /// The blocks `p.fields` asks for, base first, in the order a page writes them.
+    fn requested(p: &Params) -> Vec<Block> {
+        let groups = if p.has_nested("associatedGroups.attributes") {
+            Block::GroupsWithAttributes
+        } else {
+            Block::Groups
+        };
+        let counters = match (p.has("falsePositives"), p.has("observations")) {
+            (true, true) => Some(Block::FalsePositivesAndObservations),
+            (true, false) => Some(Block::FalsePositives),
+            (false, true) => Some(Block::Observations),
+            (false, false) => None,
+        };
+        [
+            Some(Block::Base),
+            p.has("tags").then_some(Block::Tags),
+            p.has("securityLabels").then_some(Block::SecurityLabels),
+            p.has("attributes").then_some(Block::Attributes),
+            p.has_nested("associatedGroups").then_some(groups),
+            p.has("threatAssess").then_some(Block::ThreatAssess),
+            p.has("sightings").then_some(Block::Sightings),
+            p.has("externalDates").then_some(Block::ExternalDates),
+            counters,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn render(self, ind: &Indicator, base: &str) -> Members {
+        let scalars = |fill: &dyn Fn(&mut Map<String, Value>)| {
+            let mut m = Map::new();
+            fill(&mut m);
+            page::members(&m)
+        };
+        match self {
+            Self::Base => page::members(&ind.base_json(base)),
+            Self::Tags => page::member("tags", &data::tags(ind)),
+            Self::SecurityLabels => page::member("securityLabels", &data::security_labels(ind)),
+            Self::Attributes => page::member("attributes", &data::attributes(ind)),
+            Self::Groups | Self::GroupsWithAttributes => page::member(
+                "associatedGroups",
+                &data::associated_groups(ind, base, self == Self::GroupsWithAttributes),
+            ),
+            Self::ThreatAssess => scalars(&|m| data::threat_assess(ind, m)),
+            Self::Sightings => scalars(&|m| data::sightings(ind, m)),
+            Self::ExternalDates => scalars(&|m| data::external_dates(ind, m)),
+            Self::FalsePositives => scalars(&|m| data::counters(ind, m, true, false)),
+            Self::Observations => scalars(&|m| data::counters(ind, m, false, true)),
+            Self::FalsePositivesAndObservations => scalars(&|m| data::counters(ind, m, true, true)),
+        }
+    }
+}
+
+/// The blocks rendered at start-up: what ti-sidecar requests by default (`securityLabels`,
+/// `sightings`, `tags`, `threatAssess`; see `source/threatconnect/client.rs`). Others are
+/// rendered on first request.
+const PRERENDERED: [Block; 5] = [
+    Block::Base,
+    Block::Tags,
+    Block::SecurityLabels,
+    Block::Sightings,
+    Block::ThreatAssess,
+];
+
+/// `fields` whose block is always empty here: written as `"name":{}`.
+const EMPTY_BLOCKS: [(&str, &[u8]); 3] = [
+    ("associatedArtifacts", b"\"associatedArtifacts\":{}"),
+    ("associatedCases", b"\"associatedCases\":{}"),
+    ("customAssociations", b"\"customAssociations\":{}"),
+];
+
+/// Indices of the indicators associated with indicator `idx` (drawn from its own seed, so the
+/// set is stable; their content is whatever they are now).
+fn associated_indicators(ind: &Indicator, n: usize) -> Vec<usize> {
+    let mut rng = ind.block_rng(9);
+    let k = if n > 1 {
+        rng.random_range(ind.associated_indicator_range())
+    } else {
+        0
+    };
+    (0..k).map(|_| rng.random_range(0..n)).collect()
+}
+
+/// Appends `"associatedIndicators":{"data":[…]}` (or `{}`), each item the cached base render of
+/// the associated indicator.
+fn write_associated_indicators(
+    out: &mut Vec<u8>,
+    store: &Store,
+    ind: &Indicator,
+    others: &[usize],
+) {
+    page::write_key(out, "associatedIndicators", false);
+    let mut items = others
+        .iter()
+        .filter(|&&j| store.indicators[j].id != ind.id)
+        .peekable();
+    if items.peek().is_none() {
+        out.extend_from_slice(b"{}");
+        return;
+    }
+    out.extend_from_slice(b"{\"data\":");
+    let mut arr = JsonArray::open(out);
+    for &j in items {
+        arr.object(&[store.renders.get(j, Block::Base as usize)]);
+    }
+    arr.finish();
+    out.push(b'}');
+}
+
+/// Filters, sorts and slices one page, writes it from cached renders, then applies
+/// `--mutate-per-page`.
 fn page(s: &Shared, p: &Params, base: &str, raw_query: &str) -> Response {
     let mut guard = lock(&s.store);
     let store = &mut *guard;
-    let mut order: Vec<usize> = (0..store.indicators.len())
-        .filter(|&i| {
-            p.tql
-                .as_ref()
-                .is_none_or(|e| e.matches(&store.indicators[i]))
-        })
-        .collect();
-    order.sort_by(|&a, &b| compare(&store.indicators[a], &store.indicators[b], &p.sorting));
+    if store.render_base != base {
+        store.renders.clear();
+        store.render_base = base.to_owned();
+    }
+    let order = store.order(p);
     let total = order.len();
-    let slice: Vec<usize> = order.iter().skip(p.start).take(p.limit).copied().collect();
-    let items: Vec<Value> = slice
+    let slice = order.get(p.start.min(total)..p.start.saturating_add(p.limit).min(total));
+    let slice = slice.unwrap_or_default();
+    let blocks = Block::requested(p);
+    let with_assoc = p.has_nested("associatedIndicators");
+    let empties: Vec<&[u8]> = EMPTY_BLOCKS
         .iter()
-        .map(|&i| render(&store.indicators[i], store, p, base))
+        .filter(|(name, _)| p.has_nested(name))
+        .map(|(_, member)| *member)
         .collect();
 
-    let mut env = Map::new();
-    env.insert("data".into(), Value::Array(items));
-    if p.count {
-        env.insert("count".into(), json!(total));
+    // Render what is missing, then write the page from the cache alone.
+    let n = store.indicators.len();
+    let mut assoc: Vec<Vec<usize>> = Vec::new();
+    for &i in slice {
+        let ind = &store.indicators[i];
+        for &b in &blocks {
+            store.renders.fill(i, b as usize, || b.render(ind, base));
+        }
+        if with_assoc {
+            let others = associated_indicators(ind, n);
+            for &j in &others {
+                let other = &store.indicators[j];
+                store
+                    .renders
+                    .fill(j, Block::Base as usize, || Block::Base.render(other, base));
+            }
+            assoc.push(others);
+        }
     }
+    let per_item: usize = slice
+        .first()
+        .map(|&i| {
+            blocks
+                .iter()
+                .map(|&b| store.renders.get(i, b as usize).len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(per_item.saturating_mul(slice.len() + 1) + 512);
+    // Keys in the order serde_json's sorted map wrote them before: count, data, next, prev, status.
+    body.push(b'{');
+    if p.count {
+        page::write_key(&mut body, "count", false);
+        body.extend_from_slice(total.to_string().as_bytes());
+        body.push(b',');
+    }
+    page::write_key(&mut body, "data", false);
+    let mut arr = JsonArray::open(&mut body);
+    let mut extra = Vec::new();
+    for (k, &i) in slice.iter().enumerate() {
+        extra.clear();
+        if let Some(others) = assoc.get(k) {
+            write_associated_indicators(&mut extra, store, &store.indicators[i], others);
+        }
+        let mut parts: [&[u8]; Block::COUNT + EMPTY_BLOCKS.len() + 1] = Default::default();
+        let cached = blocks.iter().map(|&b| store.renders.get(i, b as usize));
+        let all = cached
+            .chain(empties.iter().copied())
+            .chain([extra.as_slice()]);
+        for (slot, part) in parts.iter_mut().zip(all) {
+            *slot = part;
+        }
+        arr.object(&parts);
+    }
+    arr.finish();
     if p.start.saturating_add(slice.len()) < total {
         let q = with_result_start(raw_query, p.start.saturating_add(p.limit));
-        env.insert("next".into(), json!(format!("{base}{INDICATORS_PATH}?{q}")));
+        page::write_key(&mut body, "next", true);
+        page::write_str(&mut body, &format!("{base}{INDICATORS_PATH}?{q}"));
     }
     if p.start > 0 {
         let q = with_result_start(raw_query, p.start.saturating_sub(p.limit));
-        env.insert("prev".into(), json!(format!("{base}{INDICATORS_PATH}?{q}")));
+        page::write_key(&mut body, "prev", true);
+        page::write_str(&mut body, &format!("{base}{INDICATORS_PATH}?{q}"));
     }
-    env.insert("status".into(), json!("Success"));
-    let body = Value::Object(env);
+    body.extend_from_slice(b",\"status\":\"Success\"}");
 
-    for &i in &slice {
+    for &i in slice {
         if !store.served[i] {
             store.served[i] = true;
             store.served_list.push(i);
@@ -862,12 +1064,13 @@ fn page(s: &Shared, p: &Params, base: &str, raw_query: &str) -> Response {
         for pos in chosen.iter() {
             let idx = store.served_list[pos];
             store.indicators[idx].mutate(now, &mut store.mutation_rng);
+            store.changed(idx);
         }
         bump(&s.counters.mutations, chosen.len() as u64);
     }
     drop(guard);
     bump(&s.counters.pages_served, 1);
-    json_response(StatusCode::OK, &body)
+    page::json_bytes(StatusCode::OK, body)
 }
 
 #[cfg(test)]

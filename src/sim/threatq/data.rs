@@ -5,13 +5,18 @@
 //! `shared/fixtures/threatq` samples: `YYYY-MM-DD HH:MM:SS` timestamps, `type`/`status` objects,
 //! `sources`, `attributes`, `adversaries` and `related_*_count` counters. The nested blocks are
 //! rendered on demand from a per-indicator seed, so they stay stable across mutations.
+//!
+//! With `--rich-context` ([`Indicator::with_rich_context`]) the blocks are drawn larger: dozens
+//! of attributes (analyst-length descriptions, each with its `sources`), most of the feeds as
+//! sources, adversaries and every `related_*_count`, so that an indicator with `sources` and
+//! `attributes` is tens of KB.
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::sim::values::{domain, hex, ipv4, mix, pick};
+use crate::sim::values::{analysis, domain, hex, ipv4, mix, pick, sized};
 use serde_json::{Map, Value, json};
 
 /// One ThreatQ indicator type: `type {id, name, class}`.
@@ -151,6 +156,8 @@ pub struct Indicator {
     pub version: u32,
     /// Seed for `sources`, `attributes`, `adversaries` and the counters.
     block_seed: u64,
+    /// Draw the blocks at realistic size (`--rich-context`).
+    rich: bool,
 }
 
 const TLDS: [&str; 8] = ["com", "net", "org", "info", "ru", "xyz", "top", "io"];
@@ -463,12 +470,20 @@ pub fn generate(n: usize, seed: u64, id_base: i64, now: DateTime<Utc>) -> Vec<In
             tags,
             version: 0,
             block_seed: mix(seed, 2, i as u64),
+            rich: false,
         });
     }
     out
 }
 
 impl Indicator {
+    /// The same indicator, with realistic-size (`rich`) or default-size blocks (`--rich-context`); its own fields are
+    /// unchanged.
+    pub fn with_rich_context(mut self, rich: bool) -> Self {
+        self.rich = rich;
+        self
+    }
+
     /// The indicator's type.
     pub fn kind(&self) -> IndicatorType {
         TYPES[self.kind % TYPES.len()]
@@ -557,7 +572,7 @@ impl Indicator {
         }
         m.insert("adversaries".into(), self.adversaries());
         // Only the richer records carry the relation counters, as in the fixtures.
-        if rng.random_bool(0.3) {
+        if rng.random_bool(0.3) || self.rich {
             for kind in RELATED {
                 m.insert(
                     format!("related_{kind}_count"),
@@ -571,10 +586,10 @@ impl Indicator {
     /// `adversaries`: usually empty.
     pub fn adversaries(&self) -> Value {
         let mut rng = self.block_rng(2);
-        if rng.random_bool(0.8) {
+        if rng.random_bool(0.8) && !self.rich {
             return json!([]);
         }
-        let k = rng.random_range(1..=2usize);
+        let k = rng.random_range(sized(self.rich, 1..=2, 1..=4));
         let list: Vec<Value> = ADVERSARIES
             .choose_multiple(&mut rng, k)
             .map(|(id, name)| json!({"id": id, "name": name}))
@@ -585,7 +600,7 @@ impl Indicator {
     /// `sources`: one to three feed records, some with `tlp_id`/`tlp_name` and `provider`.
     pub fn sources(&self) -> Vec<Map<String, Value>> {
         let mut rng = self.block_rng(3);
-        let k = rng.random_range(1..=3usize);
+        let k = rng.random_range(sized(self.rich, 1..=3, 4..=7));
         let t = self.kind();
         let (sid, _, _) = STATUSES[self.status % STATUSES.len()];
         SOURCES
@@ -626,16 +641,25 @@ impl Indicator {
             .collect()
     }
 
-    /// `attributes`: zero to four `{id, attribute_id, indicator_id, name, value, …}` objects.
+    /// `attributes`: zero to four `{id, attribute_id, indicator_id, name, value, …}` objects;
+    /// with `--rich-context`, 60 to 150 of them (names repeat, as they do in real libraries),
+    /// each with the `sources` that reported it.
     pub fn attributes(&self) -> Vec<Map<String, Value>> {
         let mut rng = self.block_rng(4);
-        let k = rng.random_range(0..=4usize);
         let at = format_ts(self.created_at + Duration::seconds(2));
-        ATTRIBUTES
-            .choose_multiple(&mut rng, k)
+        let defs: Vec<(i64, &str)> = if self.rich {
+            let k = rng.random_range(60..=150usize);
+            (0..k)
+                .map(|_| ATTRIBUTES[rng.random_range(0..ATTRIBUTES.len())])
+                .collect()
+        } else {
+            let k = rng.random_range(0..=4usize);
+            ATTRIBUTES.choose_multiple(&mut rng, k).copied().collect()
+        };
+        defs.into_iter()
             .enumerate()
             .map(|(j, (attribute_id, name))| {
-                let value = match *name {
+                let value = match name {
                     "Country" => pick(&mut rng, &["US", "RU", "NL", "CN", "MP"]).to_owned(),
                     "Malware Family" => pick(&mut rng, &MALWARE).to_owned(),
                     "Kill Chain Phase" => pick(
@@ -643,13 +667,16 @@ impl Indicator {
                         &["Delivery", "Command and Control", "Exploitation"],
                     )
                     .to_owned(),
+                    "Description" if self.rich => analysis(&mut rng),
                     "Description" => "Malicious Host".to_owned(),
                     _ => rng.random_range(1..=5u8).to_string(),
                 };
+                // Room for every attribute id of one indicator before the next one's start.
+                let stride = if self.rich { 128 } else { 8 };
                 let mut a = Map::new();
                 a.insert(
                     "id".into(),
-                    json!(self.id.saturating_mul(8).saturating_add(j as i64)),
+                    json!(self.id.saturating_mul(stride).saturating_add(j as i64)),
                 );
                 a.insert("attribute_id".into(), json!(attribute_id));
                 a.insert("indicator_id".into(), json!(self.id));
@@ -658,6 +685,10 @@ impl Indicator {
                 a.insert("created_at".into(), json!(at));
                 a.insert("updated_at".into(), json!(at));
                 a.insert("touched_at".into(), json!(at));
+                if self.rich {
+                    let source = SOURCES[rng.random_range(0..SOURCES.len())].1;
+                    a.insert("sources".into(), json!([{ "name": source }]));
+                }
                 a
             })
             .collect()

@@ -15,12 +15,17 @@
 //! * `updated_at` is served at second precision, but changes made within one second are ordered
 //!   by a hidden sub-second part, so a cursor never skips an indicator changed after it was
 //!   issued (see [`SortKey`]).
+//!
+//! Pages are written from per-indicator renders cached in a [`RenderCache`] (see
+//! `sim/page.rs`) and selected through an index ordered by [`SortKey`], so a page costs a copy
+//! of its indicators, not a scan of the collection and a DOM.
 
 pub mod data;
 
 use crate::sim::faults::FaultArgs;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -41,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::sim::faults::{self, Fault, Faults};
+use crate::sim::page::{self, JsonArray, Members, RenderCache};
 use data::Indicator;
 
 /// The OAuth2 token endpoint.
@@ -84,7 +90,8 @@ pub struct SimArgs {
     /// Lifetime of issued access tokens, in seconds (`expires_in`).
     #[arg(long, default_value_t = 3600)]
     pub token_ttl: u64,
-    /// Fault injection: `--latency-ms`, `--error-rate`, `--rate-limit`, `--mutate-per-page`.
+    /// Fault injection and data size: `--latency-ms`, `--latency-jitter-ms`, `--error-rate`,
+    /// `--rate-limit`, `--mutate-per-page`, `--rich-context`.
     #[command(flatten)]
     pub faults: FaultArgs,
     /// First indicator id.
@@ -129,7 +136,7 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p: Vec<String> = faults::validate(self.faults.error_rate, self.faults.rate_limit)
+        let mut p: Vec<String> = faults::validate(&self.faults)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -304,15 +311,55 @@ impl SortKey {
     }
 }
 
-/// The indicator store and the bookkeeping that mutation needs.
+/// The indicator store, its sort index and render cache, and the bookkeeping that mutation
+/// needs.
 struct Store {
     indicators: Vec<Indicator>,
+    /// Every indicator's `(SortKey, index)`, in cursor order.
+    by_key: BTreeSet<(SortKey, usize)>,
     /// Which indicators (by index) have appeared in a served page.
     served: Vec<bool>,
     served_list: Vec<usize>,
     /// The newest `updated_at` in the store; mutations go strictly after it.
     newest: DateTime<Utc>,
     mutation_rng: ChaCha8Rng,
+    /// Rendered [`Block`]s by indicator index, for the `fields` in `render_fields`.
+    renders: RenderCache,
+    /// The `fields` selection the cached renders were made for.
+    render_fields: Option<Fields>,
+}
+
+impl Store {
+    fn new(indicators: Vec<Indicator>, now: DateTime<Utc>, mutation_rng: ChaCha8Rng) -> Self {
+        Self {
+            by_key: indicators
+                .iter()
+                .enumerate()
+                .map(|(i, ind)| (SortKey::of(ind), i))
+                .collect(),
+            served: vec![false; indicators.len()],
+            served_list: Vec::new(),
+            newest: indicators.iter().map(|i| i.updated_at).max().unwrap_or(now),
+            mutation_rng,
+            renders: RenderCache::new(indicators.len(), Block::COUNT),
+            render_fields: None,
+            indicators,
+        }
+    }
+
+    /// The indices of up to `limit` indicators strictly after `after`, in sort order.
+    fn select_page(&self, after: Option<SortKey>, limit: usize) -> Vec<usize> {
+        let from = match after {
+            // Keys are unique per indicator, so `(after, MAX)` is past `after` itself.
+            Some(a) => Bound::Excluded((a, usize::MAX)),
+            None => Bound::Unbounded,
+        };
+        self.by_key
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|&(_, i)| i)
+            .collect()
+    }
 }
 
 struct Shared {
@@ -414,18 +461,36 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     if !problems.is_empty() {
         return Err(invalid(problems.join("; ")));
     }
-    let faults = Faults::new(
-        args.faults.latency_ms,
-        args.faults.error_rate,
-        args.faults.rate_limit,
-        args.seed ^ 0x0066_6175_6c74,
-    )
-    .map_err(|e| invalid(e.to_string()))?;
+    let faults = Faults::new(&args.faults, args.seed ^ 0x0066_6175_6c74)
+        .map_err(|e| invalid(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let now = Utc::now();
     let indicators = data::generate(args.indicators, args.seed, args.id_base, now);
-    let newest = indicators.iter().map(|i| i.updated_at).max().unwrap_or(now);
+    let rich = args.faults.rich_context;
+    let mut store = Store::new(
+        indicators
+            .into_iter()
+            .map(|i| i.with_rich_context(rich))
+            .collect(),
+        now,
+        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+    );
+    // Render what ti-sidecar requests by default now, so that a first pass is as fast as later
+    // ones; any other `fields` is rendered on first request.
+    let fields = Fields::parse(&crate::source::threatq::config::default_threat_library_fields())
+        .map_err(|e| invalid(e.to_string()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        let inds = &store.indicators;
+        store
+            .renders
+            .prerender(&Block::ALL.map(|b| b as usize), |i, b| {
+                Block::ALL[b].render(&inds[i], &fields)
+            });
+        store.render_fields = Some(fields);
+        store
+    })
+    .await?;
     let shared = Arc::new(Shared {
         client_id: args.client_id,
         client_secret: args.client_secret,
@@ -434,13 +499,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         faults,
         mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         tokens: Mutex::new(TokenStore::new(args.seed ^ 0x746f_6b65_6e73)),
-        store: Mutex::new(Store {
-            served: vec![false; indicators.len()],
-            served_list: Vec::new(),
-            indicators,
-            newest,
-            mutation_rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
-        }),
+        store: Mutex::new(store),
         counters: Counters::default(),
     });
     let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -537,7 +596,7 @@ impl TokenError {
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
-        let mut resp = json_response(
+        let mut resp = page::json_value(
             self.status(),
             &json!({"error": self.code(), "error_description": self.to_string()}),
         );
@@ -598,23 +657,6 @@ fn echo(v: &str) -> String {
     v.chars().take(200).collect()
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    raw_json_response(status, bytes)
-}
-
-fn raw_json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        bytes,
-    )
-        .into_response()
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -625,7 +667,7 @@ impl IntoResponse for ApiError {
             }
             _ => json!({"errors": [self.to_string()]}),
         };
-        let mut resp = json_response(status, &body);
+        let mut resp = page::json_value(status, &body);
         match self {
             Self::Unauthorized(r) => {
                 let v = if r == TokenRejected::Missing {
@@ -795,7 +837,7 @@ fn token(
         s.token_ttl.as_secs(),
         Value::String(refresh)
     );
-    let mut resp = raw_json_response(StatusCode::OK, body.into_bytes());
+    let mut resp = page::json_bytes(StatusCode::OK, body.into_bytes());
     // RFC 6749 §5.1: token responses must not be cached.
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -922,7 +964,7 @@ const ATTRIBUTE_FIELDS: [&str; 8] = [
 type Nested = Option<BTreeSet<String>>;
 
 /// What `fields` selects. ThreatQ 6.12+ leaves `sources` and `attributes` out of `*`.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Fields {
     all_base: bool,
     base: BTreeSet<String>,
@@ -1048,34 +1090,38 @@ fn trim_objects(objects: Vec<Map<String, Value>>, keys: &BTreeSet<String>) -> Va
     )
 }
 
-fn render(ind: &Indicator, f: &Fields) -> Value {
-    let mut m = ind.base_json();
-    if !f.all_base {
-        m.retain(|k, _| f.base.contains(k));
-    }
-    if let Some(keys) = &f.sources {
-        m.insert("sources".into(), trim_objects(ind.sources(), keys));
-    }
-    if let Some(keys) = &f.attributes {
-        m.insert("attributes".into(), trim_objects(ind.attributes(), keys));
-    }
-    Value::Object(m)
+/// The parts of an indicator rendered and cached separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// The top-level keys `fields` selects (all of `*`, or the named ones).
+    Base,
+    /// `sources`, whole or trimmed, when requested.
+    Sources,
+    /// `attributes`, whole or trimmed, when requested.
+    Attributes,
 }
 
-/// The indices of up to `limit` indicators strictly after `after`, in sort order.
-fn select_page(indicators: &[Indicator], after: Option<SortKey>, limit: usize) -> Vec<usize> {
-    let mut keyed: Vec<(SortKey, usize)> = indicators
-        .iter()
-        .enumerate()
-        .map(|(i, ind)| (SortKey::of(ind), i))
-        .filter(|(k, _)| after.is_none_or(|a| *k > a))
-        .collect();
-    if keyed.len() > limit {
-        keyed.select_nth_unstable(limit);
-        keyed.truncate(limit);
+impl Block {
+    const COUNT: usize = 3;
+    const ALL: [Block; Self::COUNT] = [Self::Base, Self::Sources, Self::Attributes];
+
+    fn render(self, ind: &Indicator, f: &Fields) -> Members {
+        match self {
+            Self::Base => {
+                let mut m = ind.base_json();
+                if !f.all_base {
+                    m.retain(|k, _| f.base.contains(k));
+                }
+                page::members(&m)
+            }
+            Self::Sources => f.sources.as_ref().map_or_else(Members::default, |keys| {
+                page::member("sources", &trim_objects(ind.sources(), keys))
+            }),
+            Self::Attributes => f.attributes.as_ref().map_or_else(Members::default, |keys| {
+                page::member("attributes", &trim_objects(ind.attributes(), keys))
+            }),
+        }
     }
-    keyed.sort_unstable();
-    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Applies `--mutate-per-page`: `k` already-served indicators get a new version whose key sorts
@@ -1091,33 +1137,66 @@ fn mutate(store: &mut Store, k: usize, now: DateTime<Utc>) -> usize {
         let at = now.max(store.newest + TimeDelta::microseconds(1));
         store.newest = at;
         if let Some(ind) = store.indicators.get_mut(idx) {
+            store.by_key.remove(&(SortKey::of(ind), idx));
             ind.mutate(at, &mut store.mutation_rng);
+            store.by_key.insert((SortKey::of(ind), idx));
+            store.renders.invalidate(idx);
         }
     }
     n
 }
 
-/// Selects and renders one page, then applies `--mutate-per-page`.
+/// Selects one page, writes it from cached renders, then applies `--mutate-per-page`.
 fn page(s: &Shared, p: &Params) -> Response {
     let mut guard = lock(&s.store);
     let store = &mut *guard;
-    let slice = select_page(&store.indicators, p.after, p.limit);
+    if store.render_fields.as_ref() != Some(&p.fields) {
+        store.renders.clear();
+        store.render_fields = Some(p.fields.clone());
+    }
+    let slice = store.select_page(p.after, p.limit);
     let total = store.indicators.len();
-    let (data, next) = match slice.last() {
+    for &i in &slice {
+        let ind = &store.indicators[i];
+        for b in Block::ALL {
+            store
+                .renders
+                .fill(i, b as usize, || b.render(ind, &p.fields));
+        }
+    }
+    let per_item: usize = slice
+        .first()
+        .map(|&i| {
+            Block::ALL
+                .iter()
+                .map(|&b| store.renders.get(i, b as usize).len())
+                .sum()
+        })
+        .unwrap_or(0);
+    // Written by hand to keep the real envelope's key order: total, data, nextCursorMark, limit.
+    let mut body = Vec::with_capacity(per_item.saturating_mul(slice.len() + 1) + 256);
+    body.extend_from_slice(format!("{{\"total\":{total},\"data\":").as_bytes());
+    let next = match slice.last() {
         // Solr contract: nothing after the mark → the same mark back. `data` is `{}`, as the
         // real API and Elastic's mock answer at the end of the data.
-        None => (json!({}), p.mark.clone()),
+        None => {
+            body.extend_from_slice(b"{}");
+            p.mark.clone()
+        }
         Some(&last) => {
-            let items: Vec<Value> = slice
-                .iter()
-                .map(|&i| render(&store.indicators[i], &p.fields))
-                .collect();
-            (
-                Value::Array(items),
-                SortKey::of(&store.indicators[last]).to_mark(),
-            )
+            let mut arr = JsonArray::open(&mut body);
+            for &i in &slice {
+                arr.object(&Block::ALL.map(|b| store.renders.get(i, b as usize)));
+            }
+            arr.finish();
+            SortKey::of(&store.indicators[last]).to_mark()
         }
     };
+    page::write_key(&mut body, "nextCursorMark", true);
+    page::write_str(&mut body, &next);
+    page::write_key(&mut body, "limit", true);
+    body.extend_from_slice(format!("{}}}", p.limit).as_bytes());
+
     for &i in &slice {
         if !store.served[i] {
             store.served[i] = true;
@@ -1131,14 +1210,7 @@ fn page(s: &Shared, p: &Params) -> Response {
     }
     drop(guard);
     bump(&s.counters.pages_served, 1);
-    // Written by hand to keep the real envelope's key order: total, data, nextCursorMark, limit.
-    let body = format!(
-        "{{\"total\":{total},\"data\":{},\"nextCursorMark\":{},\"limit\":{}}}",
-        serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
-        Value::String(next),
-        p.limit
-    );
-    raw_json_response(StatusCode::OK, body.into_bytes())
+    page::json_bytes(StatusCode::OK, body)
 }
 
 #[cfg(test)]
@@ -1236,18 +1308,13 @@ mod tests {
     fn a_change_in_the_cursor_second_is_not_skipped() {
         let now = Utc::now();
         let indicators = data::generate(10, 3, 1, now);
-        let newest = indicators.iter().map(|i| i.updated_at).max().unwrap();
-        let mut store = Store {
-            served: vec![true; 10],
-            served_list: vec![9],
-            indicators,
-            newest,
-            mutation_rng: ChaCha8Rng::seed_from_u64(1),
-        };
+        let mut store = Store::new(indicators, now, ChaCha8Rng::seed_from_u64(1));
+        store.served = vec![true; 10];
+        store.served_list = vec![9];
         // Indicator id 10 changes "now"; a client reads it and holds a cursor on it.
         assert_eq!(mutate(&mut store, 1, now), 1);
         let mark = SortKey::of(&store.indicators[9]);
-        assert!(select_page(&store.indicators, Some(mark), 100).is_empty());
+        assert!(store.select_page(Some(mark), 100).is_empty());
         // Indicator id 1 changes within the same wall-clock second.
         store.served_list = vec![0];
         mutate(&mut store, 1, now);
@@ -1255,16 +1322,22 @@ mod tests {
             store.indicators[0].updated_at_text(),
             store.indicators[9].updated_at_text()
         );
-        assert_eq!(select_page(&store.indicators, Some(mark), 100), vec![0]);
+        assert_eq!(store.select_page(Some(mark), 100), vec![0]);
     }
 
     #[test]
     fn select_page_orders_by_updated_at_then_id() {
-        let inds = data::generate(200, 5, 1, Utc::now());
+        let now = Utc::now();
+        let store = Store::new(
+            data::generate(200, 5, 1, now),
+            now,
+            ChaCha8Rng::seed_from_u64(1),
+        );
+        let inds = &store.indicators;
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = select_page(&inds, after, 7);
+            let page = store.select_page(after, 7);
             let Some(&last) = page.last() else { break };
             seen.extend(page.iter().map(|&i| SortKey::of(&inds[i])));
             after = Some(SortKey::of(&inds[last]));
