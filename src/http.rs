@@ -471,8 +471,15 @@ async fn read_body(
         return Err(too_large());
     }
     let max = usize::try_from(max).unwrap_or(usize::MAX);
-    let expected = response.content_length().map_or(0, |n| n as usize);
-    let mut body = Vec::with_capacity(expected.min(max).min(MIB as usize));
+    // A declared length (already checked against the limit) sizes the buffer once: growing it
+    // by doubling would hold a page nearly twice while it is copied. Pages are touched only as
+    // bytes arrive, so a length the server then does not send costs address space, not memory.
+    let expected = match response.content_length() {
+        Some(n) if success => usize::try_from(n).unwrap_or(max),
+        Some(n) => usize::try_from(n).unwrap_or(0).min(MIB as usize),
+        None => 0,
+    };
+    let mut body = Vec::with_capacity(expected.min(max));
     while let Some(chunk) = response
         .chunk()
         .await

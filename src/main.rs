@@ -157,7 +157,7 @@ enum SimPlatform {
 }
 
 /// jemalloc (the `jemalloc` feature, on by default): its background threads return freed
-/// memory to the system after a short decay (`.cargo/config.toml`), so memory falls back to its
+/// memory to the system at once (`.cargo/config.toml`), so memory falls back to its
 /// idle level after a backfill instead of staying at the peak, as glibc's arenas do.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
