@@ -2,14 +2,23 @@
 //! data stream `ti_threatq.threat`) stores it.
 //!
 //! Users compare our documents with the ones the Elastic integration produces, and the
-//! latest-IOC transform relies on `threatq.ioc_expired_at`. The mapping engine:
+//! latest-IOC transform relies on `threatq.ioc_expired_at`. Two engines produce the same
+//! document:
 //!
 //! * [`reference`] replays the pipeline processor by processor on a JSON DOM with dotted paths.
 //!   It is the specification in code and handles every input, including errors and quirks.
+//! * [`fast`] decodes the common shapes of a ThreatQ object in one pass, straight into the
+//!   output document, and gives up (`None`) on anything it does not model.
 //!
-//! Section numbers (`§3.14`, `§4`, …) refer to `shared/spec/threatq-mapping.md`.
+//! [`map_indicator`] tries the fast path and falls back to the reference engine; differential
+//! property tests (`differential`) hold the two to byte-identical output. Section numbers
+//! (`§3.14`, `§4`, …) refer to `shared/spec/threatq-mapping.md`.
 
+pub mod fast;
 pub mod reference;
+
+#[cfg(test)]
+mod differential;
 
 use crate::ingest::EcsEvent;
 pub use crate::ingest::MapOptions;
@@ -122,7 +131,14 @@ const ECS_TLPS: [&str; 6] = ["WHITE", "GREEN", "AMBER", "RED", "CLEAR", "AMBER+S
 /// document Elastic's pipeline would store. Never panics; malformed input yields a document
 /// with `error.message`, like the pipeline. The pipeline sets no `_id` (§5), so `id` is `None`.
 pub fn map_indicator(raw: &str, opts: &MapOptions) -> EcsEvent {
-    reference::map_indicator(raw, opts)
+    fast::map_indicator(raw, opts).unwrap_or_else(|| reference::map_indicator(raw, opts))
+}
+
+/// Whether [`map_indicator`] maps `raw` on the fast path (for tests and benchmarks: the common
+/// shapes must not silently fall back to the reference engine).
+#[doc(hidden)]
+pub fn takes_fast_path(raw: &str, opts: &MapOptions) -> bool {
+    fast::map_indicator(raw, opts).is_some()
 }
 
 /// Realistic strings and ThreatQ key names for the arbitrary-JSON property tests.
