@@ -100,9 +100,17 @@ fn date(clean: bool) -> BoxedStrategy<Value> {
             json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"))
         });
     let other = mix(
-        vec![Value::Null, json!("")],
+        vec![
+            Value::Null,
+            json!(""),
+            json!("2020-02-29 23:59:59"),
+            json!("0000-01-01 00:00:00"),
+        ],
         vec![
             json!("2020-02-30 00:00:00"),
+            json!("2019-02-29 00:00:00"),
+            json!("2020-11-15 24:00:00"),
+            json!("2020-11-15 23:59:60"),
             json!("2020-11-15T00:00:02Z"),
             json!(20201115),
             json!(["2020-11-15 00:00:02"]),
@@ -720,4 +728,41 @@ fn generated_objects_exercise_both_paths() {
     );
     eprintln!("fast path answered {generated}/400 generated, {arbitrary}/400 arbitrary");
     assert!((80..=320).contains(&generated), "{generated}/400");
+}
+
+proptest! {
+    /// The fast path's byte-level date parser accepts exactly what the shared one accepts.
+    #[test]
+    fn ymd_hms_parsers_agree(
+        text in prop_oneof![
+            "[0-9]{4}-[01][0-9]-[0-3][0-9] [0-2][0-9]:[0-6][0-9]:[0-6][0-9]",
+            "[0-9 :+-]{17,20}",
+            ".{19}",
+        ]
+    ) {
+        prop_assert_eq!(fast::parse_ymd_hms(&text), crate::ingest::parse_ymd_hms(&text));
+    }
+}
+
+/// Every month end and every 29 February of four centuries, for both date parsers.
+#[test]
+fn ymd_hms_parsers_agree_on_month_ends() {
+    for year in (0..=2400).chain([9999]) {
+        for month in 0..=13 {
+            for day in [0, 28, 29, 30, 31, 32] {
+                let text = format!("{year:04}-{month:02}-{day:02} 23:59:59");
+                assert_eq!(
+                    fast::parse_ymd_hms(&text),
+                    crate::ingest::parse_ymd_hms(&text),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
+
+/// The fast path finds counters by binary search.
+#[test]
+fn counters_are_sorted() {
+    assert!(COUNTERS.windows(2).all(|w| w[0].0 < w[1].0));
 }

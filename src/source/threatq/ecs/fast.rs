@@ -25,7 +25,6 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 use super::{
@@ -97,12 +96,9 @@ impl<'de> Object<'de> {
             return Err(unmodelled());
         }
         match value {
-            Some(v) => match self.map.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(v);
-                    Ok(())
-                }
-                Entry::Occupied(_) => Err(unmodelled()),
+            Some(v) => match self.map.insert(key.into_owned(), v) {
+                None => Ok(()),
+                Some(_) => Err(unmodelled()),
             },
             None if self.map.contains_key(key.as_ref()) => Err(unmodelled()),
             None => {
@@ -289,8 +285,8 @@ enum Date {
     Null,
     /// `""`: skipped by the top-level processors, yet present for the expiration logic.
     Empty,
-    /// Parsed: the ISO text the pipeline writes, and the time.
-    Iso(String, DateTime<Utc>),
+    /// Parsed: the ISO text the pipeline writes, and the fields of the date.
+    Iso(String, [u32; 6]),
     /// A number, boolean or text that does not parse (its Java text never matches the pattern).
     Bad,
 }
@@ -302,8 +298,8 @@ seed! {
             if v.is_empty() {
                 return Ok(Date::Empty);
             }
-            Ok(match ingest::parse_ymd_hms(v) {
-                Some(t) => Date::Iso(iso_millis(v), t),
+            Ok(match ymd_hms_fields(v) {
+                Some(fields) => Date::Iso(iso_millis(v), fields),
                 None => Date::Bad,
             })
         }
@@ -335,7 +331,66 @@ impl Date {
     }
 }
 
-/// The pipeline's ISO form of a text [`ingest::parse_ymd_hms`] accepted: the pattern has
+/// [`ingest::parse_ymd_hms`] (strict `yyyy-MM-dd HH:mm:ss`, UTC) reading the fixed-width
+/// digits straight from the bytes and checking the calendar by hand; the shared parser was the
+/// largest single cost of the mapping. (A candidate to replace the shared one.)
+#[cfg(test)]
+pub(super) fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {
+    utc(ymd_hms_fields(text)?)
+}
+
+/// The time of fields [`ymd_hms_fields`] accepted.
+fn utc([y, mo, d, h, mi, s]: [u32; 6]) -> Option<DateTime<Utc>> {
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, d)?;
+    Some(date.and_hms_opt(h, mi, s)?.and_utc())
+}
+
+/// The six fields of a valid `yyyy-MM-dd HH:mm:ss`: a real proleptic-Gregorian date (years
+/// 0000–9999, as chrono) and a time of day without leap second.
+fn ymd_hms_fields(text: &str) -> Option<[u32; 6]> {
+    let b: &[u8; 19] = text.as_bytes().try_into().ok()?;
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b' ',
+        h0,
+        h1,
+        b':',
+        i0,
+        i1,
+        b':',
+        s0,
+        s1,
+    ] = *b
+    else {
+        return None;
+    };
+    let digit = |c: u8| c.is_ascii_digit().then(|| u32::from(c - b'0'));
+    let pair = |hi: u8, lo: u8| Some(digit(hi)? * 10 + digit(lo)?);
+    let year = pair(y0, y1)? * 100 + pair(y2, y3)?;
+    let (month, day) = (pair(m0, m1)?, pair(d0, d1)?);
+    let (hour, minute, second) = (pair(h0, h1)?, pair(i0, i1)?, pair(s0, s1)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    let valid = (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60;
+    valid.then_some([year, month, day, hour, minute, second])
+}
+
+/// The pipeline's ISO form of a text [`parse_ymd_hms`] accepted: the pattern has
 /// fixed widths and a four-digit year, so `format_date` of the parsed time is the same text
 /// with `T` for the space and `.000Z` appended.
 fn iso_millis(ymd_hms: &str) -> String {
@@ -488,18 +543,21 @@ impl<'de> Visitor<'de> for NestedSeed {
 /// §3.17: `lowercase` (Java `toLowerCase(Locale.ROOT)`), then `gsub` of `" "` → `_`.
 fn attribute_name(name: &str) -> String {
     if name.is_ascii() {
-        name.chars()
-            .map(|c| {
-                if c == ' ' {
-                    '_'
+        let bytes = name
+            .bytes()
+            .map(|b| {
+                if b == b' ' {
+                    b'_'
                 } else {
-                    c.to_ascii_lowercase()
+                    b.to_ascii_lowercase()
                 }
             })
-            .collect()
-    } else {
-        ingest::java_lowercase(name).replace(' ', "_")
+            .collect();
+        if let Ok(ascii) = String::from_utf8(bytes) {
+            return ascii;
+        }
     }
+    ingest::java_lowercase(name).replace(' ', "_")
 }
 
 /// A list of nested objects; null = absent. For sources, the providers and TLPs found.
@@ -599,9 +657,9 @@ impl Field {
             "attributes" => Field::Attributes,
             "adversaries" => Field::Adversaries,
             "indicator_value" | "ioc_expired_at" => Field::Unmodelled,
+            // `COUNTERS` is sorted (checked by a test).
             k if k.starts_with("related_") => COUNTERS
-                .iter()
-                .position(|(name, _)| *name == k)
+                .binary_search_by(|(name, _)| (*name).cmp(k))
                 .map_or(Field::Other, Field::Counter),
             _ => Field::Other,
         }
@@ -731,7 +789,9 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                     (_, Date::Null) => {}
                     // §3.6: a date the processor cannot parse records an error.
                     (_, Date::Bad) => return Err(unmodelled()),
-                    (0, Date::Iso(text, t)) => ind.updated_at = Some((text, t)),
+                    (0, Date::Iso(text, fields)) => {
+                        ind.updated_at = Some((text, utc(fields).ok_or_else(unmodelled)?));
+                    }
                     (0, Date::Empty) => {}
                     (2, date) => ind.expired_at = Some(date.into_text()),
                     (3, date) => ind.expires_at = Some(date.into_text()),
