@@ -124,6 +124,23 @@ const COUNTERS: [(&str, &str); 22] = [
     ),
 ];
 
+/// §3.15: the keys of each `sources[]` element converted to string, and its dates.
+const SOURCE_IDS: [&str; 8] = [
+    "indicator_type_id",
+    "indicator_status_id",
+    "reference_id",
+    "creator_source_id",
+    "id",
+    "indicator_id",
+    "source_id",
+    "tlp_id",
+];
+const SOURCE_DATES: [&str; 3] = ["created_at", "published_at", "updated_at"];
+
+/// §3.17: the keys of each `attributes[]` element converted to string, and its dates.
+const ATTRIBUTE_IDS: [&str; 3] = ["attribute_id", "id", "indicator_id"];
+const ATTRIBUTE_DATES: [&str; 3] = ["created_at", "updated_at", "touched_at"];
+
 /// §3.16: the only TLP names the upstream script accepts.
 const ECS_TLPS: [&str; 6] = ["WHITE", "GREEN", "AMBER", "RED", "CLEAR", "AMBER+STRICT"];
 

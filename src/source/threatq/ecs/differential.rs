@@ -174,19 +174,10 @@ fn object(fields: Vec<BoxedStrategy<Option<(String, Value)>>>) -> BoxedStrategy<
 }
 
 fn source(clean: bool) -> BoxedStrategy<Value> {
-    let mut fields: Vec<_> = [
-        "indicator_type_id",
-        "indicator_status_id",
-        "reference_id",
-        "creator_source_id",
-        "id",
-        "indicator_id",
-        "source_id",
-        "tlp_id",
-    ]
-    .into_iter()
-    .map(|k| field(k, id_text(clean)))
-    .collect();
+    let mut fields: Vec<_> = super::SOURCE_IDS
+        .into_iter()
+        .map(|k| field(k, id_text(clean)))
+        .collect();
     fields.extend([
         field(
             "name",

@@ -28,8 +28,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use super::{
-    COUNTERS, ECS_TLPS, PRESERVE_CUSTOM, REASON_DEFAULT, REASON_EXPIRED_AT, REASON_EXPIRES_AT,
-    REASON_STATUS,
+    ATTRIBUTE_DATES, ATTRIBUTE_IDS, COUNTERS, ECS_TLPS, PRESERVE_CUSTOM, REASON_DEFAULT,
+    REASON_EXPIRED_AT, REASON_EXPIRES_AT, REASON_STATUS, SOURCE_DATES, SOURCE_IDS,
 };
 use crate::config::IocExpiration;
 use crate::ingest::{self, EcsEvent, MapOptions};
@@ -440,21 +440,11 @@ impl Nested {
     fn rule(self, key: &str) -> Rule {
         match (self, key) {
             (Nested::Status | Nested::Type | Nested::Adversary, "id") => Rule::IdText,
-            (
-                Nested::Source { .. },
-                "indicator_type_id"
-                | "indicator_status_id"
-                | "reference_id"
-                | "creator_source_id"
-                | "id"
-                | "indicator_id"
-                | "source_id"
-                | "tlp_id",
-            )
-            | (Nested::Attribute, "attribute_id" | "id" | "indicator_id") => Rule::IdText,
+            (Nested::Source { .. }, k) if SOURCE_IDS.contains(&k) => Rule::IdText,
+            (Nested::Source { .. }, k) if SOURCE_DATES.contains(&k) => Rule::DateOrDrop,
+            (Nested::Attribute, k) if ATTRIBUTE_IDS.contains(&k) => Rule::IdText,
+            (Nested::Attribute, k) if ATTRIBUTE_DATES.contains(&k) => Rule::DateOrDrop,
             (Nested::Source { .. }, "source_score") => Rule::LongOrDrop,
-            (Nested::Source { .. }, "created_at" | "published_at" | "updated_at")
-            | (Nested::Attribute, "created_at" | "updated_at" | "touched_at") => Rule::DateOrDrop,
             (Nested::Source { .. }, "name") => Rule::Provider,
             (Nested::Source { keep_custom }, "tlp_name") => Rule::Tlp { keep: keep_custom },
             (Nested::Source { keep_custom: false }, "provider") => Rule::Discard,

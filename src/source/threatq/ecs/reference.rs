@@ -19,8 +19,9 @@
 use serde_json::{Map, Value};
 
 use super::{
-    COUNTERS, DATES, ECS_TLPS, INVALID_DURATION, PIPELINE, PRESERVE, PRESERVE_CUSTOM,
-    REASON_DEFAULT, REASON_EXPIRED_AT, REASON_EXPIRES_AT, REASON_STATUS,
+    ATTRIBUTE_DATES, ATTRIBUTE_IDS, COUNTERS, DATES, ECS_TLPS, INVALID_DURATION, PIPELINE,
+    PRESERVE, PRESERVE_CUSTOM, REASON_DEFAULT, REASON_EXPIRED_AT, REASON_EXPIRES_AT, REASON_STATUS,
+    SOURCE_DATES, SOURCE_IDS,
 };
 use crate::ingest::{
     self, ConvertType, EcsEvent, IngestError, MapOptions, ProcessorFailure, append, convert,
@@ -659,16 +660,7 @@ fn sources(doc: &mut Doc) {
         return;
     };
     for elem in list.iter_mut().filter_map(Value::as_object_mut) {
-        for key in [
-            "indicator_type_id",
-            "indicator_status_id",
-            "reference_id",
-            "creator_source_id",
-            "id",
-            "indicator_id",
-            "source_id",
-            "tlp_id",
-        ] {
+        for key in SOURCE_IDS {
             elem_to_string(elem, key);
         }
         if let Some(v) = elem.get("source_score") {
@@ -681,7 +673,7 @@ fn sources(doc: &mut Doc) {
                 }
             }
         }
-        for key in ["created_at", "published_at", "updated_at"] {
+        for key in SOURCE_DATES {
             elem_date(elem, key);
         }
     }
@@ -817,10 +809,10 @@ fn attributes(doc: &mut Doc) -> Step {
     }
     if let Value::Array(list) = attrs {
         for elem in list.iter_mut().filter_map(Value::as_object_mut) {
-            for key in ["attribute_id", "id", "indicator_id"] {
+            for key in ATTRIBUTE_IDS {
                 elem_to_string(elem, key);
             }
-            for key in ["created_at", "updated_at", "touched_at"] {
+            for key in ATTRIBUTE_DATES {
                 elem_date(elem, key);
             }
         }
