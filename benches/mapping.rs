@@ -186,6 +186,14 @@ fn bench_threatq(c: &mut Criterion) {
         tags: vec!["forwarded".to_owned(), "threatq-threat".to_owned()],
     };
     let n = u64::try_from(indicators.len()).unwrap_or(u64::MAX);
+    let fast = indicators
+        .iter()
+        .filter(|raw| tq::takes_fast_path(raw, &opts))
+        .count();
+    eprintln!(
+        "threatq: {fast} of {} inputs take the fast path",
+        indicators.len()
+    );
 
     let mut group = c.benchmark_group("threatq");
     group.throughput(Throughput::Elements(n));
@@ -193,6 +201,14 @@ fn bench_threatq(c: &mut Criterion) {
         b.iter(|| {
             for raw in &indicators {
                 black_box(tq::map_indicator(black_box(raw), &opts));
+            }
+        });
+    });
+    // The processor-by-processor engine the fast path falls back to, for comparison.
+    group.bench_function("ecs_map_reference", |b| {
+        b.iter(|| {
+            for raw in &indicators {
+                black_box(tq::reference::map_indicator(black_box(raw), &opts));
             }
         });
     });
