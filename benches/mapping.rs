@@ -5,7 +5,7 @@
 //! floor any JSON-to-JSON mapper pays, so the ratio shows what the pipeline logic itself costs.
 //! `threatconnect_full` does the same over indicators that carry every optional block; after
 //! each ThreatConnect group a line `…: ecs_map X k/s, serde_json_roundtrip Y k/s, ratio Z×` is
-//! printed.
+//! printed, with the same figures for the reference (processor-by-processor) engine alone.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -14,7 +14,9 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use ti_sidecar::config::IocExpiration;
-use ti_sidecar::source::threatconnect::ecs::{MapOptions, map_indicator};
+use ti_sidecar::source::threatconnect::ecs::{
+    MapOptions, map_indicator, map_indicator_fast, map_indicator_reference,
+};
 use ti_sidecar::source::threatq::ecs as tq;
 
 fn fixture_base() -> PathBuf {
@@ -180,11 +182,22 @@ fn print_ratio(label: &str, texts: &[String], opts: &MapOptions) {
     let trip = rate(texts, 2.0, |raw| {
         black_box(roundtrip(raw));
     });
+    let reference = rate(texts, 2.0, |raw| {
+        black_box(map_indicator_reference(raw, opts));
+    });
+    let fast = texts
+        .iter()
+        .filter(|raw| map_indicator_fast(raw, opts).is_some())
+        .count();
     println!(
-        "{label}: ecs_map {:.1} k/s, serde_json_roundtrip {:.1} k/s, ratio {:.2}x",
+        "{label}: ecs_map {:.1} k/s, serde_json_roundtrip {:.1} k/s, ratio {:.2}x \
+         (reference engine alone {:.1} k/s, ratio {:.2}x; fast path took {fast} of {} texts)",
         map / 1e3,
         trip / 1e3,
-        map / trip
+        map / trip,
+        reference / 1e3,
+        reference / trip,
+        texts.len()
     );
 }
 

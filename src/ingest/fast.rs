@@ -65,6 +65,11 @@ impl Str<'_> {
     pub fn value(&self) -> Value {
         Value::String(self.0.as_ref().to_owned())
     }
+
+    /// The JSON string value, reusing an owned (unescaped) string.
+    pub fn into_value(self) -> Value {
+        Value::String(self.0.into_owned())
+    }
 }
 
 /// A JSON scalar (not null, not a container), as the parser produced it: non-negative integers

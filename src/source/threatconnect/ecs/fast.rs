@@ -134,9 +134,9 @@ object! {
         "AS Number" => as_number: Str<'a>,
         "associatedArtifacts" => associated_artifacts: Value,
         "associatedCases" => associated_cases: Value,
-        "associatedGroups" => associated_groups: DataList<Group<'a>>,
-        "associatedIndicators" => associated_indicators: DataList<AssociatedIndicator>,
-        "attributes" => attributes: DataList<Attribute<'a>>,
+        "associatedGroups" => associated_groups: DataList<Done<Group<'a>>>,
+        "associatedIndicators" => associated_indicators: DataList<Done<AssociatedIndicator>>,
+        "attributes" => attributes: DataList<Done<Attribute<'a>>>,
         "Block" => block: Value,
         "confidence" => confidence: Scalar<'a>,
         "customAssociations" => custom_associations: Value,
@@ -173,14 +173,14 @@ object! {
         "ownerName" => owner_name: Value,
         "privateFlag" => private_flag: Scalar<'a>,
         "rating" => rating: Scalar<'a>,
-        "securityLabels" => security_labels: DataList<Label<'a>>,
+        "securityLabels" => security_labels: DataList<Done<Label<'a>>>,
         "sha1" => sha1: Str<'a>,
         "sha256" => sha256: Str<'a>,
         "size" => size: Scalar<'a>,
         "source" => source: Value,
         "Subject" => subject: Value,
         "summary" => summary: Str<'a>,
-        "tags" => tags: DataList<Tag<'a>>,
+        "tags" => tags: DataList<Done<Tag<'a>>>,
         "text" => text: Value,
         "threatAssessConfidence" => threat_assess_confidence: Scalar<'a>,
         "threatAssessRating" => threat_assess_rating: Scalar<'a>,
@@ -197,6 +197,26 @@ object! {
         "whoisActive" => whois_active: Scalar<'a>,
     }
     unknown = Unknown::Skip;
+}
+
+/// A list element that is turned into its output as soon as it is decoded, so that lists hold
+/// small values (the decoded slots of a group take more than a kilobyte).
+trait Element: Sized {
+    type Out;
+    /// The output, or `None` for a shape left to the reference engine.
+    fn finish(self) -> Option<Self::Out>;
+}
+
+/// One finished list element.
+struct Done<T: Element>(T::Out);
+
+impl<'de, T: Element + de::Deserialize<'de>> de::Deserialize<'de> for Done<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d)?
+            .finish()
+            .map(Done)
+            .ok_or_else(|| de::Error::custom("element left to the reference engine"))
+    }
 }
 
 /// A `{"data": [...], ...}` wrapper: the list (absent or null → `None`); other keys dropped.
@@ -430,7 +450,42 @@ object! {
 }
 
 /// One associated indicator after E1's recursive key rename.
-struct AssociatedIndicator(Doc);
+struct AssociatedIndicator {
+    /// Keys kept (after E1's renames).
+    rest: Doc,
+    /// The values of the keys E2–E27 move or drop ([`ASSOCIATED_MOVED`]), decoded aside so their
+    /// names are never allocated.
+    moved: Vec<(&'static str, Value)>,
+}
+
+/// Keys of an associated indicator that E2–E27 move or remove (none of them is renamed by E1).
+const ASSOCIATED_MOVED: &[&str] = &[
+    "active",
+    "activeLocked",
+    "dnsActive",
+    "privateFlag",
+    "whoisActive",
+    "ownerId",
+    "ownerName",
+    "dateAdded",
+    "firstSeen",
+    "lastModified",
+    "lastSeen",
+    "externalDateAdded",
+    "externalDateExpires",
+    "externalLastModified",
+    "Block",
+    "Value Name",
+    "Value Type",
+];
+
+impl AssociatedIndicator {
+    /// Takes the value of a moved key.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        let i = self.moved.iter().position(|(k, _)| *k == key)?;
+        Some(self.moved.swap_remove(i).1)
+    }
+}
 
 impl<'de> de::Deserialize<'de> for AssociatedIndicator {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -440,8 +495,24 @@ impl<'de> de::Deserialize<'de> for AssociatedIndicator {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an associated indicator object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                renamed_map(map).map(AssociatedIndicator)
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut item = AssociatedIndicator {
+                    rest: Doc::new(),
+                    moved: Vec::with_capacity(ASSOCIATED_MOVED.len()),
+                };
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match ASSOCIATED_MOVED.iter().find(|k| **k == &*key) {
+                        Some(k) if item.moved.iter().any(|(m, _)| m == k) => {
+                            return Err(de::Error::custom("repeated key"));
+                        }
+                        Some(k) => {
+                            let value = map.next_value_seed(Renamed::Member)?;
+                            item.moved.push((k, value));
+                        }
+                        None => renamed_entry(&mut map, &mut item.rest, &key)?,
+                    }
+                }
+                Ok(item)
             }
         }
         d.deserialize_map(V)
@@ -514,8 +585,20 @@ impl<'de> Visitor<'de> for Renamed {
 fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Doc, A::Error> {
     let mut out = Doc::new();
     while let Some(key) = map.next_key::<Str<'de>>()? {
+        renamed_entry(&mut map, &mut out, &key)?;
+    }
+    Ok(out)
+}
+
+/// Decodes the value of `key` and stores it under its E1 name.
+fn renamed_entry<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    out: &mut Doc,
+    key: &str,
+) -> Result<(), A::Error> {
+    {
         let value = map.next_value_seed(Renamed::Member)?;
-        let renamed = match &*key {
+        let renamed = match key {
             "AS Number" => "as_number",
             "hostName" => "host_name",
             "Hashtag" => "hashtag",
@@ -528,9 +611,93 @@ fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Doc, A::Error> {
             "location" if !value.is_object() && !value.is_array() => "location_value",
             other => other,
         };
-        put(&mut out, renamed, value)?;
+        put(out, renamed, value)
     }
-    Ok(out)
+}
+
+/// The creator names of a group or attribute: first, last, user name.
+type Creator<'a> = [Option<Str<'a>>; 3];
+
+/// A finished group and what the document-level steps need from it.
+struct GroupOut<'a> {
+    doc: Value,
+    creator: Creator<'a>,
+    to: Option<Str<'a>>,
+    from: Option<Str<'a>>,
+}
+
+impl<'a> Element for Group<'a> {
+    type Out = GroupOut<'a>;
+    fn finish(mut self) -> Option<GroupOut<'a>> {
+        let creator = creator(self.created_by.as_ref());
+        let (to, from) = (self.to.take(), self.from.take());
+        Some(GroupOut {
+            doc: self.into_doc()?,
+            creator,
+            to,
+            from,
+        })
+    }
+}
+
+impl<'a> Element for Attribute<'a> {
+    type Out = (Value, Creator<'a>);
+    fn finish(self) -> Option<Self::Out> {
+        let creator = creator(self.created_by.as_ref());
+        Some((self.into_doc()?, creator))
+    }
+}
+
+impl Element for Label<'_> {
+    /// The label and its TLP marking.
+    type Out = (Value, Option<&'static str>);
+    fn finish(self) -> Option<Self::Out> {
+        let tlp = self.tlp();
+        Some((self.into_doc(), tlp))
+    }
+}
+
+/// A finished tag and what §13 steps 2, 4 and 5 need from it.
+struct TagOut<'a> {
+    doc: Value,
+    /// `techniqueId` and the tag's `name` (null when missing), when the tag has a technique.
+    technique: Option<(Str<'a>, Value)>,
+    platforms: Option<Value>,
+}
+
+impl<'a> Element for Tag<'a> {
+    type Out = TagOut<'a>;
+    fn finish(mut self) -> Option<TagOut<'a>> {
+        self.platforms()?;
+        let platforms = self.platforms.take();
+        let technique = self
+            .technique_id
+            .clone()
+            .map(|id| (id, self.name.clone().unwrap_or(Value::Null)));
+        Some(TagOut {
+            doc: self.into_doc(),
+            technique,
+            platforms,
+        })
+    }
+}
+
+impl Element for AssociatedIndicator {
+    type Out = Value;
+    fn finish(self) -> Option<Value> {
+        associated_indicator(self)
+    }
+}
+
+fn creator<'a>(c: Option<&CreatedBy<'a>>) -> Creator<'a> {
+    match c {
+        Some(c) => [
+            c.first_name.clone(),
+            c.last_name.clone(),
+            c.user_name.clone(),
+        ],
+        None => [None, None, None],
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,11 +728,27 @@ struct Out {
 
 /// Inserts `value` under `key` of the sub-map `parent` of `map` (created when absent).
 fn nested(map: &mut Doc, parent: &str, key: &str, value: Value) {
-    if let Value::Object(m) = map
-        .entry(parent.to_owned())
-        .or_insert_with(|| Value::Object(Doc::new()))
-    {
+    // Look up first: the parent usually exists and then needs no key allocation.
+    if let Some(Value::Object(m)) = map.get_mut(parent) {
         m.insert(key.to_owned(), value);
+        return;
+    }
+    let mut m = Doc::new();
+    m.insert(key.to_owned(), value);
+    map.insert(parent.to_owned(), Value::Object(m));
+}
+
+/// Inserts a map unless it is empty (the final cleaner would remove it anyway).
+fn insert_map(map: &mut Doc, key: &str, value: Doc) {
+    if !value.is_empty() {
+        map.insert(key.to_owned(), Value::Object(value));
+    }
+}
+
+/// Inserts a list unless it is empty (the final cleaner would remove it anyway).
+fn insert_list(map: &mut Doc, key: &str, value: Vec<Value>) {
+    if !value.is_empty() {
+        map.insert(key.to_owned(), Value::Array(value));
     }
 }
 
@@ -618,43 +801,39 @@ fn copy_value(v: Option<&Value>, to: &mut Doc, key: &str) {
 
 impl CreatedBy<'_> {
     /// `created_by` (D1–D11 / §9).
-    fn created_by(&self) -> Doc {
+    fn into_created_by(self) -> Doc {
         let mut m = Doc::new();
         let names = [
-            ("first_name", &self.first_name),
-            ("last_name", &self.last_name),
-            ("user_name", &self.user_name),
+            ("first_name", self.first_name),
+            ("last_name", self.last_name),
+            ("user_name", self.user_name),
         ];
         for (key, name) in names {
             if let Some(n) = name {
-                insert(&mut m, key, n.value());
+                insert(&mut m, key, n.into_value());
             }
         }
         if let Some(id) = &self.id {
             insert(&mut m, "id", id.to_string_value());
         }
-        for (key, v) in [("owner", &self.owner), ("pseudonym", &self.pseudonym)] {
+        for (key, v) in [("owner", self.owner), ("pseudonym", self.pseudonym)] {
             if let Some(v) = v {
-                insert(&mut m, key, v.clone());
+                insert(&mut m, key, v);
             }
         }
         m
     }
 }
 
-/// The three creator names of each element, appended list by list to `related.user`.
-fn append_creators<'b>(
+/// The creator names of each element, appended list by list (all first names, then all last
+/// names, then all user names) to `related.user`.
+fn append_creators<'b, 'a: 'b>(
     related_user: &mut Vec<Value>,
-    creators: impl Iterator<Item = Option<&'b CreatedBy<'b>>> + Clone,
+    creators: impl Iterator<Item = &'b Creator<'a>> + Clone,
 ) {
-    let name_fields: [fn(&'b CreatedBy<'b>) -> Option<&'b Str<'b>>; 3] = [
-        |c| c.first_name.as_ref(),
-        |c| c.last_name.as_ref(),
-        |c| c.user_name.as_ref(),
-    ];
-    for field in name_fields {
-        for c in creators.clone().flatten() {
-            if let Some(name) = field(c) {
+    for i in 0..3 {
+        for c in creators.clone() {
+            if let Some(name) = &c[i] {
                 append_unique(related_user, name);
             }
         }
@@ -664,13 +843,13 @@ fn append_creators<'b>(
 impl Group<'_> {
     /// The group as stored under `tci.associated_groups.data` (D1–D48), or `None` for a shape
     /// left to the reference.
-    fn to_doc(&self) -> Option<Value> {
-        let mut g = self.rest.clone();
-        if let Some(c) = &self.created_by {
-            insert(&mut g, "created_by", Value::Object(c.created_by()));
+    fn into_doc(self) -> Option<Value> {
+        let mut g = self.rest;
+        if let Some(c) = self.created_by {
+            insert_map(&mut g, "created_by", c.into_created_by());
         }
-        if let Some(a) = &self.assignments {
-            insert(&mut g, "assignments", assignments(a.clone())?);
+        if let Some(a) = self.assignments {
+            insert(&mut g, "assignments", assignments(a)?);
         }
         for (key, text) in [
             ("date_added", &self.date_added),
@@ -703,29 +882,27 @@ impl Group<'_> {
         if let Some(d) = element_date(self.external_last_modified.as_ref()) {
             insert(&mut external, "last_modified", d);
         }
-        if !external.is_empty() {
-            insert(&mut g, "external", Value::Object(external));
-        }
+        insert_map(&mut g, "external", external);
         for (parent, key, v) in [
-            ("document", "type", &self.document_type),
-            ("file", "name", &self.file_name),
-            ("file", "text", &self.file_text),
-            ("file", "type", &self.file_type),
-            ("owner", "name", &self.owner_name),
+            ("document", "type", self.document_type),
+            ("file", "name", self.file_name),
+            ("file", "text", self.file_text),
+            ("file", "type", self.file_type),
+            ("owner", "name", self.owner_name),
         ] {
             if let Some(v) = v {
-                nested(&mut g, parent, key, v.clone());
+                nested(&mut g, parent, key, v);
             }
         }
         for (key, v) in [
-            ("down_vote_count", &self.down_vote_count),
-            ("legacy_link", &self.legacy_link),
-            ("score_breakdown", &self.score_breakdown),
-            ("up_vote_count", &self.up_vote_count),
-            ("web_link", &self.web_link),
+            ("down_vote_count", self.down_vote_count),
+            ("legacy_link", self.legacy_link),
+            ("score_breakdown", self.score_breakdown),
+            ("up_vote_count", self.up_vote_count),
+            ("web_link", self.web_link),
         ] {
             if let Some(v) = v {
-                insert(&mut g, key, v.clone());
+                insert(&mut g, key, v);
             }
         }
         if let Some(s) = &self.file_size {
@@ -747,8 +924,8 @@ impl Group<'_> {
                 insert(&mut g, key, Value::Bool(s.to_bool()?));
             }
         }
-        if let Some(GroupAttributes(Some(list))) = &self.attributes {
-            insert(&mut g, "attributes", Value::Array(list.clone()));
+        if let Some(GroupAttributes(Some(list))) = self.attributes {
+            insert_list(&mut g, "attributes", list);
         }
         Some(Value::Object(g))
     }
@@ -777,10 +954,10 @@ fn assignments(mut v: Value) -> Option<Value> {
 
 impl Attribute<'_> {
     /// The attribute as stored under `tci.attributes.data` (§9).
-    fn to_doc(&self) -> Option<Value> {
-        let mut a = self.rest.clone();
-        if let Some(c) = &self.created_by {
-            insert(&mut a, "created_by", Value::Object(c.created_by()));
+    fn into_doc(self) -> Option<Value> {
+        let mut a = self.rest;
+        if let Some(c) = self.created_by {
+            insert_map(&mut a, "created_by", c.into_created_by());
         }
         for (key, text) in [
             ("date_added", &self.date_added),
@@ -819,8 +996,9 @@ const ASSOCIATED_TARGETS: &[&str] = &[
 ];
 
 /// E2–E27 on one (renamed) associated indicator.
-fn associated_indicator(mut m: Doc) -> Option<Value> {
+fn associated_indicator(mut item: AssociatedIndicator) -> Option<Value> {
     use ConvertType::{Boolean, Double, Ip, Long, String};
+    let m = &mut item.rest;
     if ASSOCIATED_TARGETS.iter().any(|k| m.contains_key(*k)) {
         return None;
     }
@@ -835,28 +1013,28 @@ fn associated_indicator(mut m: Doc) -> Option<Value> {
             *v = ingest::convert(v, ty).ok()?;
         }
     }
+    let mut out = std::mem::take(m);
     let mut active = Doc::new();
-    let mut owner = Doc::new();
-    let mut value = Doc::new();
-    let mut external = Doc::new();
-    let mut moved = Vec::new();
+    for (from, to) in [("active", "value"), ("activeLocked", "locked")] {
+        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
+            insert(&mut active, to, ingest::convert(&v, Boolean).ok()?);
+        }
+    }
     for (from, to) in [
-        ("active", "value"),
-        ("activeLocked", "locked"),
         ("dnsActive", "dns_active"),
         ("privateFlag", "private_flag"),
         ("whoisActive", "whois_active"),
     ] {
-        if let Some(v) = m.remove(from).filter(|v| !v.is_null()) {
-            let b = ingest::convert(&v, Boolean).ok()?;
-            match from {
-                "active" | "activeLocked" => insert(&mut active, to, b),
-                _ => moved.push((to, b)),
-            }
+        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
+            insert(&mut out, to, ingest::convert(&v, Boolean).ok()?);
         }
     }
-    if let Some(v) = m.remove("ownerId").filter(|v| !v.is_null()) {
+    let mut owner = Doc::new();
+    if let Some(v) = item.take("ownerId").filter(|v| !v.is_null()) {
         insert(&mut owner, "id", ingest::convert(&v, String).ok()?);
+    }
+    if let Some(v) = item.take("ownerName") {
+        insert(&mut owner, "name", v);
     }
     for (from, to) in [
         ("dateAdded", "date_added"),
@@ -864,95 +1042,85 @@ fn associated_indicator(mut m: Doc) -> Option<Value> {
         ("lastModified", "last_modified"),
         ("lastSeen", "last_seen"),
     ] {
-        if let Some(d) = m.remove(from).as_ref().and_then(value_date) {
-            moved.push((to, d));
+        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
+            insert(&mut out, to, d);
         }
     }
+    let mut external = Doc::new();
     for (from, key) in [
         ("externalDateAdded", "added"),
         ("externalDateExpires", "expires"),
     ] {
-        if let Some(d) = m.remove(from).as_ref().and_then(value_date) {
+        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
             nested(&mut external, "date", key, d);
         }
     }
-    if let Some(d) = m
-        .remove("externalLastModified")
+    if let Some(d) = item
+        .take("externalLastModified")
         .as_ref()
         .and_then(value_date)
     {
         insert(&mut external, "last_modified", d);
     }
-    if let Some(v) = m.remove("Block") {
-        moved.push(("block", v));
+    if let Some(v) = item.take("Block") {
+        insert(&mut out, "block", v);
     }
-    if let Some(v) = m.remove("ownerName") {
-        insert(&mut owner, "name", v);
-    }
+    let mut value = Doc::new();
     for (from, to) in [("Value Name", "name"), ("Value Type", "type")] {
-        if let Some(v) = m.remove(from) {
+        if let Some(v) = item.take(from) {
             insert(&mut value, to, v);
         }
     }
-    for (key, v) in moved {
-        insert(&mut m, key, v);
-    }
-    for (key, sub) in [
-        ("active", active),
-        ("owner", owner),
-        ("value", value),
-        ("external", external),
-    ] {
-        if !sub.is_empty() {
-            insert(&mut m, key, Value::Object(sub));
-        }
-    }
-    Some(Value::Object(m))
+    insert_map(&mut out, "active", active);
+    insert_map(&mut out, "owner", owner);
+    insert_map(&mut out, "value", value);
+    insert_map(&mut out, "external", external);
+    Some(Value::Object(out))
 }
 
 impl Label<'_> {
     /// The label as stored under `tci.security_labels.data` (G42, G44).
-    fn to_doc(&self) -> Value {
-        let mut l = self.rest.clone();
+    fn into_doc(self) -> Value {
+        let mut l = self.rest;
         if let Some(d) = element_date(self.date_added.as_ref()) {
             insert(&mut l, "date_added", d);
         }
-        if let Some(n) = &self.name {
-            insert(&mut l, "name", n.value());
+        if let Some(n) = self.name {
+            insert(&mut l, "name", n.into_value());
         }
         Value::Object(l)
     }
 
     /// G43: the TLP marking of this label, if any.
-    fn tlp(&self) -> Option<&str> {
+    fn tlp(&self) -> Option<&'static str> {
         let name = self.name.as_deref()?;
         if !name.contains(':') {
             return None;
         }
         let second = name.split(':').nth(1)?;
         ["WHITE", "CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
-            .contains(&second)
-            .then_some(second)
+            .into_iter()
+            .find(|t| *t == second)
     }
 }
 
 impl Tag<'_> {
     /// The tag as stored under `tci.tags.data` (§13 steps 1, 3, 6, 7).
-    fn to_doc(&self) -> Value {
-        let mut t = self.rest.clone();
+    fn into_doc(self) -> Value {
+        let mut t = self.rest;
         if let Some(d) = element_date(self.last_used.as_ref()) {
             insert(&mut t, "last_used", d);
         }
-        if let Some(n) = &self.name {
-            insert(&mut t, "name", n.clone());
+        if let Some(n) = self.name {
+            insert(&mut t, "name", n);
         }
-        if let Some(id) = &self.technique_id {
-            nested(&mut t, "technique", "id", id.value());
+        if let Some(id) = self.technique_id {
+            nested(&mut t, "technique", "id", id.into_value());
         }
-        if let Some(tactics) = &self.tactics {
+        if let Some(tactics) = self.tactics {
             let tactics = match tactics {
-                Value::Object(m) if m.contains_key("data") => m.get("data").cloned(),
-                other => Some(other.clone()),
+                Value::Object(mut m) if m.contains_key("data") => m.remove("data"),
+                other => Some(other),
             };
             if let Some(v) = tactics {
                 insert(&mut t, "tactics", v);
@@ -1006,7 +1174,7 @@ impl<'a> Indicator<'a> {
                 insert(&mut active, key, Value::Bool(s.to_bool()?));
             }
         }
-        insert(&mut o.tci, "active", Value::Object(active));
+        insert_map(&mut o.tci, "active", active);
         if let Some(address) = &self.address {
             insert(&mut o.tci, "address", address.value());
             if let Some((name, domain)) = address.split_once('@') {
@@ -1038,31 +1206,25 @@ impl<'a> Indicator<'a> {
         }
 
         // §7 D: associated groups.
-        if let Some(DataList(Some(groups))) = &self.associated_groups {
-            append_creators(
-                &mut o.related_user,
-                groups.iter().map(|g| g.created_by.as_ref()),
-            );
-            for g in groups {
+        if let Some(DataList(Some(groups))) = self.associated_groups.take() {
+            append_creators(&mut o.related_user, groups.iter().map(|g| &g.0.creator));
+            for Done(g) in &groups {
                 if let Some(to) = &g.to {
                     append_unique(&mut o.email_to, to);
                 }
             }
-            for g in groups {
+            for Done(g) in &groups {
                 if let Some(from) = &g.from {
                     append_unique(&mut o.email_from, from);
                 }
             }
-            let list = groups.iter().map(Group::to_doc).collect::<Option<_>>()?;
+            let list = groups.into_iter().map(|Done(g)| g.doc).collect();
             nested(&mut o.tci, "associated_groups", "data", Value::Array(list));
         }
 
         // §8 E: associated indicators.
         if let Some(DataList(Some(items))) = self.associated_indicators.take() {
-            let list = items
-                .into_iter()
-                .map(|AssociatedIndicator(m)| associated_indicator(m))
-                .collect::<Option<_>>()?;
+            let list = items.into_iter().map(|Done(v)| v).collect();
             nested(
                 &mut o.tci,
                 "associated_indicators",
@@ -1072,12 +1234,9 @@ impl<'a> Indicator<'a> {
         }
 
         // §9 F: attributes.
-        if let Some(DataList(Some(attrs))) = &self.attributes {
-            append_creators(
-                &mut o.related_user,
-                attrs.iter().map(|a| a.created_by.as_ref()),
-            );
-            let list = attrs.iter().map(Attribute::to_doc).collect::<Option<_>>()?;
+        if let Some(DataList(Some(attrs))) = self.attributes.take() {
+            append_creators(&mut o.related_user, attrs.iter().map(|a| &a.0.1));
+            let list = attrs.into_iter().map(|Done((v, _))| v).collect();
             nested(&mut o.tci, "attributes", "data", Value::Array(list));
         }
 
@@ -1146,7 +1305,7 @@ impl<'a> Indicator<'a> {
         if let Some(d) = top_date(self.external_date_expires.as_ref()).ok()? {
             nested(&mut external, "date", "expires", d);
         }
-        insert(&mut o.tci, "external", Value::Object(external));
+        insert_map(&mut o.tci, "external", external);
         // G11: `external_last.modified` (sic), G12.
         if let Some(d) = top_date(self.external_last_modified.as_ref()).ok()? {
             insert(&mut o.ti, "modified_at", d.clone());
@@ -1262,18 +1421,18 @@ impl<'a> Indicator<'a> {
         if let Some(v) = self.owner_name.take() {
             insert(&mut owner, "name", v);
         }
-        insert(&mut o.tci, "owner", Value::Object(owner));
+        insert_map(&mut o.tci, "owner", owner);
         if let Some(s) = &self.rating {
             insert(&mut o.tci, "rating", s.to_double()?);
         }
 
         // G42–G45.
-        if let Some(DataList(Some(labels))) = &self.security_labels {
-            let tlp: Vec<Value> = labels.iter().filter_map(Label::tlp).map(string).collect();
+        if let Some(DataList(Some(labels))) = self.security_labels.take() {
+            let tlp: Vec<Value> = labels.iter().filter_map(|l| l.0.1).map(string).collect();
             if !tlp.is_empty() {
                 nested(&mut o.ti, "marking", "tlp", Value::Array(tlp));
             }
-            let list = labels.iter().map(Label::to_doc).collect();
+            let list = labels.into_iter().map(|Done((v, _))| v).collect();
             nested(&mut o.tci, "security_labels", "data", Value::Array(list));
         }
         if let Some(s) = &self.size {
@@ -1292,23 +1451,24 @@ impl<'a> Indicator<'a> {
         }
 
         // G52–G59.
-        if let Some(DataList(Some(tags))) = &self.tags {
-            for t in tags {
-                if t.technique_id.is_some() {
-                    o.technique_name.push(t.name.clone().unwrap_or(Value::Null));
-                }
-            }
-            for t in tags {
-                if let Some(id) = &t.technique_id {
+        if let Some(DataList(Some(tags))) = self.tags.take() {
+            for Done(t) in &tags {
+                if let Some((id, name)) = &t.technique {
+                    o.technique_name.push(name.clone());
+                    // Step 4 runs after step 2 over all tags; no other list interleaves.
                     append_unique(&mut o.technique_id, id);
                 }
             }
-            for t in tags {
-                for p in t.platforms()? {
-                    append_unique(&mut o.os_family, p);
+            for Done(t) in &tags {
+                if let Some(Value::Object(p)) = &t.platforms
+                    && let Some(Value::Array(items)) = p.get("data")
+                {
+                    for name in items.iter().filter_map(Value::as_str) {
+                        append_unique(&mut o.os_family, name);
+                    }
                 }
             }
-            let list = tags.iter().map(Tag::to_doc).collect();
+            let list = tags.into_iter().map(|Done(t)| t.doc).collect();
             nested(&mut o.tci, "tags", "data", Value::Array(list));
         }
         if let Some(text) = self.text.take() {
@@ -1335,7 +1495,7 @@ impl<'a> Indicator<'a> {
                 nested(&mut assess, "score", key, s.to_long()?);
             }
         }
-        insert(&mut o.tci, "threat_assess", Value::Object(assess));
+        insert_map(&mut o.tci, "threat_assess", assess);
         let mut user_agent = None;
         if let Some(v) = self.user_agent_string.take() {
             if !ingest::is_empty_value(&v) {
@@ -1356,9 +1516,9 @@ impl<'a> Indicator<'a> {
             }
             insert(&mut value, "type", v);
         }
-        insert(&mut o.tci, "value", Value::Object(value));
-        insert(&mut o.ti, "registry", Value::Object(registry));
-        insert(&mut o.ti, "file", Value::Object(ti_file));
+        insert_map(&mut o.tci, "value", value);
+        insert_map(&mut o.ti, "registry", registry);
+        insert_map(&mut o.ti, "file", ti_file);
         if let Some(link) = &self.web_link {
             insert(&mut o.tci, "web_link", link.value());
             append_unique(&mut o.reference, link);
