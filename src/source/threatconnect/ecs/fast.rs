@@ -19,7 +19,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::reference::{confidence_band, parse_zoned};
+use super::reference::{associated_key_name, confidence_band, parse_zoned};
 use crate::ingest::fast::{
     Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once, put,
 };
@@ -598,18 +598,10 @@ fn renamed_entry<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     {
         let value = map.next_value_seed(Renamed::Member)?;
+        let scalar = !value.is_object() && !value.is_array();
         let renamed = match key {
-            "AS Number" => "as_number",
-            "hostName" => "host_name",
-            "Hashtag" => "hashtag",
-            "Key Name" => "key_name",
-            "legacyLink" => "legacy_link",
-            "Mutex" => "mutex",
-            "Subject" => "subject",
-            "User Agent String" => "user_agent_string",
-            "webLink" => "web_link",
-            "location" if !value.is_object() && !value.is_array() => "location_value",
-            other => other,
+            "location" if scalar => "location_value",
+            other => associated_key_name(other),
         };
         put(out, renamed, value)
     }

@@ -2440,18 +2440,7 @@ fn tags(doc: &mut Doc, j: &mut Doc) -> Step {
 fn rename_keys(m: &Doc) -> Doc {
     let mut out = Doc::new();
     for (key, value) in m {
-        let renamed = match key.as_str() {
-            "AS Number" => "as_number",
-            "hostName" => "host_name",
-            "Hashtag" => "hashtag",
-            "Key Name" => "key_name",
-            "legacyLink" => "legacy_link",
-            "Mutex" => "mutex",
-            "Subject" => "subject",
-            "User Agent String" => "user_agent_string",
-            "webLink" => "web_link",
-            other => other,
-        };
+        let renamed = associated_key_name(key);
         match value {
             Value::Object(inner) => {
                 out.insert(renamed.to_owned(), Value::Object(rename_keys(inner)));
@@ -2475,6 +2464,23 @@ fn rename_keys(m: &Doc) -> Doc {
         }
     }
     out
+}
+
+/// E1's name for a key of an associated indicator (at any depth); the scalar `location` rule
+/// is applied by the caller.
+pub(super) fn associated_key_name(key: &str) -> &str {
+    match key {
+        "AS Number" => "as_number",
+        "hostName" => "host_name",
+        "Hashtag" => "hashtag",
+        "Key Name" => "key_name",
+        "legacyLink" => "legacy_link",
+        "Mutex" => "mutex",
+        "Subject" => "subject",
+        "User Agent String" => "user_agent_string",
+        "webLink" => "web_link",
+        other => other,
+    }
 }
 
 /// `ZonedDateTime.parse` (ISO_ZONED_DATE_TIME): date, `T`, `HH:mm[:ss[.f]]`, and a mandatory
