@@ -15,6 +15,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZon
 use serde_json::{Map, Number, Value};
 use sha1::{Digest, Sha1};
 
+pub mod fast;
+
 /// One mapped ECS document, ready for a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EcsEvent {

@@ -1,0 +1,439 @@
+//! Building blocks for a mapper's fast path: decoding the vendor JSON straight into borrowed
+//! scalars, and the success side of the ingest processors on those scalars.
+//!
+//! The processor-by-processor engines (see [`crate::ingest`]) parse each indicator into a
+//! `serde_json::Value` and walk dotted paths through `BTreeMap`s for every step; that is exact
+//! but slow. A fast path instead decodes the fields it knows with `serde` visitors (strings stay
+//! borrowed from the input when they carry no escape) and writes the output maps with known
+//! keys. It only has to be right where it succeeds: every helper here returns `None` (or a
+//! decoding error) wherever the ES processor would fail or behave in a way the fast path does
+//! not model, and the caller then falls back to its reference engine.
+//!
+//! Decoding goes through `deserialize_any`-style calls only ([`Skip`] included), so the input
+//! is accepted or refused exactly as `serde_json::from_str::<Value>` would (same recursion
+//! limit, same number and string validation); `IgnoredAny` would be laxer.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine as _;
+use chrono::{NaiveDate, NaiveTime, Utc};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+use sha1::{Digest, Sha1};
+
+use super::{
+    format_date, java_double_to_string, parse_iso8601, parse_java_double, parse_java_long,
+};
+
+/// A JSON string, borrowed from the input when it needs no unescaping. Any other JSON type is a
+/// decoding error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Str<'_> {
+    /// The owned JSON string value.
+    pub fn value(&self) -> Value {
+        Value::String(self.0.as_ref().to_owned())
+    }
+
+    /// The JSON string value, reusing an owned (unescaped) string.
+    pub fn into_value(self) -> Value {
+        Value::String(self.0.into_owned())
+    }
+}
+
+/// A JSON scalar (not null, not a container), as the parser produced it: non-negative integers
+/// are `PosInt` and negative ones `NegInt`, like `serde_json::Number`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    /// A string.
+    Str(Cow<'a, str>),
+    /// An integer ≥ 0 that fits `u64`.
+    PosInt(u64),
+    /// An integer < 0 that fits `i64`.
+    NegInt(i64),
+    /// Any other number.
+    Float(f64),
+    /// `true` / `false`.
+    Bool(bool),
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON scalar")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::PosInt(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(match u64::try_from(v) {
+                    Ok(u) => Scalar::PosInt(u),
+                    Err(_) => Scalar::NegInt(v),
+                })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Scalar<'_> {
+    /// Java `toString()` of the value (what `convert` and templates see).
+    pub fn java_string(&self) -> Cow<'_, str> {
+        match self {
+            Scalar::Str(s) => Cow::Borrowed(s.as_ref()),
+            Scalar::PosInt(u) => Cow::Owned(u.to_string()),
+            Scalar::NegInt(i) => Cow::Owned(i.to_string()),
+            Scalar::Float(f) => Cow::Owned(java_double_to_string(*f)),
+            Scalar::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        }
+    }
+
+    /// ES `convert` to `string`.
+    pub fn to_string_value(&self) -> Value {
+        Value::String(self.java_string().into_owned())
+    }
+
+    /// ES `convert` to `long`, when it succeeds.
+    pub fn to_long(&self) -> Option<Value> {
+        match self {
+            Scalar::PosInt(u) => i64::try_from(*u).ok().map(Value::from),
+            Scalar::NegInt(i) => Some(Value::from(*i)),
+            Scalar::Str(s) => parse_java_long(s).map(Value::from),
+            // Java prints a double with a `.` or an exponent: never a long.
+            Scalar::Float(_) | Scalar::Bool(_) => None,
+        }
+    }
+
+    /// ES `convert` to `double`, when it succeeds.
+    pub fn to_double(&self) -> Option<Value> {
+        #[allow(clippy::cast_precision_loss)]
+        let d = match self {
+            // Both round the exact integer to the nearest double, as parsing its text would.
+            Scalar::PosInt(u) => *u as f64,
+            Scalar::NegInt(i) => *i as f64,
+            // Java's shortest text of a double parses back to the same double.
+            Scalar::Float(f) => *f,
+            Scalar::Str(s) => parse_java_double(s)?,
+            Scalar::Bool(_) => return None,
+        };
+        Number::from_f64(d).map(Value::Number)
+    }
+
+    /// ES `convert` to `boolean`, when it succeeds (strings: ASCII `true`/`false` in any case;
+    /// rarer Unicode case folds are left to the reference engine).
+    pub fn to_bool(&self) -> Option<bool> {
+        match self {
+            Scalar::Bool(b) => Some(*b),
+            Scalar::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Scalar::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// Any JSON value, validated exactly like `Value` parsing but not kept.
+pub struct Skip;
+
+impl<'de> de::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_key::<Skip>()?.is_some() {
+            map.next_value::<Skip>()?;
+        }
+        Ok(Skip)
+    }
+}
+
+/// Reads the value of a known key into `slot`; a repeated key is a decoding error (the
+/// reference engine keeps the last one, which the caller then computes instead). A JSON `null`
+/// leaves the slot empty.
+pub fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, key: &str) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    T: de::Deserialize<'de>,
+{
+    if slot.is_some() {
+        return Err(de::Error::custom(format_args!("repeated key [{key}]")));
+    }
+    *slot = map.next_value::<Option<T>>()?;
+    Ok(())
+}
+
+/// Inserts a new key; an existing one is a decoding error (a collision the fast path does not
+/// model).
+pub fn put<E: de::Error>(map: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), E> {
+    match map.insert(key.to_owned(), value) {
+        None => Ok(()),
+        Some(_) => Err(E::custom(format_args!("repeated key [{key}]"))),
+    }
+}
+
+/// Decodes an object keeping every entry as a `Value` except the `drop`ped keys (like parsing
+/// it and then removing them, without allocating what is removed); any other JSON value is
+/// decoded as a plain `Value`.
+#[derive(Clone, Copy)]
+pub struct Without(pub &'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Without {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Without {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            list.push(v);
+        }
+        Ok(Value::Array(list))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            if self.0.contains(&&*key) {
+                map.next_value::<Skip>()?;
+            } else {
+                // Like `Value` parsing: a repeated key keeps the last value.
+                out.insert(key.0.into_owned(), map.next_value::<Value>()?);
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// ES `date` with the single format `ISO8601`, when it succeeds: the UTC text
+/// `yyyy-MM-ddTHH:mm:ss.SSSZ`. The API's usual `yyyy-MM-ddTHH:mm:ssZ` is validated and
+/// extended without going through a `DateTime`.
+pub fn iso8601_date(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let canonical = b.len() == 20
+        && b[19] == b'Z'
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit());
+    if canonical {
+        let num = |from: usize, to: usize| text.get(from..to).and_then(|s| s.parse::<u32>().ok());
+        let valid =
+            NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)
+                .is_some()
+                && NaiveTime::from_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?).is_some();
+        if !valid {
+            return None;
+        }
+        let mut out = String::with_capacity(24);
+        out.push_str(text.get(..19)?);
+        out.push_str(".000Z");
+        return Some(out);
+    }
+    parse_iso8601(text).map(|d| format_date(&d.with_timezone(&Utc)))
+}
+
+/// ES `fingerprint` (SHA-1, Base64) over string fields given in sorted field-name order; `None`
+/// entries are missing fields. `None` when all are missing.
+pub fn fingerprint_strs(fields: &[Option<&str>]) -> Option<String> {
+    let mut hasher = Sha1::new();
+    let mut any = false;
+    for s in fields.iter().flatten() {
+        any = true;
+        hasher.update([0u8]);
+        hasher.update(s.as_bytes());
+    }
+    any.then(|| base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
+}
+
+/// Appends a rendered string to a `related.*`-style list unless already present (ES `append`
+/// without duplicates). Empty strings are skipped: the pipeline appends them too, but its final
+/// cleaner removes them again.
+pub fn append_unique(list: &mut Vec<Value>, s: &str) {
+    if s.is_empty() || list.iter().any(|v| v.as_str() == Some(s)) {
+        return;
+    }
+    list.push(Value::String(s.to_owned()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{ConvertType, DateFormat, convert, date};
+    use serde_json::json;
+
+    #[test]
+    fn scalar_conversions_agree_with_convert() {
+        let cases = [
+            json!(12),
+            json!(-3),
+            json!(3.0),
+            json!(1e20),
+            json!("0x1F"),
+            json!("61"),
+            json!(" 61"),
+            json!("3.5"),
+            json!("TRUE"),
+            json!("false"),
+            json!(true),
+            json!(u64::MAX),
+        ];
+        for v in cases {
+            let text = v.to_string();
+            let s: Scalar<'_> = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                s.to_string_value(),
+                convert(&v, ConvertType::String).unwrap()
+            );
+            for (got, ty) in [
+                (s.to_long(), ConvertType::Long),
+                (s.to_double(), ConvertType::Double),
+                (s.to_bool().map(Value::Bool), ConvertType::Boolean),
+            ] {
+                if let Some(got) = got {
+                    assert_eq!(Ok(got), convert(&v, ty), "{v} {ty:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_dates_match_the_date_processor() {
+        for text in [
+            "2023-12-01T08:26:48Z",
+            "2024-02-29T23:59:59Z",
+            "2023-02-29T00:00:00Z",
+            "2023-12-01T24:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "2023-12-01T10:26:48.123456+02:00",
+            "2023-12-01",
+        ] {
+            assert_eq!(
+                iso8601_date(text),
+                date(&json!(text), &[DateFormat::Iso8601]).ok(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn skip_is_as_strict_as_value() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for text in ["1e400", "\"\\ud800\"", deep.as_str(), "[1,]", "{\"a\":1}"] {
+            assert_eq!(
+                serde_json::from_str::<Skip>(text).is_ok(),
+                serde_json::from_str::<Value>(text).is_ok(),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1626 @@
+//! The fast path: the same ECS document as [`super::reference`], built without a DOM of the
+//! indicator and without dotted paths.
+//!
+//! The indicator is decoded once into typed slots (`Str`/`Scalar` borrow from the input when
+//! they can; blocks passed through as sent are decoded straight to `Value`), and the document is
+//! assembled with known keys in the pipeline's order wherever order is observable (the
+//! `related.*` lists, `threat.indicator.reference`, `os.family`). The final empty-value cleaner
+//! is the reference's own [`ingest::remove_empty`], so empty intermediate maps and `""` values
+//! need no special care here.
+//!
+//! The fast path models the success side only. Whenever the reference engine would record an
+//! error, fail the pipeline, or meet a shape whose outcome depends on a quirk (a repeated key, a
+//! field colliding with a rename target, a number where a string is expected, a non-object list
+//! element, …), [`map`] returns `None` and the caller runs the reference engine. Step numbers
+//! (`C4`, `D44`, …) refer to `shared/spec/threatconnect-mapping.md`.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::reference::{associated_key_name, confidence_band, parse_zoned};
+use crate::ingest::fast::{
+    Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once, put,
+};
+use crate::ingest::{self, ConvertType, DateFormat, EcsEvent, MapOptions};
+
+type Doc = Map<String, Value>;
+
+/// Maps `raw` like the reference engine, or `None` when the indicator needs the reference.
+pub(super) fn map(raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
+    let indicator: Indicator<'_> = serde_json::from_str(raw).ok()?;
+    indicator.into_event(raw, opts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+/// What an object decoder does with a key it does not list.
+#[derive(Clone, Copy)]
+enum Unknown {
+    /// Dropped (the pipeline deletes the scratch object with every unlisted field).
+    Skip,
+    /// Kept as sent, unless it is one of these names, which the pipeline writes itself (a
+    /// collision the fast path leaves to the reference).
+    Keep(&'static [&'static str]),
+    /// Refused (left to the reference).
+    Refuse,
+}
+
+fn unknown_key<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    rest: &mut Doc,
+    key: Str<'de>,
+    policy: Unknown,
+) -> Result<(), A::Error> {
+    match policy {
+        Unknown::Skip => map.next_value::<Skip>().map(|_| ()),
+        Unknown::Keep(reserved) if !reserved.contains(&&*key) => {
+            let value = map.next_value::<Value>()?;
+            put(rest, &key, value)
+        }
+        Unknown::Keep(_) | Unknown::Refuse => Err(de::Error::custom(format_args!(
+            "key [{}] left to the reference engine",
+            &*key
+        ))),
+    }
+}
+
+/// Like [`once`], but a null is refused too (for fields where the pipeline fails on null).
+fn once_not_null<'de, A: MapAccess<'de>, T: de::Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    key: &str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::custom(format_args!("repeated key [{key}]")));
+    }
+    *slot = Some(map.next_value::<T>()?);
+    Ok(())
+}
+
+/// An object decoder with one optional slot per known key.
+macro_rules! object {
+    (@reader) => { once };
+    (@reader $reader:ident) => { $reader };
+    (
+        $(#[$meta:meta])*
+        struct $name:ident<$lt:lifetime> {
+            $($(#[$fmeta:meta])* $key:literal => $field:ident : $ty:ty $(= $reader:ident)?),* $(,)?
+        }
+        unknown = $policy:expr;
+    ) => {
+        $(#[$meta])*
+        #[derive(Default)]
+        struct $name<$lt> {
+            $($(#[$fmeta])* $field: Option<$ty>,)*
+            /// Unlisted keys kept as sent.
+            rest: Doc,
+        }
+
+        impl<'de> de::Deserialize<'de> for $name<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a ThreatConnect ", stringify!($name), " object"))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                        let mut out = $name::default();
+                        while let Some(key) = map.next_key::<Str<'de>>()? {
+                            match &*key {
+                                $($key => object!(@reader $($reader)?)(&mut map, &mut out.$field, $key)?,)*
+                                _ => unknown_key(&mut map, &mut out.rest, key, $policy)?,
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+object! {
+    /// One ThreatConnect indicator (an element of the API's `data` array).
+    struct Indicator<'a> {
+        "activeLocked" => active_locked: Scalar<'a>,
+        "active" => active: Scalar<'a>,
+        "address" => address: Str<'a>,
+        "AS Number" => as_number: Str<'a>,
+        "associatedArtifacts" => associated_artifacts: Value,
+        "associatedCases" => associated_cases: Value,
+        "associatedGroups" => associated_groups: DataList<Done<Group<'a>>>,
+        "associatedIndicators" => associated_indicators: DataList<Done<AssociatedIndicator>>,
+        "attributes" => attributes: DataList<Done<Attribute<'a>>>,
+        "Block" => block: Value,
+        "confidence" => confidence: Scalar<'a>,
+        "customAssociations" => custom_associations: Value,
+        "dateAdded" => date_added: Str<'a>,
+        "deleted_at" => deleted_at: Str<'a>,
+        "description" => description: Value,
+        "dnsActive" => dns_active: Scalar<'a>,
+        "dnsResolution" => dns_resolution: Value,
+        "enrichment" => enrichment: Value,
+        "externalDateAdded" => external_date_added: Str<'a>,
+        "externalDateExpires" => external_date_expires: Str<'a>,
+        "externalLastModified" => external_last_modified: Str<'a>,
+        "falsePositiveReportedByUser" => false_positive_reported_by_user: Scalar<'a>,
+        "falsePositives" => false_positives: Scalar<'a>,
+        "fileActions" => file_actions: Value,
+        "fileOccurrences" => file_occurrences: Value,
+        "firstSeen" => first_seen: Str<'a>,
+        "genericCustomIndicatorValues" => generic_custom_indicator_values: Value,
+        "geoLocation" => geo_location: Value,
+        "Hashtag" => hashtag: Value,
+        "hostName" => host_name: Str<'a>,
+        "id" => id: Scalar<'a>,
+        "investigationLinks" => investigation_links: Value,
+        "ip" => ip: Str<'a>,
+        "Key Name" => key_name: Value,
+        "lastFalsePositive" => last_false_positive: Str<'a>,
+        "lastModified" => last_modified: Str<'a>,
+        "lastSeen" => last_seen: Str<'a>,
+        "legacyLink" => legacy_link: Str<'a>,
+        "md5" => md5: Str<'a>,
+        "Mutex" => mutex: Value,
+        "observations" => observations: Value,
+        "ownerId" => owner_id: Scalar<'a>,
+        "ownerName" => owner_name: Value,
+        "privateFlag" => private_flag: Scalar<'a>,
+        "rating" => rating: Scalar<'a>,
+        "securityLabels" => security_labels: DataList<Done<Label<'a>>>,
+        "sha1" => sha1: Str<'a>,
+        "sha256" => sha256: Str<'a>,
+        "size" => size: Scalar<'a>,
+        "source" => source: Value,
+        "Subject" => subject: Value,
+        "summary" => summary: Str<'a>,
+        "tags" => tags: DataList<Done<Tag<'a>>>,
+        "text" => text: Value,
+        "threatAssessConfidence" => threat_assess_confidence: Scalar<'a>,
+        "threatAssessRating" => threat_assess_rating: Scalar<'a>,
+        "threatAssessScoreFalsePositive" => threat_assess_score_false_positive: Scalar<'a>,
+        "threatAssessScoreObserved" => threat_assess_score_observed: Scalar<'a>,
+        "threatAssessScore" => threat_assess_score: Scalar<'a>,
+        "trackedUsers" => tracked_users: Value,
+        "type" => kind: Str<'a>,
+        "User Agent String" => user_agent_string: Value,
+        "Value Name" => value_name: Value,
+        "Value Type" => value_type: Value,
+        "webLink" => web_link: Str<'a>,
+        "whoIs" => who_is: Value,
+        "whoisActive" => whois_active: Scalar<'a>,
+    }
+    unknown = Unknown::Skip;
+}
+
+/// A list element that is turned into its output as soon as it is decoded, so that lists hold
+/// small values (the decoded slots of a group take more than a kilobyte).
+trait Element: Sized {
+    type Out;
+    /// The output, or `None` for a shape left to the reference engine.
+    fn finish(self) -> Option<Self::Out>;
+}
+
+/// One finished list element.
+struct Done<T: Element>(T::Out);
+
+impl<'de, T: Element + de::Deserialize<'de>> de::Deserialize<'de> for Done<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d)?
+            .finish()
+            .map(Done)
+            .ok_or_else(|| de::Error::custom("element left to the reference engine"))
+    }
+}
+
+/// A `{"data": [...], ...}` wrapper: the list (absent or null → `None`); other keys dropped.
+struct DataList<T>(Option<Vec<T>>);
+
+impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for DataList<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: de::Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = DataList<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with a data list")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut data = None;
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if &*key == "data" {
+                        once(&mut map, &mut data, "data")?;
+                    } else {
+                        map.next_value::<Skip>()?;
+                    }
+                }
+                Ok(DataList(data))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+object! {
+    /// `createdBy` of a group or an attribute; any other key stays behind in `createdBy`
+    /// upstream, which the fast path does not model.
+    struct CreatedBy<'a> {
+        "firstName" => first_name: Str<'a>,
+        "lastName" => last_name: Str<'a>,
+        "userName" => user_name: Str<'a>,
+        "id" => id: Scalar<'a>,
+        "owner" => owner: Value,
+        "pseudonym" => pseudonym: Value,
+    }
+    unknown = Unknown::Refuse;
+}
+
+/// Names of the keys a group rename or convert writes (D1–D48).
+const GROUP_TARGETS: &[&str] = &[
+    "created_by",
+    "date_added",
+    "document",
+    "down_vote_count",
+    "due_date",
+    "email_date",
+    "escalation_date",
+    "event_date",
+    "external",
+    "file",
+    "first_seen",
+    "generated_report",
+    "last_modified",
+    "last_seen",
+    "legacy_link",
+    "owner",
+    "publish_date",
+    "reminder_date",
+    "score_breakdown",
+    "score_includes_body",
+    "up_vote",
+    "up_vote_count",
+    "web_link",
+];
+
+object! {
+    /// One associated group (§7); unlisted keys stay as sent.
+    struct Group<'a> {
+        "createdBy" => created_by: CreatedBy<'a>,
+        "assignments" => assignments: Value,
+        "attributes" => attributes: GroupAttributes,
+        "to" => to: Str<'a>,
+        "from" => from: Str<'a>,
+        "userName" => user_name: Skip,
+        "dateAdded" => date_added: Str<'a>,
+        "documentDateAdded" => document_date_added: Str<'a>,
+        "dueDate" => due_date: Str<'a>,
+        "emailDate" => email_date: Str<'a>,
+        "escalationDate" => escalation_date: Str<'a>,
+        "eventDate" => event_date: Str<'a>,
+        "externalDateAdded" => external_date_added: Str<'a>,
+        "externalDateExpires" => external_date_expires: Str<'a>,
+        "externalLastModified" => external_last_modified: Str<'a>,
+        "firstSeen" => first_seen: Str<'a>,
+        "lastModified" => last_modified: Str<'a>,
+        "lastSeen" => last_seen: Str<'a>,
+        "publishDate" => publish_date: Str<'a>,
+        "reminderDate" => reminder_date: Str<'a>,
+        "documentType" => document_type: Value,
+        "downVoteCount" => down_vote_count: Value,
+        "fileName" => file_name: Value,
+        "fileText" => file_text: Value,
+        "fileType" => file_type: Value,
+        "legacyLink" => legacy_link: Value,
+        "ownerName" => owner_name: Value,
+        "scoreBreakdown" => score_breakdown: Value,
+        "upVoteCount" => up_vote_count: Value,
+        "webLink" => web_link: Value,
+        "fileSize" => file_size: Scalar<'a>,
+        "generatedReport" => generated_report: Scalar<'a>,
+        "malware" => malware: Scalar<'a>,
+        "ownerId" => owner_id: Scalar<'a>,
+        "scoreIncludesBody" => score_includes_body: Scalar<'a>,
+        "upVote" => up_vote: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+    }
+    unknown = Unknown::Keep(GROUP_TARGETS);
+}
+
+/// A group's `attributes` (D47/D48): `Some(list)` when it has a `data` key (null → `None`
+/// inside), each object element without the keys D48 removes. An object without `data` but
+/// with other keys becomes a one-element list upstream; that is refused.
+struct GroupAttributes(Option<Vec<Value>>);
+
+impl<'de> de::Deserialize<'de> for GroupAttributes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GroupAttributes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("group attributes")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut data: Option<Option<Vec<Value>>> = None;
+                let mut other = false;
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if &*key == "data" {
+                        if data.is_some() {
+                            return Err(de::Error::custom("repeated key [data]"));
+                        }
+                        data = Some(map.next_value_seed(OptionalList(Without(&[
+                            "dateAdded",
+                            "default",
+                            "id",
+                            "lastModified",
+                            "pinned",
+                            "source",
+                        ])))?);
+                    } else {
+                        other = true;
+                        map.next_value::<Skip>()?;
+                    }
+                }
+                match data {
+                    Some(list) => Ok(GroupAttributes(list)),
+                    None if other => Err(de::Error::custom("group attributes without data")),
+                    None => Ok(GroupAttributes(None)),
+                }
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `null` or a list whose elements are decoded with a seed.
+struct OptionalList<S>(S);
+
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for OptionalList<S> {
+    type Value = Option<Vec<S::Value>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for OptionalList<S> {
+    type Value = Option<Vec<S::Value>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or a list")
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::new();
+        while let Some(v) = seq.next_element_seed(self.0)? {
+            list.push(v);
+        }
+        Ok(Some(list))
+    }
+}
+
+object! {
+    /// One indicator attribute (§9); unlisted keys (`type`, `value`, `source`, …) stay.
+    struct Attribute<'a> {
+        "createdBy" => created_by: CreatedBy<'a>,
+        "userName" => user_name: Skip,
+        "dateAdded" => date_added: Str<'a>,
+        "lastModified" => last_modified: Str<'a>,
+        "default" => default: Scalar<'a>,
+        "pinned" => pinned: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+    }
+    unknown = Unknown::Keep(&["created_by", "date_added", "last_modified"]);
+}
+
+object! {
+    /// One security label (G42–G45).
+    struct Label<'a> {
+        "dateAdded" => date_added: Str<'a>,
+        // A null name makes the TLP script fail upstream.
+        "name" => name: Str<'a> = once_not_null,
+        "id" => id: Skip,
+        "description" => description: Skip,
+        "color" => color: Skip,
+        "owner" => owner: Skip,
+    }
+    unknown = Unknown::Keep(&["date_added"]);
+}
+
+object! {
+    /// One tag (§13).
+    struct Tag<'a> {
+        "lastUsed" => last_used: Str<'a>,
+        "name" => name: Value,
+        "techniqueId" => technique_id: Str<'a>,
+        "platforms" => platforms: Value,
+        "tactics" => tactics: Value,
+        "id" => id: Skip,
+        "description" => description: Skip,
+        "owner" => owner: Skip,
+    }
+    unknown = Unknown::Keep(&["last_used", "technique"]);
+}
+
+/// One associated indicator after E1's recursive key rename.
+struct AssociatedIndicator {
+    /// Keys kept (after E1's renames).
+    rest: Doc,
+    /// The values of the keys E2–E27 move or drop ([`ASSOCIATED_MOVED`]), decoded aside so their
+    /// names are never allocated.
+    moved: Vec<(&'static str, Value)>,
+}
+
+/// Keys of an associated indicator that E2–E27 move or remove (none of them is renamed by E1).
+const ASSOCIATED_MOVED: &[&str] = &[
+    "active",
+    "activeLocked",
+    "dnsActive",
+    "privateFlag",
+    "whoisActive",
+    "ownerId",
+    "ownerName",
+    "dateAdded",
+    "firstSeen",
+    "lastModified",
+    "lastSeen",
+    "externalDateAdded",
+    "externalDateExpires",
+    "externalLastModified",
+    "Block",
+    "Value Name",
+    "Value Type",
+];
+
+impl AssociatedIndicator {
+    /// Takes the value of a moved key.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        let i = self.moved.iter().position(|(k, _)| *k == key)?;
+        Some(self.moved.swap_remove(i).1)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for AssociatedIndicator {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AssociatedIndicator;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an associated indicator object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut item = AssociatedIndicator {
+                    rest: Doc::new(),
+                    moved: Vec::with_capacity(ASSOCIATED_MOVED.len()),
+                };
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match ASSOCIATED_MOVED.iter().find(|k| **k == &*key) {
+                        Some(k) if item.moved.iter().any(|(m, _)| m == k) => {
+                            return Err(de::Error::custom("repeated key"));
+                        }
+                        Some(k) => {
+                            let value = map.next_value_seed(Renamed::Member)?;
+                            item.moved.push((k, value));
+                        }
+                        None => renamed_entry(&mut map, &mut item.rest, &key)?,
+                    }
+                }
+                Ok(item)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// E1: where a value sits relative to the renamed objects. `rename_keys` renames the keys of
+/// an object, of objects nested in it, and of objects that are direct elements of a list in it;
+/// a list directly inside a list is copied as is.
+#[derive(Clone, Copy)]
+enum Renamed {
+    /// The value of a key of a renamed object.
+    Member,
+    /// An element of a list that is a member.
+    Element,
+}
+
+impl<'de> DeserializeSeed<'de> for Renamed {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Renamed {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Without(&[]).visit_bool(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Without(&[]).visit_i64(v)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Without(&[]).visit_u64(v)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Without(&[]).visit_f64(v)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Without(&[]).visit_str(v)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Without(&[]).visit_string(v)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Without(&[]).visit_unit()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        match self {
+            Renamed::Member => {
+                let mut seq = seq;
+                let mut list = Vec::new();
+                while let Some(v) = seq.next_element_seed(Renamed::Element)? {
+                    list.push(v);
+                }
+                Ok(Value::Array(list))
+            }
+            Renamed::Element => Without(&[]).visit_seq(seq),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        renamed_map(map).map(Value::Object)
+    }
+}
+
+/// An object with E1's key renames; a collision (or a repeated key) is refused.
+fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Doc, A::Error> {
+    let mut out = Doc::new();
+    while let Some(key) = map.next_key::<Str<'de>>()? {
+        renamed_entry(&mut map, &mut out, &key)?;
+    }
+    Ok(out)
+}
+
+/// Decodes the value of `key` and stores it under its E1 name.
+fn renamed_entry<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    out: &mut Doc,
+    key: &str,
+) -> Result<(), A::Error> {
+    {
+        let value = map.next_value_seed(Renamed::Member)?;
+        let scalar = !value.is_object() && !value.is_array();
+        let renamed = match key {
+            "location" if scalar => "location_value",
+            other => associated_key_name(other),
+        };
+        put(out, renamed, value)
+    }
+}
+
+/// The creator names of a group or attribute: first, last, user name.
+type Creator<'a> = [Option<Str<'a>>; 3];
+
+/// A finished group and what the document-level steps need from it.
+struct GroupOut<'a> {
+    doc: Value,
+    creator: Creator<'a>,
+    to: Option<Str<'a>>,
+    from: Option<Str<'a>>,
+}
+
+impl<'a> Element for Group<'a> {
+    type Out = GroupOut<'a>;
+    fn finish(mut self) -> Option<GroupOut<'a>> {
+        let creator = creator(self.created_by.as_ref());
+        let (to, from) = (self.to.take(), self.from.take());
+        Some(GroupOut {
+            doc: self.into_doc()?,
+            creator,
+            to,
+            from,
+        })
+    }
+}
+
+impl<'a> Element for Attribute<'a> {
+    type Out = (Value, Creator<'a>);
+    fn finish(self) -> Option<Self::Out> {
+        let creator = creator(self.created_by.as_ref());
+        Some((self.into_doc()?, creator))
+    }
+}
+
+impl Element for Label<'_> {
+    /// The label and its TLP marking.
+    type Out = (Value, Option<&'static str>);
+    fn finish(self) -> Option<Self::Out> {
+        let tlp = self.tlp();
+        Some((self.into_doc(), tlp))
+    }
+}
+
+/// A finished tag and what §13 steps 2, 4 and 5 need from it.
+struct TagOut<'a> {
+    doc: Value,
+    /// `techniqueId` and the tag's `name` (null when missing), when the tag has a technique.
+    technique: Option<(Str<'a>, Value)>,
+    platforms: Option<Value>,
+}
+
+impl<'a> Element for Tag<'a> {
+    type Out = TagOut<'a>;
+    fn finish(mut self) -> Option<TagOut<'a>> {
+        self.platforms()?;
+        let platforms = self.platforms.take();
+        let technique = self
+            .technique_id
+            .clone()
+            .map(|id| (id, self.name.clone().unwrap_or(Value::Null)));
+        Some(TagOut {
+            doc: self.into_doc(),
+            technique,
+            platforms,
+        })
+    }
+}
+
+impl Element for AssociatedIndicator {
+    type Out = Value;
+    fn finish(self) -> Option<Value> {
+        associated_indicator(self)
+    }
+}
+
+fn creator<'a>(c: Option<&CreatedBy<'a>>) -> Creator<'a> {
+    match c {
+        Some(c) => [
+            c.first_name.clone(),
+            c.last_name.clone(),
+            c.user_name.clone(),
+        ],
+        None => [None, None, None],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assembly
+// ---------------------------------------------------------------------------------------------
+
+/// The output maps of the document, filled field by field.
+#[derive(Default)]
+struct Out {
+    /// `threat_connect.indicator`.
+    tci: Doc,
+    /// `threat.indicator`.
+    ti: Doc,
+    event: Doc,
+    user: Doc,
+    email: Doc,
+    related_user: Vec<Value>,
+    related_hosts: Vec<Value>,
+    related_ip: Vec<Value>,
+    related_hash: Vec<Value>,
+    reference: Vec<Value>,
+    technique_id: Vec<Value>,
+    technique_name: Vec<Value>,
+    os_family: Vec<Value>,
+    email_to: Vec<Value>,
+    email_from: Vec<Value>,
+}
+
+/// Inserts `value` under `key` of the sub-map `parent` of `map` (created when absent).
+fn nested(map: &mut Doc, parent: &str, key: &str, value: Value) {
+    // Look up first: the parent usually exists and then needs no key allocation.
+    if let Some(Value::Object(m)) = map.get_mut(parent) {
+        m.insert(key.to_owned(), value);
+        return;
+    }
+    let mut m = Doc::new();
+    m.insert(key.to_owned(), value);
+    map.insert(parent.to_owned(), Value::Object(m));
+}
+
+/// Inserts a map unless it is empty (the final cleaner would remove it anyway).
+fn insert_map(map: &mut Doc, key: &str, value: Doc) {
+    if !value.is_empty() {
+        map.insert(key.to_owned(), Value::Object(value));
+    }
+}
+
+/// Inserts a list unless it is empty (the final cleaner would remove it anyway).
+fn insert_list(map: &mut Doc, key: &str, value: Vec<Value>) {
+    if !value.is_empty() {
+        map.insert(key.to_owned(), Value::Array(value));
+    }
+}
+
+fn insert(map: &mut Doc, key: &str, value: Value) {
+    map.insert(key.to_owned(), value);
+}
+
+fn string(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+/// A top-level `date` processor guarded by `!= null && != ''` (G9–G27): the formatted date,
+/// `Ok(None)` for an empty text, `Err` when the reference would record an error.
+fn top_date(text: Option<&Str<'_>>) -> Result<Option<Value>, ()> {
+    match text {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => iso8601_date(s).map(|d| Some(Value::String(d))).ok_or(()),
+    }
+}
+
+/// A `date` inside a `foreach` (failures only remove the source): the formatted date or nothing.
+fn element_date(text: Option<&Str<'_>>) -> Option<Value> {
+    text.and_then(|s| iso8601_date(s)).map(Value::String)
+}
+
+/// An element `date` over a parsed value (associated indicators).
+fn value_date(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => iso8601_date(s).map(Value::String),
+        other => ingest::date(other, &[DateFormat::Iso8601])
+            .ok()
+            .map(Value::String),
+    }
+}
+
+/// `tci.type instanceof String && tci.type.contains(needle)`.
+fn kind_contains(kind: Option<&Str<'_>>, needle: &str) -> bool {
+    kind.is_some_and(|k| k.contains(needle))
+}
+
+/// Copies a passed-through value into an ECS field (ES `set` with `copy_from` and
+/// `ignore_empty_value`).
+fn copy_value(v: Option<&Value>, to: &mut Doc, key: &str) {
+    if let Some(v) = v.filter(|v| !ingest::is_empty_value(v)) {
+        insert(to, key, v.clone());
+    }
+}
+
+impl CreatedBy<'_> {
+    /// `created_by` (D1–D11 / §9).
+    fn into_created_by(self) -> Doc {
+        let mut m = Doc::new();
+        let names = [
+            ("first_name", self.first_name),
+            ("last_name", self.last_name),
+            ("user_name", self.user_name),
+        ];
+        for (key, name) in names {
+            if let Some(n) = name {
+                insert(&mut m, key, n.into_value());
+            }
+        }
+        if let Some(id) = &self.id {
+            insert(&mut m, "id", id.to_string_value());
+        }
+        for (key, v) in [("owner", self.owner), ("pseudonym", self.pseudonym)] {
+            if let Some(v) = v {
+                insert(&mut m, key, v);
+            }
+        }
+        m
+    }
+}
+
+/// The creator names of each element, appended list by list (all first names, then all last
+/// names, then all user names) to `related.user`.
+fn append_creators<'b, 'a: 'b>(
+    related_user: &mut Vec<Value>,
+    creators: impl Iterator<Item = &'b Creator<'a>> + Clone,
+) {
+    for i in 0..3 {
+        for c in creators.clone() {
+            if let Some(name) = &c[i] {
+                append_unique(related_user, name);
+            }
+        }
+    }
+}
+
+impl Group<'_> {
+    /// The group as stored under `tci.associated_groups.data` (D1–D48), or `None` for a shape
+    /// left to the reference.
+    fn into_doc(self) -> Option<Value> {
+        let mut g = self.rest;
+        if let Some(c) = self.created_by {
+            insert_map(&mut g, "created_by", c.into_created_by());
+        }
+        if let Some(a) = self.assignments {
+            insert(&mut g, "assignments", assignments(a)?);
+        }
+        for (key, text) in [
+            ("date_added", &self.date_added),
+            ("due_date", &self.due_date),
+            ("email_date", &self.email_date),
+            ("escalation_date", &self.escalation_date),
+            ("event_date", &self.event_date),
+            ("first_seen", &self.first_seen),
+            ("last_modified", &self.last_modified),
+            ("last_seen", &self.last_seen),
+            ("publish_date", &self.publish_date),
+            ("reminder_date", &self.reminder_date),
+        ] {
+            if let Some(d) = element_date(text.as_ref()) {
+                insert(&mut g, key, d);
+            }
+        }
+        if let Some(d) = element_date(self.document_date_added.as_ref()) {
+            nested(&mut g, "document", "date_added", d);
+        }
+        let mut external = Doc::new();
+        for (key, text) in [
+            ("added", &self.external_date_added),
+            ("expires", &self.external_date_expires),
+        ] {
+            if let Some(d) = element_date(text.as_ref()) {
+                nested(&mut external, "date", key, d);
+            }
+        }
+        if let Some(d) = element_date(self.external_last_modified.as_ref()) {
+            insert(&mut external, "last_modified", d);
+        }
+        insert_map(&mut g, "external", external);
+        for (parent, key, v) in [
+            ("document", "type", self.document_type),
+            ("file", "name", self.file_name),
+            ("file", "text", self.file_text),
+            ("file", "type", self.file_type),
+            ("owner", "name", self.owner_name),
+        ] {
+            if let Some(v) = v {
+                nested(&mut g, parent, key, v);
+            }
+        }
+        for (key, v) in [
+            ("down_vote_count", self.down_vote_count),
+            ("legacy_link", self.legacy_link),
+            ("score_breakdown", self.score_breakdown),
+            ("up_vote_count", self.up_vote_count),
+            ("web_link", self.web_link),
+        ] {
+            if let Some(v) = v {
+                insert(&mut g, key, v);
+            }
+        }
+        if let Some(s) = &self.file_size {
+            nested(&mut g, "file", "size", s.to_string_value());
+        }
+        if let Some(s) = &self.owner_id {
+            nested(&mut g, "owner", "id", s.to_string_value());
+        }
+        if let Some(s) = &self.id {
+            insert(&mut g, "id", s.to_string_value());
+        }
+        for (key, s) in [
+            ("generated_report", &self.generated_report),
+            ("malware", &self.malware),
+            ("score_includes_body", &self.score_includes_body),
+            ("up_vote", &self.up_vote),
+        ] {
+            if let Some(s) = s {
+                insert(&mut g, key, Value::Bool(s.to_bool()?));
+            }
+        }
+        if let Some(GroupAttributes(Some(list))) = self.attributes {
+            insert_list(&mut g, "attributes", list);
+        }
+        Some(Value::Object(g))
+    }
+}
+
+/// D4/D5: every `assignments.data[*].user.id` converted to a string in place.
+fn assignments(mut v: Value) -> Option<Value> {
+    if let Value::Object(m) = &mut v {
+        match m.get_mut("data") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                for a in list {
+                    if let Value::Object(a) = a
+                        && let Some(Value::Object(user)) = a.get_mut("user")
+                        && let Some(id) = user.get_mut("id").filter(|id| !id.is_null())
+                    {
+                        *id = ingest::convert(id, ConvertType::String).ok()?;
+                    }
+                }
+            }
+            Some(_) => return None,
+        }
+    }
+    Some(v)
+}
+
+impl Attribute<'_> {
+    /// The attribute as stored under `tci.attributes.data` (§9).
+    fn into_doc(self) -> Option<Value> {
+        let mut a = self.rest;
+        if let Some(c) = self.created_by {
+            insert_map(&mut a, "created_by", c.into_created_by());
+        }
+        for (key, text) in [
+            ("date_added", &self.date_added),
+            ("last_modified", &self.last_modified),
+        ] {
+            if let Some(d) = element_date(text.as_ref()) {
+                insert(&mut a, key, d);
+            }
+        }
+        for (key, s) in [("default", &self.default), ("pinned", &self.pinned)] {
+            if let Some(s) = s {
+                insert(&mut a, key, Value::Bool(s.to_bool()?));
+            }
+        }
+        if let Some(s) = &self.id {
+            insert(&mut a, "id", s.to_string_value());
+        }
+        Some(Value::Object(a))
+    }
+}
+
+/// Keys an associated indicator must not carry: E2–E27 write them.
+const ASSOCIATED_TARGETS: &[&str] = &[
+    "_temp",
+    "block",
+    "date_added",
+    "dns_active",
+    "external",
+    "first_seen",
+    "last_modified",
+    "last_seen",
+    "owner",
+    "private_flag",
+    "value",
+    "whois_active",
+];
+
+/// E2–E27 on one (renamed) associated indicator.
+fn associated_indicator(mut item: AssociatedIndicator) -> Option<Value> {
+    use ConvertType::{Boolean, Double, Ip, Long, String};
+    let m = &mut item.rest;
+    if ASSOCIATED_TARGETS.iter().any(|k| m.contains_key(*k)) {
+        return None;
+    }
+    for (key, ty) in [
+        ("size", String),
+        ("confidence", Long),
+        ("id", String),
+        ("ip", Ip),
+        ("rating", Double),
+    ] {
+        if let Some(v) = m.get_mut(key).filter(|v| !v.is_null()) {
+            *v = ingest::convert(v, ty).ok()?;
+        }
+    }
+    let mut out = std::mem::take(m);
+    let mut active = Doc::new();
+    for (from, to) in [("active", "value"), ("activeLocked", "locked")] {
+        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
+            insert(&mut active, to, ingest::convert(&v, Boolean).ok()?);
+        }
+    }
+    for (from, to) in [
+        ("dnsActive", "dns_active"),
+        ("privateFlag", "private_flag"),
+        ("whoisActive", "whois_active"),
+    ] {
+        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
+            insert(&mut out, to, ingest::convert(&v, Boolean).ok()?);
+        }
+    }
+    let mut owner = Doc::new();
+    if let Some(v) = item.take("ownerId").filter(|v| !v.is_null()) {
+        insert(&mut owner, "id", ingest::convert(&v, String).ok()?);
+    }
+    if let Some(v) = item.take("ownerName") {
+        insert(&mut owner, "name", v);
+    }
+    for (from, to) in [
+        ("dateAdded", "date_added"),
+        ("firstSeen", "first_seen"),
+        ("lastModified", "last_modified"),
+        ("lastSeen", "last_seen"),
+    ] {
+        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
+            insert(&mut out, to, d);
+        }
+    }
+    let mut external = Doc::new();
+    for (from, key) in [
+        ("externalDateAdded", "added"),
+        ("externalDateExpires", "expires"),
+    ] {
+        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
+            nested(&mut external, "date", key, d);
+        }
+    }
+    if let Some(d) = item
+        .take("externalLastModified")
+        .as_ref()
+        .and_then(value_date)
+    {
+        insert(&mut external, "last_modified", d);
+    }
+    if let Some(v) = item.take("Block") {
+        insert(&mut out, "block", v);
+    }
+    let mut value = Doc::new();
+    for (from, to) in [("Value Name", "name"), ("Value Type", "type")] {
+        if let Some(v) = item.take(from) {
+            insert(&mut value, to, v);
+        }
+    }
+    insert_map(&mut out, "active", active);
+    insert_map(&mut out, "owner", owner);
+    insert_map(&mut out, "value", value);
+    insert_map(&mut out, "external", external);
+    Some(Value::Object(out))
+}
+
+impl Label<'_> {
+    /// The label as stored under `tci.security_labels.data` (G42, G44).
+    fn into_doc(self) -> Value {
+        let mut l = self.rest;
+        if let Some(d) = element_date(self.date_added.as_ref()) {
+            insert(&mut l, "date_added", d);
+        }
+        if let Some(n) = self.name {
+            insert(&mut l, "name", n.into_value());
+        }
+        Value::Object(l)
+    }
+
+    /// G43: the TLP marking of this label, if any.
+    fn tlp(&self) -> Option<&'static str> {
+        let name = self.name.as_deref()?;
+        if !name.contains(':') {
+            return None;
+        }
+        let second = name.split(':').nth(1)?;
+        ["WHITE", "CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
+            .into_iter()
+            .find(|t| *t == second)
+    }
+}
+
+impl Tag<'_> {
+    /// The tag as stored under `tci.tags.data` (§13 steps 1, 3, 6, 7).
+    fn into_doc(self) -> Value {
+        let mut t = self.rest;
+        if let Some(d) = element_date(self.last_used.as_ref()) {
+            insert(&mut t, "last_used", d);
+        }
+        if let Some(n) = self.name {
+            insert(&mut t, "name", n);
+        }
+        if let Some(id) = self.technique_id {
+            nested(&mut t, "technique", "id", id.into_value());
+        }
+        if let Some(tactics) = self.tactics {
+            let tactics = match tactics {
+                Value::Object(mut m) if m.contains_key("data") => m.remove("data"),
+                other => Some(other),
+            };
+            if let Some(v) = tactics {
+                insert(&mut t, "tactics", v);
+            }
+        }
+        Value::Object(t)
+    }
+
+    /// Step 5: the platform names, or `None` for a shape left to the reference.
+    fn platforms(&self) -> Option<Vec<&str>> {
+        let Some(Value::Object(p)) = &self.platforms else {
+            return Some(Vec::new());
+        };
+        match p.get("data") {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(Value::Array(items)) => items.iter().map(Value::as_str).collect(),
+            Some(_) => None,
+        }
+    }
+}
+
+impl<'a> Indicator<'a> {
+    fn into_event(mut self, raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
+        let mut o = Out::default();
+        let id = fingerprint_strs(&[self.last_modified.as_deref(), self.summary.as_deref()]);
+
+        // §5 B1–B3.
+        let expiration = opts.ioc_expiration.as_ref().filter(|e| !e.raw.is_empty());
+        let deleted_at = match (&self.deleted_at, expiration, &self.last_modified) {
+            (Some(d), _, _) => Some(d.0.as_ref().to_owned()),
+            (None, Some(exp), Some(lm)) => {
+                let t = parse_zoned(lm)?
+                    .checked_add_signed(chrono::Duration::from_std(exp.duration).ok()?)?;
+                Some(ingest::format_date(&t.with_timezone(&chrono::Utc)))
+            }
+            (None, _, _) => None,
+        };
+        if let Some(d) = deleted_at.filter(|d| !d.is_empty()) {
+            let formats = [DateFormat::Iso8601, DateFormat::Unix];
+            let date = ingest::date(&Value::String(d), &formats).ok()?;
+            insert(&mut o.tci, "deleted_at", Value::String(date));
+        }
+        if let Some(exp) = expiration {
+            insert(&mut o.tci, "expiration_duration", string(&exp.raw));
+        }
+
+        // §6 C1–C11.
+        let mut active = Doc::new();
+        for (key, s) in [("locked", &self.active_locked), ("value", &self.active)] {
+            if let Some(s) = s {
+                insert(&mut active, key, Value::Bool(s.to_bool()?));
+            }
+        }
+        insert_map(&mut o.tci, "active", active);
+        if let Some(address) = &self.address {
+            insert(&mut o.tci, "address", address.value());
+            if let Some((name, domain)) = address.split_once('@') {
+                insert(&mut o.user, "name", string(name));
+                insert(&mut o.user, "domain", string(domain));
+                append_unique(&mut o.related_user, name);
+            }
+            if !address.is_empty() {
+                nested(&mut o.ti, "email", "address", address.value());
+                insert(&mut o.user, "email", address.value());
+            }
+        }
+        if let Some(asn) = &self.as_number {
+            insert(&mut o.tci, "as_number", asn.value());
+            let spaced: String = asn
+                .chars()
+                .map(|c| if c.is_ascii_alphabetic() { ' ' } else { c })
+                .collect();
+            let number = ingest::parse_java_long(&ingest::java_trim(&spaced))?;
+            nested(&mut o.ti, "as", "number", Value::from(number));
+        }
+        for (key, v) in [
+            ("associated_artifacts", self.associated_artifacts.take()),
+            ("associated_cases", self.associated_cases.take()),
+        ] {
+            if let Some(v) = v {
+                insert(&mut o.tci, key, v);
+            }
+        }
+
+        // §7 D: associated groups.
+        if let Some(DataList(Some(groups))) = self.associated_groups.take() {
+            append_creators(&mut o.related_user, groups.iter().map(|g| &g.0.creator));
+            for Done(g) in &groups {
+                if let Some(to) = &g.to {
+                    append_unique(&mut o.email_to, to);
+                }
+            }
+            for Done(g) in &groups {
+                if let Some(from) = &g.from {
+                    append_unique(&mut o.email_from, from);
+                }
+            }
+            let list = groups.into_iter().map(|Done(g)| g.doc).collect();
+            nested(&mut o.tci, "associated_groups", "data", Value::Array(list));
+        }
+
+        // §8 E: associated indicators.
+        if let Some(DataList(Some(items))) = self.associated_indicators.take() {
+            let list = items.into_iter().map(|Done(v)| v).collect();
+            nested(
+                &mut o.tci,
+                "associated_indicators",
+                "data",
+                Value::Array(list),
+            );
+        }
+
+        // §9 F: attributes.
+        if let Some(DataList(Some(attrs))) = self.attributes.take() {
+            append_creators(&mut o.related_user, attrs.iter().map(|a| &a.0.1));
+            let list = attrs.into_iter().map(|Done((v, _))| v).collect();
+            nested(&mut o.tci, "attributes", "data", Value::Array(list));
+        }
+
+        // §10 G.
+        let kind = self.kind.as_ref();
+        if let Some(v) = self.block.take() {
+            insert(&mut o.tci, "block", v);
+        }
+        if let Some(c) = &self.confidence {
+            insert(&mut o.tci, "confidence", c.to_long()?);
+            let n = match c {
+                Scalar::Str(s) => ingest::parse_java_double(s)?,
+                other => other.to_double()?.as_f64()?,
+            };
+            if !n.is_finite() {
+                return None;
+            }
+            insert(&mut o.ti, "confidence", string(confidence_band(n)));
+        }
+        let pass_through = [
+            ("custom_associations", self.custom_associations.take()),
+            ("dns_resolution", self.dns_resolution.take()),
+            ("enrichment", self.enrichment.take()),
+            ("file_actions", self.file_actions.take()),
+            ("file_occurrences", self.file_occurrences.take()),
+            (
+                "generic_custom_indicator_values",
+                self.generic_custom_indicator_values.take(),
+            ),
+            ("geo_location", self.geo_location.take()),
+            ("hashtag", self.hashtag.take()),
+            ("investigation_links", self.investigation_links.take()),
+            ("mutex", self.mutex.take()),
+            ("observations", self.observations.take()),
+            ("source", self.source.take()),
+            ("tracked_users", self.tracked_users.take()),
+            ("who_is", self.who_is.take()),
+        ];
+        for (key, v) in pass_through {
+            if let Some(v) = v {
+                insert(&mut o.tci, key, v);
+            }
+        }
+        let booleans = [
+            ("dns_active", &self.dns_active),
+            (
+                "false_positive_reported_by_user",
+                &self.false_positive_reported_by_user,
+            ),
+            ("private_flag", &self.private_flag),
+            ("whois_active", &self.whois_active),
+        ];
+        for (key, s) in booleans {
+            if let Some(s) = s {
+                insert(&mut o.tci, key, Value::Bool(s.to_bool()?));
+            }
+        }
+        if let Some(d) = self.description.take() {
+            copy_value(Some(&d), &mut o.ti, "description");
+            insert(&mut o.tci, "description", d);
+        }
+        let mut external = Doc::new();
+        if let Some(d) = top_date(self.external_date_added.as_ref()).ok()? {
+            nested(&mut external, "date", "added", d);
+        }
+        if let Some(d) = top_date(self.external_date_expires.as_ref()).ok()? {
+            nested(&mut external, "date", "expires", d);
+        }
+        insert_map(&mut o.tci, "external", external);
+        // G11: `external_last.modified` (sic), G12.
+        if let Some(d) = top_date(self.external_last_modified.as_ref()).ok()? {
+            insert(&mut o.ti, "modified_at", d.clone());
+            nested(&mut o.tci, "external_last", "modified", d);
+        }
+        if let Some(s) = &self.false_positives {
+            insert(&mut o.tci, "false_positives", s.to_long()?);
+        }
+        let mut timestamp = None;
+        for (key, text, ecs) in [
+            ("first_seen", &self.first_seen, Some("first_seen")),
+            ("last_false_positive", &self.last_false_positive, None),
+            ("last_modified", &self.last_modified, None),
+            ("last_seen", &self.last_seen, Some("last_seen")),
+            ("date_added", &self.date_added, None),
+        ] {
+            if let Some(d) = top_date(text.as_ref()).ok()? {
+                if let Some(ecs) = ecs {
+                    insert(&mut o.ti, ecs, d.clone());
+                }
+                if key == "last_modified" {
+                    timestamp = Some(d.clone());
+                }
+                insert(&mut o.tci, key, d);
+            }
+        }
+        if let Some(host) = &self.host_name {
+            insert(&mut o.tci, "host_name", host.value());
+            append_unique(&mut o.related_hosts, host);
+        }
+        if let Some(s) = &self.id {
+            insert(&mut o.tci, "id", s.to_string_value());
+        }
+        // G22/G23.
+        let ip = match &self.ip {
+            Some(ip) if !ip.is_empty() => {
+                if !ingest::is_inet_address(ip) {
+                    return None;
+                }
+                insert(&mut o.tci, "ip", ip.value());
+                append_unique(&mut o.related_ip, ip);
+                Some(ip)
+            }
+            _ => None,
+        };
+        // G28–G32.
+        if let Some(k) = kind {
+            insert(&mut o.tci, "type", k.value());
+            let ecs_type = [
+                ("File", "file"),
+                ("URL", "url"),
+                ("EmailAddress", "email-addr"),
+                ("Mutex", "mutex"),
+                ("Registry Key", "windows-registry-key"),
+            ]
+            .into_iter()
+            .find(|(needle, _)| k.contains(needle));
+            if let Some((_, ecs)) = ecs_type {
+                insert(&mut o.ti, "type", Value::Array(vec![string(ecs)]));
+            }
+            if &**k == "Address" {
+                // The guards dereference `tci.ip` without a null check.
+                let ip = ip?;
+                insert(&mut o.ti, "ip", ip.value());
+                if ip.contains('.') {
+                    insert(&mut o.ti, "type", string("ipv4-addr"));
+                } else if ip.contains(':') {
+                    insert(&mut o.ti, "type", string("ipv6-addr"));
+                }
+            }
+        }
+        let is_file = kind_contains(kind, "File");
+        let is_registry = kind_contains(kind, "Registry Key");
+        if let Some(link) = &self.legacy_link {
+            insert(&mut o.tci, "legacy_link", link.value());
+            append_unique(&mut o.reference, link);
+        }
+        // G34, G36, G46, G47: hashes lower-cased [2.x].
+        let md5 = self.md5.as_ref().map(|h| ingest::java_lowercase(h));
+        let sha1 = self.sha1.as_ref().map(|h| ingest::java_lowercase(h));
+        let sha256 = self.sha256.as_ref().map(|h| ingest::java_lowercase(h));
+        let mut ti_file = Doc::new();
+        for (key, hash) in [("md5", &md5), ("sha1", &sha1), ("sha256", &sha256)] {
+            if let Some(h) = hash {
+                insert(&mut o.tci, key, string(h));
+                if is_file && !h.is_empty() {
+                    nested(&mut ti_file, "hash", key, string(h));
+                }
+            }
+        }
+        if let Some(h) = &md5 {
+            append_unique(&mut o.related_hash, h);
+        }
+        if let Some(h) = &sha1 {
+            append_unique(&mut o.related_hash, h);
+        }
+        if md5.is_some()
+            && let Some(h) = &sha256
+        {
+            append_unique(&mut o.related_hash, h);
+        }
+        let mut registry = Doc::new();
+        if let Some(k) = self.key_name.take() {
+            if is_registry {
+                copy_value(Some(&k), &mut registry, "path");
+            }
+            insert(&mut o.tci, "key_name", k);
+        }
+        let mut owner = Doc::new();
+        if let Some(s) = &self.owner_id {
+            insert(&mut owner, "id", s.to_string_value());
+        }
+        if let Some(v) = self.owner_name.take() {
+            insert(&mut owner, "name", v);
+        }
+        insert_map(&mut o.tci, "owner", owner);
+        if let Some(s) = &self.rating {
+            insert(&mut o.tci, "rating", s.to_double()?);
+        }
+
+        // G42–G45.
+        if let Some(DataList(Some(labels))) = self.security_labels.take() {
+            let tlp: Vec<Value> = labels.iter().filter_map(|l| l.0.1).map(string).collect();
+            if !tlp.is_empty() {
+                nested(&mut o.ti, "marking", "tlp", Value::Array(tlp));
+            }
+            let list = labels.into_iter().map(|Done((v, _))| v).collect();
+            nested(&mut o.tci, "security_labels", "data", Value::Array(list));
+        }
+        if let Some(s) = &self.size {
+            insert(&mut o.tci, "size", s.to_string_value());
+            insert(&mut ti_file, "size", s.to_long()?);
+        }
+        if let Some(v) = self.subject.take() {
+            copy_value(Some(&v), &mut o.email, "subject");
+            insert(&mut o.tci, "subject", v);
+        }
+        if let Some(s) = &self.summary {
+            insert(&mut o.tci, "summary", s.value());
+            if !s.is_empty() {
+                insert(&mut o.event, "id", s.value());
+            }
+        }
+
+        // G52–G59.
+        if let Some(DataList(Some(tags))) = self.tags.take() {
+            for Done(t) in &tags {
+                if let Some((id, name)) = &t.technique {
+                    o.technique_name.push(name.clone());
+                    // Step 4 runs after step 2 over all tags; no other list interleaves.
+                    append_unique(&mut o.technique_id, id);
+                }
+            }
+            for Done(t) in &tags {
+                if let Some(Value::Object(p)) = &t.platforms
+                    && let Some(Value::Array(items)) = p.get("data")
+                {
+                    for name in items.iter().filter_map(Value::as_str) {
+                        append_unique(&mut o.os_family, name);
+                    }
+                }
+            }
+            let list = tags.into_iter().map(|Done(t)| t.doc).collect();
+            nested(&mut o.tci, "tags", "data", Value::Array(list));
+        }
+        if let Some(text) = self.text.take() {
+            if kind_contains(kind, "URL") {
+                let mut url = Doc::new();
+                copy_value(Some(&text), &mut url, "original");
+                insert(&mut o.ti, "url", Value::Object(url));
+            }
+            insert(&mut o.tci, "text", text);
+        }
+        let mut assess = Doc::new();
+        if let Some(s) = &self.threat_assess_confidence {
+            insert(&mut assess, "confidence", s.to_double()?);
+        }
+        if let Some(s) = &self.threat_assess_rating {
+            insert(&mut assess, "rating", s.to_double()?);
+        }
+        for (key, s) in [
+            ("false_positive", &self.threat_assess_score_false_positive),
+            ("observed", &self.threat_assess_score_observed),
+            ("value", &self.threat_assess_score),
+        ] {
+            if let Some(s) = s {
+                nested(&mut assess, "score", key, s.to_long()?);
+            }
+        }
+        insert_map(&mut o.tci, "threat_assess", assess);
+        let mut user_agent = None;
+        if let Some(v) = self.user_agent_string.take() {
+            if !ingest::is_empty_value(&v) {
+                user_agent = Some(v.clone());
+            }
+            insert(&mut o.tci, "user_agent_string", v);
+        }
+        let mut value = Doc::new();
+        if let Some(v) = self.value_name.take() {
+            if is_registry {
+                copy_value(Some(&v), &mut registry, "value");
+            }
+            insert(&mut value, "name", v);
+        }
+        if let Some(v) = self.value_type.take() {
+            if is_registry && !ingest::is_empty_value(&v) {
+                nested(&mut registry, "data", "type", v.clone());
+            }
+            insert(&mut value, "type", v);
+        }
+        insert_map(&mut o.tci, "value", value);
+        insert_map(&mut o.ti, "registry", registry);
+        insert_map(&mut o.ti, "file", ti_file);
+        if let Some(link) = &self.web_link {
+            insert(&mut o.tci, "web_link", link.value());
+            append_unique(&mut o.reference, link);
+        }
+        o.assemble(
+            raw,
+            opts,
+            id,
+            timestamp,
+            self.host_name.as_ref(),
+            user_agent,
+        )
+    }
+}
+
+impl Out {
+    /// Puts the maps together, cleans empty values like the pipeline's last step, and types
+    /// `@timestamp`.
+    fn assemble(
+        mut self,
+        raw: &str,
+        opts: &MapOptions,
+        id: Option<String>,
+        timestamp: Option<Value>,
+        host_name: Option<&Str<'_>>,
+        user_agent: Option<Value>,
+    ) -> Option<EcsEvent> {
+        let mut doc = Doc::new();
+        if !opts.tags.is_empty() {
+            let tags = opts.tags.iter().map(|t| string(t)).collect();
+            insert(&mut doc, "tags", Value::Array(tags));
+        }
+        nested(&mut doc, "ecs", "version", string("8.11.0"));
+        insert(&mut self.event, "kind", string("enrichment"));
+        insert(
+            &mut self.event,
+            "category",
+            Value::Array(vec![string("threat")]),
+        );
+        insert(
+            &mut self.event,
+            "type",
+            Value::Array(vec![string("indicator")]),
+        );
+        insert(&mut self.event, "original", string(raw));
+        insert(&mut doc, "event", Value::Object(self.event));
+        insert(&mut self.ti, "provider", string("ThreatConnect"));
+        if !self.reference.is_empty() {
+            insert(&mut self.ti, "reference", Value::Array(self.reference));
+        }
+        let mut threat = Doc::new();
+        insert(&mut threat, "indicator", Value::Object(self.ti));
+        let mut technique = Doc::new();
+        insert(&mut technique, "id", Value::Array(self.technique_id));
+        insert(&mut technique, "name", Value::Array(self.technique_name));
+        insert(&mut threat, "technique", Value::Object(technique));
+        insert(&mut doc, "threat", Value::Object(threat));
+        nested(
+            &mut doc,
+            "threat_connect",
+            "indicator",
+            Value::Object(self.tci),
+        );
+        insert(&mut doc, "user", Value::Object(self.user));
+        nested(
+            &mut self.email,
+            "to",
+            "address",
+            Value::Array(self.email_to),
+        );
+        nested(
+            &mut self.email,
+            "from",
+            "address",
+            Value::Array(self.email_from),
+        );
+        insert(&mut doc, "email", Value::Object(self.email));
+        let mut related = Doc::new();
+        for (key, list) in [
+            ("user", self.related_user),
+            ("hosts", self.related_hosts),
+            ("ip", self.related_ip),
+            ("hash", self.related_hash),
+        ] {
+            insert(&mut related, key, Value::Array(list));
+        }
+        insert(&mut doc, "related", Value::Object(related));
+        insert(
+            &mut doc,
+            "os",
+            serde_json::json!({ "family": self.os_family }),
+        );
+        if let Some(h) = host_name.filter(|h| !h.is_empty()) {
+            nested(&mut doc, "observer", "hostname", h.value());
+        }
+        if let Some(ua) = user_agent {
+            nested(&mut doc, "user_agent", "original", ua);
+        }
+        let ts = timestamp
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(|s| ingest::parse_iso8601(s).map(|t| t.with_timezone(&chrono::Utc)));
+        if let Some(t) = timestamp {
+            insert(&mut doc, "@timestamp", t);
+        }
+        ingest::remove_empty(&mut doc);
+        Some(EcsEvent {
+            id,
+            timestamp: ts,
+            doc,
+        })
+    }
+}
