@@ -7,6 +7,12 @@
 //! each ThreatConnect group a line `…: ecs_map X k/s, serde_json_roundtrip Y k/s, ratio Z×` is
 //! printed, with the same figures for the reference (processor-by-processor) engine alone.
 
+/// The binary's allocator, so that the numbers are the product's (and the round trip gets the
+/// same allocator as the mapping).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
