@@ -41,8 +41,11 @@ use crate::telemetry::{AttemptFailed, PageDelivered, StreamCounters};
 
 /// A chunk holds at most this many items...
 pub const CHUNK_ITEMS: usize = 500;
-/// ...and, unless one item alone is larger, at most this many bytes of raw JSON.
-pub const CHUNK_BYTES: usize = 4 * MIB as usize;
+/// ...and, unless one item alone is larger, at most this many bytes of raw JSON. A mapped
+/// document tree is several times its raw size, and a few chunks are mapped at once: 1 MiB keeps
+/// that small when indicators carry every association (tens of KB each), and still holds
+/// hundreds of plain indicators.
+pub const CHUNK_BYTES: usize = MIB as usize;
 
 /// How many chunks may be mapped, or wait mapped to be sent, at once (beyond the one being
 /// sent): one per core to keep every core mapping, plus one so that the sender never waits
