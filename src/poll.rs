@@ -400,7 +400,7 @@ impl<K: Sink> MapJob<K> {
         drop(items);
         let error_documents = events.iter().filter(|e| has_error(e)).count();
         let indicators = events.len();
-        let encoded = self.sink.encode(&Batch {
+        let encoded = self.sink.encode(Batch {
             input_id: &self.input_id,
             stream: &self.stream,
             events,

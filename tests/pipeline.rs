@@ -121,7 +121,7 @@ struct RecordingSink {
 impl Sink for RecordingSink {
     type Encoded = Vec<u64>;
 
-    fn encode(&self, batch: &Batch<'_>) -> Vec<u64> {
+    fn encode(&self, batch: Batch<'_>) -> Vec<u64> {
         let mapped = self.observed.mapped.fetch_add(1, Ordering::SeqCst) + 1;
         let ahead = mapped - self.observed.sent.load(Ordering::SeqCst);
         self.observed

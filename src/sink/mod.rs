@@ -76,8 +76,9 @@ pub trait Sink: Send + Sync + 'static {
     /// A batch in the sink's wire form.
     type Encoded: Send + Sync + 'static;
 
-    /// Builds the wire form of `batch`. Never fails: every document can be written.
-    fn encode(&self, batch: &Batch<'_>) -> Self::Encoded;
+    /// Builds the wire form of `batch`, consuming its documents (their strings move into the
+    /// wire form where it has trees of its own). Never fails: every document can be written.
+    fn encode(&self, batch: Batch<'_>) -> Self::Encoded;
 
     /// Delivers an encoded batch; `Ok` means it is acknowledged.
     fn send_encoded(
@@ -92,10 +93,14 @@ pub trait Sink: Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
-    /// Encodes `batch` on the calling thread, delivers it and makes it durable: one call for
-    /// callers that hold a whole batch (tests, tools).
+    /// Encodes a copy of `batch` on the calling thread, delivers it and makes it durable: one
+    /// call for callers that hold a whole batch (tests, tools).
     fn send(&self, batch: &Batch<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
-        let encoded = self.encode(batch);
+        let encoded = self.encode(Batch {
+            input_id: batch.input_id,
+            stream: batch.stream,
+            events: batch.events.clone(),
+        });
         async move {
             self.send_encoded(&encoded).await?;
             self.make_durable().await
@@ -129,7 +134,7 @@ pub enum AnyEncoded {
 impl Sink for AnySink {
     type Encoded = AnyEncoded;
 
-    fn encode(&self, batch: &Batch<'_>) -> AnyEncoded {
+    fn encode(&self, batch: Batch<'_>) -> AnyEncoded {
         match self {
             Self::Ndjson(s) => AnyEncoded::Ndjson(s.encode(batch)),
             Self::Otlp(s) => AnyEncoded::Otlp(s.encode(batch)),

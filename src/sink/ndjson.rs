@@ -174,11 +174,11 @@ impl Sink for NdjsonSink {
     /// The batch's lines, each ending in `\n`.
     type Encoded = Vec<u8>;
 
-    fn encode(&self, batch: &Batch<'_>) -> Vec<u8> {
+    fn encode(&self, batch: Batch<'_>) -> Vec<u8> {
         let mut buf = Vec::with_capacity(batch.events.len() * 2048);
         for event in &batch.events {
             // Serialising a Map of JSON values cannot fail.
-            if serde_json::to_writer(&mut buf, &render(batch, event)).is_ok() {
+            if serde_json::to_writer(&mut buf, &render(&batch, event)).is_ok() {
                 buf.push(b'\n');
             }
         }

@@ -204,11 +204,20 @@ impl Sink for OtlpSink {
         true
     }
 
-    fn encode(&self, batch: &Batch<'_>) -> Vec<ExportLogsServiceRequest> {
-        let records: Vec<LogRecord> = batch
-            .events
-            .iter()
-            .map(|event| log_record(batch, event))
+    fn encode(&self, batch: Batch<'_>) -> Vec<ExportLogsServiceRequest> {
+        let Batch {
+            input_id,
+            stream,
+            events,
+        } = batch;
+        let meta = Batch {
+            input_id,
+            stream,
+            events: Vec::new(),
+        };
+        let records: Vec<LogRecord> = events
+            .into_iter()
+            .map(|event| log_record(&meta, event))
             .collect();
         split(records, self.options.max_records, self.options.max_bytes)
             .into_iter()
@@ -337,8 +346,8 @@ fn export_request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
     }
 }
 
-/// One document as a `LogRecord` (DESIGN §6).
-pub fn log_record(batch: &Batch<'_>, event: &EcsEvent) -> LogRecord {
+/// One document as a `LogRecord` (DESIGN §6); the document's strings move into the body.
+pub fn log_record(batch: &Batch<'_>, event: EcsEvent) -> LogRecord {
     let now = chrono::Utc::now();
     let nanos = |t: chrono::DateTime<chrono::Utc>| {
         t.timestamp_nanos_opt()
@@ -359,7 +368,7 @@ pub fn log_record(batch: &Batch<'_>, event: &EcsEvent) -> LogRecord {
         time_unix_nano: event.timestamp.map_or(0, nanos),
         observed_time_unix_nano: nanos(now),
         body: Some(AnyValue {
-            value: Some(AnyKind::KvlistValue(kvlist(&event.doc))),
+            value: Some(AnyKind::KvlistValue(into_kvlist(event.doc))),
         }),
         attributes,
         ..Default::default()
@@ -384,6 +393,32 @@ fn kvlist(map: &serde_json::Map<String, Value>) -> KeyValueList {
     KeyValueList {
         values: map.iter().map(|(k, v)| kv(k, any_value(v))).collect(),
     }
+}
+
+fn into_kvlist(map: serde_json::Map<String, Value>) -> KeyValueList {
+    KeyValueList {
+        values: map
+            .into_iter()
+            .map(|(key, v)| KeyValue {
+                key,
+                value: Some(into_any_value(v)),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// [`any_value`], moving the value's strings instead of copying them.
+pub fn into_any_value(value: Value) -> AnyValue {
+    let kind = match value {
+        Value::String(s) => Some(AnyKind::StringValue(s)),
+        Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
+            values: items.into_iter().map(into_any_value).collect(),
+        })),
+        Value::Object(map) => Some(AnyKind::KvlistValue(into_kvlist(map))),
+        scalar => return any_value(&scalar),
+    };
+    AnyValue { value: kind }
 }
 
 /// A JSON value as an `AnyValue`: objects → kvlist, arrays → array, integers → `int_value`
@@ -531,6 +566,11 @@ mod tests {
             "big": -9223372036854775808_i64,
         });
         let back = any_value_to_json(&any_value(&doc));
+        assert_eq!(
+            into_any_value(doc.clone()),
+            any_value(&doc),
+            "moving equals copying"
+        );
         assert_eq!(back, doc);
     }
 
