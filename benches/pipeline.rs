@@ -322,15 +322,11 @@ fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
         }
     }
     std::thread::sleep(Duration::from_secs(5));
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss = ti_sidecar::telemetry::process_memory_of(&child.id().to_string())
+        .map_or(0, |m| m.rss_bytes);
     let _ = child.kill();
     let _ = child.wait();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    rss
 }
 
 /// The stream as an agent unit under `host`, its events over OTLP into the host's file: time
@@ -340,27 +336,8 @@ fn through_host(bin: &Path, url: &str, indicators: usize, dir: &Path) -> (Durati
     let data = dir.join("host-data");
     let _ = std::fs::remove_file(&events);
     let _ = std::fs::remove_dir_all(&data);
-    let policy = dir.join("policy.yml");
-    let yaml = format!(
-        r#"outputs:
-  default:
-    type: ndjson
-    path: "-"
-inputs:
-  - id: tc
-    type: ti_threatconnect
-    streams:
-      - id: tc-indicator
-        data_stream:
-          dataset: ti_threatconnect.indicator
-        url: {url}
-        access_id: {ACCESS_ID}
-        secret_key: {SECRET}
-        batch_size: 10000
-        initial_interval: 87600h
-"#
-    );
-    std::fs::write(&policy, yaml).expect("writing the policy");
+    // The run config is the policy; the host points the output at its own receiver.
+    let policy = config(dir, url, 10_000, false, Path::new("-"));
     let console = dir.join("host.out");
     // Older builds have no probe.
     let help = Command::new(bin).args(["host", "--help"]).output();

@@ -232,7 +232,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
             shutdown,
             platform: self.source.platform(),
         };
-        let (fetched, (), delivered) = tokio::join!(
+        let ((), (), delivered) = tokio::join!(
             fetch.run(&mut self.source, start, pages_tx),
             split_and_map(pages_rx, chunks_tx, job, shutdown),
             async {
@@ -240,7 +240,6 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 deliver.run(chunks_rx).await
             },
         );
-        let () = fetched;
         match delivered? {
             Delivery::Abandoned => Ok(SweepEnd::Stopped),
             Delivery::Acked if shutdown.is_cancelled() => Ok(SweepEnd::Stopped),

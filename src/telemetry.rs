@@ -392,7 +392,12 @@ impl AttemptFailed<'_> {
 /// The process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`), where the
 /// system tells it (Linux); `None` elsewhere.
 pub fn process_memory() -> Option<ProcessMemory> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    process_memory_of("self")
+}
+
+/// [`process_memory`] of process `pid` (a number, or `self`).
+pub fn process_memory_of(pid: &str) -> Option<ProcessMemory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(key))?;
         let value = line[key.len()..].trim().trim_end_matches("kB").trim();

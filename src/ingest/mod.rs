@@ -872,6 +872,25 @@ pub struct MapOptions {
     pub tags: Vec<String>,
 }
 
+impl MapOptions {
+    /// What the Agent puts into the event before the pipeline runs: `tags`, and `_conf`
+    /// carrying `ioc_expiration_duration`.
+    pub fn insert_agent_fields(&self, doc: &mut Map<String, Value>) {
+        if !self.tags.is_empty() {
+            let tags = self.tags.iter().cloned().map(Value::String).collect();
+            doc.insert("tags".to_owned(), Value::Array(tags));
+        }
+        if let Some(exp) = &self.ioc_expiration {
+            let mut conf = Map::new();
+            conf.insert(
+                "ioc_expiration_duration".to_owned(),
+                Value::String(exp.raw.clone()),
+            );
+            doc.insert("_conf".to_owned(), Value::Object(conf));
+        }
+    }
+}
+
 /// Parses the Java pattern `yyyy-MM-dd HH:mm:ss` (strict: fixed widths, real calendar dates,
 /// hours 0–23) as UTC.
 pub fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {

@@ -28,6 +28,7 @@ use serde_json::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{Batch, Sink, SinkError};
+use crate::config::StreamIdentity;
 use crate::config::{SslConfig, VerificationMode};
 use crate::ingest::EcsEvent;
 use crate::pem;
@@ -210,14 +211,9 @@ impl Sink for OtlpSink {
             stream,
             events,
         } = batch;
-        let meta = Batch {
-            input_id,
-            stream,
-            events: Vec::new(),
-        };
         let records: Vec<LogRecord> = events
             .into_iter()
-            .map(|event| log_record(&meta, event))
+            .map(|event| log_record(input_id, stream, event))
             .collect();
         split(records, self.options.max_records, self.options.max_bytes)
             .into_iter()
@@ -346,8 +342,9 @@ fn export_request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
     }
 }
 
-/// One document as a `LogRecord` (DESIGN §6); the document's strings move into the body.
-pub fn log_record(batch: &Batch<'_>, event: EcsEvent) -> LogRecord {
+/// One document of stream `stream` of input `input_id` as a `LogRecord` (DESIGN §6); the
+/// document's strings move into the body.
+pub fn log_record(input_id: &str, stream: &StreamIdentity, event: EcsEvent) -> LogRecord {
     let now = chrono::Utc::now();
     let nanos = |t: chrono::DateTime<chrono::Utc>| {
         t.timestamp_nanos_opt()
@@ -356,14 +353,14 @@ pub fn log_record(batch: &Batch<'_>, event: EcsEvent) -> LogRecord {
     };
     let mut attributes = vec![
         kv("data_stream.type", string("logs")),
-        kv("data_stream.dataset", string(&batch.stream.dataset)),
-        kv("data_stream.namespace", string(&batch.stream.namespace)),
+        kv("data_stream.dataset", string(&stream.dataset)),
+        kv("data_stream.namespace", string(&stream.namespace)),
     ];
     if let Some(id) = &event.id {
         attributes.push(kv("elasticsearch.document_id", string(id)));
     }
-    attributes.push(kv("elastic.input_id", string(batch.input_id)));
-    attributes.push(kv("elastic.stream_id", string(&batch.stream.id)));
+    attributes.push(kv("elastic.input_id", string(input_id)));
+    attributes.push(kv("elastic.stream_id", string(&stream.id)));
     LogRecord {
         time_unix_nano: event.timestamp.map_or(0, nanos),
         observed_time_unix_nano: nanos(now),

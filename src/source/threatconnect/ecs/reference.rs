@@ -34,18 +34,7 @@ const PRESERVE: &str = "preserve_original_event";
 /// Maps one raw ThreatConnect indicator (one element of the API's `data` array, as JSON text) to the document Elastic's pipeline would store. Never panics; malformed input yields a document with `error.message` like the pipeline.
 pub fn map_indicator(raw: &str, opts: &MapOptions) -> EcsEvent {
     let mut doc = Doc::new();
-    if !opts.tags.is_empty() {
-        let tags = opts.tags.iter().cloned().map(Value::String).collect();
-        doc.insert("tags".to_owned(), Value::Array(tags));
-    }
-    if let Some(exp) = &opts.ioc_expiration {
-        let mut conf = Doc::new();
-        conf.insert(
-            "ioc_expiration_duration".to_owned(),
-            Value::String(exp.raw.clone()),
-        );
-        doc.insert("_conf".to_owned(), Value::Object(conf));
-    }
+    opts.insert_agent_fields(&mut doc);
 
     let mut run = Run {
         doc,

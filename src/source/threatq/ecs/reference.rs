@@ -37,18 +37,7 @@ type Step = Result<(), ProcessorFailure>;
 pub fn map_indicator(raw: &str, opts: &MapOptions) -> EcsEvent {
     let mut doc = Doc::new();
     doc.insert("message".to_owned(), Value::String(raw.to_owned()));
-    if !opts.tags.is_empty() {
-        let tags = opts.tags.iter().cloned().map(Value::String).collect();
-        doc.insert("tags".to_owned(), Value::Array(tags));
-    }
-    if let Some(exp) = &opts.ioc_expiration {
-        let mut conf = Doc::new();
-        conf.insert(
-            "ioc_expiration_duration".to_owned(),
-            Value::String(exp.raw.clone()),
-        );
-        doc.insert("_conf".to_owned(), Value::Object(conf));
-    }
+    opts.insert_agent_fields(&mut doc);
 
     match process(&mut doc, opts) {
         Ok(()) => {
