@@ -1,18 +1,18 @@
 //! `manifest/ti-sidecar.spec.yml` against the component-spec schema of agent-protocol.md §10.2:
-//! loaded into typed structs (unknown keys are errors), then checked for what the Agent's
-//! loader enforces (version 2, unique input names, allowed platforms, non-empty outputs,
-//! `command` or `service`, Go durations).
+//! loaded into typed structs holding only the keys the Agent's loader knows (any other key is an
+//! error), then checked for what the loader enforces (version 2, unique input names, platforms
+//! every supported Agent knows, non-empty outputs, `command`, Go durations).
 
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
+/// The keys the Agent's spec loader knows (`pkg/component/spec.go`); anything else is an error
+/// here, so the spec never leans on a key an older Agent would not read.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
     version: u32,
-    #[serde(default)]
-    component_files: Vec<String>,
     inputs: Vec<InputSpec>,
 }
 
@@ -20,26 +20,18 @@ struct Spec {
 #[serde(deny_unknown_fields)]
 struct InputSpec {
     name: String,
-    #[serde(default)]
-    aliases: Vec<String>,
     description: String,
     platforms: Vec<String>,
     outputs: Vec<String>,
     #[serde(default)]
     proxied_actions: Vec<String>,
-    #[serde(default)]
-    isolate_units: bool,
-    #[serde(default)]
-    single_receiver: bool,
     runtime: Option<serde_json::Value>,
     command: Option<CommandSpec>,
-    service: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandSpec {
-    name: Option<String>,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
@@ -65,13 +57,17 @@ struct Timeouts {
     stop: Option<String>,
 }
 
+/// The Agent's defaults for `command.timeouts` (`CommandTimeoutSpec.InitDefaults`).
+const DEFAULT_TIMEOUTS: [(&str, f64); 3] = [("checkin", 30.0), ("restart", 10.0), ("stop", 30.0)];
+
+/// Platform names every supported Agent (8.16 and later) knows (`platforms.go`). `windows/arm64`
+/// is missing on purpose: Agents before 9.2 refuse it, and with it the whole components folder.
 const PLATFORMS: &[&str] = &[
     "linux/amd64",
     "linux/arm64",
     "darwin/amd64",
     "darwin/arm64",
     "windows/amd64",
-    "windows/arm64",
     "container/amd64",
     "container/arm64",
 ];
@@ -124,6 +120,24 @@ fn load() -> Spec {
     serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+impl CommandSpec {
+    /// A timeout as the Agent applies it: the spec's value, or the Agent's default.
+    fn timeout_secs(&self, which: &str) -> Option<f64> {
+        let set = self.timeouts.as_ref().and_then(|t| match which {
+            "checkin" => t.checkin.as_deref(),
+            "restart" => t.restart.as_deref(),
+            _ => t.stop.as_deref(),
+        });
+        match set {
+            Some(text) => go_duration_secs(text),
+            None => DEFAULT_TIMEOUTS
+                .iter()
+                .find(|(name, _)| *name == which)
+                .map(|(_, secs)| *secs),
+        }
+    }
+}
+
 /// Every violation of §10.2 (empty when the spec is valid).
 fn problems(spec: &Spec) -> Vec<String> {
     let mut out = Vec::new();
@@ -136,16 +150,15 @@ fn problems(spec: &Spec) -> Vec<String> {
     let mut names = BTreeSet::new();
     for (i, input) in spec.inputs.iter().enumerate() {
         let at = format!("inputs[{i}] ({})", input.name);
-        for name in std::iter::once(&input.name).chain(&input.aliases) {
-            if name.is_empty() {
-                out.push(format!("{at}: empty name or alias"));
-            }
-            if !names.insert(name.clone()) {
-                out.push(format!("{at}: duplicate name {name:?}"));
-            }
-            if TAKEN.contains(&name.as_str()) {
-                out.push(format!("{at}: {name:?} collides with an Elastic input"));
-            }
+        let name = &input.name;
+        if name.is_empty() {
+            out.push(format!("{at}: empty name"));
+        }
+        if !names.insert(name.clone()) {
+            out.push(format!("{at}: duplicate name {name:?}"));
+        }
+        if TAKEN.contains(&name.as_str()) {
+            out.push(format!("{at}: {name:?} collides with an Elastic input"));
         }
         if input.description.trim().is_empty() {
             out.push(format!("{at}: description is required"));
@@ -156,7 +169,9 @@ fn problems(spec: &Spec) -> Vec<String> {
         let mut seen = BTreeSet::new();
         for p in &input.platforms {
             if !PLATFORMS.contains(&p.as_str()) {
-                out.push(format!("{at}: unknown platform {p:?}"));
+                out.push(format!(
+                    "{at}: platform {p:?} is not known to every supported Agent"
+                ));
             }
             if !seen.insert(p) {
                 out.push(format!("{at}: duplicate platform {p:?}"));
@@ -165,29 +180,41 @@ fn problems(spec: &Spec) -> Vec<String> {
         if input.outputs.is_empty() {
             out.push(format!("{at}: outputs must not be empty"));
         }
-        match (&input.command, &input.service) {
-            (Some(_), Some(_)) => out.push(format!("{at}: both command and service")),
-            (None, None) => out.push(format!("{at}: command or service is required")),
-            _ => {}
+        let Some(cmd) = &input.command else {
+            out.push(format!("{at}: command is required"));
+            continue;
+        };
+        let durations = cmd
+            .timeouts
+            .iter()
+            .flat_map(|t| [&t.checkin, &t.restart, &t.stop])
+            .chain([&cmd.restart_monitoring_period])
+            .flatten();
+        for d in durations {
+            if go_duration_secs(d).is_none() {
+                out.push(format!("{at}: {d:?} is not a Go duration"));
+            }
         }
-        if let Some(cmd) = &input.command {
-            let durations = cmd
-                .timeouts
-                .iter()
-                .flat_map(|t| [&t.checkin, &t.restart, &t.stop])
-                .chain([&cmd.restart_monitoring_period])
-                .flatten();
-            for d in durations {
-                if go_duration_secs(d).is_none() {
-                    out.push(format!("{at}: {d:?} is not a Go duration"));
+        if let Some(t) = &cmd.timeouts {
+            for (which, set) in [
+                ("checkin", &t.checkin),
+                ("restart", &t.restart),
+                ("stop", &t.stop),
+            ] {
+                let default = DEFAULT_TIMEOUTS
+                    .iter()
+                    .find(|(n, _)| *n == which)
+                    .map(|d| d.1);
+                if set.as_deref().and_then(go_duration_secs) == default {
+                    out.push(format!(
+                        "{at}: timeouts.{which} repeats the Agent's default"
+                    ));
                 }
             }
-            if let Some(stop) = cmd.timeouts.as_ref().and_then(|t| t.stop.as_deref()) {
-                // The Agent waits `stop` minus 5 s before SIGKILL: leave time to commit.
-                if go_duration_secs(stop).is_some_and(|s| s < 10.0) {
-                    out.push(format!("{at}: stop timeout {stop} leaves no time to drain"));
-                }
-            }
+        }
+        // The Agent waits `stop` minus 5 s before SIGKILL: leave time to commit.
+        if cmd.timeout_secs("stop").is_some_and(|s| s < 10.0) {
+            out.push(format!("{at}: the stop timeout leaves no time to drain"));
         }
     }
     out
@@ -205,37 +232,38 @@ fn spec_declares_both_inputs_everywhere_with_otlp() {
     let names: Vec<&str> = spec.inputs.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["ti_threatconnect", "ti_threatq"]);
     for input in &spec.inputs {
-        for os in ["linux", "darwin", "windows"] {
+        for os in ["linux", "darwin", "windows", "container"] {
             assert!(
                 input.platforms.iter().any(|p| p.starts_with(os)),
                 "{} runs on {os}",
                 input.name
             );
         }
+        assert!(
+            !input.platforms.iter().any(|p| p == "windows/arm64"),
+            "windows/arm64 breaks Agents before 9.2"
+        );
         assert_eq!(input.outputs, ["otlp"]);
         let cmd = input.command.as_ref().expect("command");
         assert_eq!(cmd.args, ["agent"], "the Agent appends -E path.data=...");
-        let t = cmd.timeouts.as_ref().expect("timeouts");
-        assert_eq!(t.checkin.as_deref().and_then(go_duration_secs), Some(30.0));
-        assert!(t.restart.as_deref().and_then(go_duration_secs).is_some());
-        assert!(t.stop.as_deref().and_then(go_duration_secs).is_some());
+        // The component checks in at least every 25 s and drains within 25 s of SIGTERM.
+        assert!(cmd.timeout_secs("checkin").is_some_and(|s| s > 25.0));
+        assert!(cmd.timeout_secs("stop").is_some_and(|s| s >= 30.0));
         assert!(
             cmd.env
                 .iter()
                 .all(|e| !e.name.is_empty() && !e.value.is_empty())
         );
-        assert!(!input.isolate_units && !input.single_receiver);
         assert!(input.proxied_actions.is_empty() && input.runtime.is_none());
-        assert!(cmd.name.is_none() && cmd.log.is_none());
+        assert!(cmd.log.is_none());
         assert!(cmd.maximum_restarts_per_period.is_some());
     }
-    assert!(spec.component_files.is_empty());
 }
 
 #[test]
 fn the_checker_catches_schema_violations() {
     let bad: Spec = serde_norway::from_str(
-        "version: 1\ninputs:\n  - name: cel\n    description: ''\n    platforms: [linux/amd64, linux/amd64, plan9/386]\n    outputs: []\n",
+        "version: 1\ninputs:\n  - name: cel\n    description: ''\n    platforms: [linux/amd64, linux/amd64, plan9/386, windows/arm64]\n    outputs: []\n",
     )
     .expect("parses");
     let found = problems(&bad);
@@ -244,18 +272,39 @@ fn the_checker_catches_schema_violations() {
         "collides",
         "description is required",
         "duplicate platform",
-        "unknown platform",
+        "\"plan9/386\" is not known",
+        "\"windows/arm64\" is not known",
         "outputs must not be empty",
-        "command or service",
+        "command is required",
     ] {
         assert!(
             found.iter().any(|p| p.contains(needle)),
             "{needle}: {found:?}"
         );
     }
-    let unknown_key =
-        serde_norway::from_str::<Spec>("version: 2\ninputs: []\nshippers: [x]\n").is_err();
-    assert!(unknown_key, "removed keys such as `shippers` are rejected");
+    let defaults: Spec = serde_norway::from_str(
+        "version: 2\ninputs:\n  - name: x\n    description: x\n    platforms: [linux/amd64]\n    outputs: [otlp]\n    command: {timeouts: {checkin: 30s, stop: 5s}}\n",
+    )
+    .expect("parses");
+    let found = problems(&defaults);
+    assert!(
+        found.iter().any(|p| p.contains("timeouts.checkin repeats")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|p| p.contains("no time to drain")),
+        "{found:?}"
+    );
+    for unknown in [
+        "version: 2\ninputs: []\nshippers: [x]\n",
+        "version: 2\ninputs: [{name: x, description: x, platforms: [], outputs: [], isolate_units: true}]\n",
+        "version: 2\ninputs: [{name: x, description: x, platforms: [], outputs: [], command: {name: y}}]\n",
+    ] {
+        assert!(
+            serde_norway::from_str::<Spec>(unknown).is_err(),
+            "keys the loader does not know are rejected: {unknown}"
+        );
+    }
     assert_eq!(go_duration_secs("1m30s"), Some(90.0));
     assert_eq!(go_duration_secs("90d"), None);
 }
