@@ -81,9 +81,16 @@ fn matrix() -> Vec<(String, String, &'static str)> {
         ),
         ("inputs: []\n".into(), "inputs".into(), "must not be empty"),
         (
-            stream("").replace("type: ndjson", "type: elasticsearch"),
+            stream("").replace("type: ndjson", "type: file"),
             "outputs.default.type".into(),
-            "unsupported output type \"elasticsearch\" (supported: ndjson, otlp)",
+            "unsupported output type \"file\" (supported: ndjson, otlp)",
+        ),
+        // The Agent's own outputs (monitoring) may be declared; only using one is refused.
+        (
+            stream("").replace("type: ndjson", "type: elasticsearch, hosts: [x]"),
+            "inputs[0].use_output".into(),
+            "output \"default\" has type \"elasticsearch\", which only the Agent writes; point \
+             this input at an output of type ndjson or otlp",
         ),
         (
             stream("").replace("{ type: ndjson }", "{ type: otlp }"),
@@ -378,7 +385,7 @@ fn bad_config_matrix() {
 fn every_problem_is_reported_at_once() {
     let yaml = "\
 outputs:
-  default: { type: kafka }
+  default: { type: kinesis }
 inputs:
   - id: tc
     type: ti_threatconnect

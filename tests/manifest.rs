@@ -308,3 +308,147 @@ fn the_checker_catches_schema_violations() {
     assert_eq!(go_duration_secs("1m30s"), Some(90.0));
     assert_eq!(go_duration_secs("90d"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The README's example policy, against the rules the Agent applies to a policy
+
+/// The YAML block of the README's "Write the policy" step, unindented.
+fn readme_policy() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let step = readme
+        .split_once("**Write the policy.**")
+        .expect("the README has a `Write the policy` step")
+        .1;
+    let block = step
+        .split_once("```yaml\n")
+        .expect("a yaml block")
+        .1
+        .split_once("```")
+        .expect("a closed yaml block")
+        .0;
+    let indent = block
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .map_or(0, |l| l.len() - l.trim_start().len());
+    block
+        .lines()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What the Agent refuses in a standalone policy before it starts any component: outputs that
+/// inputs or monitoring name must exist (monitoring is on by default and uses `default`); an
+/// input type must be one a spec declares, with an output type that spec input lists.
+fn agent_rules(policy: &serde_json::Value, spec: &Spec) -> Vec<String> {
+    use serde_json::Value;
+    let mut out = Vec::new();
+    let outputs = policy
+        .get("outputs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let output_type = |name: &str| {
+        outputs
+            .get(name)
+            .and_then(|o| o.get("type"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let monitoring = policy.pointer("/agent/monitoring");
+    let monitoring_on = monitoring
+        .and_then(|m| m.get("enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if monitoring_on {
+        let name = monitoring
+            .and_then(|m| m.get("use_output"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if !outputs.contains_key(name) {
+            out.push(format!("output {name:?} used for monitoring not found"));
+        }
+    }
+    for input in policy
+        .get("inputs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if input.get("enabled") == Some(&Value::Bool(false)) {
+            continue;
+        }
+        let kind = input.get("type").and_then(Value::as_str).unwrap_or("");
+        let use_output = input
+            .get("use_output")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let Some(out_type) = output_type(use_output) else {
+            out.push(format!("input {kind:?}: output {use_output:?} not found"));
+            continue;
+        };
+        match spec.inputs.iter().find(|i| i.name == kind) {
+            None => out.push(format!("input type {kind:?} is in no component spec")),
+            Some(s) if !s.outputs.contains(&out_type) => out.push(format!(
+                "input {kind:?} does not support output type {out_type:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+fn yaml(text: &str) -> serde_json::Value {
+    serde_norway::from_str(text).unwrap_or_else(|e| panic!("{e}:\n{text}"))
+}
+
+#[test]
+fn the_readme_policy_applies_under_the_agent() {
+    let text = readme_policy();
+    let policy = yaml(&text);
+    assert_eq!(
+        agent_rules(&policy, &load()),
+        Vec::<String>::new(),
+        "{text}"
+    );
+    // ti-sidecar's own reading of it (what `validate` and `host --policy` do).
+    let lookup = |_: &str| Some("x".to_owned());
+    let read = ti_sidecar::host::policy::from_str(&text, &lookup, "http://127.0.0.1:1");
+    let policy = read.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.component_id, "ti-sidecar-otel");
+    assert_eq!(policy.units.len(), 3, "two input units and the output unit");
+}
+
+#[test]
+fn the_agent_rules_refuse_a_policy_without_the_monitoring_output() {
+    let spec = load();
+    // The README's example before this check existed: only `outputs.otel`.
+    let before = yaml(
+        "outputs: {otel: {type: otlp, endpoint: 'http://127.0.0.1:4317'}}\n\
+         inputs: [{id: a, type: ti_threatconnect, use_output: otel, streams: []}]\n",
+    );
+    assert_eq!(
+        agent_rules(&before, &spec),
+        ["output \"default\" used for monitoring not found"]
+    );
+    let monitoring_off = yaml(
+        "outputs: {otel: {type: otlp, endpoint: 'http://127.0.0.1:4317'}}\n\
+         agent: {monitoring: {enabled: false}}\n\
+         inputs: [{id: a, type: ti_threatconnect, use_output: otel, streams: []}]\n",
+    );
+    assert_eq!(agent_rules(&monitoring_off, &spec), Vec::<String>::new());
+    let wrong = yaml(
+        "outputs: {default: {type: elasticsearch}}\n\
+         inputs: [{id: a, type: ti_threatconnect}, {id: b, type: ti_misp}, \
+                  {id: c, type: ti_threatq, use_output: nope}]\n",
+    );
+    assert_eq!(
+        agent_rules(&wrong, &spec),
+        [
+            "input \"ti_threatconnect\" does not support output type \"elasticsearch\"",
+            "input type \"ti_misp\" is in no component spec",
+            "input \"ti_threatq\": output \"nope\" not found",
+        ]
+    );
+}

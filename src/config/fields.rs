@@ -185,6 +185,11 @@ impl<'a> FieldReader<'a> {
         self.map.keys().map(String::as_str)
     }
 
+    /// A string value, read without marking the key as checked (to choose how to read the rest).
+    pub fn peek_str(&self, key: &str) -> Option<&'a str> {
+        self.map.get(key).and_then(Value::as_str)
+    }
+
     /// Accepts every key of the map without checking it (used once the map's type is already
     /// reported as unsupported, so its other keys are not reported too).
     pub fn accept_rest(&mut self) {

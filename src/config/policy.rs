@@ -4,7 +4,7 @@
 //! references across the whole file (unique input and stream ids, `use_output` naming a declared
 //! output), then hands each stream's map to its platform's `from_fields`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +22,14 @@ pub const SUPPORTED_INPUT_TYPES: &[&str] = &["ti_threatconnect", "ti_threatq"];
 
 /// Output types this build understands.
 pub const SUPPORTED_OUTPUT_TYPES: &[&str] = &["ndjson", "otlp"];
+
+/// Output types the Agent itself writes (its monitoring, other integrations' inputs). A policy may
+/// declare them next to ours; only an input of ours pointing at one is a problem.
+pub const AGENT_OUTPUT_TYPES: &[&str] = &["elasticsearch", "logstash", "kafka", "redis"];
+
+/// Top-level keys of an Elastic Agent policy that configure the Agent itself (`agent.monitoring`,
+/// `agent.logging`, …): accepted and ignored.
+pub const IGNORED_ROOT_KEYS: &[&str] = &["agent"];
 
 /// Keys of an Elastic Agent policy's input that are accepted and ignored.
 pub const IGNORED_INPUT_KEYS: &[&str] =
@@ -98,7 +106,8 @@ pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
         Ok(r) => r,
         Err(problem) => return Err(vec![problem]),
     };
-    let (outputs, output_names) = read_outputs(&mut root);
+    root.ignore(IGNORED_ROOT_KEYS);
+    let declared = read_outputs(&mut root);
     let mut seen = SeenIds::default();
     let mut inputs = Vec::new();
     let present = value.get("inputs").is_some_and(|v| !v.is_null());
@@ -108,7 +117,7 @@ pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
         Some(items) if items.is_empty() => root.problem("inputs", "must not be empty"),
         Some(items) => {
             for (path, item) in items {
-                let (input, problems) = read_input(&path, item, Some(&output_names), &mut seen);
+                let (input, problems) = read_input(&path, item, Some(&declared), &mut seen);
                 root.absorb(problems);
                 inputs.extend(input);
             }
@@ -116,7 +125,10 @@ pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
     }
     let problems = root.finish();
     if problems.is_empty() {
-        Ok(Config { outputs, inputs })
+        Ok(Config {
+            outputs: declared.ours,
+            inputs,
+        })
     } else {
         Err(problems)
     }
@@ -146,13 +158,41 @@ pub fn read_single_output(value: &Value) -> Result<OutputConfig, Vec<Problem>> {
     }
 }
 
-fn read_outputs(root: &mut FieldReader<'_>) -> (BTreeMap<String, OutputConfig>, BTreeSet<String>) {
+/// The `outputs` block: ours validated, the Agent's own remembered by name and type.
+struct DeclaredOutputs {
+    ours: BTreeMap<String, OutputConfig>,
+    /// Outputs of the types in [`AGENT_OUTPUT_TYPES`], by name: their type.
+    agents: BTreeMap<String, String>,
+}
+
+impl DeclaredOutputs {
+    fn contains(&self, name: &str) -> bool {
+        self.ours.contains_key(name) || self.agents.contains_key(name)
+    }
+
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .ours
+            .keys()
+            .chain(self.agents.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+fn read_outputs(root: &mut FieldReader<'_>) -> DeclaredOutputs {
     let Some(mut outputs) = root.object("outputs") else {
-        let defaults = default_outputs();
-        let names = defaults.keys().cloned().collect();
-        return (defaults, names);
+        return DeclaredOutputs {
+            ours: default_outputs(),
+            agents: BTreeMap::new(),
+        };
     };
-    let mut result = BTreeMap::new();
+    let mut declared = DeclaredOutputs {
+        ours: BTreeMap::new(),
+        agents: BTreeMap::new(),
+    };
     let names: Vec<String> = outputs_keys(&outputs);
     if names.is_empty() {
         outputs.push(Problem {
@@ -164,15 +204,23 @@ fn read_outputs(root: &mut FieldReader<'_>) -> (BTreeMap<String, OutputConfig>, 
         let Some(mut out) = outputs.object(name) else {
             continue;
         };
-        if let Some(config) = read_output(&mut out) {
-            result.insert(name.clone(), config);
+        let agents_own = out
+            .peek_str("type")
+            .filter(|kind| AGENT_OUTPUT_TYPES.contains(kind))
+            .map(str::to_owned);
+        if let Some(kind) = agents_own {
+            // The Agent validates its own outputs; their keys are none of ours.
+            out.accept_rest();
+            declared.agents.insert(name.clone(), kind);
+        } else if let Some(config) = read_output(&mut out) {
+            declared.ours.insert(name.clone(), config);
         }
         let problems = out.finish();
         outputs.absorb(problems);
     }
     let problems = outputs.finish();
     root.absorb(problems);
-    (result, names.into_iter().collect())
+    declared
 }
 
 fn outputs_keys(outputs: &FieldReader<'_>) -> Vec<String> {
@@ -225,7 +273,7 @@ fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
 fn read_input(
     path: &str,
     value: &Value,
-    outputs: Option<&BTreeSet<String>>,
+    outputs: Option<&DeclaredOutputs>,
     seen: &mut SeenIds,
 ) -> (Option<InputConfig>, Vec<Problem>) {
     let mut r = match FieldReader::open(path, value) {
@@ -254,17 +302,25 @@ fn read_input(
         None => None,
     };
     let use_output = r.string_or("use_output", default_use_output);
-    if let Some(names) = outputs
-        && !names.contains(&use_output)
-    {
-        let declared = names.iter().map(String::as_str).collect::<Vec<_>>();
-        r.problem(
-            "use_output",
-            format!(
-                "no output named {use_output:?} (declared outputs: {})",
-                declared.join(", ")
-            ),
-        );
+    if let Some(declared) = outputs {
+        if let Some(kind) = declared.agents.get(&use_output) {
+            r.problem(
+                "use_output",
+                format!(
+                    "output {use_output:?} has type {kind:?}, which only the Agent writes; point \
+                     this input at an output of type {} (ti-sidecar sends its own events)",
+                    SUPPORTED_OUTPUT_TYPES.join(" or ")
+                ),
+            );
+        } else if !declared.contains(&use_output) {
+            r.problem(
+                "use_output",
+                format!(
+                    "no output named {use_output:?} (declared outputs: {})",
+                    declared.names().join(", ")
+                ),
+            );
+        }
     }
     let namespace = match r.object("data_stream") {
         Some(mut ds) => {
