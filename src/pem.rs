@@ -93,6 +93,32 @@ pub enum PemError {
         /// Where.
         origin: Origin,
     },
+    /// An encrypted PKCS#8 key, and no passphrase.
+    #[error("the private key in {origin} is encrypted: set `key_passphrase`")]
+    NeedsPassphrase {
+        /// Where.
+        origin: Origin,
+    },
+    /// The passphrase does not open the key.
+    #[error(
+        "cannot decrypt the private key in {origin}: wrong `key_passphrase`, or a scheme other than \
+         PBES2 with PBKDF2-HMAC-SHA256 or scrypt and AES-CBC (openssl's default; re-encrypt \
+         with `openssl pkcs8 -topk8 -v2 aes-256-cbc`)"
+    )]
+    Decrypt {
+        /// Where.
+        origin: Origin,
+    },
+    /// OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` key encryption.
+    #[error(
+        "the private key in {origin} uses legacy PEM encryption (Proc-Type: 4,ENCRYPTED), which \
+         is not supported; convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -v2 \
+         aes-256-cbc -in old.key -out new.key`"
+    )]
+    LegacyEncryption {
+        /// Where.
+        origin: Origin,
+    },
 }
 
 impl<'a> PemSource<'a> {
@@ -144,10 +170,74 @@ pub fn certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, PemErro
     parse_certificates(&pem, &origin)
 }
 
-/// The first private key of a value (inline PEM or path).
-pub fn private_key(value: &str) -> Result<PrivateKeyDer<'static>, PemError> {
+/// The first private key of a value (inline PEM or path); an encrypted PKCS#8 key
+/// (`ENCRYPTED PRIVATE KEY`) is decrypted with `passphrase`.
+pub fn private_key(
+    value: &str,
+    passphrase: Option<&str>,
+) -> Result<PrivateKeyDer<'static>, PemError> {
     let (pem, origin) = load(value)?;
-    parse_private_key(&pem, &origin)
+    parse_private_key(&pem, &origin, passphrase)
+}
+
+/// The key as unencrypted PEM, for APIs that take PEM (tonic's `Identity`): the text as given
+/// when it is not encrypted, otherwise the decrypted PKCS#8 key re-encoded.
+pub fn private_key_pem(
+    value: &str,
+    passphrase: Option<&str>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, PemError> {
+    let (pem, origin) = load(value)?;
+    if encrypted_section(&pem).is_none() {
+        parse_private_key(&pem, &origin, passphrase)?;
+        return Ok(zeroize::Zeroizing::new(pem.into_owned()));
+    }
+    let document = decrypt(&pem, &origin, passphrase)?;
+    let text = document
+        .to_pem("PRIVATE KEY", pkcs8::LineEnding::LF)
+        .map_err(|_| PemError::Decrypt {
+            origin: origin.clone(),
+        })?;
+    Ok(zeroize::Zeroizing::new(text.as_bytes().to_vec()))
+}
+
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+
+/// The `ENCRYPTED PRIVATE KEY` section of PEM bytes, BEGIN to END lines included.
+fn encrypted_section(pem: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let start = text.find(ENCRYPTED_BEGIN)?;
+    let end = text[start..].find(ENCRYPTED_END)? + start + ENCRYPTED_END.len();
+    Some(&text[start..end])
+}
+
+/// Decrypts the `ENCRYPTED PRIVATE KEY` section (PBES2, as `openssl pkcs8 -topk8` writes it).
+fn decrypt(
+    pem: &[u8],
+    origin: &Origin,
+    passphrase: Option<&str>,
+) -> Result<pkcs8::SecretDocument, PemError> {
+    let section = encrypted_section(pem).ok_or_else(|| PemError::NoPrivateKey {
+        origin: origin.clone(),
+    })?;
+    let Some(passphrase) = passphrase else {
+        return Err(PemError::NeedsPassphrase {
+            origin: origin.clone(),
+        });
+    };
+    let (_, document) = pkcs8::Document::from_pem(section).map_err(|_| PemError::Malformed {
+        origin: origin.clone(),
+        reason: "the encrypted key section is not valid PEM",
+    })?;
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(document.as_bytes()).map_err(|_| {
+        PemError::Malformed {
+            origin: origin.clone(),
+            reason: "the encrypted key section is not PKCS#8",
+        }
+    })?;
+    info.decrypt(passphrase).map_err(|_| PemError::Decrypt {
+        origin: origin.clone(),
+    })
 }
 
 /// The certificates in PEM bytes; at least one.
@@ -166,8 +256,25 @@ pub fn parse_certificates(
     Ok(certs)
 }
 
-/// The first private key in PEM bytes.
-pub fn parse_private_key(pem: &[u8], origin: &Origin) -> Result<PrivateKeyDer<'static>, PemError> {
+/// The first private key in PEM bytes; an encrypted PKCS#8 key is decrypted with `passphrase`.
+pub fn parse_private_key(
+    pem: &[u8],
+    origin: &Origin,
+    passphrase: Option<&str>,
+) -> Result<PrivateKeyDer<'static>, PemError> {
+    if encrypted_section(pem).is_some() {
+        let document = decrypt(pem, origin, passphrase)?;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(document.as_bytes().to_vec());
+        return Ok(PrivateKeyDer::Pkcs8(der));
+    }
+    if pem
+        .windows(b"Proc-Type: 4,ENCRYPTED".len())
+        .any(|w| w == b"Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(PemError::LegacyEncryption {
+            origin: origin.clone(),
+        });
+    }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         pem::Error::NoItemsFound => PemError::NoPrivateKey {
             origin: origin.clone(),
@@ -218,12 +325,12 @@ mod tests {
 
     #[test]
     fn errors_name_a_path_but_never_inline_content() {
-        let e = private_key("Bag Attributes\nMIIEsecretsecret\n").unwrap_err();
+        let e = private_key("Bag Attributes\nMIIEsecretsecret\n", None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "no private key (PKCS#1, PKCS#8 or SEC1) found in inline PEM"
         );
-        let e = private_key("-----BEGIN PRIVATE KEY-----\nMIIEsecret\n").unwrap_err();
+        let e = private_key("-----BEGIN PRIVATE KEY-----\nMIIEsecret\n", None).unwrap_err();
         assert!(!e.to_string().contains("MIIE"), "{e}");
         let e = certificates("/nonexistent/ca.pem").unwrap_err();
         assert_eq!(

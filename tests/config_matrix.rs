@@ -315,12 +315,7 @@ fn matrix() -> Vec<(String, String, &'static str)> {
         (
             stream("ssl: { verification_mode: sometimes }"),
             s("ssl.verification_mode"),
-            "must be one of full, certificate, none; got \"sometimes\"",
-        ),
-        (
-            stream("ssl: { verification_mode: strict }"),
-            s("ssl.verification_mode"),
-            "got \"strict\"",
+            "must be one of full, strict, certificate, none; got \"sometimes\"",
         ),
         (
             stream(&format!("ssl: {{ certificate: {} }}", manifest_file())),
@@ -345,7 +340,57 @@ fn matrix() -> Vec<(String, String, &'static str)> {
         (
             stream("ssl: { key_passphrase: x }"),
             s("ssl.key_passphrase"),
-            "unknown field",
+            "set without `key`: it decrypts the client key",
+        ),
+        (
+            stream("ssl: { supported_protocols: [TLSv1.1, TLSv1.3] }"),
+            s("ssl.supported_protocols[0]"),
+            "TLSv1.1 is not supported (it is insecure, and rustls speaks TLSv1.2 and TLSv1.3 only)",
+        ),
+        (
+            stream("ssl: { supported_protocols: [tls13] }"),
+            s("ssl.supported_protocols[0]"),
+            "must be TLSv1.2 or TLSv1.3, got \"tls13\"",
+        ),
+        (
+            stream("ssl: { supported_protocols: [] }"),
+            s("ssl.supported_protocols"),
+            "must not be empty (omit it for TLSv1.2 and TLSv1.3)",
+        ),
+        (
+            stream("ssl: { ca_trusted_fingerprint: abc123 }"),
+            s("ssl.ca_trusted_fingerprint"),
+            "must be the SHA-256 of a CA certificate as 64 hex digits (colons allowed), got 6 characters",
+        ),
+        (
+            stream("ssl: { cipher_suites: [ECDHE-RSA-AES-128-GCM-SHA256] }"),
+            s("ssl.cipher_suites"),
+            "not supported: rustls negotiates only its safe suites",
+        ),
+        (
+            stream("ssl: { curve_types: [P-256] }"),
+            s("ssl.curve_types"),
+            "not supported: rustls offers X25519, P-256 and P-384; remove it",
+        ),
+        (
+            stream("ssl: { renegotiation: never }"),
+            s("ssl.renegotiation"),
+            "not supported: rustls never renegotiates",
+        ),
+        (
+            stream("ssl: \"verification_mode: [\""),
+            s("ssl"),
+            "text is not valid YAML at line 2",
+        ),
+        (
+            stream("ssl: \"just words\""),
+            s("ssl"),
+            "must be a map of ssl settings (or YAML text of one), got text holding a string",
+        ),
+        (
+            "outputs:\n  default: { type: otlp, endpoint: 'https://c:4317', ssl: { supported_protocols: [TLSv1.3], verification_mode: none } }\ninputs:\n  - id: tc\n    type: ti_threatconnect\n    streams:\n      - id: s1\n        access_id: \"123\"\n        secret_key: ${TC_SECRET_KEY}\n".into(),
+            "outputs.default.ssl.supported_protocols".into(),
+            "not supported for otlp",
         ),
         (
             stream("ssl: true"),

@@ -1,5 +1,6 @@
 //! The shared HTTP client's `ssl` and `proxy_url` settings, against real TLS on loopback:
-//! `verification_mode` full / certificate / none, custom CAs, and mutual TLS.
+//! `verification_mode` full / strict / certificate / none, custom CAs, mutual TLS with a plain or
+//! an encrypted (`key_passphrase`) key, `supported_protocols` and `ca_trusted_fingerprint`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,51 +60,77 @@ async fn serve(pki: &Pki, require_client: bool) -> std::net::SocketAddr {
 
 /// [`serve`] with a fixed raw HTTP/1.1 answer.
 async fn serve_answering(pki: &Pki, require_client: bool, answer: String) -> std::net::SocketAddr {
-    let answer = Arc::new(answer);
-    let certs = pem_certs(&pki.server_cert);
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let config = if require_client {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in pem_certs(&pki.ca_pem) {
-            roots.add(c).unwrap();
-        }
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .unwrap();
-        builder
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .unwrap()
-    } else {
-        builder
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap()
+    let server = Server {
+        versions: rustls::DEFAULT_VERSIONS,
+        chain: pki.server_cert.clone(),
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut buf = [0u8; 4096];
-                let _ = tls.read(&mut buf).await;
-                let _ = tls.write_all(answer.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    addr
+    server.start(pki, require_client, answer).await
+}
+
+/// How a test server presents itself.
+struct Server {
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    /// The certificate chain it sends (PEM).
+    chain: String,
+}
+
+impl Server {
+    /// Serves `{}` with this chain and these protocol versions.
+    async fn serve(self, pki: &Pki) -> std::net::SocketAddr {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+        self.start(pki, false, ok.to_owned()).await
+    }
+
+    async fn start(self, pki: &Pki, require_client: bool, answer: String) -> std::net::SocketAddr {
+        let answer = Arc::new(answer);
+        let certs = pem_certs(&self.chain);
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(self.versions)
+            .unwrap();
+        let config = if require_client {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pem_certs(&pki.ca_pem) {
+                roots.add(c).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+                .unwrap()
+        } else {
+            builder
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap()
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
 }
 
 fn pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -404,4 +431,221 @@ async fn https_request_never_follows_a_redirect_to_http() {
         )
     );
     assert!(plain.received_requests().await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Beats settings users copy: strict, key_passphrase, supported_protocols,
+// ca_trusted_fingerprint, and `ssl` as YAML text
+
+/// Reads a ThreatConnect stream's `ssl` as `validate` and `run` do.
+fn read_ssl(ssl: serde_json::Value) -> Result<SslConfig, String> {
+    let stream = serde_json::json!({"access_id": "42", "secret_key": "hmac-secret", "ssl": ssl});
+    let mut reader = FieldReader::open("s", &stream).unwrap();
+    let config = ThreatConnectConfig::from_fields(&mut reader);
+    let problems = reader.finish();
+    match config {
+        Some(c) if problems.is_empty() => Ok(c.http.ssl),
+        _ => Err(problems.iter().map(ToString::to_string).collect()),
+    }
+}
+
+/// `key` (PKCS#8 PEM) encrypted with `passphrase` as `openssl pkcs8 -topk8 -v2 aes-256-cbc`
+/// writes it (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC).
+fn encrypt_key(key_pem: &str, passphrase: &str) -> String {
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let info = pkcs8::PrivateKeyInfo::try_from(der.secret_pkcs8_der()).unwrap();
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"saltsalt", &[7u8; 16])
+            .unwrap();
+    let encrypted = info.encrypt_with_params(params, passphrase).unwrap();
+    encrypted
+        .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+        .unwrap()
+        .to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn sha256(pem: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(pem_certs(pem)[0].as_ref()).into()
+}
+
+#[tokio::test]
+async fn an_encrypted_pkcs8_key_with_key_passphrase_does_mutual_tls() {
+    let pki = pki("localhost");
+    let addr = serve(&pki, true).await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let passphrase = "correct horse battery staple";
+    let encrypted = encrypt_key(&pki.client_key, passphrase);
+    assert!(encrypted.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+
+    let ssl = read_ssl(serde_json::json!({
+        "certificate_authorities": [pki.ca_pem],
+        "certificate": pki.client_cert,
+        "key": encrypted,
+        "key_passphrase": passphrase,
+    }))
+    .expect("validates");
+    assert_eq!(get(&client(ssl), &url).await, Ok(200));
+
+    // Without the passphrase, and with a wrong one: named, and neither secret shown.
+    for (given, expected) in [
+        (
+            None,
+            "s.ssl.key: the private key in inline PEM is encrypted: set `key_passphrase`",
+        ),
+        (
+            Some("wrong"),
+            "s.ssl.key: cannot decrypt the private key in inline PEM: wrong `key_passphrase`",
+        ),
+    ] {
+        let mut ssl = serde_json::json!({"certificate": pki.client_cert, "key": encrypted});
+        if let Some(p) = given {
+            ssl["key_passphrase"] = p.into();
+        }
+        let err = read_ssl(ssl).unwrap_err();
+        assert!(err.starts_with(expected), "{err}");
+        assert!(
+            !err.contains("wrong`") && !err.contains(passphrase),
+            "{err}"
+        );
+        for line in material(&encrypted) {
+            assert!(!err.contains(&line), "{err}");
+        }
+    }
+    // The redacted config shows that a passphrase is set, never what it is.
+    let ssl = read_ssl(serde_json::json!({
+        "certificate": pki.client_cert, "key": encrypted, "key_passphrase": passphrase,
+    }))
+    .unwrap();
+    let shown = ti_sidecar::config::fields::ssl_to_json(&ssl).to_string();
+    assert!(
+        shown.contains("\"key_passphrase\":\"[REDACTED]\""),
+        "{shown}"
+    );
+    assert!(!shown.contains(passphrase) && !format!("{ssl:?}").contains(passphrase));
+}
+
+#[tokio::test]
+async fn a_legacy_encrypted_pem_key_gets_the_conversion_command() {
+    let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00112233445566778899AABBCCDDEEFF\n\nc2VjcmV0c2VjcmV0c2VjcmV0\n-----END RSA PRIVATE KEY-----\n";
+    let pki = pki("localhost");
+    let err = read_ssl(serde_json::json!({
+        "certificate": pki.client_cert, "key": legacy, "key_passphrase": "x",
+    }))
+    .unwrap_err();
+    assert!(
+        err.contains("legacy PEM encryption") && err.contains("openssl pkcs8 -topk8"),
+        "{err}"
+    );
+    assert!(!err.contains("c2VjcmV0"), "{err}");
+}
+
+static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+#[tokio::test]
+async fn supported_protocols_choose_the_tls_versions_offered() {
+    let pki = pki("localhost");
+    let tls12_only = Server {
+        versions: TLS12_ONLY,
+        chain: pki.server_cert.clone(),
+    }
+    .serve(&pki)
+    .await;
+    let url = format!("https://localhost:{}/", tls12_only.port());
+    let with = |protocols: serde_json::Value| {
+        read_ssl(serde_json::json!({
+            "certificate_authorities": [pki.ca_pem], "supported_protocols": protocols,
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        get(
+            &client(with(serde_json::json!(["TLSv1.2", "TLSv1.3"]))),
+            &url
+        )
+        .await,
+        Ok(200)
+    );
+    assert_eq!(
+        get(&client(with(serde_json::json!(["TLSv1.2"]))), &url).await,
+        Ok(200)
+    );
+    let err = get(&client(with(serde_json::json!(["TLSv1.3"]))), &url)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_lowercase().contains("version")
+            || err.contains("handshake")
+            || err.contains("alert"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ca_trusted_fingerprint_trusts_the_ca_the_server_presents() {
+    let pki = pki("localhost");
+    // The server sends its CA in the chain, as Elasticsearch's auto-generated setup does.
+    let addr = Server {
+        versions: rustls::DEFAULT_VERSIONS,
+        chain: format!("{}{}", pki.server_cert, pki.ca_pem),
+    }
+    .serve(&pki)
+    .await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let pinned = |fingerprint: String| {
+        read_ssl(serde_json::json!({"ca_trusted_fingerprint": fingerprint})).unwrap()
+    };
+    // No CA configured: the public roots alone refuse the chain.
+    assert!(get(&client(SslConfig::default()), &url).await.is_err());
+    // The CA's fingerprint, as openssl prints it (colons, upper case) and as Kibana shows it.
+    let ca = sha256(&pki.ca_pem);
+    assert_eq!(get(&client(pinned(hex(&ca))), &url).await, Ok(200));
+    assert_eq!(
+        get(
+            &client(pinned(hex(&ca).replace(':', "").to_lowercase())),
+            &url
+        )
+        .await,
+        Ok(200)
+    );
+    // The host name is still checked under `full`.
+    let by_ip = format!("https://127.0.0.1:{}/", addr.port());
+    assert!(get(&client(pinned(hex(&ca))), &by_ip).await.is_err());
+    // Another CA's fingerprint, or the leaf's (not a CA): refused, as Beats does.
+    let other = sha256(&make_other().ca_pem);
+    assert!(get(&client(pinned(hex(&other))), &url).await.is_err());
+    let leaf = sha256(&pki.server_cert);
+    assert!(get(&client(pinned(hex(&leaf))), &url).await.is_err());
+}
+
+#[test]
+fn strict_is_full_and_ssl_text_is_read_as_the_yaml_it_holds() {
+    let strict = read_ssl(serde_json::json!({"verification_mode": "strict"})).unwrap();
+    assert_eq!(strict.verification_mode, VerificationMode::Full);
+    // ThreatQ's package default, and text with nothing in it: no ssl settings at all.
+    for nothing in ["#verification_mode: none", "", "  \n# a comment\n"] {
+        assert_eq!(
+            read_ssl(serde_json::json!(nothing)),
+            Ok(SslConfig::default()),
+            "{nothing:?}"
+        );
+    }
+    // Text holding settings (Fleet's yaml variable) is read like the map.
+    let text = read_ssl(serde_json::json!(
+        "verification_mode: none\nsupported_protocols: [TLSv1.3]\n"
+    ))
+    .unwrap();
+    assert_eq!(text.verification_mode, VerificationMode::None);
+    assert_eq!(
+        text.supported_protocols,
+        [ti_sidecar::config::TlsVersion::Tls13]
+    );
 }

@@ -20,7 +20,7 @@ use url::Url;
 
 use super::duration::{IocExpiration, format_duration, parse_duration};
 use super::size::{format_size, parse_size};
-use super::{Problem, SslConfig, VerificationMode};
+use super::{Problem, SslConfig, TlsVersion, VerificationMode};
 
 /// The largest duration any option accepts (100 years): anything above is a typo, and it keeps
 /// date arithmetic (`now - initial_interval`) far from overflow.
@@ -602,7 +602,42 @@ impl<'a> FieldReader<'a> {
 
     /// Elastic's `ssl` block. Absent → `None`; with problems → `None` and problems recorded.
     pub fn ssl(&mut self, key: &str) -> Option<SslConfig> {
-        let mut block = self.object(key)?;
+        let value = self.raw(key)?;
+        // The integrations' `ssl` variable is YAML text (ThreatQ's default is the comment
+        // `#verification_mode: none`): text is read as the YAML it holds, and text that is empty
+        // or only comments means "no ssl settings".
+        let parsed;
+        let value = match value {
+            Value::String(text) => match serde_norway::from_str::<Value>(text) {
+                Ok(Value::Null) => return None,
+                Ok(v @ Value::Object(_)) => {
+                    parsed = v;
+                    &parsed
+                }
+                Ok(other) => {
+                    // Never the text itself: it may hold an inline key.
+                    let what = describe_kind(&other);
+                    self.problem(key, format!("must be a map of ssl settings (or YAML text of one), got text holding {what}"));
+                    return None;
+                }
+                Err(e) => {
+                    let at = e
+                        .location()
+                        .map(|l| format!(" at line {}", l.line()))
+                        .unwrap_or_default();
+                    self.problem(key, format!("text is not valid YAML{at}"));
+                    return None;
+                }
+            },
+            other => other,
+        };
+        let mut block = match FieldReader::open(self.field(key), value) {
+            Ok(reader) => reader,
+            Err(problem) => {
+                self.problems.push(problem);
+                return None;
+            }
+        };
         let ssl = read_ssl(&mut block);
         let problems = block.finish();
         let ok = problems.is_empty();
@@ -645,6 +680,39 @@ fn check_cert_source(field: String, text: &str, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Beats `ssl` keys that rustls does not offer, with what to do instead.
+const UNSUPPORTED_SSL_KEYS: &[(&str, &str)] = &[
+    (
+        "cipher_suites",
+        "rustls negotiates only its safe suites (TLS 1.3 AES-GCM and \
+         ChaCha20-Poly1305; TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305); remove it, or set \
+         `supported_protocols: [TLSv1.3]` to require TLS 1.3",
+    ),
+    (
+        "curve_types",
+        "rustls offers X25519, P-256 and P-384; remove it",
+    ),
+    (
+        "renegotiation",
+        "rustls never renegotiates (TLS 1.3 has no renegotiation); remove it",
+    ),
+];
+
+/// `ca_trusted_fingerprint`: 64 hex digits, in either case, optionally separated by colons (as
+/// openssl prints it).
+fn parse_sha256_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let hex = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Reads the fields of an `ssl` block; the caller finishes the reader.
 fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
     let mut ssl = SslConfig::default();
@@ -662,12 +730,12 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
 
     if let Some(mode) = r.optional_string("verification_mode") {
         match mode.as_str() {
-            "full" => ssl.verification_mode = VerificationMode::Full,
+            "full" | "strict" => ssl.verification_mode = VerificationMode::Full,
             "certificate" => ssl.verification_mode = VerificationMode::Certificate,
             "none" => ssl.verification_mode = VerificationMode::None,
             other => r.problem(
                 "verification_mode",
-                format!("must be one of full, certificate, none; got {other:?}"),
+                format!("must be one of full, strict, certificate, none; got {other:?}"),
             ),
         }
     }
@@ -678,18 +746,70 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
     }
 
     ssl.key = r.optional_secret("key");
-    if let Some(key) = &ssl.key {
+    ssl.key_passphrase = r.optional_secret("key_passphrase");
+    if let Some(Err(e)) = ssl.private_key() {
         // The same reading as the clients': a key that validates is a key that loads, and the
-        // problem names a path at most, never key material.
-        if let Err(e) = crate::pem::private_key(key.expose_secret()) {
-            r.problem("key", e.to_string());
-        }
+        // problem names a path at most, never key material or the passphrase.
+        r.problem("key", e.to_string());
     }
 
     match (&ssl.certificate, &ssl.key) {
         (Some(_), None) => r.problem("key", "required when `certificate` is set"),
         (None, Some(_)) => r.problem("certificate", "required when `key` is set"),
         _ => {}
+    }
+    if ssl.key.is_none() && ssl.key_passphrase.is_some() {
+        r.problem(
+            "key_passphrase",
+            "set without `key`: it decrypts the client key",
+        );
+    }
+
+    if let Some(raw) = r.raw("supported_protocols")
+        && let Some(list) = r.string_list("supported_protocols", raw)
+    {
+        for (i, name) in list.iter().enumerate() {
+            match name.as_str() {
+                "TLSv1.2" => ssl.supported_protocols.push(TlsVersion::Tls12),
+                "TLSv1.3" => ssl.supported_protocols.push(TlsVersion::Tls13),
+                "TLSv1.1" | "TLSv1.0" | "SSLv3" => found.push(Problem {
+                    field: join_index(&r.field("supported_protocols"), i),
+                    message: format!(
+                        "{name} is not supported (it is insecure, and rustls speaks TLSv1.2 and \
+                         TLSv1.3 only); remove it, and have the server offer TLSv1.2 or later"
+                    ),
+                }),
+                other => found.push(Problem {
+                    field: join_index(&r.field("supported_protocols"), i),
+                    message: format!("must be TLSv1.2 or TLSv1.3, got {other:?}"),
+                }),
+            }
+        }
+        if list.is_empty() {
+            r.problem(
+                "supported_protocols",
+                "must not be empty (omit it for TLSv1.2 and TLSv1.3)",
+            );
+        }
+    }
+
+    if let Some(text) = r.optional_string("ca_trusted_fingerprint") {
+        match parse_sha256_fingerprint(&text) {
+            Some(fp) => ssl.ca_trusted_fingerprint = Some(fp),
+            None => r.problem(
+                "ca_trusted_fingerprint",
+                format!(
+                    "must be the SHA-256 of a CA certificate as 64 hex digits (colons allowed), \
+                     got {} characters; `openssl x509 -noout -fingerprint -sha256 -in ca.pem` \
+                     prints it",
+                    text.chars().count()
+                ),
+            ),
+        }
+    }
+
+    for (key, instead) in UNSUPPORTED_SSL_KEYS {
+        r.unsupported(key, instead);
     }
 
     r.absorb(found);
@@ -746,6 +866,17 @@ pub fn ssl_to_json(ssl: &SslConfig) -> Value {
     }
     if ssl.key.is_some() {
         map.insert("key".into(), Value::from(super::REDACTED));
+    }
+    if ssl.key_passphrase.is_some() {
+        map.insert("key_passphrase".into(), Value::from(super::REDACTED));
+    }
+    if !ssl.supported_protocols.is_empty() {
+        let names: Vec<&str> = ssl.supported_protocols.iter().map(|v| v.name()).collect();
+        map.insert("supported_protocols".into(), Value::from(names));
+    }
+    if let Some(fp) = &ssl.ca_trusted_fingerprint {
+        let hex: String = fp.iter().map(|b| format!("{b:02x}")).collect();
+        map.insert("ca_trusted_fingerprint".into(), Value::from(hex));
     }
     Value::Object(map)
 }

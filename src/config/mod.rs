@@ -148,16 +148,84 @@ pub struct SslConfig {
     pub certificate: Option<String>,
     /// Client key (file path or inline PEM). Treated as a secret: never printed.
     pub key: Option<secrecy::SecretString>,
+    /// `key_passphrase`: decrypts an encrypted PKCS#8 `key`. A secret.
+    pub key_passphrase: Option<secrecy::SecretString>,
+    /// `supported_protocols`; empty means TLSv1.2 and TLSv1.3.
+    pub supported_protocols: Vec<TlsVersion>,
+    /// `ca_trusted_fingerprint`: the SHA-256 of a CA certificate trusted when the server presents
+    /// it in its chain (Beats' meaning).
+    pub ca_trusted_fingerprint: Option<[u8; 32]>,
+}
+
+impl SslConfig {
+    /// The `ssl` settings the OTLP client (tonic's TLS) cannot honour, as `(key, why)`; validation
+    /// reports them on the output, so a config that validates is one the sink can open.
+    pub fn otlp_limits(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.verification_mode != VerificationMode::Full {
+            out.push((
+                "verification_mode",
+                "only `full` (or `strict`) is supported for otlp; give the collector's CA in \
+                 `certificate_authorities` instead",
+            ));
+        }
+        if !self.supported_protocols.is_empty() {
+            out.push((
+                "supported_protocols",
+                "not supported for otlp (it negotiates TLSv1.2 or TLSv1.3); remove it",
+            ));
+        }
+        if self.ca_trusted_fingerprint.is_some() {
+            out.push((
+                "ca_trusted_fingerprint",
+                "not supported for otlp; give the collector's CA in `certificate_authorities`",
+            ));
+        }
+        out
+    }
+
+    /// The client key, decrypted with `key_passphrase` when it is encrypted.
+    pub fn private_key(
+        &self,
+    ) -> Option<Result<rustls::pki_types::PrivateKeyDer<'static>, crate::pem::PemError>> {
+        use secrecy::ExposeSecret as _;
+        let key = self.key.as_ref()?;
+        let passphrase = self.key_passphrase.as_ref().map(|p| p.expose_secret());
+        Some(crate::pem::private_key(key.expose_secret(), passphrase))
+    }
 }
 
 impl PartialEq for SslConfig {
     fn eq(&self, other: &Self) -> bool {
         use secrecy::ExposeSecret as _;
+        let exposed =
+            |s: &Option<secrecy::SecretString>| s.as_ref().map(|k| k.expose_secret().to_owned());
         self.certificate_authorities == other.certificate_authorities
             && self.verification_mode == other.verification_mode
             && self.certificate == other.certificate
-            && self.key.as_ref().map(|k| k.expose_secret().to_owned())
-                == other.key.as_ref().map(|k| k.expose_secret().to_owned())
+            && exposed(&self.key) == exposed(&other.key)
+            && exposed(&self.key_passphrase) == exposed(&other.key_passphrase)
+            && self.supported_protocols == other.supported_protocols
+            && self.ca_trusted_fingerprint == other.ca_trusted_fingerprint
+    }
+}
+
+/// A TLS version of `ssl.supported_protocols`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// `TLSv1.2`.
+    Tls12,
+    /// `TLSv1.3`.
+    Tls13,
+}
+
+impl TlsVersion {
+    /// The name Beats uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tls12 => "TLSv1.2",
+            Self::Tls13 => "TLSv1.3",
+        }
     }
 }
 
@@ -166,7 +234,8 @@ impl Eq for SslConfig {}
 /// Elastic's `ssl.verification_mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum VerificationMode {
-    /// Chain and host name are verified.
+    /// Chain and host name are verified (`full`, and Beats' `strict`, which adds the SAN checks
+    /// rustls always makes).
     #[default]
     Full,
     /// Chain is verified, host name is not.
@@ -193,13 +262,19 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// The proxy URL's password, as written and percent-decoded, if it has one.
-    pub fn proxy_password(&self) -> Vec<String> {
-        let Some(encoded) = self.proxy_url.as_ref().and_then(|u| u.password()) else {
-            return Vec::new();
-        };
-        let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
-        vec![encoded.to_owned(), decoded.into_owned()]
+    /// The transport's secrets, masked like the platform's: the proxy URL's password (as
+    /// written and percent-decoded) and `ssl.key_passphrase`.
+    pub fn transport_secrets(&self) -> Vec<String> {
+        use secrecy::ExposeSecret as _;
+        let mut out = Vec::new();
+        if let Some(encoded) = self.proxy_url.as_ref().and_then(|u| u.password()) {
+            let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+            out.extend([encoded.to_owned(), decoded.into_owned()]);
+        }
+        if let Some(passphrase) = &self.ssl.key_passphrase {
+            out.push(passphrase.expose_secret().to_owned());
+        }
+        out
     }
 }
 

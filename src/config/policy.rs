@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::fields::{FieldReader, describe};
 use super::{
-    Config, InputConfig, OutputConfig, Problem, SourceConfig, StreamConfig, StreamIdentity,
+    Config, InputConfig, OutputConfig, Problem, SourceConfig, SslConfig, StreamConfig,
+    StreamIdentity,
 };
 use crate::source::threatconnect::config::{self as tc, ThreatConnectConfig};
 use crate::source::threatq::config::{self as tq, ThreatQConfig};
@@ -239,6 +240,13 @@ fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
         "otlp" => {
             let endpoint = r.required_string("endpoint");
             let ssl = r.ssl("ssl");
+            for (key, why) in ssl.iter().flat_map(SslConfig::otlp_limits) {
+                let field = format!("{}.{key}", r.field("ssl"));
+                r.push(Problem {
+                    field,
+                    message: why.to_owned(),
+                });
+            }
             let mut retry_max_elapsed = super::default_otlp_retry_max_elapsed();
             if let Some(mut retry) = r.object("retry_on_failure") {
                 retry_max_elapsed = retry.duration_in(

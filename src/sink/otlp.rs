@@ -28,8 +28,8 @@ use serde_json::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{Batch, Sink, SinkError};
+use crate::config::SslConfig;
 use crate::config::StreamIdentity;
-use crate::config::{SslConfig, VerificationMode};
 use crate::ingest::EcsEvent;
 use crate::pem;
 use crate::text::{bound_owned, bounded};
@@ -526,8 +526,8 @@ fn tls_config(ssl: Option<&SslConfig>) -> Result<ClientTlsConfig, String> {
     let Some(ssl) = ssl else {
         return Ok(tls.with_webpki_roots());
     };
-    if ssl.verification_mode != VerificationMode::Full {
-        return Err("ssl.verification_mode: only `full` is supported for otlp".to_owned());
+    if let Some(problem) = ssl.otlp_limits().into_iter().next() {
+        return Err(format!("ssl.{}: {}", problem.0, problem.1));
     }
     if ssl.certificate_authorities.is_empty() {
         tls = tls.with_webpki_roots();
@@ -542,7 +542,10 @@ fn tls_config(ssl: Option<&SslConfig>) -> Result<ClientTlsConfig, String> {
     match (&ssl.certificate, &ssl.key) {
         (Some(cert), Some(key)) => {
             let cert = checked_pem("certificate", cert, pem::parse_certificates)?;
-            let key = checked_pem("key", key.expose_secret(), pem::parse_private_key)?;
+            let passphrase = ssl.key_passphrase.as_ref().map(|p| p.expose_secret());
+            let key = pem::private_key_pem(key.expose_secret(), passphrase)
+                .map_err(|e| format!("ssl.key: {e}"))?;
+            let key = key.to_vec();
             tls = tls.identity(Identity::from_pem(cert, key));
         }
         (None, None) => {}

@@ -217,11 +217,11 @@ impl ThreatConnectConfig {
         })
     }
 
-    /// The secrets masked wherever this stream's text goes: `secret_key` and a proxy password.
+    /// The secrets masked wherever this stream's text goes: `secret_key`, a proxy password and `ssl.key_passphrase`.
     pub fn secrets(&self) -> Secrets {
         Secrets::new(
             std::iter::once(self.secret_key.expose_secret().to_owned())
-                .chain(self.http.proxy_password()),
+                .chain(self.http.transport_secrets()),
         )
     }
 

@@ -238,12 +238,12 @@ impl ThreatQConfig {
     }
 
     /// The secrets masked wherever this stream's text goes: `client_secret` (also inside the
-    /// token request's `Authorization: Basic`) and a proxy password. The source adds each
+    /// token request's `Authorization: Basic`), a proxy password and `ssl.key_passphrase`. The source adds each
     /// access token it fetches.
     pub fn secrets(&self) -> Secrets {
         let secret = self.client_secret.expose_secret();
         Secrets::with_basic_credentials(
-            std::iter::once(secret.to_owned()).chain(self.http.proxy_password()),
+            std::iter::once(secret.to_owned()).chain(self.http.transport_secrets()),
             &self.client_id,
             secret,
         )
