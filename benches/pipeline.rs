@@ -10,6 +10,10 @@
 //! - **latency bound**: with `--latency-ms 250` and page 2000, the rate against
 //!   page_size / (latency + the simulator's own serve time per page).
 //!
+//! - **parallel backfill** (also alone, with `cargo bench --bench pipeline -- backfill`): at
+//!   `--latency-ms 500` and page 2000, `run --once` with `backfill_concurrency` 1, 2, 4, 8 and
+//!   16, as speed-up over 1.
+//!
 //! `cargo bench --bench pipeline`. Environment:
 //! - `TI_BENCH_INDICATORS` (default 200000): indicators the simulator serves;
 //! - `TI_BENCH_BASELINE=/path/to/ti-sidecar`: also run every `run` row with that binary, side
@@ -51,6 +55,10 @@ fn main() {
     if let Some(b) = baseline {
         binaries.push(("baseline", b));
     }
+    if std::env::args().any(|a| a == "backfill") {
+        backfill_speedup(&ours, indicators, work.path());
+        return;
+    }
 
     println!(
         "pipeline benchmark: {indicators} ThreatConnect indicators, simulator from this build"
@@ -65,7 +73,7 @@ fn main() {
         for blocks in [false, true] {
             let fetch = fetch_only(&sim.url, page, blocks);
             for (name, bin) in &binaries {
-                let r = run_once(bin, &sim.url, page, blocks, work.path());
+                let r = run_once(bin, &sim.url, page, blocks, work.path(), "");
                 println!(
                     "| {page} | {} | {name} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} |",
                     if blocks { "all" } else { "none" },
@@ -126,7 +134,7 @@ fn main() {
     let own = serve_per_page.saturating_sub(latency);
     let bound = 2000.0 / (latency + own).as_secs_f64();
     for (name, bin) in &binaries {
-        let r = run_once(bin, &slow.url, 2000, false, work.path());
+        let r = run_once(bin, &slow.url, 2000, false, work.path(), "");
         let rate = r.indicators as f64 / r.wall.as_secs_f64();
         println!(
             "| {name} | {:.2} | {rate:.0} | {bound:.0} | {:.2} |",
@@ -134,6 +142,8 @@ fn main() {
             rate / bound
         );
     }
+    drop(slow);
+    backfill_speedup(&ours, indicators, work.path());
 }
 
 /// A `ti-sidecar simulate threatconnect` process.
@@ -177,6 +187,40 @@ struct Fetched {
     elapsed: Duration,
     pages: usize,
     largest_page: usize,
+}
+
+/// Parallel backfill against a slow API: `--latency-ms 500`, page 2000, `run --once` with
+/// `backfill_concurrency` K = 1, 2, 4, 8, 16 side by side, as speed-up over K = 1.
+fn backfill_speedup(ours: &Path, indicators: usize, dir: &Path) {
+    let slow = Simulator::start(ours, indicators, 500);
+    println!();
+    println!(
+        "| latency 500 ms, page 2000, {indicators} indicators | wall s | indicators/s | speed-up over K = 1 | speed-up / K |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut single = None;
+    for k in [1u32, 2, 4, 8, 16] {
+        let r = run_once(
+            ours,
+            &slow.url,
+            2000,
+            false,
+            dir,
+            &format!("backfill_concurrency: {k}"),
+        );
+        assert_eq!(
+            r.indicators, indicators,
+            "K = {k}: every indicator delivered"
+        );
+        let wall = r.wall.as_secs_f64();
+        let base = *single.get_or_insert(wall);
+        println!(
+            "| K = {k} | {wall:.2} | {:.0} | {:.2} | {:.2} |",
+            r.indicators as f64 / wall,
+            base / wall,
+            base / wall / f64::from(k)
+        );
+    }
 }
 
 /// Pulls every page with the sidecar's own ThreatConnect client (the same requests, keyset
@@ -224,12 +268,15 @@ fn fetch_only(base: &str, page: u32, blocks: bool) -> Fetched {
     })
 }
 
-fn config(dir: &Path, url: &str, page: u32, blocks: bool, events: &Path) -> PathBuf {
-    let extra = if blocks {
+fn config(dir: &Path, url: &str, page: u32, blocks: bool, events: &Path, more: &str) -> PathBuf {
+    let mut extra = if blocks {
         ALL_BLOCKS.map(|b| format!("        {b}\n")).concat()
     } else {
         String::new()
     };
+    if !more.is_empty() {
+        extra.push_str(&format!("        {more}\n"));
+    }
     let yaml = format!(
         r#"outputs:
   default:
@@ -260,13 +307,13 @@ struct RunResult {
     peak_rss: u64,
 }
 
-/// `run --once` to an NDJSON file under GNU time.
-fn run_once(bin: &Path, url: &str, page: u32, blocks: bool, dir: &Path) -> RunResult {
+/// `run --once` to an NDJSON file under GNU time; `more` is one more stream setting, if any.
+fn run_once(bin: &Path, url: &str, page: u32, blocks: bool, dir: &Path, more: &str) -> RunResult {
     let events = dir.join("events.ndjson");
     let state = dir.join("state");
     let _ = std::fs::remove_file(&events);
     let _ = std::fs::remove_dir_all(&state);
-    let config = config(dir, url, page, blocks, &events);
+    let config = config(dir, url, page, blocks, &events, more);
     let times = dir.join("time.txt");
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")
@@ -305,7 +352,7 @@ fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
     let state = dir.join("state");
     let _ = std::fs::remove_file(&events);
     let _ = std::fs::remove_dir_all(&state);
-    let config = config(dir, url, 10_000, false, &events);
+    let config = config(dir, url, 10_000, false, &events, "");
     let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config)
@@ -337,7 +384,7 @@ fn through_host(bin: &Path, url: &str, indicators: usize, dir: &Path) -> (Durati
     let _ = std::fs::remove_file(&events);
     let _ = std::fs::remove_dir_all(&data);
     // The run config is the policy; the host points the output at its own receiver.
-    let policy = config(dir, url, 10_000, false, Path::new("-"));
+    let policy = config(dir, url, 10_000, false, Path::new("-"), "");
     let console = dir.join("host.out");
     // Older builds have no probe.
     let help = Command::new(bin).args(["host", "--help"]).output();

@@ -275,6 +275,9 @@ pub struct HttpClient {
     retry: RetryPolicy,
     tracer: Option<Arc<RequestTracer>>,
     secrets: Secrets,
+    /// Retryable failures met (429, 5xx, transport), over every clone of this client: the
+    /// pushback signal that adaptive concurrency reads.
+    pushback: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -313,6 +316,7 @@ impl HttpClient {
             retry: RetryPolicy::default(),
             tracer,
             secrets,
+            pushback: Arc::default(),
         })
     }
 
@@ -326,6 +330,11 @@ impl HttpClient {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// How many retryable failures (429, 5xx, transport) this client and its clones have met.
+    pub fn pushback(&self) -> u64 {
+        self.pushback.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends the request that `build` makes, retrying transient failures with jittered
@@ -376,6 +385,8 @@ impl HttpClient {
                 Err(e) if !e.retried_by_client() => return Err(e),
                 Err(e) => e,
             };
+            self.pushback
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(mut delay) = delays.next() else {
                 return Err(error);
             };

@@ -168,6 +168,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
         loop {
             let cursor = self.load_cursor()?;
             tracing::info!(stream.id = %self.stream.id, cursor = %self.source.describe(&cursor), "sweep starting");
+            self.source.begin_sweep();
             if self.sweep(cursor, &shutdown).await? == SweepEnd::Stopped {
                 return Ok(Outcome {
                     interrupted: true,
@@ -248,8 +249,15 @@ impl<S: Source, K: Sink> Poller<S, K> {
     }
 }
 
-/// A fetched page (with its cursor rendered for the log), or why fetching stopped for good.
-type Fetched<C> = Result<(Page<C>, String), PollError>;
+/// A fetched page with its cursor as reported (rendered for the log, and a backfill's
+/// progress), or why fetching stopped for good.
+type Fetched<C> = Result<(Page<C>, Reported), PollError>;
+
+/// A page's cursor as logs, health and diagnostics show it.
+struct Reported {
+    described: String,
+    progress: Option<(u64, u64)>,
+}
 
 /// The fetch stage.
 struct Fetcher<'a> {
@@ -279,8 +287,11 @@ impl Fetcher<'_> {
                 Ok(Some(page)) => {
                     let more = page.more && !self.shutdown.is_cancelled();
                     cursor = page.cursor.clone();
-                    let described = source.describe(&cursor);
-                    slot.send(Ok((page, described)));
+                    let reported = Reported {
+                        described: source.describe(&cursor),
+                        progress: source.progress(&cursor),
+                    };
+                    slot.send(Ok((page, reported)));
                     if !more {
                         return;
                     }
@@ -422,7 +433,7 @@ struct MappedChunk<E> {
 /// What a page's last chunk carries to the commit.
 struct PageEnd<C> {
     cursor: C,
-    described: String,
+    reported: Reported,
     duplicates_dropped: usize,
     future_timestamps: usize,
     invalid_utf8: usize,
@@ -450,7 +461,7 @@ async fn split_and_map<C: Send + 'static, K: Sink>(
     shutdown: &CancellationToken,
 ) {
     while let Some(fetched) = pages.recv().await {
-        let (page, described) = match fetched {
+        let (page, reported) = match fetched {
             Ok(p) => p,
             Err(e) => {
                 let _ = queue.send(Queued::Failed(e)).await;
@@ -462,7 +473,7 @@ async fn split_and_map<C: Send + 'static, K: Sink>(
         let chunks = page.items.chunks(CHUNK_ITEMS, CHUNK_BYTES);
         let mut end = Some(PageEnd {
             cursor: page.cursor,
-            described,
+            reported,
             duplicates_dropped: page.duplicates_dropped,
             future_timestamps: page.future_timestamps,
             invalid_utf8: page.invalid_utf8,
@@ -547,7 +558,8 @@ impl<K: Sink> Deliverer<'_, K> {
                 future_timestamps: end.future_timestamps,
                 invalid_utf8: end.invalid_utf8,
                 elapsed: end.started.elapsed(),
-                cursor: &end.described,
+                cursor: &end.reported.described,
+                backfill_progress: end.reported.progress,
             }
             .emit(self.counters);
         }

@@ -169,6 +169,8 @@ pub struct StreamCounters {
     pub fatal: std::sync::Mutex<Option<String>>,
     /// The last committed cursor, rendered for humans.
     pub cursor: std::sync::Mutex<Option<String>>,
+    /// While a backfill runs: items delivered and items estimated in all.
+    pub backfill_progress: std::sync::Mutex<Option<(u64, u64)>>,
     /// Standing warnings about the stream's settings (TLS verification off), for health.
     pub notes: std::sync::Mutex<Vec<String>>,
     /// Documents acknowledged by the sink.
@@ -232,6 +234,12 @@ impl StreamCounters {
             last_error: read(&self.last_error),
             fatal: read(&self.fatal),
             cursor: read(&self.cursor),
+            backfill_progress: self
+                .backfill_progress
+                .lock()
+                .ok()
+                .and_then(|p| *p)
+                .map(|(done, estimated)| BackfillProgress { done, estimated }),
         }
     }
 
@@ -263,8 +271,19 @@ pub struct StreamStatus {
     pub fatal: Option<String>,
     /// The last committed cursor.
     pub cursor: Option<String>,
+    /// While a backfill runs: items done out of items estimated.
+    pub backfill_progress: Option<BackfillProgress>,
     /// Standing warnings about the stream's settings.
     pub notes: Vec<String>,
+}
+
+/// A backfill's progress: items delivered out of the estimate made when it was planned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackfillProgress {
+    /// Items the windows delivered.
+    pub done: u64,
+    /// Items estimated in all (from `count` probes; changes during the backfill move it).
+    pub estimated: u64,
 }
 
 /// Plain copy of [`StreamCounters`].
@@ -306,6 +325,8 @@ pub struct PageDelivered<'a> {
     pub elapsed: Duration,
     /// The committed cursor, rendered for humans.
     pub cursor: &'a str,
+    /// A backfill's progress at the committed cursor: items delivered, items estimated.
+    pub backfill_progress: Option<(u64, u64)>,
 }
 
 impl PageDelivered<'_> {
@@ -333,6 +354,9 @@ impl PageDelivered<'_> {
         counters.consecutive_failures.store(0, Ordering::Relaxed);
         if let Ok(mut c) = counters.cursor.lock() {
             *c = Some(self.cursor.to_owned());
+        }
+        if let Ok(mut p) = counters.backfill_progress.lock() {
+            *p = self.backfill_progress;
         }
         tracing::info!(
             stream.id = self.stream,

@@ -1,4 +1,7 @@
 //! End-to-end: the real `ti-sidecar run` binary against the in-process ThreatConnect simulator.
+//!
+//! Tests of the single cursor's pipeline (kill, SIGTERM, prefetch) set `backfill_concurrency: 1`;
+//! the parallel windows have their own tests in `tests/backfill.rs`.
 
 mod common;
 
@@ -106,12 +109,7 @@ async fn changes_during_the_sweep_skip_nothing() {
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "catch-up run failed: {stderr}");
 
-    let delivered = delivered_versions(&read_events(&events));
-    let missing: Vec<_> = sim
-        .snapshot()
-        .into_iter()
-        .filter(|(id, lm)| !delivered.contains_key(&(*id, lm.clone())))
-        .collect();
+    let missing = never_delivered(&sim, &events);
     assert!(
         missing.is_empty(),
         "final versions never delivered: {missing:?}"
@@ -168,7 +166,12 @@ async fn kill_9_mid_run_then_restart_covers_everything() {
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 50\n");
+    let config = ws.tc_config(
+        &sim,
+        SECRET,
+        &events,
+        "        batch_size: 50\n        backfill_concurrency: 1\n",
+    );
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
     // Wait for real progress (a committed page), then SIGKILL: no chance to clean up.
@@ -200,7 +203,12 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 50\n");
+    let config = ws.tc_config(
+        &sim,
+        SECRET,
+        &events,
+        "        batch_size: 50\n        backfill_concurrency: 1\n",
+    );
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
     let status = blocking(move || {
@@ -422,7 +430,12 @@ async fn kill_during_a_stalled_prefetch_does_not_replay_the_acknowledged_page() 
     let sim = start(args).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let config = ws.tc_config(
+        &sim,
+        SECRET,
+        &events,
+        "        batch_size: 100\n        backfill_concurrency: 1\n",
+    );
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
     // "page delivered" is logged once the page is committed; page 2 is still being fetched.
@@ -551,7 +564,12 @@ async fn restart_after_a_kill_mid_line_cuts_the_fragment_instead_of_gluing_onto_
     let sim = start(sim_args(300)).await.unwrap();
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let config = ws.tc_config(
+        &sim,
+        SECRET,
+        &events,
+        "        batch_size: 100\n        backfill_concurrency: 1\n",
+    );
     let state = ws.state_dir();
     let (c, s) = (config.clone(), state.clone());
     let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;

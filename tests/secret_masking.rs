@@ -135,7 +135,10 @@ async fn threatconnect_failure(answer: ResponseTemplate) -> FetchError {
         .mount(&server)
         .await;
     let cursor = SweepCursor::starting_at("2023-11-28T08:00:00Z".parse().unwrap());
-    threatconnect(&server).fetch(&cursor).await.unwrap_err()
+    threatconnect(&server)
+        .fetch(&cursor.into())
+        .await
+        .unwrap_err()
 }
 
 #[tokio::test]

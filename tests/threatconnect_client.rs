@@ -11,6 +11,7 @@ use ti_sidecar::config::{HttpConfig, IocExpiration, SslConfig};
 use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};
 use ti_sidecar::source::Source;
 use ti_sidecar::source::threatconnect::auth;
+use ti_sidecar::source::threatconnect::backfill::TcCursor;
 use ti_sidecar::source::threatconnect::client::ThreatConnectSource;
 use ti_sidecar::source::threatconnect::config::ThreatConnectConfig;
 use ti_sidecar::source::threatconnect::sweep::SweepCursor;
@@ -34,6 +35,7 @@ fn config(url: &str) -> ThreatConnectConfig {
         interval: Duration::from_secs(3600),
         initial_interval: Duration::from_secs(168 * 3600),
         batch_size: 2000,
+        backfill_concurrency: 1,
         tql: Some("typeName in (\"Address\")".to_owned()),
         include_attributes: true,
         include_group_assoc: true,
@@ -57,8 +59,8 @@ fn source(server: &MockServer) -> ThreatConnectSource {
     ThreatConnectSource::new(Arc::new(cfg), http)
 }
 
-fn cursor() -> SweepCursor {
-    SweepCursor::starting_at("2023-11-28T08:00:00Z".parse().unwrap())
+fn cursor() -> TcCursor {
+    SweepCursor::starting_at("2023-11-28T08:00:00Z".parse().unwrap()).into()
 }
 
 /// Checks a received request's HMAC exactly as ThreatConnect does: over the raw target.
@@ -112,10 +114,10 @@ async fn request_is_exactly_what_elastic_sends_and_is_signed() {
     assert_eq!(page.items.len(), 1);
     assert!(!page.more);
     assert_eq!(
-        page.cursor.watermark.to_rfc3339(),
+        page.cursor.sweep.watermark.to_rfc3339(),
         "2023-12-01T08:26:48+00:00"
     );
-    assert!(page.cursor.seen.contains(&9_007_199_254_918_489));
+    assert!(page.cursor.sweep.seen.contains(&9_007_199_254_918_489));
 
     let reqs = server.received_requests().await.unwrap();
     let req = &reqs[0];
@@ -246,7 +248,7 @@ async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
     let item: serde_json::Value = serde_json::from_str(page.items.get(0).unwrap()).unwrap();
     assert_eq!(item["description"], "bad \u{fffd}( byte");
     assert_eq!(
-        page.cursor.watermark,
+        page.cursor.sweep.watermark,
         "2023-11-28T09:00:00Z"
             .parse::<chrono::DateTime<chrono::Utc>>()
             .unwrap(),
@@ -275,7 +277,7 @@ async fn a_future_watermark_restarts_from_the_look_back_and_future_items_do_not_
         .await;
     let mut src = source(&server);
     let poisoned = SweepCursor::starting_at("2999-01-01T00:00:00Z".parse().unwrap());
-    let page = src.fetch(&poisoned).await.unwrap();
+    let page = src.fetch(&poisoned.into()).await.unwrap();
     let reqs = server.received_requests().await.unwrap();
     let query = reqs[0].url.query().unwrap_or_default().to_owned();
     assert!(!query.contains("2999"), "asked from the look-back: {query}");
@@ -283,6 +285,7 @@ async fn a_future_watermark_restarts_from_the_look_back_and_future_items_do_not_
     assert_eq!(page.future_timestamps, 1);
     assert_eq!(
         page.cursor
+            .sweep
             .watermark
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string(),

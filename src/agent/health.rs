@@ -74,6 +74,7 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
                 "duplicates_dropped": status.counters.duplicates_dropped,
                 "future_timestamps": status.counters.future_timestamps,
                 "invalid_utf8": status.counters.invalid_utf8,
+                "backfill_progress": status.backfill_progress,
                 "notes": status.notes,
             }),
         );
@@ -96,9 +97,22 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
             ),
         )
     } else {
+        let backfilling: Vec<String> = streams
+            .iter()
+            .filter_map(|(id, s)| s.backfill_progress.map(|p| (id, p)))
+            .map(|(id, p)| {
+                let percent = (p.done.saturating_mul(100) / p.estimated.max(1)).min(100);
+                format!("stream {id} backfilling: {percent} % (estimated)")
+            })
+            .collect();
+        let polling = format!("Healthy: polling {} stream(s)", streams.len());
         (
             State::Healthy,
-            format!("Healthy: polling {} stream(s)", streams.len()),
+            if backfilling.is_empty() {
+                polling
+            } else {
+                format!("{polling}; {}", backfilling.join("; "))
+            },
         )
     };
     // Insecure settings stay visible in Fleet whatever the state.
@@ -137,8 +151,30 @@ mod tests {
             last_error: (failures > 0).then(|| "fetch: HTTP 429 Too Many Requests".to_owned()),
             fatal: fatal.map(str::to_owned),
             cursor: Some("2026-01-01T00:00:00Z".into()),
+            backfill_progress: None,
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_backfilling_stream_says_how_far_it_is() {
+        let mut s = status(0, None);
+        s.backfill_progress = Some(crate::telemetry::BackfillProgress {
+            done: 400,
+            estimated: 1000,
+        });
+        let h = derive(&[("tc".into(), s)]);
+        assert_eq!(h.state, State::Healthy);
+        assert!(
+            h.message
+                .ends_with("; stream tc backfilling: 40 % (estimated)"),
+            "{}",
+            h.message
+        );
+        assert_eq!(
+            h.payload["streams"]["tc"]["backfill_progress"],
+            json!({"done": 400, "estimated": 1000})
+        );
     }
 
     #[test]

@@ -167,6 +167,17 @@ pub async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
     }
 }
 
+/// A finished task's value, its panic resumed in the caller; `None` when it was cancelled.
+pub fn task_value<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
+}
+
 /// A response body as text. Invalid UTF-8 sequences become U+FFFD, as Go's `encoding/json`
 /// decodes them for Elastic's inputs, so one bad byte costs one character, not the whole page
 /// (which would be retried forever and stall the stream). Returns how many were replaced.
@@ -305,6 +316,14 @@ pub trait Source: Send + 'static {
     /// A short human rendering of a cursor for logs.
     fn describe(&self, cursor: &Self::Cursor) -> String {
         format!("{cursor:?}")
+    }
+
+    /// Called before each sweep's first fetch (a platform may plan the sweep then).
+    fn begin_sweep(&mut self) {}
+
+    /// A backfill's progress at `cursor`: items delivered and items estimated in all.
+    fn progress(&self, _cursor: &Self::Cursor) -> Option<(u64, u64)> {
+        None
     }
 }
 

@@ -171,6 +171,12 @@ pub fn kill_after_log(config: &Path, state_dir: &Path, secret: &str, once: bool,
 /// Reads the child's stderr JSON lines until one has a `message` starting with `wanted`; returns
 /// all lines read.
 pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
+    wait_for_logs(child, wanted, 1)
+}
+
+/// [`wait_for_log`] until `count` lines have matched.
+pub fn wait_for_logs(child: &mut Child, wanted: &str, count: usize) -> Vec<Value> {
+    let mut left = count;
     let stderr = child.stderr.take().expect("stderr piped");
     let mut reader = BufReader::new(stderr);
     let mut seen = Vec::new();
@@ -188,7 +194,8 @@ pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
             .and_then(Value::as_str)
             .is_some_and(|m| m.starts_with(wanted));
         seen.push(v);
-        if hit {
+        left -= usize::from(hit);
+        if left == 0 {
             // Keep draining stderr so the child never blocks on a full pipe.
             std::thread::spawn(move || {
                 let mut sink = String::new();
@@ -199,6 +206,15 @@ pub fn wait_for_log(child: &mut Child, wanted: &str) -> Vec<Value> {
             return seen;
         }
     }
+}
+
+/// The simulator's current (final) versions that never reached `events`.
+pub fn never_delivered(sim: &SimHandle, events: &Path) -> Vec<(i64, String)> {
+    let delivered = delivered_versions(&read_events(events));
+    sim.snapshot()
+        .into_iter()
+        .filter(|(id, lm)| !delivered.contains_key(&(*id, lm.clone())))
+        .collect()
 }
 
 /// Every document in an NDJSON events file.

@@ -12,11 +12,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::auth;
+use super::backfill::{self, Aimd, Backfill, TcCursor};
 use super::config::ThreatConnectConfig;
 use super::ecs::{MapOptions, map_indicator};
-use super::sweep::{self, ItemKey, Step, SweepCursor};
+use super::sweep::{self, ItemKey, Plan, Step, SweepCursor};
 use crate::http::{HttpClient, HttpError};
-use crate::source::{FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime};
+use crate::source::{
+    FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime, task_value,
+};
 use crate::text::bounded;
 
 const PLATFORM: &str = "threatconnect";
@@ -56,10 +59,16 @@ pub fn fields(cfg: &ThreatConnectConfig) -> Vec<&'static str> {
 /// `lastModified GEQ "<start>"`, ANDed with the user's TQL when there is one. The timestamp is
 /// RFC 3339 without fraction: ThreatConnect rejects some fractional forms (API spec §3).
 pub fn tql(start: DateTime<Utc>, user: Option<&str>) -> String {
-    let base = format!(
-        "lastModified GEQ \"{}\"",
-        start.format("%Y-%m-%dT%H:%M:%SZ")
-    );
+    bounded_tql(start, None, user)
+}
+
+/// [`tql`] bounded above by `lastModified LT "<end>"` (a backfill window) when `end` is given.
+pub fn bounded_tql(start: DateTime<Utc>, end: Option<DateTime<Utc>>, user: Option<&str>) -> String {
+    const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+    let mut base = format!("lastModified GEQ \"{}\"", start.format(FORMAT));
+    if let Some(end) = end {
+        base.push_str(&format!(" AND lastModified LT \"{}\"", end.format(FORMAT)));
+    }
     match user.map(str::trim).filter(|u| !u.is_empty()) {
         Some(u) => format!("{base} AND {u}"),
         None => base,
@@ -69,6 +78,19 @@ pub fn tql(start: DateTime<Utc>, user: Option<&str>) -> String {
 /// The query string with keys sorted as Go's `url.Values.Encode` does.
 pub fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -> String {
     let mut q = String::new();
+    append_query(&mut q, fields, result_limit, result_start, tql);
+    q
+}
+
+/// A one-item probe with `count=true` (the total matches) at `result_start`: no optional
+/// fields, so it stays small.
+pub fn probe_query(result_start: u32, tql: &str) -> String {
+    let mut q = String::from("count=true&");
+    append_query(&mut q, &[], 1, result_start, tql);
+    q
+}
+
+fn append_query(q: &mut String, fields: &[&str], result_limit: u32, result_start: u32, tql: &str) {
     for f in fields {
         q.push_str("fields=");
         q.push_str(&query_escape(f));
@@ -79,7 +101,6 @@ pub fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -
         query_escape("lastModified asc"),
         query_escape(tql)
     ));
-    q
 }
 
 /// The paging keys of an indicator; everything else is left for the mapper.
@@ -103,6 +124,8 @@ struct Envelope<'a> {
     data: Vec<&'a RawValue>,
     next: Option<&'a RawValue>,
     status: Option<Cow<'a, str>>,
+    /// Only with `count=true`.
+    count: Option<u64>,
 }
 
 /// A decoded indicators response: the items (slices of the body) and their paging keys.
@@ -111,6 +134,8 @@ struct DecodedPage {
     keys: Vec<ItemKey>,
     /// The response had a `next` link.
     next: bool,
+    /// The total matches, when asked for (`count=true`).
+    count: Option<u64>,
     invalid_utf8: usize,
 }
 
@@ -133,8 +158,42 @@ fn decode_page(body: Vec<u8>) -> Result<DecodedPage, FetchError> {
         items,
         keys,
         next,
+        count: envelope.count,
         invalid_utf8,
     })
+}
+
+/// One signed GET of the indicators API, decoded off the runtime; the platform's clock (its
+/// `Date` header) comes with it. Owns its inputs so that backfill windows can run it as tasks.
+async fn fetch_page(
+    http: HttpClient,
+    cfg: Arc<ThreatConnectConfig>,
+    url: url::Url,
+) -> Result<(DecodedPage, Option<DateTime<Utc>>), FetchError> {
+    // Sign the exact bytes we send: path + query of the parsed URL, fresh timestamp per attempt.
+    let target = auth::path_and_query(&url);
+    let response = http
+        .send(|client| {
+            let ts = Utc::now().timestamp();
+            let authz = auth::authorization(
+                &cfg.access_id,
+                cfg.secret_key.expose_secret().as_bytes(),
+                &target,
+                "GET",
+                ts,
+            );
+            client
+                .get(url.clone())
+                .header("Timestamp", ts.to_string())
+                .header(reqwest::header::AUTHORIZATION, authz)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .build()
+                .map_err(|e| HttpError::Transport(e.to_string()))
+        })
+        .await?;
+    let server_date = crate::http::server_date(&response.headers);
+    let page = off_runtime(move || decode_page(response.body)).await?;
+    Ok((page, server_date))
 }
 
 /// A ThreatConnect stream's pull side.
@@ -147,6 +206,10 @@ pub struct ThreatConnectSource {
     clock_offset: chrono::TimeDelta,
     /// Whether future-stamped indicators have been reported yet (once per stream).
     future_reported: bool,
+    /// A sweep has just begun: consider a backfill before its first page.
+    sweep_begun: bool,
+    /// The backfill's windows in flight, when one runs.
+    windows: Option<WindowFetches>,
 }
 
 impl ThreatConnectSource {
@@ -163,6 +226,8 @@ impl ThreatConnectSource {
             map_options,
             clock_offset: chrono::TimeDelta::zero(),
             future_reported: false,
+            sweep_begun: false,
+            windows: None,
         }
     }
 
@@ -172,12 +237,41 @@ impl ThreatConnectSource {
         watermark: DateTime<Utc>,
         result_start: u32,
     ) -> Result<url::Url, HttpError> {
+        self.window_url(watermark, None, result_start)
+    }
+
+    /// The request URL for a page of `[watermark, end)`.
+    fn window_url(
+        &self,
+        watermark: DateTime<Utc>,
+        end: Option<DateTime<Utc>>,
+        result_start: u32,
+    ) -> Result<url::Url, HttpError> {
         let q = query(
             &self.fields,
             self.cfg.batch_size,
             result_start,
-            &tql(watermark, self.cfg.tql.as_deref()),
+            &bounded_tql(watermark, end, self.cfg.tql.as_deref()),
         );
+        self.indicators_url(&q)
+    }
+
+    /// A one-item `count=true` probe of `[start, end)` at `result_start`.
+    fn probe_url(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        result_start: u64,
+    ) -> Result<url::Url, HttpError> {
+        let result_start = u32::try_from(result_start).unwrap_or(u32::MAX);
+        let q = probe_query(
+            result_start,
+            &bounded_tql(start, Some(end), self.cfg.tql.as_deref()),
+        );
+        self.indicators_url(&q)
+    }
+
+    fn indicators_url(&self, q: &str) -> Result<url::Url, HttpError> {
         url::Url::parse(&format!("{}/api/v3/indicators?{q}", self.cfg.base_url())).map_err(|e| {
             HttpError::Client {
                 status: 0,
@@ -197,36 +291,16 @@ impl ThreatConnectSource {
         &mut self,
         url: &url::Url,
     ) -> Result<(DecodedPage, Option<DateTime<Utc>>), FetchError> {
-        let access_id = self.cfg.access_id.clone();
-        let cfg = self.cfg.clone();
-        // Sign the exact bytes we send: path + query of the parsed URL, fresh timestamp per attempt.
-        let target = auth::path_and_query(url);
-        let response = self
-            .http
-            .send(|client| {
-                let ts = Utc::now().timestamp();
-                let authz = auth::authorization(
-                    &access_id,
-                    cfg.secret_key.expose_secret().as_bytes(),
-                    &target,
-                    "GET",
-                    ts,
-                );
-                client
-                    .get(url.clone())
-                    .header("Timestamp", ts.to_string())
-                    .header(reqwest::header::AUTHORIZATION, authz)
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .build()
-                    .map_err(|e| HttpError::Transport(e.to_string()))
-            })
-            .await?;
-        let server_date = crate::http::server_date(&response.headers);
+        let fetched = fetch_page(self.http.clone(), Arc::clone(&self.cfg), url.clone()).await?;
+        self.learn_clock(fetched.1);
+        Ok(fetched)
+    }
+
+    /// Keeps the platform's clock offset from a response's `Date` header.
+    fn learn_clock(&mut self, server_date: Option<DateTime<Utc>>) {
         if let Some(server_now) = server_date {
             self.clock_offset = server_now.signed_duration_since(Utc::now());
         }
-        let page = off_runtime(move || decode_page(response.body)).await?;
-        Ok((page, server_date))
     }
 
     /// Says once per stream that some indicators are stamped in the future (they are counted
@@ -249,13 +323,101 @@ impl ThreatConnectSource {
 }
 
 impl Source for ThreatConnectSource {
-    type Cursor = SweepCursor;
+    type Cursor = TcCursor;
 
     fn platform(&self) -> &'static str {
         PLATFORM
     }
 
-    fn initial_cursor(&self) -> SweepCursor {
+    fn initial_cursor(&self) -> TcCursor {
+        TcCursor::from(self.initial_sweep())
+    }
+
+    fn begin_sweep(&mut self) {
+        self.sweep_begun = true;
+    }
+
+    async fn fetch(&mut self, cursor: &TcCursor) -> Result<Page<TcCursor>, FetchError> {
+        let page = match &cursor.backfill {
+            Some(_) => self.next_window_page(cursor).await,
+            None => self.next_single_page(cursor).await,
+        };
+        page.map_err(|e| e.masked(self.http.secrets()))
+    }
+
+    fn mapper(&self) -> Mapper {
+        let options = self.map_options.clone();
+        Arc::new(move |raw: &str| map_indicator(raw, &options))
+    }
+
+    fn describe(&self, cursor: &TcCursor) -> String {
+        let tail = describe_sweep(&cursor.sweep, None);
+        let Some(b) = &cursor.backfill else {
+            return tail;
+        };
+        let windows: Vec<String> = b
+            .windows
+            .iter()
+            .map(|w| format!("#{} {}", w.id, describe_sweep(&w.cursor, Some(w.end))))
+            .collect();
+        format!(
+            "backfill {}% of ~{} in {} window(s) [{}]; then {tail}",
+            b.percent(),
+            b.estimated,
+            b.windows.len(),
+            windows.join(", ")
+        )
+    }
+
+    fn progress(&self, cursor: &TcCursor) -> Option<(u64, u64)> {
+        cursor.backfill.as_ref().map(|b| (b.done, b.estimated))
+    }
+}
+
+/// `lastModified>=<watermark> [+<anchor>] [<end]`.
+fn describe_sweep(cursor: &SweepCursor, end: Option<DateTime<Utc>>) -> String {
+    const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+    let mut text = format!("lastModified>={}", cursor.watermark.format(FORMAT));
+    if let Some(a) = cursor.anchor {
+        text.push_str(&format!(" +{}", a.position + 1));
+    }
+    if let Some(end) = end {
+        text.push_str(&format!(" <{}", end.format(FORMAT)));
+    }
+    text
+}
+
+/// What a backfill task brings back.
+enum Fetched {
+    /// A page of window `window`, requested with `plan`.
+    Page {
+        window: u32,
+        plan: Plan,
+        started: std::time::Instant,
+        result: Result<(DecodedPage, Option<DateTime<Utc>>), FetchError>,
+    },
+    /// The timestamp of the middle item of window `window` (where to split it), if any.
+    Split {
+        window: u32,
+        at: Option<DateTime<Utc>>,
+    },
+}
+
+/// A backfill's requests in flight: one page request per window at most, up to the
+/// concurrency [`Aimd`] allows, plus at most one split probe. Finished pages wait here until
+/// the poll loop asks for the next page (each is one page of the pipeline).
+struct WindowFetches {
+    /// The cursor last handed out: the truth while the loop passes it back.
+    cursor: TcCursor,
+    tasks: tokio::task::JoinSet<Fetched>,
+    in_flight: std::collections::BTreeSet<u32>,
+    splitting: bool,
+    aimd: Aimd,
+    pushback_seen: u64,
+}
+
+impl ThreatConnectSource {
+    fn initial_sweep(&self) -> SweepCursor {
         let lookback = chrono::TimeDelta::from_std(self.cfg.initial_interval)
             .unwrap_or(chrono::TimeDelta::MAX);
         SweepCursor::starting_at(
@@ -265,36 +427,305 @@ impl Source for ThreatConnectSource {
         )
     }
 
-    async fn fetch(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
-        let page = self.next_page(cursor).await;
-        page.map_err(|e| e.masked(self.http.secrets()))
+    /// The next page of the single sweep; at the start of a sweep far behind, the backfill's
+    /// plan instead (an empty page whose cursor holds the windows).
+    async fn next_single_page(&mut self, cursor: &TcCursor) -> Result<Page<TcCursor>, FetchError> {
+        if std::mem::take(&mut self.sweep_begun)
+            && let Some(backfill) = self.plan_backfill(&cursor.sweep).await?
+        {
+            let upper = backfill
+                .windows
+                .last()
+                .map_or(cursor.sweep.watermark, |w| w.end);
+            tracing::info!(
+                windows = backfill.windows.len(),
+                estimated = backfill.estimated,
+                concurrency = self.cfg.backfill_concurrency,
+                "backfill planned: {} windows up to {}",
+                backfill.windows.len(),
+                upper.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+            return Ok(Page {
+                items: RawItems::default(),
+                cursor: TcCursor {
+                    sweep: SweepCursor::starting_at(upper),
+                    backfill: Some(backfill),
+                },
+                more: true,
+                duplicates_dropped: 0,
+                future_timestamps: 0,
+                invalid_utf8: 0,
+            });
+        }
+        let page = self.next_page(&cursor.sweep).await?;
+        Ok(Page {
+            items: page.items,
+            cursor: TcCursor::from(page.cursor),
+            more: page.more,
+            duplicates_dropped: page.duplicates_dropped,
+            future_timestamps: page.future_timestamps,
+            invalid_utf8: page.invalid_utf8,
+        })
     }
 
-    fn mapper(&self) -> Mapper {
-        let options = self.map_options.clone();
-        Arc::new(move |raw: &str| map_indicator(raw, &options))
+    /// Windows for `[cursor, now - SETTLE)` when the stream is more than `interval` behind and
+    /// holds enough items to be worth it; edges at the K-quantiles of the data.
+    async fn plan_backfill(
+        &mut self,
+        cursor: &SweepCursor,
+    ) -> Result<Option<Backfill>, FetchError> {
+        let k = u64::from(self.cfg.backfill_concurrency);
+        if k < 2 {
+            return Ok(None);
+        }
+        let upper = backfill::upper_edge(self.platform_now(Utc::now()));
+        let interval =
+            chrono::TimeDelta::from_std(self.cfg.interval).unwrap_or(chrono::TimeDelta::MAX);
+        let behind = upper.signed_duration_since(cursor.watermark);
+        if behind <= interval {
+            return Ok(None);
+        }
+        let probe = self.probe_url(cursor.watermark, upper, 0)?;
+        let (counted, _) = self.get(&probe).await?;
+        let total = counted.count.unwrap_or(0);
+        // A single cursor takes two pages in two round trips: nothing to gain.
+        if total <= 2 * u64::from(self.cfg.batch_size) {
+            return Ok(None);
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for i in 1..k {
+            let url = self.probe_url(cursor.watermark, upper, total * i / k)?;
+            probes.spawn(fetch_page(self.http.clone(), Arc::clone(&self.cfg), url));
+        }
+        let mut quantiles = Vec::new();
+        while let Some(done) = probes.join_next().await {
+            let Some(result) = task_value(done) else {
+                continue;
+            };
+            let (page, _) = result?;
+            quantiles.extend(page.keys.first().copied().flatten().map(|(_, lm)| lm));
+        }
+        let edges = backfill::edges(cursor.watermark, &quantiles, upper);
+        let windows = edges.len().saturating_sub(1).max(1) as u64;
+        let estimates = vec![total / windows; edges.len().saturating_sub(1)];
+        Ok(Backfill::plan(cursor, &edges, &estimates))
     }
 
-    fn describe(&self, cursor: &SweepCursor) -> String {
-        match cursor.anchor {
-            Some(a) => format!(
-                "lastModified>={} +{}",
-                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ"),
-                a.position + 1
-            ),
-            None => format!(
-                "lastModified>={}",
-                cursor.watermark.format("%Y-%m-%dT%H:%M:%SZ")
-            ),
+    /// The next page any backfill window delivers, with the whole window set as its cursor.
+    async fn next_window_page(&mut self, cursor: &TcCursor) -> Result<Page<TcCursor>, FetchError> {
+        if self.windows.as_ref().is_none_or(|w| w.cursor != *cursor) {
+            self.windows = Some(WindowFetches {
+                cursor: cursor.clone(),
+                tasks: tokio::task::JoinSet::new(),
+                in_flight: std::collections::BTreeSet::new(),
+                splitting: false,
+                aimd: Aimd::new(self.cfg.backfill_concurrency as usize),
+                pushback_seen: self.http.pushback(),
+            });
+        }
+        loop {
+            self.launch_windows()?;
+            let Some(fetches) = self.windows.as_mut() else {
+                unreachable!("set above");
+            };
+            let Some(done) = fetches.tasks.join_next().await else {
+                // Nothing in flight and nothing to launch: every window is done.
+                return Ok(self.backfill_done());
+            };
+            let Some(done) = task_value(done) else {
+                continue;
+            };
+            match done {
+                Fetched::Split { window, at } => {
+                    fetches.splitting = false;
+                    if let (Some(at), Some(b)) = (at, fetches.cursor.backfill.as_mut())
+                        && b.split(window, at)
+                    {
+                        tracing::debug!(window, at = %at, "backfill window split");
+                    }
+                }
+                Fetched::Page {
+                    window,
+                    plan,
+                    started,
+                    result,
+                } => {
+                    fetches.in_flight.remove(&window);
+                    let pushback = self.http.pushback();
+                    let pushed = pushback > fetches.pushback_seen;
+                    fetches.pushback_seen = pushback;
+                    let before = fetches.aimd.limit();
+                    match &result {
+                        Ok(_) => fetches.aimd.on_page(started.elapsed(), pushed),
+                        Err(_) => fetches.aimd.on_error(),
+                    }
+                    let after = fetches.aimd.limit();
+                    if after != before {
+                        tracing::info!(
+                            concurrency = after as u64,
+                            "backfill concurrency {before} -> {after}{}",
+                            if after < before {
+                                " (the API pushed back)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    let (page, server_date) = result?;
+                    self.learn_clock(server_date);
+                    if let Some(page) = self.apply_window_page(window, plan, page, server_date) {
+                        return Ok(page);
+                    }
+                }
+            }
         }
     }
-}
 
-impl ThreatConnectSource {
-    /// The page after `cursor`, its errors not yet masked.
+    /// Starts page requests for idle windows up to the concurrency limit, and a split probe of
+    /// the largest window when a slot would otherwise stay idle.
+    fn launch_windows(&mut self) -> Result<(), FetchError> {
+        let Some(fetches) = self.windows.as_ref() else {
+            return Ok(());
+        };
+        let Some(b) = fetches.cursor.backfill.as_ref() else {
+            return Ok(());
+        };
+        let server_now = self.platform_now(Utc::now());
+        let mut launches = Vec::new();
+        let free = fetches.aimd.limit().saturating_sub(fetches.in_flight.len());
+        for w in b
+            .windows
+            .iter()
+            .filter(|w| !fetches.in_flight.contains(&w.id))
+            .take(free)
+        {
+            let plan = w.cursor.plan(server_now);
+            launches.push((
+                w.id,
+                plan,
+                self.window_url(w.cursor.watermark, Some(w.end), plan.result_start)?,
+            ));
+        }
+        let idle_slots = free > launches.len();
+        let split = (idle_slots && !fetches.splitting)
+            .then(|| b.largest(2 * u64::from(self.cfg.batch_size)))
+            .flatten()
+            .map(|w| {
+                (
+                    w.id,
+                    self.probe_url(w.cursor.watermark, w.end, w.remaining() / 2),
+                )
+            })
+            .map(|(id, url)| url.map(|url| (id, url)))
+            .transpose()?;
+        let (http, cfg) = (self.http.clone(), Arc::clone(&self.cfg));
+        let Some(fetches) = self.windows.as_mut() else {
+            return Ok(());
+        };
+        for (window, plan, url) in launches {
+            fetches.in_flight.insert(window);
+            let (http, cfg) = (http.clone(), Arc::clone(&cfg));
+            fetches.tasks.spawn(async move {
+                let started = std::time::Instant::now();
+                let result = fetch_page(http, cfg, url).await;
+                Fetched::Page {
+                    window,
+                    plan,
+                    started,
+                    result,
+                }
+            });
+        }
+        if let Some((window, url)) = split {
+            fetches.splitting = true;
+            fetches.tasks.spawn(async move {
+                let at = fetch_page(http, cfg, url)
+                    .await
+                    .ok()
+                    .and_then(|(page, _)| page.keys.first().copied().flatten())
+                    .map(|(_, lm)| lm);
+                Fetched::Split { window, at }
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies window `id`'s page to the window set: the page to deliver, or `None` when the
+    /// window's crowded second shifted and must be re-read.
+    fn apply_window_page(
+        &mut self,
+        id: u32,
+        plan: Plan,
+        page: DecodedPage,
+        server_date: Option<DateTime<Utc>>,
+    ) -> Option<Page<TcCursor>> {
+        let batch = self.cfg.batch_size as usize;
+        let fetches = self.windows.as_mut()?;
+        let b = fetches.cursor.backfill.as_mut()?;
+        let i = b.windows.iter().position(|w| w.id == id)?;
+        let horizon = sweep::future_horizon(server_date, Utc::now());
+        let more = page.next || page.keys.len() >= batch;
+        match sweep::step(&b.windows[i].cursor, plan, &page.keys, more, horizon) {
+            Step::Rewind => {
+                b.windows[i].cursor.anchor = None;
+                None
+            }
+            Step::Advance {
+                deliver,
+                cursor: next,
+                more,
+                future,
+            } => {
+                let delivered = deliver.len() as u64;
+                let w = &mut b.windows[i];
+                w.cursor = next;
+                w.delivered += delivered;
+                b.done += delivered;
+                // Past its end (it was split while its page was in flight), or drained.
+                if !more || w.cursor.watermark >= w.end {
+                    b.windows.remove(i);
+                }
+                if b.windows.is_empty() {
+                    tracing::info!(
+                        delivered = b.done,
+                        "backfill done: continuing as one cursor from its upper edge"
+                    );
+                    fetches.cursor.backfill = None;
+                }
+                Some(Page {
+                    duplicates_dropped: page.keys.len() - deliver.len(),
+                    items: page.items.select(&deliver),
+                    cursor: fetches.cursor.clone(),
+                    more: true,
+                    future_timestamps: future,
+                    invalid_utf8: page.invalid_utf8,
+                })
+            }
+        }
+    }
+
+    /// The page that ends a backfill with nothing left in flight: no items, the tail as the
+    /// stream's single cursor.
+    fn backfill_done(&mut self) -> Page<TcCursor> {
+        let cursor = self.windows.take().map_or_else(
+            || TcCursor::from(self.initial_sweep()),
+            |w| TcCursor::from(w.cursor.sweep),
+        );
+        Page {
+            items: RawItems::default(),
+            cursor,
+            more: true,
+            duplicates_dropped: 0,
+            future_timestamps: 0,
+            invalid_utf8: 0,
+        }
+    }
+
+    /// The page after `cursor` of the single sweep, its errors not yet masked.
     async fn next_page(&mut self, cursor: &SweepCursor) -> Result<Page<SweepCursor>, FetchError> {
         let mut cursor = cursor.clone();
         let mut invalid_utf8 = 0;
+        let mut waited_for_settle = false;
         let now = Utc::now();
         if cursor.watermark > sweep::future_horizon(Some(self.platform_now(now)), now) {
             // Written from a future-stamped indicator before they were kept out of the
@@ -304,7 +735,7 @@ impl ThreatConnectSource {
                 watermark = %cursor.watermark.to_rfc3339(),
                 "the stored watermark is in the future: starting again from initial_interval"
             );
-            cursor = self.initial_cursor();
+            cursor = self.initial_sweep();
         }
         loop {
             let plan = cursor.plan(self.platform_now(Utc::now()));
@@ -315,8 +746,8 @@ impl ThreatConnectSource {
             let keys = page.keys;
             // `next` says more items exist; a full page says so too, for servers that omit `next`
             // (the no-progress guard in `step` stops a sweep that would only spin).
-            let more = page.next || keys.len() >= self.cfg.batch_size as usize;
-            match sweep::step(&cursor, plan, &keys, more, horizon) {
+            let server_more = page.next || keys.len() >= self.cfg.batch_size as usize;
+            match sweep::step(&cursor, plan, &keys, server_more, horizon) {
                 Step::Rewind => {
                     tracing::debug!(watermark = %cursor.watermark, "crowded second shifted, re-reading it from its start");
                     cursor.anchor = None;
@@ -327,6 +758,29 @@ impl ThreatConnectSource {
                     more,
                     future,
                 } => {
+                    let server_now = self.platform_now(Utc::now());
+                    if !more && server_more && deliver.is_empty() && !waited_for_settle {
+                        // A second denser than a page that can still gain items: re-reading it
+                        // from its start makes no progress. Wait until it has settled, then go on
+                        // behind the anchor, instead of calling the stream caught up while
+                        // indicators of that second are still unread.
+                        let settled = next
+                            .watermark
+                            .checked_add_signed(sweep::SETTLE + chrono::TimeDelta::seconds(1))
+                            .unwrap_or(next.watermark);
+                        let wait = settled.signed_duration_since(server_now);
+                        if wait > chrono::TimeDelta::zero() {
+                            tracing::info!(
+                                watermark = %next.watermark.to_rfc3339(),
+                                wait_ms = wait.num_milliseconds() as u64,
+                                "a second holds more than a page and can still gain items: waiting for it to settle"
+                            );
+                            tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
+                            waited_for_settle = true;
+                            cursor = next;
+                            continue;
+                        }
+                    }
                     self.report_future(&keys, horizon, future);
                     let duplicates_dropped = keys.len() - deliver.len();
                     let items = page.items.select(&deliver);

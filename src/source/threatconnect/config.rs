@@ -42,6 +42,14 @@ pub fn default_batch_size() -> u32 {
     2_000
 }
 
+/// Default `backfill_concurrency`: 4 windows at once.
+pub fn default_backfill_concurrency() -> u32 {
+    4
+}
+
+/// Largest `backfill_concurrency`.
+pub const MAX_BACKFILL_CONCURRENCY: u32 = 32;
+
 /// Largest `batch_size`: ThreatConnect's `resultLimit` maximum.
 pub const MAX_BATCH_SIZE: u32 = 10_000;
 
@@ -92,6 +100,9 @@ pub struct ThreatConnectConfig {
     pub initial_interval: Duration,
     /// `batch_size` (default 2000, 1–10000): indicators per page (`resultLimit`). A YAML integer.
     pub batch_size: u32,
+    /// `backfill_concurrency` (our addition; default 4, 1–32): how many time windows a backfill
+    /// sweeps at once. 1 keeps the single cursor.
+    pub backfill_concurrency: u32,
     /// `tql` (optional): extra TQL ANDed to the `lastModified` filter; trimmed, and empty means
     /// none.
     pub tql: Option<String>,
@@ -151,6 +162,11 @@ impl ThreatConnectConfig {
             default_initial_interval,
         );
         let batch_size = r.integer_in("batch_size", 1..=MAX_BATCH_SIZE, default_batch_size);
+        let backfill_concurrency = r.integer_in(
+            "backfill_concurrency",
+            1..=MAX_BACKFILL_CONCURRENCY,
+            default_backfill_concurrency,
+        );
         let timeout = r.duration_in(
             "http_client_timeout",
             POSITIVE_DURATION,
@@ -206,6 +222,7 @@ impl ThreatConnectConfig {
             interval,
             initial_interval,
             batch_size,
+            backfill_concurrency,
             tql,
             include_attributes,
             include_group_assoc,
@@ -245,6 +262,10 @@ impl ThreatConnectConfig {
             Value::from(format_duration(self.initial_interval)),
         );
         m.insert("batch_size".into(), Value::from(self.batch_size));
+        m.insert(
+            "backfill_concurrency".into(),
+            Value::from(self.backfill_concurrency),
+        );
         m.insert(
             "http_client_timeout".into(),
             Value::from(format_duration(self.http.timeout)),

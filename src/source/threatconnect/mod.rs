@@ -2,6 +2,7 @@
 //! `ti_threatconnect` pipeline.
 
 pub mod auth;
+pub mod backfill;
 pub mod client;
 pub mod config;
 pub mod ecs;
