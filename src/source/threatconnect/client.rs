@@ -407,8 +407,15 @@ enum Fetched {
 /// concurrency [`Aimd`] allows, plus at most one split probe. Finished pages wait here until
 /// the poll loop asks for the next page (each is one page of the pipeline).
 struct WindowFetches {
-    /// The cursor last handed out: the truth while the loop passes it back.
+    /// The window set with every applied page (ahead of what the loop has taken).
     cursor: TcCursor,
+    /// The cursor of the page last handed to the loop: while the loop passes it back, the
+    /// state here is the truth; anything else (a restart of the sweep) starts afresh.
+    handed_out: TcCursor,
+    /// Pages applied and waiting for the loop, in order (at most the concurrency limit).
+    ready: std::collections::VecDeque<Page<TcCursor>>,
+    /// A request failed: reported once the ready pages are taken.
+    failed: Option<FetchError>,
     tasks: tokio::task::JoinSet<Fetched>,
     in_flight: std::collections::BTreeSet<u32>,
     splitting: bool,
@@ -512,70 +519,116 @@ impl ThreatConnectSource {
     }
 
     /// The next page any backfill window delivers, with the whole window set as its cursor.
+    ///
+    /// Every finished request is applied as soon as the loop asks for a page, and its window's
+    /// next request starts at once; the pages wait here in the order they were applied (each
+    /// carries the window set as it stood after it), at most the concurrency limit of them.
     async fn next_window_page(&mut self, cursor: &TcCursor) -> Result<Page<TcCursor>, FetchError> {
-        if self.windows.as_ref().is_none_or(|w| w.cursor != *cursor) {
+        if self
+            .windows
+            .as_ref()
+            .is_none_or(|w| w.handed_out != *cursor)
+        {
             self.windows = Some(WindowFetches {
                 cursor: cursor.clone(),
+                handed_out: cursor.clone(),
                 tasks: tokio::task::JoinSet::new(),
                 in_flight: std::collections::BTreeSet::new(),
                 splitting: false,
+                ready: std::collections::VecDeque::new(),
+                failed: None,
                 aimd: Aimd::new(self.cfg.backfill_concurrency as usize),
                 pushback_seen: self.http.pushback(),
             });
         }
         loop {
+            while let Some(done) = self.windows.as_mut().and_then(|w| w.tasks.try_join_next()) {
+                self.absorb(done);
+            }
             self.launch_windows()?;
             let Some(fetches) = self.windows.as_mut() else {
                 unreachable!("set above");
             };
+            if let Some(page) = fetches.ready.pop_front() {
+                fetches.handed_out = page.cursor.clone();
+                return Ok(page);
+            }
+            if let Some(e) = fetches.failed.take() {
+                // Retried by the poll loop with backoff; the window is launched again then.
+                return Err(e);
+            }
             let Some(done) = fetches.tasks.join_next().await else {
                 // Nothing in flight and nothing to launch: every window is done.
                 return Ok(self.backfill_done());
             };
-            let Some(done) = task_value(done) else {
-                continue;
-            };
-            match done {
-                Fetched::Split { window, at } => {
-                    fetches.splitting = false;
-                    if let (Some(at), Some(b)) = (at, fetches.cursor.backfill.as_mut())
-                        && b.split(window, at)
-                    {
-                        tracing::debug!(window, at = %at, "backfill window split");
-                    }
+            self.absorb(done);
+        }
+    }
+
+    /// Applies one finished backfill task: a page joins the ready queue, a failure is kept for
+    /// the loop, a split probe splits its window.
+    fn absorb(&mut self, done: Result<Fetched, tokio::task::JoinError>) {
+        let Some(done) = task_value(done) else {
+            return;
+        };
+        let Some(fetches) = self.windows.as_mut() else {
+            return;
+        };
+        let (window, plan, started, result) = match done {
+            Fetched::Split { window, at } => {
+                fetches.splitting = false;
+                if let (Some(at), Some(b)) = (at, fetches.cursor.backfill.as_mut())
+                    && b.split(window, at)
+                {
+                    tracing::debug!(window, at = %at, "backfill window split");
                 }
-                Fetched::Page {
-                    window,
-                    plan,
-                    started,
-                    result,
-                } => {
-                    fetches.in_flight.remove(&window);
-                    let pushback = self.http.pushback();
-                    let pushed = pushback > fetches.pushback_seen;
-                    fetches.pushback_seen = pushback;
-                    let before = fetches.aimd.limit();
-                    match &result {
-                        Ok(_) => fetches.aimd.on_page(started.elapsed(), pushed),
-                        Err(_) => fetches.aimd.on_error(),
-                    }
-                    let after = fetches.aimd.limit();
-                    if after != before {
-                        tracing::info!(
-                            concurrency = after as u64,
-                            "backfill concurrency {before} -> {after}{}",
-                            if after < before {
-                                " (the API pushed back)"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    let (page, server_date) = result?;
-                    self.learn_clock(server_date);
-                    if let Some(page) = self.apply_window_page(window, plan, page, server_date) {
-                        return Ok(page);
-                    }
+                return;
+            }
+            Fetched::Page {
+                window,
+                plan,
+                started,
+                result,
+            } => (window, plan, started, result),
+        };
+        fetches.in_flight.remove(&window);
+        let pushback = self.http.pushback();
+        let pushed = pushback > fetches.pushback_seen;
+        fetches.pushback_seen = pushback;
+        let before = fetches.aimd.limit();
+        match &result {
+            Ok(_) => fetches.aimd.on_page(started.elapsed(), pushed),
+            Err(_) => fetches.aimd.on_error(),
+        }
+        let after = fetches.aimd.limit();
+        if after != before {
+            tracing::info!(
+                concurrency = after as u64,
+                "backfill concurrency {before} -> {after}{}",
+                if after < before {
+                    " (the API pushed back)"
+                } else {
+                    ""
+                }
+            );
+        }
+        match result {
+            Ok((page, server_date)) => {
+                self.learn_clock(server_date);
+                if let Some(page) = self.apply_window_page(window, plan, page, server_date)
+                    && let Some(fetches) = self.windows.as_mut()
+                {
+                    fetches.ready.push_back(page);
+                }
+            }
+            Err(e) => {
+                // A fatal refusal (credentials) wins over a transient failure.
+                let keep = fetches
+                    .failed
+                    .as_ref()
+                    .is_some_and(|kept| kept.kind() == crate::http::ErrorKind::Fail);
+                if !keep {
+                    fetches.failed = Some(e);
                 }
             }
         }
@@ -592,7 +645,13 @@ impl ThreatConnectSource {
         };
         let server_now = self.platform_now(Utc::now());
         let mut launches = Vec::new();
-        let free = fetches.aimd.limit().saturating_sub(fetches.in_flight.len());
+        // At most `limit` requests in flight and `limit` pages waiting for the loop: windows keep
+        // fetching while the loop maps, and memory stays bounded.
+        let free = if fetches.ready.len() < fetches.aimd.limit() {
+            fetches.aimd.limit().saturating_sub(fetches.in_flight.len())
+        } else {
+            0
+        };
         for w in b
             .windows
             .iter()
