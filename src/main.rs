@@ -2,7 +2,7 @@
 //! Everything else lives in the library.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, Write as _};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -408,8 +408,9 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Lines `map` reads, maps and writes at a time.
-const MAP_BLOCK_LINES: usize = 4096;
+/// Lines `map` reads, maps and writes at a time (two blocks of documents are buffered: the one
+/// being written and the one being mapped).
+const MAP_BLOCK_LINES: usize = 1024;
 
 /// One input line of `map`: its number, its text, and how many invalid UTF-8 sequences were
 /// replaced in it.
@@ -453,9 +454,8 @@ fn read_lines(
     Ok(lines)
 }
 
-/// The documents of `lines`, one JSON line each.
-fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync)) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.len() * 2048);
+/// Appends the documents of `lines` to `out`, one JSON line each.
+fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync), out: &mut Vec<u8>) {
     for line in lines {
         let mut event = mapper(&line.text);
         if line.invalid_utf8 > 0 {
@@ -469,11 +469,10 @@ fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync)) -> V
             );
         }
         // Serialising a Map of JSON values cannot fail.
-        if serde_json::to_writer(&mut out, &event.doc).is_ok() {
+        if serde_json::to_writer(&mut *out, &event.doc).is_ok() {
             out.push(b'\n');
         }
     }
-    out
 }
 
 fn map(
@@ -504,27 +503,42 @@ fn map(
     let mut stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut number = 0u64;
-    loop {
-        // A block of lines at a time, mapped on every core, written in input order.
-        let block = read_lines(&mut stdin, MAP_BLOCK_LINES, &mut number)?;
-        if block.is_empty() {
-            break;
-        }
+    // While the workers map one block, this thread writes the documents of the previous block
+    // and reads the next one. The output buffers are kept from block to block: growing fresh
+    // ones (tens of MB per block) cost page faults and copies.
+    let mut block = read_lines(&mut stdin, MAP_BLOCK_LINES, &mut number)?;
+    let mut mapped: Vec<Vec<u8>> = vec![Vec::new(); workers];
+    let mut written: Vec<Vec<u8>> = vec![Vec::new(); workers];
+    while !block.is_empty() {
         let per_worker = block.len().div_ceil(workers);
-        let rendered: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        for buf in &mut mapped {
+            buf.clear();
+        }
+        let next = std::thread::scope(|scope| -> anyhow::Result<Vec<MapLine>> {
             let handles: Vec<_> = block
                 .chunks(per_worker)
-                .map(|lines| scope.spawn(|| map_lines(lines, &mapper)))
+                .zip(mapped.iter_mut())
+                .map(|(lines, buf)| scope.spawn(|| map_lines(lines, &mapper, buf)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        for part in rendered {
-            out.write_all(&part).context("writing stdout")?;
-        }
+            let io = write_parts(&mut out, &written)
+                .and_then(|()| read_lines(&mut stdin, MAP_BLOCK_LINES, &mut number));
+            for h in handles {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            }
+            io
+        })?;
+        std::mem::swap(&mut mapped, &mut written);
+        block = next;
     }
+    write_parts(&mut out, &written)?;
     out.flush().context("writing stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the mapped parts of a block, in order.
+fn write_parts(out: &mut impl Write, parts: &[Vec<u8>]) -> anyhow::Result<()> {
+    for part in parts {
+        out.write_all(part).context("writing stdout")?;
+    }
+    Ok(())
 }

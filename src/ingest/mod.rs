@@ -755,7 +755,7 @@ pub fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError
 /// Recursively removes null and `""` values, then maps and lists that are (or became) empty.
 /// `false`, `0` and `0.0` are kept.
 pub fn remove_empty(doc: &mut Map<String, Value>) {
-    doc.retain(|_, v| !prune(v));
+    prune_map(doc);
 }
 
 /// Prunes `value` in place; returns whether it should be dropped by its parent.
@@ -763,14 +763,43 @@ fn prune(value: &mut Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) => s.is_empty(),
-        Value::Object(map) => {
-            map.retain(|_, v| !prune(v));
-            map.is_empty()
-        }
+        Value::Object(map) => prune_map(map),
         Value::Array(list) => {
-            list.retain_mut(|v| !prune(v));
+            // Most lists lose nothing: visit in place, and only `retain` when one must go.
+            let mut drop_any = false;
+            for v in list.iter_mut() {
+                drop_any |= prune(v);
+            }
+            if drop_any {
+                list.retain(|v| !is_pruned(v));
+            }
             list.is_empty()
         }
+        _ => false,
+    }
+}
+
+/// Prunes every value of `map` and removes those that must go; returns whether `map` is then
+/// empty. A `BTreeMap` `retain` walks with removal handles, which costs more than a plain
+/// visit, so it only runs when some entry must go.
+fn prune_map(map: &mut Map<String, Value>) -> bool {
+    let mut drop_any = false;
+    for v in map.values_mut() {
+        drop_any |= prune(v);
+    }
+    if drop_any {
+        map.retain(|_, v| !is_pruned(v));
+    }
+    map.is_empty()
+}
+
+/// Whether an already pruned value is one its parent drops.
+fn is_pruned(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        Value::Array(list) => list.is_empty(),
         _ => false,
     }
 }
