@@ -113,6 +113,43 @@ fn map_reproduces_elastic_fixtures_through_the_binary() {
     }
 }
 
+/// `map --ioc-expiration-duration` and a configured stream follow one rule: what the ingest
+/// pipeline accepts (`30s` and `1d12h` used to pass here while the stream refused them).
+#[test]
+fn map_takes_the_expiration_forms_a_stream_takes() {
+    for refused in ["30s", "1d12h"] {
+        let out = Command::new(bin())
+            .args([
+                "map",
+                "--source",
+                "threatconnect",
+                "--ioc-expiration-duration",
+                refused,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{refused} refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("as the ingest pipeline requires"),
+            "{refused}: {stderr}"
+        );
+    }
+    let out = Command::new(bin())
+        .args([
+            "map",
+            "--source",
+            "threatconnect",
+            "--ioc-expiration-duration",
+            "12h",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
 #[test]
 fn map_turns_a_non_json_line_into_an_error_document_and_keeps_going() {
     let mut child = Command::new(bin())

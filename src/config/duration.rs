@@ -30,6 +30,15 @@ pub enum DurationError {
     /// The value does not fit a `Duration`.
     #[error("duration {0:?} is too large")]
     Overflow(String),
+    /// Not what the ingest pipelines accept for `ioc_expiration_duration`.
+    #[error(
+        "must be a whole number of days, hours or minutes with a single unit (d, h or m) such as \
+         \"90d\", as the ingest pipeline requires; got {0:?}"
+    )]
+    NotPipelineForm(String),
+    /// Zero: every indicator would expire at once.
+    #[error("must be greater than zero, got {0:?}")]
+    Zero(String),
 }
 
 fn unit_nanos(unit: &str) -> Option<u128> {
@@ -145,11 +154,23 @@ pub struct IocExpiration {
 }
 
 impl IocExpiration {
-    /// Parses `text` with [`parse_duration`].
+    /// Parses `text` as the ingest pipelines accept it: a whole number with one unit `d`, `h`
+    /// or `m` (`90d`, `12h`), greater than zero. The one rule for a configured stream and for
+    /// `map --ioc-expiration-duration`.
     pub fn parse(text: &str) -> Result<Self, DurationError> {
+        let duration = parse_duration(text)?;
+        let pipeline_form = text
+            .strip_suffix(['d', 'h', 'm'])
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !pipeline_form {
+            return Err(DurationError::NotPipelineForm(text.to_owned()));
+        }
+        if duration.is_zero() {
+            return Err(DurationError::Zero(text.to_owned()));
+        }
         Ok(Self {
             raw: text.to_owned(),
-            duration: parse_duration(text)?,
+            duration,
         })
     }
 }
@@ -157,6 +178,22 @@ impl IocExpiration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ioc_expiration_takes_only_what_the_pipeline_accepts() {
+        assert_eq!(
+            IocExpiration::parse("90d").map(|e| e.duration),
+            Ok(Duration::from_secs(90 * 86_400))
+        );
+        assert!(IocExpiration::parse("12h").is_ok() && IocExpiration::parse("30m").is_ok());
+        for refused in ["30s", "1d12h", "1.5d", "d"] {
+            assert!(IocExpiration::parse(refused).is_err(), "{refused}");
+        }
+        assert_eq!(
+            IocExpiration::parse("0d"),
+            Err(DurationError::Zero("0d".to_owned()))
+        );
+    }
 
     #[test]
     fn accepts_go_units_and_days() {

@@ -471,25 +471,15 @@ impl<'a> FieldReader<'a> {
         let Some(text) = self.duration_text(key, value) else {
             return default();
         };
-        let Some(duration) = self.duration_value(key, text, &POSITIVE_DURATION) else {
-            return default();
-        };
-        let pipeline_form = text
-            .strip_suffix(['d', 'h', 'm'])
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if !pipeline_form {
-            self.problem(
-                key,
-                format!(
-                    "must be a whole number of days, hours or minutes with a single unit \
-                     (d, h or m) such as \"90d\", as the ingest pipeline requires; got {text:?}"
-                ),
-            );
+        if self.duration_value(key, text, &POSITIVE_DURATION).is_none() {
             return default();
         }
-        IocExpiration {
-            raw: text.to_owned(),
-            duration,
+        match IocExpiration::parse(text) {
+            Ok(expiration) => expiration,
+            Err(e) => {
+                self.problem(key, e.to_string());
+                default()
+            }
         }
     }
 
