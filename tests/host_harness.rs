@@ -13,9 +13,10 @@ use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use ti_sidecar::agent::structs::struct_to_json;
 use ti_sidecar::config::StreamIdentity;
 use ti_sidecar::host::certs::{Authority, PeerCert, new_server_name};
-use ti_sidecar::host::policy::{self, Policy, struct_to_json};
+use ti_sidecar::host::policy::{self, Policy};
 use ti_sidecar::host::receiver::EventsReceiver;
 use ti_sidecar::host::server::Reconciler;
 use ti_sidecar::ingest::EcsEvent;

@@ -62,6 +62,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Integers up to 2^53 (every one a double holds exactly) come back as integers; the host
+    /// harness once cut at 9.0e15 with its own copy of this conversion.
+    #[test]
+    fn whole_numbers_up_to_2_pow_53_are_integers() {
+        let limit = 9_007_199_254_740_991_i64;
+        let v = json!({"max": limit, "big": 9_007_199_254_740_000_i64});
+        let Value::Object(o) = &v else { unreachable!() };
+        assert_eq!(struct_to_json(&json_to_struct(o)), v);
+    }
+
     #[test]
     fn round_trip_keeps_integers() {
         let v = json!({"a": 1, "b": [true, null, "x", 1.5], "c": {"d": 2000}});

@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
-use prost_types::value::Kind;
 use serde_json::{Map, Value};
 
+use crate::agent::structs::json_to_struct;
 use crate::config::{self, Problem, Problems};
 use crate::proto::{DataStream, Meta, Package, Stream, UnitExpectedConfig, UnitLogLevel, UnitType};
 
@@ -131,13 +131,13 @@ fn units(tree: &Value, validated: &config::Config, otlp_endpoint: &str) -> Polic
                     .iter()
                     .filter_map(Value::as_object)
                     .map(|s| Stream {
-                        source: Some(to_struct(s)),
+                        source: Some(json_to_struct(s)),
                         id: str_at(s, "id"),
                         data_stream: Some(DataStream {
                             source: s
                                 .get("data_stream")
                                 .and_then(Value::as_object)
-                                .map(to_struct),
+                                .map(json_to_struct),
                             dataset: s
                                 .get("data_stream")
                                 .and_then(|d| d.get("dataset"))
@@ -152,18 +152,18 @@ fn units(tree: &Value, validated: &config::Config, otlp_endpoint: &str) -> Polic
             })
             .unwrap_or_default();
         let meta = block.get("meta").and_then(Value::as_object).map(|m| Meta {
-            source: Some(to_struct(m)),
+            source: Some(json_to_struct(m)),
             package: m
                 .get("package")
                 .and_then(Value::as_object)
                 .map(|p| Package {
-                    source: Some(to_struct(p)),
+                    source: Some(json_to_struct(p)),
                     name: str_at(p, "name"),
                     version: str_at(p, "version"),
                 }),
         });
         let config = UnitExpectedConfig {
-            source: Some(to_struct(&block)),
+            source: Some(json_to_struct(&block)),
             id: id.clone(),
             r#type: kind,
             name: str_at(&block, "name"),
@@ -201,7 +201,7 @@ fn units(tree: &Value, validated: &config::Config, otlp_endpoint: &str) -> Polic
         id: component_id.clone(),
         unit_type: UnitType::Output,
         config: UnitExpectedConfig {
-            source: Some(to_struct(&output)),
+            source: Some(json_to_struct(&output)),
             id: output_name,
             r#type: "otlp".to_owned(),
             ..UnitExpectedConfig::default()
@@ -228,52 +228,5 @@ fn log_level(v: Option<&Value>) -> UnitLogLevel {
         Some("debug") => UnitLogLevel::Debug,
         Some("trace") => UnitLogLevel::Trace,
         _ => UnitLogLevel::Info,
-    }
-}
-
-/// A JSON object as a `google.protobuf.Struct`.
-pub fn to_struct(map: &Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-    }
-}
-
-fn to_value(v: &Value) -> prost_types::Value {
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(to_value).collect(),
-        }),
-        Value::Object(m) => Kind::StructValue(to_struct(m)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-/// A `google.protobuf.Struct` as JSON (integral numbers become integers).
-pub fn struct_to_json(s: &prost_types::Struct) -> Value {
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value_to_json(v)))
-            .collect(),
-    )
-}
-
-fn value_to_json(v: &prost_types::Value) -> Value {
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
-            Value::from(*n as i64)
-        }
-        Some(Kind::NumberValue(n)) => {
-            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
-        }
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => struct_to_json(s),
     }
 }
