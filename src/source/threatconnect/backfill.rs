@@ -131,6 +131,14 @@ impl Backfill {
             .max_by_key(|w| w.remaining())
     }
 
+    /// Window `id` cannot be split where its estimate said: it counts as having nothing left
+    /// to steal, so [`largest`](Self::largest) never picks it again.
+    pub fn unsplittable(&mut self, id: u32) {
+        if let Some(w) = self.windows.iter_mut().find(|w| w.id == id) {
+            w.estimated = w.delivered;
+        }
+    }
+
     /// Splits window `id` at `at` (a whole second strictly inside it): the window keeps
     /// `[its cursor, at)`, a new window takes `[at, end)`. Returns whether it split.
     pub fn split(&mut self, id: u32, at: DateTime<Utc>) -> bool {
@@ -318,6 +326,13 @@ mod tests {
             ]
         );
         assert!(plan.largest(1000).is_none());
+        plan.unsplittable(1);
+        assert_eq!(plan.largest(100).map(|w| w.id), Some(2));
+        plan.unsplittable(2);
+        assert!(
+            plan.largest(10).is_none(),
+            "a window that cannot be split is not probed again"
+        );
     }
 
     #[test]

@@ -387,6 +387,11 @@ fn describe_sweep(cursor: &SweepCursor, end: Option<DateTime<Utc>>) -> String {
     text
 }
 
+/// Raw page bodies a backfill may hold beyond the pipeline's own (fetched ahead or in flight):
+/// the windows' concurrency is cut to what fits, so large pages (10 000 indicators with every
+/// association are tens of MB each) keep memory bounded.
+const BACKFILL_PAGE_BUDGET: usize = 32 * 1024 * 1024;
+
 /// What a backfill task brings back.
 enum Fetched {
     /// A page of window `window`, requested with `plan`.
@@ -412,10 +417,13 @@ struct WindowFetches {
     /// The cursor of the page last handed to the loop: while the loop passes it back, the
     /// state here is the truth; anything else (a restart of the sweep) starts afresh.
     handed_out: TcCursor,
-    /// Pages applied and waiting for the loop, in order (at most the concurrency limit).
+    /// Pages applied and waiting for the loop, in order (with those in flight, at most twice the
+    /// concurrency limit, within the page budget).
     ready: std::collections::VecDeque<Page<TcCursor>>,
     /// A request failed: reported once the ready pages are taken.
     failed: Option<FetchError>,
+    /// The largest page body seen, in bytes (0 until the first page).
+    largest_page: usize,
     tasks: tokio::task::JoinSet<Fetched>,
     in_flight: std::collections::BTreeSet<u32>,
     splitting: bool,
@@ -537,6 +545,7 @@ impl ThreatConnectSource {
                 splitting: false,
                 ready: std::collections::VecDeque::new(),
                 failed: None,
+                largest_page: 0,
                 aimd: Aimd::new(self.cfg.backfill_concurrency as usize),
                 pushback_seen: self.http.pushback(),
             });
@@ -577,10 +586,16 @@ impl ThreatConnectSource {
         let (window, plan, started, result) = match done {
             Fetched::Split { window, at } => {
                 fetches.splitting = false;
-                if let (Some(at), Some(b)) = (at, fetches.cursor.backfill.as_mut())
-                    && b.split(window, at)
-                {
-                    tracing::debug!(window, at = %at, "backfill window split");
+                let Some(b) = fetches.cursor.backfill.as_mut() else {
+                    return;
+                };
+                match at {
+                    Some(at) if b.split(window, at) => {
+                        tracing::debug!(window, at = %at, "backfill window split");
+                    }
+                    // No middle item, or one in a second that cannot be cut: this window is
+                    // not split again (no probe after probe while a slot is idle).
+                    _ => b.unsplittable(window),
                 }
                 return;
             }
@@ -614,6 +629,7 @@ impl ThreatConnectSource {
         }
         match result {
             Ok((page, server_date)) => {
+                fetches.largest_page = fetches.largest_page.max(page.items.body_len());
                 self.learn_clock(server_date);
                 if let Some(page) = self.apply_window_page(window, plan, page, server_date)
                     && let Some(fetches) = self.windows.as_mut()
@@ -645,13 +661,19 @@ impl ThreatConnectSource {
         };
         let server_now = self.platform_now(Utc::now());
         let mut launches = Vec::new();
-        // At most `limit` requests in flight and `limit` pages waiting for the loop: windows keep
-        // fetching while the loop maps, and memory stays bounded.
-        let free = if fetches.ready.len() < fetches.aimd.limit() {
-            fetches.aimd.limit().saturating_sub(fetches.in_flight.len())
-        } else {
-            0
+        // At most `limit` requests in flight, and with the pages waiting for the loop at most
+        // twice that (windows keep fetching while the loop maps a burst), all within
+        // BACKFILL_PAGE_BUDGET by the largest page seen so far (one request until the first
+        // page says how large pages are).
+        let held = fetches.in_flight.len() + fetches.ready.len();
+        let by_memory = match fetches.largest_page {
+            0 => 1,
+            bytes => (BACKFILL_PAGE_BUDGET / bytes).max(1),
         };
+        let limit = fetches.aimd.limit();
+        let free = limit
+            .saturating_sub(fetches.in_flight.len())
+            .min((2 * limit).min(by_memory).saturating_sub(held));
         for w in b
             .windows
             .iter()
