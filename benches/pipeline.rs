@@ -195,9 +195,9 @@ fn backfill_speedup(ours: &Path, indicators: usize, dir: &Path) {
     let slow = Simulator::start(ours, indicators, 500);
     println!();
     println!(
-        "| latency 500 ms, page 2000, {indicators} indicators | wall s | indicators/s | speed-up over K = 1 | speed-up / K |"
+        "| latency 500 ms, page 2000, {indicators} indicators | wall s | indicators/s | speed-up over K = 1 | speed-up / K | duplicates |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut single = None;
     for k in [1u32, 2, 4, 8, 16] {
         let r = run_once(
@@ -208,17 +208,19 @@ fn backfill_speedup(ours: &Path, indicators: usize, dir: &Path) {
             dir,
             &format!("backfill_concurrency: {k}"),
         );
-        assert_eq!(
-            r.indicators, indicators,
+        // At least once: without changes each should arrive once; duplicates are shown.
+        assert!(
+            r.indicators >= indicators,
             "K = {k}: every indicator delivered"
         );
         let wall = r.wall.as_secs_f64();
         let base = *single.get_or_insert(wall);
         println!(
-            "| K = {k} | {wall:.2} | {:.0} | {:.2} | {:.2} |",
+            "| K = {k} | {wall:.2} | {:.0} | {:.2} | {:.2} | {} |",
             r.indicators as f64 / wall,
             base / wall,
-            base / wall / f64::from(k)
+            base / wall / f64::from(k),
+            r.indicators - indicators
         );
     }
 }

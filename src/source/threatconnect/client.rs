@@ -390,7 +390,7 @@ fn describe_sweep(cursor: &SweepCursor, end: Option<DateTime<Utc>>) -> String {
 /// Raw page bodies a backfill may hold beyond the pipeline's own (fetched ahead or in flight):
 /// the windows' concurrency is cut to what fits, so large pages (10 000 indicators with every
 /// association are tens of MB each) keep memory bounded.
-const BACKFILL_PAGE_BUDGET: usize = 32 * 1024 * 1024;
+const BACKFILL_PAGE_BUDGET: usize = 24 * 1024 * 1024;
 
 /// What a backfill task brings back.
 enum Fetched {
@@ -745,8 +745,18 @@ impl ThreatConnectSource {
         let b = fetches.cursor.backfill.as_mut()?;
         let i = b.windows.iter().position(|w| w.id == id)?;
         let horizon = sweep::future_horizon(server_date, Utc::now());
-        let more = page.next || page.keys.len() >= batch;
-        match sweep::step(&b.windows[i].cursor, plan, &page.keys, more, horizon) {
+        // A window split while this page was in flight now ends earlier than the page asked:
+        // what lies past its end belongs to the new window (the API sorts by lastModified, so
+        // it is the page's tail), and delivering it here too would only duplicate it.
+        let end = b.windows[i].end;
+        let ours = page
+            .keys
+            .iter()
+            .position(|k| matches!(k, Some((_, lm)) if *lm >= end))
+            .unwrap_or(page.keys.len());
+        let keys = &page.keys[..ours];
+        let more = ours == page.keys.len() && (page.next || page.keys.len() >= batch);
+        match sweep::step(&b.windows[i].cursor, plan, keys, more, horizon) {
             Step::Rewind => {
                 b.windows[i].cursor.anchor = None;
                 None
@@ -774,7 +784,7 @@ impl ThreatConnectSource {
                     fetches.cursor.backfill = None;
                 }
                 Some(Page {
-                    duplicates_dropped: page.keys.len() - deliver.len(),
+                    duplicates_dropped: keys.len() - deliver.len(),
                     items: page.items.select(&deliver),
                     cursor: fetches.cursor.clone(),
                     more: true,
