@@ -7,6 +7,7 @@
 pub mod proto;
 
 pub mod agent;
+pub mod backoff;
 pub mod config;
 pub mod demo;
 pub mod fsutil;

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::StreamIdentity;
 use crate::config::size::MIB;
 use crate::http::ErrorKind;
@@ -111,6 +112,12 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The backoff between failed attempts of one stage: `retry_delay` doubling to
+    /// `max_retry_delay`, jittered so that streams failing together spread their retries.
+    fn backoff(&self) -> Backoff {
+        Backoff::clamped(self.retry_delay, self.max_retry_delay, true)
+    }
+
     /// The default pacing for `interval`.
     pub fn every(interval: Duration, once: bool) -> Self {
         Self {
@@ -312,7 +319,7 @@ impl Fetcher<'_> {
         source: &mut S,
         cursor: &S::Cursor,
     ) -> Result<Option<Page<S::Cursor>>, PollError> {
-        let mut delay = self.schedule.retry_delay;
+        let mut backoff = self.schedule.backoff();
         let mut attempts = 0;
         loop {
             let result = tokio::select! {
@@ -345,6 +352,7 @@ impl Fetcher<'_> {
                     last: error.to_string(),
                 });
             }
+            let delay = backoff.next_delay();
             AttemptFailed {
                 stream: &self.stream.id,
                 stage: "fetch",
@@ -356,7 +364,6 @@ impl Fetcher<'_> {
                 () = self.halt.cancelled() => return Ok(None),
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(self.schedule.max_retry_delay);
         }
     }
 
@@ -578,7 +585,7 @@ impl<K: Sink> Deliverer<'_, K> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), SinkError>>,
     {
-        let mut delay = self.schedule.retry_delay;
+        let mut backoff = self.schedule.backoff();
         let mut attempts = 0;
         loop {
             let outcome = if self.sink.abandon_safe() {
@@ -603,6 +610,7 @@ impl<K: Sink> Deliverer<'_, K> {
                     last: error.to_string(),
                 });
             }
+            let delay = backoff.next_delay();
             AttemptFailed {
                 stream: &self.stream.id,
                 stage,
@@ -614,7 +622,6 @@ impl<K: Sink> Deliverer<'_, K> {
                 () = self.shutdown.cancelled() => return Ok(Delivery::Abandoned),
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(self.schedule.max_retry_delay);
         }
     }
 }

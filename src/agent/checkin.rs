@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{AgentClient, error_chain};
 use super::units::UnitManager;
+use crate::backoff::Backoff;
 use crate::proto::{
     CheckinExpected, CheckinObserved, CheckinObservedVersionInfo, ConnectionSupports,
 };
@@ -83,7 +84,7 @@ impl Reconnect {
         stream: &mut S,
         shutdown: &CancellationToken,
     ) -> Result<(), StreamLost> {
-        let mut delay = self.initial;
+        let mut backoff = Backoff::clamped(self.initial, self.max, false);
         let mut down_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
@@ -95,6 +96,11 @@ impl Reconnect {
                 down_since = None;
             }
             let since = *down_since.get_or_insert(started);
+            // A round that lasted longer than its delay (the stream was up) starts over.
+            if started.elapsed() >= backoff.peek() + Duration::from_secs(1) {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
             tracing::warn!(
                 retry_in_ms = delay.as_millis() as u64,
                 "{} stream ended: {error}",
@@ -111,11 +117,6 @@ impl Reconnect {
                 () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep_until(started + delay) => {}
             }
-            delay = if started.elapsed() >= delay + Duration::from_secs(1) {
-                self.initial
-            } else {
-                (delay * 2).min(self.max)
-            };
         }
     }
 }

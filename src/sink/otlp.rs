@@ -22,12 +22,12 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
-use rand::Rng as _;
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{Batch, Sink, SinkError};
+use crate::backoff::Backoff;
 use crate::config::SslConfig;
 use crate::config::StreamIdentity;
 use crate::ingest::EcsEvent;
@@ -137,7 +137,8 @@ impl OtlpSink {
     async fn export(&self, request: &ExportLogsServiceRequest) -> Result<(), SinkError> {
         let sent = records_in(request);
         let started = tokio::time::Instant::now();
-        let mut delay = self.options.retry_initial;
+        let mut backoff =
+            Backoff::clamped(self.options.retry_initial, self.options.retry_max, true);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -181,7 +182,7 @@ impl OtlpSink {
             if !is_retryable(status.code()) {
                 return Err(error);
             }
-            let wait = retry_info_delay(&status).unwrap_or_else(|| jittered(delay));
+            let wait = retry_info_delay(&status).unwrap_or_else(|| backoff.next_delay());
             if started.elapsed() + wait > self.options.give_up_after {
                 return Err(error);
             }
@@ -192,7 +193,6 @@ impl OtlpSink {
                 "OTLP export failed; retrying"
             );
             tokio::time::sleep(wait).await;
-            delay = (delay * 2).min(self.options.retry_max);
         }
     }
 }
@@ -257,10 +257,6 @@ fn is_retryable(code: tonic::Code) -> bool {
 }
 
 /// Between half and all of `delay`, so that many streams do not retry in lockstep.
-fn jittered(delay: Duration) -> Duration {
-    delay.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
 /// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
