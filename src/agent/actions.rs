@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::checkin::{Reconnect, Session, StreamLost, status_text, version_info};
 use super::connection::AgentClient;
@@ -204,19 +205,22 @@ impl ActionsLoop {
         let units = self.units.clone();
         let token = self.token.clone();
         let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let id = request.id.clone();
-            let mut response = tokio::task::spawn_blocking(move || handle(&units, &request))
-                .await
-                .unwrap_or_else(|_| ActionResponse {
-                    id,
-                    status: Status::Failed as i32,
-                    result: error_body("internal error"),
-                    ..Default::default()
-                });
-            response.token = token;
-            let _ = done.send(response);
-        });
+        tokio::spawn(
+            async move {
+                let id = request.id.clone();
+                let mut response = tokio::task::spawn_blocking(move || handle(&units, &request))
+                    .await
+                    .unwrap_or_else(|_| ActionResponse {
+                        id,
+                        status: Status::Failed as i32,
+                        result: error_body("internal error"),
+                        ..Default::default()
+                    });
+                response.token = token;
+                let _ = done.send(response);
+            }
+            .in_current_span(),
+        );
     }
 }
 

@@ -20,6 +20,7 @@ pub mod structs;
 pub mod units;
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,14 @@ pub enum AgentError {
     /// A control stream stayed down.
     #[error(transparent)]
     StreamLost(#[from] checkin::StreamLost),
+    /// A control stream's task panicked (a bug): reported as such, not as a lost stream.
+    #[error("the {stream} task crashed: {message}")]
+    TaskPanicked {
+        /// `CheckinV2` or `Actions`.
+        stream: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Knobs of an agent run (tests shorten the reconnect bounds).
@@ -133,8 +142,8 @@ pub async fn run(
         units.clone(),
         options.reconnect,
     );
-    let mut checkin_task = tokio::spawn(checkin.run(streams_stop.clone()));
-    let mut actions_task = tokio::spawn(actions.run(streams_stop.clone()));
+    let mut checkin_task = tokio::spawn(checkin.run(streams_stop.clone()).in_current_span());
+    let mut actions_task = tokio::spawn(actions.run(streams_stop.clone()).in_current_span());
 
     // Which stream task already finished (a JoinHandle must not be polled twice).
     let (outcome, checkin_done, actions_done) = tokio::select! {
@@ -161,17 +170,56 @@ pub async fn run(
     outcome
 }
 
-/// A control stream's end; a crashed stream task is reported under that stream's name.
+/// A control stream's end; a crashed stream task is reported as the crash it is.
 fn flatten(
     joined: Result<Result<(), checkin::StreamLost>, tokio::task::JoinError>,
     stream: &'static str,
 ) -> Result<(), AgentError> {
     match joined {
         Ok(r) => r.map_err(AgentError::from),
-        Err(e) => Err(AgentError::StreamLost(checkin::StreamLost {
+        Err(e) => Err(AgentError::TaskPanicked {
             stream,
-            elapsed: Duration::ZERO,
-            last: format!("the {stream} task ended abnormally: {e}"),
-        })),
+            message: if e.is_panic() {
+                panic_message(e.into_panic())
+            } else {
+                "cancelled".to_owned()
+            },
+        }),
+    }
+}
+
+/// The text a panic was raised with (bounded), or a placeholder for a non-text payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a non-text panic payload)".to_owned());
+    crate::text::bound_owned(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicking control-stream task used to surface as `StreamLost { stream: "control" }`
+    /// ("stayed down"): it is reported as the crash it is, with the panic's message.
+    #[tokio::test]
+    async fn a_panicked_stream_task_is_reported_as_a_crash() {
+        let task = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("unit table poisoned");
+            }
+            Ok::<(), checkin::StreamLost>(())
+        });
+        let err = flatten(task.await, "CheckinV2").unwrap_err();
+        assert!(
+            matches!(&err, AgentError::TaskPanicked { stream: "CheckinV2", message } if message == "unit table poisoned"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the CheckinV2 task crashed: unit table poisoned"
+        );
     }
 }

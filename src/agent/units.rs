@@ -448,10 +448,13 @@ impl UnitManager {
                         Phase::Configuring("Configuring: opening the output".into()),
                     );
                     let manager = self.clone();
-                    tokio::spawn(async move {
-                        let opened = spec.open().await;
-                        manager.output_opened(chosen, spec, opened);
-                    });
+                    tokio::spawn(
+                        async move {
+                            let opened = spec.open().await;
+                            manager.output_opened(chosen, spec, opened);
+                        }
+                        .in_current_span(),
+                    );
                 }
             }
         }
@@ -575,17 +578,20 @@ impl UnitManager {
         let manager = self.clone();
         let key = (unit.kind as i32, unit.id.clone());
         let tracker = running.tracker;
-        tokio::spawn(async move {
-            tracker.wait().await;
-            let mut table = manager.lock();
-            if let Some(unit) = table.units.get_mut(&key) {
-                unit.draining = false;
-                tracing::info!(unit.id = %unit.id, "unit's streams stopped");
+        tokio::spawn(
+            async move {
+                tracker.wait().await;
+                let mut table = manager.lock();
+                if let Some(unit) = table.units.get_mut(&key) {
+                    unit.draining = false;
+                    tracing::info!(unit.id = %unit.id, "unit's streams stopped");
+                }
+                manager.reconcile_inputs(&mut table);
+                drop(table);
+                manager.notify();
             }
-            manager.reconcile_inputs(&mut table);
-            drop(table);
-            manager.notify();
-        });
+            .in_current_span(),
+        );
     }
 
     /// The cursor store; a store that failed to open is tried again (the user may have moved
