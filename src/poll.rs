@@ -184,6 +184,10 @@ impl<S: Source, K: Sink> Poller<S, K> {
             }
             outcome.sweeps += 1;
             tracing::info!(stream.id = %self.stream.id, "caught up");
+            self.counters.caught_up(
+                chrono::Utc::now(),
+                (!self.schedule.once).then_some(self.schedule.interval),
+            );
             if self.schedule.once {
                 return Ok(outcome);
             }

@@ -171,6 +171,8 @@ pub struct StreamCounters {
     pub cursor: std::sync::Mutex<Option<String>>,
     /// While a backfill runs: items delivered and items estimated in all.
     pub backfill_progress: std::sync::Mutex<Option<(u64, u64)>>,
+    /// When the stream last caught up, and when it polls next (none with `--once`).
+    pub schedule: std::sync::Mutex<Option<Caught>>,
     /// Standing warnings about the stream's settings (TLS verification off), for health.
     pub notes: std::sync::Mutex<Vec<String>>,
     /// Documents acknowledged by the sink.
@@ -193,7 +195,30 @@ pub struct StreamCounters {
     secrets: std::sync::OnceLock<Secrets>,
 }
 
+/// When a stream last caught up and when its next sweep starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Caught {
+    /// The end of the last complete sweep.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The start of the next one, when there is one.
+    pub next_poll: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 impl StreamCounters {
+    /// The stream caught up at `at`; it polls again after `interval` (none with `--once`).
+    pub fn caught_up(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        interval: Option<std::time::Duration>,
+    ) {
+        let next_poll = interval
+            .and_then(|i| chrono::TimeDelta::from_std(i).ok())
+            .and_then(|i| at.checked_add_signed(i));
+        if let Ok(mut s) = self.schedule.lock() {
+            *s = Some(Caught { at, next_poll });
+        }
+    }
+
     /// Masks `secrets` in every error this stream's counters store or log (set once, when the
     /// stream is built).
     pub fn mask_with(&self, secrets: Secrets) {
@@ -240,6 +265,7 @@ impl StreamCounters {
                 .ok()
                 .and_then(|p| *p)
                 .map(|(done, estimated)| BackfillProgress { done, estimated }),
+            caught_up: self.schedule.lock().ok().and_then(|s| *s),
         }
     }
 
@@ -273,8 +299,46 @@ pub struct StreamStatus {
     pub cursor: Option<String>,
     /// While a backfill runs: items done out of items estimated.
     pub backfill_progress: Option<BackfillProgress>,
+    /// When the stream last caught up and when it polls next.
+    pub caught_up: Option<Caught>,
     /// Standing warnings about the stream's settings.
     pub notes: Vec<String>,
+}
+
+impl StreamStatus {
+    /// How far behind the stream is, for humans: `caught up 12 s ago; next poll in 58 m`,
+    /// `backfilling: 40 % (estimated)`, or `first sweep in progress`.
+    pub fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+        if let Some(p) = self.backfill_progress {
+            let percent = (p.done.saturating_mul(100) / p.estimated.max(1)).min(100);
+            return format!("backfilling: {percent} % (estimated)");
+        }
+        let Some(caught) = self.caught_up else {
+            return "first sweep in progress".to_owned();
+        };
+        let ago = roughly(now.signed_duration_since(caught.at));
+        match caught.next_poll {
+            Some(next) if next > now => {
+                format!(
+                    "caught up {ago} ago; next poll in {}",
+                    roughly(next.signed_duration_since(now))
+                )
+            }
+            Some(_) => format!("caught up {ago} ago; polling now"),
+            None => format!("caught up {ago} ago"),
+        }
+    }
+}
+
+/// A span of time in its largest whole unit: `12 s`, `58 m`, `3 h`, `2 d`.
+fn roughly(span: chrono::TimeDelta) -> String {
+    let secs = span.num_seconds().max(0);
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7_199 => format!("{} m", secs / 60),
+        7_200..=172_799 => format!("{} h", secs / 3_600),
+        _ => format!("{} d", secs / 86_400),
+    }
 }
 
 /// A backfill's progress: items delivered out of the estimate made when it was planned.

@@ -75,6 +75,9 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
                 "future_timestamps": status.counters.future_timestamps,
                 "invalid_utf8": status.counters.invalid_utf8,
                 "backfill_progress": status.backfill_progress,
+                "lag": status.lag(chrono::Utc::now()),
+                "caught_up_at": status.caught_up.map(|c| c.at.to_rfc3339()),
+                "next_poll_at": status.caught_up.and_then(|c| c.next_poll).map(|t| t.to_rfc3339()),
                 "notes": status.notes,
             }),
         );
@@ -97,21 +100,18 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
             ),
         )
     } else {
-        let backfilling: Vec<String> = streams
+        let now = chrono::Utc::now();
+        let lags: Vec<String> = streams
             .iter()
-            .filter_map(|(id, s)| s.backfill_progress.map(|p| (id, p)))
-            .map(|(id, p)| {
-                let percent = (p.done.saturating_mul(100) / p.estimated.max(1)).min(100);
-                format!("stream {id} backfilling: {percent} % (estimated)")
-            })
+            .map(|(id, s)| format!("stream {id} {}", s.lag(now)))
             .collect();
         let polling = format!("Healthy: polling {} stream(s)", streams.len());
         (
             State::Healthy,
-            if backfilling.is_empty() {
+            if lags.is_empty() {
                 polling
             } else {
-                format!("{polling}; {}", backfilling.join("; "))
+                format!("{polling}; {}", lags.join("; "))
             },
         )
     };
@@ -152,8 +152,35 @@ mod tests {
             fatal: fatal.map(str::to_owned),
             cursor: Some("2026-01-01T00:00:00Z".into()),
             backfill_progress: None,
+            caught_up: None,
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_caught_up_stream_says_when_and_when_it_polls_next() {
+        let now = chrono::Utc::now();
+        let mut s = status(0, None);
+        s.caught_up = Some(crate::telemetry::Caught {
+            at: now - chrono::TimeDelta::minutes(10),
+            next_poll: Some(now + chrono::TimeDelta::minutes(50) + chrono::TimeDelta::seconds(30)),
+        });
+        let h = derive(&[("tc".into(), s)]);
+        assert!(
+            h.message
+                .ends_with("; stream tc caught up 10 m ago; next poll in 50 m"),
+            "{}",
+            h.message
+        );
+        assert_eq!(
+            h.payload["streams"]["tc"]["lag"],
+            json!("caught up 10 m ago; next poll in 50 m")
+        );
+        let first = derive(&[("tq".into(), StreamStatus::default())]);
+        assert_eq!(
+            first.payload["streams"]["tq"]["lag"],
+            json!("first sweep in progress")
+        );
     }
 
     #[test]

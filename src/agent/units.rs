@@ -792,10 +792,12 @@ fn unit_diagnostics(unit: &Unit, observed: &Observed) -> Value {
         .last_streams
         .iter()
         .map(|(id, c)| {
-            (
-                id.clone(),
-                serde_json::to_value(c.status()).unwrap_or(Value::Null),
-            )
+            let status = c.status();
+            let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut value {
+                fields.insert("lag".into(), Value::from(status.lag(chrono::Utc::now())));
+            }
+            (id.clone(), value)
         })
         .collect();
     json!({
