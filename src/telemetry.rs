@@ -306,6 +306,29 @@ pub struct StreamStatus {
 }
 
 impl StreamStatus {
+    /// Where the stream stands, in words that change only when it does (a sweep ends, a backfill
+    /// page lands), for the unit's health message: `caught up at 2026-12-05T10:00:00Z; next poll
+    /// at 2026-12-05T11:00:00Z`, `backfilling: 40 % (estimated)`, or `first sweep in progress`.
+    /// A relative "12 s ago" would change the message every second and flood the check-ins.
+    pub fn standing(&self) -> String {
+        const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+        if let Some(p) = self.backfill_progress {
+            let percent = (p.done.saturating_mul(100) / p.estimated.max(1)).min(100);
+            return format!("backfilling: {percent} % (estimated)");
+        }
+        let Some(caught) = self.caught_up else {
+            return "first sweep in progress".to_owned();
+        };
+        match caught.next_poll {
+            Some(next) => format!(
+                "caught up at {}; next poll at {}",
+                caught.at.format(FORMAT),
+                next.format(FORMAT)
+            ),
+            None => format!("caught up at {}", caught.at.format(FORMAT)),
+        }
+    }
+
     /// How far behind the stream is, for humans: `caught up 12 s ago; next poll in 58 m`,
     /// `backfilling: 40 % (estimated)`, or `first sweep in progress`.
     pub fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {

@@ -75,7 +75,6 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
                 "future_timestamps": status.counters.future_timestamps,
                 "invalid_utf8": status.counters.invalid_utf8,
                 "backfill_progress": status.backfill_progress,
-                "lag": status.lag(chrono::Utc::now()),
                 "caught_up_at": status.caught_up.map(|c| c.at.to_rfc3339()),
                 "next_poll_at": status.caught_up.and_then(|c| c.next_poll).map(|t| t.to_rfc3339()),
                 "notes": status.notes,
@@ -100,10 +99,9 @@ pub fn derive(streams: &[(String, StreamStatus)]) -> Health {
             ),
         )
     } else {
-        let now = chrono::Utc::now();
         let lags: Vec<String> = streams
             .iter()
-            .map(|(id, s)| format!("stream {id} {}", s.lag(now)))
+            .map(|(id, s)| format!("stream {id} {}", s.standing()))
             .collect();
         let polling = format!("Healthy: polling {} stream(s)", streams.len());
         (
@@ -159,27 +157,34 @@ mod tests {
 
     #[test]
     fn a_caught_up_stream_says_when_and_when_it_polls_next() {
-        let now = chrono::Utc::now();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         let mut s = status(0, None);
         s.caught_up = Some(crate::telemetry::Caught {
-            at: now - chrono::TimeDelta::minutes(10),
-            next_poll: Some(now + chrono::TimeDelta::minutes(50) + chrono::TimeDelta::seconds(30)),
+            at,
+            next_poll: Some(at + chrono::TimeDelta::hours(1)),
         });
-        let h = derive(&[("tc".into(), s)]);
+        let h = derive(&[("tc".into(), s.clone())]);
+        // Absolute times: the message changes when the stream does, not every second.
         assert!(
-            h.message
-                .ends_with("; stream tc caught up 10 m ago; next poll in 50 m"),
+            h.message.ends_with(
+                "; stream tc caught up at 2026-12-05T10:00:00Z; next poll at 2026-12-05T11:00:00Z"
+            ),
             "{}",
             h.message
         );
+        assert_eq!(derive(&[("tc".into(), s.clone())]).message, h.message);
         assert_eq!(
-            h.payload["streams"]["tc"]["lag"],
-            json!("caught up 10 m ago; next poll in 50 m")
+            h.payload["streams"]["tc"]["next_poll_at"],
+            json!("2026-12-05T11:00:00+00:00")
         );
-        let first = derive(&[("tq".into(), StreamStatus::default())]);
+        // Diagnostics (asked for, not pushed) say it relative to now.
+        let now = at + chrono::TimeDelta::minutes(10);
+        assert_eq!(s.lag(now), "caught up 10 m ago; next poll in 50 m");
         assert_eq!(
-            first.payload["streams"]["tq"]["lag"],
-            json!("first sweep in progress")
+            StreamStatus::default().standing(),
+            "first sweep in progress"
         );
     }
 
