@@ -38,7 +38,7 @@ use crate::ingest::EcsEvent;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};
 use crate::state::{StateError, StateStore};
-use crate::telemetry::{AttemptFailed, PageDelivered, StreamCounters};
+use crate::telemetry::{AttemptFailed, BackfillProgress, PageDelivered, StreamCounters};
 
 /// A chunk holds at most this many items...
 pub const CHUNK_ITEMS: usize = 500;
@@ -267,7 +267,7 @@ type Fetched<C> = Result<(Page<C>, Reported), PollError>;
 /// A page's cursor as logs, health and diagnostics show it.
 struct Reported {
     described: String,
-    progress: Option<(u64, u64)>,
+    progress: Option<BackfillProgress>,
 }
 
 /// The fetch stage.

@@ -170,7 +170,7 @@ pub struct StreamCounters {
     /// The last committed cursor, rendered for humans.
     pub cursor: std::sync::Mutex<Option<String>>,
     /// While a backfill runs: items delivered and items estimated in all.
-    pub backfill_progress: std::sync::Mutex<Option<(u64, u64)>>,
+    pub backfill_progress: std::sync::Mutex<Option<BackfillProgress>>,
     /// When the stream last caught up, and when it polls next (none with `--once`).
     pub schedule: std::sync::Mutex<Option<Caught>>,
     /// Standing warnings about the stream's settings (TLS verification off), for health.
@@ -259,12 +259,7 @@ impl StreamCounters {
             last_error: read(&self.last_error),
             fatal: read(&self.fatal),
             cursor: read(&self.cursor),
-            backfill_progress: self
-                .backfill_progress
-                .lock()
-                .ok()
-                .and_then(|p| *p)
-                .map(|(done, estimated)| BackfillProgress { done, estimated }),
+            backfill_progress: self.backfill_progress.lock().ok().and_then(|p| *p),
             caught_up: self.schedule.lock().ok().and_then(|s| *s),
         }
     }
@@ -312,43 +307,40 @@ impl StreamStatus {
     /// A relative "12 s ago" would change the message every second and flood the check-ins.
     pub fn standing(&self) -> String {
         const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
-        if let Some(p) = self.backfill_progress {
-            let percent = (p.done.saturating_mul(100) / p.estimated.max(1)).min(100);
-            return format!("backfilling: {percent} % (estimated)");
-        }
-        let Some(caught) = self.caught_up else {
-            return "first sweep in progress".to_owned();
-        };
-        match caught.next_poll {
+        self.sweeping(|caught| match caught.next_poll {
             Some(next) => format!(
                 "caught up at {}; next poll at {}",
                 caught.at.format(FORMAT),
                 next.format(FORMAT)
             ),
             None => format!("caught up at {}", caught.at.format(FORMAT)),
-        }
+        })
     }
 
     /// How far behind the stream is, for humans: `caught up 12 s ago; next poll in 58 m`,
     /// `backfilling: 40 % (estimated)`, or `first sweep in progress`.
     pub fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {
-        if let Some(p) = self.backfill_progress {
-            let percent = (p.done.saturating_mul(100) / p.estimated.max(1)).min(100);
-            return format!("backfilling: {percent} % (estimated)");
-        }
-        let Some(caught) = self.caught_up else {
-            return "first sweep in progress".to_owned();
-        };
-        let ago = roughly(now.signed_duration_since(caught.at));
-        match caught.next_poll {
-            Some(next) if next > now => {
-                format!(
+        self.sweeping(|caught| {
+            let ago = roughly(now.signed_duration_since(caught.at));
+            match caught.next_poll {
+                Some(next) if next > now => format!(
                     "caught up {ago} ago; next poll in {}",
                     roughly(next.signed_duration_since(now))
-                )
+                ),
+                Some(_) => format!("caught up {ago} ago; polling now"),
+                None => format!("caught up {ago} ago"),
             }
-            Some(_) => format!("caught up {ago} ago; polling now"),
-            None => format!("caught up {ago} ago"),
+        })
+    }
+
+    /// The backfill or first sweep in progress, or else `caught` rendered.
+    fn sweeping(&self, caught: impl FnOnce(Caught) -> String) -> String {
+        if let Some(p) = self.backfill_progress {
+            return format!("backfilling: {} % (estimated)", p.percent());
+        }
+        match self.caught_up {
+            Some(c) => caught(c),
+            None => "first sweep in progress".to_owned(),
         }
     }
 }
@@ -371,6 +363,16 @@ pub struct BackfillProgress {
     pub done: u64,
     /// Items estimated in all (from `count` probes; changes during the backfill move it).
     pub estimated: u64,
+}
+
+impl BackfillProgress {
+    /// Completion in percent of the estimate, 0–100 (0 while nothing is estimated).
+    pub fn percent(&self) -> u64 {
+        if self.estimated == 0 {
+            return 0;
+        }
+        (self.done.saturating_mul(100) / self.estimated).min(100)
+    }
 }
 
 /// Plain copy of [`StreamCounters`].
@@ -413,7 +415,7 @@ pub struct PageDelivered<'a> {
     /// The committed cursor, rendered for humans.
     pub cursor: &'a str,
     /// A backfill's progress at the committed cursor: items delivered, items estimated.
-    pub backfill_progress: Option<(u64, u64)>,
+    pub backfill_progress: Option<BackfillProgress>,
 }
 
 impl PageDelivered<'_> {

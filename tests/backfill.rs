@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
@@ -55,14 +56,37 @@ fn expected_ids(sim: &SimHandle) -> BTreeSet<i64> {
     sim.snapshot().into_iter().map(|(id, _)| id).collect()
 }
 
-/// One `run --once` with `backfill_concurrency: k` and pages of `batch`; the workspace, the
-/// events file and the run's stderr.
-async fn run_with(sim: &SimHandle, k: u32, batch: u32) -> (Workspace, std::path::PathBuf, String) {
+/// A stream against `sim` with `backfill_concurrency: k` and pages of `batch`: the workspace,
+/// its events file, config and state directory.
+struct Stream {
+    ws: Workspace,
+    events: PathBuf,
+    config: PathBuf,
+    state: PathBuf,
+}
+
+fn stream(sim: &SimHandle, k: u32, batch: u32) -> Stream {
     let ws = Workspace::new();
     let events = ws.path("events.ndjson");
     let extra = format!("        batch_size: {batch}\n        backfill_concurrency: {k}\n");
     let config = ws.tc_config(sim, SECRET, &events, &extra);
     let state = ws.state_dir();
+    Stream {
+        ws,
+        events,
+        config,
+        state,
+    }
+}
+
+/// One `run --once` of [`stream`]; the workspace, the events file and the run's stderr.
+async fn run_with(sim: &SimHandle, k: u32, batch: u32) -> (Workspace, PathBuf, String) {
+    let Stream {
+        ws,
+        events,
+        config,
+        state,
+    } = stream(sim, k, batch);
     let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
     assert!(ok, "run with {k} windows failed: {stderr}");
     (ws, events, stderr)
@@ -105,15 +129,12 @@ async fn changes_during_a_4_window_backfill_skip_nothing() {
     args.faults.mutate_per_page = 7;
     args.faults.latency_ms = 5;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 100\n        backfill_concurrency: 4\n",
-    );
-    let state = ws.state_dir();
+    let Stream {
+        ws: _ws,
+        events,
+        config,
+        state,
+    } = stream(&sim, 4, 100);
     let (c, s) = (config.clone(), state.clone());
     let (ok, first) = blocking(move || run_once(&c, &s, SECRET)).await;
     assert!(ok, "first run failed: {first}");
@@ -190,15 +211,12 @@ async fn kill_9_during_a_4_window_backfill_then_resume() {
     let mut args = sim_args(3000);
     args.faults.latency_ms = 40;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 50\n        backfill_concurrency: 4\n",
-    );
-    let state = ws.state_dir();
+    let Stream {
+        ws: _ws,
+        events,
+        config,
+        state,
+    } = stream(&sim, 4, 50);
     let (c, s) = (config.clone(), state.clone());
     // A few window pages committed, then SIGKILL: no chance to clean up.
     blocking(move || {
@@ -255,15 +273,12 @@ async fn an_old_single_cursor_state_is_continued_without_reset_or_gap() {
     versions.sort_by_key(|v| time(&v.1));
     // The state format before windows: a bare keyset cursor, half-way through the data.
     let (_, middle) = versions[versions.len() / 2].clone();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 100\n        backfill_concurrency: 4\n",
-    );
-    let state = ws.state_dir();
+    let Stream {
+        ws: _ws,
+        events,
+        config,
+        state,
+    } = stream(&sim, 4, 100);
     {
         let store = ti_sidecar::state::StateStore::open(&state).unwrap();
         let old = serde_json::json!({"watermark": middle, "seen": []});

@@ -322,7 +322,7 @@ pub trait Source: Send + 'static {
     fn begin_sweep(&mut self) {}
 
     /// A backfill's progress at `cursor`: items delivered and items estimated in all.
-    fn progress(&self, _cursor: &Self::Cursor) -> Option<(u64, u64)> {
+    fn progress(&self, _cursor: &Self::Cursor) -> Option<crate::telemetry::BackfillProgress> {
         None
     }
 }

@@ -117,10 +117,11 @@ impl Backfill {
 
     /// Completion in percent (of the estimate), 0–100.
     pub fn percent(&self) -> u64 {
-        if self.estimated == 0 {
-            return 0;
+        crate::telemetry::BackfillProgress {
+            done: self.done,
+            estimated: self.estimated,
         }
-        (self.done.saturating_mul(100) / self.estimated).min(100)
+        .percent()
     }
 
     /// The window with the most items left, if it is worth splitting (more than `min_items`).

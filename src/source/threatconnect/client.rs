@@ -20,6 +20,7 @@ use crate::http::{HttpClient, HttpError};
 use crate::source::{
     FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime, task_value,
 };
+use crate::telemetry::BackfillProgress;
 use crate::text::bounded;
 
 const PLATFORM: &str = "threatconnect";
@@ -369,8 +370,11 @@ impl Source for ThreatConnectSource {
         )
     }
 
-    fn progress(&self, cursor: &TcCursor) -> Option<(u64, u64)> {
-        cursor.backfill.as_ref().map(|b| (b.done, b.estimated))
+    fn progress(&self, cursor: &TcCursor) -> Option<BackfillProgress> {
+        cursor.backfill.as_ref().map(|b| BackfillProgress {
+            done: b.done,
+            estimated: b.estimated,
+        })
     }
 }
 
