@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::config::{Config, OutputConfig, SourceConfig, StreamConfig};
+use crate::config::{Config, SourceConfig, StreamConfig};
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
-use crate::sink::ndjson::NdjsonSink;
-use crate::sink::otlp::{OtlpOptions, OtlpSink};
 use crate::sink::{AnySink, Sink, SinkError};
 use crate::source::Source;
 use crate::source::threatconnect::client::ThreatConnectSource;
@@ -102,29 +100,12 @@ pub async fn run(
         if !config.inputs.iter().any(|i| &i.use_output == name) {
             continue;
         }
-        let output_error = |source| RunError::Output {
-            name: name.clone(),
-            source,
-        };
-        for note in output.security_notes() {
-            tracing::warn!(output = %name, "output {name:?}: {note}");
-        }
-        let sink = match output {
-            OutputConfig::Ndjson { path } => {
-                AnySink::Ndjson(NdjsonSink::open(path).await.map_err(output_error)?)
-            }
-            OutputConfig::Otlp {
-                endpoint,
-                ssl,
-                retry_max_elapsed,
-            } => {
-                let options = OtlpOptions {
-                    give_up_after: *retry_max_elapsed,
-                    ..OtlpOptions::default()
-                };
-                AnySink::Otlp(OtlpSink::new(endpoint, ssl.as_ref(), options).map_err(output_error)?)
-            }
-        };
+        let sink = crate::sink::open(output)
+            .await
+            .map_err(|source| RunError::Output {
+                name: name.clone(),
+                source,
+            })?;
         sinks.insert(name.clone(), Arc::new(sink));
     }
 

@@ -7,7 +7,7 @@ pub mod otlp;
 
 use std::future::Future;
 
-use crate::config::StreamIdentity;
+use crate::config::{OutputConfig, StreamIdentity};
 use crate::ingest::EcsEvent;
 
 /// A batch of one stream's documents.
@@ -113,6 +113,29 @@ pub trait Sink: Send + Sync + 'static {
     fn abandon_safe(&self) -> bool {
         false
     }
+}
+
+/// Opens the sink an output block asks for: the one place `run` and `agent` open outputs.
+/// The output's security notes (a relaxed `verification_mode`, plain-text OTLP to another
+/// host) are logged here, once per open.
+pub async fn open(output: &OutputConfig) -> Result<AnySink, SinkError> {
+    for note in output.security_notes() {
+        tracing::warn!("output: {note}");
+    }
+    Ok(match output {
+        OutputConfig::Ndjson { path } => AnySink::Ndjson(ndjson::NdjsonSink::open(path).await?),
+        OutputConfig::Otlp {
+            endpoint,
+            ssl,
+            retry_max_elapsed,
+        } => {
+            let options = otlp::OtlpOptions {
+                give_up_after: *retry_max_elapsed,
+                ..otlp::OtlpOptions::default()
+            };
+            AnySink::Otlp(otlp::OtlpSink::new(endpoint, ssl.as_ref(), options)?)
+        }
+    })
 }
 
 /// Any of the sinks, so one process can write to outputs of different types.

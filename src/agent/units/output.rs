@@ -1,0 +1,69 @@
+//! The output unit's config: read, shown redacted, opened.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::UnitError;
+use crate::config::{self, OutputConfig};
+use crate::sink::AnySink;
+
+/// What the output unit asks for: a validated output block (`{type: otlp, endpoint, ssl?}`;
+/// `ndjson` to a file also works, for tests and debugging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec(pub OutputConfig);
+
+impl OutputSpec {
+    /// Reads an output unit's `config.source`; the error names every bad field.
+    pub fn parse(source: &Value) -> Result<Self, UnitError> {
+        let config = config::output_from_value(source).map_err(UnitError::Invalid)?;
+        if let OutputConfig::Ndjson { path } = &config
+            && path.as_os_str() == "-"
+        {
+            return Err(UnitError::StdoutOutput);
+        }
+        Ok(Self(config))
+    }
+
+    /// The spec as shown in diagnostics, secrets (`ssl.key`, endpoint credentials) redacted.
+    pub fn redacted_json(&self) -> Value {
+        match &self.0 {
+            OutputConfig::Ndjson { path } => json!({"type": "ndjson", "path": path}),
+            OutputConfig::Otlp { endpoint, ssl, .. } => {
+                let shown = url::Url::parse(endpoint)
+                    .map(|u| crate::config::fields::redact_url(&u))
+                    .unwrap_or_else(|_| endpoint.clone());
+                let mut v = json!({"type": "otlp", "endpoint": shown});
+                if let Some(ssl) = ssl {
+                    v["ssl"] = crate::config::fields::ssl_to_json(ssl);
+                }
+                v
+            }
+        }
+    }
+
+    /// Opens the sink every input unit writes to.
+    pub async fn open(&self) -> Result<AnySink, UnitError> {
+        crate::sink::open(&self.0)
+            .await
+            .map_err(|e| UnitError::OutputUnusable(Arc::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_configs_are_read_and_refused_by_field() {
+        let kafka = OutputSpec::parse(&json!({"type": "kafka"})).expect_err("kafka");
+        assert!(kafka.to_string().starts_with("type:"), "{kafka}");
+        let stdout = OutputSpec::parse(&json!({"type": "ndjson", "path": "-"})).expect_err("-");
+        assert!(matches!(stdout, UnitError::StdoutOutput));
+        let otlp = OutputSpec::parse(&json!({"type": "otlp", "endpoint": "127.0.0.1:4317"}))
+            .expect("otlp");
+        assert_eq!(otlp.redacted_json()["endpoint"], "127.0.0.1:4317");
+        let missing = OutputSpec::parse(&json!({"type": "otlp"})).expect_err("no endpoint");
+        assert!(missing.to_string().contains("endpoint"), "{missing}");
+    }
+}
