@@ -15,6 +15,7 @@ pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod pem;
+pub mod pipeline;
 pub mod poll;
 pub mod redact;
 pub mod runner;

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::{Parser, Subcommand};
 
 use ti_sidecar::config::{self, IocExpiration};
 use ti_sidecar::ingest::EcsEvent;
+use ti_sidecar::ingest::MapOptions;
 use ti_sidecar::runner::{self, RunOptions};
-use ti_sidecar::source::threatconnect::ecs::{MapOptions, map_indicator};
+use ti_sidecar::source::registry::{PLATFORMS, PlatformInfo};
 
 /// Threat-intelligence input component: ThreatConnect (and ThreatQ) indicators to ECS.
 #[derive(Debug, Parser)]
@@ -53,8 +55,8 @@ enum Command {
     /// Offline pipeline: raw vendor objects on stdin (one per line) to ECS documents on stdout.
     Map {
         /// The platform the objects come from.
-        #[arg(long)]
-        source: Platform,
+        #[arg(long, value_parser = platform_parser())]
+        source: PlatformInfo,
         /// Add the `preserve_original_event` tag (the integration option).
         #[arg(long)]
         preserve_original: bool,
@@ -142,10 +144,13 @@ enum StateAction {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Platform {
-    Threatconnect,
-    Threatq,
+/// `--source`: the short name of a registered platform.
+fn platform_parser() -> impl clap::builder::TypedValueParser<Value = PlatformInfo> {
+    clap::builder::PossibleValuesParser::new(PLATFORMS.iter().map(|p| p.name)).try_map(
+        |name: String| {
+            PlatformInfo::by_name(&name).ok_or_else(|| format!("unknown platform {name:?}"))
+        },
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -476,7 +481,7 @@ fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync), out:
 }
 
 fn map(
-    source: Platform,
+    source: PlatformInfo,
     preserve_original: bool,
     ioc_expiration_duration: Option<String>,
     extra_tags: Vec<String>,
@@ -495,10 +500,7 @@ fn map(
         ioc_expiration,
         tags,
     };
-    let mapper = move |line: &str| match source {
-        Platform::Threatconnect => map_indicator(line, &options),
-        Platform::Threatq => ti_sidecar::source::threatq::ecs::map_indicator(line, &options),
-    };
+    let mapper = move |line: &str| (source.map)(line, &options);
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let mut stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -244,8 +244,8 @@ impl Session for ActionsLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::RunOptions;
     use crate::proto::{CheckinExpected, State, UnitExpected, UnitExpectedConfig, UnitType};
-    use crate::runner::RunOptions;
     use crate::state::StateStore;
     use std::time::Duration;
 

@@ -24,8 +24,8 @@ use tracing::Instrument as _;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::pipeline::RunOptions;
 use crate::proto::StartUpInfo;
-use crate::runner::RunOptions;
 use crate::state::StateStore;
 use checkin::Session as _;
 

@@ -252,7 +252,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A non-empty string with a default.
-    pub fn string_or(&mut self, key: &str, default: fn() -> String) -> String {
+    pub fn string_or(&mut self, key: &str, default: impl FnOnce() -> String) -> String {
         let Some(value) = self.raw(key) else {
             return default();
         };
@@ -836,6 +836,17 @@ pub fn check_base_url(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &str) 
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Some(url)
+}
+
+/// `base` with `segments` appended to its path, for the API endpoints of a validated base URL.
+/// Every URL this module accepts is http or https, and such a URL always takes path segments,
+/// so the join cannot fail; building a request URL at run time then only sets its query.
+pub fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
 }
 
 /// Renders an `ssl` block for [`redacted_json`](super::Config::redacted_json).

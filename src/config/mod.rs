@@ -26,7 +26,7 @@ pub use crate::redact::REDACTED;
 /// The pseudo-field of problems about the file as a whole (unreadable, not YAML).
 pub const FILE_FIELD: &str = "<file>";
 
-use crate::source::{threatconnect, threatq};
+pub use crate::source::registry::SourceConfig;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -92,49 +92,6 @@ pub struct StreamConfig {
     pub identity: StreamIdentity,
     /// The platform-specific settings.
     pub source: SourceConfig,
-}
-
-/// Platform-specific stream settings.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    /// A `ti_threatconnect` stream.
-    ThreatConnect(threatconnect::config::ThreatConnectConfig),
-    /// A `ti_threatq` stream.
-    ThreatQ(threatq::config::ThreatQConfig),
-}
-
-impl SourceConfig {
-    /// The integration's input type name (`ti_threatconnect`, `ti_threatq`).
-    pub fn input_type(&self) -> &'static str {
-        match self {
-            Self::ThreatConnect(_) => "ti_threatconnect",
-            Self::ThreatQ(_) => "ti_threatq",
-        }
-    }
-
-    /// The effective settings with every secret replaced by `"[REDACTED]"`.
-    pub fn redacted_json(&self) -> serde_json::Value {
-        match self {
-            Self::ThreatConnect(c) => c.redacted_json(),
-            Self::ThreatQ(c) => c.redacted_json(),
-        }
-    }
-
-    /// The secrets of the stream, to mask in everything it logs, reports or traces.
-    pub fn secrets(&self) -> crate::redact::Secrets {
-        match self {
-            Self::ThreatConnect(c) => c.secrets(),
-            Self::ThreatQ(c) => c.secrets(),
-        }
-    }
-
-    /// The HTTP settings.
-    pub fn http(&self) -> &HttpConfig {
-        match self {
-            Self::ThreatConnect(c) => &c.http,
-            Self::ThreatQ(c) => &c.http,
-        }
-    }
 }
 
 /// TLS settings shared by every HTTP client (Elastic's `ssl` block).

@@ -15,11 +15,10 @@ use super::{
     Config, InputConfig, OutputConfig, Problem, SourceConfig, SslConfig, StreamConfig,
     StreamIdentity,
 };
-use crate::source::threatconnect::config::{self as tc, ThreatConnectConfig};
-use crate::source::threatq::config::{self as tq, ThreatQConfig};
+use crate::source::registry::{INPUT_TYPES, PlatformInfo};
 
-/// Input types this build understands.
-pub const SUPPORTED_INPUT_TYPES: &[&str] = &["ti_threatconnect", "ti_threatq"];
+/// Input types this build understands (the registered platforms).
+pub const SUPPORTED_INPUT_TYPES: &[&str] = INPUT_TYPES;
 
 /// Output types this build understands.
 pub const SUPPORTED_OUTPUT_TYPES: &[&str] = &["ndjson", "otlp"];
@@ -59,29 +58,6 @@ pub fn default_outputs() -> BTreeMap<String, OutputConfig> {
             path: PathBuf::from("-"),
         },
     )])
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InputType {
-    ThreatConnect,
-    ThreatQ,
-}
-
-impl InputType {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "ti_threatconnect" => Some(Self::ThreatConnect),
-            "ti_threatq" => Some(Self::ThreatQ),
-            _ => None,
-        }
-    }
-
-    fn default_dataset(self) -> fn() -> String {
-        match self {
-            Self::ThreatConnect => || tc::DEFAULT_DATASET.to_owned(),
-            Self::ThreatQ => || tq::DEFAULT_DATASET.to_owned(),
-        }
-    }
 }
 
 /// Ids seen so far, with where they were first declared.
@@ -294,7 +270,7 @@ fn read_input(
         check_unique(&mut r, &mut seen.inputs, "input", id);
     }
     let input_type = match r.required_string("type") {
-        Some(name) => match InputType::parse(&name) {
+        Some(name) => match PlatformInfo::by_input_type(&name) {
             Some(t) => Some(t),
             None => {
                 r.problem(
@@ -375,7 +351,7 @@ fn read_input(
 fn read_stream(
     path: &str,
     value: &Value,
-    input_type: Option<InputType>,
+    input_type: Option<PlatformInfo>,
     input_namespace: Option<&str>,
     seen: &mut SeenIds,
 ) -> (Option<StreamConfig>, Vec<Problem>) {
@@ -389,7 +365,7 @@ fn read_stream(
     }
     // With an unknown input type the stream is not built; any valid name will do.
     let default_dataset =
-        input_type.map_or(default_namespace as fn() -> String, |t| t.default_dataset());
+        || input_type.map_or_else(default_namespace, |t| t.default_dataset.to_owned());
     let (dataset, namespace) = match r.object("data_stream") {
         Some(mut ds) => {
             let dataset = ds.string_or("dataset", default_dataset);
@@ -412,11 +388,8 @@ fn read_stream(
     let namespace = namespace
         .or_else(|| input_namespace.map(str::to_owned))
         .unwrap_or_else(default_namespace);
-    let source = match input_type {
-        Some(InputType::ThreatConnect) => {
-            ThreatConnectConfig::from_fields(&mut r).map(SourceConfig::ThreatConnect)
-        }
-        Some(InputType::ThreatQ) => ThreatQConfig::from_fields(&mut r).map(SourceConfig::ThreatQ),
+    let source = match input_type.and_then(|t| SourceConfig::from_fields(t.input_type, &mut r)) {
+        Some(source) => source,
         None => {
             // The input's type is already reported; its variables cannot be checked.
             r.accept_rest();
@@ -499,7 +472,7 @@ pub fn config_to_json(config: &Config) -> Value {
             let kind = input
                 .streams
                 .first()
-                .map_or("ti_threatconnect", |s| s.source.input_type());
+                .map_or(SUPPORTED_INPUT_TYPES[0], |s| s.source.input_type());
             let streams: Vec<Value> = input
                 .streams
                 .iter()

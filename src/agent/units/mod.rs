@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use crate::config::policy::SUPPORTED_INPUT_TYPES;
 use crate::config::{self, InputConfig, Problems};
-use crate::runner::RunError;
+use crate::pipeline::BuildError;
 use crate::sink::SinkError;
 use crate::state::StateError;
 
@@ -71,7 +71,7 @@ pub enum UnitError {
     State(#[from] StateError),
     /// A stream could not be built (`ssl`, `proxy_url`).
     #[error(transparent)]
-    Stream(Arc<RunError>),
+    Stream(Arc<BuildError>),
 }
 
 /// Validates an input unit's `config.source`: one of our input types, then the shared config

@@ -16,6 +16,7 @@ use super::backfill::{self, Aimd, Backfill, TcCursor};
 use super::config::ThreatConnectConfig;
 use super::ecs::{MapOptions, map_indicator};
 use super::sweep::{self, ItemKey, Plan, Step, SweepCursor};
+use crate::config::fields::endpoint;
 use crate::http::{HttpClient, HttpError};
 use crate::source::{
     FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime, task_value,
@@ -201,6 +202,8 @@ async fn fetch_page(
 pub struct ThreatConnectSource {
     cfg: Arc<ThreatConnectConfig>,
     http: HttpClient,
+    /// `<url>/api/v3/indicators`, joined once.
+    indicators: url::Url,
     fields: Vec<&'static str>,
     map_options: MapOptions,
     /// The platform's clock minus ours, learned from `Date` headers.
@@ -222,6 +225,7 @@ impl ThreatConnectSource {
         };
         Self {
             fields: fields(&cfg),
+            indicators: endpoint(&cfg.url, ["api", "v3", "indicators"]),
             cfg,
             http,
             map_options,
@@ -233,11 +237,7 @@ impl ThreatConnectSource {
     }
 
     /// The full request URL for a page.
-    pub fn page_url(
-        &self,
-        watermark: DateTime<Utc>,
-        result_start: u32,
-    ) -> Result<url::Url, HttpError> {
+    pub fn page_url(&self, watermark: DateTime<Utc>, result_start: u32) -> url::Url {
         self.window_url(watermark, None, result_start)
     }
 
@@ -247,7 +247,7 @@ impl ThreatConnectSource {
         watermark: DateTime<Utc>,
         end: Option<DateTime<Utc>>,
         result_start: u32,
-    ) -> Result<url::Url, HttpError> {
+    ) -> url::Url {
         let q = query(
             &self.fields,
             self.cfg.batch_size,
@@ -258,12 +258,7 @@ impl ThreatConnectSource {
     }
 
     /// A one-item `count=true` probe of `[start, end)` at `result_start`.
-    fn probe_url(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        result_start: u64,
-    ) -> Result<url::Url, HttpError> {
+    fn probe_url(&self, start: DateTime<Utc>, end: DateTime<Utc>, result_start: u64) -> url::Url {
         let result_start = u32::try_from(result_start).unwrap_or(u32::MAX);
         let q = probe_query(
             result_start,
@@ -272,13 +267,10 @@ impl ThreatConnectSource {
         self.indicators_url(&q)
     }
 
-    fn indicators_url(&self, q: &str) -> Result<url::Url, HttpError> {
-        url::Url::parse(&format!("{}/api/v3/indicators?{q}", self.cfg.base_url())).map_err(|e| {
-            HttpError::Client {
-                status: 0,
-                message: format!("url: cannot build request URL: {e}"),
-            }
-        })
+    fn indicators_url(&self, q: &str) -> url::Url {
+        let mut url = self.indicators.clone();
+        url.set_query(Some(q));
+        url
     }
 
     /// The platform's clock as last learned from its `Date` header (`DateTime + TimeDelta`
@@ -504,7 +496,7 @@ impl ThreatConnectSource {
         if behind <= interval {
             return Ok(None);
         }
-        let probe = self.probe_url(cursor.watermark, upper, 0)?;
+        let probe = self.probe_url(cursor.watermark, upper, 0);
         let (counted, _) = self.get(&probe).await?;
         let total = counted.count.unwrap_or(0);
         // A single cursor takes two pages in two round trips: nothing to gain.
@@ -513,7 +505,7 @@ impl ThreatConnectSource {
         }
         let mut probes = tokio::task::JoinSet::new();
         for i in 1..k {
-            let url = self.probe_url(cursor.watermark, upper, total * i / k)?;
+            let url = self.probe_url(cursor.watermark, upper, total * i / k);
             probes.spawn(fetch_page(self.http.clone(), Arc::clone(&self.cfg), url));
         }
         let mut quantiles = Vec::new();
@@ -688,7 +680,7 @@ impl ThreatConnectSource {
             launches.push((
                 w.id,
                 plan,
-                self.window_url(w.cursor.watermark, Some(w.end), plan.result_start)?,
+                self.window_url(w.cursor.watermark, Some(w.end), plan.result_start),
             ));
         }
         let idle_slots = free > launches.len();
@@ -700,9 +692,7 @@ impl ThreatConnectSource {
                     w.id,
                     self.probe_url(w.cursor.watermark, w.end, w.remaining() / 2),
                 )
-            })
-            .map(|(id, url)| url.map(|url| (id, url)))
-            .transpose()?;
+            });
         let (http, cfg) = (self.http.clone(), Arc::clone(&self.cfg));
         let Some(fetches) = self.windows.as_mut() else {
             return Ok(());
@@ -834,7 +824,7 @@ impl ThreatConnectSource {
         }
         loop {
             let plan = cursor.plan(self.platform_now(Utc::now()));
-            let url = self.page_url(cursor.watermark, plan.result_start)?;
+            let url = self.page_url(cursor.watermark, plan.result_start);
             let (page, server_date) = self.get(&url).await?;
             invalid_utf8 += page.invalid_utf8;
             let horizon = sweep::future_horizon(server_date, Utc::now());

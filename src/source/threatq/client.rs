@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::config::{ClientAuthStyle, ThreatQConfig};
 use super::ecs::{MapOptions, map_indicator};
+use crate::config::fields::endpoint;
 use crate::http::{HttpClient, HttpError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime};
 use crate::text::{bound_owned, bounded, bounded_to, json_error};
@@ -104,6 +105,8 @@ fn decode_page(body: Vec<u8>) -> Result<DecodedPage, FetchError> {
 pub struct ThreatQSource {
     cfg: Arc<ThreatQConfig>,
     http: HttpClient,
+    /// `<host>/api/indicators/query/hash/<data_collection_id>`, joined once.
+    indicators: url::Url,
     map_options: MapOptions,
     token: Option<CachedToken>,
     /// The credential style that worked, once `auto` has found it.
@@ -119,6 +122,16 @@ impl ThreatQSource {
                 tags: cfg.event_tags(),
             },
             auth_style: cfg.client_auth_style,
+            indicators: endpoint(
+                &cfg.host,
+                [
+                    "api",
+                    "indicators",
+                    "query",
+                    "hash",
+                    &cfg.data_collection_id,
+                ],
+            ),
             cfg,
             http,
             token: None,
@@ -126,22 +139,14 @@ impl ThreatQSource {
     }
 
     /// The indicators URL for one page.
-    pub fn page_url(&self, cursor_mark: &str) -> Result<url::Url, HttpError> {
-        let mut url = url::Url::parse(&format!(
-            "{}/api/indicators/query/hash/{}",
-            self.cfg.base_url(),
-            self.cfg.data_collection_id
-        ))
-        .map_err(|e| HttpError::Client {
-            status: 0,
-            message: format!("host: cannot build request URL: {e}"),
-        })?;
+    pub fn page_url(&self, cursor_mark: &str) -> url::Url {
+        let mut url = self.indicators.clone();
         url.query_pairs_mut()
             .append_pair("sort", "updated_at")
             .append_pair("limit", &self.cfg.page_size.to_string())
             .append_pair("cursorMark", cursor_mark)
             .append_pair("fields", &self.cfg.threat_library_fields);
-        Ok(url)
+        url
     }
 
     /// A valid access token: the cached one, or a fresh one.
@@ -363,7 +368,7 @@ impl ThreatQSource {
                 bounded_to(cursor, MARK_SHOWN)
             ),
         })?;
-        let url = self.page_url(cursor)?;
+        let url = self.page_url(cursor);
         let DecodedPage {
             items,
             next_cursor_mark,
@@ -478,7 +483,7 @@ mod tests {
         let http = HttpClient::build(&cfg.http, None, crate::redact::Secrets::default()).unwrap();
         let src = ThreatQSource::new(Arc::new(cfg), http);
         assert_eq!(
-            src.page_url("AoJ9z5LKnvwCJjEwNjk2Nw==").unwrap().as_str(),
+            src.page_url("AoJ9z5LKnvwCJjEwNjk2Nw==").as_str(),
             "https://tq.example.com/api/indicators/query/hash/abc123?sort=updated_at&limit=1000\
              &cursorMark=AoJ9z5LKnvwCJjEwNjk2Nw%3D%3D&fields=*%2Csources%2Cattributes%2Cattributes.name%2Cattributes.value"
         );

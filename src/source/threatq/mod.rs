@@ -4,3 +4,47 @@
 pub mod client;
 pub mod config;
 pub mod ecs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::HttpConfig;
+use crate::config::fields::FieldReader;
+use crate::http::HttpClient;
+use crate::ingest::{EcsEvent, MapOptions};
+use crate::redact::Secrets;
+use crate::source::registry::Platform;
+
+/// The ThreatQ platform, as registered in [`crate::source::registry`].
+#[derive(Debug)]
+pub struct ThreatQ;
+
+impl Platform for ThreatQ {
+    const INPUT_TYPE: &'static str = "ti_threatq";
+    const NAME: &'static str = "threatq";
+    const DEFAULT_DATASET: &'static str = config::DEFAULT_DATASET;
+    type Config = config::ThreatQConfig;
+    type Source = client::ThreatQSource;
+
+    fn from_fields(fields: &mut FieldReader<'_>) -> Option<Self::Config> {
+        config::ThreatQConfig::from_fields(fields)
+    }
+    fn redacted_json(config: &Self::Config) -> serde_json::Value {
+        config.redacted_json()
+    }
+    fn secrets(config: &Self::Config) -> Secrets {
+        config.secrets()
+    }
+    fn http(config: &Self::Config) -> &HttpConfig {
+        &config.http
+    }
+    fn interval(config: &Self::Config) -> Duration {
+        config.interval
+    }
+    fn build(config: Arc<Self::Config>, http: HttpClient) -> Self::Source {
+        client::ThreatQSource::new(config, http)
+    }
+    fn map(raw: &str, options: &MapOptions) -> EcsEvent {
+        ecs::map_indicator(raw, options)
+    }
+}
