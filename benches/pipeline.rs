@@ -25,6 +25,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use ti_sidecar::source::registry::StreamSettings as _;
 
 use std::sync::Arc;
 

@@ -19,7 +19,7 @@ use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
 use crate::poll::{Outcome, PollError, Poller, Schedule};
 use crate::sink::Sink;
 use crate::source::Source;
-use crate::source::registry::{Platform, PlatformVisitor};
+use crate::source::registry::{Platform, PlatformVisitor, StreamSettings as _};
 use crate::state::{StateStore, cursor_key};
 use crate::telemetry::StreamCounters;
 
@@ -133,7 +133,7 @@ impl<'c, K: Sink> PlatformVisitor<'c> for Build<'_, K> {
         let source = P::build(Arc::new(config.clone()), http);
         let run = self
             .poller
-            .poller(source, P::interval(config))
+            .poller(source, config.interval())
             .run(self.shutdown);
         Ok(Box::pin(run))
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use ti_sidecar::source::registry::StreamSettings as _;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use secrecy::SecretString;

@@ -10,6 +10,7 @@ mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
+use ti_sidecar::source::registry::StreamSettings as _;
 
 use base64::Engine as _;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};

@@ -19,6 +19,23 @@ use crate::http::HttpClient;
 use crate::ingest::{EcsEvent, MapOptions};
 use crate::redact::Secrets;
 
+/// A platform's validated stream settings.
+pub trait StreamSettings: Clone + std::fmt::Debug + Send + Sync + Sized + 'static {
+    /// Reads a stream's settings; every problem is recorded in `fields`, naming its field.
+    /// The caller reads the stream's own keys (`id`, `data_stream`) and then calls
+    /// [`FieldReader::finish`], which reports unknown keys.
+    fn from_fields(fields: &mut FieldReader<'_>) -> Option<Self>;
+    /// The secrets masked wherever this stream's text goes.
+    fn secrets(&self) -> Secrets;
+    /// The effective settings under their integration names, every secret replaced by
+    /// `"[REDACTED]"`.
+    fn redacted_json(&self) -> Value;
+    /// The HTTP settings.
+    fn http(&self) -> &HttpConfig;
+    /// The time between sweeps once caught up.
+    fn interval(&self) -> Duration;
+}
+
 /// One threat-intelligence platform ti-sidecar polls.
 pub trait Platform: 'static {
     /// The integration's input type (`ti_threatconnect`).
@@ -29,20 +46,10 @@ pub trait Platform: 'static {
     const DEFAULT_DATASET: &'static str;
 
     /// A stream's validated settings.
-    type Config: Clone + std::fmt::Debug + Send + Sync + 'static;
+    type Config: StreamSettings;
     /// What polls the platform.
     type Source: Source;
 
-    /// Reads a stream's settings; every problem is recorded in `fields`, naming its field.
-    fn from_fields(fields: &mut FieldReader<'_>) -> Option<Self::Config>;
-    /// The effective settings with every secret replaced by `"[REDACTED]"`.
-    fn redacted_json(config: &Self::Config) -> Value;
-    /// The stream's secrets, to mask in everything it logs, reports or traces.
-    fn secrets(config: &Self::Config) -> Secrets;
-    /// The HTTP settings.
-    fn http(config: &Self::Config) -> &HttpConfig;
-    /// The time between sweeps once caught up.
-    fn interval(config: &Self::Config) -> Duration;
     /// The source of one stream.
     fn build(config: Arc<Self::Config>, http: HttpClient) -> Self::Source;
     /// Maps one raw indicator to its document (the `map` command).
@@ -122,7 +129,7 @@ macro_rules! platforms {
             ) -> Option<Option<Self>> {
                 $(
                     if input_type == <$platform as Platform>::INPUT_TYPE {
-                        return Some(<$platform as Platform>::from_fields(fields).map(Self::$variant));
+                        return Some(<<$platform as Platform>::Config as StreamSettings>::from_fields(fields).map(Self::$variant));
                     }
                 )+
                 None
@@ -157,7 +164,7 @@ impl SourceConfig {
         impl PlatformVisitor<'_> for Redacted {
             type Output = Value;
             fn visit<P: Platform>(self, config: &P::Config) -> Value {
-                P::redacted_json(config)
+                config.redacted_json()
             }
         }
         self.visit(Redacted)
@@ -169,7 +176,7 @@ impl SourceConfig {
         impl PlatformVisitor<'_> for Secret {
             type Output = Secrets;
             fn visit<P: Platform>(self, config: &P::Config) -> Secrets {
-                P::secrets(config)
+                config.secrets()
             }
         }
         self.visit(Secret)
@@ -181,7 +188,7 @@ impl SourceConfig {
         impl<'a> PlatformVisitor<'a> for Http {
             type Output = &'a HttpConfig;
             fn visit<P: Platform>(self, config: &'a P::Config) -> &'a HttpConfig {
-                P::http(config)
+                config.http()
             }
         }
         self.visit(Http)

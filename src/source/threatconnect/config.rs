@@ -17,6 +17,7 @@ use crate::config::fields::{
 use crate::config::size::{RESPONSE_SIZE, default_max_response_size, format_size};
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
 use crate::redact::Secrets;
+use crate::source::registry::StreamSettings;
 
 /// The dataset of the integration's only data stream.
 pub const DEFAULT_DATASET: &str = "ti_threatconnect.indicator";
@@ -142,12 +143,14 @@ impl ThreatConnectConfig {
     pub fn base_url(&self) -> &str {
         self.url.as_str().trim_end_matches('/')
     }
+}
 
+impl StreamSettings for ThreatConnectConfig {
     /// Reads and validates the integration's variables from a stream's map. Every problem is
     /// recorded in `r`; returns `None` when any of them makes the stream unusable. The caller
     /// reads the stream's own keys (`id`, `data_stream`) and then calls [`FieldReader::finish`],
     /// which reports unknown keys.
-    pub fn from_fields(r: &mut FieldReader<'_>) -> Option<Self> {
+    fn from_fields(r: &mut FieldReader<'_>) -> Option<Self> {
         let url = r
             .url_or("url", default_url)
             .and_then(|url| check_base_url(r, "url", url, "access_id and secret_key"));
@@ -233,18 +236,16 @@ impl ThreatConnectConfig {
             preserve_original_event,
         })
     }
-
     /// The secrets masked wherever this stream's text goes: `secret_key`, a proxy password and `ssl.key_passphrase`.
-    pub fn secrets(&self) -> Secrets {
+    fn secrets(&self) -> Secrets {
         Secrets::new(
             std::iter::once(self.secret_key.expose_secret().to_owned())
                 .chain(self.http.transport_secrets()),
         )
     }
-
     /// The effective settings under their integration names, with every secret replaced by
     /// `"[REDACTED]"`.
-    pub fn redacted_json(&self) -> Value {
+    fn redacted_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("url".into(), Value::from(self.base_url()));
         m.insert("access_id".into(), Value::from(self.access_id.clone()));
@@ -310,6 +311,14 @@ impl ThreatConnectConfig {
             Value::from(self.preserve_original_event),
         );
         Value::Object(m)
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
     }
 }
 

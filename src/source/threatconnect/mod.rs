@@ -9,13 +9,9 @@ pub mod ecs;
 pub mod sweep;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::HttpConfig;
-use crate::config::fields::FieldReader;
 use crate::http::HttpClient;
 use crate::ingest::{EcsEvent, MapOptions};
-use crate::redact::Secrets;
 use crate::source::registry::Platform;
 
 /// The ThreatConnect platform, as registered in [`crate::source::registry`].
@@ -29,21 +25,6 @@ impl Platform for ThreatConnect {
     type Config = config::ThreatConnectConfig;
     type Source = client::ThreatConnectSource;
 
-    fn from_fields(fields: &mut FieldReader<'_>) -> Option<Self::Config> {
-        config::ThreatConnectConfig::from_fields(fields)
-    }
-    fn redacted_json(config: &Self::Config) -> serde_json::Value {
-        config.redacted_json()
-    }
-    fn secrets(config: &Self::Config) -> Secrets {
-        config.secrets()
-    }
-    fn http(config: &Self::Config) -> &HttpConfig {
-        &config.http
-    }
-    fn interval(config: &Self::Config) -> Duration {
-        config.interval
-    }
     fn build(config: Arc<Self::Config>, http: HttpClient) -> Self::Source {
         client::ThreatConnectSource::new(config, http)
     }

@@ -449,6 +449,7 @@ pub fn check_cursor_mark(mark: &str) -> Result<(), InvalidCursorMark> {
 mod tests {
     use super::*;
     use crate::config::fields::FieldReader;
+    use crate::source::registry::StreamSettings as _;
 
     #[test]
     fn cursor_marks_are_bounded_visible_ascii() {

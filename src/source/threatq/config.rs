@@ -17,6 +17,7 @@ use crate::config::fields::{
 use crate::config::size::{RESPONSE_SIZE, default_max_response_size, format_size};
 use crate::config::{HttpConfig, IocExpiration, REDACTED};
 use crate::redact::Secrets;
+use crate::source::registry::StreamSettings;
 
 /// The dataset of the integration's only data stream.
 pub const DEFAULT_DATASET: &str = "ti_threatq.threat";
@@ -140,9 +141,11 @@ impl ThreatQConfig {
     pub fn base_url(&self) -> &str {
         self.host.as_str().trim_end_matches('/')
     }
+}
 
+impl StreamSettings for ThreatQConfig {
     /// Reads and validates the integration's variables from a stream's map.
-    pub fn from_fields(r: &mut FieldReader<'_>) -> Option<Self> {
+    fn from_fields(r: &mut FieldReader<'_>) -> Option<Self> {
         let host = r
             .url_or("host", default_host)
             .and_then(|url| check_base_url(r, "host", url, "client_id and client_secret"));
@@ -236,11 +239,10 @@ impl ThreatQConfig {
             preserve_duplicate_custom_fields,
         })
     }
-
     /// The secrets masked wherever this stream's text goes: `client_secret` (also inside the
     /// token request's `Authorization: Basic`), a proxy password and `ssl.key_passphrase`. The source adds each
     /// access token it fetches.
-    pub fn secrets(&self) -> Secrets {
+    fn secrets(&self) -> Secrets {
         let secret = self.client_secret.expose_secret();
         Secrets::with_basic_credentials(
             std::iter::once(secret.to_owned()).chain(self.http.transport_secrets()),
@@ -248,9 +250,8 @@ impl ThreatQConfig {
             secret,
         )
     }
-
     /// The effective settings under their integration names, secrets replaced by `"[REDACTED]"`.
-    pub fn redacted_json(&self) -> Value {
+    fn redacted_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("host".into(), Value::from(self.base_url()));
         m.insert("client_id".into(), Value::from(self.client_id.clone()));
@@ -307,6 +308,14 @@ impl ThreatQConfig {
             Value::from(self.preserve_duplicate_custom_fields),
         );
         Value::Object(m)
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
     }
 }
 

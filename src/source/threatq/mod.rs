@@ -6,13 +6,9 @@ pub mod config;
 pub mod ecs;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::HttpConfig;
-use crate::config::fields::FieldReader;
 use crate::http::HttpClient;
 use crate::ingest::{EcsEvent, MapOptions};
-use crate::redact::Secrets;
 use crate::source::registry::Platform;
 
 /// The ThreatQ platform, as registered in [`crate::source::registry`].
@@ -26,21 +22,6 @@ impl Platform for ThreatQ {
     type Config = config::ThreatQConfig;
     type Source = client::ThreatQSource;
 
-    fn from_fields(fields: &mut FieldReader<'_>) -> Option<Self::Config> {
-        config::ThreatQConfig::from_fields(fields)
-    }
-    fn redacted_json(config: &Self::Config) -> serde_json::Value {
-        config.redacted_json()
-    }
-    fn secrets(config: &Self::Config) -> Secrets {
-        config.secrets()
-    }
-    fn http(config: &Self::Config) -> &HttpConfig {
-        &config.http
-    }
-    fn interval(config: &Self::Config) -> Duration {
-        config.interval
-    }
     fn build(config: Arc<Self::Config>, http: HttpClient) -> Self::Source {
         client::ThreatQSource::new(config, http)
     }
