@@ -22,6 +22,7 @@ use crate::source::Source;
 use crate::source::registry::{Platform, PlatformVisitor, StreamSettings as _};
 use crate::state::{StateStore, cursor_key};
 use crate::telemetry::StreamCounters;
+use crate::telemetry::metrics::{StreamLabels, register_stream};
 
 /// A stream could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +130,15 @@ impl<'c, K: Sink> PlatformVisitor<'c> for Build<'_, K> {
     type Output = Result<StreamLoop, BuildError>;
 
     fn visit<P: Platform>(self, config: &'c P::Config) -> Self::Output {
-        let http = self.poller.http()?;
+        let http = self.poller.http()?.with_platform(P::NAME);
+        register_stream(
+            StreamLabels {
+                platform: P::NAME.to_owned(),
+                input: self.poller.input_id.to_owned(),
+                stream: self.poller.stream.identity.id.clone(),
+            },
+            &self.poller.counters,
+        );
         let source = P::build(Arc::new(config.clone()), http);
         let run = self
             .poller

@@ -38,7 +38,7 @@ use crate::ingest::EcsEvent;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};
 use crate::state::{StateError, StateStore};
-use crate::telemetry::{AttemptFailed, BackfillProgress, PageDelivered, StreamCounters};
+use crate::telemetry::{AttemptFailed, BackfillProgress, PageDelivered, Stage, StreamCounters};
 
 /// A chunk holds at most this many items...
 pub const CHUNK_ITEMS: usize = 500;
@@ -67,12 +67,12 @@ pub enum PollError {
         source: FetchError,
     },
     /// `--once` gave up after repeated transient failures.
-    #[error("stream {stream}: giving up after {attempts} failed attempts to {stage}: {last}")]
+    #[error("stream {stream}: giving up after {attempts} failed attempts to {}: {last}", stage.as_str())]
     GaveUp {
         /// Stream id.
         stream: String,
-        /// `fetch` or `send`.
-        stage: &'static str,
+        /// Where it failed.
+        stage: Stage,
         /// Attempts made.
         attempts: u32,
         /// The last error.
@@ -176,6 +176,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
             let cursor = self.load_cursor()?;
             tracing::info!(stream.id = %self.stream.id, cursor = %self.source.describe(&cursor), "sweep starting");
             self.source.begin_sweep();
+            self.counters.sweep_started();
             if self.sweep(cursor, &shutdown).await? == SweepEnd::Stopped {
                 return Ok(Outcome {
                     interrupted: true,
@@ -344,14 +345,14 @@ impl Fetcher<'_> {
             if self.schedule.once && attempts >= self.schedule.once_max_attempts {
                 AttemptFailed {
                     stream: &self.stream.id,
-                    stage: "fetch",
+                    stage: Stage::Fetch,
                     error: &error,
                     retry_in: None,
                 }
                 .emit(self.counters);
                 return Err(PollError::GaveUp {
                     stream: self.stream.id.clone(),
-                    stage: "fetch",
+                    stage: Stage::Fetch,
                     attempts,
                     last: error.to_string(),
                 });
@@ -359,7 +360,7 @@ impl Fetcher<'_> {
             let delay = backoff.next_delay();
             AttemptFailed {
                 stream: &self.stream.id,
-                stage: "fetch",
+                stage: Stage::Fetch,
                 error: &error,
                 retry_in: Some(delay),
             }
@@ -375,7 +376,7 @@ impl Fetcher<'_> {
         if e.kind() == ErrorKind::Fail {
             AttemptFailed {
                 stream: &self.stream.id,
-                stage: "fetch",
+                stage: Stage::Fetch,
                 error: e,
                 retry_in: None,
             }
@@ -545,7 +546,7 @@ impl<K: Sink> Deliverer<'_, K> {
                 Queued::Failed(e) => return Err(e),
             };
             if mapped.indicators > 0 {
-                let sent = self.retry("send", || self.sink.send_encoded(&mapped.encoded));
+                let sent = self.retry(Stage::Send, || self.sink.send_encoded(&mapped.encoded));
                 if sent.await? == Delivery::Abandoned {
                     // Stopping while the sink refuses: the page was never acknowledged whole,
                     // so its cursor stays where it was and it is fetched again on restart.
@@ -556,7 +557,7 @@ impl<K: Sink> Deliverer<'_, K> {
             error_documents += mapped.error_documents;
             drop(mapped);
             let Some(end) = end else { continue };
-            if self.retry("send", || self.sink.make_durable()).await? == Delivery::Abandoned {
+            if self.retry(Stage::Send, || self.sink.make_durable()).await? == Delivery::Abandoned {
                 return Ok(Delivery::Abandoned);
             }
             commit(self.state, self.cursor_key, &self.stream.id, &end.cursor).await?;
@@ -580,11 +581,7 @@ impl<K: Sink> Deliverer<'_, K> {
     /// Runs one sink operation until it succeeds, retrying failures with backoff. Nothing is
     /// ever dropped: with `once`, the loop gives up (the cursor stays put) after
     /// `once_max_attempts`; on shutdown an abandon-safe sink's attempt is abandoned.
-    async fn retry<F, Fut>(
-        &self,
-        stage: &'static str,
-        mut attempt: F,
-    ) -> Result<Delivery, PollError>
+    async fn retry<F, Fut>(&self, stage: Stage, mut attempt: F) -> Result<Delivery, PollError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), SinkError>>,

@@ -39,6 +39,9 @@ pub enum RunError {
         /// Its type.
         kind: &'static str,
     },
+    /// The monitoring endpoint could not start.
+    #[error(transparent)]
+    Monitoring(#[from] crate::telemetry::server::MonitoringError),
     /// A stream could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -71,6 +74,9 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let state = StateStore::open(&options.state_dir)?;
+    if let Some(monitoring) = &config.monitoring {
+        crate::telemetry::server::serve(monitoring, shutdown.clone()).await?;
+    }
     let mut sinks: BTreeMap<String, Arc<AnySink>> = BTreeMap::new();
     for (name, output) in &config.outputs {
         if !config.inputs.iter().any(|i| &i.use_output == name) {

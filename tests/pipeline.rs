@@ -252,7 +252,13 @@ async fn a_chunk_that_fails_leaves_its_page_uncommitted_and_a_rerun_resumes_at_t
     // Send 4 is page 2's second chunk (pages of two chunks); `once` gives up at once.
     let first = run(state.clone(), 3, per_page, &[4], Duration::ZERO).await;
     assert!(
-        matches!(first.result, Err(PollError::GaveUp { stage: "send", .. })),
+        matches!(
+            first.result,
+            Err(PollError::GaveUp {
+                stage: ti_sidecar::telemetry::Stage::Send,
+                ..
+            })
+        ),
         "{:?}",
         first.result.err()
     );

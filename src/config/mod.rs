@@ -35,6 +35,17 @@ pub struct Config {
     pub outputs: BTreeMap<String, OutputConfig>,
     /// The inputs, in file order.
     pub inputs: Vec<InputConfig>,
+    /// `monitoring.http`, when enabled: where `/metrics`, `/stats` and `/healthz` are served.
+    pub monitoring: Option<MonitoringConfig>,
+}
+
+/// `monitoring.http` (the Beats convention), when `enabled: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonitoringConfig {
+    /// `host` (default `127.0.0.1`): an IP address; a non-loopback one needs `allow_remote`.
+    pub host: std::net::IpAddr,
+    /// `port` (default 5066; 0 picks a free port, logged at start).
+    pub port: u16,
 }
 
 /// Where events go.
@@ -404,6 +415,22 @@ pub fn from_value(value: &serde_json::Value) -> Result<Config, Problems> {
 /// against any outputs. Problem paths start at the input (`streams[0].batch_size`).
 pub fn input_from_value(value: &serde_json::Value) -> Result<InputConfig, Problems> {
     policy::read_single_input(value).map_err(Problems)
+}
+
+/// Validates a `monitoring` block on its own (an Agent input unit's `config.source.monitoring`);
+/// `None` unless `http.enabled` is true. Problem paths start at `monitoring`.
+pub fn monitoring_from_value(
+    value: &serde_json::Value,
+) -> Result<Option<MonitoringConfig>, Problems> {
+    let wrapped = serde_json::json!({ "monitoring": value });
+    let mut root = fields::FieldReader::open("", &wrapped).map_err(|p| Problems(vec![p]))?;
+    let config = policy::read_monitoring(&mut root);
+    let problems = root.finish();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Problems(problems))
+    }
 }
 
 /// Validates a single output (an Agent output unit's `config.source`: `{type, endpoint, ssl}`).

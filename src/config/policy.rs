@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::fields::{FieldReader, describe};
 use super::{
-    Config, InputConfig, OutputConfig, Problem, SourceConfig, SslConfig, StreamConfig,
-    StreamIdentity,
+    Config, InputConfig, MonitoringConfig, OutputConfig, Problem, SourceConfig, SslConfig,
+    StreamConfig, StreamIdentity,
 };
 use crate::source::registry::{INPUT_TYPES, PlatformInfo};
 
@@ -84,6 +84,7 @@ pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
         Err(problem) => return Err(vec![problem]),
     };
     root.ignore(IGNORED_ROOT_KEYS);
+    let monitoring = read_monitoring(&mut root);
     let declared = read_outputs(&mut root);
     let mut seen = SeenIds::default();
     let mut inputs = Vec::new();
@@ -105,10 +106,54 @@ pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
         Ok(Config {
             outputs: declared.ours,
             inputs,
+            monitoring,
         })
     } else {
         Err(problems)
     }
+}
+
+/// `monitoring.http: {enabled, host, port, allow_remote}`; `None` unless enabled. A host that
+/// is not a loopback address is refused without `allow_remote: true`: the endpoint has no
+/// authentication.
+pub fn read_monitoring(root: &mut FieldReader<'_>) -> Option<MonitoringConfig> {
+    let mut monitoring = root.object("monitoring")?;
+    let mut http = monitoring.object("http");
+    let config = http.as_mut().and_then(|http| {
+        let enabled = http.bool_or("enabled", || false);
+        let host_text = http.string_or("host", || "127.0.0.1".to_owned());
+        let port = http.integer_in("port", 0..=u16::MAX, || 5066);
+        let allow_remote = http.bool_or("allow_remote", || false);
+        let host = match host_text.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) if host_text == "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+            Err(_) => {
+                http.problem(
+                    "host",
+                    format!("must be an IP address (or localhost), got {host_text:?}"),
+                );
+                return None;
+            }
+        };
+        if !host.is_loopback() && !allow_remote {
+            http.problem(
+                "host",
+                format!(
+                    "{host} is not a loopback address; the endpoint has no authentication, so \
+                     set allow_remote: true to serve it beyond this host"
+                ),
+            );
+            return None;
+        }
+        enabled.then_some(MonitoringConfig { host, port })
+    });
+    if let Some(http) = http {
+        let problems = http.finish();
+        monitoring.absorb(problems);
+    }
+    let problems = monitoring.finish();
+    root.absorb(problems);
+    config
 }
 
 /// Validates one input on its own (an Agent unit's `config.source`); `use_output` is not checked

@@ -24,6 +24,7 @@ use crate::config::HttpConfig;
 use crate::config::size::{MIB, format_size};
 use crate::pem::PemError;
 use crate::redact::Secrets;
+use crate::telemetry::{HttpRequested, HttpRetried};
 use crate::text::bound_owned;
 
 /// A problem turning `ssl`/`proxy_url` settings into a client. Names the field.
@@ -279,6 +280,8 @@ pub struct HttpClient {
     /// Retryable failures met (429, 5xx, transport), over every clone of this client: the
     /// pushback signal that adaptive concurrency reads.
     pushback: Arc<std::sync::atomic::AtomicU64>,
+    /// The platform's short name, labelling this client's requests in the metrics.
+    platform: &'static str,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -318,6 +321,7 @@ impl HttpClient {
             tracer,
             secrets,
             pushback: Arc::default(),
+            platform: "unknown",
         })
     }
 
@@ -325,6 +329,12 @@ impl HttpClient {
     /// in every error of the stream. A fetched access token is added here.
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
+    }
+
+    /// Labels this client's requests with the platform's short name in the metrics.
+    pub fn with_platform(mut self, platform: &'static str) -> Self {
+        self.platform = platform;
+        self
     }
 
     /// Replaces the retry schedule (tests use short delays).
@@ -380,7 +390,15 @@ impl HttpClient {
         let mut delays = self.retry.backoff();
         loop {
             let request = build(client)?;
-            let error = match self.attempt(client, exchange, request).await {
+            let started = std::time::Instant::now();
+            let answer = self.attempt(client, exchange, request).await;
+            HttpRequested {
+                platform: self.platform,
+                status: answer.as_ref().ok().map(|r| r.status),
+                elapsed: started.elapsed(),
+            }
+            .emit();
+            let error = match answer {
                 Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
                 Ok(resp) => classify(resp.status, &resp.headers, &resp.body, &self.secrets),
                 Err(e) if !e.retried_by_client() => return Err(e),
@@ -398,11 +416,12 @@ impl HttpClient {
             {
                 delay = (*after).min(self.retry.max_delay);
             }
-            tracing::debug!(
-                retry_in_ms = delay.as_millis() as u64,
-                "request failed, retrying: {}",
-                self.secrets.mask(&error.to_string())
-            );
+            HttpRetried {
+                platform: self.platform,
+                retry_in: delay,
+                error: &self.secrets.mask(&error.to_string()),
+            }
+            .emit();
             tokio::time::sleep(delay).await;
         }
     }

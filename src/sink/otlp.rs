@@ -32,6 +32,8 @@ use crate::config::SslConfig;
 use crate::config::StreamIdentity;
 use crate::ingest::EcsEvent;
 use crate::pem;
+use crate::telemetry::metrics::ExportOutcome;
+use crate::telemetry::{ExportFinished, ExportRetried};
 use crate::text::{bound_owned, bounded};
 
 /// Size and pacing of an [`OtlpSink`].
@@ -143,11 +145,23 @@ impl OtlpSink {
         loop {
             attempts += 1;
             let mut client = self.client.clone();
-            let status = match client.export(request.clone()).await {
+            let call = std::time::Instant::now();
+            let answer = client.export(request.clone()).await;
+            let finished = |outcome, rejected| {
+                ExportFinished {
+                    outcome,
+                    records: sent,
+                    rejected,
+                    elapsed: call.elapsed(),
+                }
+                .emit();
+            };
+            let status = match answer {
                 Ok(response) => {
                     let partial = response.into_inner().partial_success;
                     let rejected = partial.as_ref().map_or(0, |p| p.rejected_log_records);
                     if rejected <= 0 {
+                        finished(ExportOutcome::Ok, 0);
                         return Ok(());
                     }
                     // Not retried (the OTLP spec forbids resending a partially accepted
@@ -157,6 +171,7 @@ impl OtlpSink {
                     // were accepted are overwritten, not duplicated.
                     let message = bound_owned(partial.map(|p| p.error_message).unwrap_or_default());
                     let rejected = u64::try_from(rejected).unwrap_or(0);
+                    finished(ExportOutcome::Rejected, rejected);
                     self.rejected_records.fetch_add(rejected, Ordering::Relaxed);
                     tracing::error!(
                         endpoint = %self.endpoint,
@@ -171,7 +186,10 @@ impl OtlpSink {
                         message,
                     });
                 }
-                Err(status) => status,
+                Err(status) => {
+                    finished(ExportOutcome::Failed, 0);
+                    status
+                }
             };
             let error = SinkError::Otlp {
                 endpoint: self.endpoint.clone(),
@@ -186,12 +204,13 @@ impl OtlpSink {
             if started.elapsed() + wait > self.options.give_up_after {
                 return Err(error);
             }
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                code = ?status.code(),
-                retry_in_ms = wait.as_millis() as u64,
-                "OTLP export failed; retrying"
-            );
+            ExportRetried {
+                endpoint: &self.endpoint,
+                code: status.code().description(),
+                retry_in: wait,
+                message: &bounded(status.message()),
+            }
+            .emit();
             tokio::time::sleep(wait).await;
         }
     }

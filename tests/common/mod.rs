@@ -356,7 +356,7 @@ pub fn health_after_three_failures(err: &ti_sidecar::source::FetchError) -> Stri
     for _ in 0..3 {
         ti_sidecar::telemetry::AttemptFailed {
             stream: "s",
-            stage: "fetch",
+            stage: ti_sidecar::telemetry::Stage::Fetch,
             error: err,
             retry_in: Some(std::time::Duration::ZERO),
         }

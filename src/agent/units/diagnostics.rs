@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::UnitInput;
 use super::table::{Phase, Table, Unit, UnitConfig};
 use crate::agent::health;
 use crate::agent::structs::json_to_struct;
@@ -102,7 +103,8 @@ pub(super) fn unit(unit: &Unit) -> Value {
         None => Value::Null,
         Some(Err(e)) => json!({ "invalid": e.to_string() }),
         Some(Ok(UnitConfig::Output(spec))) => spec.redacted_json(),
-        Some(Ok(UnitConfig::Input(input))) => json!({
+        Some(Ok(UnitConfig::Input(UnitInput { input, monitoring }))) => json!({
+            "monitoring": monitoring.map(|m| json!({"host": m.host.to_string(), "port": m.port})),
             "id": input.id,
             "streams": input.streams.iter().map(|s| {
                 let mut v = s.source.redacted_json();

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::policy::SUPPORTED_INPUT_TYPES;
-use crate::config::{self, InputConfig, Problems};
+use crate::config::{self, InputConfig, MonitoringConfig, Problems};
 use crate::pipeline::BuildError;
 use crate::sink::SinkError;
 use crate::state::StateError;
@@ -74,15 +74,31 @@ pub enum UnitError {
     Stream(Arc<BuildError>),
 }
 
+/// An input unit's validated config.
+#[derive(Debug, Clone)]
+pub struct UnitInput {
+    /// The input and its streams.
+    pub input: InputConfig,
+    /// `monitoring.http`, when the unit enables it: the component then serves `/metrics`,
+    /// `/stats` and `/healthz` (the standalone `monitoring` block, in the unit's config).
+    pub monitoring: Option<MonitoringConfig>,
+}
+
 /// Validates an input unit's `config.source`: one of our input types, then the shared config
 /// validation. The error lists every problem, each naming its field.
-pub fn validate_input(source: &Value) -> Result<InputConfig, UnitError> {
-    if !source.is_object() {
+pub fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
+    let Value::Object(fields) = source else {
         return Err(UnitError::MissingSource);
-    }
+    };
     let kind = source.get("type").and_then(Value::as_str).unwrap_or("");
     if !SUPPORTED_INPUT_TYPES.contains(&kind) {
         return Err(UnitError::UnsupportedInputType(kind.to_owned()));
     }
-    config::input_from_value(source).map_err(UnitError::Invalid)
+    let mut input = fields.clone();
+    let monitoring = match input.remove("monitoring") {
+        None => None,
+        Some(block) => config::monitoring_from_value(&block).map_err(UnitError::Invalid)?,
+    };
+    let input = config::input_from_value(&Value::Object(input)).map_err(UnitError::Invalid)?;
+    Ok(UnitInput { input, monitoring })
 }

@@ -18,7 +18,7 @@ use super::diagnostics;
 use super::table::{Effect, Streams, Table, UnitKey};
 use super::{OutputSpec, UnitError};
 use crate::agent::logging::UnitLevels;
-use crate::config::InputConfig;
+use crate::config::{InputConfig, MonitoringConfig};
 use crate::pipeline::{RunOptions, StreamPoller};
 use crate::proto::{AgentInfo, CheckinExpected};
 use crate::sink::AnySink;
@@ -37,6 +37,8 @@ struct Run {
 struct Inner {
     table: Table<Arc<AnySink>>,
     runs: BTreeMap<UnitKey, Run>,
+    /// Stops the monitoring endpoint being served, if any.
+    monitoring: Option<CancellationToken>,
 }
 
 struct Shared {
@@ -76,6 +78,7 @@ impl UnitManager {
                 inner: Mutex::new(Inner {
                     table: Table::default(),
                     runs: BTreeMap::new(),
+                    monitoring: None,
                 }),
                 changed: Notify::new(),
                 state: Mutex::new(state),
@@ -137,8 +140,29 @@ impl UnitManager {
                         self.stop(unit, run, report);
                     }
                 }
+                Effect::Monitoring(wanted) => self.monitoring(inner, wanted),
             }
         }
+    }
+
+    /// Stops the endpoint being served, then serves `wanted` (until it changes or shutdown).
+    fn monitoring(&self, inner: &mut Inner, wanted: Option<MonitoringConfig>) {
+        if let Some(stop) = inner.monitoring.take() {
+            stop.cancel();
+        }
+        let Some(config) = wanted else {
+            return;
+        };
+        let stop = self.shared.root.child_token();
+        inner.monitoring = Some(stop.clone());
+        self.shared.tracker.spawn(
+            async move {
+                if let Err(e) = crate::telemetry::server::serve(&config, stop).await {
+                    tracing::error!("{e}");
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     fn open_output(&self, unit: UnitKey, spec: OutputSpec) {

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::output::OutputSpec;
-use super::{UnitError, validate_input};
+use super::{UnitError, UnitInput, validate_input};
 use crate::agent::structs::struct_to_json;
-use crate::config::InputConfig;
+use crate::config::{InputConfig, MonitoringConfig};
 use crate::proto::{AgentInfo, CheckinExpected, State, UnitExpected, UnitLogLevel, UnitType};
 use crate::telemetry::StreamCounters;
 
@@ -28,7 +28,7 @@ pub(super) type Streams = Vec<(String, Arc<StreamCounters>)>;
 /// A validated unit config.
 #[derive(Debug, Clone)]
 pub(super) enum UnitConfig {
-    Input(InputConfig),
+    Input(UnitInput),
     Output(OutputSpec),
 }
 
@@ -63,6 +63,8 @@ pub(super) enum Effect<S> {
     /// Cancel the unit's streams (each finishes its batch in flight). With `report`, call
     /// [`Table::drained`] once they have stopped.
     Stop { unit: UnitKey, report: bool },
+    /// Serve the monitoring endpoint with these settings (stopping any other), or stop it.
+    Monitoring(Option<MonitoringConfig>),
 }
 
 /// Which config and sink an input unit's streams run with.
@@ -117,6 +119,8 @@ pub(super) struct Table<S> {
     pub(super) features_idx: u64,
     pub(super) component_idx: u64,
     pub(super) agent_info: Option<AgentInfo>,
+    /// The monitoring endpoint's settings, as last asked of the runtime.
+    monitoring: Option<MonitoringConfig>,
 }
 
 impl<S> Default for Table<S> {
@@ -129,6 +133,7 @@ impl<S> Default for Table<S> {
             features_idx: 0,
             component_idx: 0,
             agent_info: None,
+            monitoring: None,
         }
     }
 }
@@ -175,7 +180,20 @@ impl<S: Clone> Table<S> {
         }
         self.reconcile_output(&mut effects);
         self.reconcile_inputs(&mut effects);
+        self.reconcile_monitoring(&mut effects);
         effects
+    }
+
+    /// The endpoint follows the first running input unit (by id) whose config enables it.
+    fn reconcile_monitoring(&mut self, effects: &mut Vec<Effect<S>>) {
+        let wanted = self.units.values().find_map(|u| match &u.config {
+            Some(Ok(UnitConfig::Input(input))) if u.want_run => input.monitoring,
+            _ => None,
+        });
+        if wanted != self.monitoring {
+            self.monitoring = wanted;
+            effects.push(Effect::Monitoring(wanted));
+        }
     }
 
     fn update_unit(&mut self, key: UnitKey, expected: UnitExpected, effects: &mut Vec<Effect<S>>) {
@@ -422,7 +440,7 @@ fn reconcile_input<S: Clone>(
             return;
         }
         Some(Ok(UnitConfig::Output(_))) => return,
-        Some(Ok(UnitConfig::Input(config))) => config.clone(),
+        Some(Ok(UnitConfig::Input(config))) => config.input.clone(),
     };
     let Some((sink, sink_gen)) = sink else {
         drain(key, unit, effects);
@@ -536,6 +554,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Effect::LogLevel { .. } | Effect::ForgetLogLevel { .. } => None,
+                Effect::Monitoring(m) => Some(format!("monitoring {m:?}")),
                 Effect::OpenOutput { unit, .. } => Some(format!("open {}", unit.1)),
                 Effect::Start { unit, sink, .. } => Some(format!("start {} into {sink}", unit.1)),
                 Effect::Stop { unit, report } => Some(format!("stop {} report={report}", unit.1)),
@@ -731,5 +750,41 @@ mod tests {
         assert!(message.starts_with("invalid configuration: "), "{message}");
         assert!(message.contains("batch_size"), "{message}");
         assert!(!message.contains("hmac-SECRET"), "{message}");
+    }
+
+    #[test]
+    fn the_monitoring_endpoint_follows_the_unit_config() {
+        let mut t = Table::<Sink>::default();
+        let with = |idx: u64, monitoring: Value| {
+            let mut source = json!({"id": "tc", "type": "ti_threatconnect", "streams": [{
+                "id": "s", "access_id": "1", "secret_key": "k",
+                "url": "http://127.0.0.1:9", "interval": "1h",
+            }]});
+            source["monitoring"] = monitoring;
+            unit("comp-in", UnitType::Input, idx, State::Healthy, source)
+        };
+        let enabled = json!({"http": {"enabled": true, "port": 0}});
+        let effects = t.apply(expected(vec![with(1, enabled.clone())]));
+        let wanted: Vec<String> = labels(&effects)
+            .into_iter()
+            .filter(|l| l.starts_with("monitoring"))
+            .collect();
+        assert_eq!(
+            wanted,
+            ["monitoring Some(MonitoringConfig { host: 127.0.0.1, port: 0 })"]
+        );
+        // Unchanged: nothing to do. Disabled: stopped.
+        assert!(labels(&t.apply(expected(vec![with(1, enabled)]))).is_empty());
+        let effects = t.apply(expected(vec![with(2, json!({"http": {"enabled": false}}))]));
+        assert!(labels(&effects).contains(&"monitoring None".to_owned()));
+        // A remote bind without allow_remote is a config error naming the field.
+        t.apply(expected(vec![with(
+            3,
+            json!({"http": {"enabled": true, "host": "0.0.0.0"}}),
+        )]));
+        let Phase::Failed(message) = phase(&t, UnitType::Input, "comp-in") else {
+            unreachable!("refused")
+        };
+        assert!(message.contains("monitoring.http.host"), "{message}");
     }
 }

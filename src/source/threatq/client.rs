@@ -21,6 +21,7 @@ use super::ecs::{MapOptions, map_indicator};
 use crate::config::fields::endpoint;
 use crate::http::{HttpClient, HttpError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime};
+use crate::telemetry::TokenRefreshed;
 use crate::text::{bound_owned, bounded, bounded_to, json_error};
 
 const PLATFORM: &str = "threatq";
@@ -226,10 +227,11 @@ impl ThreatQSource {
         let lifetime = token_lifetime(token.expires_in());
         // Refresh early, as Go's oauth2 does (10 s), but never more than a tenth of a short TTL.
         let margin = Duration::from_secs(10).min(lifetime / 10);
-        tracing::debug!(
-            expires_in_s = lifetime.as_secs(),
-            "ThreatQ access token obtained"
-        );
+        TokenRefreshed {
+            platform: <super::ThreatQ as crate::source::registry::Platform>::NAME,
+            expires_in: Some(lifetime),
+        }
+        .emit();
         // From now on the token is masked wherever it could be echoed (errors, logs, traces).
         self.http.secrets().add_token(token.access_token().secret());
         Ok(CachedToken {

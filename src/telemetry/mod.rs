@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -18,6 +17,15 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::redact::Secrets;
+
+mod events;
+pub mod metrics;
+pub mod server;
+
+pub use events::{
+    AttemptFailed, ExportFinished, ExportRetried, HttpRequested, HttpRetried, PageDelivered, Stage,
+    TokenRefreshed,
+};
 
 /// Formats each event as one ECS-style JSON line.
 struct EcsJsonFormat;
@@ -183,6 +191,14 @@ pub struct StreamCounters {
     pub error_documents: AtomicU64,
     /// Failed fetch or send attempts (after the HTTP client's own retries).
     pub errors: AtomicU64,
+    /// Of `errors`, failed fetches.
+    pub fetch_failures: AtomicU64,
+    /// Of `errors`, failed sends (the sink did not acknowledge).
+    pub send_failures: AtomicU64,
+    /// When the sweep in progress started.
+    sweep_started: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long the last complete sweep took, in milliseconds.
+    pub last_sweep_ms: AtomicU64,
     /// Duplicates dropped by the paging logic.
     pub duplicates_dropped: AtomicU64,
     /// Delivered items stamped later than the platform's clock allows (they did not move the
@@ -205,12 +221,23 @@ pub struct Caught {
 }
 
 impl StreamCounters {
+    /// A sweep starts now.
+    pub fn sweep_started(&self) {
+        if let Ok(mut s) = self.sweep_started.lock() {
+            *s = Some(std::time::Instant::now());
+        }
+    }
+
     /// The stream caught up at `at`; it polls again after `interval` (none with `--once`).
     pub fn caught_up(
         &self,
         at: chrono::DateTime<chrono::Utc>,
         interval: Option<std::time::Duration>,
     ) {
+        if let Some(started) = self.sweep_started.lock().ok().and_then(|mut s| s.take()) {
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_sweep_ms.store(ms, Ordering::Relaxed);
+        }
         let next_poll = interval
             .and_then(|i| chrono::TimeDelta::from_std(i).ok())
             .and_then(|i| at.checked_add_signed(i));
@@ -373,6 +400,15 @@ impl BackfillProgress {
         }
         (self.done.saturating_mul(100) / self.estimated).min(100)
     }
+
+    /// Completion as a share of the estimate, 0–1 (0 while nothing is estimated).
+    #[allow(clippy::cast_precision_loss)]
+    pub fn ratio(&self) -> f64 {
+        if self.estimated == 0 {
+            return 0.0;
+        }
+        (self.done as f64 / self.estimated as f64).min(1.0)
+    }
 }
 
 /// Plain copy of [`StreamCounters`].
@@ -392,114 +428,6 @@ pub struct CounterSnapshot {
     pub future_timestamps: u64,
     /// Invalid UTF-8 sequences in responses, replaced with U+FFFD.
     pub invalid_utf8: u64,
-}
-
-/// A page was mapped, acknowledged by the sink, and its cursor committed.
-pub struct PageDelivered<'a> {
-    /// Stream id.
-    pub stream: &'a str,
-    /// Platform name (`threatconnect`).
-    pub platform: &'static str,
-    /// Documents in the page.
-    pub indicators: usize,
-    /// Of which carry `error.message`.
-    pub error_documents: usize,
-    /// Duplicates dropped while paging.
-    pub duplicates_dropped: usize,
-    /// Delivered items stamped in the future (they did not move the cursor).
-    pub future_timestamps: usize,
-    /// Invalid UTF-8 sequences replaced with U+FFFD in the page's responses.
-    pub invalid_utf8: usize,
-    /// Fetch + map + send + commit time.
-    pub elapsed: Duration,
-    /// The committed cursor, rendered for humans.
-    pub cursor: &'a str,
-    /// A backfill's progress at the committed cursor: items delivered, items estimated.
-    pub backfill_progress: Option<BackfillProgress>,
-}
-
-impl PageDelivered<'_> {
-    /// Logs the event and adds it to `counters`.
-    pub fn emit(&self, counters: &StreamCounters) {
-        for (counter, n) in [
-            (&counters.indicators, self.indicators),
-            (&counters.pages, 1),
-            (&counters.error_documents, self.error_documents),
-            (&counters.duplicates_dropped, self.duplicates_dropped),
-            (&counters.future_timestamps, self.future_timestamps),
-            (&counters.invalid_utf8, self.invalid_utf8),
-        ] {
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        if self.invalid_utf8 > 0 {
-            tracing::warn!(
-                stream.id = self.stream,
-                platform = self.platform,
-                invalid_utf8 = self.invalid_utf8 as u64,
-                "the response held invalid UTF-8; each invalid sequence was replaced with U+FFFD"
-            );
-        }
-        // A delivered page is a success: health and diagnostics read these.
-        counters.consecutive_failures.store(0, Ordering::Relaxed);
-        if let Ok(mut c) = counters.cursor.lock() {
-            *c = Some(self.cursor.to_owned());
-        }
-        if let Ok(mut p) = counters.backfill_progress.lock() {
-            *p = self.backfill_progress;
-        }
-        tracing::info!(
-            stream.id = self.stream,
-            platform = self.platform,
-            indicators = self.indicators as u64,
-            error_documents = self.error_documents as u64,
-            duplicates_dropped = self.duplicates_dropped as u64,
-            future_timestamps = self.future_timestamps as u64,
-            elapsed_ms = self.elapsed.as_millis() as u64,
-            cursor = self.cursor,
-            "page delivered"
-        );
-    }
-}
-
-/// A fetch or send attempt failed; the loop will retry (or stop if the error is fatal).
-pub struct AttemptFailed<'a> {
-    /// Stream id.
-    pub stream: &'a str,
-    /// `fetch` or `send`.
-    pub stage: &'static str,
-    /// The error (masked with the stream's secrets before it is logged or stored).
-    pub error: &'a dyn std::fmt::Display,
-    /// Delay before the next attempt, if any.
-    pub retry_in: Option<Duration>,
-}
-
-impl AttemptFailed<'_> {
-    /// Logs the failure and counts it.
-    pub fn emit(&self, counters: &StreamCounters) {
-        counters.errors.fetch_add(1, Ordering::Relaxed);
-        counters
-            .consecutive_failures
-            .fetch_add(1, Ordering::Relaxed);
-        let error = counters.masked(self.error.to_string());
-        match self.retry_in {
-            Some(d) => tracing::warn!(
-                stream.id = self.stream,
-                stage = self.stage,
-                retry_in_ms = d.as_millis() as u64,
-                "{} failed, will retry: {error}",
-                self.stage,
-            ),
-            None => tracing::error!(
-                stream.id = self.stream,
-                stage = self.stage,
-                "{} failed: {error}",
-                self.stage,
-            ),
-        }
-        if let Ok(mut e) = counters.last_error.lock() {
-            *e = Some(format!("{}: {error}", self.stage));
-        }
-    }
 }
 
 /// The process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`), where the
