@@ -43,6 +43,9 @@ pub struct DemoOptions {
     pub events: PathBuf,
     /// The `ti-sidecar` binary the host launches in agent mode (normally the running one).
     pub component: PathBuf,
+    /// The live display, when stderr is a terminal: one line per input instead of progress
+    /// lines.
+    pub console: Option<std::sync::Arc<crate::console::Console>>,
 }
 
 /// One demo input: its policy id, unit, dataset and what it delivered.
@@ -118,6 +121,8 @@ impl std::fmt::Display for DemoSummary {
 /// Progress of one input while the demo runs.
 struct Tracked {
     summary: InputSummary,
+    /// The unit's last reported state.
+    state: &'static str,
     unit_id: String,
     caught_up: bool,
 }
@@ -209,6 +214,7 @@ pub async fn run(
     .into_iter()
     .map(|(input_id, dataset)| Tracked {
         unit_id: format!("ti-sidecar-default-{input_id}"),
+        state: "STARTING",
         caught_up: false,
         summary: InputSummary {
             input_id: input_id.to_owned(),
@@ -240,11 +246,13 @@ pub async fn run(
                 Some(HostReport::Unit(change)) if change.unit_type == UnitType::Input => {
                     if let Some(t) = inputs.iter_mut().find(|t| t.unit_id == change.id) {
                         t.summary.healthy = change.state == State::Healthy;
+                        t.state = change.state.as_str_name();
                     }
+                    show(options.console.as_deref(), &inputs, started);
                 }
                 Some(HostReport::Unit(_)) => {}
                 Some(HostReport::Received(per_dataset)) => {
-                    progress(&mut inputs, &per_dataset, started);
+                    progress(&mut inputs, &per_dataset, started, options.console.as_deref());
                 }
                 None => {}
             },
@@ -279,7 +287,12 @@ pub async fn run(
 }
 
 /// Updates the per-input counts and prints one progress line.
-fn progress(inputs: &mut [Tracked], per_dataset: &BTreeMap<String, u64>, started: Instant) {
+fn progress(
+    inputs: &mut [Tracked],
+    per_dataset: &BTreeMap<String, u64>,
+    started: Instant,
+    console: Option<&crate::console::Console>,
+) {
     let mut parts = Vec::new();
     for t in inputs.iter_mut() {
         let n = per_dataset.get(&t.summary.dataset).copied().unwrap_or(0);
@@ -290,5 +303,55 @@ fn progress(inputs: &mut [Tracked], per_dataset: &BTreeMap<String, u64>, started
         }
         parts.push(format!("{} {n}/{}", t.summary.input_id, t.summary.served));
     }
-    println!("progress: {}", parts.join(", "));
+    if console.is_some() {
+        show(console, inputs, started);
+    } else {
+        println!("progress: {}", parts.join(", "));
+    }
+}
+
+/// One display line per input: unit state, documents received of served, rate.
+fn show(console: Option<&crate::console::Console>, inputs: &[Tracked], started: Instant) {
+    let Some(console) = console else {
+        return;
+    };
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    for t in inputs {
+        #[allow(clippy::cast_precision_loss)]
+        let rate = t.summary.received as f64 / secs;
+        console.line(
+            &t.summary.input_id,
+            format!(
+                "{:<20} {:<12} {:>7} of {:>7} documents {:>8.0}/s{}",
+                t.summary.input_id,
+                t.state,
+                t.summary.received,
+                t.summary.served,
+                rate,
+                if t.caught_up { "  caught up" } else { "" }
+            ),
+        );
+    }
+}
+
+/// What to try after the demo.
+pub fn next_steps(log_file: Option<&std::path::Path>) -> String {
+    let mut out = String::from(
+        "What you just saw: two simulated platforms (ThreatConnect and ThreatQ) polled by \
+         `ti-sidecar agent`, launched and driven by the host harness as Elastic Agent would, \
+         the documents mapped to ECS and delivered over OTLP.\nNext:\n",
+    );
+    out.push_str("  look at one document:   head -1 demo-events.ndjson | jq .\n");
+    out.push_str(
+        "  the ThreatConnect ones: jq -c 'select(.data_stream.dataset == \"ti_threatconnect.indicator\")' demo-events.ndjson | head -3\n",
+    );
+    if let Some(log) = log_file {
+        out.push_str(&format!(
+            "  the component's logs:   {} (JSON lines)\n",
+            log.display()
+        ));
+    }
+    out.push_str("  a real tenant:          put your URL and keys in a config (README, \"Quick start\"), then\n");
+    out.push_str("                          ti-sidecar validate --config my.yml && ti-sidecar run --config my.yml");
+    out
 }

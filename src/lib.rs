@@ -9,6 +9,7 @@ pub mod proto;
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod fsutil;
 pub mod host;

@@ -23,6 +23,10 @@ struct Cli {
     /// Log level for stderr JSON logs (overridden by RUST_LOG).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Write the JSON log lines to this file (0600) instead of stderr, which then shows only
+    /// warnings and errors (`demo` on a terminal uses `demo.log`).
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,7 +181,23 @@ fn main() -> ExitCode {
     if let Command::Agent { args } = &cli.command {
         return agent(args, &cli.log_level);
     }
-    ti_sidecar::telemetry::init(&cli.log_level);
+    // `run` and `demo` show a live display when stderr is a terminal; logs then go to the
+    // log file, and only warnings reach the terminal.
+    let console = matches!(cli.command, Command::Run { .. } | Command::Demo { .. })
+        && ti_sidecar::console::stderr_is_terminal();
+    let log_file = cli.log_file.clone().or_else(|| {
+        (console && matches!(cli.command, Command::Demo { .. })).then(|| PathBuf::from("demo.log"))
+    });
+    let targets = ti_sidecar::telemetry::LogTargets {
+        level: &cli.log_level,
+        file: log_file.as_deref(),
+        console,
+    };
+    if let Err(e) = ti_sidecar::telemetry::init_targets(targets) {
+        eprintln!("--log-file: {e}");
+        return ExitCode::from(2);
+    }
+    let console = console.then(ti_sidecar::console::Console::start);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,7 +208,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, console, log_file)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -246,7 +266,11 @@ fn agent(args: &[String], log_level: &str) -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    command: Command,
+    console: Option<std::sync::Arc<ti_sidecar::console::Console>>,
+    log_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Agent { .. } => Ok(ExitCode::from(2)),
         Command::Validate { config } => Ok(validate(&config)),
@@ -270,7 +294,22 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 retry: None,
                 poll_retry_delay: None,
             };
-            runner::run(&cfg, &options, shutdown).await?;
+            let started = std::time::Instant::now();
+            let display = tokio_util::sync::CancellationToken::new();
+            if let Some(console) = &console {
+                console.watch_streams(display.clone());
+            }
+            let result = runner::run(&cfg, &options, shutdown).await;
+            if let Some(console) = &console {
+                display.cancel();
+                console.finish();
+                if let Ok(summary) = &result {
+                    let table =
+                        ti_sidecar::console::summary_table(&summary.per_stream, started.elapsed());
+                    eprintln!("{table}");
+                }
+            }
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Map {
@@ -325,10 +364,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 indicators,
                 events,
                 component,
+                console: console.clone(),
             };
             let summary =
-                ti_sidecar::demo::run(options, ti_sidecar::signal::shutdown_token()).await?;
-            println!("{summary}");
+                ti_sidecar::demo::run(options, ti_sidecar::signal::shutdown_token()).await;
+            if let Some(console) = &console {
+                console.finish();
+            }
+            println!("{}", summary?);
+            println!("{}", ti_sidecar::demo::next_steps(log_file.as_deref()));
             Ok(ExitCode::SUCCESS)
         }
     }

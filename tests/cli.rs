@@ -325,6 +325,50 @@ fn demo_writes_the_events_file_and_a_summary() {
     );
 }
 
+/// `--log-file`: every log line (ours, the host's narration, the component's) goes to the file,
+/// private; stderr keeps only warnings and errors, and the summary ends with what to try next.
+#[test]
+fn demo_with_a_log_file_keeps_the_terminal_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs/demo.log");
+    let out = common::with_umask_022(bin())
+        .args(["demo", "--indicators", "200", "--log-file"])
+        .arg(&log)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        assert!(
+            matches!(v["log.level"].as_str(), Some("warn" | "error")),
+            "only warnings reach stderr: {line}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("delivered: 400 documents"), "{stdout}");
+    assert!(
+        !stdout.contains("component started"),
+        "narration goes to the log: {stdout}"
+    );
+    assert!(
+        stdout.contains("head -1 demo-events.ndjson | jq ."),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&log.display().to_string()), "{stdout}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("component started"), "the host's narration");
+    let component_lines = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "page delivered")
+        .count();
+    assert!(component_lines >= 2, "the component's JSON logs: {logged}");
+    #[cfg(unix)]
+    assert_eq!(common::mode(&log), 0o600);
+}
+
 /// `map --source threatq` on Elastic's fixtures reproduces the current expected documents.
 #[test]
 fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {

@@ -98,7 +98,9 @@ pub enum HostReport {
 
 /// Prints one console line (unit states and host notices go to stdout).
 fn say(line: &str) {
-    println!("{line}");
+    if !crate::telemetry::to_log_file(line) {
+        println!("{line}");
+    }
 }
 
 /// Serves the OTLP receiver on 127.0.0.1 (plain gRPC, with health); returns its address.
@@ -237,12 +239,12 @@ pub fn startup_info(
     .encode_to_vec()
 }
 
-/// Forwards a child's output lines to our stderr.
+/// Forwards a child's output lines to our log (stderr, or the `--log-file`).
 fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(from: R) {
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(from).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
+            crate::telemetry::forward_line(&line);
         }
     });
 }

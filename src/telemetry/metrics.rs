@@ -213,6 +213,14 @@ fn live_streams() -> Vec<(StreamLabels, Arc<StreamCounters>)> {
         .unwrap_or_default()
 }
 
+/// Every registered stream's status, in label order (the console's lines).
+pub fn stream_statuses() -> Vec<(StreamLabels, super::StreamStatus)> {
+    live_streams()
+        .into_iter()
+        .map(|(labels, c)| (labels, c.status()))
+        .collect()
+}
+
 /// Reads the streams' and the process's counters on each scrape.
 #[derive(Debug)]
 struct Scrape;

@@ -137,6 +137,151 @@ pub fn init(default_level: &str) {
         .try_init();
 }
 
+/// The log file of `--log-file`, once opened.
+static LOG_FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
+/// Where a log line goes.
+#[derive(Debug, Clone, Copy)]
+enum Destination {
+    /// The `--log-file`.
+    File,
+    /// The terminal, above the live display.
+    Terminal,
+}
+
+/// One formatted log line, written where it goes when dropped.
+struct LogLine(Destination, Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if self.1.is_empty() {
+            return;
+        }
+        match self.0 {
+            Destination::File => {
+                if let Some(Ok(mut file)) = LOG_FILE.get().map(std::sync::Mutex::lock) {
+                    use std::io::Write as _;
+                    let _ = file.write_all(&self.1);
+                }
+            }
+            Destination::Terminal => {
+                crate::console::print_above(String::from_utf8_lossy(&self.1).trim_end());
+            }
+        }
+    }
+}
+
+struct To(Destination);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for To {
+    type Writer = LogLine;
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(self.0, Vec::new())
+    }
+}
+
+/// Where the logs of `run` and `demo` go.
+#[derive(Debug, Clone, Copy)]
+pub struct LogTargets<'a> {
+    /// The level (unless `RUST_LOG` is set).
+    pub level: &'a str,
+    /// `--log-file`: every log line, as JSON, goes there (created 0600, appended to).
+    pub file: Option<&'a std::path::Path>,
+    /// A live display is shown: the terminal gets warnings and errors as plain text.
+    pub console: bool,
+}
+
+/// Installs the loggers for `targets`. Without a file and a display this is [`init`]: JSON lines
+/// on stderr. With a file, the terminal keeps warnings and errors (JSON lines, or plain text
+/// above the live display).
+pub fn init_targets(targets: LogTargets<'_>) -> std::io::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::prelude::*;
+    if targets.file.is_none() && !targets.console {
+        init(targets.level);
+        return Ok(());
+    }
+    let file_layer = match targets.file {
+        Some(path) => {
+            let file = crate::fsutil::open_private_append_creating_dirs(path)?;
+            let _ = LOG_FILE.set(std::sync::Mutex::new(file));
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(targets.level));
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(To(Destination::File))
+                    .event_format(EcsJsonFormat)
+                    .with_filter(filter),
+            )
+        }
+        None => None,
+    };
+    let warnings = tracing_subscriber::filter::LevelFilter::WARN;
+    let terminal_layer = if targets.console {
+        tracing_subscriber::fmt::layer()
+            .with_writer(To(Destination::Terminal))
+            .without_time()
+            .with_target(false)
+            .compact()
+            .with_filter(warnings)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .event_format(EcsJsonFormat)
+            .with_filter(warnings)
+            .boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(SpanFieldsLayer)
+        .with(file_layer)
+        .with(terminal_layer)
+        .try_init();
+    Ok(())
+}
+
+/// Writes `line` to the `--log-file`, if there is one; returns whether it did.
+pub fn to_log_file(line: &str) -> bool {
+    match LOG_FILE.get().map(std::sync::Mutex::lock) {
+        Some(Ok(mut file)) => {
+            use std::io::Write as _;
+            let _ = writeln!(file, "{line}");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Passes on a log line of a child process (the demo's component): to the `--log-file` when
+/// there is one, else to stderr (above the live display, warnings and errors only).
+pub fn forward_line(line: &str) {
+    if to_log_file(line) {
+        return;
+    }
+    if crate::console::is_active() {
+        let level = serde_json::from_str::<Value>(line).ok().and_then(|v| {
+            v.get("log.level")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if matches!(level.as_deref(), Some("warn" | "error")) {
+            crate::console::print_above(line);
+        }
+        return;
+    }
+    eprintln!("{line}");
+}
+
 /// Installs the JSON-lines stderr logger with a per-event filter instead of a fixed level (the
 /// agent's per-unit levels). `RUST_LOG`, when set, still wins.
 pub fn init_with_filter<F>(filter: F)
