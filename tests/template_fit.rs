@@ -24,7 +24,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use common::{fixture_dir, read_fixture};
 use serde_json::{Map, Value};
 use ti_sidecar::config::IocExpiration;
-use ti_sidecar::ingest::MapOptions;
+use ti_sidecar::ingest::{EcsEvent, MapOptions};
 use ti_sidecar::sim::page;
 use ti_sidecar::sim::threatconnect::data as tc_sim;
 use ti_sidecar::sim::threatq::data as tq_sim;
@@ -33,6 +33,17 @@ use ti_sidecar::source::{threatconnect, threatq};
 // ------------------------------------------------------------------------------------------
 // Elastic's field types beyond ECS
 // ------------------------------------------------------------------------------------------
+
+/// What both packages' `base-fields.yml` declare alike (the files are named with each table
+/// below; only their `value`s differ, which this test does not check).
+const BASE_FIELDS: &[(&str, &str)] = &[
+    ("@timestamp", "date"),
+    ("data_stream.dataset", "constant_keyword"),
+    ("data_stream.namespace", "constant_keyword"),
+    ("data_stream.type", "constant_keyword"),
+    ("event.dataset", "constant_keyword"),
+    ("event.module", "constant_keyword"),
+];
 
 /// `ti_threatconnect` (package 2.x), data stream `indicator`: names and types only, read from
 /// elastic/integrations `packages/ti_threatconnect/data_stream/indicator/fields/base-fields.yml`
@@ -43,12 +54,6 @@ use ti_sidecar::source::{threatconnect, threatq};
 /// `ecs.yml`: ECS fields come from the `ecs@mappings` component template since 1.1.0, so they
 /// take their ECS types. The manifest (commit 05441c83) sets no `elasticsearch.dynamic*`.
 const THREATCONNECT_FIELDS: &[(&str, &str)] = &[
-    ("@timestamp", "date"),
-    ("data_stream.dataset", "constant_keyword"),
-    ("data_stream.namespace", "constant_keyword"),
-    ("data_stream.type", "constant_keyword"),
-    ("event.dataset", "constant_keyword"),
-    ("event.module", "constant_keyword"),
     ("threat.feed.name", "constant_keyword"),
     ("threat_connect.indicator.active.locked", "boolean"),
     ("threat_connect.indicator.active.value", "boolean"),
@@ -566,12 +571,6 @@ const THREATCONNECT_FIELDS: &[(&str, &str)] = &[
 /// (`external: ecs`), so those take their ECS types. The manifest (commit 0c34e444) sets no
 /// `elasticsearch.dynamic*`.
 const THREATQ_FIELDS: &[(&str, &str)] = &[
-    ("@timestamp", "date"),
-    ("data_stream.dataset", "constant_keyword"),
-    ("data_stream.namespace", "constant_keyword"),
-    ("data_stream.type", "constant_keyword"),
-    ("event.dataset", "constant_keyword"),
-    ("event.module", "constant_keyword"),
     ("threat.feed.dashboard_id", "constant_keyword"),
     ("threat.feed.name", "constant_keyword"),
     ("threatq.adversaries.id", "keyword"),
@@ -795,7 +794,7 @@ struct Template {
 impl Template {
     fn new(ecs: &HashMap<String, FieldType>, stream: &Stream) -> Self {
         let mut fields = ecs.clone();
-        for (path, ty) in stream.fields {
+        for (path, ty) in BASE_FIELDS.iter().chain(stream.fields) {
             fields.insert((*path).to_owned(), FieldType::parse(ty, None));
         }
         let mut groups = HashSet::new();
@@ -1242,14 +1241,6 @@ const SIM_SEED: u64 = 11;
 const SIM_INDICATORS: usize = 2_500;
 const SIM_BASE_URL: &str = "http://127.0.0.1:8443";
 
-/// The options of a production stream: `_conf` with the default 90d and the default tags.
-fn production_options(tags: &[&str]) -> MapOptions {
-    MapOptions {
-        ioc_expiration: Some(IocExpiration::parse("90d").expect("90d parses")),
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-    }
-}
-
 /// Indicator `i` as the ThreatConnect simulator serves it when every `include_*` option is on
 /// (`fields=associatedGroups,associatedGroups.attributes,associatedIndicators,attributes,
 /// securityLabels,sightings,tags,threatAssess`): the same blocks, in the same order, written by
@@ -1305,14 +1296,6 @@ fn threatq_api_json(ind: &tq_sim::Indicator) -> String {
     let mut out = Vec::new();
     page::write_object(&mut out, &parts);
     String::from_utf8(out).expect("the simulator writes UTF-8")
-}
-
-/// A label naming the document in failure messages: where it came from and its indicator id.
-fn label(source: &str, n: usize, doc: &Map<String, Value>, id_path: &str) -> String {
-    let id = Value::Object(doc.clone())
-        .pointer(id_path)
-        .map_or_else(|| "?".to_owned(), |v| v.to_string());
-    format!("{source} #{n} (id {id})")
 }
 
 /// The lines of a fixture input file (one JSON indicator per line).
@@ -1373,135 +1356,154 @@ fn assert_fit(ours: &Findings, elastic: &Findings, same: &[(&str, &str)]) {
 // Tests
 // ------------------------------------------------------------------------------------------
 
-#[test]
-fn threatconnect_documents_fit_the_template() {
-    let (Some(ecs), Some(dir)) = (ecs_types(), fixture_dir("threatconnect")) else {
+/// Where one platform's documents come from and how they are mapped.
+struct Platform {
+    /// The fixture directory under `../shared/fixtures`.
+    fixtures: &'static str,
+    stream: Stream,
+    /// JSON pointer to the indicator id in a mapped document (named in failures).
+    id_pointer: &'static str,
+    /// Elastic's pipeline-test inputs, mapped with `harness_tags` and no `_conf`, as in
+    /// `golden_*.rs`.
+    inputs: &'static [&'static str],
+    harness_tags: &'static [&'static str],
+    /// Elastic's expected documents for those inputs.
+    expected: &'static [&'static str],
+    /// The integration's default tags plus `preserve_original_event`.
+    production_tags: &'static [&'static str],
+    map: fn(&str, &MapOptions) -> EcsEvent,
+}
+
+/// Maps the fixture inputs (harness options) and `api_objects` (production options: `(label,
+/// raw JSON)`), checks them and Elastic's expected documents against the stream's template, and
+/// fails with every misfit not shared by Elastic.
+fn assert_platform_fits(
+    p: &Platform,
+    api_objects: impl FnOnce(&std::path::Path) -> Vec<(String, String)>,
+) {
+    let (Some(ecs), Some(dir)) = (ecs_types(), fixture_dir(p.fixtures)) else {
         return;
     };
-    let t = Template::new(&ecs, &THREATCONNECT);
-    let mut ours = Findings::default();
-    let harness = MapOptions {
-        ioc_expiration: None,
-        tags: vec!["preserve_original_event".to_owned()],
+    let t = Template::new(&ecs, &p.stream);
+    let options = |tags: &[&str], expiration: Option<&str>| MapOptions {
+        ioc_expiration: expiration.map(|d| IocExpiration::parse(d).expect("duration parses")),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
     };
-    for name in [
-        "test-indicator.log",
-        "test-with-associated-groups-and-attributes.log",
-    ] {
+    let label = |source: String, doc: &Map<String, Value>| {
+        let id = Value::Object(doc.clone())
+            .pointer(p.id_pointer)
+            .map_or_else(|| "?".to_owned(), |v| v.to_string());
+        format!("{source} (id {id})")
+    };
+    let mut ours = Findings::default();
+    let harness = options(p.harness_tags, None);
+    for name in p.inputs {
         for (n, line) in fixture_lines(&dir, name).iter().enumerate() {
-            let doc = threatconnect::ecs::map_indicator(line, &harness).doc;
-            let l = label(name, n, &doc, "/threat_connect/indicator/id");
-            ours.document(&t, &l, &doc);
+            let doc = (p.map)(line, &harness).doc;
+            ours.document(&t, &label(format!("{name} #{n}"), &doc), &doc);
         }
     }
-    let production = production_options(&[
-        "forwarded",
-        "threatconnect-indicator",
-        "preserve_original_event",
-    ]);
-    // The 2.1.1 precision test's API objects (ids above 2^53), as sent.
-    let response: Value =
-        serde_json::from_str(&read_fixture(&dir, "large-id-precision-response.json"))
-            .expect("JSON");
-    for (n, item) in response["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .enumerate()
-    {
-        let doc = threatconnect::ecs::map_indicator(&item.to_string(), &production).doc;
-        let l = label(
-            "large-id-precision-response.json",
-            n,
-            &doc,
-            "/threat_connect/indicator/id",
-        );
-        ours.document(&t, &l, &doc);
+    let production = options(p.production_tags, Some("90d"));
+    for (source, raw) in api_objects(&dir) {
+        let doc = (p.map)(&raw, &production).doc;
+        ours.document(&t, &label(source, &doc), &doc);
     }
-    let indicators: Vec<tc_sim::Indicator> = tc_sim::generate(
-        SIM_INDICATORS,
-        SIM_SEED,
-        9_007_199_254_740_993,
-        40,
-        sim_now(),
-    )
-    .into_iter()
-    .enumerate()
-    // Every tenth indicator with realistic-size blocks (`--rich-context`).
-    .map(|(i, ind)| ind.with_rich_context(i % 10 == 0))
-    .collect();
-    for i in 0..indicators.len() {
-        let doc =
-            threatconnect::ecs::map_indicator(&threatconnect_api_json(&indicators, i), &production)
-                .doc;
-        let l = label("simulator", i, &doc, "/threat_connect/indicator/id");
-        ours.document(&t, &l, &doc);
-    }
-
     let mut elastic = Findings::default();
-    for name in [
-        "test-indicator.log-expected.2x-derived.json",
-        "test-with-associated-groups-and-attributes.log-expected.json",
-    ] {
+    for name in p.expected {
         for (n, doc) in expected_documents(&dir, name).iter().enumerate() {
-            let l = label(name, n, doc, "/threat_connect/indicator/id");
-            elastic.document(&t, &l, doc);
+            elastic.document(&t, &label(format!("{name} #{n}"), doc), doc);
         }
     }
-    ours.report("ThreatConnect (ours)");
-    elastic.report("ThreatConnect (Elastic's expected documents)");
+    ours.report(&format!("{} (ours)", p.fixtures));
+    elastic.report(&format!("{} (Elastic's expected documents)", p.fixtures));
     assert!(ours.documents > SIM_INDICATORS && ours.leaves > 100_000);
-    assert_fit(&ours, &elastic, THREATCONNECT.same_as_elastic);
+    assert_fit(&ours, &elastic, p.stream.same_as_elastic);
+}
+
+#[test]
+fn threatconnect_documents_fit_the_template() {
+    let platform = Platform {
+        fixtures: "threatconnect",
+        stream: THREATCONNECT,
+        id_pointer: "/threat_connect/indicator/id",
+        inputs: &[
+            "test-indicator.log",
+            "test-with-associated-groups-and-attributes.log",
+        ],
+        harness_tags: &["preserve_original_event"],
+        expected: &[
+            "test-indicator.log-expected.2x-derived.json",
+            "test-with-associated-groups-and-attributes.log-expected.json",
+        ],
+        production_tags: &[
+            "forwarded",
+            "threatconnect-indicator",
+            "preserve_original_event",
+        ],
+        map: threatconnect::ecs::map_indicator,
+    };
+    assert_platform_fits(&platform, |dir| {
+        // The 2.1.1 precision test's API objects (ids above 2^53), as sent.
+        let name = "large-id-precision-response.json";
+        let response: Value = serde_json::from_str(&read_fixture(dir, name)).expect("JSON");
+        let large_ids = response["data"].as_array().expect("data").iter();
+        let mut objects: Vec<(String, String)> = large_ids
+            .enumerate()
+            .map(|(n, item)| (format!("{name} #{n}"), item.to_string()))
+            .collect();
+        let indicators: Vec<tc_sim::Indicator> = tc_sim::generate(
+            SIM_INDICATORS,
+            SIM_SEED,
+            9_007_199_254_740_993,
+            40,
+            sim_now(),
+        )
+        .into_iter()
+        .enumerate()
+        // Every tenth indicator with realistic-size blocks (`--rich-context`).
+        .map(|(i, ind)| ind.with_rich_context(i % 10 == 0))
+        .collect();
+        objects.extend((0..indicators.len()).map(|i| {
+            (
+                format!("simulator #{i}"),
+                threatconnect_api_json(&indicators, i),
+            )
+        }));
+        objects
+    });
 }
 
 #[test]
 fn threatq_documents_fit_the_template() {
-    let (Some(ecs), Some(dir)) = (ecs_types(), fixture_dir("threatq")) else {
-        return;
-    };
-    let t = Template::new(&ecs, &THREATQ);
-    let mut ours = Findings::default();
-    let harness = MapOptions {
-        ioc_expiration: None,
-        tags: vec![
-            "preserve_original_event".to_owned(),
-            "preserve_duplicate_custom_fields".to_owned(),
+    let platform = Platform {
+        fixtures: "threatq",
+        stream: THREATQ,
+        id_pointer: "/threatq/id",
+        inputs: &[
+            "test-threatq-sample-ndjson.log",
+            "test-threatq-no-preserve-ndjson.log",
         ],
+        harness_tags: &[
+            "preserve_original_event",
+            "preserve_duplicate_custom_fields",
+        ],
+        expected: &[
+            "test-threatq-sample-ndjson.log-expected.current-derived.json",
+            "test-threatq-no-preserve-ndjson.log-expected.current-derived.json",
+        ],
+        production_tags: &["forwarded", "threatq-threat", "preserve_original_event"],
+        map: threatq::ecs::map_indicator,
     };
-    for name in [
-        "test-threatq-sample-ndjson.log",
-        "test-threatq-no-preserve-ndjson.log",
-    ] {
-        for (n, line) in fixture_lines(&dir, name).iter().enumerate() {
-            let doc = threatq::ecs::map_indicator(line, &harness).doc;
-            let l = label(name, n, &doc, "/threatq/id");
-            ours.document(&t, &l, &doc);
-        }
-    }
-    let production =
-        production_options(&["forwarded", "threatq-threat", "preserve_original_event"]);
-    let indicators = tq_sim::generate(SIM_INDICATORS, SIM_SEED, 9_007_199_254_740_993, sim_now());
-    for (i, ind) in indicators.into_iter().enumerate() {
-        let ind = ind.with_rich_context(i % 10 == 0);
-        let doc = threatq::ecs::map_indicator(&threatq_api_json(&ind), &production).doc;
-        let l = label("simulator", i, &doc, "/threatq/id");
-        ours.document(&t, &l, &doc);
-    }
-
-    let mut elastic = Findings::default();
-    for name in [
-        "test-threatq-sample-ndjson.log-expected.current-derived.json",
-        "test-threatq-no-preserve-ndjson.log-expected.current-derived.json",
-    ] {
-        for (n, doc) in expected_documents(&dir, name).iter().enumerate() {
-            let l = label(name, n, doc, "/threatq/id");
-            elastic.document(&t, &l, doc);
-        }
-    }
-    ours.report("ThreatQ (ours)");
-    elastic.report("ThreatQ (Elastic's expected documents)");
-    assert!(ours.documents > SIM_INDICATORS && ours.leaves > 100_000);
-    assert_fit(&ours, &elastic, THREATQ.same_as_elastic);
+    assert_platform_fits(&platform, |_| {
+        tq_sim::generate(SIM_INDICATORS, SIM_SEED, 9_007_199_254_740_993, sim_now())
+            .into_iter()
+            .enumerate()
+            .map(|(i, ind)| {
+                let ind = ind.with_rich_context(i % 10 == 0);
+                (format!("simulator #{i}"), threatq_api_json(&ind))
+            })
+            .collect()
+    });
 }
 
 #[test]
