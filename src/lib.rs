@@ -10,8 +10,10 @@ pub mod agent;
 pub mod backoff;
 pub mod config;
 pub mod console;
+#[cfg(feature = "harness")]
 pub mod demo;
 pub mod fsutil;
+#[cfg(feature = "harness")]
 pub mod host;
 pub mod http;
 pub mod ingest;
@@ -21,6 +23,7 @@ pub mod poll;
 pub mod redact;
 pub mod runner;
 pub mod signal;
+#[cfg(feature = "harness")]
 pub mod sim;
 pub mod sink;
 pub mod source;

@@ -72,10 +72,12 @@ enum Command {
         tags: Vec<String>,
     },
     /// Run a vendor API simulator.
+    #[cfg(feature = "harness")]
     Simulate {
         #[command(subcommand)]
         platform: SimPlatform,
     },
+    #[cfg(feature = "harness")]
     /// A small Elastic Agent: spawns `ti-sidecar agent`, serves CheckinV2/Actions over mTLS and
     /// an OTLP logs receiver, and writes received events as NDJSON.
     Host {
@@ -112,6 +114,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    #[cfg(feature = "harness")]
     /// Both simulators, the host harness and `ti-sidecar agent` on loopback: shows unit states
     /// and progress, writes `demo-events.ndjson` and prints a summary once both have caught up.
     Demo {
@@ -157,6 +160,7 @@ fn platform_parser() -> impl clap::builder::TypedValueParser<Value = PlatformInf
     )
 }
 
+#[cfg(feature = "harness")]
 #[derive(Debug, Subcommand)]
 enum SimPlatform {
     /// A faithful fake ThreatConnect V3 API.
@@ -183,11 +187,16 @@ fn main() -> ExitCode {
     }
     // `run` and `demo` show a live display when stderr is a terminal; logs then go to the
     // log file, and only warnings reach the terminal.
-    let console = matches!(cli.command, Command::Run { .. } | Command::Demo { .. })
+    #[cfg(feature = "harness")]
+    let demo = matches!(cli.command, Command::Demo { .. });
+    #[cfg(not(feature = "harness"))]
+    let demo = false;
+    let console = (demo || matches!(cli.command, Command::Run { .. }))
         && ti_sidecar::console::stderr_is_terminal();
-    let log_file = cli.log_file.clone().or_else(|| {
-        (console && matches!(cli.command, Command::Demo { .. })).then(|| PathBuf::from("demo.log"))
-    });
+    let log_file = cli
+        .log_file
+        .clone()
+        .or_else(|| (console && demo).then(|| PathBuf::from("demo.log")));
     let targets = ti_sidecar::telemetry::LogTargets {
         level: &cli.log_level,
         file: log_file.as_deref(),
@@ -269,7 +278,7 @@ fn agent(args: &[String], log_level: &str) -> ExitCode {
 async fn dispatch(
     command: Command,
     console: Option<std::sync::Arc<ti_sidecar::console::Console>>,
-    log_file: Option<PathBuf>,
+    #[cfg_attr(not(feature = "harness"), allow(unused_variables))] log_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     match command {
         Command::Agent { .. } => Ok(ExitCode::from(2)),
@@ -318,6 +327,7 @@ async fn dispatch(
             ioc_expiration_duration,
             tags,
         } => map(source, preserve_original, ioc_expiration_duration, tags),
+        #[cfg(feature = "harness")]
         Command::Simulate { platform } => match platform {
             SimPlatform::Threatconnect(args) => {
                 ti_sidecar::sim::threatconnect::run(args).await?;
@@ -328,6 +338,7 @@ async fn dispatch(
                 Ok(ExitCode::SUCCESS)
             }
         },
+        #[cfg(feature = "harness")]
         Command::Host {
             policy,
             events,
@@ -357,6 +368,7 @@ async fn dispatch(
                 Err(e) => Err(e.into()),
             }
         }
+        #[cfg(feature = "harness")]
         Command::Demo { indicators, events } => {
             // The host launches this very binary in agent mode, as Elastic Agent would.
             let component = std::env::current_exe().context("locating this binary")?;
@@ -423,6 +435,7 @@ fn state(action: StateAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "harness")]
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
