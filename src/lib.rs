@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "harness")]
 pub mod demo;
+pub mod error;
 pub mod fsutil;
 #[cfg(feature = "harness")]
 pub mod host;

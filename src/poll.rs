@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::StreamIdentity;
 use crate::config::size::MIB;
-use crate::http::ErrorKind;
+use crate::error::{Classify as _, ErrorKind};
 use crate::ingest::EcsEvent;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use ti_sidecar::error::Classify as _;
 use ti_sidecar::source::registry::StreamSettings as _;
 
 use ti_sidecar::config::fields::FieldReader;

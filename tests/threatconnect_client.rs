@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use ti_sidecar::error::Classify as _;
 
 use secrecy::SecretString;
 use ti_sidecar::config::{HttpConfig, IocExpiration, SslConfig};

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use ti_sidecar::error::Classify as _;
 use ti_sidecar::source::registry::StreamSettings as _;
 
 use ti_sidecar::config::fields::FieldReader;

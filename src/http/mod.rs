@@ -62,14 +62,7 @@ pub enum HttpBuildError {
     },
 }
 
-/// What a failed request means for the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Transient: try again later.
-    Retry,
-    /// The input cannot run (bad credentials, bad request): stop and report.
-    Fail,
-}
+pub use crate::error::{Classify, ErrorKind};
 
 /// A request that did not produce a 2xx response, after the retries allowed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -131,9 +124,9 @@ pub enum HttpError {
     },
 }
 
-impl HttpError {
+impl Classify for HttpError {
     /// Retry later, or fail the input.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::Unauthorized { .. } | Self::Client { .. } | Self::Redirect { .. } => {
                 ErrorKind::Fail
@@ -144,7 +137,9 @@ impl HttpError {
             | Self::TooLarge { .. } => ErrorKind::Retry,
         }
     }
+}
 
+impl HttpError {
     /// The HTTP status, when there was a response.
     pub fn status(&self) -> Option<u16> {
         match self {

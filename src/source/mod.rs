@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::http::{ErrorKind, HttpError};
+use crate::http::{Classify, ErrorKind, HttpError};
 use crate::ingest::EcsEvent;
 use crate::redact::Secrets;
 
@@ -276,9 +276,11 @@ impl FetchError {
             },
         }
     }
+}
 
+impl Classify for FetchError {
     /// Retry later, or fail the input.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::Http(e) => e.kind(),
             Self::InvalidResponse { .. } | Self::TokenRefused { .. } => ErrorKind::Retry,

@@ -635,10 +635,9 @@ impl ThreatConnectSource {
             }
             Err(e) => {
                 // A fatal refusal (credentials) wins over a transient failure.
-                let keep = fetches
-                    .failed
-                    .as_ref()
-                    .is_some_and(|kept| kept.kind() == crate::http::ErrorKind::Fail);
+                let keep = fetches.failed.as_ref().is_some_and(|kept| {
+                    crate::error::Classify::kind(kept) == crate::error::ErrorKind::Fail
+                });
                 if !keep {
                     fetches.failed = Some(e);
                 }
