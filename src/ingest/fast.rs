@@ -23,7 +23,7 @@ use serde_json::{Map, Number, Value};
 use sha1::{Digest, Sha1};
 
 use super::{
-    format_date, java_double_to_string, parse_iso8601, parse_java_double, parse_java_long,
+    Node, format_date, java_double_to_string, parse_iso8601, parse_java_double, parse_java_long,
 };
 
 /// A JSON string, borrowed from the input when it needs no unescaping. Any other JSON type is a
@@ -358,11 +358,11 @@ pub fn fingerprint_strs(fields: &[Option<&str>]) -> Option<String> {
 /// Appends a rendered string to a `related.*`-style list unless already present (ES `append`
 /// without duplicates). Empty strings are skipped: the pipeline appends them too, but its final
 /// cleaner removes them again.
-pub fn append_unique(list: &mut Vec<Value>, s: &str) {
+pub fn append_unique(list: &mut Vec<Node>, s: &str) {
     if s.is_empty() || list.iter().any(|v| v.as_str() == Some(s)) {
         return;
     }
-    list.push(Value::String(s.to_owned()));
+    list.push(Node::Str(s.to_owned()));
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::Mutex;
 
@@ -135,7 +134,7 @@ pub struct Line<'a> {
     metadata: Metadata<'a>,
     data_stream: DataStream<'a>,
     #[serde(flatten)]
-    doc: &'a Map<String, Value>,
+    doc: &'a crate::ingest::Document,
 }
 
 /// The line for one event of `batch`.
@@ -177,7 +176,7 @@ impl Sink for NdjsonSink {
     fn encode(&self, batch: Batch<'_>) -> Vec<u8> {
         let mut buf = Vec::with_capacity(batch.events.len() * 2048);
         for event in &batch.events {
-            // Serialising a Map of JSON values cannot fail.
+            // Serialising a document of JSON values cannot fail.
             if serde_json::to_writer(&mut buf, &render(&batch, event)).is_ok() {
                 buf.push(b'\n');
             }
