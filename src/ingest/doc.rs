@@ -273,10 +273,13 @@ impl Object {
     /// key, one per key (the last inserted), null and `""` dropped, and lists and objects that
     /// are or become empty dropped, recursively. Returns whether the object is then empty.
     pub fn finish(&mut self) -> bool {
-        let sorted = self.entries.windows(2).all(|w| w[0].0 < w[1].0);
+        let sorted = self
+            .entries
+            .windows(2)
+            .all(|w| key_order(&w[0].0, &w[1].0).is_lt());
         if !sorted {
             // Stable, so among equal keys the last inserted stays last.
-            self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+            self.entries.sort_by(|a, b| key_order(&a.0, &b.0));
             self.entries.dedup_by(|later, kept| {
                 if later.0 == kept.0 {
                     std::mem::swap(&mut later.1, &mut kept.1);
@@ -302,6 +305,18 @@ impl Object {
             .map(|(k, v)| (k.into_owned(), v.into_value()))
             .collect()
     }
+}
+
+/// `BTreeMap<String, _>`'s key order (bytewise), compared inline: keys are short and mostly
+/// differ in their first bytes, where a `memcmp` call costs more than the comparison.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 impl IntoIterator for Object {
@@ -382,7 +397,7 @@ impl Document {
                 m.insert(key.to_owned(), value);
             }
             // A finished object stays sorted: insert in place.
-            Document::Built(o) => match o.entries.binary_search_by(|(k, _)| k.as_ref().cmp(key)) {
+            Document::Built(o) => match o.entries.binary_search_by(|(k, _)| key_order(k, key)) {
                 Ok(i) => o.entries[i].1 = Node::Value(value),
                 Err(i) => o
                     .entries

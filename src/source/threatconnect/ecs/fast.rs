@@ -17,16 +17,13 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::reference::{associated_key_name, confidence_band, parse_zoned};
 use crate::ingest::fast::{
-    Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once, put,
+    Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once,
 };
 use crate::ingest::{self, ConvertType, DateFormat, Document, EcsEvent, MapOptions, Node, Object};
-
-/// An object as the vendor sent it (associated indicators are renamed and converted in place).
-type ValueMap = Map<String, Value>;
 
 /// Maps `raw` like the reference engine, or `None` when the indicator needs the reference.
 pub(super) fn map(raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
@@ -62,7 +59,7 @@ fn unknown_key<'de, A: MapAccess<'de>>(
             if rest.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("repeated key [{}]", &*key)));
             }
-            let value = map.next_value::<Value>()?;
+            let value = map.next_value_seed(Without(&[]))?;
             rest.insert(key.0.into_owned(), value);
             Ok(())
         }
@@ -339,7 +336,7 @@ object! {
 /// A group's `attributes` (D47/D48): `Some(list)` when it has a `data` key (null → `None`
 /// inside), each object element without the keys D48 removes. An object without `data` but
 /// with other keys becomes a one-element list upstream; that is refused.
-struct GroupAttributes(Option<Vec<Value>>);
+struct GroupAttributes(Option<Vec<Node>>);
 
 impl<'de> de::Deserialize<'de> for GroupAttributes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -350,7 +347,7 @@ impl<'de> de::Deserialize<'de> for GroupAttributes {
                 f.write_str("group attributes")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut data: Option<Option<Vec<Value>>> = None;
+                let mut data: Option<Option<Vec<Node>>> = None;
                 let mut other = false;
                 while let Some(key) = map.next_key::<Str<'de>>()? {
                     if &*key == "data" {
@@ -457,10 +454,10 @@ object! {
 /// One associated indicator after E1's recursive key rename.
 struct AssociatedIndicator {
     /// Keys kept (after E1's renames).
-    rest: ValueMap,
+    rest: Object,
     /// The values of the keys E2–E27 move or drop ([`ASSOCIATED_MOVED`]), decoded aside so their
     /// names are never allocated.
-    moved: Vec<(&'static str, Value)>,
+    moved: Vec<(&'static str, Node)>,
 }
 
 /// Keys of an associated indicator that E2–E27 move or remove (none of them is renamed by E1).
@@ -486,7 +483,7 @@ const ASSOCIATED_MOVED: &[&str] = &[
 
 impl AssociatedIndicator {
     /// Takes the value of a moved key.
-    fn take(&mut self, key: &str) -> Option<Value> {
+    fn take(&mut self, key: &str) -> Option<Node> {
         let i = self.moved.iter().position(|(k, _)| *k == key)?;
         Some(self.moved.swap_remove(i).1)
     }
@@ -502,7 +499,7 @@ impl<'de> de::Deserialize<'de> for AssociatedIndicator {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut item = AssociatedIndicator {
-                    rest: ValueMap::new(),
+                    rest: Object::new(),
                     moved: Vec::with_capacity(ASSOCIATED_MOVED.len()),
                 };
                 while let Some(key) = map.next_key::<Str<'de>>()? {
@@ -536,39 +533,39 @@ enum Renamed {
 }
 
 impl<'de> DeserializeSeed<'de> for Renamed {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Renamed {
-    type Value = Value;
+    type Value = Node;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
         Without(&[]).visit_bool(v)
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
         Without(&[]).visit_i64(v)
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
         Without(&[]).visit_u64(v)
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
         Without(&[]).visit_f64(v)
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
         Without(&[]).visit_str(v)
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
         Without(&[]).visit_string(v)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
         Without(&[]).visit_unit()
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Node, A::Error> {
         match self {
             Renamed::Member => {
                 let mut seq = seq;
@@ -576,19 +573,19 @@ impl<'de> Visitor<'de> for Renamed {
                 while let Some(v) = seq.next_element_seed(Renamed::Element)? {
                     list.push(v);
                 }
-                Ok(Value::Array(list))
+                Ok(Node::Array(list))
             }
             Renamed::Element => Without(&[]).visit_seq(seq),
         }
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        renamed_map(map).map(Value::Object)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
+        renamed_map(map).map(Node::Object)
     }
 }
 
 /// An object with E1's key renames; a collision (or a repeated key) is refused.
-fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<ValueMap, A::Error> {
-    let mut out = ValueMap::new();
+fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Object, A::Error> {
+    let mut out = Object::new();
     while let Some(key) = map.next_key::<Str<'de>>()? {
         renamed_entry(&mut map, &mut out, &key)?;
     }
@@ -598,18 +595,20 @@ fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<ValueMap, A::Error>
 /// Decodes the value of `key` and stores it under its E1 name.
 fn renamed_entry<'de, A: MapAccess<'de>>(
     map: &mut A,
-    out: &mut ValueMap,
+    out: &mut Object,
     key: &str,
 ) -> Result<(), A::Error> {
-    {
-        let value = map.next_value_seed(Renamed::Member)?;
-        let scalar = !value.is_object() && !value.is_array();
-        let renamed = match key {
-            "location" if scalar => "location_value",
-            other => associated_key_name(other),
-        };
-        put(out, renamed, value)
+    let value = map.next_value_seed(Renamed::Member)?;
+    let scalar = !matches!(value, Node::Object(_) | Node::Array(_));
+    let renamed = match key {
+        "location" if scalar => "location_value",
+        other => associated_key_name(other),
+    };
+    if out.contains_key(renamed) {
+        return Err(de::Error::custom(format_args!("repeated key [{renamed}]")));
     }
+    out.insert(renamed.to_owned(), value);
+    Ok(())
 }
 
 /// The creator names of a group or attribute: first, last, user name.
@@ -742,13 +741,18 @@ fn element_date(text: Option<&Str<'_>>) -> Option<String> {
     text.and_then(|s| iso8601_date(s))
 }
 
-/// An element `date` over a parsed value (associated indicators).
-fn value_date(v: &Value) -> Option<String> {
+/// An element `date` over a decoded value (associated indicators).
+fn value_date(v: Node) -> Option<String> {
     match v {
-        Value::Null => None,
-        Value::String(s) => iso8601_date(s),
-        other => ingest::date(other, &[DateFormat::Iso8601]).ok(),
+        Node::Null => None,
+        Node::Str(s) => iso8601_date(&s),
+        other => ingest::date(&other.into_value(), &[DateFormat::Iso8601]).ok(),
     }
+}
+
+/// ES `convert` of a decoded value, when it succeeds.
+fn convert(v: Node, to: ConvertType) -> Option<Node> {
+    ingest::convert(&v.into_value(), to).ok().map(Node::Value)
 }
 
 /// `tci.type instanceof String && tci.type.contains(needle)`.
@@ -892,7 +896,7 @@ impl Group<'_> {
         if let Some(GroupAttributes(Some(list))) = self.attributes
             && !list.is_empty()
         {
-            g.insert("attributes", Value::Array(list));
+            g.insert("attributes", list);
         }
         Some(g)
     }
@@ -965,8 +969,8 @@ const ASSOCIATED_TARGETS: &[&str] = &[
 /// E2–E27 on one (renamed) associated indicator.
 fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
     use ConvertType::{Boolean, Double, Ip, Long, String};
-    let m = &mut item.rest;
-    if ASSOCIATED_TARGETS.iter().any(|k| m.contains_key(*k)) {
+    let mut out = std::mem::take(&mut item.rest);
+    if ASSOCIATED_TARGETS.iter().any(|k| out.contains_key(k)) {
         return None;
     }
     for (key, ty) in [
@@ -976,18 +980,14 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
         ("ip", Ip),
         ("rating", Double),
     ] {
-        if let Some(v) = m.get_mut(key).filter(|v| !v.is_null()) {
-            *v = ingest::convert(v, ty).ok()?;
+        if let Some(v) = out.get_mut(key).filter(|v| !matches!(v, Node::Null)) {
+            *v = convert(std::mem::replace(v, Node::Null), ty)?;
         }
-    }
-    let mut out = Object::with_capacity(m.len() + 8);
-    for (k, v) in std::mem::take(m) {
-        out.insert(k, v);
     }
     let mut active = Object::new();
     for (from, to) in [("active", "value"), ("activeLocked", "locked")] {
-        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
-            active.insert(to, ingest::convert(&v, Boolean).ok()?);
+        if let Some(v) = item.take(from).filter(|v| !matches!(v, Node::Null)) {
+            active.insert(to, convert(v, Boolean)?);
         }
     }
     for (from, to) in [
@@ -995,13 +995,13 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
         ("privateFlag", "private_flag"),
         ("whoisActive", "whois_active"),
     ] {
-        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
-            out.insert(to, ingest::convert(&v, Boolean).ok()?);
+        if let Some(v) = item.take(from).filter(|v| !matches!(v, Node::Null)) {
+            out.insert(to, convert(v, Boolean)?);
         }
     }
     let mut owner = Object::new();
-    if let Some(v) = item.take("ownerId").filter(|v| !v.is_null()) {
-        owner.insert("id", ingest::convert(&v, String).ok()?);
+    if let Some(v) = item.take("ownerId").filter(|v| !matches!(v, Node::Null)) {
+        owner.insert("id", convert(v, String)?);
     }
     if let Some(v) = item.take("ownerName") {
         owner.insert("name", v);
@@ -1012,7 +1012,7 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
         ("lastModified", "last_modified"),
         ("lastSeen", "last_seen"),
     ] {
-        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
+        if let Some(d) = item.take(from).and_then(value_date) {
             out.insert(to, d);
         }
     }
@@ -1021,15 +1021,11 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
         ("externalDateAdded", "added"),
         ("externalDateExpires", "expires"),
     ] {
-        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
+        if let Some(d) = item.take(from).and_then(value_date) {
             external.nested("date", key, d);
         }
     }
-    if let Some(d) = item
-        .take("externalLastModified")
-        .as_ref()
-        .and_then(value_date)
-    {
+    if let Some(d) = item.take("externalLastModified").and_then(value_date) {
         external.insert("last_modified", d);
     }
     if let Some(v) = item.take("Block") {
@@ -1114,7 +1110,12 @@ impl Tag<'_> {
 
 impl<'a> Indicator<'a> {
     fn into_event(mut self, raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
-        let mut o = Out::default();
+        let mut o = Out {
+            // About what a full indicator fills, so the entries are not moved while growing.
+            tci: Object::with_capacity(48),
+            ti: Object::with_capacity(16),
+            ..Out::default()
+        };
         let id = fingerprint_strs(&[self.last_modified.as_deref(), self.summary.as_deref()]);
 
         // §5 B1–B3.
