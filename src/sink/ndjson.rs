@@ -218,6 +218,43 @@ mod tests {
         (std::fs::read(&path).unwrap(), dir)
     }
 
+    /// A line of a fast-path document is byte for byte the line of the same document as a map:
+    /// `@metadata`, `data_stream`, then the document's keys in order.
+    #[test]
+    fn built_documents_render_the_same_line_as_maps() {
+        use crate::ingest::{Document, MapOptions};
+        let raw = r#"{"id":7,"type":"Address","ip":"10.0.0.1","summary":"10.0.0.1","lastModified":"2023-12-01T08:26:48Z","description":""}"#;
+        let built = crate::source::threatconnect::ecs::map_indicator(raw, &MapOptions::default());
+        assert!(
+            matches!(built.doc, Document::Built(_)),
+            "fast path expected"
+        );
+        let mut as_map = built.clone();
+        as_map.doc = Document::Map(as_map.doc.into_map());
+        let stream = crate::config::StreamIdentity {
+            id: "s1".into(),
+            dataset: "ti_threatconnect.indicator".into(),
+            namespace: "default".into(),
+        };
+        let batch = Batch {
+            input_id: "in",
+            stream: &stream,
+            events: vec![built, as_map],
+        };
+        let lines: Vec<String> = batch
+            .events
+            .iter()
+            .map(|e| serde_json::to_string(&render(&batch, e)).unwrap_or_default())
+            .collect();
+        assert_eq!(lines[0], lines[1]);
+        assert!(
+            lines[0].starts_with(r#"{"@metadata":{"_id":"#),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains(r#""data_stream":{"type":"logs","dataset":"ti_threatconnect.indicator","namespace":"default"},"@timestamp":"#));
+    }
+
     #[test]
     fn a_partial_last_line_is_cut_before_appending() {
         let (kept, _d) = reopened(b"{\"a\":1}\n{\"b\":2}\n{\"c\":\"Credential Acc");
