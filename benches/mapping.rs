@@ -3,9 +3,12 @@
 //! `ecs_map` runs `map_indicator` over a realistic mix (the upstream fixture lines plus
 //! synthetic variants); `serde_json_roundtrip` parses and re-serialises the same texts, the
 //! floor any JSON-to-JSON mapper pays, so the ratio shows what the pipeline logic itself costs.
+//! `ecs_map_serialised` maps and also serialises the document to JSON bytes, as a sink does:
+//! that is the like-for-like comparison with the round trip, which serialises too.
 //! `threatconnect_full` does the same over indicators that carry every optional block; after
-//! each ThreatConnect group a line `…: ecs_map X k/s, serde_json_roundtrip Y k/s, ratio Z×` is
-//! printed, with the same figures for the reference (processor-by-processor) engine alone.
+//! each group a line `…: ecs_map X k/s, serde_json_roundtrip Y k/s, ratio Z×, map+serialise
+//! W k/s, ratio V×` is printed, with the same figures for the reference
+//! (processor-by-processor) engine alone.
 
 /// The binary's allocator, so that the numbers are the product's (and the round trip gets the
 /// same allocator as the mapping).
@@ -20,6 +23,7 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use ti_sidecar::config::IocExpiration;
+use ti_sidecar::ingest::EcsEvent;
 use ti_sidecar::source::threatconnect::ecs::{
     MapOptions, map_indicator, map_indicator_fast, map_indicator_reference,
 };
@@ -179,32 +183,53 @@ fn rate(texts: &[String], secs: f64, mut f: impl FnMut(&str)) -> f64 {
     per_sec
 }
 
+/// The mapped document's JSON bytes, as the sinks produce them.
+fn serialised(event: &EcsEvent) -> Vec<u8> {
+    serde_json::to_vec(&event.doc).unwrap_or_default()
+}
+
+/// One platform's mapping entry points, for [`print_ratio`].
+struct Mapper<'a> {
+    map: &'a dyn Fn(&str) -> EcsEvent,
+    reference: &'a dyn Fn(&str) -> EcsEvent,
+    takes_fast_path: &'a dyn Fn(&str) -> bool,
+}
+
 /// Prints the mapping rate next to the `Value` round trip (parse + `to_string`) of the same
-/// texts: the ratio is what the brief's target (≥ 1.0×) is stated in.
-fn print_ratio(label: &str, texts: &[String], opts: &MapOptions) {
+/// texts: the ratio is what the brief's target (≥ 1.0×) is stated in. `map+serialise` also
+/// pays for the document's bytes, like the round trip does.
+fn print_ratio(label: &str, texts: &[String], m: &Mapper<'_>) {
     let map = rate(texts, 2.0, |raw| {
-        black_box(map_indicator(raw, opts));
+        black_box((m.map)(raw));
     });
     let trip = rate(texts, 2.0, |raw| {
         black_box(roundtrip(raw));
     });
-    let reference = rate(texts, 2.0, |raw| {
-        black_box(map_indicator_reference(raw, opts));
+    let map_serialised = rate(texts, 2.0, |raw| {
+        black_box(serialised(&(m.map)(raw)));
     });
-    let fast = texts
-        .iter()
-        .filter(|raw| map_indicator_fast(raw, opts).is_some())
-        .count();
+    let reference = rate(texts, 2.0, |raw| {
+        black_box((m.reference)(raw));
+    });
+    let fast = texts.iter().filter(|raw| (m.takes_fast_path)(raw)).count();
     println!(
-        "{label}: ecs_map {:.1} k/s, serde_json_roundtrip {:.1} k/s, ratio {:.2}x \
+        "{label}: ecs_map {:.1} k/s, serde_json_roundtrip {:.1} k/s, ratio {:.2}x, \
+         map+serialise {:.1} k/s, ratio {:.2}x \
          (reference engine alone {:.1} k/s, ratio {:.2}x; fast path took {fast} of {} texts)",
         map / 1e3,
         trip / 1e3,
         map / trip,
+        map_serialised / 1e3,
+        map_serialised / trip,
         reference / 1e3,
         reference / trip,
         texts.len()
     );
+}
+
+/// Whether the ratio lines run (under `--profile-time` only the selected function should).
+fn print_ratios() -> bool {
+    !std::env::args().any(|a| a == "--profile-time")
 }
 
 fn tc_group(c: &mut Criterion, name: &str, indicators: &[String]) {
@@ -219,6 +244,13 @@ fn tc_group(c: &mut Criterion, name: &str, indicators: &[String]) {
             }
         });
     });
+    group.bench_function("ecs_map_serialised", |b| {
+        b.iter(|| {
+            for raw in indicators {
+                black_box(serialised(&map_indicator(black_box(raw), &opts)));
+            }
+        });
+    });
     group.bench_function("serde_json_roundtrip", |b| {
         b.iter(|| {
             for raw in indicators {
@@ -227,9 +259,13 @@ fn tc_group(c: &mut Criterion, name: &str, indicators: &[String]) {
         });
     });
     group.finish();
-    // Under `--profile-time` only the selected function should run.
-    if !std::env::args().any(|a| a == "--profile-time") {
-        print_ratio(name, indicators, &opts);
+    if print_ratios() {
+        let mapper = Mapper {
+            map: &|raw| map_indicator(raw, &opts),
+            reference: &|raw| map_indicator_reference(raw, &opts),
+            takes_fast_path: &|raw| map_indicator_fast(raw, &opts).is_some(),
+        };
+        print_ratio(name, indicators, &mapper);
     }
 }
 
@@ -326,15 +362,29 @@ fn bench_threatq(c: &mut Criterion) {
             }
         });
     });
+    group.bench_function("ecs_map_serialised", |b| {
+        b.iter(|| {
+            for raw in &indicators {
+                black_box(serialised(&tq::map_indicator(black_box(raw), &opts)));
+            }
+        });
+    });
     group.bench_function("serde_json_roundtrip", |b| {
         b.iter(|| {
             for raw in &indicators {
-                let v: Value = serde_json::from_str(black_box(raw)).unwrap_or(Value::Null);
-                black_box(serde_json::to_string(&v).unwrap_or_default());
+                black_box(roundtrip(black_box(raw)));
             }
         });
     });
     group.finish();
+    if print_ratios() {
+        let mapper = Mapper {
+            map: &|raw| tq::map_indicator(raw, &opts),
+            reference: &|raw| tq::reference::map_indicator(raw, &opts),
+            takes_fast_path: &|raw| tq::takes_fast_path(raw, &opts),
+        };
+        print_ratio("threatq", &indicators, &mapper);
+    }
 }
 
 criterion_group!(benches, bench, bench_threatq);

@@ -522,7 +522,7 @@ fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync), out:
         let mut event = mapper(&line.text);
         if line.invalid_utf8 > 0 {
             ti_sidecar::ingest::push_error_message(
-                &mut event.doc,
+                event.doc.make_map(),
                 format!(
                     "line {} is not valid UTF-8: {} invalid byte sequence(s) were replaced with \
                      U+FFFD",
@@ -530,7 +530,7 @@ fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync), out:
                 ),
             );
         }
-        // Serialising a Map of JSON values cannot fail.
+        // Serialising a document of JSON values cannot fail.
         if serde_json::to_writer(&mut *out, &event.doc).is_ok() {
             out.push(b'\n');
         }

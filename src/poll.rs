@@ -669,16 +669,12 @@ fn with_agent_timestamp(mut event: EcsEvent, now: chrono::DateTime<chrono::Utc>)
         let text = now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
         event
             .doc
-            .insert("@timestamp".into(), serde_json::Value::from(text));
+            .insert("@timestamp", serde_json::Value::from(text));
         event.timestamp = Some(now);
     }
     event
 }
 
 fn has_error(event: &EcsEvent) -> bool {
-    event
-        .doc
-        .get("error")
-        .and_then(|e| e.get("message"))
-        .is_some()
+    event.doc.contains_path(&["error", "message"])
 }

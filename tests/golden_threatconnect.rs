@@ -21,7 +21,7 @@ fn harness_opts() -> MapOptions {
 }
 
 fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
-    map_indicator(&v.to_string(), opts).doc
+    map_indicator(&v.to_string(), opts).doc.into_map()
 }
 
 fn golden(log: &str, expected: &str) {
@@ -38,7 +38,7 @@ fn golden(log: &str, expected: &str) {
     let got: Vec<Value> = input
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|l| Value::Object(map_indicator(l, &harness_opts()).doc))
+        .map(|l| Value::Object(map_indicator(l, &harness_opts()).doc.into_map()))
         .collect();
     assert_eq!(want.len(), got.len(), "{log}: number of documents");
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
@@ -118,7 +118,7 @@ fn sample_event_pipeline_parts_match() {
         tags: vec!["preserve_original_event".to_owned()],
     };
     let ev = map_indicator(raw, &opts);
-    let mut got = Value::Object(ev.doc);
+    let mut got = Value::Object(ev.doc.into_map());
     // The sample predates 1.3.0 (threat.technique.name) and carries agent/Fleet fields.
     if let Some(t) = got
         .pointer_mut("/threat/technique")
@@ -191,7 +191,7 @@ fn large_ids_stay_exact() {
     );
     // Also through the raw text path, where the id is never a float.
     let raw = r#"{"id":9007199254918489,"summary":"x"}"#;
-    let d = map_indicator(raw, &MapOptions::default()).doc;
+    let d = map_indicator(raw, &MapOptions::default()).doc.into_map();
     assert_eq!(
         d["threat_connect"]["indicator"]["id"],
         json!("9007199254918489")
@@ -202,7 +202,7 @@ fn large_ids_stay_exact() {
 fn malformed_json_line_yields_error_document() {
     let raw = "{\"id\": 1, \"summary\": ";
     let ev = map_indicator(raw, &harness_opts());
-    let d = Value::Object(ev.doc);
+    let d = Value::Object(ev.doc.into_map());
     assert_eq!(d["event"]["original"], json!(raw));
     assert_eq!(d["event"]["kind"], json!(["enrichment", "pipeline_error"]));
     assert_eq!(d["tags"], json!(["preserve_original_event"]));
@@ -224,7 +224,7 @@ fn malformed_json_line_yields_error_document() {
 #[test]
 fn non_object_json_fails_the_pipeline() {
     let ev = map_indicator("[1,2]", &MapOptions::default());
-    let d = Value::Object(ev.doc);
+    let d = Value::Object(ev.doc.into_map());
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));
     assert_eq!(d["json"], json!([1, 2]));
     assert_eq!(d["tags"], json!(["preserve_original_event"]));
@@ -380,7 +380,7 @@ fn expiration_deleted_at_example() {
         tags: Vec::new(),
     };
     let ev = map_indicator(&raw.to_string(), &opts);
-    let tci = &ev.doc["threat_connect"]["indicator"];
+    let tci = &ev.doc.to_map()["threat_connect"]["indicator"];
     assert_eq!(tci["deleted_at"], json!("2024-03-04T06:38:53.000Z"));
     assert_eq!(tci["expiration_duration"], json!("90d"));
     assert!(!ev.doc.contains_key("_conf"));
@@ -390,7 +390,7 @@ fn expiration_deleted_at_example() {
     );
     // Leap year: 2023-12-01 + 90d = 2024-02-29.
     let raw = json!({"lastModified": "2023-12-01T08:26:48Z"});
-    let d = map_indicator(&raw.to_string(), &opts).doc;
+    let d = map_indicator(&raw.to_string(), &opts).doc.into_map();
     assert_eq!(
         d["threat_connect"]["indicator"]["deleted_at"],
         json!("2024-02-29T08:26:48.000Z")
@@ -411,7 +411,7 @@ fn pipeline_level_failure_keeps_partial_document() {
         "associatedIndicators": {"data": [{"id": 1}]}
     });
     let ev = map_indicator(&raw.to_string(), &harness_opts());
-    let d = Value::Object(ev.doc);
+    let d = Value::Object(ev.doc.into_map());
     // Processing stopped: `event.kind` is the scalar, the scratch `json` is still there
     // (with the fields not yet moved), and the cleaner did not run (E16's "" placeholder stays).
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));

@@ -33,7 +33,7 @@ fn with_expiration(d: &str) -> MapOptions {
 }
 
 fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
-    map_indicator(&v.to_string(), opts).doc
+    map_indicator(&v.to_string(), opts).doc.into_map()
 }
 
 fn golden(log: &str, expected: &str) {
@@ -51,7 +51,7 @@ fn golden(log: &str, expected: &str) {
     let got: Vec<Value> = input
         .split('\n')
         .filter(|l| !l.is_empty())
-        .map(|l| Value::Object(map_indicator(l, &harness_opts()).doc))
+        .map(|l| Value::Object(map_indicator(l, &harness_opts()).doc.into_map()))
         .collect();
     assert_eq!(want.len(), got.len(), "{log}: number of documents");
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
@@ -94,7 +94,7 @@ fn sample_event_pipeline_parts_match() {
         ],
     };
     let ev = map_indicator(raw, &opts);
-    let mut got = Value::Object(ev.doc);
+    let mut got = Value::Object(ev.doc.into_map());
     let mut want = sample.clone();
     // Agent/Fleet fields (fixtures README) are not pipeline output.
     if let Some(m) = want.as_object_mut() {
@@ -171,7 +171,7 @@ fn expiration_from_status_expired_deviation() {
     ] {
         let raw = json!({"updated_at": "2020-11-15 00:00:02", "status": status});
         let ev = map_indicator(&raw.to_string(), &with_expiration("90d"));
-        let d = &ev.doc;
+        let d = &ev.doc.to_map();
         assert_eq!(d["@timestamp"], json!("2020-11-15T00:00:02.000Z"));
         assert_eq!(d["threatq"]["ioc_expired_at"], d["@timestamp"]);
         assert_eq!(
@@ -192,13 +192,13 @@ fn expiration_status_expired_without_updated_at_uses_now() {
         &with_expiration("90d"),
     );
     let after = chrono::Utc::now();
-    let at = ev.doc["threatq"]["ioc_expired_at"]
+    let at = ev.doc.to_map()["threatq"]["ioc_expired_at"]
         .as_str()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&chrono::Utc))
         .expect("ioc_expired_at");
     assert!(at >= before - chrono::Duration::milliseconds(1) && at <= after);
-    assert!(ev.doc.get("error").is_none());
+    assert!(!ev.doc.contains_key("error"));
     assert_eq!(ev.timestamp, None);
 }
 
@@ -268,7 +268,7 @@ fn expiration_without_updated_at_is_a_script_error() {
 fn malformed_json_line_yields_error_document() {
     let raw = "{\"id\": 336, \"value\": ";
     let ev = map_indicator(raw, &harness_opts());
-    let d = Value::Object(ev.doc);
+    let d = Value::Object(ev.doc.into_map());
     assert_eq!(d["event"]["original"], json!(raw));
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));
     assert_eq!(d["ecs"]["version"], json!("8.17.0"));
@@ -292,7 +292,7 @@ fn malformed_json_line_yields_error_document() {
     assert_eq!(ev.timestamp, None);
 
     // With production `_conf` the expiry script also fails on the missing `threatq` (§3.3).
-    let d = map_indicator(raw, &with_expiration("90d")).doc;
+    let d = map_indicator(raw, &with_expiration("90d")).doc.into_map();
     let messages = d["error"]["message"].as_array().expect("messages");
     assert_eq!(messages.len(), 2);
     assert!(
@@ -305,7 +305,9 @@ fn malformed_json_line_yields_error_document() {
 
 #[test]
 fn duplicate_keys_are_a_decode_error() {
-    let d = map_indicator(r#"{"id":1,"value":"a","value":"b"}"#, &harness_opts()).doc;
+    let d = map_indicator(r#"{"id":1,"value":"a","value":"b"}"#, &harness_opts())
+        .doc
+        .into_map();
     assert!(d.get("threatq").is_none());
     assert!(d["error"]["message"][0].as_str().is_some_and(|m| {
         m.starts_with(&format!(
@@ -317,7 +319,9 @@ fn duplicate_keys_are_a_decode_error() {
 
 #[test]
 fn non_object_json_fails_the_pipeline() {
-    let d = map_indicator("[1,2]", &MapOptions::default()).doc;
+    let d = map_indicator("[1,2]", &MapOptions::default())
+        .doc
+        .into_map();
     assert_eq!(d["event"]["kind"], json!("pipeline_error"));
     assert_eq!(d["threatq"], json!([1, 2]));
     assert_eq!(d["tags"], json!(["preserve_original_event"]));
@@ -328,7 +332,7 @@ fn bad_date_is_recorded_and_processing_continues() {
     let raw = json!({"id": "77", "created_at": "2020/11/15", "updated_at": "2020-11-15 00:00:02",
                      "value": "a@b.example", "type": {"name": "Email Address"}, "score": "9"});
     let ev = map_indicator(&raw.to_string(), &harness_opts());
-    let d = &ev.doc;
+    let d = &ev.doc.to_map();
     assert_eq!(
         d["error"]["message"],
         json!([format!(

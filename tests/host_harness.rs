@@ -298,12 +298,12 @@ async fn receiver_writes_ndjson_with_metadata_id() {
             EcsEvent {
                 id: Some("id-0".into()),
                 timestamp: None,
-                doc: doc(0),
+                doc: doc(0).into(),
             },
             EcsEvent {
                 id: None,
                 timestamp: None,
-                doc: doc(1),
+                doc: doc(1).into(),
             },
         ],
     };

@@ -124,7 +124,7 @@ fn event(n: i64) -> EcsEvent {
                 .expect("time")
                 .with_timezone(&chrono::Utc),
         ),
-        doc,
+        doc: doc.into(),
     }
 }
 
@@ -161,7 +161,7 @@ async fn records_carry_body_attributes_and_ids() {
     let events = vec![event(0), event(1)];
     let expected_bodies: Vec<Value> = events
         .iter()
-        .map(|e| Value::Object(e.doc.clone()))
+        .map(|e| Value::Object(e.doc.to_map()))
         .collect();
     let batch = Batch {
         input_id: "tc-prod",

@@ -103,7 +103,7 @@ impl Source for ScriptedSource {
             EcsEvent {
                 id: None,
                 timestamp: None,
-                doc,
+                doc: doc.into(),
             }
         })
     }
@@ -130,7 +130,7 @@ impl Sink for RecordingSink {
         batch
             .events
             .iter()
-            .map(|e| e.doc["n"].as_u64().unwrap())
+            .map(|e| e.doc.to_map()["n"].as_u64().unwrap())
             .collect()
     }
 

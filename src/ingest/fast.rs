@@ -19,11 +19,12 @@ use std::fmt;
 use base64::Engine as _;
 use chrono::{NaiveDate, NaiveTime, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 use sha1::{Digest, Sha1};
 
 use super::{
-    format_date, java_double_to_string, parse_iso8601, parse_java_double, parse_java_long,
+    Node, Object, format_date, java_double_to_string, parse_iso8601, parse_java_double,
+    parse_java_long,
 };
 
 /// A JSON string, borrowed from the input when it needs no unescaping. Any other JSON type is a
@@ -241,72 +242,68 @@ where
     Ok(())
 }
 
-/// Inserts a new key; an existing one is a decoding error (a collision the fast path does not
-/// model).
-pub fn put<E: de::Error>(map: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), E> {
-    match map.insert(key.to_owned(), value) {
-        None => Ok(()),
-        Some(_) => Err(E::custom(format_args!("repeated key [{key}]"))),
-    }
-}
-
-/// Decodes an object keeping every entry as a `Value` except the `drop`ped keys (like parsing
-/// it and then removing them, without allocating what is removed); any other JSON value is
-/// decoded as a plain `Value`.
+/// Decodes any JSON value as a document [`Node`], exactly as it would parse as a `Value`
+/// (a repeated key keeps the last value once the document is finished), except that the
+/// `drop`ped keys of a top-level object are left out without allocating them. Objects become
+/// [`Object`]s with owned keys: no tree is built for what is only passed through.
 #[derive(Clone, Copy)]
 pub struct Without(pub &'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for Without {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Without {
-    type Value = Value;
+    type Value = Node;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::from(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::PosInt(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        // `Value` parsing maps a non-finite number to null.
+        Ok(if v.is_finite() {
+            Node::Float(v)
+        } else {
+            Node::Null
+        })
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Str(v.to_owned()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_string<E>(self, v: String) -> Result<Node, E> {
+        Ok(Node::Str(v))
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut list = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
+        while let Some(v) = seq.next_element_seed(Without(&[]))? {
             list.push(v);
         }
-        Ok(Value::Array(list))
+        Ok(Node::Array(list))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut out = Object::new();
         while let Some(key) = map.next_key::<Str<'de>>()? {
             if self.0.contains(&&*key) {
                 map.next_value::<Skip>()?;
             } else {
-                // Like `Value` parsing: a repeated key keeps the last value.
-                out.insert(key.0.into_owned(), map.next_value::<Value>()?);
+                out.insert(key.0.into_owned(), map.next_value_seed(Without(&[]))?);
             }
         }
-        Ok(Value::Object(out))
+        Ok(Node::Object(out))
     }
 }
 
@@ -358,11 +355,11 @@ pub fn fingerprint_strs(fields: &[Option<&str>]) -> Option<String> {
 /// Appends a rendered string to a `related.*`-style list unless already present (ES `append`
 /// without duplicates). Empty strings are skipped: the pipeline appends them too, but its final
 /// cleaner removes them again.
-pub fn append_unique(list: &mut Vec<Value>, s: &str) {
+pub fn append_unique(list: &mut Vec<Node>, s: &str) {
     if s.is_empty() || list.iter().any(|v| v.as_str() == Some(s)) {
         return;
     }
-    list.push(Value::String(s.to_owned()));
+    list.push(Node::Str(s.to_owned()));
 }
 
 #[cfg(test)]

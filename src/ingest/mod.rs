@@ -15,7 +15,10 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZon
 use serde_json::{Map, Number, Value};
 use sha1::{Digest, Sha1};
 
+pub mod doc;
 pub mod fast;
+
+pub use doc::{Document, Node, Object};
 
 /// One mapped ECS document, ready for a sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +28,7 @@ pub struct EcsEvent {
     /// `@timestamp` as a typed time, when the document has one.
     pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
     /// The `_source` document.
-    pub doc: serde_json::Map<String, serde_json::Value>,
+    pub doc: Document,
 }
 
 /// A processor failed; the text is what Elasticsearch reports as `_ingest.on_failure_message`.

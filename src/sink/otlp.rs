@@ -30,7 +30,7 @@ use super::{Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::config::SslConfig;
 use crate::config::StreamIdentity;
-use crate::ingest::EcsEvent;
+use crate::ingest::{Document, EcsEvent, Node, Object};
 use crate::pem;
 use crate::telemetry::metrics::ExportOutcome;
 use crate::telemetry::{ExportFinished, ExportRetried};
@@ -380,7 +380,7 @@ pub fn log_record(input_id: &str, stream: &StreamIdentity, event: EcsEvent) -> L
         time_unix_nano: event.timestamp.map_or(0, nanos),
         observed_time_unix_nano: nanos(now),
         body: Some(AnyValue {
-            value: Some(AnyKind::KvlistValue(into_kvlist(event.doc))),
+            value: Some(AnyKind::KvlistValue(document_kvlist(event.doc))),
         }),
         attributes,
         ..Default::default()
@@ -418,6 +418,43 @@ fn into_kvlist(map: serde_json::Map<String, Value>) -> KeyValueList {
             })
             .collect(),
     }
+}
+
+/// A document as the kvlist body of its `LogRecord`: entries in key order, its strings moved.
+pub fn document_kvlist(doc: Document) -> KeyValueList {
+    match doc {
+        Document::Map(map) => into_kvlist(map),
+        Document::Built(object) => object_kvlist(object),
+    }
+}
+
+fn object_kvlist(object: Object) -> KeyValueList {
+    KeyValueList {
+        values: object
+            .into_iter()
+            .map(|(key, v)| KeyValue {
+                key: key.into_owned(),
+                value: Some(node_any_value(v)),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// [`into_any_value`] of the JSON value a [`Node`] stands for.
+fn node_any_value(node: Node) -> AnyValue {
+    let kind = match node {
+        Node::Str(s) => Some(AnyKind::StringValue(s)),
+        Node::Const(s) => Some(AnyKind::StringValue(s.to_owned())),
+        Node::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
+            values: items.into_iter().map(node_any_value).collect(),
+        })),
+        Node::Object(o) => Some(AnyKind::KvlistValue(object_kvlist(o))),
+        Node::Value(v) => return into_any_value(v),
+        // Scalars as `Value`s (no allocation), so numbers take `any_value`'s rules.
+        scalar => return any_value(&scalar.into_value()),
+    };
+    AnyValue { value: kind }
 }
 
 /// [`any_value`], moving the value's strings instead of copying them.

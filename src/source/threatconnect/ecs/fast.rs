@@ -17,15 +17,13 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::reference::{associated_key_name, confidence_band, parse_zoned};
 use crate::ingest::fast::{
-    Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once, put,
+    Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once,
 };
-use crate::ingest::{self, ConvertType, DateFormat, EcsEvent, MapOptions};
-
-type Doc = Map<String, Value>;
+use crate::ingest::{self, ConvertType, DateFormat, Document, EcsEvent, MapOptions, Node, Object};
 
 /// Maps `raw` like the reference engine, or `None` when the indicator needs the reference.
 pub(super) fn map(raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
@@ -51,15 +49,19 @@ enum Unknown {
 
 fn unknown_key<'de, A: MapAccess<'de>>(
     map: &mut A,
-    rest: &mut Doc,
+    rest: &mut Object,
     key: Str<'de>,
     policy: Unknown,
 ) -> Result<(), A::Error> {
     match policy {
         Unknown::Skip => map.next_value::<Skip>().map(|_| ()),
         Unknown::Keep(reserved) if !reserved.contains(&&*key) => {
-            let value = map.next_value::<Value>()?;
-            put(rest, &key, value)
+            if rest.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("repeated key [{}]", &*key)));
+            }
+            let value = map.next_value_seed(Without(&[]))?;
+            rest.insert(key.0.into_owned(), value);
+            Ok(())
         }
         Unknown::Keep(_) | Unknown::Refuse => Err(de::Error::custom(format_args!(
             "key [{}] left to the reference engine",
@@ -97,7 +99,7 @@ macro_rules! object {
         struct $name<$lt> {
             $($(#[$fmeta])* $field: Option<$ty>,)*
             /// Unlisted keys kept as sent.
-            rest: Doc,
+            rest: Object,
         }
 
         impl<'de> de::Deserialize<'de> for $name<'de> {
@@ -334,7 +336,7 @@ object! {
 /// A group's `attributes` (D47/D48): `Some(list)` when it has a `data` key (null → `None`
 /// inside), each object element without the keys D48 removes. An object without `data` but
 /// with other keys becomes a one-element list upstream; that is refused.
-struct GroupAttributes(Option<Vec<Value>>);
+struct GroupAttributes(Option<Vec<Node>>);
 
 impl<'de> de::Deserialize<'de> for GroupAttributes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -345,7 +347,7 @@ impl<'de> de::Deserialize<'de> for GroupAttributes {
                 f.write_str("group attributes")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut data: Option<Option<Vec<Value>>> = None;
+                let mut data: Option<Option<Vec<Node>>> = None;
                 let mut other = false;
                 while let Some(key) = map.next_key::<Str<'de>>()? {
                     if &*key == "data" {
@@ -452,10 +454,10 @@ object! {
 /// One associated indicator after E1's recursive key rename.
 struct AssociatedIndicator {
     /// Keys kept (after E1's renames).
-    rest: Doc,
+    rest: Object,
     /// The values of the keys E2–E27 move or drop ([`ASSOCIATED_MOVED`]), decoded aside so their
     /// names are never allocated.
-    moved: Vec<(&'static str, Value)>,
+    moved: Vec<(&'static str, Node)>,
 }
 
 /// Keys of an associated indicator that E2–E27 move or remove (none of them is renamed by E1).
@@ -481,7 +483,7 @@ const ASSOCIATED_MOVED: &[&str] = &[
 
 impl AssociatedIndicator {
     /// Takes the value of a moved key.
-    fn take(&mut self, key: &str) -> Option<Value> {
+    fn take(&mut self, key: &str) -> Option<Node> {
         let i = self.moved.iter().position(|(k, _)| *k == key)?;
         Some(self.moved.swap_remove(i).1)
     }
@@ -497,7 +499,7 @@ impl<'de> de::Deserialize<'de> for AssociatedIndicator {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut item = AssociatedIndicator {
-                    rest: Doc::new(),
+                    rest: Object::new(),
                     moved: Vec::with_capacity(ASSOCIATED_MOVED.len()),
                 };
                 while let Some(key) = map.next_key::<Str<'de>>()? {
@@ -531,39 +533,39 @@ enum Renamed {
 }
 
 impl<'de> DeserializeSeed<'de> for Renamed {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Renamed {
-    type Value = Value;
+    type Value = Node;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
         Without(&[]).visit_bool(v)
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
         Without(&[]).visit_i64(v)
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
         Without(&[]).visit_u64(v)
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
         Without(&[]).visit_f64(v)
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
         Without(&[]).visit_str(v)
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
         Without(&[]).visit_string(v)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
         Without(&[]).visit_unit()
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Node, A::Error> {
         match self {
             Renamed::Member => {
                 let mut seq = seq;
@@ -571,19 +573,19 @@ impl<'de> Visitor<'de> for Renamed {
                 while let Some(v) = seq.next_element_seed(Renamed::Element)? {
                     list.push(v);
                 }
-                Ok(Value::Array(list))
+                Ok(Node::Array(list))
             }
             Renamed::Element => Without(&[]).visit_seq(seq),
         }
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        renamed_map(map).map(Value::Object)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
+        renamed_map(map).map(Node::Object)
     }
 }
 
 /// An object with E1's key renames; a collision (or a repeated key) is refused.
-fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Doc, A::Error> {
-    let mut out = Doc::new();
+fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Object, A::Error> {
+    let mut out = Object::new();
     while let Some(key) = map.next_key::<Str<'de>>()? {
         renamed_entry(&mut map, &mut out, &key)?;
     }
@@ -593,18 +595,20 @@ fn renamed_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Doc, A::Error> {
 /// Decodes the value of `key` and stores it under its E1 name.
 fn renamed_entry<'de, A: MapAccess<'de>>(
     map: &mut A,
-    out: &mut Doc,
+    out: &mut Object,
     key: &str,
 ) -> Result<(), A::Error> {
-    {
-        let value = map.next_value_seed(Renamed::Member)?;
-        let scalar = !value.is_object() && !value.is_array();
-        let renamed = match key {
-            "location" if scalar => "location_value",
-            other => associated_key_name(other),
-        };
-        put(out, renamed, value)
+    let value = map.next_value_seed(Renamed::Member)?;
+    let scalar = !matches!(value, Node::Object(_) | Node::Array(_));
+    let renamed = match key {
+        "location" if scalar => "location_value",
+        other => associated_key_name(other),
+    };
+    if out.contains_key(renamed) {
+        return Err(de::Error::custom(format_args!("repeated key [{renamed}]")));
     }
+    out.insert(renamed.to_owned(), value);
+    Ok(())
 }
 
 /// The creator names of a group or attribute: first, last, user name.
@@ -612,7 +616,7 @@ type Creator<'a> = [Option<Str<'a>>; 3];
 
 /// A finished group and what the document-level steps need from it.
 struct GroupOut<'a> {
-    doc: Value,
+    doc: Object,
     creator: Creator<'a>,
     to: Option<Str<'a>>,
     from: Option<Str<'a>>,
@@ -633,7 +637,7 @@ impl<'a> Element for Group<'a> {
 }
 
 impl<'a> Element for Attribute<'a> {
-    type Out = (Value, Creator<'a>);
+    type Out = (Object, Creator<'a>);
     fn finish(self) -> Option<Self::Out> {
         let creator = creator(self.created_by.as_ref());
         Some((self.into_doc()?, creator))
@@ -642,7 +646,7 @@ impl<'a> Element for Attribute<'a> {
 
 impl Element for Label<'_> {
     /// The label and its TLP marking.
-    type Out = (Value, Option<&'static str>);
+    type Out = (Object, Option<&'static str>);
     fn finish(self) -> Option<Self::Out> {
         let tlp = self.tlp();
         Some((self.into_doc(), tlp))
@@ -651,7 +655,7 @@ impl Element for Label<'_> {
 
 /// A finished tag and what §13 steps 2, 4 and 5 need from it.
 struct TagOut<'a> {
-    doc: Value,
+    doc: Object,
     /// `techniqueId` and the tag's `name` (null when missing), when the tag has a technique.
     technique: Option<(Str<'a>, Value)>,
     platforms: Option<Value>,
@@ -675,8 +679,8 @@ impl<'a> Element for Tag<'a> {
 }
 
 impl Element for AssociatedIndicator {
-    type Out = Value;
-    fn finish(self) -> Option<Value> {
+    type Out = Object;
+    fn finish(self) -> Option<Object> {
         associated_indicator(self)
     }
 }
@@ -696,86 +700,59 @@ fn creator<'a>(c: Option<&CreatedBy<'a>>) -> Creator<'a> {
 // Assembly
 // ---------------------------------------------------------------------------------------------
 
-/// The output maps of the document, filled field by field.
+/// The output objects of the document, filled field by field.
 #[derive(Default)]
 struct Out {
     /// `threat_connect.indicator`.
-    tci: Doc,
+    tci: Object,
     /// `threat.indicator`.
-    ti: Doc,
-    event: Doc,
-    user: Doc,
-    email: Doc,
-    related_user: Vec<Value>,
-    related_hosts: Vec<Value>,
-    related_ip: Vec<Value>,
-    related_hash: Vec<Value>,
-    reference: Vec<Value>,
-    technique_id: Vec<Value>,
-    technique_name: Vec<Value>,
-    os_family: Vec<Value>,
-    email_to: Vec<Value>,
-    email_from: Vec<Value>,
+    ti: Object,
+    event: Object,
+    user: Object,
+    email: Object,
+    related_user: Vec<Node>,
+    related_hosts: Vec<Node>,
+    related_ip: Vec<Node>,
+    related_hash: Vec<Node>,
+    reference: Vec<Node>,
+    technique_id: Vec<Node>,
+    technique_name: Vec<Node>,
+    os_family: Vec<Node>,
+    email_to: Vec<Node>,
+    email_from: Vec<Node>,
 }
 
-/// Inserts `value` under `key` of the sub-map `parent` of `map` (created when absent).
-fn nested(map: &mut Doc, parent: &str, key: &str, value: Value) {
-    // Look up first: the parent usually exists and then needs no key allocation.
-    if let Some(Value::Object(m)) = map.get_mut(parent) {
-        m.insert(key.to_owned(), value);
-        return;
-    }
-    let mut m = Doc::new();
-    m.insert(key.to_owned(), value);
-    map.insert(parent.to_owned(), Value::Object(m));
-}
-
-/// Inserts a map unless it is empty (the final cleaner would remove it anyway).
-fn insert_map(map: &mut Doc, key: &str, value: Doc) {
-    if !value.is_empty() {
-        map.insert(key.to_owned(), Value::Object(value));
-    }
-}
-
-/// Inserts a list unless it is empty (the final cleaner would remove it anyway).
-fn insert_list(map: &mut Doc, key: &str, value: Vec<Value>) {
-    if !value.is_empty() {
-        map.insert(key.to_owned(), Value::Array(value));
-    }
-}
-
-fn insert(map: &mut Doc, key: &str, value: Value) {
-    map.insert(key.to_owned(), value);
-}
-
-fn string(s: &str) -> Value {
-    Value::String(s.to_owned())
+fn string(s: &str) -> Node {
+    Node::Str(s.to_owned())
 }
 
 /// A top-level `date` processor guarded by `!= null && != ''` (G9–G27): the formatted date,
 /// `Ok(None)` for an empty text, `Err` when the reference would record an error.
-fn top_date(text: Option<&Str<'_>>) -> Result<Option<Value>, ()> {
+fn top_date(text: Option<&Str<'_>>) -> Result<Option<String>, ()> {
     match text {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => iso8601_date(s).map(|d| Some(Value::String(d))).ok_or(()),
+        Some(s) => iso8601_date(s).map(Some).ok_or(()),
     }
 }
 
 /// A `date` inside a `foreach` (failures only remove the source): the formatted date or nothing.
-fn element_date(text: Option<&Str<'_>>) -> Option<Value> {
-    text.and_then(|s| iso8601_date(s)).map(Value::String)
+fn element_date(text: Option<&Str<'_>>) -> Option<String> {
+    text.and_then(|s| iso8601_date(s))
 }
 
-/// An element `date` over a parsed value (associated indicators).
-fn value_date(v: &Value) -> Option<Value> {
+/// An element `date` over a decoded value (associated indicators).
+fn value_date(v: Node) -> Option<String> {
     match v {
-        Value::Null => None,
-        Value::String(s) => iso8601_date(s).map(Value::String),
-        other => ingest::date(other, &[DateFormat::Iso8601])
-            .ok()
-            .map(Value::String),
+        Node::Null => None,
+        Node::Str(s) => iso8601_date(&s),
+        other => ingest::date(&other.into_value(), &[DateFormat::Iso8601]).ok(),
     }
+}
+
+/// ES `convert` of a decoded value, when it succeeds.
+fn convert(v: Node, to: ConvertType) -> Option<Node> {
+    ingest::convert(&v.into_value(), to).ok().map(Node::Value)
 }
 
 /// `tci.type instanceof String && tci.type.contains(needle)`.
@@ -785,16 +762,16 @@ fn kind_contains(kind: Option<&Str<'_>>, needle: &str) -> bool {
 
 /// Copies a passed-through value into an ECS field (ES `set` with `copy_from` and
 /// `ignore_empty_value`).
-fn copy_value(v: Option<&Value>, to: &mut Doc, key: &str) {
+fn copy_value(v: Option<&Value>, to: &mut Object, key: &'static str) {
     if let Some(v) = v.filter(|v| !ingest::is_empty_value(v)) {
-        insert(to, key, v.clone());
+        to.insert(key, v.clone());
     }
 }
 
 impl CreatedBy<'_> {
     /// `created_by` (D1–D11 / §9).
-    fn into_created_by(self) -> Doc {
-        let mut m = Doc::new();
+    fn into_created_by(self) -> Object {
+        let mut m = Object::new();
         let names = [
             ("first_name", self.first_name),
             ("last_name", self.last_name),
@@ -802,15 +779,15 @@ impl CreatedBy<'_> {
         ];
         for (key, name) in names {
             if let Some(n) = name {
-                insert(&mut m, key, n.into_value());
+                m.insert(key, n.into_value());
             }
         }
         if let Some(id) = &self.id {
-            insert(&mut m, "id", id.to_string_value());
+            m.insert("id", id.to_string_value());
         }
         for (key, v) in [("owner", self.owner), ("pseudonym", self.pseudonym)] {
             if let Some(v) = v {
-                insert(&mut m, key, v);
+                m.insert(key, v);
             }
         }
         m
@@ -820,7 +797,7 @@ impl CreatedBy<'_> {
 /// The creator names of each element, appended list by list (all first names, then all last
 /// names, then all user names) to `related.user`.
 fn append_creators<'b, 'a: 'b>(
-    related_user: &mut Vec<Value>,
+    related_user: &mut Vec<Node>,
     creators: impl Iterator<Item = &'b Creator<'a>> + Clone,
 ) {
     for i in 0..3 {
@@ -835,13 +812,13 @@ fn append_creators<'b, 'a: 'b>(
 impl Group<'_> {
     /// The group as stored under `tci.associated_groups.data` (D1–D48), or `None` for a shape
     /// left to the reference.
-    fn into_doc(self) -> Option<Value> {
+    fn into_doc(self) -> Option<Object> {
         let mut g = self.rest;
         if let Some(c) = self.created_by {
-            insert_map(&mut g, "created_by", c.into_created_by());
+            g.insert_object("created_by", c.into_created_by());
         }
         if let Some(a) = self.assignments {
-            insert(&mut g, "assignments", assignments(a)?);
+            g.insert("assignments", assignments(a)?);
         }
         for (key, text) in [
             ("date_added", &self.date_added),
@@ -856,25 +833,25 @@ impl Group<'_> {
             ("reminder_date", &self.reminder_date),
         ] {
             if let Some(d) = element_date(text.as_ref()) {
-                insert(&mut g, key, d);
+                g.insert(key, d);
             }
         }
         if let Some(d) = element_date(self.document_date_added.as_ref()) {
-            nested(&mut g, "document", "date_added", d);
+            g.nested("document", "date_added", d);
         }
-        let mut external = Doc::new();
+        let mut external = Object::new();
         for (key, text) in [
             ("added", &self.external_date_added),
             ("expires", &self.external_date_expires),
         ] {
             if let Some(d) = element_date(text.as_ref()) {
-                nested(&mut external, "date", key, d);
+                external.nested("date", key, d);
             }
         }
         if let Some(d) = element_date(self.external_last_modified.as_ref()) {
-            insert(&mut external, "last_modified", d);
+            external.insert("last_modified", d);
         }
-        insert_map(&mut g, "external", external);
+        g.insert_object("external", external);
         for (parent, key, v) in [
             ("document", "type", self.document_type),
             ("file", "name", self.file_name),
@@ -883,7 +860,7 @@ impl Group<'_> {
             ("owner", "name", self.owner_name),
         ] {
             if let Some(v) = v {
-                nested(&mut g, parent, key, v);
+                g.nested(parent, key, v);
             }
         }
         for (key, v) in [
@@ -894,17 +871,17 @@ impl Group<'_> {
             ("web_link", self.web_link),
         ] {
             if let Some(v) = v {
-                insert(&mut g, key, v);
+                g.insert(key, v);
             }
         }
         if let Some(s) = &self.file_size {
-            nested(&mut g, "file", "size", s.to_string_value());
+            g.nested("file", "size", s.to_string_value());
         }
         if let Some(s) = &self.owner_id {
-            nested(&mut g, "owner", "id", s.to_string_value());
+            g.nested("owner", "id", s.to_string_value());
         }
         if let Some(s) = &self.id {
-            insert(&mut g, "id", s.to_string_value());
+            g.insert("id", s.to_string_value());
         }
         for (key, s) in [
             ("generated_report", &self.generated_report),
@@ -913,13 +890,15 @@ impl Group<'_> {
             ("up_vote", &self.up_vote),
         ] {
             if let Some(s) = s {
-                insert(&mut g, key, Value::Bool(s.to_bool()?));
+                g.insert(key, Node::Bool(s.to_bool()?));
             }
         }
-        if let Some(GroupAttributes(Some(list))) = self.attributes {
-            insert_list(&mut g, "attributes", list);
+        if let Some(GroupAttributes(Some(list))) = self.attributes
+            && !list.is_empty()
+        {
+            g.insert("attributes", list);
         }
-        Some(Value::Object(g))
+        Some(g)
     }
 }
 
@@ -946,28 +925,28 @@ fn assignments(mut v: Value) -> Option<Value> {
 
 impl Attribute<'_> {
     /// The attribute as stored under `tci.attributes.data` (§9).
-    fn into_doc(self) -> Option<Value> {
+    fn into_doc(self) -> Option<Object> {
         let mut a = self.rest;
         if let Some(c) = self.created_by {
-            insert_map(&mut a, "created_by", c.into_created_by());
+            a.insert_object("created_by", c.into_created_by());
         }
         for (key, text) in [
             ("date_added", &self.date_added),
             ("last_modified", &self.last_modified),
         ] {
             if let Some(d) = element_date(text.as_ref()) {
-                insert(&mut a, key, d);
+                a.insert(key, d);
             }
         }
         for (key, s) in [("default", &self.default), ("pinned", &self.pinned)] {
             if let Some(s) = s {
-                insert(&mut a, key, Value::Bool(s.to_bool()?));
+                a.insert(key, Node::Bool(s.to_bool()?));
             }
         }
         if let Some(s) = &self.id {
-            insert(&mut a, "id", s.to_string_value());
+            a.insert("id", s.to_string_value());
         }
-        Some(Value::Object(a))
+        Some(a)
     }
 }
 
@@ -988,10 +967,10 @@ const ASSOCIATED_TARGETS: &[&str] = &[
 ];
 
 /// E2–E27 on one (renamed) associated indicator.
-fn associated_indicator(mut item: AssociatedIndicator) -> Option<Value> {
+fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
     use ConvertType::{Boolean, Double, Ip, Long, String};
-    let m = &mut item.rest;
-    if ASSOCIATED_TARGETS.iter().any(|k| m.contains_key(*k)) {
+    let mut out = std::mem::take(&mut item.rest);
+    if ASSOCIATED_TARGETS.iter().any(|k| out.contains_key(k)) {
         return None;
     }
     for (key, ty) in [
@@ -1001,15 +980,14 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Value> {
         ("ip", Ip),
         ("rating", Double),
     ] {
-        if let Some(v) = m.get_mut(key).filter(|v| !v.is_null()) {
-            *v = ingest::convert(v, ty).ok()?;
+        if let Some(v) = out.get_mut(key).filter(|v| !matches!(v, Node::Null)) {
+            *v = convert(std::mem::replace(v, Node::Null), ty)?;
         }
     }
-    let mut out = std::mem::take(m);
-    let mut active = Doc::new();
+    let mut active = Object::new();
     for (from, to) in [("active", "value"), ("activeLocked", "locked")] {
-        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
-            insert(&mut active, to, ingest::convert(&v, Boolean).ok()?);
+        if let Some(v) = item.take(from).filter(|v| !matches!(v, Node::Null)) {
+            active.insert(to, convert(v, Boolean)?);
         }
     }
     for (from, to) in [
@@ -1017,16 +995,16 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Value> {
         ("privateFlag", "private_flag"),
         ("whoisActive", "whois_active"),
     ] {
-        if let Some(v) = item.take(from).filter(|v| !v.is_null()) {
-            insert(&mut out, to, ingest::convert(&v, Boolean).ok()?);
+        if let Some(v) = item.take(from).filter(|v| !matches!(v, Node::Null)) {
+            out.insert(to, convert(v, Boolean)?);
         }
     }
-    let mut owner = Doc::new();
-    if let Some(v) = item.take("ownerId").filter(|v| !v.is_null()) {
-        insert(&mut owner, "id", ingest::convert(&v, String).ok()?);
+    let mut owner = Object::new();
+    if let Some(v) = item.take("ownerId").filter(|v| !matches!(v, Node::Null)) {
+        owner.insert("id", convert(v, String)?);
     }
     if let Some(v) = item.take("ownerName") {
-        insert(&mut owner, "name", v);
+        owner.insert("name", v);
     }
     for (from, to) in [
         ("dateAdded", "date_added"),
@@ -1034,53 +1012,49 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Value> {
         ("lastModified", "last_modified"),
         ("lastSeen", "last_seen"),
     ] {
-        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
-            insert(&mut out, to, d);
+        if let Some(d) = item.take(from).and_then(value_date) {
+            out.insert(to, d);
         }
     }
-    let mut external = Doc::new();
+    let mut external = Object::new();
     for (from, key) in [
         ("externalDateAdded", "added"),
         ("externalDateExpires", "expires"),
     ] {
-        if let Some(d) = item.take(from).as_ref().and_then(value_date) {
-            nested(&mut external, "date", key, d);
+        if let Some(d) = item.take(from).and_then(value_date) {
+            external.nested("date", key, d);
         }
     }
-    if let Some(d) = item
-        .take("externalLastModified")
-        .as_ref()
-        .and_then(value_date)
-    {
-        insert(&mut external, "last_modified", d);
+    if let Some(d) = item.take("externalLastModified").and_then(value_date) {
+        external.insert("last_modified", d);
     }
     if let Some(v) = item.take("Block") {
-        insert(&mut out, "block", v);
+        out.insert("block", v);
     }
-    let mut value = Doc::new();
+    let mut value = Object::new();
     for (from, to) in [("Value Name", "name"), ("Value Type", "type")] {
         if let Some(v) = item.take(from) {
-            insert(&mut value, to, v);
+            value.insert(to, v);
         }
     }
-    insert_map(&mut out, "active", active);
-    insert_map(&mut out, "owner", owner);
-    insert_map(&mut out, "value", value);
-    insert_map(&mut out, "external", external);
-    Some(Value::Object(out))
+    out.insert_object("active", active);
+    out.insert_object("owner", owner);
+    out.insert_object("value", value);
+    out.insert_object("external", external);
+    Some(out)
 }
 
 impl Label<'_> {
     /// The label as stored under `tci.security_labels.data` (G42, G44).
-    fn into_doc(self) -> Value {
+    fn into_doc(self) -> Object {
         let mut l = self.rest;
         if let Some(d) = element_date(self.date_added.as_ref()) {
-            insert(&mut l, "date_added", d);
+            l.insert("date_added", d);
         }
         if let Some(n) = self.name {
-            insert(&mut l, "name", n.into_value());
+            l.insert("name", n.into_value());
         }
-        Value::Object(l)
+        l
     }
 
     /// G43: the TLP marking of this label, if any.
@@ -1098,16 +1072,16 @@ impl Label<'_> {
 
 impl Tag<'_> {
     /// The tag as stored under `tci.tags.data` (§13 steps 1, 3, 6, 7).
-    fn into_doc(self) -> Value {
+    fn into_doc(self) -> Object {
         let mut t = self.rest;
         if let Some(d) = element_date(self.last_used.as_ref()) {
-            insert(&mut t, "last_used", d);
+            t.insert("last_used", d);
         }
         if let Some(n) = self.name {
-            insert(&mut t, "name", n);
+            t.insert("name", n);
         }
         if let Some(id) = self.technique_id {
-            nested(&mut t, "technique", "id", id.into_value());
+            t.nested("technique", "id", id.into_value());
         }
         if let Some(tactics) = self.tactics {
             let tactics = match tactics {
@@ -1115,10 +1089,10 @@ impl Tag<'_> {
                 other => Some(other),
             };
             if let Some(v) = tactics {
-                insert(&mut t, "tactics", v);
+                t.insert("tactics", v);
             }
         }
-        Value::Object(t)
+        t
     }
 
     /// Step 5: the platform names, or `None` for a shape left to the reference.
@@ -1136,7 +1110,12 @@ impl Tag<'_> {
 
 impl<'a> Indicator<'a> {
     fn into_event(mut self, raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
-        let mut o = Out::default();
+        let mut o = Out {
+            // About what a full indicator fills, so the entries are not moved while growing.
+            tci: Object::with_capacity(48),
+            ti: Object::with_capacity(16),
+            ..Out::default()
+        };
         let id = fingerprint_strs(&[self.last_modified.as_deref(), self.summary.as_deref()]);
 
         // §5 B1–B3.
@@ -1153,47 +1132,47 @@ impl<'a> Indicator<'a> {
         if let Some(d) = deleted_at.filter(|d| !d.is_empty()) {
             let formats = [DateFormat::Iso8601, DateFormat::Unix];
             let date = ingest::date(&Value::String(d), &formats).ok()?;
-            insert(&mut o.tci, "deleted_at", Value::String(date));
+            o.tci.insert("deleted_at", Value::String(date));
         }
         if let Some(exp) = expiration {
-            insert(&mut o.tci, "expiration_duration", string(&exp.raw));
+            o.tci.insert("expiration_duration", string(&exp.raw));
         }
 
         // §6 C1–C11.
-        let mut active = Doc::new();
+        let mut active = Object::new();
         for (key, s) in [("locked", &self.active_locked), ("value", &self.active)] {
             if let Some(s) = s {
-                insert(&mut active, key, Value::Bool(s.to_bool()?));
+                active.insert(key, Node::Bool(s.to_bool()?));
             }
         }
-        insert_map(&mut o.tci, "active", active);
+        o.tci.insert_object("active", active);
         if let Some(address) = &self.address {
-            insert(&mut o.tci, "address", address.value());
+            o.tci.insert("address", address.value());
             if let Some((name, domain)) = address.split_once('@') {
-                insert(&mut o.user, "name", string(name));
-                insert(&mut o.user, "domain", string(domain));
+                o.user.insert("name", string(name));
+                o.user.insert("domain", string(domain));
                 append_unique(&mut o.related_user, name);
             }
             if !address.is_empty() {
-                nested(&mut o.ti, "email", "address", address.value());
-                insert(&mut o.user, "email", address.value());
+                o.ti.nested("email", "address", address.value());
+                o.user.insert("email", address.value());
             }
         }
         if let Some(asn) = &self.as_number {
-            insert(&mut o.tci, "as_number", asn.value());
+            o.tci.insert("as_number", asn.value());
             let spaced: String = asn
                 .chars()
                 .map(|c| if c.is_ascii_alphabetic() { ' ' } else { c })
                 .collect();
             let number = ingest::parse_java_long(&ingest::java_trim(&spaced))?;
-            nested(&mut o.ti, "as", "number", Value::from(number));
+            o.ti.nested("as", "number", Value::from(number));
         }
         for (key, v) in [
             ("associated_artifacts", self.associated_artifacts.take()),
             ("associated_cases", self.associated_cases.take()),
         ] {
             if let Some(v) = v {
-                insert(&mut o.tci, key, v);
+                o.tci.insert(key, v);
             }
         }
 
@@ -1210,35 +1189,31 @@ impl<'a> Indicator<'a> {
                     append_unique(&mut o.email_from, from);
                 }
             }
-            let list = groups.into_iter().map(|Done(g)| g.doc).collect();
-            nested(&mut o.tci, "associated_groups", "data", Value::Array(list));
+            let list = groups.into_iter().map(|Done(g)| g.doc.into()).collect();
+            o.tci.nested("associated_groups", "data", Node::Array(list));
         }
 
         // §8 E: associated indicators.
         if let Some(DataList(Some(items))) = self.associated_indicators.take() {
-            let list = items.into_iter().map(|Done(v)| v).collect();
-            nested(
-                &mut o.tci,
-                "associated_indicators",
-                "data",
-                Value::Array(list),
-            );
+            let list = items.into_iter().map(|Done(v)| v.into()).collect();
+            o.tci
+                .nested("associated_indicators", "data", Node::Array(list));
         }
 
         // §9 F: attributes.
         if let Some(DataList(Some(attrs))) = self.attributes.take() {
             append_creators(&mut o.related_user, attrs.iter().map(|a| &a.0.1));
-            let list = attrs.into_iter().map(|Done((v, _))| v).collect();
-            nested(&mut o.tci, "attributes", "data", Value::Array(list));
+            let list = attrs.into_iter().map(|Done((v, _))| v.into()).collect();
+            o.tci.nested("attributes", "data", Node::Array(list));
         }
 
         // §10 G.
         let kind = self.kind.as_ref();
         if let Some(v) = self.block.take() {
-            insert(&mut o.tci, "block", v);
+            o.tci.insert("block", v);
         }
         if let Some(c) = &self.confidence {
-            insert(&mut o.tci, "confidence", c.to_long()?);
+            o.tci.insert("confidence", c.to_long()?);
             let n = match c {
                 Scalar::Str(s) => ingest::parse_java_double(s)?,
                 other => other.to_double()?.as_f64()?,
@@ -1246,7 +1221,7 @@ impl<'a> Indicator<'a> {
             if !n.is_finite() {
                 return None;
             }
-            insert(&mut o.ti, "confidence", string(confidence_band(n)));
+            o.ti.insert("confidence", confidence_band(n));
         }
         let pass_through = [
             ("custom_associations", self.custom_associations.take()),
@@ -1269,7 +1244,7 @@ impl<'a> Indicator<'a> {
         ];
         for (key, v) in pass_through {
             if let Some(v) = v {
-                insert(&mut o.tci, key, v);
+                o.tci.insert(key, v);
             }
         }
         let booleans = [
@@ -1283,28 +1258,28 @@ impl<'a> Indicator<'a> {
         ];
         for (key, s) in booleans {
             if let Some(s) = s {
-                insert(&mut o.tci, key, Value::Bool(s.to_bool()?));
+                o.tci.insert(key, Node::Bool(s.to_bool()?));
             }
         }
         if let Some(d) = self.description.take() {
             copy_value(Some(&d), &mut o.ti, "description");
-            insert(&mut o.tci, "description", d);
+            o.tci.insert("description", d);
         }
-        let mut external = Doc::new();
+        let mut external = Object::new();
         if let Some(d) = top_date(self.external_date_added.as_ref()).ok()? {
-            nested(&mut external, "date", "added", d);
+            external.nested("date", "added", d);
         }
         if let Some(d) = top_date(self.external_date_expires.as_ref()).ok()? {
-            nested(&mut external, "date", "expires", d);
+            external.nested("date", "expires", d);
         }
-        insert_map(&mut o.tci, "external", external);
+        o.tci.insert_object("external", external);
         // G11: `external_last.modified` (sic), G12.
         if let Some(d) = top_date(self.external_last_modified.as_ref()).ok()? {
-            insert(&mut o.ti, "modified_at", d.clone());
-            nested(&mut o.tci, "external_last", "modified", d);
+            o.ti.insert("modified_at", d.clone());
+            o.tci.nested("external_last", "modified", d);
         }
         if let Some(s) = &self.false_positives {
-            insert(&mut o.tci, "false_positives", s.to_long()?);
+            o.tci.insert("false_positives", s.to_long()?);
         }
         let mut timestamp = None;
         for (key, text, ecs) in [
@@ -1316,20 +1291,20 @@ impl<'a> Indicator<'a> {
         ] {
             if let Some(d) = top_date(text.as_ref()).ok()? {
                 if let Some(ecs) = ecs {
-                    insert(&mut o.ti, ecs, d.clone());
+                    o.ti.insert(ecs, d.clone());
                 }
                 if key == "last_modified" {
                     timestamp = Some(d.clone());
                 }
-                insert(&mut o.tci, key, d);
+                o.tci.insert(key, d);
             }
         }
         if let Some(host) = &self.host_name {
-            insert(&mut o.tci, "host_name", host.value());
+            o.tci.insert("host_name", host.value());
             append_unique(&mut o.related_hosts, host);
         }
         if let Some(s) = &self.id {
-            insert(&mut o.tci, "id", s.to_string_value());
+            o.tci.insert("id", s.to_string_value());
         }
         // G22/G23.
         let ip = match &self.ip {
@@ -1337,7 +1312,7 @@ impl<'a> Indicator<'a> {
                 if !ingest::is_inet_address(ip) {
                     return None;
                 }
-                insert(&mut o.tci, "ip", ip.value());
+                o.tci.insert("ip", ip.value());
                 append_unique(&mut o.related_ip, ip);
                 Some(ip)
             }
@@ -1345,7 +1320,7 @@ impl<'a> Indicator<'a> {
         };
         // G28–G32.
         if let Some(k) = kind {
-            insert(&mut o.tci, "type", k.value());
+            o.tci.insert("type", k.value());
             let ecs_type = [
                 ("File", "file"),
                 ("URL", "url"),
@@ -1356,35 +1331,35 @@ impl<'a> Indicator<'a> {
             .into_iter()
             .find(|(needle, _)| k.contains(needle));
             if let Some((_, ecs)) = ecs_type {
-                insert(&mut o.ti, "type", Value::Array(vec![string(ecs)]));
+                o.ti.insert("type", vec![Node::Const(ecs)]);
             }
             if &**k == "Address" {
                 // The guards dereference `tci.ip` without a null check.
                 let ip = ip?;
-                insert(&mut o.ti, "ip", ip.value());
+                o.ti.insert("ip", ip.value());
                 if ip.contains('.') {
-                    insert(&mut o.ti, "type", string("ipv4-addr"));
+                    o.ti.insert("type", "ipv4-addr");
                 } else if ip.contains(':') {
-                    insert(&mut o.ti, "type", string("ipv6-addr"));
+                    o.ti.insert("type", "ipv6-addr");
                 }
             }
         }
         let is_file = kind_contains(kind, "File");
         let is_registry = kind_contains(kind, "Registry Key");
         if let Some(link) = &self.legacy_link {
-            insert(&mut o.tci, "legacy_link", link.value());
+            o.tci.insert("legacy_link", link.value());
             append_unique(&mut o.reference, link);
         }
         // G34, G36, G46, G47: hashes lower-cased [2.x].
         let md5 = self.md5.as_ref().map(|h| ingest::java_lowercase(h));
         let sha1 = self.sha1.as_ref().map(|h| ingest::java_lowercase(h));
         let sha256 = self.sha256.as_ref().map(|h| ingest::java_lowercase(h));
-        let mut ti_file = Doc::new();
+        let mut ti_file = Object::new();
         for (key, hash) in [("md5", &md5), ("sha1", &sha1), ("sha256", &sha256)] {
             if let Some(h) = hash {
-                insert(&mut o.tci, key, string(h));
+                o.tci.insert(key, string(h));
                 if is_file && !h.is_empty() {
-                    nested(&mut ti_file, "hash", key, string(h));
+                    ti_file.nested("hash", key, string(h));
                 }
             }
         }
@@ -1399,46 +1374,50 @@ impl<'a> Indicator<'a> {
         {
             append_unique(&mut o.related_hash, h);
         }
-        let mut registry = Doc::new();
+        let mut registry = Object::new();
         if let Some(k) = self.key_name.take() {
             if is_registry {
                 copy_value(Some(&k), &mut registry, "path");
             }
-            insert(&mut o.tci, "key_name", k);
+            o.tci.insert("key_name", k);
         }
-        let mut owner = Doc::new();
+        let mut owner = Object::new();
         if let Some(s) = &self.owner_id {
-            insert(&mut owner, "id", s.to_string_value());
+            owner.insert("id", s.to_string_value());
         }
         if let Some(v) = self.owner_name.take() {
-            insert(&mut owner, "name", v);
+            owner.insert("name", v);
         }
-        insert_map(&mut o.tci, "owner", owner);
+        o.tci.insert_object("owner", owner);
         if let Some(s) = &self.rating {
-            insert(&mut o.tci, "rating", s.to_double()?);
+            o.tci.insert("rating", s.to_double()?);
         }
 
         // G42–G45.
         if let Some(DataList(Some(labels))) = self.security_labels.take() {
-            let tlp: Vec<Value> = labels.iter().filter_map(|l| l.0.1).map(string).collect();
+            let tlp: Vec<Node> = labels
+                .iter()
+                .filter_map(|l| l.0.1)
+                .map(Node::Const)
+                .collect();
             if !tlp.is_empty() {
-                nested(&mut o.ti, "marking", "tlp", Value::Array(tlp));
+                o.ti.nested("marking", "tlp", tlp);
             }
-            let list = labels.into_iter().map(|Done((v, _))| v).collect();
-            nested(&mut o.tci, "security_labels", "data", Value::Array(list));
+            let list = labels.into_iter().map(|Done((v, _))| v.into()).collect();
+            o.tci.nested("security_labels", "data", Node::Array(list));
         }
         if let Some(s) = &self.size {
-            insert(&mut o.tci, "size", s.to_string_value());
-            insert(&mut ti_file, "size", s.to_long()?);
+            o.tci.insert("size", s.to_string_value());
+            ti_file.insert("size", s.to_long()?);
         }
         if let Some(v) = self.subject.take() {
             copy_value(Some(&v), &mut o.email, "subject");
-            insert(&mut o.tci, "subject", v);
+            o.tci.insert("subject", v);
         }
         if let Some(s) = &self.summary {
-            insert(&mut o.tci, "summary", s.value());
+            o.tci.insert("summary", s.value());
             if !s.is_empty() {
-                insert(&mut o.event, "id", s.value());
+                o.event.insert("id", s.value());
             }
         }
 
@@ -1446,7 +1425,7 @@ impl<'a> Indicator<'a> {
         if let Some(DataList(Some(tags))) = self.tags.take() {
             for Done(t) in &tags {
                 if let Some((id, name)) = &t.technique {
-                    o.technique_name.push(name.clone());
+                    o.technique_name.push(name.clone().into());
                     // Step 4 runs after step 2 over all tags; no other list interleaves.
                     append_unique(&mut o.technique_id, id);
                 }
@@ -1460,23 +1439,23 @@ impl<'a> Indicator<'a> {
                     }
                 }
             }
-            let list = tags.into_iter().map(|Done(t)| t.doc).collect();
-            nested(&mut o.tci, "tags", "data", Value::Array(list));
+            let list = tags.into_iter().map(|Done(t)| t.doc.into()).collect();
+            o.tci.nested("tags", "data", Node::Array(list));
         }
         if let Some(text) = self.text.take() {
             if kind_contains(kind, "URL") {
-                let mut url = Doc::new();
+                let mut url = Object::new();
                 copy_value(Some(&text), &mut url, "original");
-                insert(&mut o.ti, "url", Value::Object(url));
+                o.ti.insert("url", url);
             }
-            insert(&mut o.tci, "text", text);
+            o.tci.insert("text", text);
         }
-        let mut assess = Doc::new();
+        let mut assess = Object::new();
         if let Some(s) = &self.threat_assess_confidence {
-            insert(&mut assess, "confidence", s.to_double()?);
+            assess.insert("confidence", s.to_double()?);
         }
         if let Some(s) = &self.threat_assess_rating {
-            insert(&mut assess, "rating", s.to_double()?);
+            assess.insert("rating", s.to_double()?);
         }
         for (key, s) in [
             ("false_positive", &self.threat_assess_score_false_positive),
@@ -1484,35 +1463,35 @@ impl<'a> Indicator<'a> {
             ("value", &self.threat_assess_score),
         ] {
             if let Some(s) = s {
-                nested(&mut assess, "score", key, s.to_long()?);
+                assess.nested("score", key, s.to_long()?);
             }
         }
-        insert_map(&mut o.tci, "threat_assess", assess);
+        o.tci.insert_object("threat_assess", assess);
         let mut user_agent = None;
         if let Some(v) = self.user_agent_string.take() {
             if !ingest::is_empty_value(&v) {
                 user_agent = Some(v.clone());
             }
-            insert(&mut o.tci, "user_agent_string", v);
+            o.tci.insert("user_agent_string", v);
         }
-        let mut value = Doc::new();
+        let mut value = Object::new();
         if let Some(v) = self.value_name.take() {
             if is_registry {
                 copy_value(Some(&v), &mut registry, "value");
             }
-            insert(&mut value, "name", v);
+            value.insert("name", v);
         }
         if let Some(v) = self.value_type.take() {
             if is_registry && !ingest::is_empty_value(&v) {
-                nested(&mut registry, "data", "type", v.clone());
+                registry.nested("data", "type", v.clone());
             }
-            insert(&mut value, "type", v);
+            value.insert("type", v);
         }
-        insert_map(&mut o.tci, "value", value);
-        insert_map(&mut o.ti, "registry", registry);
-        insert_map(&mut o.ti, "file", ti_file);
+        o.tci.insert_object("value", value);
+        o.ti.insert_object("registry", registry);
+        o.ti.insert_object("file", ti_file);
         if let Some(link) = &self.web_link {
-            insert(&mut o.tci, "web_link", link.value());
+            o.tci.insert("web_link", link.value());
             append_unique(&mut o.reference, link);
         }
         o.assemble(
@@ -1527,100 +1506,69 @@ impl<'a> Indicator<'a> {
 }
 
 impl Out {
-    /// Puts the maps together, cleans empty values like the pipeline's last step, and types
-    /// `@timestamp`.
+    /// Puts the objects together, finishes the document like the pipeline's last step (the
+    /// empty-value cleaner), and types `@timestamp`.
     fn assemble(
         mut self,
         raw: &str,
         opts: &MapOptions,
         id: Option<String>,
-        timestamp: Option<Value>,
+        timestamp: Option<String>,
         host_name: Option<&Str<'_>>,
         user_agent: Option<Value>,
     ) -> Option<EcsEvent> {
-        let mut doc = Doc::new();
+        let mut doc = Object::with_capacity(16);
         if !opts.tags.is_empty() {
             let tags = opts.tags.iter().map(|t| string(t)).collect();
-            insert(&mut doc, "tags", Value::Array(tags));
+            doc.insert("tags", Node::Array(tags));
         }
-        nested(&mut doc, "ecs", "version", string("8.11.0"));
-        insert(&mut self.event, "kind", string("enrichment"));
-        insert(
-            &mut self.event,
-            "category",
-            Value::Array(vec![string("threat")]),
-        );
-        insert(
-            &mut self.event,
-            "type",
-            Value::Array(vec![string("indicator")]),
-        );
-        insert(&mut self.event, "original", string(raw));
-        insert(&mut doc, "event", Value::Object(self.event));
-        insert(&mut self.ti, "provider", string("ThreatConnect"));
-        if !self.reference.is_empty() {
-            insert(&mut self.ti, "reference", Value::Array(self.reference));
-        }
-        let mut threat = Doc::new();
-        insert(&mut threat, "indicator", Value::Object(self.ti));
-        let mut technique = Doc::new();
-        insert(&mut technique, "id", Value::Array(self.technique_id));
-        insert(&mut technique, "name", Value::Array(self.technique_name));
-        insert(&mut threat, "technique", Value::Object(technique));
-        insert(&mut doc, "threat", Value::Object(threat));
-        nested(
-            &mut doc,
-            "threat_connect",
-            "indicator",
-            Value::Object(self.tci),
-        );
-        insert(&mut doc, "user", Value::Object(self.user));
-        nested(
-            &mut self.email,
-            "to",
-            "address",
-            Value::Array(self.email_to),
-        );
-        nested(
-            &mut self.email,
-            "from",
-            "address",
-            Value::Array(self.email_from),
-        );
-        insert(&mut doc, "email", Value::Object(self.email));
-        let mut related = Doc::new();
+        doc.nested("ecs", "version", "8.11.0");
+        self.event.insert("kind", "enrichment");
+        self.event.insert("category", vec![Node::Const("threat")]);
+        self.event.insert("type", vec![Node::Const("indicator")]);
+        self.event.insert("original", string(raw));
+        doc.insert("event", self.event);
+        self.ti.insert("provider", "ThreatConnect");
+        self.ti.insert_list("reference", self.reference);
+        let mut threat = Object::new();
+        threat.insert("indicator", self.ti);
+        let mut technique = Object::new();
+        technique.insert("id", self.technique_id);
+        technique.insert("name", self.technique_name);
+        threat.insert("technique", technique);
+        doc.insert("threat", threat);
+        doc.nested("threat_connect", "indicator", self.tci);
+        doc.insert("user", self.user);
+        self.email.nested("to", "address", self.email_to);
+        self.email.nested("from", "address", self.email_from);
+        doc.insert("email", self.email);
+        let mut related = Object::new();
         for (key, list) in [
             ("user", self.related_user),
             ("hosts", self.related_hosts),
             ("ip", self.related_ip),
             ("hash", self.related_hash),
         ] {
-            insert(&mut related, key, Value::Array(list));
+            related.insert(key, list);
         }
-        insert(&mut doc, "related", Value::Object(related));
-        insert(
-            &mut doc,
-            "os",
-            serde_json::json!({ "family": self.os_family }),
-        );
+        doc.insert("related", related);
+        doc.nested("os", "family", self.os_family);
         if let Some(h) = host_name.filter(|h| !h.is_empty()) {
-            nested(&mut doc, "observer", "hostname", h.value());
+            doc.nested("observer", "hostname", h.value());
         }
         if let Some(ua) = user_agent {
-            nested(&mut doc, "user_agent", "original", ua);
+            doc.nested("user_agent", "original", ua);
         }
         let ts = timestamp
-            .as_ref()
-            .and_then(Value::as_str)
+            .as_deref()
             .and_then(|s| ingest::parse_iso8601(s).map(|t| t.with_timezone(&chrono::Utc)));
         if let Some(t) = timestamp {
-            insert(&mut doc, "@timestamp", t);
+            doc.insert("@timestamp", t);
         }
-        ingest::remove_empty(&mut doc);
         Some(EcsEvent {
             id,
             timestamp: ts,
-            doc,
+            doc: Document::finished(doc),
         })
     }
 }

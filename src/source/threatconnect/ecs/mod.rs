@@ -676,8 +676,9 @@ mod tests {
             let raw = v.to_string();
             let ev = map_indicator(&raw, &opts());
             // The raw text is always preserved (unless it is empty, which JSON never is).
+            let doc = ev.doc.into_map();
             prop_assert_eq!(
-                ev.doc.get("event").and_then(|e| e.get("original")),
+                doc.get("event").and_then(|e| e.get("original")),
                 Some(&Value::String(raw.clone()))
             );
             let _ = map_indicator(&raw, &MapOptions::default());

@@ -75,7 +75,7 @@ pub fn map_indicator(raw: &str, opts: &MapOptions) -> EcsEvent {
     EcsEvent {
         id: run.id,
         timestamp,
-        doc: run.doc,
+        doc: run.doc.into(),
     }
 }
 

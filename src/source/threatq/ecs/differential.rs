@@ -23,7 +23,7 @@ fn agrees(raw: &str, opts: &MapOptions) -> Result<bool, TestCaseError> {
         return Ok(false);
     };
     let want = reference::map_indicator(raw, opts);
-    let text = |doc: &Map<String, Value>| serde_json::to_string(doc).unwrap_or_default();
+    let text = |doc: &crate::ingest::Document| serde_json::to_string(doc).unwrap_or_default();
     prop_assert_eq!(
         text(&got.doc),
         text(&want.doc),

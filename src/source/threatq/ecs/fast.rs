@@ -17,7 +17,7 @@
 //! `indicator_value` or `ioc_expired_at` key, and an `Expired` status without `updated_at`
 //! (the reference then uses the current time). Giving up is always safe; guessing is not.
 //!
-//! The small decoding pieces ([`Key`], [`Object`], [`Pruned`]) are vendor-neutral and could
+//! The small decoding pieces ([`Key`], [`Strict`], [`Pruned`]) are vendor-neutral and could
 //! later move next to the ingest building blocks, shared with other fast mappers.
 
 use std::borrow::Cow;
@@ -25,16 +25,14 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 use super::{
     ATTRIBUTE_DATES, ATTRIBUTE_IDS, COUNTERS, ECS_TLPS, PRESERVE_CUSTOM, REASON_DEFAULT,
     REASON_EXPIRED_AT, REASON_EXPIRES_AT, REASON_STATUS, SOURCE_DATES, SOURCE_IDS,
 };
 use crate::config::IocExpiration;
-use crate::ingest::{self, EcsEvent, MapOptions};
-
-type Doc = Map<String, Value>;
+use crate::ingest::{self, Document, EcsEvent, MapOptions, Node, Object};
 
 /// Maps `raw` exactly as [`super::reference::map_indicator`] would, or `None` when the object
 /// is outside what this path models (see the module header).
@@ -85,32 +83,26 @@ impl<'de> Visitor<'de> for Key {
 /// a repeated key, kept or dropped, is refused like the `json` processor does
 /// (`allow_duplicate_keys: false`), which sends the object to the reference engine.
 #[derive(Default)]
-struct Object<'de> {
-    map: Doc,
+struct Strict<'de> {
+    map: Object,
     dropped: Vec<Cow<'de, str>>,
 }
 
-impl<'de> Object<'de> {
-    fn put<E: de::Error>(&mut self, key: Cow<'de, str>, value: Option<Value>) -> Result<(), E> {
-        if self.dropped.contains(&key) {
+impl<'de> Strict<'de> {
+    fn put<E: de::Error>(&mut self, key: Cow<'de, str>, value: Option<Node>) -> Result<(), E> {
+        if self.dropped.contains(&key) || self.map.contains_key(&key) {
             return Err(unmodelled());
         }
         match value {
-            Some(v) => match self.map.insert(key.into_owned(), v) {
-                None => Ok(()),
-                Some(_) => Err(unmodelled()),
-            },
-            None if self.map.contains_key(key.as_ref()) => Err(unmodelled()),
-            None => {
-                self.dropped.push(key);
-                Ok(())
-            }
+            Some(v) => self.map.insert(key.into_owned(), v),
+            None => self.dropped.push(key),
         }
+        Ok(())
     }
 
     /// The object as a value, or `None` when it ended up empty (§3.24).
-    fn finish(self) -> Option<Value> {
-        (!self.map.is_empty()).then_some(Value::Object(self.map))
+    fn finish(self) -> Option<Node> {
+        (!self.map.is_empty()).then_some(Node::Object(self.map))
     }
 }
 
@@ -119,34 +111,35 @@ impl<'de> Object<'de> {
 struct Pruned;
 
 impl<'de> DeserializeSeed<'de> for Pruned {
-    type Value = Option<Value>;
+    type Value = Option<Node>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Pruned {
-    type Value = Option<Value>;
+    type Value = Option<Node>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(Value::Bool(v)))
+        Ok(Some(Node::Bool(v)))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(Value::from(v)))
+        Ok(Some(Node::from(v)))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(Value::from(v)))
+        Ok(Some(Node::PosInt(v)))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Number::from_f64(v).map(Value::Number))
+        // Like `Number::from_f64`, which refuses a non-finite number.
+        Ok(v.is_finite().then_some(Node::Float(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((!v.is_empty()).then(|| Value::String(v.to_owned())))
+        Ok((!v.is_empty()).then(|| Node::Str(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok((!v.is_empty()).then_some(Value::String(v)))
+        Ok((!v.is_empty()).then_some(Node::Str(v)))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -156,10 +149,10 @@ impl<'de> Visitor<'de> for Pruned {
         while let Some(v) = seq.next_element_seed(Pruned)? {
             list.extend(v);
         }
-        Ok((!list.is_empty()).then_some(Value::Array(list)))
+        Ok((!list.is_empty()).then_some(Node::Array(list)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut obj = Object::default();
+        let mut obj = Strict::default();
         while let Some(key) = map.next_key_seed(Key)? {
             let v = map.next_value_seed(Pruned)?;
             obj.put(key, v)?;
@@ -323,9 +316,9 @@ seed! {
 
 impl Date {
     /// Inside a `foreach` element every failure silently removes the key (§3.15, §3.17).
-    fn or_drop(self) -> Option<Value> {
+    fn or_drop(self) -> Option<Node> {
         match self {
-            Date::Iso(text, _) => Some(Value::String(text)),
+            Date::Iso(text, _) => Some(Node::Str(text)),
             _ => None,
         }
     }
@@ -471,14 +464,14 @@ struct NestedSeed {
 }
 
 impl<'de> DeserializeSeed<'de> for NestedSeed {
-    type Value = (Option<Value>, Found);
+    type Value = (Option<Node>, Found);
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for NestedSeed {
-    type Value = (Option<Value>, Found);
+    type Value = (Option<Node>, Found);
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
@@ -490,7 +483,7 @@ impl<'de> Visitor<'de> for NestedSeed {
         }
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut obj = Object::default();
+        let mut obj = Strict::default();
         let mut found = Found::default();
         while let Some(key) = map.next_key_seed(Key)? {
             let value = match self.kind.rule(&key) {
@@ -499,26 +492,26 @@ impl<'de> Visitor<'de> for NestedSeed {
                     map.next_value_seed(Pruned)?;
                     None
                 }
-                Rule::IdText => map.next_value_seed(IdText)?.map(Value::String),
-                Rule::LongOrDrop => map.next_value_seed(LongOrDrop)?.map(Value::from),
+                Rule::IdText => map.next_value_seed(IdText)?.map(Node::Str),
+                Rule::LongOrDrop => map.next_value_seed(LongOrDrop)?.map(Node::from),
                 Rule::DateOrDrop => map.next_value_seed(YmdHms)?.or_drop(),
                 Rule::Provider => {
                     let name = map.next_value_seed(Text)?;
                     let value = name.as_ref().filter(|n| !n.is_empty()).cloned();
                     found.provider = name;
-                    value.map(Value::String)
+                    value.map(Node::Str)
                 }
                 Rule::Tlp { keep } => {
                     let value = map.next_value_seed(Pruned)?;
-                    if let Some(Value::String(t)) = &value {
-                        found.tlp = ECS_TLPS.iter().copied().find(|e| e == t);
+                    if let Some(t) = value.as_ref().and_then(Node::as_str) {
+                        found.tlp = ECS_TLPS.iter().copied().find(|e| *e == t);
                     }
                     value.filter(|_| keep)
                 }
                 Rule::AttributeName => {
                     let name = map.next_value_seed(Text)?.ok_or_else(unmodelled)?;
                     found.has_name = true;
-                    Some(Value::String(attribute_name(&name))).filter(|_| !name.is_empty())
+                    Some(Node::Str(attribute_name(&name))).filter(|_| !name.is_empty())
                 }
             };
             obj.put(key, value)?;
@@ -557,7 +550,7 @@ struct ListSeed {
 
 #[derive(Default)]
 struct List {
-    value: Option<Value>,
+    value: Option<Node>,
     providers: Vec<String>,
     tlps: Vec<&'static str>,
 }
@@ -589,7 +582,7 @@ impl<'de> Visitor<'de> for ListSeed {
             list.providers.extend(found.provider);
             list.tlps.extend(found.tlp);
         }
-        list.value = (!items.is_empty()).then_some(Value::Array(items));
+        list.value = (!items.is_empty()).then_some(Node::Array(items));
         Ok(list)
     }
 }
@@ -694,11 +687,10 @@ enum IndicatorType {
 }
 
 impl IndicatorType {
-    fn of(type_object: Option<&Value>) -> IndicatorType {
-        let name = match type_object.and_then(|t| t.get("name")) {
-            Some(Value::String(s)) => s.as_str(),
-            _ => "",
-        };
+    fn of(type_object: Option<&Node>) -> IndicatorType {
+        let name = member(type_object, "name")
+            .and_then(Node::as_str)
+            .unwrap_or_default();
         match name {
             "Email Address" => IndicatorType::Email,
             "FQDN" => IndicatorType::Fqdn,
@@ -719,7 +711,7 @@ impl IndicatorType {
 /// The decoded indicator: the `threatq` object so far, and what later steps read from it.
 #[derive(Default)]
 struct Indicator {
-    threatq: Doc,
+    threatq: Object,
     hash: Option<String>,
     /// ISO text and time, when `updated_at` parsed (absent and `""` behave alike here).
     updated_at: Option<(String, DateTime<Utc>)>,
@@ -753,7 +745,7 @@ impl<'de> Visitor<'de> for IndicatorSeed {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Indicator, A::Error> {
         let mut ind = Indicator::default();
-        let mut other = Object::default();
+        let mut other = Strict::default();
         let mut seen = 0u64;
         let nested = |kind| NestedSeed {
             kind,
@@ -772,7 +764,7 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                 Field::Hash => {
                     ind.hash = map.next_value_seed(Text)?;
                     if let Some(h) = ind.hash.as_ref().filter(|h| !h.is_empty()) {
-                        tq.insert("hash".to_owned(), Value::String(h.clone()));
+                        tq.insert("hash", Node::Str(h.clone()));
                     }
                 }
                 Field::Date(i) => match (i, map.next_value_seed(YmdHms)?) {
@@ -787,34 +779,32 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                     (3, date) => ind.expires_at = Some(date.into_text()),
                     (_, Date::Empty) => {}
                     (_, Date::Iso(text, _)) => {
-                        tq.insert(super::DATES[i].0.to_owned(), Value::String(text));
+                        tq.insert(super::DATES[i].0, Node::Str(text));
                     }
                 },
                 Field::Id | Field::IndicatorId | Field::Counter(_) => {
                     if let Some(n) = map.next_value_seed(Long)? {
-                        tq.insert(key.into_owned(), Value::from(n));
+                        tq.insert(key.into_owned(), Node::from(n));
                     }
                 }
                 Field::StatusId | Field::TypeId => {
                     if let Some(s) = map.next_value_seed(IdText)? {
-                        tq.insert(key.into_owned(), Value::String(s));
+                        tq.insert(key.into_owned(), Node::Str(s));
                     }
                 }
                 Field::Status => {
                     let (status, _) = map.next_value_seed(nested(Nested::Status))?;
-                    ind.status_expired = matches!(
-                        status.as_ref().and_then(|s| s.get("name")),
-                        Some(Value::String(n)) if n == "Expired"
-                    );
+                    ind.status_expired =
+                        member(status.as_ref(), "name").and_then(Node::as_str) == Some("Expired");
                     if let Some(s) = status {
-                        tq.insert("status".to_owned(), s);
+                        tq.insert("status", s);
                     }
                 }
                 Field::Type => {
                     let (ty, _) = map.next_value_seed(nested(Nested::Type))?;
                     ind.indicator_type = Some(IndicatorType::of(ty.as_ref()));
                     if let Some(t) = ty {
-                        tq.insert("type".to_owned(), t);
+                        tq.insert("type", t);
                     }
                 }
                 Field::Score => ind.score = map.next_value_seed(Long)?,
@@ -829,7 +819,7 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                     ind.providers = list.providers;
                     ind.tlps = list.tlps;
                     if let Some(v) = list.value {
-                        tq.insert("sources".to_owned(), v);
+                        tq.insert("sources", v);
                     }
                 }
                 Field::Attributes | Field::Adversaries => {
@@ -886,18 +876,16 @@ fn default_span(exp: &IocExpiration) -> Option<chrono::Duration> {
     chrono::Duration::from_std(exp.duration).ok()
 }
 
-/// `doc[outer][inner] = value`, creating `doc[outer]` as an object.
-fn put_nested(doc: &mut Doc, outer: &str, inner: &str, value: Value) {
-    if let Value::Object(m) = doc
-        .entry(outer)
-        .or_insert_with(|| Value::Object(Map::new()))
-    {
-        m.insert(inner.to_owned(), value);
+/// The value of `key` of an object node.
+fn member<'a>(node: Option<&'a Node>, key: &str) -> Option<&'a Node> {
+    match node? {
+        Node::Object(o) => o.get(key),
+        _ => None,
     }
 }
 
-fn text(s: &str) -> Value {
-    Value::String(s.to_owned())
+fn text(s: &str) -> Node {
+    Node::Str(s.to_owned())
 }
 
 impl Indicator {
@@ -917,19 +905,19 @@ impl Indicator {
             providers,
             tlps,
         } = self;
-        let mut indicator = Doc::new();
+        let mut indicator = Object::new();
         // Whether `threat.indicator` exists when §3.16 writes to it (§9.5).
         let mut threat_exists = false;
 
         // §3.10–3.11.
         if let Some(d) = description.as_ref().filter(|d| !d.is_empty()) {
-            indicator.insert("description".to_owned(), text(d));
+            indicator.insert("description", text(d));
             threat_exists = true;
         }
         if let Some(s) = score {
             threat_exists = true;
             if let Some(band) = confidence(s) {
-                indicator.insert("confidence".to_owned(), text(band));
+                indicator.insert("confidence", band);
             }
         }
 
@@ -958,44 +946,42 @@ impl Indicator {
         }
 
         // §3.5 and §3.14.
-        let mut related_hash: Vec<Value> = hash
+        let mut related_hash: Vec<Node> = hash
             .filter(|h| !h.is_empty())
-            .map(Value::String)
+            .map(Node::Str)
             .into_iter()
             .collect();
         let mut related_ip = Vec::new();
         let nonempty = value.as_deref().filter(|v| !v.is_empty());
         let mut keep_value = true;
-        let mut set_type = |indicator: &mut Doc, ty: &str| {
-            indicator.insert("type".to_owned(), text(ty));
+        let mut set_type = |indicator: &mut Object, ty: &'static str| {
+            indicator.insert("type", ty);
             threat_exists = true;
         };
         match indicator_type.unwrap_or(IndicatorType::Unmapped) {
             IndicatorType::Email => {
                 if let Some(v) = nonempty {
-                    put_nested(&mut indicator, "email", "address", text(v));
+                    indicator.nested("email", "address", text(v));
                 }
                 set_type(&mut indicator, "email-addr");
             }
             IndicatorType::Fqdn => {
                 if let Some(v) = nonempty {
-                    put_nested(&mut indicator, "url", "domain", text(v));
+                    indicator.nested("url", "domain", text(v));
                 }
                 set_type(&mut indicator, "domain-name");
             }
             IndicatorType::Ip(ty) => {
                 if let Some(v) = nonempty {
-                    indicator.insert("ip".to_owned(), text(v));
+                    indicator.insert("ip", text(v));
                     related_ip.push(text(v));
                 }
                 set_type(&mut indicator, ty);
             }
             IndicatorType::Hash(field) => {
                 if let Some(v) = nonempty {
-                    let mut hashes = Doc::new();
-                    hashes.insert(field.to_owned(), text(v));
-                    put_nested(&mut indicator, "file", "hash", Value::Object(hashes));
-                    if !related_hash.iter().any(|h| h == v) {
+                    indicator.child("file").nested("hash", field, text(v));
+                    if !related_hash.iter().any(|h| h.as_str() == Some(v)) {
                         related_hash.push(text(v));
                     }
                 }
@@ -1003,24 +989,24 @@ impl Indicator {
             }
             IndicatorType::Filename => {
                 if let Some(v) = nonempty {
-                    put_nested(&mut indicator, "file", "name", text(v));
+                    indicator.nested("file", "name", text(v));
                 }
-                put_nested(&mut indicator, "file", "type", text("file"));
+                indicator.nested("file", "type", "file");
                 set_type(&mut indicator, "file");
             }
             IndicatorType::Url => {
                 match value.as_deref().map(ingest::uri_parts) {
                     Some(Ok(mut parts)) => {
-                        parts.insert("original".to_owned(), text(value.as_deref()?));
+                        parts.insert("original".to_owned(), Value::from(value.as_deref()?));
                         ingest::remove_empty(&mut parts);
                         if !parts.is_empty() {
-                            indicator.insert("url".to_owned(), Value::Object(parts));
+                            indicator.insert("url", Value::Object(parts));
                         }
                         keep_value = false;
                     }
                     _ => {
                         if let Some(v) = nonempty {
-                            put_nested(&mut indicator, "url", "full", text(v));
+                            indicator.nested("url", "full", text(v));
                         }
                     }
                 }
@@ -1028,7 +1014,7 @@ impl Indicator {
             }
             IndicatorType::X509 => {
                 if let Some(v) = nonempty {
-                    put_nested(&mut indicator, "x509", "serial_number", text(v));
+                    indicator.nested("x509", "serial_number", text(v));
                     threat_exists = true;
                 }
             }
@@ -1041,23 +1027,21 @@ impl Indicator {
                 return None;
             }
             if !tlps.is_empty() {
-                let tlps = tlps.into_iter().map(text).collect();
-                put_nested(&mut indicator, "marking", "tlp", Value::Array(tlps));
+                let tlps: Vec<Node> = tlps.into_iter().map(Node::Const).collect();
+                indicator.nested("marking", "tlp", tlps);
             }
-            let providers: Vec<Value> = providers
+            let providers: Vec<Node> = providers
                 .into_iter()
                 .filter(|p| !p.is_empty())
-                .map(Value::String)
+                .map(Node::Str)
                 .collect();
-            if !providers.is_empty() {
-                indicator.insert("provider".to_owned(), Value::Array(providers));
-            }
+            indicator.insert_list("provider", providers);
         }
 
         // The rest of `threatq` (§3.12, §3.13, §3.21–3.22), pruned (§3.24).
-        let mut insert_text = |key: &str, v: Option<String>| {
+        let mut insert_text = |key: &'static str, v: Option<String>| {
             if let Some(v) = v.filter(|v| !v.is_empty()) {
-                threatq.insert(key.to_owned(), Value::String(v));
+                threatq.insert(key, Node::Str(v));
             }
         };
         if keep_value {
@@ -1073,47 +1057,41 @@ impl Indicator {
             insert_text("updated_at", at_timestamp.clone());
             insert_text("description", description);
             if let Some(s) = score {
-                threatq.insert("score".to_owned(), Value::from(s));
+                threatq.insert("score", Node::from(s));
             }
         }
 
         // Assembly (§3.1–3.2, §3.7); empty parts are left out (§3.24).
-        let mut doc = Doc::new();
+        let mut doc = Object::with_capacity(8);
         if let Some(iso) = at_timestamp {
-            doc.insert("@timestamp".to_owned(), Value::String(iso));
+            doc.insert("@timestamp", Node::Str(iso));
         }
-        put_nested(&mut doc, "ecs", "version", text("8.17.0"));
-        let mut event = Doc::new();
-        event.insert("category".to_owned(), Value::Array(vec![text("threat")]));
-        event.insert("kind".to_owned(), text("enrichment"));
-        event.insert("original".to_owned(), text(raw));
-        event.insert("type".to_owned(), Value::Array(vec![text("indicator")]));
-        doc.insert("event".to_owned(), Value::Object(event));
-        if !related_hash.is_empty() {
-            put_nested(&mut doc, "related", "hash", Value::Array(related_hash));
-        }
-        if !related_ip.is_empty() {
-            put_nested(&mut doc, "related", "ip", Value::Array(related_ip));
-        }
-        let tags: Vec<Value> = opts
+        doc.nested("ecs", "version", "8.17.0");
+        let mut event = Object::with_capacity(4);
+        event.insert("category", vec![Node::Const("threat")]);
+        event.insert("kind", "enrichment");
+        event.insert("original", text(raw));
+        event.insert("type", vec![Node::Const("indicator")]);
+        doc.insert("event", event);
+        let mut related = Object::new();
+        related.insert_list("hash", related_hash);
+        related.insert_list("ip", related_ip);
+        doc.insert_object("related", related);
+        let tags: Vec<Node> = opts
             .tags
             .iter()
             .filter(|t| !t.is_empty())
             .map(|t| text(t))
             .collect();
-        if !tags.is_empty() {
-            doc.insert("tags".to_owned(), Value::Array(tags));
-        }
+        doc.insert_list("tags", tags);
         if !indicator.is_empty() {
-            put_nested(&mut doc, "threat", "indicator", Value::Object(indicator));
+            doc.nested("threat", "indicator", indicator);
         }
-        if !threatq.is_empty() {
-            doc.insert("threatq".to_owned(), Value::Object(threatq));
-        }
+        doc.insert_object("threatq", threatq);
         Some(EcsEvent {
             id: None,
             timestamp,
-            doc,
+            doc: Document::finished(doc),
         })
     }
 }

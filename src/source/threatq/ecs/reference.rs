@@ -62,7 +62,7 @@ pub fn map_indicator(raw: &str, opts: &MapOptions) -> EcsEvent {
     EcsEvent {
         id: None,
         timestamp,
-        doc,
+        doc: doc.into(),
     }
 }
 
@@ -827,7 +827,9 @@ mod tests {
             (json!(-1), None),
             (json!("9"), Some("High")),
         ] {
-            let d = map_indicator(&json!({"score": score}).to_string(), &MapOptions::default()).doc;
+            let d = map_indicator(&json!({"score": score}).to_string(), &MapOptions::default())
+                .doc
+                .into_map();
             let got = d
                 .get("threat")
                 .and_then(|t| t.get("indicator"))
