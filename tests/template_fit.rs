@@ -1399,13 +1399,13 @@ fn assert_platform_fits(
     let harness = options(p.harness_tags, None);
     for name in p.inputs {
         for (n, line) in fixture_lines(&dir, name).iter().enumerate() {
-            let doc = (p.map)(line, &harness).doc;
+            let doc = (p.map)(line, &harness).doc.into_map();
             ours.document(&t, &label(format!("{name} #{n}"), &doc), &doc);
         }
     }
     let production = options(p.production_tags, Some("90d"));
     for (source, raw) in api_objects(&dir) {
-        let doc = (p.map)(&raw, &production).doc;
+        let doc = (p.map)(&raw, &production).doc.into_map();
         ours.document(&t, &label(source, &doc), &doc);
     }
     let mut elastic = Findings::default();
