@@ -374,6 +374,9 @@ impl Fetcher<'_> {
 
     fn check_fatal(&self, e: &FetchError) -> Result<(), PollError> {
         if e.kind() == ErrorKind::Fail {
+            // Recorded before the failure is logged: whoever reads the log line (a supervisor,
+            // a test) finds the stream already FAILED in health and `/healthz`.
+            self.counters.set_fatal(e.to_string());
             AttemptFailed {
                 stream: &self.stream.id,
                 stage: Stage::Fetch,
@@ -381,7 +384,6 @@ impl Fetcher<'_> {
                 retry_in: None,
             }
             .emit(self.counters);
-            self.counters.set_fatal(e.to_string());
             return Err(PollError::Fatal {
                 stream: self.stream.id.clone(),
                 source: e.clone(),

@@ -180,7 +180,8 @@ async fn metrics_stats_and_healthz_are_served_and_count_what_was_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_fails_once_a_stream_stopped_for_good() {
-    // A wrong key: the platform answers 401, which stops the stream for good.
+    // A wrong key: the platform answers 401, which stops the stream for good. Regression: the
+    // failure used to be logged before it was recorded, so `/healthz` could still say ok.
     let (child, base, _ws, _sim) = run_monitored(10, "wrong-key", "fetch failed").await;
     let client = reqwest::Client::new();
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
