@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use crate::proto::State;
 use crate::telemetry::metrics::{self, StreamLabels};
 use crate::telemetry::{CounterSnapshot, StreamStatus};
 
@@ -110,14 +111,11 @@ pub fn stream_line(
     elapsed: Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> String {
-    let state = if status.fatal.is_some() {
-        "FAILED"
-    } else if status.consecutive_failures >= 3 {
-        "DEGRADED"
-    } else if status.caught_up.is_some() {
-        "caught up"
-    } else {
-        "polling"
+    let state = match crate::agent::health::stream_state(status) {
+        State::Failed => "FAILED",
+        State::Degraded => "DEGRADED",
+        _ if status.caught_up.is_some() => "caught up",
+        _ => "polling",
     };
     let secs = elapsed.as_secs_f64();
     #[allow(clippy::cast_precision_loss)]

@@ -28,7 +28,9 @@ pub struct Health {
     pub payload: Map<String, Value>,
 }
 
-fn stream_state(status: &StreamStatus) -> State {
+/// One stream's state: FAILED once it stopped for good, DEGRADED after [`DEGRADED_AFTER`]
+/// failures in a row, else HEALTHY.
+pub fn stream_state(status: &StreamStatus) -> State {
     if status.fatal.is_some() {
         State::Failed
     } else if status.consecutive_failures >= DEGRADED_AFTER {

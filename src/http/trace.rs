@@ -150,20 +150,26 @@ fn redact_headers(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Va
         .collect()
 }
 
+/// Form pairs with the value of every secret field replaced by `REDACTED`.
+fn redacted_pairs<'a>(
+    pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+) -> Vec<(String, String)> {
+    pairs
+        .map(|(k, v)| {
+            let v = if REDACTED_FIELDS.contains(&k.as_ref()) {
+                REDACTED.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect()
+}
+
 fn redact_query(url: &url::Url) -> String {
     let mut url = url.clone();
     if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if REDACTED_FIELDS.contains(&k.as_ref()) {
-                    REDACTED.to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
+        let pairs = redacted_pairs(url.query_pairs());
         if pairs
             .iter()
             .any(|(k, _)| REDACTED_FIELDS.contains(&k.as_str()))
@@ -184,16 +190,7 @@ fn redact_body(body: &str) -> String {
         return v.to_string();
     }
     if body.contains('=') && !body.contains(char::is_whitespace) {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
-            .map(|(k, v)| {
-                let v = if REDACTED_FIELDS.contains(&k.as_ref()) {
-                    REDACTED.to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
+        let pairs = redacted_pairs(url::form_urlencoded::parse(body.as_bytes()));
         return url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();

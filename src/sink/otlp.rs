@@ -150,7 +150,6 @@ impl OtlpSink {
             let finished = |outcome, rejected| {
                 ExportFinished {
                     outcome,
-                    records: sent,
                     rejected,
                     elapsed: call.elapsed(),
                 }

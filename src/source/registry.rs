@@ -135,6 +135,34 @@ macro_rules! platforms {
                 None
             }
 
+            /// The integration's input type name (`ti_threatconnect`, `ti_threatq`).
+            pub fn input_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$platform as Platform>::INPUT_TYPE,)+
+                }
+            }
+
+            /// The effective settings with every secret replaced by `"[REDACTED]"`.
+            pub fn redacted_json(&self) -> Value {
+                match self {
+                    $(Self::$variant(config) => config.redacted_json(),)+
+                }
+            }
+
+            /// The secrets of the stream, to mask in everything it logs, reports or traces.
+            pub fn secrets(&self) -> Secrets {
+                match self {
+                    $(Self::$variant(config) => config.secrets(),)+
+                }
+            }
+
+            /// The HTTP settings.
+            pub fn http(&self) -> &HttpConfig {
+                match self {
+                    $(Self::$variant(config) => config.http(),)+
+                }
+            }
+
             /// Runs `visitor` with this stream's platform and settings.
             pub fn visit<'a, V: PlatformVisitor<'a>>(&'a self, visitor: V) -> V::Output {
                 match self {
@@ -143,56 +171,6 @@ macro_rules! platforms {
             }
         }
     };
-}
-
-impl SourceConfig {
-    /// The integration's input type name (`ti_threatconnect`, `ti_threatq`).
-    pub fn input_type(&self) -> &'static str {
-        struct InputType;
-        impl PlatformVisitor<'_> for InputType {
-            type Output = &'static str;
-            fn visit<P: Platform>(self, _: &P::Config) -> &'static str {
-                P::INPUT_TYPE
-            }
-        }
-        self.visit(InputType)
-    }
-
-    /// The effective settings with every secret replaced by `"[REDACTED]"`.
-    pub fn redacted_json(&self) -> Value {
-        struct Redacted;
-        impl PlatformVisitor<'_> for Redacted {
-            type Output = Value;
-            fn visit<P: Platform>(self, config: &P::Config) -> Value {
-                config.redacted_json()
-            }
-        }
-        self.visit(Redacted)
-    }
-
-    /// The secrets of the stream, to mask in everything it logs, reports or traces.
-    pub fn secrets(&self) -> Secrets {
-        struct Secret;
-        impl PlatformVisitor<'_> for Secret {
-            type Output = Secrets;
-            fn visit<P: Platform>(self, config: &P::Config) -> Secrets {
-                config.secrets()
-            }
-        }
-        self.visit(Secret)
-    }
-
-    /// The HTTP settings.
-    pub fn http(&self) -> &HttpConfig {
-        struct Http;
-        impl<'a> PlatformVisitor<'a> for Http {
-            type Output = &'a HttpConfig;
-            fn visit<P: Platform>(self, config: &'a P::Config) -> &'a HttpConfig {
-                config.http()
-            }
-        }
-        self.visit(Http)
-    }
 }
 
 platforms! {

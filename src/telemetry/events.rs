@@ -205,8 +205,6 @@ impl TokenRefreshed {
 pub struct ExportFinished {
     /// How it ended.
     pub outcome: ExportOutcome,
-    /// Log records in the request.
-    pub records: usize,
     /// Of which the receiver rejected (`partial_success`).
     pub rejected: u64,
     /// Time of the call.

@@ -454,8 +454,8 @@ pub fn stats() -> Value {
     json!({ "streams": streams, "process": process().stats() })
 }
 
-/// Whether any registered stream stopped for good (`/healthz` then answers 503).
-pub fn any_failed() -> Vec<String> {
+/// The registered streams that stopped for good (`/healthz` then answers 503).
+pub fn failed_streams() -> Vec<String> {
     live_streams()
         .into_iter()
         .filter(|(_, c)| c.status().fatal.is_some())

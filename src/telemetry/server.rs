@@ -43,7 +43,7 @@ async fn stats() -> impl IntoResponse {
 }
 
 async fn healthz() -> impl IntoResponse {
-    let failed = metrics::any_failed();
+    let failed = metrics::failed_streams();
     if failed.is_empty() {
         (StatusCode::OK, axum::Json(json!({"status": "ok"})))
     } else {
