@@ -8,7 +8,9 @@
 //! `threatconnect_full` does the same over indicators that carry every optional block; after
 //! each group a line `…: ecs_map X k/s, serde_json_roundtrip Y k/s, ratio Z×, map+serialise
 //! W k/s, ratio V×` is printed, with the same figures for the reference
-//! (processor-by-processor) engine alone.
+//! (processor-by-processor) engine alone. Each figure is the median of ten interleaved rounds of
+//! 0.2 s per contender, so that a machine whose speed drifts moves both sides alike.
+//! `TI_BENCH_PER_TEXT=1` adds the ratio of every text on its own.
 
 /// The binary's allocator, so that the numbers are the product's (and the round trip gets the
 /// same allocator as the mapping).
@@ -183,6 +185,17 @@ fn rate(texts: &[String], secs: f64, mut f: impl FnMut(&str)) -> f64 {
     per_sec
 }
 
+/// The median of `xs` (the mean of the middle two for an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => xs[n / 2],
+        _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
 /// The mapped document's JSON bytes, as the sinks produce them.
 fn serialised(event: &EcsEvent) -> Vec<u8> {
     serde_json::to_vec(&event.doc).unwrap_or_default()
@@ -199,30 +212,69 @@ struct Mapper<'a> {
 /// texts: the ratio is what the brief's target (≥ 1.0×) is stated in. `map+serialise` also
 /// pays for the document's bytes, like the round trip does.
 fn print_ratio(label: &str, texts: &[String], m: &Mapper<'_>) {
-    let map = rate(texts, 2.0, |raw| {
-        black_box((m.map)(raw));
-    });
-    let trip = rate(texts, 2.0, |raw| {
-        black_box(roundtrip(raw));
-    });
-    let map_serialised = rate(texts, 2.0, |raw| {
-        black_box(serialised(&(m.map)(raw)));
-    });
-    let reference = rate(texts, 2.0, |raw| {
-        black_box((m.reference)(raw));
-    });
+    // Ten rounds of 0.2 s per contender, interleaved, and the median of the per-round ratios:
+    // a machine whose speed drifts during the run (other tenants, frequency changes) moves both
+    // sides of a round alike, where one long measurement after the other would not.
+    const ROUNDS: usize = 10;
+    let (mut map, mut trip, mut map_serialised, mut reference) = (
+        Vec::with_capacity(ROUNDS),
+        Vec::with_capacity(ROUNDS),
+        Vec::with_capacity(ROUNDS),
+        Vec::with_capacity(ROUNDS),
+    );
+    for _ in 0..ROUNDS {
+        map.push(rate(texts, 0.2, |raw| {
+            black_box((m.map)(raw));
+        }));
+        trip.push(rate(texts, 0.2, |raw| {
+            black_box(roundtrip(raw));
+        }));
+        map_serialised.push(rate(texts, 0.2, |raw| {
+            black_box(serialised(&(m.map)(raw)));
+        }));
+        reference.push(rate(texts, 0.2, |raw| {
+            black_box((m.reference)(raw));
+        }));
+    }
+    let ratio = |xs: &[f64]| median(xs.iter().zip(&trip).map(|(x, t)| x / t).collect());
+    let (map_ratio, map_serialised_ratio, reference_ratio) =
+        (ratio(&map), ratio(&map_serialised), ratio(&reference));
+    let (map, trip, map_serialised, reference) = (
+        median(map),
+        median(trip.clone()),
+        median(map_serialised),
+        median(reference),
+    );
     let fast = texts.iter().filter(|raw| (m.takes_fast_path)(raw)).count();
+    if std::env::var_os("TI_BENCH_PER_TEXT").is_some() {
+        // Which shapes cost the most against their own round trip.
+        for (i, raw) in texts.iter().enumerate() {
+            let one = std::slice::from_ref(raw);
+            let map = rate(one, 0.3, |raw| {
+                black_box((m.map)(raw));
+            });
+            let trip = rate(one, 0.3, |raw| {
+                black_box(roundtrip(raw));
+            });
+            println!(
+                "  {label}[{i}]: {} bytes, ratio {:.2}x",
+                raw.len(),
+                map / trip
+            );
+        }
+    }
     println!(
         "{label}: ecs_map {:.1} k/s, serde_json_roundtrip {:.1} k/s, ratio {:.2}x, \
          map+serialise {:.1} k/s, ratio {:.2}x \
-         (reference engine alone {:.1} k/s, ratio {:.2}x; fast path took {fast} of {} texts)",
+         (reference engine alone {:.1} k/s, ratio {:.2}x; fast path took {fast} of {} texts; \
+         medians of {ROUNDS} interleaved rounds)",
         map / 1e3,
         trip / 1e3,
-        map / trip,
+        map_ratio,
         map_serialised / 1e3,
-        map_serialised / trip,
+        map_serialised_ratio,
         reference / 1e3,
-        reference / trip,
+        reference_ratio,
         texts.len()
     );
 }

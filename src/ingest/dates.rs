@@ -109,22 +109,60 @@ pub fn format_date(dt: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     let year = dt.year();
     let mut out = String::with_capacity(24);
-    if (0..=9999).contains(&year) {
-        let _ = write!(out, "{year:04}");
-    } else {
-        let _ = write!(out, "{year:+05}");
+    match u32::try_from(year) {
+        Ok(y) if y <= 9999 => push_digits(&mut out, y, 4),
+        _ => {
+            let _ = write!(out, "{year:+05}");
+        }
     }
-    let _ = write!(
-        out,
-        "-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.timestamp_subsec_millis().min(999)
-    );
+    // Written digit by digit: this runs for every date of every document, and `write!` with
+    // padding costs several times more.
+    for (sep, n, width) in [
+        ('-', dt.month(), 2),
+        ('-', dt.day(), 2),
+        ('T', dt.hour(), 2),
+        (':', dt.minute(), 2),
+        (':', dt.second(), 2),
+        ('.', dt.timestamp_subsec_millis().min(999), 3),
+    ] {
+        out.push(sep);
+        push_digits(&mut out, n, width);
+    }
+    out.push('Z');
     out
+}
+
+/// Appends `n` as exactly `width` decimal digits (zero-padded; `n` < 10^width).
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (n / 10u32.pow(place)) % 10;
+        out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+    }
+}
+
+/// The API's usual timestamp shape, `yyyy-MM-ddTHH:mm:ssZ` (exactly 20 bytes), as a UTC time;
+/// `None` for any other text or an impossible date. Mappers try it before the general parsers,
+/// which accept it too and give the same instant.
+pub fn parse_canonical_utc(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() != 20
+        || b[19] != b'Z'
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
+    let time = NaiveTime::from_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)?;
+    Some(NaiveDateTime::new(date, time).and_utc())
 }
 
 /// ES `date`: parses the value's Java `toString()` with the first matching format and returns
@@ -182,4 +220,47 @@ pub fn date_ymd_hms(value: &Value) -> Result<String, IngestError> {
     parse_ymd_hms(&text)
         .map(|dt| format_date(&dt))
         .ok_or_else(|| IngestError(format!("unable to parse date [{text}]")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digit-by-digit writer against chrono's own formatting, over every edge it handles.
+    #[test]
+    fn format_date_matches_chrono_formatting() {
+        for text in [
+            "2023-12-05T06:38:53.123Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "1970-01-01T00:00:00.5Z",
+        ] {
+            let t = parse_iso8601(text).expect("parses").with_timezone(&Utc);
+            let want = t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            assert_eq!(format_date(&t), want, "{text}");
+        }
+        let far = NaiveDate::from_ymd_opt(12_345, 6, 7)
+            .and_then(|d| d.and_hms_opt(8, 9, 10))
+            .expect("valid")
+            .and_utc();
+        assert_eq!(format_date(&far), "+12345-06-07T08:09:10.000Z");
+    }
+
+    #[test]
+    fn canonical_utc_is_the_general_parser_on_its_shape_only() {
+        let text = "2024-02-29T23:59:59Z";
+        assert_eq!(
+            parse_canonical_utc(text),
+            parse_iso8601(text).map(|t| t.with_timezone(&Utc))
+        );
+        for other in [
+            "2023-02-29T00:00:00Z",
+            "2023-12-05T06:38:53.1Z",
+            "2023-12-05T06:38:53+00:00",
+            "2023-12-05 06:38:53Z",
+            "2023-1a-05T06:38:53Z",
+        ] {
+            assert_eq!(parse_canonical_utc(other), None, "{other}");
+        }
+    }
 }

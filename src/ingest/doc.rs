@@ -187,6 +187,7 @@ impl Object {
 
     /// Sets `key` to `value`; a later entry under the same key replaces this one when the
     /// object is finished (like `Map::insert`).
+    #[inline]
     pub fn insert(&mut self, key: impl Into<Key>, value: impl Into<Node>) {
         self.entries.push((key.into(), value.into()));
     }
@@ -202,6 +203,7 @@ impl Object {
     }
 
     /// The object under `key`, created (or replacing a non-object) when needed.
+    #[inline]
     pub fn child(&mut self, key: &'static str) -> &mut Object {
         let at = match self.position(key) {
             Some(i) if matches!(self.entries[i].1, Node::Object(_)) => i,
@@ -218,11 +220,13 @@ impl Object {
     }
 
     /// `self[parent][key] = value`, creating `parent` (see [`Object::child`]).
+    #[inline]
     pub fn nested(&mut self, parent: &'static str, key: &'static str, value: impl Into<Node>) {
         self.child(parent).insert(key, value);
     }
 
     /// Inserts `value` unless it is an empty object.
+    #[inline]
     pub fn insert_object(&mut self, key: &'static str, value: Object) {
         if !value.is_empty() {
             self.insert(key, value);
@@ -230,6 +234,7 @@ impl Object {
     }
 
     /// Inserts `list` unless it is empty.
+    #[inline]
     pub fn insert_list(&mut self, key: &'static str, list: Vec<Node>) {
         if !list.is_empty() {
             self.insert(key, list);
@@ -237,6 +242,7 @@ impl Object {
     }
 
     /// The index of the entry `key` currently stands for (the last one inserted).
+    #[inline]
     fn position(&self, key: &str) -> Option<usize> {
         self.entries.iter().rposition(|(k, _)| k == key)
     }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use chrono::{NaiveDate, NaiveTime, Utc};
+use chrono::Utc;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 use sha1::{Digest, Sha1};
@@ -311,26 +311,9 @@ impl<'de> Visitor<'de> for Without {
 /// `yyyy-MM-ddTHH:mm:ss.SSSZ`. The API's usual `yyyy-MM-ddTHH:mm:ssZ` is validated and
 /// extended without going through a `DateTime`.
 pub fn iso8601_date(text: &str) -> Option<String> {
-    let b = text.as_bytes();
-    let canonical = b.len() == 20
-        && b[19] == b'Z'
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-            .iter()
-            .all(|&i| b[i].is_ascii_digit());
-    if canonical {
-        let num = |from: usize, to: usize| text.get(from..to).and_then(|s| s.parse::<u32>().ok());
-        let valid =
-            NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)
-                .is_some()
-                && NaiveTime::from_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?).is_some();
-        if !valid {
-            return None;
-        }
+    if let Some(t) = super::parse_canonical_utc(text) {
+        // Already UTC with whole seconds: the output is the text with `.000` before the `Z`.
+        debug_assert_eq!(super::format_date(&t).get(..19), text.get(..19));
         let mut out = String::with_capacity(24);
         out.push_str(text.get(..19)?);
         out.push_str(".000Z");

@@ -20,6 +20,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::Value;
 
 use super::reference::{associated_key_name, confidence_band, parse_zoned};
+use crate::ingest::doc::Key;
 use crate::ingest::fast::{
     Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once,
 };
@@ -499,7 +500,7 @@ impl<'de> de::Deserialize<'de> for AssociatedIndicator {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut item = AssociatedIndicator {
-                    rest: Object::new(),
+                    rest: Object::with_capacity(40),
                     moved: Vec::with_capacity(ASSOCIATED_MOVED.len()),
                 };
                 while let Some(key) = map.next_key::<Str<'de>>()? {
@@ -607,8 +608,27 @@ fn renamed_entry<'de, A: MapAccess<'de>>(
     if out.contains_key(renamed) {
         return Err(de::Error::custom(format_args!("repeated key [{renamed}]")));
     }
-    out.insert(renamed.to_owned(), value);
+    out.insert(known_key(renamed), value);
     Ok(())
+}
+
+/// An associated indicator's key after E1, borrowed from a static name when it is one the API
+/// sends (so that no `String` is allocated for it), owned otherwise. A `match` on the text: the
+/// compiler dispatches on the length first, cheaper here than a search through a sorted list.
+fn known_key(key: &str) -> Key {
+    macro_rules! borrowed {
+        ($($name:literal)*) => {
+            match key {
+                $($name => Key::Borrowed($name),)*
+                other => Key::Owned(other.to_owned()),
+            }
+        };
+    }
+    borrowed!(
+        "address" "as_number" "confidence" "description" "hashtag" "host_name" "id" "ip"
+        "key_name" "legacy_link" "md5" "mutex" "rating" "sha1" "sha256" "size" "subject"
+        "summary" "text" "type" "user_agent_string" "web_link"
+    )
 }
 
 /// The creator names of a group or attribute: first, last, user name.
@@ -1120,19 +1140,27 @@ impl<'a> Indicator<'a> {
 
         // §5 B1–B3.
         let expiration = opts.ioc_expiration.as_ref().filter(|e| !e.raw.is_empty());
+        let formats = [DateFormat::Iso8601, DateFormat::Unix];
         let deleted_at = match (&self.deleted_at, expiration, &self.last_modified) {
-            (Some(d), _, _) => Some(d.0.as_ref().to_owned()),
+            (Some(d), _, _) if d.is_empty() => None,
+            (Some(d), _, _) => Some(ingest::date(&Value::String(d.to_string()), &formats).ok()?),
             (None, Some(exp), Some(lm)) => {
                 let t = parse_zoned(lm)?
-                    .checked_add_signed(chrono::Duration::from_std(exp.duration).ok()?)?;
-                Some(ingest::format_date(&t.with_timezone(&chrono::Utc)))
+                    .checked_add_signed(chrono::Duration::from_std(exp.duration).ok()?)?
+                    .with_timezone(&chrono::Utc);
+                let text = ingest::format_date(&t);
+                // B3's `date` processor re-reads the text B2 wrote; for a four-digit year that
+                // is the same text again.
+                if (0..=9999).contains(&chrono::Datelike::year(&t)) {
+                    Some(text)
+                } else {
+                    Some(ingest::date(&Value::String(text), &formats).ok()?)
+                }
             }
             (None, _, _) => None,
         };
-        if let Some(d) = deleted_at.filter(|d| !d.is_empty()) {
-            let formats = [DateFormat::Iso8601, DateFormat::Unix];
-            let date = ingest::date(&Value::String(d), &formats).ok()?;
-            o.tci.insert("deleted_at", Value::String(date));
+        if let Some(date) = deleted_at {
+            o.tci.insert("deleted_at", date);
         }
         if let Some(exp) = expiration {
             o.tci.insert("expiration_duration", string(&exp.raw));
@@ -1570,5 +1598,16 @@ impl Out {
             timestamp: ts,
             doc: Document::finished(doc),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_associated_keys_are_borrowed() {
+        assert!(matches!(known_key("web_link"), Key::Borrowed("web_link")));
+        assert!(matches!(known_key("Custom Field"), Key::Owned(k) if k == "Custom Field"));
     }
 }

@@ -588,6 +588,9 @@ pub(super) fn associated_key_name(key: &str) -> &str {
 /// `ZonedDateTime.parse` (ISO_ZONED_DATE_TIME): date, `T`, `HH:mm[:ss[.f]]`, and a mandatory
 /// offset (`Z` or `±HH:MM`), optionally followed by a `[zone id]` (ignored here).
 pub(super) fn parse_zoned(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    if let Some(t) = ingest::parse_canonical_utc(text) {
+        return Some(t.fixed_offset());
+    }
     let text = match text.find('[') {
         Some(i) if text.ends_with(']') => text.get(..i)?,
         _ => text,
