@@ -530,10 +530,8 @@ fn map_lines(lines: &[MapLine], mapper: &(dyn Fn(&str) -> EcsEvent + Sync), out:
                 ),
             );
         }
-        // Serialising a document of JSON values cannot fail.
-        if serde_json::to_writer(&mut *out, &event.doc).is_ok() {
-            out.push(b'\n');
-        }
+        event.doc.write_json(out);
+        out.push(b'\n');
     }
 }
 

@@ -523,7 +523,10 @@ mod tests {
             super::super::remove_empty(&mut map);
             let doc = Document::finished(object);
             let want = serde_json::to_string(&map).unwrap_or_default();
-            prop_assert_eq!(serde_json::to_string(&doc).unwrap_or_default(), want);
+            prop_assert_eq!(serde_json::to_string(&doc).unwrap_or_default(), want.clone());
+            let mut written = Vec::new();
+            doc.write_json(&mut written);
+            prop_assert_eq!(String::from_utf8(written).unwrap_or_default(), want.clone());
             prop_assert_eq!(doc.to_map(), map.clone());
             prop_assert_eq!(
                 crate::sink::otlp::document_kvlist(doc),

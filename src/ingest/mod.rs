@@ -26,6 +26,7 @@ pub mod doc;
 mod epilogue;
 pub mod fast;
 mod java;
+pub mod json;
 mod paths;
 mod strict_json;
 mod uri;

@@ -137,6 +137,19 @@ pub struct Line<'a> {
     doc: &'a crate::ingest::Document,
 }
 
+impl Line<'_> {
+    /// The line's JSON bytes: what `serde_json::to_writer` writes for it, with the document
+    /// written by [`crate::ingest::json`] (the hot path of the NDJSON sink).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"@metadata\":");
+        let _ = serde_json::to_writer(&mut *out, &self.metadata);
+        out.extend_from_slice(b",\"data_stream\":");
+        let _ = serde_json::to_writer(&mut *out, &self.data_stream);
+        self.doc.write_members(out, false);
+        out.push(b'}');
+    }
+}
+
 /// The line for one event of `batch`.
 pub fn render<'a>(batch: &'a Batch<'_>, event: &'a crate::ingest::EcsEvent) -> Line<'a> {
     Line {
@@ -176,10 +189,8 @@ impl Sink for NdjsonSink {
     fn encode(&self, batch: Batch<'_>) -> Vec<u8> {
         let mut buf = Vec::with_capacity(batch.events.len() * 2048);
         for event in &batch.events {
-            // Serialising a document of JSON values cannot fail.
-            if serde_json::to_writer(&mut buf, &render(&batch, event)).is_ok() {
-                buf.push(b'\n');
-            }
+            render(&batch, event).write_json(&mut buf);
+            buf.push(b'\n');
         }
         buf
     }
@@ -247,6 +258,24 @@ mod tests {
             .map(|e| serde_json::to_string(&render(&batch, e)).unwrap_or_default())
             .collect();
         assert_eq!(lines[0], lines[1]);
+        // The sink's own writer gives the same bytes as serde for both kinds of document, and
+        // for an empty one.
+        for event in &batch.events {
+            let mut written = Vec::new();
+            render(&batch, event).write_json(&mut written);
+            assert_eq!(String::from_utf8(written).unwrap_or_default(), lines[0]);
+        }
+        let empty = crate::ingest::EcsEvent {
+            id: None,
+            timestamp: None,
+            doc: Document::default(),
+        };
+        let mut written = Vec::new();
+        render(&batch, &empty).write_json(&mut written);
+        assert_eq!(
+            String::from_utf8(written).unwrap_or_default(),
+            serde_json::to_string(&render(&batch, &empty)).unwrap_or_default()
+        );
         assert!(
             lines[0].starts_with(r#"{"@metadata":{"_id":"#),
             "{}",
