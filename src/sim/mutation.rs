@@ -6,7 +6,16 @@
 //! the platform's: [`MutableStore::change`].
 
 use chrono::{DateTime, Utc};
+use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
+
+/// Mixed into `--seed` for the mutation stream, so that it is independent of the data's.
+const MUTATION_SEED: u64 = 0x0000_6d75_7461_7465;
+
+/// The mutation stream of a simulator started with `--seed seed`.
+pub fn seeded_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ MUTATION_SEED)
+}
 
 /// The indicators (by index) that have appeared in a served page, in the order they first did,
 /// and the seeded random stream that picks and changes them.
@@ -79,7 +88,6 @@ pub trait MutableStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng as _;
 
     #[test]
     fn records_each_indicator_once_in_first_served_order() {

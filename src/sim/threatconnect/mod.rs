@@ -24,13 +24,13 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound as _, Utc};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 
 use crate::sim::faults::{Fault, FaultArgs};
 use crate::sim::lock;
-use crate::sim::mutation::{MutableStore, Mutation};
+use crate::sim::mutation::{self, MutableStore, Mutation};
 use crate::sim::page::{self, JsonArray, Members, RenderCache};
 use crate::sim::server::{self, Failure, Platform, Request, Server};
 use crate::source::threatconnect::auth;
@@ -277,7 +277,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             .into_iter()
             .map(|i| i.with_rich_context(rich))
             .collect(),
-        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+        mutation::seeded_rng(args.seed),
     );
     // Clients that connect by address send it as `Host`, so this is the base they will see.
     store.render_base = format!("http://{addr}");

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::sim::faults::{Fault, FaultArgs};
 use crate::sim::lock;
-use crate::sim::mutation::{MutableStore, Mutation};
+use crate::sim::mutation::{self, MutableStore, Mutation};
 use crate::sim::page::{self, JsonArray, Members, RenderCache};
 use crate::sim::server::{self, Counter, Failure, Platform, Request, Server};
 use data::Indicator;
@@ -397,7 +397,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             .map(|i| i.with_rich_context(rich))
             .collect(),
         now,
-        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+        mutation::seeded_rng(args.seed),
     );
     // Render what ti-sidecar requests by default now, so that a first pass is as fast as later
     // ones; any other `fields` is rendered on first request.
