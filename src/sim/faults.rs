@@ -5,14 +5,17 @@
 //! module only decides *whether* a request is delayed, limited or failed, and counts what it
 //! did, so that both simulators misbehave in exactly the same, reproducible way.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::sim::lock;
 
 /// The value of the `Retry-After` header sent with every 429.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -38,6 +41,16 @@ impl Fault {
         match self {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Injected(s) => s,
+        }
+    }
+
+    /// Adds the headers the fault's answer carries besides its body (whose shape is the
+    /// platform's): `Retry-After` on a 429.
+    pub fn add_headers(self, response: &mut Response) {
+        if let Self::RateLimited { .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
     }
 }
@@ -142,11 +155,6 @@ pub struct Faults {
     errors_injected: AtomicU64,
 }
 
-/// A poisoned lock only means another request panicked; the state is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Faults {
     /// Validates the settings once; `seed` makes the choice of failed requests and the jitter
     /// reproducible.
@@ -226,10 +234,10 @@ impl Faults {
         Ok(())
     }
 
-    /// Latency, then rate limit, then injected error: everything a load balancer in front of
-    /// the real API could do to a request before the application sees it.
-    pub async fn before_request(&self) -> Result<(), Fault> {
-        self.delay().await;
+    /// Rate limit, then injected error: what a load balancer in front of the real API could do
+    /// to a request (after its latency, which the server adds to every request) before the
+    /// application sees it.
+    pub fn check_request(&self) -> Result<(), Fault> {
         self.check_rate()?;
         self.check_error()
     }

@@ -152,6 +152,20 @@ impl RenderCache {
             .unwrap_or_default()
     }
 
+    /// A capacity guess for a page of `items` written from `blocks`: the renders of the first
+    /// item once per item plus one, and `envelope` bytes for the rest.
+    pub fn page_capacity(
+        &self,
+        items: &[usize],
+        blocks: impl IntoIterator<Item = usize>,
+        envelope: usize,
+    ) -> usize {
+        let per_item: usize = items.first().map_or(0, |&i| {
+            blocks.into_iter().map(|b| self.get(i, b).len()).sum()
+        });
+        per_item.saturating_mul(items.len() + 1) + envelope
+    }
+
     /// Forgets every block of `item` (it changed).
     pub fn invalidate(&mut self, item: usize) {
         let start = self.slot(item, 0);

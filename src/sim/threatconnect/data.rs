@@ -17,7 +17,10 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::sim::values::{analysis, domain, hex, ipv4, ipv6, mix, sized};
+use crate::sim::values::{
+    Blocks, MALWARE, WORDS, analysis, cidr, domain, email_address, hex, ipv4, ipv6, mix, mutex,
+    observed_in, php_url, run_key, user_agent,
+};
 use serde_json::{Map, Value, json};
 
 /// The built-in indicator types, with the `type` text the API returns.
@@ -128,10 +131,8 @@ pub struct Indicator {
     pub version: u32,
     /// `legacyLink` page and query, without base and owner.
     legacy_path: String,
-    /// Seed for the optional blocks.
-    block_seed: u64,
-    /// Draw the optional blocks at realistic size (`--rich-context`).
-    rich: bool,
+    /// Seed and size of the optional blocks.
+    blocks: Blocks,
 }
 
 /// Owners (organisation, community, source) that indicators belong to: `(ownerId, ownerName)`.
@@ -142,21 +143,6 @@ pub const OWNERS: [(i64, &str); 4] = [
     (67, "Partner Feed"),
 ];
 
-const TLDS: [&str; 8] = ["com", "net", "org", "info", "ru", "xyz", "top", "io"];
-const WORDS: [&str; 16] = [
-    "update", "secure", "login", "cdn", "mail", "portal", "files", "account", "verify", "cloud",
-    "static", "api", "support", "billing", "docs", "auth",
-];
-const MALWARE: [&str; 8] = [
-    "Emotet",
-    "QakBot",
-    "AgentTesla",
-    "RedLine",
-    "Cobalt Strike",
-    "IcedID",
-    "LockBit",
-    "AsyncRAT",
-];
 const SOURCES: [&str; 4] = [
     "OSINT feed",
     "abuse.ch",
@@ -193,15 +179,7 @@ fn values_for(
             (ip.clone(), vec![("ip", json!(ip))], link)
         }
         IndicatorType::EmailAddress => {
-            let user = ["billing", "admin", "hr", "no-reply", "j.doe", "support"]
-                .choose(rng)
-                .copied()
-                .unwrap_or("admin");
-            let addr = format!(
-                "{user}{}@{}",
-                rng.random_range(1..100),
-                domain(rng, &WORDS, &TLDS)
-            );
+            let addr = email_address(rng);
             let link = format!("emailaddress.xhtml?emailaddress={}", pct(&addr));
             (addr.clone(), vec![("address", json!(addr))], link)
         }
@@ -224,7 +202,7 @@ fn values_for(
             (parts.join(" : "), values, format!("file.xhtml?file={md5}"))
         }
         IndicatorType::Host => {
-            let host = domain(rng, &WORDS, &TLDS);
+            let host = domain(rng);
             let values = vec![
                 ("hostName", json!(host)),
                 ("dnsActive", json!(rng.random_bool(0.5))),
@@ -235,12 +213,7 @@ fn values_for(
         }
         IndicatorType::Url => {
             let word = WORDS.choose(rng).copied().unwrap_or("login");
-            let text = format!(
-                "https://{}/{word}/{}.php?id={}",
-                domain(rng, &WORDS, &TLDS),
-                hex(rng, 3, false),
-                rng.random_range(1..10_000)
-            );
+            let text = php_url(rng, word);
             (
                 text.clone(),
                 vec![("text", json!(text))],
@@ -252,18 +225,7 @@ fn values_for(
             (asn.clone(), vec![("AS Number", json!(asn))], custom)
         }
         IndicatorType::Cidr => {
-            let prefix = [16u8, 20, 22, 24, 28].choose(rng).copied().unwrap_or(24);
-            let ip = ipv4(rng);
-            let octets: Vec<u32> = ip.split('.').filter_map(|p| p.parse().ok()).collect();
-            let raw = octets.iter().fold(0u32, |acc, o| (acc << 8) | o);
-            let net = raw & (u32::MAX << (32 - u32::from(prefix)));
-            let block = format!(
-                "{}.{}.{}.{}/{prefix}",
-                net >> 24,
-                (net >> 16) & 255,
-                (net >> 8) & 255,
-                net & 255
-            );
+            let block = cidr(rng);
             (block.clone(), vec![("Block", json!(block))], custom)
         }
         IndicatorType::EmailSubject => {
@@ -286,14 +248,11 @@ fn values_for(
             (tag.clone(), vec![("Hashtag", json!(tag))], custom)
         }
         IndicatorType::Mutex => {
-            let m = format!("Global\\{}", hex(rng, 8, true));
+            let m = mutex(rng);
             (m.clone(), vec![("Mutex", json!(m))], custom)
         }
         IndicatorType::RegistryKey => {
-            let key = format!(
-                "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\\{}",
-                WORDS.choose(rng).copied().unwrap_or("update")
-            );
+            let key = run_key(rng);
             let value_name = format!("{}{}", "svc", rng.random_range(1..50));
             let value_type = ["REG_SZ", "REG_QWORD", "REG_DWORD", "REG_BINARY"]
                 .choose(rng)
@@ -308,15 +267,7 @@ fn values_for(
             (summary, values, custom)
         }
         IndicatorType::UserAgent => {
-            let ua = format!(
-                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) {}/{}.0",
-                MALWARE
-                    .choose(rng)
-                    .copied()
-                    .unwrap_or("Agent")
-                    .replace(' ', ""),
-                rng.random_range(1..20)
-            );
+            let ua = user_agent(rng);
             (ua.clone(), vec![("User Agent String", json!(ua))], custom)
         }
     }
@@ -378,12 +329,7 @@ pub fn generate(
             .random_bool(0.8)
             .then(|| f64::from(rng.random_range(1..=10u8)) / 2.0);
         let confidence = rng.random_bool(0.8).then(|| rng.random_range(0..=100u8));
-        let description = rng.random_bool(0.3).then(|| {
-            format!(
-                "Observed in {} activity",
-                MALWARE.choose(&mut rng).copied().unwrap_or("Emotet")
-            )
-        });
+        let description = rng.random_bool(0.3).then(|| observed_in(&mut rng));
         let source = rng.random_bool(0.3).then(|| {
             SOURCES
                 .choose(&mut rng)
@@ -407,8 +353,7 @@ pub fn generate(
             active_locked: rng.random_bool(0.05),
             version: 0,
             legacy_path,
-            block_seed: mix(seed, 2, i as u64),
-            rich: false,
+            blocks: Blocks::of(seed, i),
         });
     }
     out
@@ -418,22 +363,13 @@ impl Indicator {
     /// The same indicator, with realistic-size (`rich`) or default-size optional blocks (`--rich-context`); its base
     /// fields are unchanged.
     pub fn with_rich_context(mut self, rich: bool) -> Self {
-        self.rich = rich;
+        self.blocks.rich = rich;
         self
-    }
-
-    /// How many entries an optional block draws: the default range, or the rich one.
-    fn sized(
-        &self,
-        default: RangeInclusive<usize>,
-        rich: RangeInclusive<usize>,
-    ) -> RangeInclusive<usize> {
-        sized(self.rich, default, rich)
     }
 
     /// How many associated indicators to draw.
     pub fn associated_indicator_range(&self) -> RangeInclusive<usize> {
-        self.sized(0..=3, 4..=15)
+        self.blocks.sized(0..=3, 4..=15)
     }
 
     /// Modifies the indicator as an analyst would: a new rating, confidence and description,
@@ -501,7 +437,7 @@ impl Indicator {
 
     /// A fresh RNG for optional block `block`, independent of mutations.
     pub(crate) fn block_rng(&self, block: u64) -> ChaCha8Rng {
-        ChaCha8Rng::seed_from_u64(mix(self.block_seed, 3, block))
+        ChaCha8Rng::seed_from_u64(mix(self.blocks.seed, 3, block))
     }
 }
 
@@ -567,7 +503,7 @@ pub fn tags(ind: &Indicator) -> Value {
             &["Defense Evasion", "Privilege Escalation"],
         ),
     ];
-    let n = rng.random_range(ind.sized(0..=4, 4..=12));
+    let n = rng.random_range(ind.blocks.sized(0..=4, 4..=12));
     let mut items = Vec::new();
     for _ in 0..n {
         let last_used =
@@ -705,22 +641,22 @@ fn attribute_list(
 pub fn attributes(ind: &Indicator) -> Value {
     let mut rng = ind.block_rng(3);
     // Room for every attribute id of one indicator before the next one's start.
-    let stride = if ind.rich { 64 } else { 4 };
-    let base = 71_670_000 + (ind.block_seed % 1_000_000) as i64 * stride;
+    let stride = if ind.blocks.rich { 64 } else { 4 };
+    let base = 71_670_000 + (ind.blocks.seed % 1_000_000) as i64 * stride;
     collection(attribute_list(
         &mut rng,
         ind.last_modified,
         base,
-        ind.sized(0..=3, 10..=30),
-        ind.rich,
+        ind.blocks.sized(0..=3, 10..=30),
+        ind.blocks.rich,
     ))
 }
 
 /// `associatedGroups` of several group types; with `with_attributes`, each carries `attributes`.
 pub fn associated_groups(ind: &Indicator, base: &str, with_attributes: bool) -> Value {
     let mut rng = ind.block_rng(4);
-    let n = rng.random_range(ind.sized(0..=3, 3..=10));
-    let stride = if ind.rich { 16 } else { 4 };
+    let n = rng.random_range(ind.blocks.sized(0..=3, 3..=10));
+    let stride = if ind.blocks.rich { 16 } else { 4 };
     let items = (0..n)
         .map(|_| {
             let gid = rng.random_range(0..40u64);
@@ -731,8 +667,8 @@ pub fn associated_groups(ind: &Indicator, base: &str, with_attributes: bool) -> 
                     &mut grng,
                     group_time(gid),
                     90_000_000 + gid as i64 * stride,
-                    ind.sized(0..=3, 2..=8),
-                    ind.rich,
+                    ind.blocks.sized(0..=3, 2..=8),
+                    ind.blocks.rich,
                 ));
             }
             g

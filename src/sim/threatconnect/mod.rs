@@ -10,32 +10,33 @@
 //! Pages are written from per-indicator renders cached in a [`RenderCache`] (see
 //! `sim/page.rs`), and the filtered, sorted order of a query is kept until the data changes, so
 //! that offset paging through a large data set costs a copy per page, not a sort and a DOM.
+//! The HTTP server around it is shared with the ThreatQ simulator (`sim/server.rs`).
 
 pub mod data;
 pub mod tql;
 
-use crate::sim::faults::FaultArgs;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound as _, Utc};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
-use crate::sim::faults::{self, Fault, Faults};
+use crate::sim::faults::{Fault, FaultArgs};
+use crate::sim::lock;
+use crate::sim::mutation::{self, MutableStore, Mutation};
 use crate::sim::page::{self, JsonArray, Members, RenderCache};
+use crate::sim::server::{self, Failure, Platform, Request, Server};
 use crate::source::threatconnect::auth;
 use data::Indicator;
+
+pub use crate::sim::server::SimStats;
 
 /// The only collection the simulator serves.
 const INDICATORS_PATH: &str = "/api/v3/indicators";
@@ -117,10 +118,7 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p: Vec<String> = faults::validate(&self.faults)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let mut p = server::fault_problems(&self.faults);
         if self.same_second > self.indicators {
             p.push(format!(
                 "--same-second {} exceeds --indicators {}",
@@ -129,62 +127,22 @@ impl SimArgs {
         }
         if self.id_base < 1 {
             p.push(format!("--id-base must be positive, got {}", self.id_base));
-        } else if i64::try_from(self.indicators)
-            .ok()
-            .and_then(|n| self.id_base.checked_add(n))
-            .is_none()
-        {
-            p.push(format!(
-                "--id-base {} plus --indicators {} overflows a 64-bit id",
-                self.id_base, self.indicators
-            ));
+        } else {
+            p.extend(server::id_overflow(self.id_base, self.indicators));
         }
-        if self.access_id.is_empty() || self.access_id.contains(':') {
-            p.push("--access-id must be non-empty and must not contain ':'".into());
-        }
-        if self.secret_key.is_empty() {
-            p.push("--secret-key must not be empty".into());
-        }
+        p.extend(server::credential_problems(
+            ("--access-id", &self.access_id),
+            ("--secret-key", &self.secret_key),
+        ));
         p
     }
-}
-
-/// Counters of what the simulator did, for tests and for the shutdown log line.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SimStats {
-    /// Requests received (any path, any outcome).
-    pub requests: u64,
-    /// Successful `200` pages served.
-    pub pages_served: u64,
-    /// Requests answered 401.
-    pub auth_rejected: u64,
-    /// Requests answered with an injected 500/502/503.
-    pub errors_injected: u64,
-    /// Requests answered 429.
-    pub rate_limited: u64,
-    /// Indicators modified by `--mutate-per-page`.
-    pub mutations: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    pages_served: AtomicU64,
-    auth_rejected: AtomicU64,
-    mutations: AtomicU64,
-}
-
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, AtomicOrdering::Relaxed);
 }
 
 /// The indicator store, its render cache and the bookkeeping that mutation needs.
 struct Store {
     indicators: Vec<Indicator>,
-    /// Which indicators (by index) have appeared in a served page.
-    served: Vec<bool>,
-    served_list: Vec<usize>,
-    mutation_rng: ChaCha8Rng,
+    /// What has been served, for `--mutate-per-page`.
+    mutation: Mutation,
     /// Rendered [`Block`]s by indicator index.
     renders: RenderCache,
     /// The base URL (`http://<Host>`) the cached renders embed in `webLink` and `legacyLink`.
@@ -198,14 +156,12 @@ struct Store {
 impl Store {
     fn new(indicators: Vec<Indicator>, mutation_rng: ChaCha8Rng) -> Self {
         Self {
-            served: vec![false; indicators.len()],
-            served_list: Vec::new(),
+            mutation: Mutation::new(indicators.len(), mutation_rng),
             renders: RenderCache::new(indicators.len(), Block::COUNT),
             render_base: String::new(),
             generation: 0,
             order: None,
             indicators,
-            mutation_rng,
         }
     }
 
@@ -241,6 +197,20 @@ impl Store {
     }
 }
 
+impl MutableStore for Store {
+    fn mutation(&mut self) -> &mut Mutation {
+        &mut self.mutation
+    }
+
+    /// A new rating, confidence and description, and `lastModified` = `now`.
+    fn change(&mut self, idx: usize, now: DateTime<Utc>) {
+        if let Some(ind) = self.indicators.get_mut(idx) {
+            ind.mutate(now, self.mutation.rng());
+            self.changed(idx);
+        }
+    }
+}
+
 /// The result order of one query at one data generation.
 struct QueryOrder {
     tql: Option<tql::Expr>,
@@ -249,44 +219,23 @@ struct QueryOrder {
     indices: Arc<[usize]>,
 }
 
-struct Shared {
+/// The simulated ThreatConnect API: the credentials it accepts and its indicators.
+pub struct ThreatConnect {
+    server: Server,
     access_id: String,
     secret_key: String,
-    faults: Faults,
-    mutate_per_page: AtomicUsize,
+    /// The bound address, the base of links when a request has no `Host`.
     addr: SocketAddr,
     store: Mutex<Store>,
-    counters: Counters,
 }
 
-/// A poisoned lock only means another request panicked; the data is still consistent enough
-/// for a simulator, so keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A running simulator.
-pub struct SimHandle {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
+/// A running ThreatConnect simulator.
+pub type SimHandle = server::SimHandle<ThreatConnect>;
 
 impl SimHandle {
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://<addr>` — what a client puts in `url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// The current version of every indicator: (id, lastModified text exactly as served), sorted by id.
     pub fn snapshot(&self) -> Vec<(i64, String)> {
-        let store = lock(&self.shared.store);
+        let store = lock(&self.platform().store);
         let mut v: Vec<(i64, String)> = store
             .indicators
             .iter()
@@ -299,7 +248,7 @@ impl SimHandle {
     /// Sets one indicator's `lastModified` (second precision), as a bad record or a platform
     /// bug would, e.g. far in the future. Returns whether the id exists.
     pub fn stamp(&self, id: i64, last_modified: DateTime<Utc>) -> bool {
-        let mut store = lock(&self.shared.store);
+        let mut store = lock(&self.platform().store);
         match store.indicators.iter().position(|i| i.id == id) {
             Some(idx) => {
                 store.indicators[idx].last_modified = last_modified.trunc_subsecs(0);
@@ -309,59 +258,12 @@ impl SimHandle {
             None => false,
         }
     }
-
-    /// Changes the mutation rate at run time (tests turn mutation off before a final catch-up run).
-    pub fn set_mutate_per_page(&self, k: usize) {
-        self.shared.mutate_per_page.store(k, AtomicOrdering::SeqCst);
-    }
-
-    /// Counters: requests, pages_served, auth_rejected, errors_injected, rate_limited, mutations.
-    pub fn stats(&self) -> SimStats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(AtomicOrdering::SeqCst);
-        SimStats {
-            requests: get(&c.requests),
-            pages_served: get(&c.pages_served),
-            auth_rejected: get(&c.auth_rejected),
-            errors_injected: self.shared.faults.errors_injected(),
-            rate_limited: self.shared.faults.rate_limited(),
-            mutations: get(&c.mutations),
-        }
-    }
-
-    /// Stops accepting requests, lets in-flight ones finish, and waits for the server task.
-    pub async fn shutdown(mut self) {
-        self.token.cancel();
-        match (&mut self.task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "threatconnect simulator stopped with an error")
-            }
-            Err(e) => tracing::warn!(error = %e, "threatconnect simulator task failed"),
-        }
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        // A handle dropped without `shutdown` must not leave a server running.
-        self.token.cancel();
-    }
 }
 
 /// Binds `args.listen`, spawns the server, returns at once.
 pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
-    let problems = args.problems();
-    if !problems.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            problems.join("; "),
-        ));
-    }
-    let faults = Faults::new(&args.faults, args.seed ^ 0x0066_6175_6c74)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let addr = listener.local_addr()?;
+    let binding = server::bind(args.listen, args.seed, &args.faults, args.problems()).await?;
+    let addr = binding.addr();
     let indicators = data::generate(
         args.indicators,
         args.seed,
@@ -375,7 +277,7 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             .into_iter()
             .map(|i| i.with_rich_context(rich))
             .collect(),
-        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+        mutation::seeded_rng(args.seed),
     );
     // Clients that connect by address send it as `Host`, so this is the base they will see.
     store.render_base = format!("http://{addr}");
@@ -393,33 +295,13 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         store
     })
     .await?;
-    let shared = Arc::new(Shared {
+    Ok(binding.serve(|server| ThreatConnect {
+        server,
         access_id: args.access_id,
         secret_key: args.secret_key,
-        faults,
-        mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         addr,
         store: Mutex::new(store),
-        counters: Counters::default(),
-    });
-    let router = Router::new().fallback(handle).with_state(shared.clone());
-    let token = CancellationToken::new();
-    let stop = token.clone().cancelled_owned();
-    let task = tokio::spawn(
-        async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        .in_current_span(),
-    );
-    tracing::debug!(%addr, "threatconnect simulator started");
-    Ok(SimHandle {
-        addr,
-        shared,
-        token,
-        task,
-    })
+    }))
 }
 
 /// CLI entry: `start`, print the bound address (`127.0.0.1:PORT`, nothing else) as the FIRST line
@@ -428,19 +310,17 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
 pub async fn run(args: SimArgs) -> std::io::Result<()> {
     let access_id = args.access_id.clone();
     let indicators = args.indicators;
-    let handle = start(args).await?;
-    // Handlers first: a client may signal as soon as it reads the address.
-    let stop = crate::signal::shutdown_token();
-    crate::signal::announce_address(handle.addr())?;
-    tracing::info!(
-        url = %handle.base_url(),
-        access_id = %access_id,
-        indicators = indicators as u64,
-        "ThreatConnect simulator listening; the secret key is --secret-key / TI_SIM_TC_SECRET_KEY"
-    );
-    stop.cancelled().await;
-    let stats = handle.stats();
-    handle.shutdown().await;
+    let stats = start(args)
+        .await?
+        .serve_until_signal(|handle| {
+            tracing::info!(
+                url = %handle.base_url(),
+                access_id = %access_id,
+                indicators = indicators as u64,
+                "ThreatConnect simulator listening; the secret key is --secret-key / TI_SIM_TC_SECRET_KEY"
+            );
+        })
+        .await?;
     tracing::info!(
         requests = stats.requests,
         pages_served = stats.pages_served,
@@ -464,10 +344,8 @@ enum ApiError {
     SignatureMismatch,
     #[error("Resource not found: {method} {path}")]
     NotFound { method: String, path: String },
-    #[error("Too many requests: more than {0} requests per second")]
-    RateLimited(u32),
-    #[error("{}", injected_message(*.0))]
-    Injected(StatusCode),
+    #[error("{}", fault_message(*.0))]
+    Fault(#[from] Fault),
     #[error("Invalid resultLimit value \"{0}\": must be an integer from 1 to 10000")]
     ResultLimit(String),
     #[error("Invalid resultStart value \"{0}\": must be a non-negative integer")]
@@ -482,32 +360,27 @@ enum ApiError {
     Tql(#[from] tql::TqlError),
 }
 
-impl From<Fault> for ApiError {
-    fn from(f: Fault) -> Self {
-        match f {
-            Fault::RateLimited { limit } => Self::RateLimited(limit),
-            Fault::Injected(status) => Self::Injected(status),
+/// ThreatConnect's `message` for a 429 or an injected 5xx.
+fn fault_message(fault: Fault) -> String {
+    match fault {
+        Fault::RateLimited { .. } => fault.to_string(),
+        Fault::Injected(status) => match status.as_u16() {
+            502 => "Bad Gateway",
+            503 => "Service Unavailable: the server is temporarily unable to handle the request",
+            _ => "An unexpected error occurred while processing the request",
         }
+        .to_owned(),
     }
 }
 
-fn injected_message(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        502 => "Bad Gateway",
-        503 => "Service Unavailable: the server is temporarily unable to handle the request",
-        _ => "An unexpected error occurred while processing the request",
-    }
-}
-
-impl ApiError {
+impl Failure for ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::AccessDenied | Self::TimestampOutOfRange | Self::SignatureMismatch => {
                 StatusCode::UNAUTHORIZED
             }
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Injected(s) => *s,
+            Self::Fault(f) => f.status(),
             Self::ResultLimit(_)
             | Self::ResultStart(_)
             | Self::Count(_)
@@ -520,103 +393,102 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
         let mut resp = page::json_value(
-            status,
+            self.status(),
             &json!({"status": "Failure", "message": self.to_string()}),
         );
-        if matches!(self, Self::RateLimited(_)) {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(faults::RETRY_AFTER_SECS),
-            );
+        if let Self::Fault(f) = self {
+            f.add_headers(&mut resp);
         }
         resp
     }
 }
 
-async fn handle(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Response {
-    bump(&s.counters.requests, 1);
-    s.faults.delay().await;
-    match serve(&s, &method, &uri, &headers) {
-        Ok(resp) => {
-            tracing::debug!(%method, path = uri.path(), status = 200, "threatconnect simulator request");
-            resp
+impl Platform for ThreatConnect {
+    const NAME: &'static str = "threatconnect";
+    /// Requests are all `GET`s: the body is left unread.
+    type Body = Body;
+    type Stats = SimStats;
+
+    fn server(&self) -> &Server {
+        &self.server
+    }
+
+    fn answer(&self, request: &Request, _body: Body) -> Response {
+        let outcome = self.serve(request);
+        // 429s and injected 5xx are counted by `Faults` itself.
+        if let Err(e) = &outcome
+            && e.status() == StatusCode::UNAUTHORIZED
+        {
+            self.server.count_auth_rejected();
         }
-        Err(e) => {
-            let status = e.status();
-            // 429s and injected 5xx are counted by `Faults` itself.
-            if status == StatusCode::UNAUTHORIZED {
-                bump(&s.counters.auth_rejected, 1);
-            }
-            tracing::debug!(%method, path = uri.path(), status = status.as_u16(), error = %e, "threatconnect simulator request");
-            e.into_response()
-        }
+        request.respond(Self::NAME, outcome)
+    }
+
+    fn stats(&self) -> SimStats {
+        self.server.stats()
     }
 }
 
-/// Rate limit → authentication → routing → injected faults → parameters → page.
-fn serve(
-    s: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    s.faults.check_rate()?;
-    check_auth(s, method, uri, headers)?;
-    if method != Method::GET || uri.path() != INDICATORS_PATH {
-        return Err(ApiError::NotFound {
-            method: method.to_string(),
-            path: uri.path().to_owned(),
-        });
+impl ThreatConnect {
+    /// Rate limit → authentication → routing → injected faults → parameters → page.
+    fn serve(&self, request: &Request) -> Result<Response, ApiError> {
+        let Request {
+            method,
+            uri,
+            headers,
+        } = request;
+        self.server.faults.check_rate()?;
+        self.check_auth(method, uri, headers)?;
+        if method != Method::GET || uri.path() != INDICATORS_PATH {
+            return Err(ApiError::NotFound {
+                method: method.to_string(),
+                path: uri.path().to_owned(),
+            });
+        }
+        self.server.faults.check_error()?;
+        let raw_query = uri.query().unwrap_or("");
+        let params = Params::parse(raw_query)?;
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.addr.to_string());
+        let base = format!("http://{host}");
+        Ok(self.page(&params, &base, raw_query))
     }
-    s.faults.check_error()?;
-    let raw_query = uri.query().unwrap_or("");
-    let params = Params::parse(raw_query)?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| s.addr.to_string());
-    let base = format!("http://{host}");
-    Ok(page(s, &params, &base, raw_query))
-}
 
-fn check_auth(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
-    // No credentials at all, or another scheme (e.g. `TC-Token`), is simply no access.
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::AccessDenied)?;
-    let creds = value.strip_prefix("TC ").ok_or(ApiError::AccessDenied)?;
-    // Base64 has no ':', so the last ':' separates the access id from the signature.
-    let (access_id, sig) = creds.rsplit_once(':').unwrap_or((creds, ""));
-    if access_id != s.access_id {
-        return Err(ApiError::AccessDenied);
-    }
-    let ts: i64 = headers
-        .get("Timestamp")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.trim().parse().ok())
-        .ok_or(ApiError::TimestampOutOfRange)?;
-    if ts.abs_diff(Utc::now().timestamp()) > MAX_SKEW_SECS.unsigned_abs() {
-        return Err(ApiError::TimestampOutOfRange);
-    }
-    // The request target exactly as received: raw path, and `?` + raw query only when non-empty.
-    let target = match uri.query() {
-        Some(q) if !q.is_empty() => format!("{}?{q}", uri.path()),
-        _ => uri.path().to_owned(),
-    };
-    let message = auth::string_to_sign(&target, method.as_str(), ts);
-    if auth::verify(s.secret_key.as_bytes(), &message, sig) {
-        Ok(())
-    } else {
-        Err(ApiError::SignatureMismatch)
+    fn check_auth(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+        // No credentials at all, or another scheme (e.g. `TC-Token`), is simply no access.
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::AccessDenied)?;
+        let creds = value.strip_prefix("TC ").ok_or(ApiError::AccessDenied)?;
+        // Base64 has no ':', so the last ':' separates the access id from the signature.
+        let (access_id, sig) = creds.rsplit_once(':').unwrap_or((creds, ""));
+        if access_id != self.access_id {
+            return Err(ApiError::AccessDenied);
+        }
+        let ts: i64 = headers
+            .get("Timestamp")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or(ApiError::TimestampOutOfRange)?;
+        if ts.abs_diff(Utc::now().timestamp()) > MAX_SKEW_SECS.unsigned_abs() {
+            return Err(ApiError::TimestampOutOfRange);
+        }
+        // The request target exactly as received: raw path, and `?` + raw query only when non-empty.
+        let target = match uri.query() {
+            Some(q) if !q.is_empty() => format!("{}?{q}", uri.path()),
+            _ => uri.path().to_owned(),
+        };
+        let message = auth::string_to_sign(&target, method.as_str(), ts);
+        if auth::verify(self.secret_key.as_bytes(), &message, sig) {
+            Ok(())
+        } else {
+            Err(ApiError::SignatureMismatch)
+        }
     }
 }
 
@@ -713,11 +585,7 @@ impl Params {
                         .map_err(|_| ApiError::ResultStart(v.to_string()))?;
                 }
                 "resultLimit" => {
-                    p.limit = v
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_RESULT_LIMIT).contains(n))
+                    p.limit = server::page_size(&v, MAX_RESULT_LIMIT)
                         .ok_or_else(|| ApiError::ResultLimit(v.to_string()))?;
                 }
                 "sorting" => p.sorting = parse_sorting(&v)?,
@@ -959,118 +827,91 @@ fn write_associated_indicators(
     out.push(b'}');
 }
 
-/// Filters, sorts and slices one page, writes it from cached renders, then applies
-/// `--mutate-per-page`.
-fn page(s: &Shared, p: &Params, base: &str, raw_query: &str) -> Response {
-    let mut guard = lock(&s.store);
-    let store = &mut *guard;
-    if store.render_base != base {
-        store.renders.clear();
-        store.render_base = base.to_owned();
-    }
-    let order = store.order(p);
-    let total = order.len();
-    let slice = order.get(p.start.min(total)..p.start.saturating_add(p.limit).min(total));
-    let slice = slice.unwrap_or_default();
-    let blocks = Block::requested(p);
-    let with_assoc = p.has_nested("associatedIndicators");
-    let empties: Vec<&[u8]> = EMPTY_BLOCKS
-        .iter()
-        .filter(|(name, _)| p.has_nested(name))
-        .map(|(_, member)| *member)
-        .collect();
-
-    // Render what is missing, then write the page from the cache alone.
-    let n = store.indicators.len();
-    let mut assoc: Vec<Vec<usize>> = Vec::new();
-    for &i in slice {
-        let ind = &store.indicators[i];
-        for &b in &blocks {
-            store.renders.fill(i, b as usize, || b.render(ind, base));
+impl ThreatConnect {
+    /// Filters, sorts and slices one page, writes it from cached renders, then applies
+    /// `--mutate-per-page`.
+    fn page(&self, p: &Params, base: &str, raw_query: &str) -> Response {
+        let mut guard = lock(&self.store);
+        let store = &mut *guard;
+        if store.render_base != base {
+            store.renders.clear();
+            store.render_base = base.to_owned();
         }
-        if with_assoc {
-            let others = associated_indicators(ind, n);
-            for &j in &others {
-                let other = &store.indicators[j];
-                store
-                    .renders
-                    .fill(j, Block::Base as usize, || Block::Base.render(other, base));
+        let order = store.order(p);
+        let total = order.len();
+        let slice = order.get(p.start.min(total)..p.start.saturating_add(p.limit).min(total));
+        let slice = slice.unwrap_or_default();
+        let blocks = Block::requested(p);
+        let with_assoc = p.has_nested("associatedIndicators");
+        let empties: Vec<&[u8]> = EMPTY_BLOCKS
+            .iter()
+            .filter(|(name, _)| p.has_nested(name))
+            .map(|(_, member)| *member)
+            .collect();
+
+        // Render what is missing, then write the page from the cache alone.
+        let n = store.indicators.len();
+        let mut assoc: Vec<Vec<usize>> = Vec::new();
+        for &i in slice {
+            let ind = &store.indicators[i];
+            for &b in &blocks {
+                store.renders.fill(i, b as usize, || b.render(ind, base));
             }
-            assoc.push(others);
+            if with_assoc {
+                let others = associated_indicators(ind, n);
+                for &j in &others {
+                    let other = &store.indicators[j];
+                    store
+                        .renders
+                        .fill(j, Block::Base as usize, || Block::Base.render(other, base));
+                }
+                assoc.push(others);
+            }
         }
-    }
-    let per_item: usize = slice
-        .first()
-        .map(|&i| {
-            blocks
-                .iter()
-                .map(|&b| store.renders.get(i, b as usize).len())
-                .sum()
-        })
-        .unwrap_or(0);
-    let mut body = Vec::with_capacity(per_item.saturating_mul(slice.len() + 1) + 512);
-    // Keys in the order serde_json's sorted map wrote them before: count, data, next, prev, status.
-    body.push(b'{');
-    if p.count {
-        page::write_key(&mut body, "count", false);
-        body.extend_from_slice(total.to_string().as_bytes());
-        body.push(b',');
-    }
-    page::write_key(&mut body, "data", false);
-    let mut arr = JsonArray::open(&mut body);
-    let mut extra = Vec::new();
-    for (k, &i) in slice.iter().enumerate() {
-        extra.clear();
-        if let Some(others) = assoc.get(k) {
-            write_associated_indicators(&mut extra, store, &store.indicators[i], others);
+        let capacity = store
+            .renders
+            .page_capacity(slice, blocks.iter().map(|&b| b as usize), 512);
+        let mut body = Vec::with_capacity(capacity);
+        // Keys in the order serde_json's sorted map wrote them before: count, data, next, prev, status.
+        body.push(b'{');
+        if p.count {
+            page::write_key(&mut body, "count", false);
+            body.extend_from_slice(total.to_string().as_bytes());
+            body.push(b',');
         }
-        let mut parts: [&[u8]; Block::COUNT + EMPTY_BLOCKS.len() + 1] = Default::default();
-        let cached = blocks.iter().map(|&b| store.renders.get(i, b as usize));
-        let all = cached
-            .chain(empties.iter().copied())
-            .chain([extra.as_slice()]);
-        for (slot, part) in parts.iter_mut().zip(all) {
-            *slot = part;
+        page::write_key(&mut body, "data", false);
+        let mut arr = JsonArray::open(&mut body);
+        let mut extra = Vec::new();
+        for (k, &i) in slice.iter().enumerate() {
+            extra.clear();
+            if let Some(others) = assoc.get(k) {
+                write_associated_indicators(&mut extra, store, &store.indicators[i], others);
+            }
+            let mut parts: [&[u8]; Block::COUNT + EMPTY_BLOCKS.len() + 1] = Default::default();
+            let cached = blocks.iter().map(|&b| store.renders.get(i, b as usize));
+            let all = cached
+                .chain(empties.iter().copied())
+                .chain([extra.as_slice()]);
+            for (slot, part) in parts.iter_mut().zip(all) {
+                *slot = part;
+            }
+            arr.object(&parts);
         }
-        arr.object(&parts);
-    }
-    arr.finish();
-    if p.start.saturating_add(slice.len()) < total {
-        let q = with_result_start(raw_query, p.start.saturating_add(p.limit));
-        page::write_key(&mut body, "next", true);
-        page::write_str(&mut body, &format!("{base}{INDICATORS_PATH}?{q}"));
-    }
-    if p.start > 0 {
-        let q = with_result_start(raw_query, p.start.saturating_sub(p.limit));
-        page::write_key(&mut body, "prev", true);
-        page::write_str(&mut body, &format!("{base}{INDICATORS_PATH}?{q}"));
-    }
-    body.extend_from_slice(b",\"status\":\"Success\"}");
+        arr.finish();
+        if p.start.saturating_add(slice.len()) < total {
+            let q = with_result_start(raw_query, p.start.saturating_add(p.limit));
+            page::write_key(&mut body, "next", true);
+            page::write_str(&mut body, &format!("{base}{INDICATORS_PATH}?{q}"));
+        }
+        if p.start > 0 {
+            let q = with_result_start(raw_query, p.start.saturating_sub(p.limit));
+            page::write_key(&mut body, "prev", true);
+            page::write_str(&mut body, &format!("{base}{INDICATORS_PATH}?{q}"));
+        }
+        body.extend_from_slice(b",\"status\":\"Success\"}");
 
-    for &i in slice {
-        if !store.served[i] {
-            store.served[i] = true;
-            store.served_list.push(i);
-        }
+        self.server.serve_page(guard, slice, body)
     }
-    let k = s.mutate_per_page.load(AtomicOrdering::SeqCst);
-    if k > 0 && !slice.is_empty() {
-        let now = Utc::now();
-        let chosen = rand::seq::index::sample(
-            &mut store.mutation_rng,
-            store.served_list.len(),
-            k.min(store.served_list.len()),
-        );
-        for pos in chosen.iter() {
-            let idx = store.served_list[pos];
-            store.indicators[idx].mutate(now, &mut store.mutation_rng);
-            store.changed(idx);
-        }
-        bump(&s.counters.mutations, chosen.len() as u64);
-    }
-    drop(guard);
-    bump(&s.counters.pages_served, 1);
-    page::json_bytes(StatusCode::OK, body)
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::sim::values::{analysis, domain, hex, ipv4, mix, pick, sized};
+use crate::sim::values::{
+    Blocks, MALWARE, WORDS, analysis, cidr, domain, email_address, hex, ipv4, ipv6, mix, mutex,
+    observed_in, php_url, pick, run_key, user_agent,
+};
 use serde_json::{Map, Value, json};
 
 /// One ThreatQ indicator type: `type {id, name, class}`.
@@ -154,27 +157,10 @@ pub struct Indicator {
     pub tags: Option<Vec<String>>,
     /// How often the simulator has modified this indicator.
     pub version: u32,
-    /// Seed for `sources`, `attributes`, `adversaries` and the counters.
-    block_seed: u64,
-    /// Draw the blocks at realistic size (`--rich-context`).
-    rich: bool,
+    /// Seed and size of `sources`, `attributes`, `adversaries` and the counters.
+    blocks: Blocks,
 }
 
-const TLDS: [&str; 8] = ["com", "net", "org", "info", "ru", "xyz", "top", "io"];
-const WORDS: [&str; 16] = [
-    "update", "secure", "login", "cdn", "mail", "portal", "files", "account", "verify", "cloud",
-    "static", "api", "support", "billing", "docs", "auth",
-];
-const MALWARE: [&str; 8] = [
-    "Emotet",
-    "QakBot",
-    "AgentTesla",
-    "RedLine",
-    "Cobalt Strike",
-    "IcedID",
-    "LockBit",
-    "AsyncRAT",
-];
 /// Sources: `(source_id, name, source_type, TLP (id, name), provider)`.
 type SourceDef = (
     i64,
@@ -260,58 +246,20 @@ pub fn format_ts(t: DateTime<Utc>) -> String {
 fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
     match name {
         "IP Address" => ipv4(rng),
-        "IPv6 Address" => format!(
-            "2a0{}:{:x}:{:x}:{:x}::{:x}",
-            rng.random_range(0..10u8),
-            rng.random::<u16>(),
-            rng.random::<u16>(),
-            rng.random::<u16>(),
-            rng.random::<u16>().max(1)
-        ),
-        "CIDR Block" => {
-            let prefix = [16u32, 20, 22, 24, 28].choose(rng).copied().unwrap_or(24);
-            let raw = ipv4(rng)
-                .split('.')
-                .filter_map(|p| p.parse::<u32>().ok())
-                .fold(0u32, |acc, o| (acc << 8) | o);
-            let net = raw & (u32::MAX << (32 - prefix));
-            format!(
-                "{}.{}.{}.{}/{prefix}",
-                net >> 24,
-                (net >> 16) & 255,
-                (net >> 8) & 255,
-                net & 255
-            )
-        }
-        "FQDN" => domain(rng, &WORDS, &TLDS),
+        "IPv6 Address" => ipv6(rng),
+        "CIDR Block" => cidr(rng),
+        "FQDN" => domain(rng),
         "URL" => {
             let word = pick(rng, &WORDS);
             match rng.random_range(0..4u8) {
                 // Scheme-less with a port, as in the fixtures: `uri_parts` cannot parse it.
                 0 => format!("{}:8080/{word}.html", ipv4(rng)),
-                1 => format!(
-                    "http://{}/{word}/{}.exe",
-                    domain(rng, &WORDS, &TLDS),
-                    hex(rng, 3, false)
-                ),
-                _ => format!(
-                    "https://{}/{word}/{}.php?id={}",
-                    domain(rng, &WORDS, &TLDS),
-                    hex(rng, 3, false),
-                    rng.random_range(1..10_000)
-                ),
+                1 => format!("http://{}/{word}/{}.exe", domain(rng), hex(rng, 3, false)),
+                _ => php_url(rng, word),
             }
         }
         "URL Path" => format!("/{}/{}.php", pick(rng, &WORDS), hex(rng, 4, false)),
-        "Email Address" => format!(
-            "{}{}@{}",
-            pick(
-                rng,
-                &["billing", "admin", "hr", "no-reply", "j.doe", "support"]
-            ),
-            rng.random_range(1..100),
-            domain(rng, &WORDS, &TLDS)
-        ),
+        "Email Address" => email_address(rng),
         "Email Subject" => format!(
             "{} #{}",
             pick(
@@ -348,20 +296,13 @@ fn value_for(name: &str, rng: &mut ChaCha8Rng) -> String {
             .join(":"),
         "x509 Subject" => format!(
             "CN={}, O={} Ltd, C={}",
-            domain(rng, &WORDS, &TLDS),
+            domain(rng),
             pick(rng, &WORDS),
             pick(rng, &["US", "RU", "NL", "DE", "PA"])
         ),
-        "Mutex" => format!("Global\\{}", hex(rng, 8, false).to_uppercase()),
-        "Registry Key" => format!(
-            "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\\{}",
-            pick(rng, &WORDS)
-        ),
-        "User-agent" => format!(
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) {}/{}.0",
-            pick(rng, &MALWARE).replace(' ', ""),
-            rng.random_range(1..20)
-        ),
+        "Mutex" => mutex(rng),
+        "Registry Key" => run_key(rng),
+        "User-agent" => user_agent(rng),
         _ => format!(
             "bc1q{}",
             hex(rng, 19, false)
@@ -428,9 +369,7 @@ pub fn generate(n: usize, seed: u64, id_base: i64, now: DateTime<Utc>) -> Vec<In
             .then(|| updated_at + Duration::seconds(rng.random_range(60..7200)));
         let score = rng.random_range(0..=10u8);
         let manual_score = rng.random_bool(0.1).then(|| rng.random_range(0..=10u8));
-        let description = rng
-            .random_bool(0.3)
-            .then(|| format!("Observed in {} activity", pick(&mut rng, &MALWARE)));
+        let description = rng.random_bool(0.3).then(|| observed_in(&mut rng));
         let tags = rng.random_bool(0.3).then(|| {
             let k = rng.random_range(1..=3usize);
             MALWARE
@@ -469,8 +408,7 @@ pub fn generate(n: usize, seed: u64, id_base: i64, now: DateTime<Utc>) -> Vec<In
             expires_calculated_at,
             tags,
             version: 0,
-            block_seed: mix(seed, 2, i as u64),
-            rich: false,
+            blocks: Blocks::of(seed, i),
         });
     }
     out
@@ -480,7 +418,7 @@ impl Indicator {
     /// The same indicator, with realistic-size (`rich`) or default-size blocks (`--rich-context`); its own fields are
     /// unchanged.
     pub fn with_rich_context(mut self, rich: bool) -> Self {
-        self.rich = rich;
+        self.blocks.rich = rich;
         self
     }
 
@@ -518,7 +456,7 @@ impl Indicator {
     }
 
     fn block_rng(&self, stream: u64) -> ChaCha8Rng {
-        ChaCha8Rng::seed_from_u64(mix(self.block_seed, stream, 0))
+        ChaCha8Rng::seed_from_u64(mix(self.blocks.seed, stream, 0))
     }
 
     /// The default (`fields=*`) keys: everything except `sources` and `attributes`.
@@ -572,7 +510,7 @@ impl Indicator {
         }
         m.insert("adversaries".into(), self.adversaries());
         // Only the richer records carry the relation counters, as in the fixtures.
-        if rng.random_bool(0.3) || self.rich {
+        if rng.random_bool(0.3) || self.blocks.rich {
             for kind in RELATED {
                 m.insert(
                     format!("related_{kind}_count"),
@@ -586,10 +524,10 @@ impl Indicator {
     /// `adversaries`: usually empty.
     pub fn adversaries(&self) -> Value {
         let mut rng = self.block_rng(2);
-        if rng.random_bool(0.8) && !self.rich {
+        if rng.random_bool(0.8) && !self.blocks.rich {
             return json!([]);
         }
-        let k = rng.random_range(sized(self.rich, 1..=2, 1..=4));
+        let k = rng.random_range(self.blocks.sized(1..=2, 1..=4));
         let list: Vec<Value> = ADVERSARIES
             .choose_multiple(&mut rng, k)
             .map(|(id, name)| json!({"id": id, "name": name}))
@@ -600,7 +538,7 @@ impl Indicator {
     /// `sources`: one to three feed records, some with `tlp_id`/`tlp_name` and `provider`.
     pub fn sources(&self) -> Vec<Map<String, Value>> {
         let mut rng = self.block_rng(3);
-        let k = rng.random_range(sized(self.rich, 1..=3, 4..=7));
+        let k = rng.random_range(self.blocks.sized(1..=3, 4..=7));
         let t = self.kind();
         let (sid, _, _) = STATUSES[self.status % STATUSES.len()];
         SOURCES
@@ -647,7 +585,7 @@ impl Indicator {
     pub fn attributes(&self) -> Vec<Map<String, Value>> {
         let mut rng = self.block_rng(4);
         let at = format_ts(self.created_at + Duration::seconds(2));
-        let defs: Vec<(i64, &str)> = if self.rich {
+        let defs: Vec<(i64, &str)> = if self.blocks.rich {
             let k = rng.random_range(60..=150usize);
             (0..k)
                 .map(|_| ATTRIBUTES[rng.random_range(0..ATTRIBUTES.len())])
@@ -667,12 +605,12 @@ impl Indicator {
                         &["Delivery", "Command and Control", "Exploitation"],
                     )
                     .to_owned(),
-                    "Description" if self.rich => analysis(&mut rng),
+                    "Description" if self.blocks.rich => analysis(&mut rng),
                     "Description" => "Malicious Host".to_owned(),
                     _ => rng.random_range(1..=5u8).to_string(),
                 };
                 // Room for every attribute id of one indicator before the next one's start.
-                let stride = if self.rich { 128 } else { 8 };
+                let stride = if self.blocks.rich { 128 } else { 8 };
                 let mut a = Map::new();
                 a.insert(
                     "id".into(),
@@ -685,7 +623,7 @@ impl Indicator {
                 a.insert("created_at".into(), json!(at));
                 a.insert("updated_at".into(), json!(at));
                 a.insert("touched_at".into(), json!(at));
-                if self.rich {
+                if self.blocks.rich {
                     let source = SOURCES[rng.random_range(0..SOURCES.len())].1;
                     a.insert("sources".into(), json!([{ "name": source }]));
                 }

@@ -18,22 +18,19 @@
 //!
 //! Pages are written from per-indicator renders cached in a [`RenderCache`] (see
 //! `sim/page.rs`) and selected through an index ordered by [`SortKey`], so a page costs a copy
-//! of its indicators, not a scan of the collection and a DOM.
+//! of its indicators, not a scan of the collection and a DOM. The HTTP server around it is
+//! shared with the ThreatConnect simulator (`sim/server.rs`).
 
 pub mod data;
 
-use crate::sim::faults::FaultArgs;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -42,11 +39,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
-use crate::sim::faults::{self, Fault, Faults};
+use crate::sim::faults::{Fault, FaultArgs};
+use crate::sim::lock;
+use crate::sim::mutation::{self, MutableStore, Mutation};
 use crate::sim::page::{self, JsonArray, Members, RenderCache};
+use crate::sim::server::{self, Counter, Failure, Platform, Request, Server};
 use data::Indicator;
 
 /// The OAuth2 token endpoint.
@@ -136,31 +134,19 @@ impl Default for SimArgs {
 impl SimArgs {
     /// Every problem with the arguments at once, each naming its flag.
     fn problems(&self) -> Vec<String> {
-        let mut p: Vec<String> = faults::validate(&self.faults)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let mut p = server::fault_problems(&self.faults);
         if self.id_base < 0 {
             p.push(format!(
                 "--id-base must not be negative, got {}",
                 self.id_base
             ));
-        } else if i64::try_from(self.indicators)
-            .ok()
-            .and_then(|n| self.id_base.checked_add(n))
-            .is_none()
-        {
-            p.push(format!(
-                "--id-base {} plus --indicators {} overflows a 64-bit id",
-                self.id_base, self.indicators
-            ));
+        } else {
+            p.extend(server::id_overflow(self.id_base, self.indicators));
         }
-        if self.client_id.is_empty() || self.client_id.contains(':') {
-            p.push("--client-id must be non-empty and must not contain ':'".into());
-        }
-        if self.client_secret.is_empty() {
-            p.push("--client-secret must not be empty".into());
-        }
+        p.extend(server::credential_problems(
+            ("--client-id", &self.client_id),
+            ("--client-secret", &self.client_secret),
+        ));
         if self.collection.is_empty() || self.collection.contains('/') {
             p.push("--collection must be non-empty and must not contain '/'".into());
         }
@@ -191,26 +177,6 @@ pub struct SimStats {
     pub rate_limited: u64,
     /// Indicators modified by `--mutate-per-page`.
     pub mutations: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    tokens_issued: AtomicU64,
-    token_rejected: AtomicU64,
-    auth_rejected: AtomicU64,
-    pages_served: AtomicU64,
-    mutations: AtomicU64,
-}
-
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, AtomicOrdering::Relaxed);
-}
-
-/// A poisoned lock only means another request panicked; the data is still consistent enough
-/// for a simulator, so keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Why an API request's bearer token was refused.
@@ -317,12 +283,10 @@ struct Store {
     indicators: Vec<Indicator>,
     /// Every indicator's `(SortKey, index)`, in cursor order.
     by_key: BTreeSet<(SortKey, usize)>,
-    /// Which indicators (by index) have appeared in a served page.
-    served: Vec<bool>,
-    served_list: Vec<usize>,
+    /// What has been served, for `--mutate-per-page`.
+    mutation: Mutation,
     /// The newest `updated_at` in the store; mutations go strictly after it.
     newest: DateTime<Utc>,
-    mutation_rng: ChaCha8Rng,
     /// Rendered [`Block`]s by indicator index, for the `fields` in `render_fields`.
     renders: RenderCache,
     /// The `fields` selection the cached renders were made for.
@@ -337,10 +301,8 @@ impl Store {
                 .enumerate()
                 .map(|(i, ind)| (SortKey::of(ind), i))
                 .collect(),
-            served: vec![false; indicators.len()],
-            served_list: Vec::new(),
+            mutation: Mutation::new(indicators.len(), mutation_rng),
             newest: indicators.iter().map(|i| i.updated_at).max().unwrap_or(now),
-            mutation_rng,
             renders: RenderCache::new(indicators.len(), Block::COUNT),
             render_fields: None,
             indicators,
@@ -362,45 +324,52 @@ impl Store {
     }
 }
 
-struct Shared {
+impl MutableStore for Store {
+    fn mutation(&mut self) -> &mut Mutation {
+        &mut self.mutation
+    }
+
+    /// A new version whose key sorts after every existing one (hence after every cursor issued
+    /// so far).
+    fn change(&mut self, idx: usize, now: DateTime<Utc>) {
+        let at = now.max(self.newest + TimeDelta::microseconds(1));
+        self.newest = at;
+        if let Some(ind) = self.indicators.get_mut(idx) {
+            self.by_key.remove(&(SortKey::of(ind), idx));
+            ind.mutate(at, self.mutation.rng());
+            self.by_key.insert((SortKey::of(ind), idx));
+            self.renders.invalidate(idx);
+        }
+    }
+}
+
+/// The simulated ThreatQ API: the client it accepts, the tokens it issued, and its collection.
+pub struct ThreatQ {
+    server: Server,
     client_id: String,
     client_secret: String,
     collection: String,
     token_ttl: Duration,
-    faults: Faults,
-    mutate_per_page: AtomicUsize,
     tokens: Mutex<TokenStore>,
     store: Mutex<Store>,
-    counters: Counters,
+    /// Access tokens issued.
+    tokens_issued: Counter,
+    /// API requests refused for their bearer token.
+    token_rejected: Counter,
 }
 
-/// A running simulator.
-pub struct SimHandle {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
+/// A running ThreatQ simulator.
+pub type SimHandle = server::SimHandle<ThreatQ>;
 
 impl SimHandle {
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://<addr>`: what a client puts in `host`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// `http://<addr>/api/token`: what a client puts in `token_url`.
     pub fn token_url(&self) -> String {
-        format!("http://{}{TOKEN_PATH}", self.addr)
+        format!("http://{}{TOKEN_PATH}", self.addr())
     }
 
     /// Current version of every indicator: (id, updated_at text as served), sorted by id.
     pub fn snapshot(&self) -> Vec<(i64, String)> {
-        let store = lock(&self.shared.store);
+        let store = lock(&self.platform().store);
         let mut v: Vec<(i64, String)> = store
             .indicators
             .iter()
@@ -410,61 +379,15 @@ impl SimHandle {
         v
     }
 
-    /// Changes the mutation rate at run time (tests turn mutation off before a final catch-up run).
-    pub fn set_mutate_per_page(&self, k: usize) {
-        self.shared.mutate_per_page.store(k, AtomicOrdering::SeqCst);
-    }
-
     /// Invalidates every issued token now (the next API call gets 401), to test re-authentication.
     pub fn revoke_tokens(&self) {
-        lock(&self.shared.tokens).revoke_all();
-    }
-
-    /// Counters; see [`SimStats`].
-    pub fn stats(&self) -> SimStats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(AtomicOrdering::SeqCst);
-        SimStats {
-            requests: get(&c.requests),
-            tokens_issued: get(&c.tokens_issued),
-            token_rejected: get(&c.token_rejected),
-            auth_rejected: get(&c.auth_rejected),
-            pages_served: get(&c.pages_served),
-            errors_injected: self.shared.faults.errors_injected(),
-            rate_limited: self.shared.faults.rate_limited(),
-            mutations: get(&c.mutations),
-        }
-    }
-
-    /// Stops accepting requests, lets in-flight ones finish, and waits for the server task.
-    pub async fn shutdown(mut self) {
-        self.token.cancel();
-        match (&mut self.task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "threatq simulator stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "threatq simulator task failed"),
-        }
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        // A handle dropped without `shutdown` must not leave a server running.
-        self.token.cancel();
+        lock(&self.platform().tokens).revoke_all();
     }
 }
 
 /// Binds `args.listen`, spawns the server, returns at once.
 pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
-    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
-    let problems = args.problems();
-    if !problems.is_empty() {
-        return Err(invalid(problems.join("; ")));
-    }
-    let faults = Faults::new(&args.faults, args.seed ^ 0x0066_6175_6c74)
-        .map_err(|e| invalid(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let addr = listener.local_addr()?;
+    let binding = server::bind(args.listen, args.seed, &args.faults, args.problems()).await?;
     let now = Utc::now();
     let indicators = data::generate(args.indicators, args.seed, args.id_base, now);
     let rich = args.faults.rich_context;
@@ -474,12 +397,12 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
             .map(|i| i.with_rich_context(rich))
             .collect(),
         now,
-        ChaCha8Rng::seed_from_u64(args.seed ^ 0x0000_6d75_7461_7465),
+        mutation::seeded_rng(args.seed),
     );
     // Render what ti-sidecar requests by default now, so that a first pass is as fast as later
     // ones; any other `fields` is rendered on first request.
     let fields = Fields::parse(&crate::source::threatq::config::default_threat_library_fields())
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let store = tokio::task::spawn_blocking(move || {
         let inds = &store.indicators;
         store
@@ -491,35 +414,17 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
         store
     })
     .await?;
-    let shared = Arc::new(Shared {
+    Ok(binding.serve(|server| ThreatQ {
+        server,
         client_id: args.client_id,
         client_secret: args.client_secret,
         collection: args.collection,
         token_ttl: Duration::from_secs(args.token_ttl),
-        faults,
-        mutate_per_page: AtomicUsize::new(args.faults.mutate_per_page),
         tokens: Mutex::new(TokenStore::new(args.seed ^ 0x746f_6b65_6e73)),
         store: Mutex::new(store),
-        counters: Counters::default(),
-    });
-    let router = Router::new().fallback(handle).with_state(shared.clone());
-    let token = CancellationToken::new();
-    let stop = token.clone().cancelled_owned();
-    let task = tokio::spawn(
-        async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        .in_current_span(),
-    );
-    tracing::debug!(%addr, "threatq simulator started");
-    Ok(SimHandle {
-        addr,
-        shared,
-        token,
-        task,
-    })
+        tokens_issued: Counter::default(),
+        token_rejected: Counter::default(),
+    }))
 }
 
 /// CLI entry: start, print the bound address (`127.0.0.1:PORT`) as the FIRST stdout line and
@@ -529,21 +434,19 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
     let client_id = args.client_id.clone();
     let collection = args.collection.clone();
     let indicators = args.indicators;
-    let handle = start(args).await?;
-    // Handlers first: a client may signal as soon as it reads the address.
-    let stop = crate::signal::shutdown_token();
-    crate::signal::announce_address(handle.addr())?;
-    tracing::info!(
-        url = %handle.base_url(),
-        token_url = %handle.token_url(),
-        collection = %collection,
-        client_id = %client_id,
-        indicators = indicators as u64,
-        "ThreatQ simulator listening; the client secret is --client-secret / TI_SIM_TQ_CLIENT_SECRET"
-    );
-    stop.cancelled().await;
-    let stats = handle.stats();
-    handle.shutdown().await;
+    let stats = start(args)
+        .await?
+        .serve_until_signal(|handle| {
+            tracing::info!(
+                url = %handle.base_url(),
+                token_url = %handle.token_url(),
+                collection = %collection,
+                client_id = %client_id,
+                indicators = indicators as u64,
+                "ThreatQ simulator listening; the client secret is --client-secret / TI_SIM_TQ_CLIENT_SECRET"
+            );
+        })
+        .await?;
     tracing::info!(
         requests = stats.requests,
         tokens_issued = stats.tokens_issued,
@@ -637,7 +540,7 @@ enum ApiError {
     Fault(#[from] Fault),
 }
 
-impl ApiError {
+impl Failure for ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -678,62 +581,68 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
             }
-            Self::Fault(Fault::RateLimited { .. }) => {
-                resp.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(faults::RETRY_AFTER_SECS),
-                );
-            }
+            Self::Fault(f) => f.add_headers(&mut resp),
             _ => {}
         }
         resp
     }
 }
 
-async fn handle(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    bump(&s.counters.requests, 1);
-    // Faults hit before routing, as they would from a load balancer in front of ThreatQ.
-    if let Err(f) = s.faults.before_request().await {
-        tracing::debug!(%method, path = uri.path(), status = f.status().as_u16(), "threatq simulator fault");
-        return ApiError::Fault(f).into_response();
+impl Platform for ThreatQ {
+    const NAME: &'static str = "threatq";
+    /// Token requests carry their parameters in the body.
+    type Body = Bytes;
+    type Stats = SimStats;
+
+    fn server(&self) -> &Server {
+        &self.server
     }
-    // Never log the query or body of a token request, nor any Authorization header.
-    if uri.path() == TOKEN_PATH {
-        return match token(&s, &method, &uri, &headers, &body) {
-            Ok(resp) => {
-                tracing::debug!(
-                    path = TOKEN_PATH,
-                    status = 200,
-                    "threatq simulator token issued"
-                );
-                resp
-            }
-            Err(e) => {
-                if matches!(e, TokenError::InvalidClient { .. }) {
-                    bump(&s.counters.auth_rejected, 1);
-                }
-                tracing::debug!(path = TOKEN_PATH, status = e.status().as_u16(), error = %e, "threatq simulator token request");
-                e.into_response()
-            }
-        };
-    }
-    match indicators(&s, &method, &uri, &headers) {
-        Ok(resp) => {
-            tracing::debug!(%method, path = uri.path(), status = 200, "threatq simulator request");
-            resp
+
+    fn answer(&self, request: &Request, body: Bytes) -> Response {
+        let Request { method, uri, .. } = request;
+        // Faults hit before routing, as they would from a load balancer in front of ThreatQ.
+        if let Err(f) = self.server.faults.check_request() {
+            tracing::debug!(%method, path = uri.path(), status = f.status().as_u16(), "threatq simulator fault");
+            return ApiError::Fault(f).into_response();
         }
-        Err(e) => {
-            if matches!(e, ApiError::Unauthorized(_)) {
-                bump(&s.counters.token_rejected, 1);
-            }
-            tracing::debug!(%method, path = uri.path(), status = e.status().as_u16(), error = %e, "threatq simulator request");
-            e.into_response()
+        // Never log the query or body of a token request, nor any Authorization header.
+        if uri.path() == TOKEN_PATH {
+            return match token(self, request, &body) {
+                Ok(resp) => {
+                    tracing::debug!(
+                        path = TOKEN_PATH,
+                        status = 200,
+                        "threatq simulator token issued"
+                    );
+                    resp
+                }
+                Err(e) => {
+                    if matches!(e, TokenError::InvalidClient { .. }) {
+                        self.server.count_auth_rejected();
+                    }
+                    tracing::debug!(path = TOKEN_PATH, status = e.status().as_u16(), error = %e, "threatq simulator token request");
+                    e.into_response()
+                }
+            };
+        }
+        let outcome = indicators(self, request);
+        if matches!(outcome, Err(ApiError::Unauthorized(_))) {
+            self.token_rejected.bump();
+        }
+        request.respond(Self::NAME, outcome)
+    }
+
+    fn stats(&self) -> SimStats {
+        let shared = self.server.stats();
+        SimStats {
+            requests: shared.requests,
+            tokens_issued: self.tokens_issued.get(),
+            token_rejected: self.token_rejected.get(),
+            auth_rejected: shared.auth_rejected,
+            pages_served: shared.pages_served,
+            errors_injected: shared.errors_injected,
+            rate_limited: shared.rate_limited,
+            mutations: shared.mutations,
         }
     }
 }
@@ -769,13 +678,12 @@ fn basic_credentials(value: &str) -> Option<Vec<(String, String)>> {
 }
 
 /// `POST /api/token`: OAuth2 client credentials with Basic or form-field client authentication.
-fn token(
-    s: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, TokenError> {
+fn token(s: &ThreatQ, request: &Request, body: &[u8]) -> Result<Response, TokenError> {
+    let Request {
+        method,
+        uri,
+        headers,
+    } = request;
     if method != Method::POST {
         return Err(TokenError::Method(method.to_string()));
     }
@@ -828,7 +736,7 @@ fn token(
         });
     }
     let (access, refresh) = lock(&s.tokens).issue(Instant::now(), s.token_ttl);
-    bump(&s.counters.tokens_issued, 1);
+    s.tokens_issued.bump();
     // Written by hand to keep the real key order: access_token, token_type, expires_in,
     // refresh_token.
     let body = format!(
@@ -847,12 +755,12 @@ fn token(
 
 /// `GET /api/indicators/query/hash/{collection}`: routing → bearer token → collection →
 /// `Accept` → parameters → page.
-fn indicators(
-    s: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+fn indicators(s: &ThreatQ, request: &Request) -> Result<Response, ApiError> {
+    let Request {
+        method,
+        uri,
+        headers,
+    } = request;
     let not_found = || ApiError::NotFound {
         method: method.to_string(),
         path: echo(uri.path()),
@@ -882,7 +790,7 @@ fn indicators(
 
 /// `Authorization: Bearer <token>`, with the scheme capitalised exactly (ThreatQ rejects
 /// `bearer`, see API spec §1).
-fn check_bearer(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_bearer(s: &ThreatQ, headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized(TokenRejected::Missing))?
@@ -976,9 +884,7 @@ impl Fields {
     fn parse(text: &str) -> Result<Self, ApiError> {
         let mut f = Fields {
             all_base: false,
-            base: BTreeSet::new(),
-            sources: None,
-            attributes: None,
+            ..Fields::default()
         };
         let bad = |name: &str| ApiError::Field(echo(name));
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -1052,11 +958,7 @@ impl Params {
                 // `updated_at` is the only sort; any other key would break the cursor contract.
                 "sort" if v.trim() != "updated_at" => return Err(ApiError::Sort(echo(&v))),
                 "limit" => {
-                    p.limit = v
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    p.limit = server::page_size(&v, MAX_LIMIT)
                         .ok_or_else(|| ApiError::Limit(echo(&v)))?;
                 }
                 "cursorMark" => {
@@ -1124,30 +1026,8 @@ impl Block {
     }
 }
 
-/// Applies `--mutate-per-page`: `k` already-served indicators get a new version whose key sorts
-/// after every existing one (hence after every cursor issued so far).
-fn mutate(store: &mut Store, k: usize, now: DateTime<Utc>) -> usize {
-    let n = k.min(store.served_list.len());
-    if n == 0 {
-        return 0;
-    }
-    let chosen = rand::seq::index::sample(&mut store.mutation_rng, store.served_list.len(), n);
-    for pos in chosen.iter() {
-        let idx = store.served_list[pos];
-        let at = now.max(store.newest + TimeDelta::microseconds(1));
-        store.newest = at;
-        if let Some(ind) = store.indicators.get_mut(idx) {
-            store.by_key.remove(&(SortKey::of(ind), idx));
-            ind.mutate(at, &mut store.mutation_rng);
-            store.by_key.insert((SortKey::of(ind), idx));
-            store.renders.invalidate(idx);
-        }
-    }
-    n
-}
-
 /// Selects one page, writes it from cached renders, then applies `--mutate-per-page`.
-fn page(s: &Shared, p: &Params) -> Response {
+fn page(s: &ThreatQ, p: &Params) -> Response {
     let mut guard = lock(&s.store);
     let store = &mut *guard;
     if store.render_fields.as_ref() != Some(&p.fields) {
@@ -1164,17 +1044,11 @@ fn page(s: &Shared, p: &Params) -> Response {
                 .fill(i, b as usize, || b.render(ind, &p.fields));
         }
     }
-    let per_item: usize = slice
-        .first()
-        .map(|&i| {
-            Block::ALL
-                .iter()
-                .map(|&b| store.renders.get(i, b as usize).len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let capacity = store
+        .renders
+        .page_capacity(&slice, Block::ALL.map(|b| b as usize), 256);
     // Written by hand to keep the real envelope's key order: total, data, nextCursorMark, limit.
-    let mut body = Vec::with_capacity(per_item.saturating_mul(slice.len() + 1) + 256);
+    let mut body = Vec::with_capacity(capacity);
     body.extend_from_slice(format!("{{\"total\":{total},\"data\":").as_bytes());
     let next = match slice.last() {
         // Solr contract: nothing after the mark → the same mark back. `data` is `{}`, as the
@@ -1196,21 +1070,7 @@ fn page(s: &Shared, p: &Params) -> Response {
     page::write_str(&mut body, &next);
     page::write_key(&mut body, "limit", true);
     body.extend_from_slice(format!("{}}}", p.limit).as_bytes());
-
-    for &i in &slice {
-        if !store.served[i] {
-            store.served[i] = true;
-            store.served_list.push(i);
-        }
-    }
-    let k = s.mutate_per_page.load(AtomicOrdering::SeqCst);
-    if k > 0 && !slice.is_empty() {
-        let n = mutate(store, k, Utc::now());
-        bump(&s.counters.mutations, n as u64);
-    }
-    drop(guard);
-    bump(&s.counters.pages_served, 1);
-    page::json_bytes(StatusCode::OK, body)
+    s.server.serve_page(guard, &slice, body)
 }
 
 #[cfg(test)]
@@ -1309,15 +1169,16 @@ mod tests {
         let now = Utc::now();
         let indicators = data::generate(10, 3, 1, now);
         let mut store = Store::new(indicators, now, ChaCha8Rng::seed_from_u64(1));
-        store.served = vec![true; 10];
-        store.served_list = vec![9];
+        store.mutation = Mutation::new(10, ChaCha8Rng::seed_from_u64(1));
+        store.mutation.record(&[9]);
         // Indicator id 10 changes "now"; a client reads it and holds a cursor on it.
-        assert_eq!(mutate(&mut store, 1, now), 1);
+        assert_eq!(store.mutate(1, now), 1);
         let mark = SortKey::of(&store.indicators[9]);
         assert!(store.select_page(Some(mark), 100).is_empty());
         // Indicator id 1 changes within the same wall-clock second.
-        store.served_list = vec![0];
-        mutate(&mut store, 1, now);
+        store.mutation = Mutation::new(10, ChaCha8Rng::seed_from_u64(1));
+        store.mutation.record(&[0]);
+        store.mutate(1, now);
         assert_eq!(
             store.indicators[0].updated_at_text(),
             store.indicators[9].updated_at_text()
