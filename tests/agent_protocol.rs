@@ -761,10 +761,12 @@ async fn gives_up_when_the_agent_stays_unreachable() {
     drop(listener);
     let dir = tempfile::tempdir().expect("dir");
     let mut options = options(dir.path());
+    // Gives up after the first refused attempt: the pacing and the bound of the reconnects are
+    // unit tests of `Reconnect::drive` on the paused clock (`src/agent/checkin.rs`).
     options.reconnect = Reconnect {
         initial: Duration::from_millis(10),
         max: Duration::from_millis(40),
-        give_up_after: Duration::from_millis(300),
+        give_up_after: Duration::ZERO,
     };
     let result = tokio::time::timeout(WAIT, agent::run(info, options, CancellationToken::new()))
         .await
