@@ -500,7 +500,8 @@ async fn rate_limit_answers_429_with_retry_after() {
         ..SimArgs::default()
     })
     .await;
-    // 10 back-to-back requests span at most a few wall-clock seconds, so some exceed 2 per second.
+    // The wire shape of the 429. Back to back, three of these requests fall in one second's
+    // window; the window itself is a unit test on the paused clock (`src/sim/faults.rs`).
     let mut limited = None;
     for _ in 0..10 {
         let r = get(&sim, "/api/v3/indicators?resultLimit=1").await;
