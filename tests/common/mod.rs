@@ -1,7 +1,7 @@
 //! Shared helpers for tests that drive the real `ti-sidecar` binary against the simulators.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,6 +112,83 @@ inputs:
         std::fs::write(&path, yaml).unwrap();
         path
     }
+}
+
+/// One stream's files in a new workspace: its config, events file and state directory.
+pub struct Stream {
+    pub ws: Workspace,
+    pub events: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Stream {
+    /// A stream whose config `write_config` writes, given the workspace and the events file.
+    pub fn new(write_config: impl FnOnce(&Workspace, &Path) -> PathBuf) -> Self {
+        let ws = Workspace::new();
+        let events = ws.path("events.ndjson");
+        let config = write_config(&ws, &events);
+        let state = ws.state_dir();
+        Self {
+            ws,
+            events,
+            config,
+            state,
+        }
+    }
+
+    /// A ThreatConnect stream against `sim`, with `extra` stream lines (see
+    /// [`Workspace::tc_config`]).
+    pub fn tc(sim: &SimHandle, extra: &str) -> Self {
+        Self::new(|ws, events| ws.tc_config_at(&sim.base_url(), events, extra))
+    }
+
+    /// `run --once` of this stream with `secret`, on the blocking pool: (success, stderr).
+    pub async fn run_once(&self, secret: &str) -> (bool, String) {
+        let (config, state, secret) = (self.config.clone(), self.state.clone(), secret.to_owned());
+        blocking(move || run_once(&config, &state, &secret)).await
+    }
+
+    /// [`run_once`](Self::run_once), which must succeed; its stderr. `what` names the run in
+    /// the failure.
+    pub async fn run_once_ok(&self, secret: &str, what: &str) -> String {
+        let (ok, stderr) = self.run_once(secret).await;
+        assert!(ok, "{what}: {stderr}");
+        stderr
+    }
+
+    /// [`kill_after_log`] of this stream, on the blocking pool.
+    pub async fn kill_after_log(&self, secret: &str, once: bool, wanted: &str) {
+        let (config, state) = (self.config.clone(), self.state.clone());
+        let (secret, wanted) = (secret.to_owned(), wanted.to_owned());
+        blocking(move || kill_after_log(&config, &state, &secret, once, &wanted)).await;
+    }
+}
+
+/// Runs `f` on the blocking pool (where the binary under test is waited for).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// The JSON lines of a run's stderr (its logs), skipping any other line.
+pub fn json_lines(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The ids of the ThreatConnect indicators delivered to `events`.
+pub fn delivered_ids(events: &Path) -> BTreeSet<i64> {
+    read_events(events)
+        .iter()
+        .map(|d| original_key(d).0)
+        .collect()
+}
+
+/// The ids of every indicator `sim` holds.
+pub fn sim_ids(sim: &SimHandle) -> BTreeSet<i64> {
+    sim.snapshot().into_iter().map(|(id, _)| id).collect()
 }
 
 /// Runs `ti-sidecar run --once` to completion; returns (success, stderr).
