@@ -215,6 +215,17 @@ struct Run {
     result: Result<Outcome, PollError>,
 }
 
+impl Run {
+    /// Asserts the sink acknowledged items `0..n`: all, once, in order.
+    fn assert_delivered(&self, n: u64) {
+        assert_eq!(
+            *self.observed.delivered.lock().unwrap(),
+            (0..n).collect::<Vec<_>>(),
+            "all, once, in order"
+        );
+    }
+}
+
 /// What a run is given: the scripted source and sink, and the loop's pacing.
 struct Script {
     pages: u64,
@@ -431,11 +442,8 @@ async fn a_failed_fetch_is_retried_after_the_jittered_backoff() {
     }
     .run(state)
     .await;
-    r.result.unwrap();
-    assert_eq!(
-        *r.observed.delivered.lock().unwrap(),
-        (0..10).collect::<Vec<_>>()
-    );
+    r.result.as_ref().unwrap();
+    r.assert_delivered(10);
     let waits = gaps(&r.observed.fetched_at);
     assert_eq!(waits.len(), 3, "three failures, then the page");
     assert_backoff_from_one_second(&waits);
@@ -451,11 +459,8 @@ async fn a_refused_send_is_retried_after_the_jittered_backoff_and_nothing_is_los
     }
     .run(state)
     .await;
-    r.result.unwrap();
-    assert_eq!(
-        *r.observed.delivered.lock().unwrap(),
-        (0..20).collect::<Vec<_>>()
-    );
+    r.result.as_ref().unwrap();
+    r.assert_delivered(20);
     assert_eq!(r.state.load::<u64>("k").unwrap(), Some(2));
     let waits = gaps(&r.observed.sent_at);
     assert_eq!(waits.len(), 4, "three refusals, then both pages");
@@ -472,7 +477,7 @@ async fn without_once_the_next_sweep_starts_one_interval_after_catching_up() {
     script.stop_at_fetch = Some(3);
     let r = script.run(state).await;
     assert_eq!(
-        r.result.unwrap(),
+        *r.result.as_ref().unwrap(),
         Outcome {
             sweeps: 1,
             interrupted: true
@@ -487,9 +492,6 @@ async fn without_once_the_next_sweep_starts_one_interval_after_catching_up() {
         "the interval: {waits:?}"
     );
     // The page fetched as shutdown came is still delivered and committed.
-    assert_eq!(
-        *r.observed.delivered.lock().unwrap(),
-        (0..30).collect::<Vec<_>>()
-    );
+    r.assert_delivered(30);
     assert_eq!(r.state.load::<u64>("k").unwrap(), Some(3));
 }
