@@ -349,6 +349,28 @@ pub fn read_fixture(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
 }
 
+/// Golden parity: maps each line of the fixture `log` of `platform` with `map` and compares
+/// the documents with those of the fixture `expected`, structurally and type-strictly. Skips
+/// when the fixtures are absent.
+pub fn assert_golden(platform: &str, log: &str, expected: &str, map: impl Fn(&str) -> Value) {
+    let Some(dir) = fixture_dir(platform) else {
+        return;
+    };
+    let input = read_fixture(&dir, log);
+    let expected: Value =
+        serde_json::from_str(&read_fixture(&dir, expected)).expect("expected file is JSON");
+    let want = expected["expected"]
+        .as_array()
+        .expect("expected array")
+        .clone();
+    // Each line is one input (a file may have no trailing newline).
+    let got: Vec<Value> = input.lines().filter(|l| !l.is_empty()).map(map).collect();
+    assert_eq!(want.len(), got.len(), "{log}: number of documents");
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_same(w, g, &format!("{log} document {i}"));
+    }
+}
+
 /// Collects `path: expected vs got` lines for every difference (type-strict: `3.0` ≠ `3`).
 pub fn json_diff(path: &str, expected: &Value, got: &Value, out: &mut Vec<String>) {
     match (expected, got) {
