@@ -235,17 +235,12 @@ fn map_keeps_input_order_across_blocks_and_cores() {
     assert!(last.contains("line 10004 is not valid UTF-8"), "{last}");
 }
 
-#[test]
-fn simulate_prints_its_address_first_and_enforces_auth() {
+/// `ti-sidecar simulate <platform>` of `indicators` on a free loopback port; the running
+/// simulator and the first line it printed.
+fn simulate(platform: &str, indicators: &str) -> (std::process::Child, String) {
     let mut child = Command::new(bin())
-        .args([
-            "simulate",
-            "threatconnect",
-            "--listen",
-            "127.0.0.1:0",
-            "--indicators",
-            "10",
-        ])
+        .args(["simulate", platform, "--listen", "127.0.0.1:0"])
+        .args(["--indicators", indicators])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -254,6 +249,12 @@ fn simulate_prints_its_address_first_and_enforces_auth() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
+    (child, first)
+}
+
+#[test]
+fn simulate_prints_its_address_first_and_enforces_auth() {
+    let (mut child, first) = simulate("threatconnect", "10");
     let addr: std::net::SocketAddr = first
         .trim()
         .parse()
@@ -371,23 +372,7 @@ fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {
 /// before anything is announced: a SIGTERM sent the moment the address appears ends it cleanly.
 #[test]
 fn sigterm_right_after_start_is_a_clean_exit() {
-    let mut child = Command::new(bin())
-        .args([
-            "simulate",
-            "threatq",
-            "--listen",
-            "127.0.0.1:0",
-            "--indicators",
-            "5",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut child, first) = simulate("threatq", "5");
     assert!(
         first.trim().parse::<std::net::SocketAddr>().is_ok(),
         "{first:?}"
