@@ -165,6 +165,70 @@ impl Stream {
     }
 }
 
+/// The lines a child prints, read on a thread, with every line taken so far (shown when a
+/// wait fails).
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Starts reading `out` (a child's stdout) line by line.
+    pub fn of(out: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line (panics after 90 s of silence, showing what was said).
+    pub fn next(&mut self) -> String {
+        match self.rx.recv_timeout(std::time::Duration::from_secs(90)) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(e) => panic!("silent ({e}); it said:\n{}", self.seen.join("\n")),
+        }
+    }
+
+    /// Waits for a line containing `wanted`; returns it.
+    pub fn wait(&mut self, wanted: &str) -> String {
+        loop {
+            let line = self.next();
+            if line.contains(wanted) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits until every one of `wanted` has appeared in some line, in any order.
+    pub fn wait_all(&mut self, wanted: &[&str]) {
+        let mut missing: Vec<&str> = wanted.to_vec();
+        while !missing.is_empty() {
+            let line = self.next();
+            missing.retain(|w| !line.contains(w));
+        }
+    }
+
+    /// Takes the lines still to come once the child has exited (its last ones are already
+    /// written), and returns every line.
+    pub fn finish(mut self) -> Vec<String> {
+        while let Ok(line) = self.rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
 /// Runs `f` on the blocking pool (where the binary under test is waited for).
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -408,6 +472,22 @@ pub fn assert_same(expected: &Value, got: &Value, what: &str) {
         out.len(),
         out.join("\n")
     );
+}
+
+/// Mounts `answer` for GET requests on `server` (for the first `times` of them when given:
+/// later ones go to the mocks mounted after).
+pub async fn serve_gets(
+    server: &wiremock::MockServer,
+    answer: wiremock::ResponseTemplate,
+    times: Option<u64>,
+) {
+    let mock = wiremock::Mock::given(wiremock::matchers::method("GET")).respond_with(answer);
+    match times {
+        Some(n) => mock.up_to_n_times(n),
+        None => mock,
+    }
+    .mount(server)
+    .await;
 }
 
 /// A loopback HTTP server for bodies that never end: each of the first `endless` requests
