@@ -658,34 +658,23 @@ async fn wrong_ca_or_wrong_sni_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_happy_path_and_sigterm() {
-    use prost::Message as _;
-    use std::io::Write as _;
     use std::process::{Command, Stdio};
 
     let sim = start(sim_args()).await.expect("sim");
     let mut fake = FakeAgent::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("run").join("ti_threatconnect-default");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .args([
-            "agent",
+    let child = spawn_binary_agent(
+        &fake.info,
+        &[
             "-E",
             "setup.ilm.enabled=false",
             "--unknown-flag",
             "-E",
-        ])
-        .arg(format!("path.data={}", data.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(&fake.info.encode_to_vec())
-            .expect("write StartUpInfo");
-    } // closed: EOF
+            &format!("path.data={}", data.display()),
+        ],
+        Stdio::piped(),
+    );
     let first = fake.next_observed().await;
     assert_eq!(first.version_info.expect("version").name, "ti-sidecar");
     let healthy = fake.run_tc_input(&sim, dir.path()).await;
@@ -853,8 +842,7 @@ async fn sustained_failures_degrade_and_rejected_credentials_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_unit_log_levels_filter_and_change_live() {
-    use prost::Message as _;
-    use std::io::{BufRead as _, Write as _};
+    use std::io::BufRead as _;
     use std::process::{Command, Stdio};
 
     let mut args = sim_args();
@@ -862,21 +850,8 @@ async fn binary_unit_log_levels_filter_and_change_live() {
     let failing = start(args).await.expect("sim");
     let mut fake = FakeAgent::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .arg("agent")
-        .arg("-E")
-        .arg(format!("path.data={}", dir.path().join("data").display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&fake.info.encode_to_vec())
-        .expect("write");
+    let data = format!("path.data={}", dir.path().join("data").display());
+    let mut child = spawn_binary_agent(&fake.info, &["-E", &data], Stdio::null());
     let stderr = child.stderr.take().expect("stderr");
     let (line_tx, mut lines) = mpsc::unbounded_channel::<Value>();
     std::thread::spawn(move || {
@@ -1084,16 +1059,22 @@ async fn repeated_expected_messages_do_not_ping_pong() {
     c.stop().await;
 }
 
-/// Runs `ti-sidecar agent` with `info` on stdin and returns (exit success, stderr lines as JSON).
-fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Value>) {
+/// Spawns `ti-sidecar agent <args>` with `stdout`, its stderr piped, and hands it `info` on
+/// stdin (then closed, as the Agent does).
+fn spawn_binary_agent(
+    info: &StartUpInfo,
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> std::process::Child {
     use prost::Message as _;
     use std::io::Write as _;
     use std::process::{Command, Stdio};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .args(["agent", "-E", &format!("path.data={}", data.display())])
+        .arg("agent")
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -1102,7 +1083,14 @@ fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Va
         .take()
         .expect("stdin")
         .write_all(&info.encode_to_vec())
-        .expect("write");
+        .expect("write StartUpInfo");
+    child
+}
+
+/// Runs `ti-sidecar agent` with `info` on stdin and returns (exit success, stderr lines as JSON).
+fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Value>) {
+    let data = format!("path.data={}", data.display());
+    let child = spawn_binary_agent(info, &["-E", &data], std::process::Stdio::piped());
     let out = child.wait_with_output().expect("wait");
     let lines = String::from_utf8_lossy(&out.stderr)
         .lines()
