@@ -1,11 +1,14 @@
 //! Contract tests of the ThreatQ client against wiremock: OAuth2 client credentials (both
 //! credential styles, caching, refresh, one re-authentication on 401) and cursorMark paging.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 use ti_sidecar::error::Classify as _;
 use ti_sidecar::source::registry::StreamSettings as _;
 
+use common::serve_gets;
 use ti_sidecar::config::fields::FieldReader;
 use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};
 use ti_sidecar::source::Source;
@@ -60,18 +63,6 @@ async fn with_tokens() -> MockServer {
     let server = MockServer::start().await;
     serve_tokens(&server, 3600).await;
     server
-}
-
-/// Mounts `answer` for GET requests (for the first `times` of them when given: later ones go
-/// to the mocks mounted after).
-async fn serve_gets(server: &MockServer, answer: ResponseTemplate, times: Option<u64>) {
-    let mock = Mock::given(method("GET")).respond_with(answer);
-    match times {
-        Some(n) => mock.up_to_n_times(n),
-        None => mock,
-    }
-    .mount(server)
-    .await;
 }
 
 /// Mounts a token endpoint issuing tokens that live `expires_in` seconds.
