@@ -9,12 +9,22 @@ use std::process::{Command, Stdio};
 use common::bin;
 use serde_json::Value;
 
+/// `ti-sidecar validate` of a config file holding `yaml`, with `SECRET_FOR_TEST` set.
+fn validate(yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    std::fs::write(&path, yaml).unwrap();
+    Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("SECRET_FOR_TEST", "x")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn validate_reports_every_problem_with_its_field_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yml");
-    std::fs::write(
-        &path,
+    let out = validate(
         r#"inputs:
   - id: tc
     type: ti_threatconnect
@@ -26,13 +36,7 @@ fn validate_reports_every_problem_with_its_field_and_exits_2() {
         interval: 2M
         bogus: 1
 "#,
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for field in [
@@ -54,19 +58,9 @@ fn validate_reports_every_problem_with_its_field_and_exits_2() {
 
 #[test]
 fn validate_accepts_a_good_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("good.yml");
-    std::fs::write(
-        &path,
+    let out = validate(
         "inputs:\n  - id: tc\n    type: ti_threatconnect\n    streams:\n      - id: s1\n        access_id: \"1\"\n        secret_key: ${SECRET_FOR_TEST}\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .env("SECRET_FOR_TEST", "x")
-        .output()
-        .unwrap();
+    );
     assert!(
         out.status.success(),
         "{}",

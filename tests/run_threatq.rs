@@ -21,13 +21,10 @@ fn args(indicators: usize) -> SimArgs {
 }
 
 fn tq_config(ws: &Workspace, sim: &SimHandle, events: &Path, extra: &str) -> PathBuf {
-    let yaml = format!(
-        r#"outputs:
-  default:
-    type: ndjson
-    path: {events:?}
-inputs:
-  - id: tq
+    ws.config_with_input(
+        events,
+        &format!(
+            r#"  - id: tq
     type: ti_threatq
     streams:
       - id: tq-threat
@@ -37,12 +34,9 @@ inputs:
         data_collection_id: sim-collection
         http_client_timeout: 10s
 {extra}"#,
-        events = events.display().to_string(),
-        host = sim.base_url(),
-    );
-    let path = ws.path("config.yml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+            host = sim.base_url(),
+        ),
+    )
 }
 
 /// A ThreatQ stream against `sim`, with `extra` stream lines.

@@ -89,13 +89,10 @@ impl Workspace {
 
     /// [`tc_config`](Self::tc_config) for a ThreatConnect API at `url` (a test server).
     pub fn tc_config_at(&self, url: &str, events: &Path, extra: &str) -> PathBuf {
-        let yaml = format!(
-            r#"outputs:
-  default:
-    type: ndjson
-    path: {events:?}
-inputs:
-  - id: tc
+        self.config_with_input(
+            events,
+            &format!(
+                r#"  - id: tc
     type: ti_threatconnect
     streams:
       - id: tc-indicator
@@ -105,7 +102,16 @@ inputs:
         access_id: test-access-id
         secret_key: ${{TEST_TC_SECRET}}
         http_client_timeout: 10s
-{extra}"#,
+{extra}"#
+            ),
+        )
+    }
+
+    /// Writes `config.yml`: the NDJSON output to `events`, and `input` (one input's YAML, a
+    /// list item indented by 2 spaces). Returns its path.
+    pub fn config_with_input(&self, events: &Path, input: &str) -> PathBuf {
+        let yaml = format!(
+            "outputs:\n  default:\n    type: ndjson\n    path: {events:?}\ninputs:\n{input}",
             events = events.display().to_string(),
         );
         let path = self.path("config.yml");
