@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use ti_sidecar::error::Classify as _;
 
-use common::serve_gets;
+use common::mocks::serve_gets;
 use secrecy::SecretString;
 use ti_sidecar::config::{HttpConfig, IocExpiration, SslConfig};
 use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};

@@ -1,14 +1,15 @@
 //! Contract tests of the ThreatQ client against wiremock: OAuth2 client credentials (both
 //! credential styles, caching, refresh, one re-authentication on 401) and cursorMark paging.
 
-mod common;
+#[path = "common/mocks.rs"]
+mod mocks;
 
 use std::sync::Arc;
 use std::time::Duration;
 use ti_sidecar::error::Classify as _;
 use ti_sidecar::source::registry::StreamSettings as _;
 
-use common::serve_gets;
+use mocks::serve_gets;
 use ti_sidecar::config::fields::FieldReader;
 use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};
 use ti_sidecar::source::Source;

@@ -10,6 +10,8 @@ use ti_sidecar::sim::faults::FaultArgs;
 use serde_json::Value;
 use ti_sidecar::sim::threatconnect::{SimArgs, SimHandle};
 
+pub mod mocks;
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ti-sidecar")
@@ -478,22 +480,6 @@ pub fn assert_same(expected: &Value, got: &Value, what: &str) {
         out.len(),
         out.join("\n")
     );
-}
-
-/// Mounts `answer` for GET requests on `server` (for the first `times` of them when given:
-/// later ones go to the mocks mounted after).
-pub async fn serve_gets(
-    server: &wiremock::MockServer,
-    answer: wiremock::ResponseTemplate,
-    times: Option<u64>,
-) {
-    let mock = wiremock::Mock::given(wiremock::matchers::method("GET")).respond_with(answer);
-    match times {
-        Some(n) => mock.up_to_n_times(n),
-        None => mock,
-    }
-    .mount(server)
-    .await;
 }
 
 /// A loopback HTTP server for bodies that never end: each of the first `endless` requests
