@@ -270,6 +270,19 @@ impl FakeAgent {
         tx.send(Ok(expected)).await.expect("send expected");
     }
 
+    /// Expects [`tc_units`] (config idx 1) and waits until the input is HEALTHY.
+    async fn run_tc_input(&mut self, sim: &SimHandle, dir: &std::path::Path) -> UnitObserved {
+        self.send_expected(CheckinExpected {
+            units: tc_units(sim, dir),
+            ..Default::default()
+        })
+        .await;
+        let (healthy, _) = self
+            .wait_unit(INPUT, |u| u.state == State::Healthy as i32)
+            .await;
+        healthy
+    }
+
     async fn send_action(&mut self, request: ActionRequest) -> ActionResponse {
         let id = request.id.clone();
         // The Actions stream may open a moment after CheckinV2: wait for its init.
@@ -381,27 +394,66 @@ fn options(dir: &std::path::Path) -> AgentOptions {
     )
 }
 
-/// Runs the component in-process; returns its stop token and join handle.
-fn spawn_agent(
-    info: StartUpInfo,
-    dir: &std::path::Path,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-) {
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(info, options(dir), stop.clone()));
-    (stop, handle)
+/// The ThreatConnect input against `sim` and the NDJSON output into `dir`, at config idx 1.
+fn tc_units(sim: &SimHandle, dir: &std::path::Path) -> Vec<UnitExpected> {
+    vec![
+        unit(INPUT, UnitType::Input, 1, Some(tc_source(sim))),
+        unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir))),
+    ]
+}
+
+/// The component running in-process against a fake Agent, past its first check-in.
+struct Component {
+    fake: FakeAgent,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    /// Its first `CheckinObserved`.
+    first: CheckinObserved,
+}
+
+impl Component {
+    /// Runs the component with `options` against `fake`, its data in `dir`, and reads its first
+    /// check-in.
+    async fn run(mut fake: FakeAgent, dir: tempfile::TempDir, options: AgentOptions) -> Self {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(agent::run(fake.info.clone(), options, shutdown.clone()));
+        let first = fake.next_observed().await;
+        Self {
+            fake,
+            dir,
+            shutdown,
+            handle,
+            first,
+        }
+    }
+
+    /// [`run`](Self::run) against a new fake Agent, with the default options and a new data
+    /// directory.
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = options(dir.path());
+        Self::run(FakeAgent::start().await, dir, options).await
+    }
+
+    /// [`FakeAgent::run_tc_input`] with the output in this component's directory.
+    async fn run_tc_input(&mut self, sim: &SimHandle) -> UnitObserved {
+        self.fake.run_tc_input(sim, self.dir.path()).await
+    }
+
+    /// Stops the component, which must end cleanly.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.expect("join").expect("clean stop");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_observed_carries_version_info_and_supports_then_units_run() {
     let sim = start(sim_args()).await.expect("sim");
-    let mut fake = FakeAgent::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
+    let mut c = Component::start().await;
 
-    let first = fake.next_observed().await;
+    let first = &c.first;
     assert_eq!(first.token, TOKEN);
     let version = first
         .version_info
@@ -414,17 +466,16 @@ async fn first_observed_carries_version_info_and_supports_then_units_run() {
     );
     assert!(first.units.is_empty());
 
-    fake.send_expected(CheckinExpected {
-        units: vec![
-            unit(INPUT, UnitType::Input, 1, Some(tc_source(&sim))),
-            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
-        ],
-        features_idx: 2,
-        component_idx: 2,
-        ..Default::default()
-    })
-    .await;
-    let (healthy, states, later) = fake
+    c.fake
+        .send_expected(CheckinExpected {
+            units: tc_units(&sim, c.dir.path()),
+            features_idx: 2,
+            component_idx: 2,
+            ..Default::default()
+        })
+        .await;
+    let (healthy, states, later) = c
+        .fake
         .wait_unit_msg(INPUT, |u| u.state == State::Healthy as i32)
         .await;
     assert_eq!(healthy.config_state_idx, 1, "config idx echoed");
@@ -441,20 +492,22 @@ async fn first_observed_carries_version_info_and_supports_then_units_run() {
     assert_eq!((later.features_idx, later.component_idx), (2, 2));
 
     // Events went to the output unit's sink; the cursor lives under path.data.
-    let events = std::fs::read_to_string(dir.path().join("events.ndjson")).expect("events");
+    let events = std::fs::read_to_string(c.dir.path().join("events.ndjson")).expect("events");
     assert!(events.lines().count() > 0);
 
     // Expected STOPPED → STOPPING (while the batch finishes) → STOPPED, idx kept.
     let mut stopping = unit(INPUT, UnitType::Input, 1, None);
     stopping.state = State::Stopped as i32;
-    fake.send_expected(CheckinExpected {
-        units: vec![stopping, unit(OUTPUT, UnitType::Output, 1, None)],
-        features_idx: 2,
-        component_idx: 2,
-        ..Default::default()
-    })
-    .await;
-    let (stopped, states) = fake
+    c.fake
+        .send_expected(CheckinExpected {
+            units: vec![stopping, unit(OUTPUT, UnitType::Output, 1, None)],
+            features_idx: 2,
+            component_idx: 2,
+            ..Default::default()
+        })
+        .await;
+    let (stopped, states) = c
+        .fake
         .wait_unit(INPUT, |u| u.state == State::Stopped as i32)
         .await;
     assert_eq!(stopped.config_state_idx, 1);
@@ -464,29 +517,27 @@ async fn first_observed_carries_version_info_and_supports_then_units_run() {
     );
 
     // Removed: no longer reported.
-    fake.send_expected(CheckinExpected {
-        units: vec![unit(OUTPUT, UnitType::Output, 1, None)],
-        features_idx: 2,
-        component_idx: 2,
-        ..Default::default()
-    })
-    .await;
+    c.fake
+        .send_expected(CheckinExpected {
+            units: vec![unit(OUTPUT, UnitType::Output, 1, None)],
+            features_idx: 2,
+            component_idx: 2,
+            ..Default::default()
+        })
+        .await;
     loop {
-        let msg = fake.next_observed().await;
+        let msg = c.fake.next_observed().await;
         if msg.units.iter().all(|u| u.id != INPUT) {
             break;
         }
     }
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_is_acknowledged_and_failed_naming_the_field() {
-    let mut fake = FakeAgent::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let _ = fake.next_observed().await;
+    let mut c = Component::start().await;
+    let (fake, dir) = (&mut c.fake, c.dir.path());
     let source = json!({
         "id": "tc-1",
         "type": "ti_threatconnect",
@@ -495,7 +546,7 @@ async fn invalid_config_is_acknowledged_and_failed_naming_the_field() {
     fake.send_expected(CheckinExpected {
         units: vec![
             unit(INPUT, UnitType::Input, 4, Some(source)),
-            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
+            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir))),
             unit(
                 "second-output",
                 UnitType::Output,
@@ -519,27 +570,15 @@ async fn invalid_config_is_acknowledged_and_failed_naming_the_field() {
         .wait_unit("second-output", |u| u.state == State::Failed as i32)
         .await;
     assert!(second.message.contains("one output"), "{}", second.message);
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnostics_carry_status_but_no_secret_and_custom_actions_fail() {
     let sim = start(sim_args()).await.expect("sim");
-    let mut fake = FakeAgent::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let _ = fake.next_observed().await;
-    fake.send_expected(CheckinExpected {
-        units: vec![
-            unit(INPUT, UnitType::Input, 1, Some(tc_source(&sim))),
-            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
-        ],
-        ..Default::default()
-    })
-    .await;
-    fake.wait_unit(INPUT, |u| u.state == State::Healthy as i32)
-        .await;
+    let mut c = Component::start().await;
+    c.run_tc_input(&sim).await;
+    let fake = &mut c.fake;
 
     for (level, files) in [(Level::Component, 2), (Level::Unit, 1), (Level::All, 3)] {
         let response = fake
@@ -580,8 +619,7 @@ async fn diagnostics_carry_status_but_no_secret_and_custom_actions_fail() {
     assert_eq!(custom.status, ActionStatus::Failed as i32);
     let body: Value = serde_json::from_slice(&custom.result).expect("JSON error body");
     assert!(body["error"].is_string());
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,47 +658,26 @@ async fn wrong_ca_or_wrong_sni_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_happy_path_and_sigterm() {
-    use prost::Message as _;
-    use std::io::Write as _;
     use std::process::{Command, Stdio};
 
     let sim = start(sim_args()).await.expect("sim");
     let mut fake = FakeAgent::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("run").join("ti_threatconnect-default");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .args([
-            "agent",
+    let child = spawn_binary_agent(
+        &fake.info,
+        &[
             "-E",
             "setup.ilm.enabled=false",
             "--unknown-flag",
             "-E",
-        ])
-        .arg(format!("path.data={}", data.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(&fake.info.encode_to_vec())
-            .expect("write StartUpInfo");
-    } // closed: EOF
+            &format!("path.data={}", data.display()),
+        ],
+        Stdio::piped(),
+    );
     let first = fake.next_observed().await;
     assert_eq!(first.version_info.expect("version").name, "ti-sidecar");
-    fake.send_expected(CheckinExpected {
-        units: vec![
-            unit(INPUT, UnitType::Input, 1, Some(tc_source(&sim))),
-            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
-        ],
-        ..Default::default()
-    })
-    .await;
-    let (healthy, _) = fake
-        .wait_unit(INPUT, |u| u.state == State::Healthy as i32)
-        .await;
+    let healthy = fake.run_tc_input(&sim, dir.path()).await;
     assert_eq!(healthy.config_state_idx, 1);
     assert!(data.join("state.redb").exists(), "state under path.data");
 
@@ -698,20 +715,9 @@ async fn binary_happy_path_and_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_resending_version_info_while_units_keep_running() {
     let sim = start(sim_args()).await.expect("sim");
-    let mut fake = FakeAgent::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let _ = fake.next_observed().await;
-    fake.send_expected(CheckinExpected {
-        units: vec![
-            unit(INPUT, UnitType::Input, 1, Some(tc_source(&sim))),
-            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
-        ],
-        ..Default::default()
-    })
-    .await;
-    fake.wait_unit(INPUT, |u| u.state == State::Healthy as i32)
-        .await;
+    let mut c = Component::start().await;
+    c.run_tc_input(&sim).await;
+    let fake = &mut c.fake;
 
     // The Agent ends the stream; it stays silent after the reconnect (settled state).
     drop(fake.state.expected.lock().unwrap().take());
@@ -732,8 +738,7 @@ async fn reconnects_resending_version_info_while_units_keep_running() {
         .expect("units survive the reconnect");
     assert_eq!(input.state, State::Healthy as i32);
     assert_eq!(input.config_state_idx, 1);
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,13 +747,13 @@ async fn unix_socket_address_is_dialled_with_tls() {
     let socket = dir.path().join("agent.sock");
     let name = server_name();
     let pki = Pki::new(&name);
-    let mut fake = FakeAgent::start_on(Some(&socket), name, pki).await;
+    let fake = FakeAgent::start_on(Some(&socket), name, pki).await;
     assert!(fake.info.addr.starts_with("unix://"));
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let first = fake.next_observed().await;
-    assert_eq!(first.version_info.expect("version").name, "ti-sidecar");
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    let options = options(dir.path());
+    let c = Component::run(fake, dir, options).await;
+    let version = c.first.version_info.as_ref().expect("version");
+    assert_eq!(version.name, "ti-sidecar");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,10 +766,12 @@ async fn gives_up_when_the_agent_stays_unreachable() {
     drop(listener);
     let dir = tempfile::tempdir().expect("dir");
     let mut options = options(dir.path());
+    // Gives up after the first refused attempt: the pacing and the bound of the reconnects are
+    // unit tests of `Reconnect::drive` on the paused clock (`src/agent/checkin.rs`).
     options.reconnect = Reconnect {
         initial: Duration::from_millis(10),
         max: Duration::from_millis(40),
-        give_up_after: Duration::from_millis(300),
+        give_up_after: Duration::ZERO,
     };
     let result = tokio::time::timeout(WAIT, agent::run(info, options, CancellationToken::new()))
         .await
@@ -782,7 +789,6 @@ async fn sustained_failures_degrade_and_rejected_credentials_fail() {
     args.faults.error_rate = 1.0;
     let failing = start(args).await.expect("sim");
     let healthy = start(sim_args()).await.expect("sim");
-    let mut fake = FakeAgent::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let mut options = options(dir.path());
     options.retry = Some(ti_sidecar::http::RetryPolicy {
@@ -791,9 +797,8 @@ async fn sustained_failures_degrade_and_rejected_credentials_fail() {
         max_attempts: 1,
     });
     options.poll_retry_delay = Some(Duration::from_millis(20));
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(fake.info.clone(), options, stop.clone()));
-    let _ = fake.next_observed().await;
+    let mut c = Component::run(FakeAgent::start().await, dir, options).await;
+    let (fake, dir) = (&mut c.fake, c.dir.path());
     let mut bad_key = tc_source(&healthy);
     bad_key["streams"][0]["secret_key"] = Value::from("wrong-secret");
     fake.send_expected(CheckinExpected {
@@ -805,7 +810,7 @@ async fn sustained_failures_degrade_and_rejected_credentials_fail() {
                 Some(tc_source(&failing)),
             ),
             unit("rejected-unit", UnitType::Input, 1, Some(bad_key)),
-            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir.path()))),
+            unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir))),
         ],
         ..Default::default()
     })
@@ -832,14 +837,12 @@ async fn sustained_failures_degrade_and_rejected_credentials_fail() {
         failed.message
     );
     assert!(!failed.message.is_empty());
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_unit_log_levels_filter_and_change_live() {
-    use prost::Message as _;
-    use std::io::{BufRead as _, Write as _};
+    use std::io::BufRead as _;
     use std::process::{Command, Stdio};
 
     let mut args = sim_args();
@@ -847,21 +850,8 @@ async fn binary_unit_log_levels_filter_and_change_live() {
     let failing = start(args).await.expect("sim");
     let mut fake = FakeAgent::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .arg("agent")
-        .arg("-E")
-        .arg(format!("path.data={}", dir.path().join("data").display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&fake.info.encode_to_vec())
-        .expect("write");
+    let data = format!("path.data={}", dir.path().join("data").display());
+    let mut child = spawn_binary_agent(&fake.info, &["-E", &data], Stdio::null());
     let stderr = child.stderr.take().expect("stderr");
     let (line_tx, mut lines) = mpsc::unbounded_channel::<Value>();
     std::thread::spawn(move || {
@@ -953,13 +943,12 @@ async fn agent_shaped_rsa_pkcs1_certificates_connect() {
         leaf_pem: peer.cert_pem.clone(),
         leaf_key: peer.key_pem.expose_secret().to_owned(),
     };
-    let mut fake = FakeAgent::start_on(None, name, pki).await;
+    let fake = FakeAgent::start_on(None, name, pki).await;
     let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let first = fake.next_observed().await;
-    assert_eq!(first.token, TOKEN);
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    let options = options(dir.path());
+    let c = Component::run(fake, dir, options).await;
+    assert_eq!(c.first.token, TOKEN);
+    c.stop().await;
 }
 
 #[test]
@@ -983,10 +972,8 @@ fn binary_refuses_a_v1_only_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_expected_messages_are_reassembled() {
-    let mut fake = FakeAgent::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let _ = fake.next_observed().await;
+    let mut c = Component::start().await;
+    let (fake, dir) = (&mut c.fake, c.dir.path());
     let ts = Some(prost_types::Timestamp {
         seconds: 1_700_000_000,
         nanos: 5,
@@ -994,12 +981,7 @@ async fn chunked_expected_messages_are_reassembled() {
     let bad = json!({"id": "x", "type": "ti_threatconnect", "streams": [{"id": "s", "access_id": "a", "secret_key": "k", "interval": "soon"}]});
     // Chunk 1 carries the message-level fields, chunk 2 only units, the last one no unit.
     fake.send_expected(CheckinExpected {
-        units: vec![unit(
-            OUTPUT,
-            UnitType::Output,
-            1,
-            Some(output_source(dir.path())),
-        )],
+        units: vec![unit(OUTPUT, UnitType::Output, 1, Some(output_source(dir)))],
         features_idx: 3,
         component_idx: 5,
         units_timestamp: ts,
@@ -1030,16 +1012,13 @@ async fn chunked_expected_messages_are_reassembled() {
         .wait_unit(INPUT, |u| u.state == State::Failed as i32)
         .await;
     assert!(failed.message.contains("interval"), "{}", failed.message);
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_expected_messages_do_not_ping_pong() {
-    let mut fake = FakeAgent::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (stop, handle) = spawn_agent(fake.info.clone(), dir.path());
-    let _ = fake.next_observed().await;
+    let mut c = Component::start().await;
+    let fake = &mut c.fake;
     let bad = json!({"id": "x", "type": "ti_threatconnect", "streams": [{"id": "s", "access_id": "a", "secret_key": "k", "batch_size": -1}]});
     fake.send_expected(CheckinExpected {
         units: vec![unit(INPUT, UnitType::Input, 1, Some(bad))],
@@ -1077,20 +1056,25 @@ async fn repeated_expected_messages_do_not_ping_pong() {
         count <= 3,
         "{count} check-ins in answer to 20 unchanged expected messages"
     );
-    stop.cancel();
-    handle.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
-/// Runs `ti-sidecar agent` with `info` on stdin and returns (exit success, stderr lines as JSON).
-fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Value>) {
+/// Spawns `ti-sidecar agent <args>` with `stdout`, its stderr piped, and hands it `info` on
+/// stdin (then closed, as the Agent does).
+fn spawn_binary_agent(
+    info: &StartUpInfo,
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> std::process::Child {
     use prost::Message as _;
     use std::io::Write as _;
     use std::process::{Command, Stdio};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ti-sidecar"))
-        .args(["agent", "-E", &format!("path.data={}", data.display())])
+        .arg("agent")
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -1099,7 +1083,14 @@ fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Va
         .take()
         .expect("stdin")
         .write_all(&info.encode_to_vec())
-        .expect("write");
+        .expect("write StartUpInfo");
+    child
+}
+
+/// Runs `ti-sidecar agent` with `info` on stdin and returns (exit success, stderr lines as JSON).
+fn run_binary_agent(info: &StartUpInfo, data: &std::path::Path) -> (bool, Vec<Value>) {
+    let data = format!("path.data={}", data.display());
+    let child = spawn_binary_agent(info, &["-E", &data], std::process::Stdio::piped());
     let out = child.wait_with_output().expect("wait");
     let lines = String::from_utf8_lossy(&out.stderr)
         .lines()

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
@@ -14,19 +13,8 @@ use ti_sidecar::sim::threatconnect::{SimHandle, start};
 
 const SECRET: &str = "Test$$Secret/Key+=";
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-fn logs(stderr: &str) -> Vec<Value> {
-    stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn messages(stderr: &str) -> Vec<String> {
-    logs(stderr)
+    json_lines(stderr)
         .iter()
         .filter_map(|l| l["message"].as_str().map(str::to_owned))
         .collect()
@@ -34,7 +22,7 @@ fn messages(stderr: &str) -> Vec<String> {
 
 /// The windows the run planned (from its `backfill planned` line), 0 when it planned none.
 fn planned_windows(stderr: &str) -> u64 {
-    logs(stderr)
+    json_lines(stderr)
         .iter()
         .find(|l| {
             l["message"]
@@ -45,51 +33,21 @@ fn planned_windows(stderr: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn ids(events: &std::path::Path) -> BTreeSet<i64> {
-    read_events(events)
-        .iter()
-        .map(|d| original_key(d).0)
-        .collect()
-}
-
-fn expected_ids(sim: &SimHandle) -> BTreeSet<i64> {
-    sim.snapshot().into_iter().map(|(id, _)| id).collect()
-}
-
-/// A stream against `sim` with `backfill_concurrency: k` and pages of `batch`: the workspace,
-/// its events file, config and state directory.
-struct Stream {
-    ws: Workspace,
-    events: PathBuf,
-    config: PathBuf,
-    state: PathBuf,
-}
-
+/// A stream against `sim` with `backfill_concurrency: k` and pages of `batch`.
 fn stream(sim: &SimHandle, k: u32, batch: u32) -> Stream {
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let extra = format!("        batch_size: {batch}\n        backfill_concurrency: {k}\n");
-    let config = ws.tc_config(sim, SECRET, &events, &extra);
-    let state = ws.state_dir();
-    Stream {
-        ws,
-        events,
-        config,
-        state,
-    }
+    Stream::tc(
+        sim,
+        &format!("        batch_size: {batch}\n        backfill_concurrency: {k}\n"),
+    )
 }
 
-/// One `run --once` of [`stream`]; the workspace, the events file and the run's stderr.
-async fn run_with(sim: &SimHandle, k: u32, batch: u32) -> (Workspace, PathBuf, String) {
-    let Stream {
-        ws,
-        events,
-        config,
-        state,
-    } = stream(sim, k, batch);
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run with {k} windows failed: {stderr}");
-    (ws, events, stderr)
+/// One successful `run --once` of [`stream`]; the stream and the run's stderr.
+async fn run_with(sim: &SimHandle, k: u32, batch: u32) -> (Stream, String) {
+    let run = stream(sim, k, batch);
+    let stderr = run
+        .run_once_ok(SECRET, &format!("run with {k} windows failed"))
+        .await;
+    (run, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,10 +56,10 @@ async fn every_indicator_arrives_with_1_4_and_16_windows() {
     args.faults.latency_ms = 5;
     let sim = start(args).await.unwrap();
     for k in [1, 4, 16] {
-        let (_ws, events, stderr) = run_with(&sim, k, 100).await;
+        let (run, stderr) = run_with(&sim, k, 100).await;
         assert_eq!(
-            ids(&events),
-            expected_ids(&sim),
+            delivered_ids(&run.events),
+            sim_ids(&sim),
             "{k} windows: every indicator"
         );
         let planned = planned_windows(&stderr);
@@ -129,15 +87,8 @@ async fn changes_during_a_4_window_backfill_skip_nothing() {
     args.faults.mutate_per_page = 7;
     args.faults.latency_ms = 5;
     let sim = start(args).await.unwrap();
-    let Stream {
-        ws: _ws,
-        events,
-        config,
-        state,
-    } = stream(&sim, 4, 100);
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, first) = blocking(move || run_once(&c, &s, SECRET)).await;
-    assert!(ok, "first run failed: {first}");
+    let run = stream(&sim, 4, 100);
+    let first = run.run_once_ok(SECRET, "first run failed").await;
     assert!(planned_windows(&first) >= 2, "{first}");
     assert!(
         sim.stats().mutations > 0,
@@ -145,9 +96,8 @@ async fn changes_during_a_4_window_backfill_skip_nothing() {
     );
     // Changes after the last page belong to the next sweep: stop changing, then catch up.
     sim.set_mutate_per_page(0);
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "catch-up run failed: {stderr}");
-    let missing = never_delivered(&sim, &events);
+    let stderr = run.run_once_ok(SECRET, "catch-up run failed").await;
+    let missing = never_delivered(&sim, &run.events);
     assert!(
         missing.is_empty(),
         "final versions never delivered: {missing:?}\n{first}\n{stderr}"
@@ -162,8 +112,8 @@ async fn a_dense_second_at_a_window_edge_is_delivered_whole() {
     let mut args = sim_args(1200);
     args.same_second = 900;
     let sim = start(args).await.unwrap();
-    let (_ws, events, stderr) = run_with(&sim, 4, 100).await;
-    let delivered = delivered_versions(&read_events(&events));
+    let (run, stderr) = run_with(&sim, 4, 100).await;
+    let delivered = delivered_versions(&read_events(&run.events));
     assert_eq!(delivered.len(), 1200, "every indicator: {stderr}");
     let repeated: usize = delivered.values().map(|n| n - 1).sum();
     assert!(
@@ -179,10 +129,10 @@ async fn rate_limit_bursts_halve_concurrency_which_then_recovers() {
     args.faults.latency_ms = 20;
     args.faults.rate_limit = Some(15);
     let sim = start(args).await.unwrap();
-    let (_ws, events, stderr) = run_with(&sim, 8, 50).await;
-    assert_eq!(ids(&events), expected_ids(&sim), "every indicator");
+    let (run, stderr) = run_with(&sim, 8, 50).await;
+    assert_eq!(delivered_ids(&run.events), sim_ids(&sim), "every indicator");
     assert!(sim.stats().rate_limited > 0, "the simulator answered 429");
-    let levels: Vec<u64> = logs(&stderr)
+    let levels: Vec<u64> = json_lines(&stderr)
         .iter()
         .filter(|l| {
             l["message"]
@@ -211,13 +161,8 @@ async fn kill_9_during_a_4_window_backfill_then_resume() {
     let mut args = sim_args(3000);
     args.faults.latency_ms = 40;
     let sim = start(args).await.unwrap();
-    let Stream {
-        ws: _ws,
-        events,
-        config,
-        state,
-    } = stream(&sim, 4, 50);
-    let (c, s) = (config.clone(), state.clone());
+    let run = stream(&sim, 4, 50);
+    let (c, s) = (run.config.clone(), run.state.clone());
     // A few window pages committed, then SIGKILL: no chance to clean up.
     blocking(move || {
         let mut child = spawn_run(&c, &s, SECRET, true);
@@ -226,13 +171,13 @@ async fn kill_9_during_a_4_window_backfill_then_resume() {
         child.wait().unwrap();
     })
     .await;
-    let partial = read_events(&events).len();
+    let partial = read_events(&run.events).len();
     assert!(
         partial > 0 && partial < 3000,
         "killed mid-backfill after {partial}"
     );
     let stored = {
-        let store = ti_sidecar::state::StateStore::open(&state).unwrap();
+        let store = ti_sidecar::state::StateStore::open(&run.state).unwrap();
         store
             .load::<Value>("tc/tc-indicator")
             .unwrap()
@@ -245,19 +190,18 @@ async fn kill_9_during_a_4_window_backfill_then_resume() {
         "the windows were committed: {stored}"
     );
 
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "resume failed: {stderr}");
+    let stderr = run.run_once_ok(SECRET, "resume failed").await;
     assert_eq!(
         planned_windows(&stderr),
         0,
         "the committed windows resume, no new plan"
     );
     assert_eq!(
-        ids(&events),
-        expected_ids(&sim),
+        delivered_ids(&run.events),
+        sim_ids(&sim),
         "both runs cover everything"
     );
-    let docs = read_events(&events).len();
+    let docs = read_events(&run.events).len();
     assert!(
         docs <= 3000 + 4 * 50,
         "duplicates bounded by the pages in flight: {docs}"
@@ -273,20 +217,14 @@ async fn an_old_single_cursor_state_is_continued_without_reset_or_gap() {
     versions.sort_by_key(|v| time(&v.1));
     // The state format before windows: a bare keyset cursor, half-way through the data.
     let (_, middle) = versions[versions.len() / 2].clone();
-    let Stream {
-        ws: _ws,
-        events,
-        config,
-        state,
-    } = stream(&sim, 4, 100);
+    let run = stream(&sim, 4, 100);
     {
-        let store = ti_sidecar::state::StateStore::open(&state).unwrap();
+        let store = ti_sidecar::state::StateStore::open(&run.state).unwrap();
         let old = serde_json::json!({"watermark": middle, "seen": []});
         store.commit("tc/tc-indicator", &old).unwrap();
     }
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
-    let delivered = ids(&events);
+    run.run_once_ok(SECRET, "run failed").await;
+    let delivered = delivered_ids(&run.events);
     let wanted: BTreeSet<i64> = versions
         .iter()
         .filter(|(_, lm)| time(lm) >= time(&middle))

@@ -9,12 +9,22 @@ use std::process::{Command, Stdio};
 use common::bin;
 use serde_json::Value;
 
+/// `ti-sidecar validate` of a config file holding `yaml`, with `SECRET_FOR_TEST` set.
+fn validate(yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    std::fs::write(&path, yaml).unwrap();
+    Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("SECRET_FOR_TEST", "x")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn validate_reports_every_problem_with_its_field_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yml");
-    std::fs::write(
-        &path,
+    let out = validate(
         r#"inputs:
   - id: tc
     type: ti_threatconnect
@@ -26,13 +36,7 @@ fn validate_reports_every_problem_with_its_field_and_exits_2() {
         interval: 2M
         bogus: 1
 "#,
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for field in [
@@ -54,19 +58,9 @@ fn validate_reports_every_problem_with_its_field_and_exits_2() {
 
 #[test]
 fn validate_accepts_a_good_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("good.yml");
-    std::fs::write(
-        &path,
+    let out = validate(
         "inputs:\n  - id: tc\n    type: ti_threatconnect\n    streams:\n      - id: s1\n        access_id: \"1\"\n        secret_key: ${SECRET_FOR_TEST}\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .env("SECRET_FOR_TEST", "x")
-        .output()
-        .unwrap();
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -74,43 +68,69 @@ fn validate_accepts_a_good_file() {
     );
 }
 
-/// `map` on Elastic's own fixtures reproduces the expected documents (compared structurally).
-#[test]
-fn map_reproduces_elastic_fixtures_through_the_binary() {
+/// `ti-sidecar map` with `args`, fed `input` from a thread (so a large input never blocks on a
+/// full pipe); asserts it succeeded and returns the documents it printed.
+fn map(args: &[&str], input: Vec<u8>) -> Vec<Value> {
+    let mut child = Command::new(bin())
+        .arg("map")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = {
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || stdin.write_all(&input).unwrap())
+    };
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `map --source <platform> <args>` over each `(log, expected)` of Elastic's fixtures for
+/// `platform` reproduces the expected documents (compared structurally).
+fn assert_map_reproduces_fixtures(platform: &str, args: &[&str], fixtures: [(&str, &str); 2]) {
     let Some(fx) = common::fixture_dir("") else {
         return;
     };
-    for (log, expected) in [
-        (
-            "test-indicator.log",
-            "test-indicator.log-expected.2x-derived.json",
-        ),
-        (
-            "test-with-associated-groups-and-attributes.log",
-            "test-with-associated-groups-and-attributes.log-expected.json",
-        ),
-    ] {
-        let input = std::fs::read(fx.join("threatconnect").join(log)).unwrap();
-        let mut child = Command::new(bin())
-            .args(["map", "--source", "threatconnect", "--preserve-original"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let got: Vec<Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let want: Value = serde_json::from_slice(
-            &std::fs::read(fx.join("threatconnect").join(expected)).unwrap(),
-        )
-        .unwrap();
+    let args: Vec<&str> = ["--source", platform].iter().chain(args).copied().collect();
+    for (log, expected) in fixtures {
+        let input = std::fs::read(fx.join(platform).join(log)).unwrap();
+        let got = map(&args, input);
+        let want: Value =
+            serde_json::from_slice(&std::fs::read(fx.join(platform).join(expected)).unwrap())
+                .unwrap();
         assert_eq!(Value::Array(got), want["expected"], "{log}");
     }
+}
+
+/// `map` on Elastic's own fixtures reproduces the expected documents.
+#[test]
+fn map_reproduces_elastic_fixtures_through_the_binary() {
+    assert_map_reproduces_fixtures(
+        "threatconnect",
+        &["--preserve-original"],
+        [
+            (
+                "test-indicator.log",
+                "test-indicator.log-expected.2x-derived.json",
+            ),
+            (
+                "test-with-associated-groups-and-attributes.log",
+                "test-with-associated-groups-and-attributes.log-expected.json",
+            ),
+        ],
+    );
 }
 
 /// `map --ioc-expiration-duration` and a configured stream follow one rule: what the ingest
@@ -152,25 +172,10 @@ fn map_takes_the_expiration_forms_a_stream_takes() {
 
 #[test]
 fn map_turns_a_non_json_line_into_an_error_document_and_keeps_going() {
-    let mut child = Command::new(bin())
-        .args(["map", "--source", "threatconnect"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"not json\n{\"id\":1,\"type\":\"Host\",\"hostName\":\"a.example\",\"summary\":\"a.example\",\"lastModified\":\"2024-01-01T00:00:00Z\"}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let docs: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let docs = map(
+        &["--source", "threatconnect"],
+        b"not json\n{\"id\":1,\"type\":\"Host\",\"hostName\":\"a.example\",\"summary\":\"a.example\",\"lastModified\":\"2024-01-01T00:00:00Z\"}\n".to_vec(),
+    );
     assert_eq!(docs.len(), 2);
     assert!(docs[0]["error"]["message"].is_array() || docs[0]["error"]["message"].is_string());
     assert_eq!(docs[0]["event"]["original"], "not json");
@@ -183,26 +188,9 @@ fn map_turns_a_non_json_line_into_an_error_document_and_keeps_going() {
 
 #[test]
 fn map_gives_an_invalid_utf8_line_an_error_document_and_keeps_going() {
-    let mut child = Command::new(bin())
-        .args(["map", "--source", "threatq"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut input = b"{\"id\":1,\"value\":\"bad\xff.example\"}\n".to_vec();
     input.extend_from_slice(b"{\"id\":2,\"value\":\"ok.example\"}\n");
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let docs = map(&["--source", "threatq"], input);
     assert_eq!(docs.len(), 2, "the run goes on past the bad line");
     let errors = docs[0]["error"]["message"].to_string();
     assert!(errors.contains("line 1 is not valid UTF-8"), "{errors}");
@@ -218,12 +206,6 @@ fn map_gives_an_invalid_utf8_line_an_error_document_and_keeps_going() {
 /// document per line, with blank lines skipped and line numbers counted across blocks.
 #[test]
 fn map_keeps_input_order_across_blocks_and_cores() {
-    let mut child = Command::new(common::bin())
-        .args(["map", "--source", "threatq"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut input = Vec::new();
     for id in 1..=10_000u64 {
         input
@@ -234,22 +216,7 @@ fn map_keeps_input_order_across_blocks_and_cores() {
     }
     // Line 10004 (after three blank lines) is not UTF-8.
     input.extend_from_slice(b"{\"id\":10001,\"value\":\"\xff\"}\n");
-    let writer = {
-        let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || stdin.write_all(&input).unwrap())
-    };
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let docs = map(&["--source", "threatq"], input);
     assert_eq!(docs.len(), 10_001);
     for (i, doc) in docs.iter().take(10_000).enumerate() {
         assert_eq!(
@@ -262,17 +229,12 @@ fn map_keeps_input_order_across_blocks_and_cores() {
     assert!(last.contains("line 10004 is not valid UTF-8"), "{last}");
 }
 
-#[test]
-fn simulate_prints_its_address_first_and_enforces_auth() {
+/// `ti-sidecar simulate <platform>` of `indicators` on a free loopback port; the running
+/// simulator and the first line it printed.
+fn simulate(platform: &str, indicators: &str) -> (std::process::Child, String) {
     let mut child = Command::new(bin())
-        .args([
-            "simulate",
-            "threatconnect",
-            "--listen",
-            "127.0.0.1:0",
-            "--indicators",
-            "10",
-        ])
+        .args(["simulate", platform, "--listen", "127.0.0.1:0"])
+        .args(["--indicators", indicators])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -281,6 +243,12 @@ fn simulate_prints_its_address_first_and_enforces_auth() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
+    (child, first)
+}
+
+#[test]
+fn simulate_prints_its_address_first_and_enforces_auth() {
+    let (mut child, first) = simulate("threatconnect", "10");
     let addr: std::net::SocketAddr = first
         .trim()
         .parse()
@@ -372,46 +340,24 @@ fn demo_with_a_log_file_keeps_the_terminal_quiet() {
 /// `map --source threatq` on Elastic's fixtures reproduces the current expected documents.
 #[test]
 fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {
-    let Some(fx) = common::fixture_dir("") else {
-        return;
-    };
-    for (log, expected) in [
-        (
-            "test-threatq-sample-ndjson.log",
-            "test-threatq-sample-ndjson.log-expected.current-derived.json",
-        ),
-        (
-            "test-threatq-no-preserve-ndjson.log",
-            "test-threatq-no-preserve-ndjson.log-expected.current-derived.json",
-        ),
-    ] {
-        let input = std::fs::read(fx.join("threatq").join(log)).unwrap();
-        let mut child = Command::new(bin())
-            .args([
-                "map",
-                "--source",
-                "threatq",
-                "--preserve-original",
-                "--tag",
-                "preserve_duplicate_custom_fields",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let got: Vec<Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let want: Value =
-            serde_json::from_slice(&std::fs::read(fx.join("threatq").join(expected)).unwrap())
-                .unwrap();
-        assert_eq!(Value::Array(got), want["expected"], "{log}");
-    }
+    assert_map_reproduces_fixtures(
+        "threatq",
+        &[
+            "--preserve-original",
+            "--tag",
+            "preserve_duplicate_custom_fields",
+        ],
+        [
+            (
+                "test-threatq-sample-ndjson.log",
+                "test-threatq-sample-ndjson.log-expected.current-derived.json",
+            ),
+            (
+                "test-threatq-no-preserve-ndjson.log",
+                "test-threatq-no-preserve-ndjson.log-expected.current-derived.json",
+            ),
+        ],
+    );
 }
 
 /// Regression guard: signal handlers used to be installed by a spawned task, or only after the
@@ -420,23 +366,7 @@ fn map_threatq_reproduces_elastic_fixtures_through_the_binary() {
 /// before anything is announced: a SIGTERM sent the moment the address appears ends it cleanly.
 #[test]
 fn sigterm_right_after_start_is_a_clean_exit() {
-    let mut child = Command::new(bin())
-        .args([
-            "simulate",
-            "threatq",
-            "--listen",
-            "127.0.0.1:0",
-            "--indicators",
-            "5",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut child, first) = simulate("threatq", "5");
     assert!(
         first.trim().parse::<std::net::SocketAddr>().is_ok(),
         "{first:?}"

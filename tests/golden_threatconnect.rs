@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_same, fixture_dir, read_fixture};
+use common::{assert_golden, fixture_dir, read_fixture};
 
 use serde_json::{Map, Value, json};
 use ti_sidecar::config::IocExpiration;
@@ -25,25 +25,9 @@ fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
 }
 
 fn golden(log: &str, expected: &str) {
-    let Some(dir) = fixture_dir("threatconnect") else {
-        return;
-    };
-    let input = read_fixture(&dir, log);
-    let expected: Value =
-        serde_json::from_str(&read_fixture(&dir, expected)).expect("expected file is JSON");
-    let want = expected["expected"]
-        .as_array()
-        .expect("expected array")
-        .clone();
-    let got: Vec<Value> = input
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| Value::Object(map_indicator(l, &harness_opts()).doc.into_map()))
-        .collect();
-    assert_eq!(want.len(), got.len(), "{log}: number of documents");
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        assert_same(w, g, &format!("{log} document {i}"));
-    }
+    assert_golden("threatconnect", log, expected, |l| {
+        Value::Object(map_indicator(l, &harness_opts()).doc.into_map())
+    });
 }
 
 #[test]

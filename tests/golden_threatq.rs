@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_same, fixture_dir, read_fixture};
+use common::{assert_golden, assert_same, fixture_dir, read_fixture};
 
 use serde_json::{Map, Value, json};
 use ti_sidecar::config::IocExpiration;
@@ -32,31 +32,20 @@ fn with_expiration(d: &str) -> MapOptions {
     }
 }
 
+/// Asserts the document expired at `at` for `reason`.
+fn assert_expired(d: &Map<String, Value>, at: &str, reason: &str) {
+    assert_eq!(d["threatq"]["ioc_expired_at"], json!(at));
+    assert_eq!(d["threatq"]["ioc_expiration_reason"], json!(reason));
+}
+
 fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
     map_indicator(&v.to_string(), opts).doc.into_map()
 }
 
 fn golden(log: &str, expected: &str) {
-    let Some(dir) = fixture_dir("threatq") else {
-        return;
-    };
-    let input = read_fixture(&dir, log);
-    let expected: Value =
-        serde_json::from_str(&read_fixture(&dir, expected)).expect("expected file is JSON");
-    let want = expected["expected"]
-        .as_array()
-        .expect("expected array")
-        .clone();
-    // Each line is one input; the sample file has no trailing newline.
-    let got: Vec<Value> = input
-        .split('\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| Value::Object(map_indicator(l, &harness_opts()).doc.into_map()))
-        .collect();
-    assert_eq!(want.len(), got.len(), "{log}: number of documents");
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        assert_same(w, g, &format!("{log} document {i}"));
-    }
+    assert_golden("threatq", log, expected, |l| {
+        Value::Object(map_indicator(l, &harness_opts()).doc.into_map())
+    });
 }
 
 #[test]
@@ -136,13 +125,10 @@ fn expiration_from_api_expires_at() {
     let raw = json!({"updated_at": "2020-11-15 00:00:02", "expires_at": "2021-01-02 03:04:05",
                      "status": {"name": "Active"}});
     let d = map_json(&raw, &with_expiration("90d"));
-    assert_eq!(
-        d["threatq"]["ioc_expired_at"],
-        json!("2021-01-02T03:04:05.000Z")
-    );
-    assert_eq!(
-        d["threatq"]["ioc_expiration_reason"],
-        json!("Expiration set by ThreatQ from expires_at field")
+    assert_expired(
+        &d,
+        "2021-01-02T03:04:05.000Z",
+        "Expiration set by ThreatQ from expires_at field",
     );
     assert!(d.get("error").is_none());
 }
@@ -152,13 +138,10 @@ fn expiration_from_api_expired_at_wins() {
     let raw = json!({"updated_at": "2020-11-15 00:00:02", "expires_at": "2021-01-02 03:04:05",
                      "expired_at": "2020-12-01 00:00:00", "status": {"name": "Expired"}});
     let d = map_json(&raw, &with_expiration("90d"));
-    assert_eq!(
-        d["threatq"]["ioc_expired_at"],
-        json!("2020-12-01T00:00:00.000Z")
-    );
-    assert_eq!(
-        d["threatq"]["ioc_expiration_reason"],
-        json!("Expiration set by ThreatQ from expired_at field")
+    assert_expired(
+        &d,
+        "2020-12-01T00:00:00.000Z",
+        "Expiration set by ThreatQ from expired_at field",
     );
 }
 

@@ -7,40 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use serde_json::Value;
 use ti_sidecar::sim::threatconnect::start;
-
-/// Waits for a stdout line of the host containing `wanted`; returns it.
-fn wait_line(lines: &mpsc::Receiver<String>, wanted: &str, seen: &mut Vec<String>) -> String {
-    loop {
-        match lines.recv_timeout(Duration::from_secs(90)) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if line.contains(wanted) {
-                    return line;
-                }
-            }
-            Err(e) => panic!(
-                "no line with {wanted:?} ({e}); host said:\n{}",
-                seen.join("\n")
-            ),
-        }
-    }
-}
-
-/// Waits until every one of `wanted` has appeared in some line, in any order.
-fn wait_all(lines: &mpsc::Receiver<String>, wanted: &[&str], seen: &mut Vec<String>) {
-    let mut missing: Vec<&str> = wanted.to_vec();
-    while !missing.is_empty() {
-        let line = wait_line(lines, "", seen);
-        missing.retain(|w| !line.contains(w));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_runs_the_sidecar_and_collects_its_events() {
@@ -82,26 +52,13 @@ async fn host_runs_the_sidecar_and_collects_its_events() {
         .stderr(Stdio::null())
         .spawn()
         .expect("host");
-    let stdout = host.stdout.take().expect("stdout");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    wait_all(
-        &lines,
-        &[
-            "unit ti-sidecar-default OUTPUT HEALTHY",
-            "unit ti-sidecar-default-tc INPUT HEALTHY",
-            "events received: 150",
-            "diagnostics saved:",
-        ],
-        &mut seen,
-    );
+    let mut lines = common::Lines::of(host.stdout.take().expect("stdout"));
+    lines.wait_all(&[
+        "unit ti-sidecar-default OUTPUT HEALTHY",
+        "unit ti-sidecar-default-tc INPUT HEALTHY",
+        "events received: 150",
+        "diagnostics saved:",
+    ]);
 
     let docs: Vec<Value> = std::fs::read_to_string(&events)
         .expect("events file")
@@ -124,37 +81,26 @@ async fn host_runs_the_sidecar_and_collects_its_events() {
 
     // The component dies: the host restarts it (after --restart-delay), which resumes from its
     // committed cursor: no indicator is missing afterwards.
-    let pid = seen
+    let pid = lines
+        .seen
         .iter()
         .find_map(|l| l.strip_prefix("component started: pid "))
         .expect("pid line")
         .to_owned();
     let _ = Command::new("kill").args(["-KILL", &pid]).status();
-    wait_line(
-        &lines,
-        &format!("component pid {pid} exited unexpectedly"),
-        &mut seen,
-    );
-    wait_line(&lines, "component started: pid", &mut seen);
-    wait_line(
-        &lines,
-        "unit ti-sidecar-default-tc INPUT HEALTHY",
-        &mut seen,
-    );
+    lines.wait(&format!("component pid {pid} exited unexpectedly"));
+    lines.wait("component started: pid");
+    lines.wait("unit ti-sidecar-default-tc INPUT HEALTHY");
 
     // Editing the policy pushes it; the unit takes the new configuration.
     write_policy("2h");
-    wait_line(&lines, "policy changed: pushing it", &mut seen);
-    wait_line(
-        &lines,
-        "unit ti-sidecar-default-tc INPUT HEALTHY",
-        &mut seen,
-    );
+    lines.wait("policy changed: pushing it");
+    lines.wait("unit ti-sidecar-default-tc INPUT HEALTHY");
 
     let _ = Command::new("kill")
         .args(["-TERM", &host.id().to_string()])
         .status();
-    wait_line(&lines, "stopped", &mut seen);
+    lines.wait("stopped");
     let status = host.wait().expect("host exits");
     assert!(status.success(), "{status}");
 }

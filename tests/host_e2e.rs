@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use ti_sidecar::sim::faults::FaultArgs;
 
@@ -32,11 +31,10 @@ const TQ_SECRET: &str = "tq-client-secret-e2e";
 const TC_UNIT: &str = "unit ti-sidecar-default-tc INPUT";
 const TQ_UNIT: &str = "unit ti-sidecar-default-tq INPUT";
 
-/// A running `ti-sidecar host` whose stdout lines arrive on a channel.
+/// A running `ti-sidecar host` and its stdout lines.
 struct Host {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    lines: Option<common::Lines>,
 }
 
 impl Host {
@@ -65,49 +63,35 @@ impl Host {
             .spawn()
             .expect("host");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Self {
             child,
-            lines,
-            seen: Vec::new(),
+            lines: Some(common::Lines::of(stdout)),
         }
+    }
+
+    /// The host's stdout lines.
+    fn lines(&mut self) -> &mut common::Lines {
+        self.lines.as_mut().expect("lines until terminated")
+    }
+
+    /// Every stdout line so far.
+    fn seen(&self) -> &[String] {
+        self.lines.as_ref().map_or(&[], |l| &l.seen)
     }
 
     /// The next stdout line (panics after 90 s of silence, showing what the host said).
     fn next(&mut self) -> String {
-        match self.lines.recv_timeout(Duration::from_secs(90)) {
-            Ok(line) => {
-                self.seen.push(line.clone());
-                line
-            }
-            Err(e) => panic!("host silent ({e}); it said:\n{}", self.seen.join("\n")),
-        }
+        self.lines().next()
     }
 
     /// Waits for a line containing `wanted`; returns it.
     fn wait(&mut self, wanted: &str) -> String {
-        loop {
-            let line = self.next();
-            if line.contains(wanted) {
-                return line;
-            }
-        }
+        self.lines().wait(wanted)
     }
 
     /// Waits until every one of `wanted` has appeared in some line, in any order.
     fn wait_all(&mut self, wanted: &[&str]) {
-        let mut missing: Vec<&str> = wanted.to_vec();
-        while !missing.is_empty() {
-            let line = self.next();
-            missing.retain(|w| !line.contains(w));
-        }
+        self.lines().wait_all(wanted);
     }
 
     /// Waits for `events received` notices until `done(events)` holds.
@@ -123,7 +107,7 @@ impl Host {
 
     /// The pid of the most recently started component.
     fn component_pid(&self) -> String {
-        self.seen
+        self.seen()
             .iter()
             .rev()
             .find_map(|l| l.strip_prefix("component started: pid "))
@@ -153,10 +137,7 @@ impl Host {
             .expect("kill -0");
         assert!(!alive.success(), "component pid {pid} still running");
         // The host has exited: its last lines are all in the channel.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        std::mem::take(&mut self.seen)
+        self.lines.take().expect("lines").finish()
     }
 }
 
@@ -459,11 +440,11 @@ async fn policy_push_reconfigures_a_unit_and_removing_an_input_stops_its_unit() 
     host.wait(&format!("{TC_UNIT} HEALTHY"));
     assert!(
         !host
-            .seen
+            .seen()
             .iter()
             .any(|l| l.contains(TC_UNIT) && (l.contains("STOPP") || l.contains("FAILED"))),
         "{:#?}",
-        host.seen
+        host.seen()
     );
     let docs = common::read_events(&events);
     assert_eq!(tc_ids(&docs).len(), 60);
@@ -563,7 +544,7 @@ async fn otlp_receiver_outage_degrades_then_recovers_without_loss() {
                 panic!(
                     "only {} of {N} ids arrived; host said:\n{}",
                     ids.len(),
-                    host.seen.join("\n")
+                    host.seen().join("\n")
                 )
             })
             .expect("receiver running");

@@ -4,7 +4,8 @@
 //! memory stays bounded (one page fetched ahead, a fixed number of chunks in flight).
 //!
 //! The bounds are checked where they could be broken (at each fetch, at each mapped chunk),
-//! not by timing.
+//! not by timing. The loop's own timers (retry backoff, the interval between sweeps) are
+//! checked on tokio's paused clock: the fakes are in memory, so those are the only timers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use ti_sidecar::config::StreamIdentity;
+use ti_sidecar::http::HttpError;
 use ti_sidecar::ingest::EcsEvent;
-use ti_sidecar::poll::{CHUNK_ITEMS, PollError, Poller, Schedule, chunks_in_flight};
+use ti_sidecar::poll::{CHUNK_ITEMS, Outcome, PollError, Poller, Schedule, chunks_in_flight};
 use ti_sidecar::sink::{Batch, Sink, SinkError};
 use ti_sidecar::source::{FetchError, Mapper, Page, RawItems, Source};
 use ti_sidecar::state::StateStore;
@@ -39,13 +41,37 @@ struct Observed {
     /// Items in the order the sink acknowledged them, with the committed cursor at each send.
     delivered: Mutex<Vec<u64>>,
     committed_at_send: Mutex<Vec<(u64, Option<u64>)>>,
+    /// When each fetch, and each send attempt, was made (on `tokio::time`).
+    fetched_at: Mutex<Vec<tokio::time::Instant>>,
+    sent_at: Mutex<Vec<tokio::time::Instant>>,
+}
+
+/// The waits between consecutive instants.
+fn gaps(at: &Mutex<Vec<tokio::time::Instant>>) -> Vec<Duration> {
+    at.lock().unwrap().windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// Asserts the waits of a jittered backoff from 1 s doubling: each in the upper half of its
+/// step (1, 2, 4 s), give or take the millisecond the paused clock rounds a timer to.
+fn assert_backoff_from_one_second(waits: &[Duration]) {
+    let mut step = Duration::from_secs(1);
+    for wait in waits {
+        assert!(
+            *wait >= step / 2 && *wait <= step + Duration::from_millis(2),
+            "{wait:?} for a step of {step:?}: {waits:?}"
+        );
+        step *= 2;
+    }
 }
 
 /// `pages` pages of `per_page` items `{"n":N}`; the cursor is the number of pages delivered.
+/// The first `failing_fetches` fetches fail with a 503; `stop` cancels its token at that fetch.
 struct ScriptedSource {
     pages: u64,
     per_page: u64,
     observed: Arc<Observed>,
+    failing_fetches: usize,
+    stop: Option<(usize, CancellationToken)>,
 }
 
 impl Source for ScriptedSource {
@@ -60,6 +86,21 @@ impl Source for ScriptedSource {
     }
 
     async fn fetch(&mut self, cursor: &u64) -> Result<Page<u64>, FetchError> {
+        let fetches = {
+            let mut at = self.observed.fetched_at.lock().unwrap();
+            at.push(tokio::time::Instant::now());
+            at.len()
+        };
+        if let Some((_, stop)) = self.stop.as_ref().filter(|(at, _)| *at == fetches) {
+            stop.cancel();
+        }
+        if self.failing_fetches > 0 {
+            self.failing_fetches -= 1;
+            return Err(FetchError::Http(HttpError::Server {
+                status: 503,
+                message: "scripted failure".to_owned(),
+            }));
+        }
         let alive = {
             let mut bodies = self.observed.bodies.lock().unwrap();
             bodies.retain(|b| b.strong_count() > 0);
@@ -135,6 +176,11 @@ impl Sink for RecordingSink {
     }
 
     async fn send_encoded(&self, items: &Vec<u64>) -> Result<(), SinkError> {
+        self.observed
+            .sent_at
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
         tokio::time::sleep(self.send_time).await;
         let attempt = self.observed.sent.load(Ordering::SeqCst) + 1;
         let committed = self.state.load::<u64>("k").unwrap();
@@ -166,7 +212,94 @@ impl Sink for RecordingSink {
 struct Run {
     observed: Arc<Observed>,
     state: StateStore,
-    result: Result<(), PollError>,
+    result: Result<Outcome, PollError>,
+}
+
+impl Run {
+    /// Asserts the sink acknowledged items `0..n`: all, once, in order.
+    fn assert_delivered(&self, n: u64) {
+        assert_eq!(
+            *self.observed.delivered.lock().unwrap(),
+            (0..n).collect::<Vec<_>>(),
+            "all, once, in order"
+        );
+    }
+}
+
+/// What a run is given: the scripted source and sink, and the loop's pacing.
+struct Script {
+    pages: u64,
+    per_page: u64,
+    /// Sends that fail, by 1-based number of the send being attempted.
+    fail: Vec<usize>,
+    send_time: Duration,
+    failing_fetches: usize,
+    /// Shut down at this fetch (1-based).
+    stop_at_fetch: Option<usize>,
+    schedule: Schedule,
+}
+
+impl Script {
+    /// `pages` pages of `per_page` items, once, giving up at the first failure, retrying
+    /// after 1 ms otherwise.
+    fn new(pages: u64, per_page: u64) -> Self {
+        let mut schedule = Schedule::every(Duration::from_secs(3600), true);
+        schedule.retry_delay = Duration::from_millis(1);
+        schedule.once_max_attempts = 1;
+        Self {
+            pages,
+            per_page,
+            fail: Vec::new(),
+            send_time: Duration::ZERO,
+            failing_fetches: 0,
+            stop_at_fetch: None,
+            schedule,
+        }
+    }
+
+    /// Retries after 1 s doubling, and gives up only after 5 attempts.
+    fn retrying_from_one_second(mut self) -> Self {
+        self.schedule.retry_delay = Duration::from_secs(1);
+        self.schedule.once_max_attempts = 5;
+        self
+    }
+
+    async fn run(self, state: StateStore) -> Run {
+        let observed = Arc::new(Observed::default());
+        let sink = Arc::new(RecordingSink {
+            observed: Arc::clone(&observed),
+            state: state.clone(),
+            fail: Mutex::new(self.fail.into_iter().collect()),
+            send_time: self.send_time,
+        });
+        let shutdown = CancellationToken::new();
+        let poller = Poller {
+            source: ScriptedSource {
+                pages: self.pages,
+                per_page: self.per_page,
+                observed: Arc::clone(&observed),
+                failing_fetches: self.failing_fetches,
+                stop: self.stop_at_fetch.map(|n| (n, shutdown.clone())),
+            },
+            sink,
+            state: state.clone(),
+            cursor_key: "k".to_owned(),
+            input_id: "input".to_owned(),
+            stream: StreamIdentity {
+                id: "stream".to_owned(),
+                dataset: "ti.test".to_owned(),
+                namespace: "default".to_owned(),
+            },
+            schedule: self.schedule,
+            counters: Arc::new(StreamCounters::default()),
+        };
+        let result = poller.run(shutdown).await;
+        Run {
+            observed,
+            state,
+            result,
+        }
+    }
 }
 
 async fn run(
@@ -176,40 +309,13 @@ async fn run(
     fail: &[usize],
     send_time: Duration,
 ) -> Run {
-    let observed = Arc::new(Observed::default());
-    let sink = Arc::new(RecordingSink {
-        observed: Arc::clone(&observed),
-        state: state.clone(),
-        fail: Mutex::new(fail.iter().copied().collect()),
+    Script {
+        fail: fail.to_vec(),
         send_time,
-    });
-    let mut schedule = Schedule::every(Duration::from_secs(3600), true);
-    schedule.retry_delay = Duration::from_millis(1);
-    schedule.once_max_attempts = 1;
-    let poller = Poller {
-        source: ScriptedSource {
-            pages,
-            per_page,
-            observed: Arc::clone(&observed),
-        },
-        sink,
-        state: state.clone(),
-        cursor_key: "k".to_owned(),
-        input_id: "input".to_owned(),
-        stream: StreamIdentity {
-            id: "stream".to_owned(),
-            dataset: "ti.test".to_owned(),
-            namespace: "default".to_owned(),
-        },
-        schedule,
-        counters: Arc::new(StreamCounters::default()),
-    };
-    let result = poller.run(CancellationToken::new()).await.map(|_| ());
-    Run {
-        observed,
-        state,
-        result,
+        ..Script::new(pages, per_page)
     }
+    .run(state)
+    .await
 }
 
 fn store() -> (tempfile::TempDir, StateStore) {
@@ -218,7 +324,7 @@ fn store() -> (tempfile::TempDir, StateStore) {
     (dir, state)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn chunks_arrive_in_order_and_a_page_commits_only_after_its_last_chunk() {
     let (_dir, state) = store();
     let per_page = CHUNK_ITEMS as u64 * 2 + 200;
@@ -245,7 +351,7 @@ async fn chunks_arrive_in_order_and_a_page_commits_only_after_its_last_chunk() {
     assert_eq!(r.state.load::<u64>("k").unwrap(), Some(3));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_chunk_that_fails_leaves_its_page_uncommitted_and_a_rerun_resumes_at_that_page() {
     let (_dir, state) = store();
     let per_page = CHUNK_ITEMS as u64 * 2;
@@ -295,10 +401,12 @@ fn mapping_never_runs_on_the_async_worker() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn one_page_is_fetched_ahead_and_chunks_in_flight_are_bounded() {
     let (_dir, state) = store();
-    // A slow sink: upstream stages run as far ahead as the pipeline lets them.
+    // A slow sink: on the paused clock, its 5 ms pass only once every other stage is stuck
+    // (mapping on the blocking pool holds the clock), so upstream stages run as far ahead as
+    // the pipeline lets them, every time.
     let r = run(
         state,
         8,
@@ -323,4 +431,67 @@ async fn one_page_is_fetched_ahead_and_chunks_in_flight_are_bounded() {
         "{ahead} chunks mapped ahead of the sink (bound {})",
         chunks_in_flight() + 1
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_fetch_is_retried_after_the_jittered_backoff() {
+    let (_dir, state) = store();
+    let r = Script {
+        failing_fetches: 3,
+        ..Script::new(1, 10).retrying_from_one_second()
+    }
+    .run(state)
+    .await;
+    r.result.as_ref().unwrap();
+    r.assert_delivered(10);
+    let waits = gaps(&r.observed.fetched_at);
+    assert_eq!(waits.len(), 3, "three failures, then the page");
+    assert_backoff_from_one_second(&waits);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_send_is_retried_after_the_jittered_backoff_and_nothing_is_lost() {
+    let (_dir, state) = store();
+    let r = Script {
+        // The first chunk is refused three times.
+        fail: vec![1, 1, 1],
+        ..Script::new(2, 10).retrying_from_one_second()
+    }
+    .run(state)
+    .await;
+    r.result.as_ref().unwrap();
+    r.assert_delivered(20);
+    assert_eq!(r.state.load::<u64>("k").unwrap(), Some(2));
+    let waits = gaps(&r.observed.sent_at);
+    assert_eq!(waits.len(), 4, "three refusals, then both pages");
+    assert_backoff_from_one_second(&waits[..3]);
+    assert!(waits[3] < Duration::from_millis(2), "the next page at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_once_the_next_sweep_starts_one_interval_after_catching_up() {
+    let (_dir, state) = store();
+    let mut script = Script::new(2, 10);
+    script.schedule.once = false;
+    // Sweep 1 fetches pages 1 and 2; sweep 2 fetches page 3, and shutdown comes with it.
+    script.stop_at_fetch = Some(3);
+    let r = script.run(state).await;
+    assert_eq!(
+        *r.result.as_ref().unwrap(),
+        Outcome {
+            sweeps: 1,
+            interrupted: true
+        }
+    );
+    let waits = gaps(&r.observed.fetched_at);
+    assert_eq!(waits.len(), 2);
+    assert!(waits[0] < Duration::from_millis(2), "{waits:?}");
+    assert!(
+        waits[1] >= Duration::from_secs(3600)
+            && waits[1] < Duration::from_secs(3600) + Duration::from_millis(2),
+        "the interval: {waits:?}"
+    );
+    // The page fetched as shutdown came is still delivered and committed.
+    r.assert_delivered(30);
+    assert_eq!(r.state.load::<u64>("k").unwrap(), Some(3));
 }

@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
 
 use ti_sidecar::sim::threatconnect::{SimHandle, start};
 
@@ -18,24 +17,23 @@ const SECRET: &str = "Test$$Secret/Key+=";
 /// The stream line that turns the request tracer on.
 const TRACER: &str = "        enable_request_tracer: true\n";
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
+/// The stream lines of a single cursor (no parallel windows) paging by 50, and by 100.
+const SINGLE_CURSOR_BY_50: &str = "        batch_size: 50\n        backfill_concurrency: 1\n";
+const SINGLE_CURSOR_BY_100: &str = "        batch_size: 100\n        backfill_concurrency: 1\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_every_indicator_with_exact_large_ids() {
     let sim = start(sim_args(1500)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 200\n");
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
+    let run = Stream::tc(&sim, "        batch_size: 200\n");
+    let stderr = run.run_once_ok(SECRET, "run failed").await;
 
-    let docs = read_events(&events);
-    let delivered: BTreeSet<i64> = docs.iter().map(|d| original_key(d).0).collect();
-    let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
-    assert_eq!(delivered, expected, "every indicator exactly once");
+    let docs = read_events(&run.events);
+    let expected = sim_ids(&sim);
+    assert_eq!(
+        delivered_ids(&run.events),
+        expected,
+        "every indicator exactly once"
+    );
     assert_eq!(docs.len(), 1500, "no duplicates without changes");
     // Ids above 2^53 stay exact all the way: in the raw text and in the mapped id.
     let big = *expected.iter().next().unwrap();
@@ -59,10 +57,7 @@ async fn delivers_every_indicator_with_exact_large_ids() {
     );
     assert_eq!(doc["data_stream"]["dataset"], "ti_threatconnect.indicator");
     // Progress: one JSON log line per page plus a final summary.
-    let logs: Vec<Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let logs = json_lines(&stderr);
     assert!(
         logs.iter()
             .all(|l| l.get("@timestamp").is_some() && l.get("log.level").is_some())
@@ -81,17 +76,12 @@ async fn delivers_every_indicator_with_exact_large_ids() {
     sim.shutdown().await;
 }
 
-/// A successful first `run --once` against `sim`, paging by 100; returns the workspace (kept
-/// alive), events file, config, state dir and the run's stderr.
-async fn first_run_by_100(sim: &SimHandle) -> (Workspace, PathBuf, PathBuf, PathBuf, String) {
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(sim, SECRET, &events, "        batch_size: 100\n");
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
-    assert!(ok, "first run failed: {stderr}");
-    (ws, events, config, state, stderr)
+/// A successful first `run --once` against `sim`, paging by 100; returns the stream and the
+/// run's stderr.
+async fn first_run_by_100(sim: &SimHandle) -> (Stream, String) {
+    let run = Stream::tc(sim, "        batch_size: 100\n");
+    let stderr = run.run_once_ok(SECRET, "first run failed").await;
+    (run, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,17 +89,16 @@ async fn changes_during_the_sweep_skip_nothing() {
     let mut args = sim_args(1200);
     args.faults.mutate_per_page = 7;
     let sim = start(args).await.unwrap();
-    let (_ws, events, config, state, _) = first_run_by_100(&sim).await;
+    let (run, _) = first_run_by_100(&sim).await;
     assert!(
         sim.stats().mutations > 0,
         "the simulator changed indicators during the sweep"
     );
     // Changes after the last page belong to the next sweep: stop changing, then catch up.
     sim.set_mutate_per_page(0);
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "catch-up run failed: {stderr}");
+    run.run_once_ok(SECRET, "catch-up run failed").await;
 
-    let missing = never_delivered(&sim, &events);
+    let missing = never_delivered(&sim, &run.events);
     assert!(
         missing.is_empty(),
         "final versions never delivered: {missing:?}"
@@ -122,13 +111,8 @@ async fn a_second_holding_more_than_a_page_is_delivered_whole() {
     let mut args = sim_args(600);
     args.same_second = 350;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
-    let delivered = delivered_versions(&read_events(&events));
+    let (run, _) = first_run_by_100(&sim).await;
+    let delivered = delivered_versions(&read_events(&run.events));
     assert_eq!(delivered.len(), 600, "every indicator");
     assert!(delivered.values().all(|n| *n == 1), "and none twice");
     sim.shutdown().await;
@@ -140,22 +124,13 @@ async fn rate_limits_and_server_errors_are_retried_without_loss() {
     args.faults.error_rate = 0.3;
     args.faults.rate_limit = Some(4);
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
+    let (run, _) = first_run_by_100(&sim).await;
     let stats = sim.stats();
     assert!(
         stats.errors_injected > 0 && stats.rate_limited > 0,
         "faults were injected: {stats:?}"
     );
-    let delivered: BTreeSet<i64> = read_events(&events)
-        .iter()
-        .map(|d| original_key(d).0)
-        .collect();
-    assert_eq!(delivered.len(), 800);
+    assert_eq!(delivered_ids(&run.events).len(), 800);
     sim.shutdown().await;
 }
 
@@ -164,33 +139,19 @@ async fn kill_9_mid_run_then_restart_covers_everything() {
     let mut args = sim_args(2000);
     args.faults.latency_ms = 40;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 50\n        backfill_concurrency: 1\n",
-    );
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
+    let run = Stream::tc(&sim, SINGLE_CURSOR_BY_50);
     // Wait for real progress (a committed page), then SIGKILL: no chance to clean up.
-    blocking(move || kill_after_log(&c, &s, SECRET, true, "page delivered")).await;
-    let partial = read_events(&events).len();
+    run.kill_after_log(SECRET, true, "page delivered").await;
+    let partial = read_events(&run.events).len();
     assert!(
         partial > 0 && partial < 2000,
         "killed mid-run after {partial} documents"
     );
 
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "restart failed: {stderr}");
-    let delivered: BTreeSet<i64> = read_events(&events)
-        .iter()
-        .map(|d| original_key(d).0)
-        .collect();
-    let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
+    run.run_once_ok(SECRET, "restart failed").await;
     assert_eq!(
-        delivered, expected,
+        delivered_ids(&run.events),
+        sim_ids(&sim),
         "the union of both runs covers everything"
     );
     sim.shutdown().await;
@@ -201,16 +162,8 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
     let mut args = sim_args(2000);
     args.faults.latency_ms = 40;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 50\n        backfill_concurrency: 1\n",
-    );
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
+    let run = Stream::tc(&sim, SINGLE_CURSOR_BY_50);
+    let (c, s) = (run.config.clone(), run.state.clone());
     let status = blocking(move || {
         let mut child = spawn_run(&c, &s, SECRET, false);
         wait_for_log(&mut child, "page delivered");
@@ -219,15 +172,13 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
     })
     .await;
     assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
-    let first = read_events(&events).len();
+    let first = read_events(&run.events).len();
     assert!(first > 0 && first < 2000);
     // The committed cursor matches what was written: a restart delivers the rest, with at most
     // one page of overlap.
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
-    let docs = read_events(&events);
-    let delivered: BTreeSet<i64> = docs.iter().map(|d| original_key(d).0).collect();
-    assert_eq!(delivered.len(), 2000);
+    run.run_once_ok(SECRET, "restart failed").await;
+    let docs = read_events(&run.events);
+    assert_eq!(delivered_ids(&run.events).len(), 2000);
     assert!(
         docs.len() <= 2000 + 50,
         "duplicates bounded by the batch in flight: {}",
@@ -239,13 +190,9 @@ async fn sigterm_finishes_the_batch_commits_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
     let sim = start(sim_args(50)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, TRACER);
-    let state = ws.state_dir();
+    let run = Stream::tc(&sim, TRACER);
     let wrong = "Wrong-Secret-Value-123";
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, stderr) = blocking(move || run_once(&c, &s, wrong)).await;
+    let (ok, stderr) = run.run_once(wrong).await;
     assert!(!ok, "a rejected key must fail the run");
     assert!(
         stderr.contains("credentials rejected"),
@@ -258,10 +205,9 @@ async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
     assert!(!stderr.contains(wrong), "the secret must not be logged");
 
     // A good run with the tracer on: the trace exists, and holds no secret.
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
+    let stderr = run.run_once_ok(SECRET, "traced run failed").await;
     assert!(!stderr.contains(SECRET) && !stderr.contains(wrong));
-    let trace_dir = ws.state_dir().join("request-trace");
+    let trace_dir = run.state.join("request-trace");
     let trace: String = std::fs::read_dir(&trace_dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -288,23 +234,20 @@ async fn wrong_secret_fails_clearly_and_secrets_never_leak() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_output_refuses_exits_0_and_loses_nothing() {
     let sim = start(sim_args(300)).await.unwrap();
-    let ws = Workspace::new();
+    let run = Stream::tc(&sim, "        batch_size: 100\n");
     // A port nobody listens on: every OTLP export is refused.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("    type: ndjson\n    path: {:?}\n", events.display().to_string()),
+    let text = std::fs::read_to_string(&run.config).unwrap().replace(
+        &format!("    type: ndjson\n    path: {:?}\n", run.events.display().to_string()),
         &format!("    type: otlp\n    endpoint: \"{dead}\"\n    retry_on_failure:\n      max_elapsed_time: 1s\n"),
     );
     assert!(text.contains("type: otlp"), "{text}");
-    let otlp_config = ws.path("otlp.yml");
+    let otlp_config = run.ws.path("otlp.yml");
     std::fs::write(&otlp_config, text).unwrap();
-    let state = ws.state_dir();
-    let (c, s) = (otlp_config.clone(), state.clone());
+    let (c, s) = (otlp_config, run.state.clone());
     let status = blocking(move || {
         let mut child = spawn_run(&c, &s, SECRET, false);
         wait_for_log(&mut child, "send failed, will retry");
@@ -317,30 +260,18 @@ async fn sigterm_while_the_output_refuses_exits_0_and_loses_nothing() {
     .await;
     assert!(status.success(), "{status:?}");
     // Nothing was acknowledged, so nothing was committed: a restart delivers everything.
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
-    let delivered: BTreeSet<i64> = read_events(&events)
-        .iter()
-        .map(|d| original_key(d).0)
-        .collect();
-    assert_eq!(delivered.len(), 300);
+    run.run_once_ok(SECRET, "restart failed").await;
+    assert_eq!(delivered_ids(&run.events).len(), 300);
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_verification_off_is_warned_at_start_and_by_validate() {
     let sim = start(sim_args(10)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        ssl:\n          verification_mode: none\n",
-    );
+    let run = Stream::tc(&sim, "        ssl:\n          verification_mode: none\n");
     let validated = std::process::Command::new(bin())
         .args(["validate", "--config"])
-        .arg(&config)
+        .arg(&run.config)
         .env("TEST_TC_SECRET", SECRET)
         .output()
         .unwrap();
@@ -350,12 +281,9 @@ async fn tls_verification_off_is_warned_at_start_and_by_validate() {
         printed.contains("warning: input tc stream tc-indicator: ssl.verification_mode is none"),
         "{printed}"
     );
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
-    let warnings: Vec<Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let stderr = run.run_once_ok(SECRET, "run failed").await;
+    let warnings: Vec<Value> = json_lines(&stderr)
+        .into_iter()
         .filter(|l| l["log.level"] == "warn")
         .collect();
     assert_eq!(warnings.len(), 1, "one WARN at start: {warnings:?}");
@@ -367,7 +295,7 @@ async fn tls_verification_off_is_warned_at_start_and_by_validate() {
         "{warnings:?}"
     );
     assert_eq!(warnings[0]["stream.id"], "tc-indicator");
-    assert_eq!(read_events(&events).len(), 10, "the stream still runs");
+    assert_eq!(read_events(&run.events).len(), 10, "the stream still runs");
     sim.shutdown().await;
 }
 
@@ -380,18 +308,15 @@ async fn future_last_modified_does_not_move_the_watermark() {
     let ids: Vec<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
     let far_future = "2999-01-01T00:00:00Z".parse().unwrap();
     assert!(sim.stamp(ids[0], far_future));
-    let (_ws, events, config, state, stderr) = first_run_by_100(&sim).await;
-    let delivered = delivered_versions(&read_events(&events));
+    let (run, stderr) = first_run_by_100(&sim).await;
+    let delivered = delivered_versions(&read_events(&run.events));
     assert_eq!(
         delivered.len(),
         300,
         "the future-stamped indicator is delivered too"
     );
     assert!(delivered.contains_key(&(ids[0], "2999-01-01T00:00:00Z".to_owned())));
-    let logs: Vec<Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let logs = json_lines(&stderr);
     let reports = logs
         .iter()
         .filter(|l| {
@@ -407,9 +332,8 @@ async fn future_last_modified_does_not_move_the_watermark() {
     // An analyst changes another indicator now: the next sweep must see it.
     let now = chrono::Utc::now();
     assert!(sim.stamp(ids[1], now));
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
-    let delivered = delivered_versions(&read_events(&events));
+    let stderr = run.run_once_ok(SECRET, "next sweep failed").await;
+    let delivered = delivered_versions(&read_events(&run.events));
     let changed = (ids[1], now.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     assert!(
         delivered.contains_key(&changed),
@@ -428,18 +352,9 @@ async fn kill_during_a_stalled_prefetch_does_not_replay_the_acknowledged_page() 
     // Every request takes 1.5 s: after page 1 is acknowledged, page 2's fetch stalls.
     args.faults.latency_ms = 1500;
     let sim = start(args).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 100\n        backfill_concurrency: 1\n",
-    );
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
+    let run = Stream::tc(&sim, SINGLE_CURSOR_BY_100);
     // "page delivered" is logged once the page is committed; page 2 is still being fetched.
-    blocking(move || kill_after_log(&c, &s, SECRET, true, "page delivered")).await;
+    run.kill_after_log(SECRET, true, "page delivered").await;
     // The commit of page 1 did not wait for page 2: when it was reported, page 2 was still
     // being served (the simulator counts a page once its latency has passed).
     assert_eq!(
@@ -448,15 +363,13 @@ async fn kill_during_a_stalled_prefetch_does_not_replay_the_acknowledged_page() 
         "page 1 was committed only after page 2 arrived"
     );
     assert_eq!(
-        read_events(&events).len(),
+        read_events(&run.events).len(),
         100,
         "killed during page 2's fetch"
     );
 
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "restart failed: {stderr}");
-    let docs = read_events(&events);
-    let versions = delivered_versions(&docs);
+    run.run_once_ok(SECRET, "restart failed").await;
+    let versions = delivered_versions(&read_events(&run.events));
     let replayed = versions.values().filter(|n| **n > 1).count();
     assert_eq!(replayed, 0, "the acknowledged page was delivered again");
     assert_eq!(versions.len(), 200, "and nothing is missing");
@@ -562,25 +475,15 @@ async fn stream_ids_cannot_write_outside_the_state_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_a_kill_mid_line_cuts_the_fragment_instead_of_gluing_onto_it() {
     let sim = start(sim_args(300)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(
-        &sim,
-        SECRET,
-        &events,
-        "        batch_size: 100\n        backfill_concurrency: 1\n",
-    );
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
-    assert!(ok, "first run failed: {stderr}");
+    let run = Stream::tc(&sim, SINGLE_CURSOR_BY_100);
+    run.run_once_ok(SECRET, "first run failed").await;
     // The next batch's first piece reached the file, the rest did not (its cursor was never
     // committed, so the restart delivers that batch again).
     let changed = sim.snapshot()[0].0;
     assert!(sim.stamp(changed, chrono::Utc::now() - chrono::TimeDelta::seconds(60)));
     let mut fragment = std::fs::OpenOptions::new()
         .append(true)
-        .open(&events)
+        .open(&run.events)
         .unwrap();
     std::io::Write::write_all(
         &mut fragment,
@@ -589,19 +492,18 @@ async fn restart_after_a_kill_mid_line_cuts_the_fragment_instead_of_gluing_onto_
     .unwrap();
     drop(fragment);
 
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "restart failed: {stderr}");
+    let stderr = run.run_once_ok(SECRET, "restart failed").await;
     assert!(
         stderr.contains("ended in a partial line"),
         "the cut is logged: {stderr}"
     );
-    let text = std::fs::read_to_string(&events).unwrap();
+    let text = std::fs::read_to_string(&run.events).unwrap();
     assert!(text.ends_with('\n'));
     for (n, line) in text.lines().enumerate() {
         serde_json::from_str::<Value>(line)
             .unwrap_or_else(|e| panic!("line {} does not parse ({e}): {line}", n + 1));
     }
-    let versions = delivered_versions(&read_events(&events));
+    let versions = delivered_versions(&read_events(&run.events));
     let ids: BTreeSet<i64> = versions.keys().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), 300, "nothing is missing");
     assert!(
@@ -617,10 +519,8 @@ async fn restart_after_a_kill_mid_line_cuts_the_fragment_instead_of_gluing_onto_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_stream_does_not_end_the_process_without_once() {
     let sim = start(sim_args(10)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "");
-    let state = ws.state_dir();
+    let run = Stream::tc(&sim, "");
+    let (config, state) = (run.config.clone(), run.state.clone());
     let status = blocking(move || {
         let mut child = spawn_run(&config, &state, "a-wrong-secret", false);
         let seen = wait_for_log(&mut child, "1 stream(s) failed for good");

@@ -21,13 +21,10 @@ fn args(indicators: usize) -> SimArgs {
 }
 
 fn tq_config(ws: &Workspace, sim: &SimHandle, events: &Path, extra: &str) -> PathBuf {
-    let yaml = format!(
-        r#"outputs:
-  default:
-    type: ndjson
-    path: {events:?}
-inputs:
-  - id: tq
+    ws.config_with_input(
+        events,
+        &format!(
+            r#"  - id: tq
     type: ti_threatq
     streams:
       - id: tq-threat
@@ -37,16 +34,19 @@ inputs:
         data_collection_id: sim-collection
         http_client_timeout: 10s
 {extra}"#,
-        events = events.display().to_string(),
-        host = sim.base_url(),
-    );
-    let path = ws.path("config.yml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+            host = sim.base_url(),
+        ),
+    )
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
+/// A ThreatQ stream against `sim`, with `extra` stream lines.
+fn tq_stream(sim: &SimHandle, extra: &str) -> Stream {
+    Stream::new(|ws, events| tq_config(ws, sim, events, extra))
+}
+
+/// The ids of the ThreatQ objects delivered to `events`.
+fn tq_ids(events: &Path) -> BTreeSet<i64> {
+    read_events(events).iter().map(|d| tq_key(d).0).collect()
 }
 
 /// (id, updated_at) of a delivered document, from its raw `event.original`.
@@ -59,27 +59,20 @@ fn tq_key(doc: &Value) -> (i64, String) {
     )
 }
 
-/// A simulator with `n` indicators, and a first successful `run --once` over it paging by 100;
-/// returns the simulator, the workspace (kept alive), the events file, config and state dir.
-async fn first_run_paged_by_100(n: usize) -> (SimHandle, Workspace, PathBuf, PathBuf, PathBuf) {
-    let sim = start(args(n)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
-    let (ok, stderr) = blocking(move || run_once(&c, &s, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
-    (sim, ws, events, config, state)
+/// A first successful `run --once` over `sim` paging by 100; returns the stream.
+async fn first_run_paged_by_100(sim: &SimHandle) -> Stream {
+    let run = tq_stream(sim, "        page_size: 100\n");
+    run.run_once_ok(SECRET, "run failed").await;
+    run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
-    let (sim, _ws, events, config, state) = first_run_paged_by_100(700).await;
-    let docs = read_events(&events);
-    let delivered: BTreeSet<i64> = docs.iter().map(|d| tq_key(d).0).collect();
+    let sim = start(args(700)).await.unwrap();
+    let run = first_run_paged_by_100(&sim).await;
+    let docs = read_events(&run.events);
     let expected: BTreeSet<i64> = sim.snapshot().into_iter().map(|(id, _)| id).collect();
-    assert_eq!(delivered, expected);
+    assert_eq!(tq_ids(&run.events), expected);
     assert_eq!(docs.len(), 700, "each exactly once");
     assert!(
         docs.iter().all(|d| d["threatq"].is_object()),
@@ -87,9 +80,8 @@ async fn delivers_every_indicator_and_resumes_from_the_cursor_mark() {
     );
 
     // A second run resumes from the persisted mark: nothing new, nothing repeated.
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
-    assert_eq!(read_events(&events).len(), 700);
+    run.run_once_ok(SECRET, "second run failed").await;
+    assert_eq!(read_events(&run.events).len(), 700);
     sim.shutdown().await;
 }
 
@@ -99,31 +91,22 @@ async fn token_expiring_mid_run_is_renewed_without_loss() {
     a.token_ttl = 1;
     a.faults.latency_ms = 150;
     let sim = start(a).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "run failed: {stderr}");
+    let run = first_run_paged_by_100(&sim).await;
     let stats = sim.stats();
     assert!(
         stats.tokens_issued >= 2,
         "the token was renewed during the run: {stats:?}"
     );
-    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| tq_key(d).0).collect();
-    assert_eq!(delivered.len(), 900);
+    assert_eq!(tq_ids(&run.events).len(), 900);
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_client_secret_fails_clearly_without_printing_it() {
     let sim = start(args(10)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "        enable_request_tracer: true\n");
-    let state = ws.state_dir();
+    let run = tq_stream(&sim, "        enable_request_tracer: true\n");
     let wrong = "Not-The-Right-Secret-42";
-    let (ok, stderr) = blocking(move || run_once(&config, &state, wrong)).await;
+    let (ok, stderr) = run.run_once(wrong).await;
     assert!(!ok);
     assert!(
         stderr.contains("refused the client credentials"),
@@ -131,7 +114,7 @@ async fn wrong_client_secret_fails_clearly_without_printing_it() {
     );
     assert!(stderr.contains("invalid_client"), "{stderr}");
     assert!(!stderr.contains(wrong) && !stderr.contains(SECRET));
-    let trace: String = std::fs::read_dir(ws.state_dir().join("request-trace"))
+    let trace: String = std::fs::read_dir(run.state.join("request-trace"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
@@ -146,16 +129,13 @@ async fn wrong_client_secret_fails_clearly_without_printing_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_collection_fails_with_404() {
     let sim = start(args(10)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
+    let run = tq_stream(&sim, "");
+    let text = std::fs::read_to_string(&run.config).unwrap().replace(
         "data_collection_id: sim-collection",
         "data_collection_id: no-such-collection",
     );
-    std::fs::write(&config, text).unwrap();
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
+    std::fs::write(&run.config, text).unwrap();
+    let (ok, stderr) = run.run_once(SECRET).await;
     assert!(!ok);
     assert!(stderr.contains("404"), "{stderr}");
     sim.shutdown().await;
@@ -167,19 +147,13 @@ async fn rate_limits_and_server_errors_are_retried_without_loss() {
     a.faults.error_rate = 0.3;
     a.faults.rate_limit = Some(4);
     let sim = start(a).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "        page_size: 100\n");
-    let state = ws.state_dir();
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
+    let run = first_run_paged_by_100(&sim).await;
     let stats = sim.stats();
     assert!(
         stats.errors_injected > 0 && stats.rate_limited > 0,
         "{stats:?}"
     );
-    let delivered: BTreeSet<i64> = read_events(&events).iter().map(|d| tq_key(d).0).collect();
-    assert_eq!(delivered.len(), 500);
+    assert_eq!(tq_ids(&run.events).len(), 500);
     sim.shutdown().await;
 }
 
@@ -188,22 +162,16 @@ async fn kill_9_then_restart_resumes_from_the_persisted_mark_with_no_gap() {
     let mut a = args(1500);
     a.faults.latency_ms = 40;
     let sim = start(a).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "        page_size: 50\n");
-    let state = ws.state_dir();
-    let (c, s) = (config.clone(), state.clone());
-    blocking(move || kill_after_log(&c, &s, SECRET, true, "page delivered")).await;
-    let partial = read_events(&events).len();
+    let run = tq_stream(&sim, "        page_size: 50\n");
+    run.kill_after_log(SECRET, true, "page delivered").await;
+    let partial = read_events(&run.events).len();
     assert!(
         partial > 0 && partial < 1500,
         "killed mid-run after {partial}"
     );
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
-    let docs = read_events(&events);
-    let delivered: BTreeSet<i64> = docs.iter().map(|d| tq_key(d).0).collect();
-    assert_eq!(delivered.len(), 1500, "no gap");
+    run.run_once_ok(SECRET, "restart failed").await;
+    let docs = read_events(&run.events);
+    assert_eq!(tq_ids(&run.events).len(), 1500, "no gap");
     assert!(
         docs.len() <= 1500 + 50,
         "resumed from the mark, not from the start: {}",
@@ -217,10 +185,8 @@ async fn changes_during_the_sweep_reach_every_final_version() {
     let mut a = args(600);
     a.faults.mutate_per_page = 5;
     let sim = start(a).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = tq_config(&ws, &sim, &events, "        page_size: 50\n");
-    let state = ws.state_dir();
+    let run = tq_stream(&sim, "        page_size: 50\n");
+    let (config, state) = (run.config.clone(), run.state.clone());
     // Indicators change while the sweep runs; the churn then stops and the sweep catches up.
     // (Under endless churn a cursorMark sweep never ends: every page re-surfaces changes.)
     let mut child = blocking(move || {
@@ -234,7 +200,7 @@ async fn changes_during_the_sweep_reach_every_final_version() {
     let status = blocking(move || child.wait().unwrap()).await;
     assert!(status.success());
     assert!(mutated > 0, "indicators changed during the sweep");
-    let delivered: BTreeSet<(i64, String)> = read_events(&events).iter().map(tq_key).collect();
+    let delivered: BTreeSet<(i64, String)> = read_events(&run.events).iter().map(tq_key).collect();
     let missing: Vec<_> = sim
         .snapshot()
         .into_iter()
@@ -251,10 +217,11 @@ async fn changes_during_the_sweep_reach_every_final_version() {
 /// the collection (a user's way out of a cursor the platform no longer accepts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_reset_makes_the_stream_start_again_from_the_beginning() {
-    let (sim, _ws, events, config, state) = first_run_paged_by_100(150).await;
-    assert_eq!(read_events(&events).len(), 150);
+    let sim = start(args(150)).await.unwrap();
+    let run = first_run_paged_by_100(&sim).await;
+    assert_eq!(read_events(&run.events).len(), 150);
 
-    let s = state.clone();
+    let s = run.state.clone();
     let out = blocking(move || {
         let mut cmd = std::process::Command::new(bin());
         cmd.args(["state", "reset", "--stream", "tq-threat", "--state-dir"])
@@ -264,10 +231,9 @@ async fn state_reset_makes_the_stream_start_again_from_the_beginning() {
     .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("reset tq/tq-threat"));
 
-    let (ok, stderr) = blocking(move || run_once(&config, &state, SECRET)).await;
-    assert!(ok, "{stderr}");
+    run.run_once_ok(SECRET, "run after the reset failed").await;
     assert_eq!(
-        read_events(&events).len(),
+        read_events(&run.events).len(),
         300,
         "everything again, from the start"
     );

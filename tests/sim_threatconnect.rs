@@ -90,6 +90,13 @@ fn small(n: usize) -> SimArgs {
     }
 }
 
+/// A simulator of `n` indicators, its other arguments the defaults changed by `adjust`.
+async fn sim_with(n: usize, adjust: impl FnOnce(&mut SimArgs)) -> SimHandle {
+    let mut args = small(n);
+    adjust(&mut args);
+    sim(args).await
+}
+
 fn ids(page: &Value) -> Vec<i64> {
     page["data"]
         .as_array()
@@ -256,12 +263,7 @@ async fn malformed_tql_timestamp_is_400_naming_the_value() {
 
 #[tokio::test]
 async fn tql_geq_filters_and_sorting_is_ascending_with_id_tie_break() {
-    let sim = sim(SimArgs {
-        indicators: 400,
-        same_second: 30,
-        ..SimArgs::default()
-    })
-    .await;
+    let sim = sim_with(400, |a| a.same_second = 30).await;
     let snap = sim.snapshot();
     let mut times: Vec<&String> = snap.iter().map(|(_, t)| t).collect();
     times.sort();
@@ -416,12 +418,7 @@ async fn ids_above_2_pow_53_are_exact_in_the_raw_json() {
 
 #[tokio::test]
 async fn same_second_puts_n_items_into_one_second() {
-    let sim = sim(SimArgs {
-        indicators: 300,
-        same_second: 150,
-        ..SimArgs::default()
-    })
-    .await;
+    let sim = sim_with(300, |a| a.same_second = 150).await;
     let mut per_second: BTreeMap<String, usize> = BTreeMap::new();
     for (_, t) in sim.snapshot() {
         *per_second.entry(t).or_default() += 1;
@@ -450,15 +447,7 @@ async fn same_second_puts_n_items_into_one_second() {
 
 #[tokio::test]
 async fn mutate_per_page_changes_the_snapshot_after_a_page() {
-    let sim = sim(SimArgs {
-        indicators: 100,
-        faults: FaultArgs {
-            mutate_per_page: 5,
-            ..FaultArgs::default()
-        },
-        ..SimArgs::default()
-    })
-    .await;
+    let sim = sim_with(100, |a| a.faults.mutate_per_page = 5).await;
     let before = sim.snapshot();
     let page = get(
         &sim,
@@ -491,16 +480,9 @@ async fn mutate_per_page_changes_the_snapshot_after_a_page() {
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let sim = sim(SimArgs {
-        indicators: 5,
-        faults: FaultArgs {
-            rate_limit: Some(2),
-            ..FaultArgs::default()
-        },
-        ..SimArgs::default()
-    })
-    .await;
-    // 10 back-to-back requests span at most a few wall-clock seconds, so some exceed 2 per second.
+    let sim = sim_with(5, |a| a.faults.rate_limit = Some(2)).await;
+    // The wire shape of the 429. Back to back, three of these requests fall in one second's
+    // window; the window itself is a unit test on the paused clock (`src/sim/faults.rs`).
     let mut limited = None;
     for _ in 0..10 {
         let r = get(&sim, "/api/v3/indicators?resultLimit=1").await;
@@ -519,15 +501,7 @@ async fn rate_limit_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn error_rate_one_answers_5xx() {
-    let sim = sim(SimArgs {
-        indicators: 5,
-        faults: FaultArgs {
-            error_rate: 1.0,
-            ..FaultArgs::default()
-        },
-        ..SimArgs::default()
-    })
-    .await;
+    let sim = sim_with(5, |a| a.faults.error_rate = 1.0).await;
     for _ in 0..5 {
         let r = get(&sim, "/api/v3/indicators").await;
         assert!([500, 502, 503].contains(&r.status.as_u16()), "{}", r.status);

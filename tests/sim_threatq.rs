@@ -56,6 +56,13 @@ fn small(n: usize) -> SimArgs {
     }
 }
 
+/// A simulator of `n` indicators, its other arguments the defaults changed by `adjust`.
+async fn sim_with(n: usize, adjust: impl FnOnce(&mut SimArgs)) -> SimHandle {
+    let mut args = small(n);
+    adjust(&mut args);
+    sim(args).await
+}
+
 fn basic(id: &str, secret: &str) -> String {
     format!(
         "Basic {}",
@@ -199,11 +206,7 @@ async fn token_with_basic_auth_works() {
 
 #[tokio::test]
 async fn token_with_body_credentials_and_query_grant_type_works() {
-    let sim = sim(SimArgs {
-        token_ttl: 60,
-        ..small(5)
-    })
-    .await;
+    let sim = sim_with(5, |a| a.token_ttl = 60).await;
     let resp = reqwest::Client::new()
         .post(sim.token_url())
         .form(&[
@@ -339,12 +342,7 @@ async fn unknown_collection_is_404_and_accept_is_required() {
 
 #[tokio::test]
 async fn paging_from_star_yields_every_indicator_once_and_ends_with_empty_object() {
-    let sim = sim(SimArgs {
-        indicators: 250,
-        id_base: 1000,
-        ..SimArgs::default()
-    })
-    .await;
+    let sim = sim_with(250, |a| a.id_base = 1000).await;
     let t = token(&sim).await;
     let first = page(
         &sim,
@@ -402,15 +400,7 @@ async fn limit_above_1000_and_malformed_cursor_mark_and_bad_sort_are_400() {
 
 #[tokio::test]
 async fn mutations_after_a_page_reappear_after_the_mark() {
-    let sim = sim(SimArgs {
-        indicators: 300,
-        faults: FaultArgs {
-            mutate_per_page: 4,
-            ..FaultArgs::default()
-        },
-        ..SimArgs::default()
-    })
-    .await;
+    let sim = sim_with(300, |a| a.faults.mutate_per_page = 4).await;
     let t = token(&sim).await;
     // While indicators keep changing, every page feeds the queue after the mark, so read
     // 20 pages (500 items: everything once, plus changed ones again), then stop the changes
@@ -584,14 +574,7 @@ async fn fields_without_sources_omit_them() {
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let sim = sim(SimArgs {
-        faults: FaultArgs {
-            rate_limit: Some(2),
-            ..FaultArgs::default()
-        },
-        ..small(5)
-    })
-    .await;
+    let sim = sim_with(5, |a| a.faults.rate_limit = Some(2)).await;
     let mut limited = None;
     for _ in 0..20 {
         let r = token_request(&sim, CLIENT_ID, SECRET).await;
@@ -609,14 +592,7 @@ async fn rate_limit_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn error_rate_one_answers_5xx_on_api_and_token_endpoint() {
-    let sim = sim(SimArgs {
-        faults: FaultArgs {
-            error_rate: 1.0,
-            ..FaultArgs::default()
-        },
-        ..small(5)
-    })
-    .await;
+    let sim = sim_with(5, |a| a.faults.error_rate = 1.0).await;
     for _ in 0..3 {
         let r = token_request(&sim, CLIENT_ID, SECRET).await;
         assert!([500, 502, 503].contains(&r.status.as_u16()), "{}", r.status);

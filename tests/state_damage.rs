@@ -39,9 +39,9 @@ fn pristine_store(dir: &Path) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_state_file_is_a_clear_error_or_a_real_recovery_never_a_crash() {
     let sim = start(sim_args(40)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "        batch_size: 100\n");
+    let Stream {
+        ws, events, config, ..
+    } = Stream::tc(&sim, "        batch_size: 100\n");
     let pristine = pristine_store(&ws.path("pristine"));
     let len = pristine.len();
     assert!(len > 8192, "a store of several pages: {len}");
@@ -65,7 +65,7 @@ async fn damaged_state_file_is_a_clear_error_or_a_real_recovery_never_a_crash() 
         std::fs::write(state.join(FILE_NAME), &bytes).unwrap();
         let _ = std::fs::remove_file(&events);
         let (c, s) = (config.clone(), state.clone());
-        let out = tokio::task::spawn_blocking(move || {
+        let out = blocking(move || {
             Command::new(bin())
                 .args(["run", "--once", "--config"])
                 .arg(&c)
@@ -77,8 +77,7 @@ async fn damaged_state_file_is_a_clear_error_or_a_real_recovery_never_a_crash() 
                 .output()
                 .unwrap()
         })
-        .await
-        .unwrap();
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
@@ -122,19 +121,16 @@ async fn damaged_state_file_is_a_clear_error_or_a_real_recovery_never_a_crash() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_state_file_is_refused_instead_of_resetting_every_cursor() {
     let sim = start(sim_args(10)).await.unwrap();
-    let ws = Workspace::new();
-    let events = ws.path("events.ndjson");
-    let config = ws.tc_config(&sim, SECRET, &events, "");
-    let state = ws.state_dir();
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(state.join(FILE_NAME), b"").unwrap();
-    let s = state.clone();
-    let (ok, stderr) = tokio::task::spawn_blocking(move || run_once(&config, &s, SECRET))
-        .await
-        .unwrap();
+    let run = Stream::tc(&sim, "");
+    std::fs::create_dir_all(&run.state).unwrap();
+    std::fs::write(run.state.join(FILE_NAME), b"").unwrap();
+    let (ok, stderr) = run.run_once(SECRET).await;
     assert!(!ok, "refused");
     assert!(stderr.contains("0 bytes"), "{stderr}");
-    assert!(read_events(&events).is_empty(), "nothing re-delivered");
-    assert_eq!(std::fs::metadata(state.join(FILE_NAME)).unwrap().len(), 0);
+    assert!(read_events(&run.events).is_empty(), "nothing re-delivered");
+    assert_eq!(
+        std::fs::metadata(run.state.join(FILE_NAME)).unwrap().len(),
+        0
+    );
     sim.shutdown().await;
 }

@@ -4,9 +4,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use ti_sidecar::error::Classify as _;
 
+use common::mocks::serve_gets;
 use secrecy::SecretString;
 use ti_sidecar::config::{HttpConfig, IocExpiration, SslConfig};
 use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};
@@ -49,14 +50,21 @@ fn config(url: &str) -> ThreatConnectConfig {
 }
 
 fn source(server: &MockServer) -> ThreatConnectSource {
-    let cfg = config(&server.uri());
-    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default())
-        .unwrap()
-        .with_retry(RetryPolicy {
+    source_retrying(
+        server,
+        RetryPolicy {
             min_delay: Duration::from_millis(10),
             max_delay: Duration::from_secs(2),
             max_attempts: 4,
-        });
+        },
+    )
+}
+
+fn source_retrying(server: &MockServer, retry: RetryPolicy) -> ThreatConnectSource {
+    let cfg = config(&server.uri());
+    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default())
+        .unwrap()
+        .with_retry(retry);
     ThreatConnectSource::new(Arc::new(cfg), http)
 }
 
@@ -134,17 +142,13 @@ async fn request_is_exactly_what_elastic_sends_and_is_signed() {
 #[tokio::test]
 async fn server_errors_are_retried_and_resigned() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(503).set_body_string(r#"{"status":"Failure","message":"busy"}"#),
-        )
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(page("", false))
-        .mount(&server)
-        .await;
+    serve_gets(
+        &server,
+        ResponseTemplate::new(503).set_body_string(r#"{"status":"Failure","message":"busy"}"#),
+        Some(2),
+    )
+    .await;
+    serve_gets(&server, page("", false), None).await;
     let mut src = source(&server);
     src.fetch(&cursor()).await.unwrap();
     let reqs = server.received_requests().await.unwrap();
@@ -152,40 +156,45 @@ async fn server_errors_are_retried_and_resigned() {
     reqs.iter().for_each(assert_signed);
 }
 
+/// On the wire: the client reads a 429's `Retry-After` and waits that instead of its backoff.
+/// Here the backoff is a minute and `Retry-After` is 0, so only a client that honours the
+/// header answers within the bound. (How long a `Retry-After` of one second is waited, and its
+/// cap, are unit tests of the retry loop on the paused clock, in `src/http`.)
 #[tokio::test]
 async fn rate_limit_honours_retry_after() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(page("", false))
-        .mount(&server)
-        .await;
-    let mut src = source(&server);
-    let started = Instant::now();
-    src.fetch(&cursor()).await.unwrap();
-    // The backoff alone would wait ~10 ms; Retry-After says one second.
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "{:?}",
-        started.elapsed()
+    serve_gets(
+        &server,
+        ResponseTemplate::new(429).insert_header("Retry-After", "0"),
+        Some(1),
+    )
+    .await;
+    serve_gets(&server, page("", false), None).await;
+    let mut src = source_retrying(
+        &server,
+        RetryPolicy {
+            min_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
+            max_attempts: 2,
+        },
     );
+    tokio::time::timeout(Duration::from_secs(30), src.fetch(&cursor()))
+        .await
+        .expect("Retry-After: 0 replaced the minute of backoff")
+        .unwrap();
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn unauthorized_is_not_retried_and_fails_the_input() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_string(r#"{"status":"Failure","message":"Access Denied"}"#),
-        )
-        .mount(&server)
-        .await;
+    serve_gets(
+        &server,
+        ResponseTemplate::new(401)
+            .set_body_string(r#"{"status":"Failure","message":"Access Denied"}"#),
+        None,
+    )
+    .await;
     let mut src = source(&server);
     let err = src.fetch(&cursor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Fail);
@@ -197,12 +206,12 @@ async fn unauthorized_is_not_retried_and_fails_the_input() {
 #[tokio::test]
 async fn persistent_5xx_gives_a_retryable_error_after_the_attempts() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(500).set_body_string(r#"{"status":"Failure","message":"boom"}"#),
-        )
-        .mount(&server)
-        .await;
+    serve_gets(
+        &server,
+        ResponseTemplate::new(500).set_body_string(r#"{"status":"Failure","message":"boom"}"#),
+        None,
+    )
+    .await;
     let mut src = source(&server);
     let err = src.fetch(&cursor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Retry);
@@ -213,13 +222,10 @@ async fn persistent_5xx_gives_a_retryable_error_after_the_attempts() {
 #[tokio::test]
 async fn a_full_page_without_next_still_means_more() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(page(
+    serve_gets(&server, page(
             r#"{"id":1,"lastModified":"2023-12-01T00:00:01Z"},{"id":2,"lastModified":"2023-12-01T00:00:02Z"}"#,
             false,
-        ))
-        .mount(&server)
-        .await;
+        ), None).await;
     let mut cfg = config(&server.uri());
     cfg.batch_size = 2;
     let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default()).unwrap();
@@ -267,15 +273,12 @@ async fn a_future_watermark_restarts_from_the_look_back_and_future_items_do_not_
     let yesterday = (chrono::Utc::now() - chrono::TimeDelta::days(1))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
-    Mock::given(method("GET"))
-        .respond_with(page(
+    serve_gets(&server, page(
             &format!(
                 r#"{{"id":1,"lastModified":"{yesterday}"}},{{"id":2,"lastModified":"2999-01-01T00:00:00Z"}}"#
             ),
             false,
-        ))
-        .mount(&server)
-        .await;
+        ), None).await;
     let mut src = source(&server);
     let poisoned = SweepCursor::starting_at("2999-01-01T00:00:00Z".parse().unwrap());
     let page = src.fetch(&poisoned.into()).await.unwrap();
@@ -298,10 +301,7 @@ async fn a_future_watermark_restarts_from_the_look_back_and_future_items_do_not_
 /// The fetch error when every page request gets `answer`.
 async fn page_failure(answer: ResponseTemplate) -> ti_sidecar::source::FetchError {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(answer)
-        .mount(&server)
-        .await;
+    serve_gets(&server, answer, None).await;
     source(&server).fetch(&cursor()).await.unwrap_err()
 }
 

@@ -1,11 +1,15 @@
 //! Contract tests of the ThreatQ client against wiremock: OAuth2 client credentials (both
 //! credential styles, caching, refresh, one re-authentication on 401) and cursorMark paging.
 
+#[path = "common/mocks.rs"]
+mod mocks;
+
 use std::sync::Arc;
 use std::time::Duration;
 use ti_sidecar::error::Classify as _;
 use ti_sidecar::source::registry::StreamSettings as _;
 
+use mocks::serve_gets;
 use ti_sidecar::config::fields::FieldReader;
 use ti_sidecar::http::{ErrorKind, HttpClient, RetryPolicy};
 use ti_sidecar::source::Source;
@@ -50,10 +54,21 @@ fn page(data: &str, next: &str) -> ResponseTemplate {
     )
 }
 
+/// The token endpoint's requests.
+fn token_endpoint() -> wiremock::MockBuilder {
+    Mock::given(method("POST")).and(path("/api/token"))
+}
+
+/// A server whose token endpoint issues tokens that live an hour.
+async fn with_tokens() -> MockServer {
+    let server = MockServer::start().await;
+    serve_tokens(&server, 3600).await;
+    server
+}
+
 /// Mounts a token endpoint issuing tokens that live `expires_in` seconds.
 async fn serve_tokens(server: &MockServer, expires_in: u64) {
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .respond_with(token(expires_in))
         .mount(server)
         .await;
@@ -73,8 +88,7 @@ async fn token_requests(server: &MockServer) -> usize {
 async fn basic_auth_token_then_cursor_mark_paging() {
     let server = MockServer::start().await;
     // "elastic:tq-secret-value"
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .and(header(
             "authorization",
             "Basic ZWxhc3RpYzp0cS1zZWNyZXQtdmFsdWU=",
@@ -130,17 +144,13 @@ async fn basic_auth_token_then_cursor_mark_paging() {
 #[tokio::test]
 async fn body_credentials_style_sends_the_secret_as_form_fields() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .and(body_string_contains("client_id=elastic"))
         .and(body_string_contains("client_secret=tq-secret-value"))
         .respond_with(token(3600))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .respond_with(page("{}", "M"))
-        .mount(&server)
-        .await;
+    serve_gets(&server, page("{}", "M"), None).await;
     let mut src = source(&server, "body");
     src.fetch(&"*".to_owned()).await.unwrap();
     let reqs = server.received_requests().await.unwrap();
@@ -153,24 +163,19 @@ async fn body_credentials_style_sends_the_secret_as_form_fields() {
 #[tokio::test]
 async fn auto_style_falls_back_to_body_credentials_once() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .and(header_exists("authorization"))
         .respond_with(
             ResponseTemplate::new(401).set_body_json(serde_json::json!({"error":"invalid_client"})),
         )
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .and(body_string_contains("client_secret="))
         .respond_with(token(3600))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .respond_with(page("{}", "M"))
-        .mount(&server)
-        .await;
+    serve_gets(&server, page("{}", "M"), None).await;
     let mut src = source(&server, "auto");
     src.fetch(&"*".to_owned()).await.unwrap();
     src.fetch(&"*".to_owned()).await.unwrap();
@@ -185,10 +190,7 @@ async fn auto_style_falls_back_to_body_credentials_once() {
 async fn token_is_refreshed_before_it_expires() {
     let server = MockServer::start().await;
     serve_tokens(&server, 0).await;
-    Mock::given(method("GET"))
-        .respond_with(page("{}", "M"))
-        .mount(&server)
-        .await;
+    serve_gets(&server, page("{}", "M"), None).await;
     let mut src = source(&server, "basic");
     src.fetch(&"*".to_owned()).await.unwrap();
     src.fetch(&"*".to_owned()).await.unwrap();
@@ -201,17 +203,9 @@ async fn token_is_refreshed_before_it_expires() {
 
 #[tokio::test]
 async fn a_401_gets_exactly_one_reauthentication_and_retry() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(401))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(page(r#"[{"id":1}]"#, "M1"))
-        .mount(&server)
-        .await;
+    let server = with_tokens().await;
+    serve_gets(&server, ResponseTemplate::new(401), Some(1)).await;
+    serve_gets(&server, page(r#"[{"id":1}]"#, "M1"), None).await;
     let mut src = source(&server, "basic");
     let p = src.fetch(&"*".to_owned()).await.unwrap();
     assert_eq!(p.items.len(), 1);
@@ -224,20 +218,14 @@ async fn a_401_gets_exactly_one_reauthentication_and_retry() {
 /// transient: the fetch fails retryably, and the next attempt gets a new token and goes on.
 #[tokio::test]
 async fn a_401_on_a_freshly_issued_token_is_retried_with_a_new_token_not_fatal() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_json(serde_json::json!({"message": "expired token"})),
-        )
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(page(r#"[{"id":1}]"#, "NEXT"))
-        .mount(&server)
-        .await;
+    let server = with_tokens().await;
+    serve_gets(
+        &server,
+        ResponseTemplate::new(401).set_body_json(serde_json::json!({"message": "expired token"})),
+        Some(2),
+    )
+    .await;
+    serve_gets(&server, page(r#"[{"id":1}]"#, "NEXT"), None).await;
     let mut src = source(&server, "basic");
     let err = src.fetch(&"*".to_owned()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Retry, "{err}");
@@ -267,8 +255,7 @@ async fn a_401_on_a_freshly_issued_token_is_retried_with_a_new_token_not_fatal()
 #[tokio::test]
 async fn refused_credentials_are_a_clear_non_secret_failure() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .respond_with(ResponseTemplate::new(401).set_body_json(
             serde_json::json!({"error":"invalid_client","error_description":"Client authentication failed"}),
         ))
@@ -287,12 +274,8 @@ async fn refused_credentials_are_a_clear_non_secret_failure() {
 
 #[tokio::test]
 async fn the_same_mark_coming_back_ends_the_sweep() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
-    Mock::given(method("GET"))
-        .respond_with(page(r#"[{"id":1}]"#, "SAME"))
-        .mount(&server)
-        .await;
+    let server = with_tokens().await;
+    serve_gets(&server, page(r#"[{"id":1}]"#, "SAME"), None).await;
     let mut src = source(&server, "basic");
     let p = src.fetch(&"SAME".to_owned()).await.unwrap();
     assert!(
@@ -303,8 +286,7 @@ async fn the_same_mark_coming_back_ends_the_sweep() {
 
 #[tokio::test]
 async fn one_invalid_utf8_byte_costs_one_character_not_the_page() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
+    let server = with_tokens().await;
     let mut body = br#"{"data":[{"id":1,"value":"evil"#.to_vec();
     body.push(0xff);
     body.extend_from_slice(br#".example","updated_at":"2024-01-01 00:00:00"},{"id":2,"value":"ok.example"}],"nextCursorMark":"m2"}"#);
@@ -333,8 +315,7 @@ async fn token_exchange_refuses_a_cross_origin(status: u16) {
     for style in ["body", "auto", "basic"] {
         let server = MockServer::start().await;
         let elsewhere = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/api/token"))
+        token_endpoint()
             .respond_with(ResponseTemplate::new(status).insert_header(
                 "location",
                 format!("{}/collect?leak=1", elsewhere.uri()).as_str(),
@@ -386,8 +367,7 @@ async fn token_exchange_does_not_follow_a_cross_origin_302() {
 #[tokio::test]
 async fn token_exchange_does_not_follow_even_a_same_origin_redirect() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .respond_with(ResponseTemplate::new(307).insert_header("location", "/api/token2"))
         .mount(&server)
         .await;
@@ -412,18 +392,14 @@ async fn api_page_does_not_follow_a_cross_origin_redirect() {
     for status in [302, 307, 308] {
         let server = MockServer::start().await;
         let elsewhere = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/api/token"))
-            .respond_with(token(3600))
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .respond_with(
-                ResponseTemplate::new(status)
-                    .insert_header("location", format!("{}/page?x=1", elsewhere.uri()).as_str()),
-            )
-            .mount(&server)
-            .await;
+        serve_tokens(&server, 3600).await;
+        serve_gets(
+            &server,
+            ResponseTemplate::new(status)
+                .insert_header("location", format!("{}/page?x=1", elsewhere.uri()).as_str()),
+            None,
+        )
+        .await;
         Mock::given(wiremock::matchers::any())
             .respond_with(page(r#"[{"id":1}]"#, "M"))
             .mount(&elsewhere)
@@ -447,8 +423,7 @@ async fn api_page_does_not_follow_a_cross_origin_redirect() {
 
 #[tokio::test]
 async fn api_page_follows_a_redirect_within_its_origin() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
+    let server = with_tokens().await;
     Mock::given(method("GET"))
         .and(path("/api/indicators/query/hash/someid"))
         .respond_with(ResponseTemplate::new(301).insert_header("location", "/moved"))
@@ -483,8 +458,7 @@ async fn mount_pages(server: &MockServer, pages: &[(&str, &str, &str)]) {
 async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
     use ti_sidecar::runner::{self, RunError, RunOptions};
     use ti_sidecar::state::StateStore;
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
+    let server = with_tokens().await;
     let huge = "A".repeat(100_000);
     mount_pages(
         &server,
@@ -545,12 +519,8 @@ async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
 
 #[tokio::test]
 async fn a_control_character_in_next_cursor_mark_is_refused() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
-    Mock::given(method("GET"))
-        .respond_with(page(r#"[{"id":1}]"#, r"M\u0000ARK"))
-        .mount(&server)
-        .await;
+    let server = with_tokens().await;
+    serve_gets(&server, page(r#"[{"id":1}]"#, r"M\u0000ARK"), None).await;
     let mut src = source(&server, "basic");
     let err = src.fetch(&"*".to_owned()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Retry);
@@ -565,8 +535,7 @@ async fn a_control_character_in_next_cursor_mark_is_refused() {
 /// failing every request forever.
 #[tokio::test]
 async fn a_stored_oversized_cursor_mark_fails_the_stream_naming_the_reset_command() {
-    let server = MockServer::start().await;
-    serve_tokens(&server, 3600).await;
+    let server = with_tokens().await;
     let mut src = source(&server, "basic");
     let err = src.fetch(&"B".repeat(100_000)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Fail, "retrying cannot help");
@@ -587,8 +556,7 @@ async fn a_stored_oversized_cursor_mark_fails_the_stream_naming_the_reset_comman
 #[tokio::test]
 async fn huge_expires_in_is_clamped_instead_of_panicking() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
+    token_endpoint()
         .respond_with(ResponseTemplate::new(200).set_body_raw(
             r#"{"access_token":"tok-abc","token_type":"Bearer","expires_in":18446744073709551615}"#,
             "application/json",
@@ -614,11 +582,7 @@ async fn huge_expires_in_is_clamped_instead_of_panicking() {
 /// The fetch error when the token endpoint answers `answer`.
 async fn token_failure(answer: ResponseTemplate) -> ti_sidecar::source::FetchError {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/token"))
-        .respond_with(answer)
-        .mount(&server)
-        .await;
+    token_endpoint().respond_with(answer).mount(&server).await;
     source(&server, "basic")
         .fetch(&"*".to_owned())
         .await

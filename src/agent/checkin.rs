@@ -92,10 +92,12 @@ impl Reconnect {
                 () = shutdown.cancelled() => return Ok(()),
                 r = stream.session() => r,
             };
-            if established || started.elapsed() >= Duration::from_secs(10) {
-                down_since = None;
-            }
-            let since = *down_since.get_or_insert(started);
+            // Down since this attempt started, or, when the stream was up, since it ended.
+            let since = if established || started.elapsed() >= Duration::from_secs(10) {
+                *down_since.insert(Instant::now())
+            } else {
+                *down_since.get_or_insert(started)
+            };
             // A round that lasted longer than its delay (the stream was up) starts over.
             if started.elapsed() >= backoff.peek() + Duration::from_secs(1) {
                 backoff.reset();
@@ -394,6 +396,102 @@ mod tests {
             "final chunk of the old set"
         );
         assert_eq!(ids(&a.push(chunk(6, &[])).expect("done")), vec!["n"]);
+    }
+
+    /// A stream scripted in memory: each round lasts its time and is established or not; once
+    /// the script is spent, every round fails at once. Records when each round was opened.
+    struct Scripted {
+        rounds: std::collections::VecDeque<(Duration, bool)>,
+        start: Instant,
+        opened: Vec<Duration>,
+    }
+
+    impl Scripted {
+        fn new(rounds: &[(u64, bool)]) -> Self {
+            Self {
+                rounds: rounds
+                    .iter()
+                    .map(|(secs, up)| (Duration::from_secs(*secs), *up))
+                    .collect(),
+                start: Instant::now(),
+                opened: Vec::new(),
+            }
+        }
+
+        /// When each round was opened, in whole seconds from the start.
+        fn opened_secs(&self) -> Vec<u64> {
+            self.opened.iter().map(Duration::as_secs).collect()
+        }
+    }
+
+    impl Session for Scripted {
+        const NAME: &'static str = "Scripted";
+
+        fn session(&mut self) -> impl std::future::Future<Output = (bool, String)> + Send {
+            self.opened.push(self.start.elapsed());
+            let (lasts, established) = self.rounds.pop_front().unwrap_or_default();
+            async move {
+                tokio::time::sleep(lasts).await;
+                (established, "refused".to_owned())
+            }
+        }
+    }
+
+    fn reconnect(give_up_after: u64) -> Reconnect {
+        Reconnect {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            give_up_after: Duration::from_secs(give_up_after),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reopens_with_doubling_delays_and_gives_up_after_the_bound() {
+        let mut stream = Scripted::new(&[]);
+        let lost = reconnect(20)
+            .drive(&mut stream, &CancellationToken::new())
+            .await
+            .expect_err("never established");
+        // 1 s doubling to the 4 s cap; the round at 23 s is the first past 20 s down.
+        assert_eq!(stream.opened_secs(), [0, 1, 3, 7, 11, 15, 19, 23]);
+        assert_eq!(lost.stream, "Scripted");
+        assert_eq!(lost.elapsed, Duration::from_secs(23));
+        assert_eq!(lost.last, "refused");
+    }
+
+    /// Regression: after a round that stayed up longer than `give_up_after`, the down time was
+    /// counted from that round's start, so the first break gave up at once (with the default
+    /// 300 s, a CheckinV2 stream that had run five minutes ended the process when the Agent
+    /// closed it). It now counts from the break, and the delay starts again from `initial`.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_stayed_up_restarts_the_delay_and_the_down_time() {
+        let mut stream = Scripted::new(&[(0, false), (0, false), (60, true)]);
+        let lost = reconnect(5)
+            .drive(&mut stream, &CancellationToken::new())
+            .await
+            .expect_err("down again for good");
+        // Up from 3 s to 63 s, reopened at once (its delay ran from its start); then 2 s and
+        // 4 s, and 6 s down since the break is past the bound.
+        assert_eq!(stream.opened_secs(), [0, 1, 3, 63, 65, 69]);
+        assert_eq!(lost.elapsed, Duration::from_secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_wait_between_rounds() {
+        let mut stream = Scripted::new(&[]);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            stop.cancel();
+        });
+        let started = Instant::now();
+        reconnect(300)
+            .drive(&mut stream, &shutdown)
+            .await
+            .expect("a shutdown is not a lost stream");
+        assert_eq!(stream.opened_secs(), [0, 1]);
+        assert_eq!(started.elapsed(), Duration::from_millis(2500));
     }
 
     #[test]

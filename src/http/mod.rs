@@ -10,6 +10,7 @@
 mod tls;
 mod trace;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,6 +250,18 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// How long to wait after `error` before the next attempt: the server's `Retry-After` of
+    /// a 429 (capped at `max_delay`) in place of the backoff's `backoff`.
+    pub fn wait(&self, error: &HttpError, backoff: Duration) -> Duration {
+        match error {
+            HttpError::RateLimited {
+                retry_after: Some(after),
+                ..
+            } => (*after).min(self.max_delay),
+            _ => backoff,
+        }
+    }
+
     fn backoff(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
@@ -382,18 +395,37 @@ impl HttpClient {
             Exchange::Api => &self.client,
             Exchange::Credentials => &self.credentials,
         };
+        self.retrying(|| {
+            let request = build(client);
+            async move {
+                let request = request?;
+                let started = std::time::Instant::now();
+                let answer = self.attempt(client, exchange, request).await;
+                HttpRequested {
+                    platform: self.platform,
+                    status: answer.as_ref().ok().map(|r| r.status),
+                    elapsed: started.elapsed(),
+                }
+                .emit();
+                Ok(answer)
+            }
+        })
+        .await
+    }
+
+    /// The retry loop of [`send`](Self::send), apart from the network: `attempt` makes one
+    /// try, until an answer is not retried (neither 429 nor 5xx), an error is not retried by
+    /// the client, or the policy's attempts are spent. Between tries it sleeps, on
+    /// `tokio::time`, [`RetryPolicy::wait`]. An `Err` of `attempt` itself (a request that could
+    /// not be built) ends the loop at once.
+    async fn retrying<A, Fut>(&self, mut attempt: A) -> Result<Response, HttpError>
+    where
+        A: FnMut() -> Fut,
+        Fut: Future<Output = Result<Result<Response, HttpError>, HttpError>>,
+    {
         let mut delays = self.retry.backoff();
         loop {
-            let request = build(client)?;
-            let started = std::time::Instant::now();
-            let answer = self.attempt(client, exchange, request).await;
-            HttpRequested {
-                platform: self.platform,
-                status: answer.as_ref().ok().map(|r| r.status),
-                elapsed: started.elapsed(),
-            }
-            .emit();
-            let error = match answer {
+            let error = match attempt().await? {
                 Ok(resp) if !is_retryable_status(resp.status) => return Ok(resp),
                 Ok(resp) => classify(resp.status, &resp.headers, &resp.body, &self.secrets),
                 Err(e) if !e.retried_by_client() => return Err(e),
@@ -401,16 +433,10 @@ impl HttpClient {
             };
             self.pushback
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(mut delay) = delays.next() else {
+            let Some(backoff) = delays.next() else {
                 return Err(error);
             };
-            if let HttpError::RateLimited {
-                retry_after: Some(after),
-                ..
-            } = &error
-            {
-                delay = (*after).min(self.retry.max_delay);
-            }
+            let delay = self.retry.wait(&error, backoff);
             HttpRetried {
                 platform: self.platform,
                 retry_in: delay,
@@ -737,6 +763,115 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    /// A client whose retries start at 10 ms and are capped at 2 s, over 4 attempts.
+    fn retrying_client() -> HttpClient {
+        let cfg = HttpConfig {
+            timeout: Duration::from_secs(5),
+            proxy_url: None,
+            ssl: crate::config::SslConfig::default(),
+            enable_request_tracer: false,
+            max_response_size: crate::config::size::default_max_response_size(),
+        };
+        HttpClient::build(&cfg, None, Secrets::default())
+            .unwrap()
+            .with_retry(RetryPolicy {
+                min_delay: Duration::from_millis(10),
+                max_delay: Duration::from_secs(2),
+                max_attempts: 4,
+            })
+    }
+
+    fn answer(status: u16, retry_after: Option<&str>) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(after) = retry_after {
+            headers.insert(reqwest::header::RETRY_AFTER, after.parse().unwrap());
+        }
+        Response {
+            status,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// Runs the retry loop over `answers` (in memory, on the paused clock); returns the final
+    /// status (or error) and when each attempt was made, from the start.
+    async fn attempts_over(answers: Vec<Response>) -> (Result<u16, HttpError>, Vec<Duration>) {
+        let client = retrying_client();
+        let start = tokio::time::Instant::now();
+        let mut answers = answers.into_iter();
+        let mut asked = Vec::new();
+        let result = client
+            .retrying(|| {
+                asked.push(start.elapsed());
+                let next = answers.next().expect("an answer for every attempt");
+                async move { Ok(Ok(next)) }
+            })
+            .await;
+        (result.map(|r| r.status), asked)
+    }
+
+    /// `at` is within the millisecond the paused clock rounds a timer to.
+    fn about(at: Duration, expected: Duration) -> bool {
+        at >= expected && at < expected + Duration::from_millis(2)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_waits_its_retry_after_instead_of_the_backoff() {
+        let (result, asked) = attempts_over(vec![answer(429, Some("1")), answer(200, None)]).await;
+        assert_eq!(result.unwrap(), 200);
+        assert_eq!(asked.len(), 2);
+        // The backoff alone would wait 10 to 20 ms; Retry-After says one second.
+        assert!(about(asked[1], Duration::from_secs(1)), "{asked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_capped_at_the_longest_delay() {
+        let (result, asked) =
+            attempts_over(vec![answer(429, Some("3600")), answer(200, None)]).await;
+        assert_eq!(result.unwrap(), 200);
+        assert!(about(asked[1], Duration::from_secs(2)), "{asked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_retry_after_the_jittered_backoff_doubles_until_the_attempts_are_spent() {
+        let (result, asked) = attempts_over(vec![
+            answer(503, None),
+            answer(429, None),
+            answer(500, None),
+            answer(502, None),
+        ])
+        .await;
+        assert!(
+            matches!(result, Err(HttpError::Server { status: 502, .. })),
+            "{result:?}"
+        );
+        assert_eq!(asked.len(), 4, "max_attempts in all");
+        let waits: Vec<Duration> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+        // Each delay is its doubling step plus up to as much jitter: 10, 20, 40 ms.
+        for (wait, step) in waits.iter().zip([10, 20, 40]) {
+            let step = Duration::from_millis(step);
+            assert!(
+                *wait >= step && *wait <= 2 * step + Duration::from_millis(2),
+                "{waits:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_cannot_be_built_is_not_retried() {
+        let client = retrying_client();
+        let mut calls = 0;
+        let err = client
+            .retrying(|| {
+                calls += 1;
+                async { Err(HttpError::Transport("no request".into())) }
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpError::Transport(_)), "{err}");
+        assert_eq!(calls, 1);
     }
 
     #[test]

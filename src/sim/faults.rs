@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -23,7 +22,7 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 /// A fault chosen for one request; the simulator renders it in its own error body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
-    /// More than `limit` requests arrived in the current wall-clock second: answer 429 with
+    /// More than `limit` requests arrived in the current one-second window: answer 429 with
     /// `Retry-After: 1`.
     #[error("Too many requests: more than {limit} requests per second")]
     RateLimited {
@@ -96,9 +95,10 @@ pub fn validate(args: &FaultArgs) -> Vec<InvalidFaults> {
     p
 }
 
-/// A fixed one-second window for the rate limit.
+/// A fixed one-second window for the rate limit, opened by the first request after the last
+/// one closed, on `tokio::time` (so paused-clock tests step it).
 struct RateWindow {
-    second: i64,
+    opened: Option<tokio::time::Instant>,
     count: u32,
 }
 
@@ -170,7 +170,7 @@ impl Faults {
             rate_limit: args.rate_limit,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             window: Mutex::new(RateWindow {
-                second: 0,
+                opened: None,
                 count: 0,
             }),
             rate_limited: AtomicU64::new(0),
@@ -202,10 +202,10 @@ impl Faults {
         let Some(limit) = self.rate_limit else {
             return Ok(());
         };
-        let now = Utc::now().timestamp();
+        let now = tokio::time::Instant::now();
         let mut w = lock(&self.window);
-        if w.second != now {
-            w.second = now;
+        if w.opened.is_none_or(|o| now - o >= Duration::from_secs(1)) {
+            w.opened = Some(now);
             w.count = 0;
         }
         w.count = w.count.saturating_add(1);
@@ -313,13 +313,17 @@ mod tests {
         assert_eq!(fixed.next_latency(), Duration::from_millis(7));
     }
 
-    #[test]
-    fn rate_limit_counts_within_one_second() {
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_counts_within_one_second() {
         let f = Faults::new(&args(0.0, Some(2)), 1).unwrap();
-        // Retry at most a few times in case the wall-clock second turns over mid-burst.
-        let limited = (0..50).any(|_| f.check_rate().is_err());
-        assert!(limited);
-        assert!(f.rate_limited() >= 1);
+        let burst = |f: &Faults| (0..3).map(|_| f.check_rate().is_ok()).collect::<Vec<_>>();
+        assert_eq!(burst(&f), [true, true, false]);
+        assert_eq!(f.rate_limited(), 1);
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(f.check_rate().is_err(), "the window is still open");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(burst(&f), [true, true, false], "a new second, a new budget");
+        assert_eq!(f.rate_limited(), 3);
         assert_eq!(
             Fault::RateLimited { limit: 2 }.status(),
             StatusCode::TOO_MANY_REQUESTS

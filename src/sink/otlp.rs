@@ -10,11 +10,14 @@
 //! bounded time; after that the error goes back to the poll loop, whose own retry and health
 //! logic then sees the outage.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -137,6 +140,25 @@ impl OtlpSink {
 
     /// Sends one `Export` request, retrying transient failures until `give_up_after`.
     async fn export(&self, request: &ExportLogsServiceRequest) -> Result<(), SinkError> {
+        self.export_with(request, |request| {
+            let mut client = self.client.clone();
+            async move { client.export(request).await }
+        })
+        .await
+    }
+
+    /// [`export`](Self::export) with `call` making each `Export` call: the retry loop apart
+    /// from the network. Between attempts it sleeps, on `tokio::time`, the server's
+    /// `RetryInfo` or the next jittered backoff.
+    async fn export_with<C, Fut>(
+        &self,
+        request: &ExportLogsServiceRequest,
+        mut call: C,
+    ) -> Result<(), SinkError>
+    where
+        C: FnMut(ExportLogsServiceRequest) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status>>,
+    {
         let sent = records_in(request);
         let started = tokio::time::Instant::now();
         let mut backoff =
@@ -144,14 +166,13 @@ impl OtlpSink {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let mut client = self.client.clone();
-            let call = std::time::Instant::now();
-            let answer = client.export(request.clone()).await;
+            let called = std::time::Instant::now();
+            let answer = call(request.clone()).await;
             let finished = |outcome, rejected| {
                 ExportFinished {
                     outcome,
                     rejected,
-                    elapsed: call.elapsed(),
+                    elapsed: called.elapsed(),
                 }
                 .emit();
             };
@@ -664,13 +685,10 @@ mod tests {
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
     }
 
-    #[test]
-    fn retry_info_is_honoured() {
+    /// A `RESOURCE_EXHAUSTED` carrying `RetryInfo` with `delay`.
+    fn exhausted_retry_in(delay: prost_types::Duration) -> tonic::Status {
         let info = RetryInfo {
-            retry_delay: Some(prost_types::Duration {
-                seconds: 2,
-                nanos: 500,
-            }),
+            retry_delay: Some(delay),
         };
         let rpc = RpcStatus {
             code: tonic::Code::ResourceExhausted as i32,
@@ -680,12 +698,90 @@ mod tests {
                 value: info.encode_to_vec(),
             }],
         };
-        let status = tonic::Status::with_details(
+        tonic::Status::with_details(
             tonic::Code::ResourceExhausted,
             "full",
             rpc.encode_to_vec().into(),
-        );
+        )
+    }
+
+    #[test]
+    fn retry_info_is_honoured() {
+        let status = exhausted_retry_in(prost_types::Duration {
+            seconds: 2,
+            nanos: 500,
+        });
         assert_eq!(retry_info_delay(&status), Some(Duration::new(2, 500)));
         assert_eq!(retry_info_delay(&tonic::Status::unavailable("x")), None);
+    }
+
+    /// Exports one empty request through the retry loop with `answers` (in memory, on the
+    /// paused clock, the default pacing); returns the result, when each call was made from the
+    /// start, and when the loop returned.
+    async fn export_over(
+        mut answers: impl FnMut(usize) -> Result<ExportLogsServiceResponse, tonic::Status>,
+    ) -> (Result<(), SinkError>, Vec<Duration>, Duration) {
+        let sink = OtlpSink::new("127.0.0.1:9", None, OtlpOptions::default()).unwrap();
+        let start = tokio::time::Instant::now();
+        let mut calls = Vec::new();
+        let result = sink
+            .export_with(&export_request(Vec::new()), |_| {
+                calls.push(start.elapsed());
+                let answer = answers(calls.len()).map(tonic::Response::new);
+                async move { answer }
+            })
+            .await;
+        (result, calls, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_ends_in_an_error_within_give_up_after_with_growing_jittered_waits() {
+        let (result, calls, returned) =
+            export_over(|_| Err(tonic::Status::unavailable("down"))).await;
+        let Err(SinkError::Otlp {
+            code: tonic::Code::Unavailable,
+            attempts,
+            ..
+        }) = result
+        else {
+            panic!("{result:?}")
+        };
+        assert_eq!(attempts as usize, calls.len());
+        let last = *calls.last().unwrap();
+        assert_eq!(returned, last, "no wait after the last attempt");
+        let defaults = OtlpOptions::default();
+        // Gave up because the next wait (at most retry_max) would pass give_up_after.
+        assert!(last <= defaults.give_up_after, "{calls:?}");
+        assert!(
+            last + defaults.retry_max > defaults.give_up_after,
+            "{calls:?}"
+        );
+        // Each wait is in the upper half of its step: 250 ms doubling to the 5 s cap.
+        let mut step = defaults.retry_initial;
+        for wait in calls.windows(2).map(|w| w[1] - w[0]) {
+            assert!(
+                wait >= step / 2 && wait <= step + Duration::from_millis(2),
+                "{wait:?} for a step of {step:?}: {calls:?}"
+            );
+            step = (step * 2).min(defaults.retry_max);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_servers_retry_info_sets_the_wait() {
+        let (result, calls, _) = export_over(|n| match n {
+            1 => Err(exhausted_retry_in(prost_types::Duration {
+                seconds: 7,
+                nanos: 0,
+            })),
+            _ => Ok(ExportLogsServiceResponse::default()),
+        })
+        .await;
+        result.unwrap();
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls[1] >= Duration::from_secs(7) && calls[1] < Duration::from_millis(7002),
+            "{calls:?}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Shared helpers for tests that drive the real `ti-sidecar` binary against the simulators.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +9,8 @@ use ti_sidecar::sim::faults::FaultArgs;
 
 use serde_json::Value;
 use ti_sidecar::sim::threatconnect::{SimArgs, SimHandle};
+
+pub mod mocks;
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -89,13 +91,10 @@ impl Workspace {
 
     /// [`tc_config`](Self::tc_config) for a ThreatConnect API at `url` (a test server).
     pub fn tc_config_at(&self, url: &str, events: &Path, extra: &str) -> PathBuf {
-        let yaml = format!(
-            r#"outputs:
-  default:
-    type: ndjson
-    path: {events:?}
-inputs:
-  - id: tc
+        self.config_with_input(
+            events,
+            &format!(
+                r#"  - id: tc
     type: ti_threatconnect
     streams:
       - id: tc-indicator
@@ -105,13 +104,163 @@ inputs:
         access_id: test-access-id
         secret_key: ${{TEST_TC_SECRET}}
         http_client_timeout: 10s
-{extra}"#,
+{extra}"#
+            ),
+        )
+    }
+
+    /// Writes `config.yml`: the NDJSON output to `events`, and `input` (one input's YAML, a
+    /// list item indented by 2 spaces). Returns its path.
+    pub fn config_with_input(&self, events: &Path, input: &str) -> PathBuf {
+        let yaml = format!(
+            "outputs:\n  default:\n    type: ndjson\n    path: {events:?}\ninputs:\n{input}",
             events = events.display().to_string(),
         );
         let path = self.path("config.yml");
         std::fs::write(&path, yaml).unwrap();
         path
     }
+}
+
+/// One stream's files in a new workspace: its config, events file and state directory.
+pub struct Stream {
+    pub ws: Workspace,
+    pub events: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Stream {
+    /// A stream whose config `write_config` writes, given the workspace and the events file.
+    pub fn new(write_config: impl FnOnce(&Workspace, &Path) -> PathBuf) -> Self {
+        let ws = Workspace::new();
+        let events = ws.path("events.ndjson");
+        let config = write_config(&ws, &events);
+        let state = ws.state_dir();
+        Self {
+            ws,
+            events,
+            config,
+            state,
+        }
+    }
+
+    /// A ThreatConnect stream against `sim`, with `extra` stream lines (see
+    /// [`Workspace::tc_config`]).
+    pub fn tc(sim: &SimHandle, extra: &str) -> Self {
+        Self::new(|ws, events| ws.tc_config_at(&sim.base_url(), events, extra))
+    }
+
+    /// `run --once` of this stream with `secret`, on the blocking pool: (success, stderr).
+    pub async fn run_once(&self, secret: &str) -> (bool, String) {
+        let (config, state, secret) = (self.config.clone(), self.state.clone(), secret.to_owned());
+        blocking(move || run_once(&config, &state, &secret)).await
+    }
+
+    /// [`run_once`](Self::run_once), which must succeed; its stderr. `what` names the run in
+    /// the failure.
+    pub async fn run_once_ok(&self, secret: &str, what: &str) -> String {
+        let (ok, stderr) = self.run_once(secret).await;
+        assert!(ok, "{what}: {stderr}");
+        stderr
+    }
+
+    /// [`kill_after_log`] of this stream, on the blocking pool.
+    pub async fn kill_after_log(&self, secret: &str, once: bool, wanted: &str) {
+        let (config, state) = (self.config.clone(), self.state.clone());
+        let (secret, wanted) = (secret.to_owned(), wanted.to_owned());
+        blocking(move || kill_after_log(&config, &state, &secret, once, &wanted)).await;
+    }
+}
+
+/// The lines a child prints, read on a thread, with every line taken so far (shown when a
+/// wait fails).
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Starts reading `out` (a child's stdout) line by line.
+    pub fn of(out: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line (panics after 90 s of silence, showing what was said).
+    pub fn next(&mut self) -> String {
+        match self.rx.recv_timeout(std::time::Duration::from_secs(90)) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(e) => panic!("silent ({e}); it said:\n{}", self.seen.join("\n")),
+        }
+    }
+
+    /// Waits for a line containing `wanted`; returns it.
+    pub fn wait(&mut self, wanted: &str) -> String {
+        loop {
+            let line = self.next();
+            if line.contains(wanted) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits until every one of `wanted` has appeared in some line, in any order.
+    pub fn wait_all(&mut self, wanted: &[&str]) {
+        let mut missing: Vec<&str> = wanted.to_vec();
+        while !missing.is_empty() {
+            let line = self.next();
+            missing.retain(|w| !line.contains(w));
+        }
+    }
+
+    /// Takes the lines still to come once the child has exited (its last ones are already
+    /// written), and returns every line.
+    pub fn finish(mut self) -> Vec<String> {
+        while let Ok(line) = self.rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
+/// Runs `f` on the blocking pool (where the binary under test is waited for).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// The JSON lines of a run's stderr (its logs), skipping any other line.
+pub fn json_lines(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The ids of the ThreatConnect indicators delivered to `events`.
+pub fn delivered_ids(events: &Path) -> BTreeSet<i64> {
+    read_events(events)
+        .iter()
+        .map(|d| original_key(d).0)
+        .collect()
+}
+
+/// The ids of every indicator `sim` holds.
+pub fn sim_ids(sim: &SimHandle) -> BTreeSet<i64> {
+    sim.snapshot().into_iter().map(|(id, _)| id).collect()
 }
 
 /// Runs `ti-sidecar run --once` to completion; returns (success, stderr).
@@ -270,6 +419,28 @@ pub fn fixture_dir(platform: &str) -> Option<PathBuf> {
 /// A fixture file's text.
 pub fn read_fixture(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+}
+
+/// Golden parity: maps each line of the fixture `log` of `platform` with `map` and compares
+/// the documents with those of the fixture `expected`, structurally and type-strictly. Skips
+/// when the fixtures are absent.
+pub fn assert_golden(platform: &str, log: &str, expected: &str, map: impl Fn(&str) -> Value) {
+    let Some(dir) = fixture_dir(platform) else {
+        return;
+    };
+    let input = read_fixture(&dir, log);
+    let expected: Value =
+        serde_json::from_str(&read_fixture(&dir, expected)).expect("expected file is JSON");
+    let want = expected["expected"]
+        .as_array()
+        .expect("expected array")
+        .clone();
+    // Each line is one input (a file may have no trailing newline).
+    let got: Vec<Value> = input.lines().filter(|l| !l.is_empty()).map(map).collect();
+    assert_eq!(want.len(), got.len(), "{log}: number of documents");
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_same(w, g, &format!("{log} document {i}"));
+    }
 }
 
 /// Collects `path: expected vs got` lines for every difference (type-strict: `3.0` ≠ `3`).
