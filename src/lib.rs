@@ -20,6 +20,7 @@ pub mod http;
 pub mod ingest;
 pub mod pem;
 pub mod pipeline;
+pub mod policy;
 pub mod poll;
 pub mod redact;
 pub mod runner;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StreamConfig;
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
+use crate::policy::StreamConfig;
 use crate::poll::{Outcome, PollError, Poller, Schedule};
 use crate::sink::Sink;
 use crate::source::Source;

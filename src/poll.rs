@@ -31,10 +31,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::StreamIdentity;
 use crate::config::size::MIB;
 use crate::error::{Classify as _, ErrorKind};
 use crate::ingest::EcsEvent;
+use crate::policy::StreamIdentity;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};
 use crate::state::{StateError, StateStore};

@@ -849,7 +849,7 @@ pub fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> 
     url
 }
 
-/// Renders an `ssl` block for [`redacted_json`](super::Config::redacted_json).
+/// Renders an `ssl` block for [`redacted_json`](crate::policy::Config::redacted_json).
 pub fn ssl_to_json(ssl: &SslConfig) -> Value {
     let mut map = Map::new();
     map.insert(

@@ -7,8 +7,8 @@ pub mod otlp;
 
 use std::future::Future;
 
-use crate::config::{OutputConfig, StreamIdentity};
 use crate::ingest::EcsEvent;
+use crate::policy::{OutputConfig, StreamIdentity};
 
 /// A batch of one stream's documents.
 #[derive(Debug)]

@@ -242,7 +242,7 @@ mod tests {
         );
         let mut as_map = built.clone();
         as_map.doc = Document::Map(as_map.doc.into_map());
-        let stream = crate::config::StreamIdentity {
+        let stream = crate::policy::StreamIdentity {
             id: "s1".into(),
             dataset: "ti_threatconnect.indicator".into(),
             namespace: "default".into(),

@@ -32,9 +32,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::{Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::config::SslConfig;
-use crate::config::StreamIdentity;
 use crate::ingest::{Document, EcsEvent, Node, Object};
 use crate::pem;
+use crate::policy::StreamIdentity;
 use crate::telemetry::metrics::ExportOutcome;
 use crate::telemetry::{ExportFinished, ExportRetried};
 use crate::text::{bound_owned, bounded};

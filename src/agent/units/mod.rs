@@ -14,7 +14,7 @@
 //! Actions `diagnostics` call returns.
 //!
 //! * Input units (`ti_threatconnect`, `ti_threatq`): `config.source` is validated with
-//!   [`config::input_from_value`]; each stream runs as a [`crate::poll::Poller`] under the
+//!   [`policy::input_from_value`]; each stream runs as a [`crate::poll::Poller`] under the
 //!   unit's `CancellationToken` and `TaskTracker`, with its cursor at
 //!   `cursor_key(unit_id, stream_id)` in `path.data`. A reconfigure stops the old loops (the
 //!   batch in flight is finished and committed) before new ones start, so two loops never
@@ -33,9 +33,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::policy::SUPPORTED_INPUT_TYPES;
-use crate::config::{self, InputConfig, MonitoringConfig, Problems};
+use crate::config::Problems;
 use crate::pipeline::BuildError;
+use crate::policy::read::SUPPORTED_INPUT_TYPES;
+use crate::policy::{self, InputConfig, MonitoringConfig};
 use crate::sink::SinkError;
 use crate::state::StateError;
 
@@ -97,8 +98,8 @@ pub fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
     let mut input = fields.clone();
     let monitoring = match input.remove("monitoring") {
         None => None,
-        Some(block) => config::monitoring_from_value(&block).map_err(UnitError::Invalid)?,
+        Some(block) => policy::monitoring_from_value(&block).map_err(UnitError::Invalid)?,
     };
-    let input = config::input_from_value(&Value::Object(input)).map_err(UnitError::Invalid)?;
+    let input = policy::input_from_value(&Value::Object(input)).map_err(UnitError::Invalid)?;
     Ok(UnitInput { input, monitoring })
 }

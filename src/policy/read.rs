@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::fields::{FieldReader, describe};
-use super::{
-    Config, InputConfig, MonitoringConfig, OutputConfig, Problem, SourceConfig, SslConfig,
-    StreamConfig, StreamIdentity,
-};
-use crate::source::registry::{INPUT_TYPES, PlatformInfo};
+use super::{Config, InputConfig, MonitoringConfig, OutputConfig, StreamConfig, StreamIdentity};
+use crate::config::fields::{self, FieldReader, describe};
+use crate::config::{Problem, SslConfig, format_duration};
+use crate::source::registry::{INPUT_TYPES, PlatformInfo, SourceConfig};
 
 /// Input types this build understands (the registered platforms).
 pub const SUPPORTED_INPUT_TYPES: &[&str] = INPUT_TYPES;
@@ -498,11 +496,11 @@ pub fn config_to_json(config: &Config) -> Value {
                     });
                     if *retry_max_elapsed != super::default_otlp_retry_max_elapsed() {
                         v["retry_on_failure"] = serde_json::json!({
-                            "max_elapsed_time": super::format_duration(*retry_max_elapsed),
+                            "max_elapsed_time": format_duration(*retry_max_elapsed),
                         });
                     }
                     if let Some(ssl) = ssl {
-                        v["ssl"] = super::fields::ssl_to_json(ssl);
+                        v["ssl"] = fields::ssl_to_json(ssl);
                     }
                     v
                 }
