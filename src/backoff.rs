@@ -62,7 +62,7 @@ impl Backoff {
     }
 
     /// The delay to wait now (jittered if asked), doubling the next one up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.current;
         self.current = self.current.saturating_mul(2).min(self.max);
         if self.jitter {
@@ -73,7 +73,7 @@ impl Backoff {
     }
 
     /// The delay the next [`next_delay`](Self::next_delay) starts from (before jitter).
-    pub fn peek(&self) -> Duration {
+    pub(crate) fn peek(&self) -> Duration {
         self.current
     }
 

@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Where a PEM value comes from.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum PemSource<'a> {
+pub(crate) enum PemSource<'a> {
     /// The value is the PEM text itself.
     Inline(&'a str),
     /// The value names a file holding PEM.
@@ -123,7 +123,7 @@ pub enum PemError {
 
 impl<'a> PemSource<'a> {
     /// Inline PEM when the value holds `-----BEGIN` or a line break, a path otherwise.
-    pub fn classify(value: &'a str) -> Self {
+    pub(crate) fn classify(value: &'a str) -> Self {
         if value.contains("-----BEGIN") || value.contains(['\n', '\r']) {
             Self::Inline(value)
         } else {
@@ -172,7 +172,7 @@ pub fn certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, PemErro
 
 /// The first private key of a value (inline PEM or path); an encrypted PKCS#8 key
 /// (`ENCRYPTED PRIVATE KEY`) is decrypted with `passphrase`.
-pub fn private_key(
+pub(crate) fn private_key(
     value: &str,
     passphrase: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, PemError> {
@@ -182,7 +182,7 @@ pub fn private_key(
 
 /// The key as unencrypted PEM, for APIs that take PEM (tonic's `Identity`): the text as given
 /// when it is not encrypted, otherwise the decrypted PKCS#8 key re-encoded.
-pub fn private_key_pem(
+pub(crate) fn private_key_pem(
     value: &str,
     passphrase: Option<&str>,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, PemError> {
@@ -241,7 +241,7 @@ fn decrypt(
 }
 
 /// The certificates in PEM bytes; at least one.
-pub fn parse_certificates(
+pub(crate) fn parse_certificates(
     pem: &[u8],
     origin: &Origin,
 ) -> Result<Vec<CertificateDer<'static>>, PemError> {
@@ -257,7 +257,7 @@ pub fn parse_certificates(
 }
 
 /// The first private key in PEM bytes; an encrypted PKCS#8 key is decrypted with `passphrase`.
-pub fn parse_private_key(
+pub(crate) fn parse_private_key(
     pem: &[u8],
     origin: &Origin,
     passphrase: Option<&str>,

@@ -20,7 +20,7 @@ pub use fields::FieldReader;
 pub use crate::redact::REDACTED;
 
 /// The pseudo-field of problems about the file as a whole (unreadable, not YAML).
-pub const FILE_FIELD: &str = "<file>";
+pub(crate) const FILE_FIELD: &str = "<file>";
 
 /// TLS settings shared by every HTTP client (Elastic's `ssl` block).
 #[derive(Debug, Clone, Default)]
@@ -45,7 +45,7 @@ pub struct SslConfig {
 impl SslConfig {
     /// The `ssl` settings the OTLP client (tonic's TLS) cannot honour, as `(key, why)`; validation
     /// reports them on the output, so a config that validates is one the sink can open.
-    pub fn otlp_limits(&self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn otlp_limits(&self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
         if self.verification_mode != VerificationMode::Full {
             out.push((
@@ -70,7 +70,7 @@ impl SslConfig {
     }
 
     /// The client key, decrypted with `key_passphrase` when it is encrypted.
-    pub fn private_key(
+    pub(crate) fn private_key(
         &self,
     ) -> Option<Result<rustls::pki_types::PrivateKeyDer<'static>, crate::pem::PemError>> {
         use secrecy::ExposeSecret as _;
@@ -149,7 +149,7 @@ pub struct HttpConfig {
 impl HttpConfig {
     /// The transport's secrets, masked like the platform's: the proxy URL's password (as
     /// written and percent-decoded) and `ssl.key_passphrase`.
-    pub fn transport_secrets(&self) -> Vec<String> {
+    pub(crate) fn transport_secrets(&self) -> Vec<String> {
         use secrecy::ExposeSecret as _;
         let mut out = Vec::new();
         if let Some(encoded) = self.proxy_url.as_ref().and_then(|u| u.password()) {
@@ -179,7 +179,7 @@ impl std::fmt::Debug for HttpConfig {
 }
 
 /// The note every insecure-TLS stream carries in its logs and unit health.
-pub const TLS_VERIFICATION_OFF: &str = "ssl.verification_mode is none: the server's certificate \
+pub(crate) const TLS_VERIFICATION_OFF: &str = "ssl.verification_mode is none: the server's certificate \
      is not checked, so anyone on the network path can impersonate the platform";
 
 impl HttpConfig {

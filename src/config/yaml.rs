@@ -10,11 +10,11 @@ use super::fields::{join_index, join_key};
 use super::{FILE_FIELD, Problem};
 
 /// The largest configuration file accepted (1 MiB): a real policy is a few kilobytes.
-pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 /// The deepest `[`/`{` nesting accepted in a configuration file. The YAML parser's own limit
 /// (128) is only checked after work quadratic in the depth (100 000 `[` took minutes).
-pub const MAX_CONFIG_NESTING: usize = 64;
+pub(crate) const MAX_CONFIG_NESTING: usize = 64;
 
 /// Reads a configuration file of at most [`MAX_CONFIG_BYTES`], whatever it is (a FIFO, a
 /// device, a file still growing).

@@ -205,7 +205,7 @@ pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
 /// Validates an already-parsed configuration tree (the YAML file, or an Agent unit's source).
 ///
 /// No `${VAR}` expansion happens here: [`load_file`] does it before calling this.
-pub fn from_value(value: &serde_json::Value) -> Result<Config, Problems> {
+pub(crate) fn from_value(value: &serde_json::Value) -> Result<Config, Problems> {
     read::read_config(value).map_err(Problems)
 }
 
@@ -217,7 +217,7 @@ pub fn input_from_value(value: &serde_json::Value) -> Result<InputConfig, Proble
 
 /// Validates a `monitoring` block on its own (an Agent input unit's `config.source.monitoring`);
 /// `None` unless `http.enabled` is true. Problem paths start at `monitoring`.
-pub fn monitoring_from_value(
+pub(crate) fn monitoring_from_value(
     value: &serde_json::Value,
 ) -> Result<Option<MonitoringConfig>, Problems> {
     let wrapped = serde_json::json!({ "monitoring": value });
@@ -233,7 +233,7 @@ pub fn monitoring_from_value(
 
 /// Validates a single output (an Agent output unit's `config.source`: `{type, endpoint, ssl}`).
 /// Problem paths start at the output (`ssl.key`).
-pub fn output_from_value(value: &serde_json::Value) -> Result<OutputConfig, Problems> {
+pub(crate) fn output_from_value(value: &serde_json::Value) -> Result<OutputConfig, Problems> {
     read::read_single_output(value).map_err(Problems)
 }
 
