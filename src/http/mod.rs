@@ -19,7 +19,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 
 use tls::tls_config;
-pub use trace::{RequestTracer, TraceRequest};
+pub(crate) use trace::{RequestTracer, TraceRequest};
 
 use crate::config::HttpConfig;
 use crate::config::size::{MIB, format_size};
@@ -208,14 +208,14 @@ impl std::fmt::Display for BodyLimit {
 }
 
 /// The token endpoint's answer: a few hundred bytes in practice.
-pub const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit {
+pub(crate) const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit {
     max: MIB,
     name: "the token response limit",
 };
 
 /// The most of a non-2xx body that is read; the rest is dropped (only a bounded message is
 /// taken from it).
-pub const ERROR_BODY_LIMIT: u64 = MIB;
+pub(crate) const ERROR_BODY_LIMIT: u64 = MIB;
 
 /// A successful response, fully read.
 #[derive(Debug)]
@@ -340,7 +340,7 @@ impl HttpClient {
     }
 
     /// Labels this client's requests with the platform's short name in the metrics.
-    pub fn with_platform(mut self, platform: &'static str) -> Self {
+    pub(crate) fn with_platform(mut self, platform: &'static str) -> Self {
         self.platform = platform;
         self
     }
@@ -352,7 +352,7 @@ impl HttpClient {
     }
 
     /// How many retryable failures (429, 5xx, transport) this client and its clones have met.
-    pub fn pushback(&self) -> u64 {
+    pub(crate) fn pushback(&self) -> u64 {
         self.pushback.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -380,7 +380,7 @@ impl HttpClient {
     /// redirect is followed (a 3xx is [`HttpError::Redirect`]), and a non-retryable answer
     /// (anything but 429 and 5xx) is returned as it is, for protocols that read error bodies
     /// themselves.
-    pub async fn send_credentials<F>(&self, build: F) -> Result<Response, HttpError>
+    pub(crate) async fn send_credentials<F>(&self, build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
@@ -742,7 +742,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The server's clock from the `Date` header, if it sent one.
-pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
     let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
     httpdate::parse_http_date(value)
         .ok()

@@ -35,13 +35,13 @@ const MAX_TRACED_BODY: usize = 64 * 1024;
 const TRACE_MASK_MARGIN: usize = 8 * 1024;
 
 /// Writes one NDJSON line per HTTP exchange, with secrets redacted (`enable_request_tracer`).
-pub struct RequestTracer {
+pub(crate) struct RequestTracer {
     file: Mutex<File>,
     secrets: Secrets,
 }
 
 /// The request half of a trace line, captured before the request is sent.
-pub struct TraceRequest {
+pub(crate) struct TraceRequest {
     method: String,
     url: String,
     headers: serde_json::Map<String, serde_json::Value>,

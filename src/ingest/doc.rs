@@ -114,7 +114,7 @@ impl Node {
     }
 
     /// The same value as a `serde_json::Value`.
-    pub fn into_value(self) -> Value {
+    pub(crate) fn into_value(self) -> Value {
         match self {
             Node::Null => Value::Null,
             Node::Str(s) => Value::String(s),
@@ -227,7 +227,7 @@ impl Object {
 
     /// Inserts `value` unless it is an empty object.
     #[inline]
-    pub fn insert_object(&mut self, key: &'static str, value: Object) {
+    pub(crate) fn insert_object(&mut self, key: &'static str, value: Object) {
         if !value.is_empty() {
             self.insert(key, value);
         }
@@ -235,7 +235,7 @@ impl Object {
 
     /// Inserts `list` unless it is empty.
     #[inline]
-    pub fn insert_list(&mut self, key: &'static str, list: Vec<Node>) {
+    pub(crate) fn insert_list(&mut self, key: &'static str, list: Vec<Node>) {
         if !list.is_empty() {
             self.insert(key, list);
         }
@@ -367,7 +367,7 @@ impl From<Map<String, Value>> for Document {
 impl Document {
     /// Finishes `object` (see [`Object::finish`]) into a document: what `remove_empty` makes
     /// of the equivalent map.
-    pub fn finished(mut object: Object) -> Self {
+    pub(crate) fn finished(mut object: Object) -> Self {
         object.finish();
         Document::Built(object)
     }
@@ -382,7 +382,7 @@ impl Document {
 
     /// Whether the document has a value at `path`, one key per level (for instance
     /// `["error", "message"]`).
-    pub fn contains_path(&self, path: &[&str]) -> bool {
+    pub(crate) fn contains_path(&self, path: &[&str]) -> bool {
         let Some((first, rest)) = path.split_first() else {
             return true;
         };

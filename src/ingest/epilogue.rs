@@ -4,7 +4,7 @@ use super::*;
 
 /// Recursively removes null and `""` values, then maps and lists that are (or became) empty.
 /// `false`, `0` and `0.0` are kept.
-pub fn remove_empty(doc: &mut Map<String, Value>) {
+pub(crate) fn remove_empty(doc: &mut Map<String, Value>) {
     prune_map(doc);
 }
 
@@ -110,14 +110,18 @@ fn hash_value(hasher: &mut Sha1, value: &Value) {
 }
 
 /// The text every "record an error" `on_failure` handler appends.
-pub fn error_text(processor_type: &str, tag: &str, pipeline: &str, message: &str) -> String {
+pub(crate) fn error_text(processor_type: &str, tag: &str, pipeline: &str, message: &str) -> String {
     format!(
         "Processor {processor_type} with tag {tag} in pipeline {pipeline} failed with message: {message}"
     )
 }
 
 /// Appends the error text of `failure` to `error.message` (list semantics, duplicates kept).
-pub fn record_error(doc: &mut Map<String, Value>, failure: &ProcessorFailure, pipeline: &str) {
+pub(crate) fn record_error(
+    doc: &mut Map<String, Value>,
+    failure: &ProcessorFailure,
+    pipeline: &str,
+) {
     let text = error_text(
         failure.processor_type,
         failure.tag,

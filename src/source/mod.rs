@@ -107,7 +107,7 @@ impl RawItems {
     }
 
     /// Keeps only the items at `indices` (in that order); others are dropped.
-    pub fn select(self, indices: &[usize]) -> Self {
+    pub(crate) fn select(self, indices: &[usize]) -> Self {
         let spans = indices
             .iter()
             .filter_map(|&i| self.spans.get(i).cloned())
@@ -152,7 +152,7 @@ impl RawItems {
 /// Runs CPU work (decoding a page, mapping a chunk) on tokio's blocking pool, never on the
 /// async worker threads that answer the Agent. A panic in `work` is resumed in the caller, so
 /// the stream's panic guard reports it as the crash it is.
-pub async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     joined(tokio::task::spawn_blocking(work)).await
 }
 
@@ -169,7 +169,7 @@ pub async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
 }
 
 /// A finished task's value, its panic resumed in the caller; `None` when it was cancelled.
-pub fn task_value<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
+pub(crate) fn task_value<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(e) => match e.try_into_panic() {
@@ -200,7 +200,7 @@ pub fn decode_body(body: &[u8]) -> (Cow<'_, str>, usize) {
 
 /// [`decode_body`] for an owned body: valid UTF-8 (the usual case) is taken as it is, without
 /// a copy.
-pub fn decode_owned_body(body: Vec<u8>) -> (String, usize) {
+pub(crate) fn decode_owned_body(body: Vec<u8>) -> (String, usize) {
     match String::from_utf8(body) {
         Ok(text) => (text, 0),
         Err(e) => {
@@ -249,7 +249,7 @@ pub enum FetchError {
 impl FetchError {
     /// A 2xx body that does not decode as `what`. Only serde's error kind and position are
     /// kept: its text can quote the body.
-    pub fn undecodable(platform: &'static str, what: &str, e: &serde_json::Error) -> Self {
+    pub(crate) fn undecodable(platform: &'static str, what: &str, e: &serde_json::Error) -> Self {
         Self::InvalidResponse {
             platform,
             message: format!("cannot decode {what}: {}", crate::text::json_error(e)),

@@ -58,7 +58,7 @@ pub trait Platform: 'static {
 
 /// Work done with one stream's platform and settings, whichever platform it is (see
 /// [`SourceConfig::visit`]).
-pub trait PlatformVisitor<'a> {
+pub(crate) trait PlatformVisitor<'a> {
     /// What the work gives.
     type Output;
     /// Does the work for platform `P`.
@@ -80,7 +80,7 @@ pub struct PlatformInfo {
 
 impl PlatformInfo {
     /// The registered platform with input type `input_type`.
-    pub fn by_input_type(input_type: &str) -> Option<Self> {
+    pub(crate) fn by_input_type(input_type: &str) -> Option<Self> {
         PLATFORMS
             .iter()
             .copied()
@@ -115,7 +115,7 @@ macro_rules! platforms {
         }
 
         /// The input types of the registered platforms.
-        pub const INPUT_TYPES: &[&str] = &[$(<$platform as Platform>::INPUT_TYPE),+];
+        pub(crate) const INPUT_TYPES: &[&str] = &[$(<$platform as Platform>::INPUT_TYPE),+];
 
         /// Every registered platform, in registration order.
         pub const PLATFORMS: &[PlatformInfo] = &[$(info::<$platform>()),+];
@@ -136,7 +136,7 @@ macro_rules! platforms {
             }
 
             /// The integration's input type name (`ti_threatconnect`, `ti_threatq`).
-            pub fn input_type(&self) -> &'static str {
+            pub(crate) fn input_type(&self) -> &'static str {
                 match self {
                     $(Self::$variant(_) => <$platform as Platform>::INPUT_TYPE,)+
                 }
@@ -164,7 +164,7 @@ macro_rules! platforms {
             }
 
             /// Runs `visitor` with this stream's platform and settings.
-            pub fn visit<'a, V: PlatformVisitor<'a>>(&'a self, visitor: V) -> V::Output {
+            pub(crate) fn visit<'a, V: PlatformVisitor<'a>>(&'a self, visitor: V) -> V::Output {
                 match self {
                     $(Self::$variant(config) => visitor.visit::<$platform>(config),)+
                 }

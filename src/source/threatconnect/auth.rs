@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The text ThreatConnect signs: `path_and_query:METHOD:timestamp`.
-pub fn string_to_sign(path_and_query: &str, method: &str, timestamp: i64) -> String {
+pub(crate) fn string_to_sign(path_and_query: &str, method: &str, timestamp: i64) -> String {
     format!(
         "{path_and_query}:{}:{timestamp}",
         method.to_ascii_uppercase()

@@ -78,7 +78,7 @@ pub struct Window {
 
 impl Window {
     /// Items probably left (never below zero; estimates are estimates).
-    pub fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         self.estimated.saturating_sub(self.delivered)
     }
 }
@@ -134,7 +134,7 @@ impl Backfill {
 
     /// Window `id` cannot be split where its estimate said: it counts as having nothing left
     /// to steal, so [`largest`](Self::largest) never picks it again.
-    pub fn unsplittable(&mut self, id: u32) {
+    pub(crate) fn unsplittable(&mut self, id: u32) {
         if let Some(w) = self.windows.iter_mut().find(|w| w.id == id) {
             w.estimated = w.delivered;
         }
@@ -189,7 +189,7 @@ pub fn edges(
 
 /// The upper edge of a backfill planned at `server_now`: seconds younger than
 /// [`sweep::SETTLE`] can still gain items, so they are left to the tail.
-pub fn upper_edge(server_now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn upper_edge(server_now: DateTime<Utc>) -> DateTime<Utc> {
     truncate_to_second(
         server_now
             .checked_sub_signed(sweep::SETTLE)
@@ -199,7 +199,7 @@ pub fn upper_edge(server_now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Additive-increase / multiplicative-decrease of the number of windows fetched at once.
 #[derive(Debug, Clone)]
-pub struct Aimd {
+pub(crate) struct Aimd {
     limit: usize,
     max: usize,
     clean: usize,
@@ -229,7 +229,7 @@ impl Aimd {
 
     /// A page arrived after `latency`; `pushback` says the HTTP client met a 429 or 5xx on the
     /// way (it retried them itself).
-    pub fn on_page(&mut self, latency: Duration, pushback: bool) {
+    pub(crate) fn on_page(&mut self, latency: Duration, pushback: bool) {
         let baseline = *self.baseline.get_or_insert(latency);
         self.baseline = Some(baseline.min(latency));
         let spike = latency > baseline.saturating_mul(LATENCY_SPIKE)
@@ -246,7 +246,7 @@ impl Aimd {
     }
 
     /// A fetch failed after the HTTP client's retries.
-    pub fn on_error(&mut self) {
+    pub(crate) fn on_error(&mut self) {
         self.back_off();
     }
 

@@ -25,17 +25,17 @@ use serde::{Deserialize, Serialize};
 
 /// How long after a second ends we still expect new indicators stamped with it (commit lag,
 /// clock granularity). Seconds younger than this are re-read from their start.
-pub const SETTLE: TimeDelta = TimeDelta::seconds(5);
+pub(crate) const SETTLE: TimeDelta = TimeDelta::seconds(5);
 
 /// How far past the platform's clock a `lastModified` may be and still move the watermark.
 /// It is also how far ahead of ours we believe the platform's clock to be: ThreatConnect
 /// refuses requests whose HMAC timestamp is more than 5 minutes off its own.
-pub const FUTURE_MARGIN: TimeDelta = TimeDelta::minutes(5);
+pub(crate) const FUTURE_MARGIN: TimeDelta = TimeDelta::minutes(5);
 
 /// The latest `lastModified` that may move the watermark: the platform's clock (its `Date`
 /// header, else ours, and never more than [`FUTURE_MARGIN`] ahead of ours) plus
 /// [`FUTURE_MARGIN`].
-pub fn future_horizon(
+pub(crate) fn future_horizon(
     server_date: Option<DateTime<Utc>>,
     local_now: DateTime<Utc>,
 ) -> DateTime<Utc> {
@@ -114,7 +114,7 @@ pub struct Plan {
 
 /// The paging keys of one returned item. `None` when the item lacks a usable id or timestamp
 /// (it is still delivered; the mapping turns it into an error document).
-pub type ItemKey = Option<(i64, DateTime<Utc>)>;
+pub(crate) type ItemKey = Option<(i64, DateTime<Utc>)>;
 
 /// The result of applying one response to a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +229,7 @@ pub fn step(
 }
 
 /// Drops the fraction: ThreatConnect compares and returns whole seconds.
-pub fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
