@@ -34,7 +34,7 @@ pub use launch::{LaunchArgs, LaunchError, parse_args, read_start_up_info};
 pub use logging::UnitLevels;
 
 /// How long units get to finish their batch and commit on SIGTERM (the Agent waits 25 s).
-pub const STOP_GRACE: Duration = Duration::from_secs(20);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Why the component exits with an error (the Agent then restarts it).
 #[derive(Debug, thiserror::Error)]

@@ -40,12 +40,12 @@ use crate::policy::{self, InputConfig, MonitoringConfig};
 use crate::sink::SinkError;
 use crate::state::StateError;
 
-pub use output::OutputSpec;
+pub(crate) use output::OutputSpec;
 pub use runtime::{Observed, UnitManager};
 
 /// Why a unit cannot run. What the unit's health message says (never a secret).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UnitError {
+pub(crate) enum UnitError {
     /// The unit has no `config.source`.
     #[error("config.source: missing (expected the policy input)")]
     MissingSource,
@@ -77,7 +77,7 @@ pub enum UnitError {
 
 /// An input unit's validated config.
 #[derive(Debug, Clone)]
-pub struct UnitInput {
+pub(crate) struct UnitInput {
     /// The input and its streams.
     pub input: InputConfig,
     /// `monitoring.http`, when the unit enables it: the component then serves `/metrics`,
@@ -87,7 +87,7 @@ pub struct UnitInput {
 
 /// Validates an input unit's `config.source`: one of our input types, then the shared config
 /// validation. The error lists every problem, each naming its field.
-pub fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
+pub(crate) fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
     let Value::Object(fields) = source else {
         return Err(UnitError::MissingSource);
     };

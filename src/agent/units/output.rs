@@ -11,7 +11,7 @@ use crate::sink::AnySink;
 /// What the output unit asks for: a validated output block (`{type: otlp, endpoint, ssl?}`;
 /// `ndjson` to a file also works, for tests and debugging).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputSpec(pub OutputConfig);
+pub(crate) struct OutputSpec(pub OutputConfig);
 
 impl OutputSpec {
     /// Reads an output unit's `config.source`; the error names every bad field.
