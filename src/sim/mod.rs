@@ -10,7 +10,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub mod faults;
-pub mod mutation;
+pub(crate) mod mutation;
 pub mod page;
 pub mod server;
 pub mod threatconnect;
