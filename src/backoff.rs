@@ -51,7 +51,7 @@ impl Backoff {
 
     /// [`try_new`](Self::try_new) for settings that are already validated: a `max` below `min`
     /// is raised to `min`, a zero `min` becomes 1 ms.
-    pub fn clamped(min: Duration, max: Duration, jitter: bool) -> Self {
+    pub(crate) fn clamped(min: Duration, max: Duration, jitter: bool) -> Self {
         let min = min.max(Duration::from_millis(1));
         Self {
             min,
@@ -78,7 +78,7 @@ impl Backoff {
     }
 
     /// Back to `min` (after a success).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.min;
     }
 }

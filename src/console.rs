@@ -58,7 +58,7 @@ impl Console {
     }
 
     /// Sets line `key` to `text` (added the first time).
-    pub fn line(&self, key: &str, text: String) {
+    pub(crate) fn line(&self, key: &str, text: String) {
         let Ok(mut lines) = self.lines.lock() else {
             return;
         };

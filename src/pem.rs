@@ -132,7 +132,7 @@ impl<'a> PemSource<'a> {
     }
 
     /// Where errors say the PEM came from.
-    pub fn origin(&self) -> Origin {
+    pub(crate) fn origin(&self) -> Origin {
         match self {
             Self::Inline(_) => Origin::Inline,
             Self::Path(p) => Origin::File(p.to_path_buf()),
@@ -140,7 +140,7 @@ impl<'a> PemSource<'a> {
     }
 
     /// The PEM bytes: the inline text, or the file's content.
-    pub fn read(&self) -> Result<Cow<'a, [u8]>, PemError> {
+    pub(crate) fn read(&self) -> Result<Cow<'a, [u8]>, PemError> {
         match self {
             Self::Inline(text) => Ok(Cow::Borrowed(text.as_bytes())),
             Self::Path(path) => std::fs::read(path).map(Cow::Owned).map_err(|source| {
@@ -165,7 +165,7 @@ pub fn load(value: &str) -> Result<(Cow<'_, [u8]>, Origin), PemError> {
 }
 
 /// The certificates of a value (inline PEM or path); at least one.
-pub fn certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub(crate) fn certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let (pem, origin) = load(value)?;
     parse_certificates(&pem, &origin)
 }

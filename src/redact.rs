@@ -25,7 +25,7 @@ use base64::Engine as _;
 use regex::{NoExpand, Regex};
 
 /// What every masked secret is replaced with.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// Secrets shorter than this are not masked.
 pub(crate) const MIN_MASKED_LEN: usize = 4;
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     /// A set masking each of `secrets` (and its Base64 forms).
-    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+    pub(crate) fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
         let mut fixed = Vec::new();
         for secret in secrets {
             let secret = secret.as_ref();

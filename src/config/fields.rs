@@ -122,7 +122,7 @@ pub struct FieldReader<'a> {
 
 impl<'a> FieldReader<'a> {
     /// Opens a reader on `map`, whose own path is `path` (`""` for the document root).
-    pub fn new(path: impl Into<String>, map: &'a Map<String, Value>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, map: &'a Map<String, Value>) -> Self {
         Self {
             path: path.into(),
             map,
@@ -148,17 +148,17 @@ impl<'a> FieldReader<'a> {
     }
 
     /// This reader's own path.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         &self.path
     }
 
     /// The full path of one of this map's keys.
-    pub fn field(&self, key: &str) -> String {
+    pub(crate) fn field(&self, key: &str) -> String {
         join_key(&self.path, key)
     }
 
     /// Records a problem about one of this map's keys.
-    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let field = self.field(key);
         self.problems.push(Problem {
             field,
@@ -167,7 +167,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// Records a problem with an already-built path (a list element, a nested field).
-    pub fn push(&mut self, problem: Problem) {
+    pub(crate) fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
     }
 
@@ -182,7 +182,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// The keys present in the map, for maps whose keys are names (`outputs`).
-    pub fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
         self.map.keys().map(String::as_str)
     }
 
@@ -203,7 +203,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// Takes a raw value. `null` counts as absent, so `tql:` with nothing after it means "unset".
-    pub fn raw(&mut self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn raw(&mut self, key: &str) -> Option<&'a Value> {
         self.known.insert(key.to_owned());
         self.map.get(key).filter(|v| !v.is_null())
     }
@@ -570,7 +570,7 @@ impl<'a> FieldReader<'a> {
 
     /// A nested map, as its own reader. The caller validates it and hands its
     /// [`finish`](Self::finish) result back with [`absorb`](Self::absorb).
-    pub fn object(&mut self, key: &str) -> Option<FieldReader<'a>> {
+    pub(crate) fn object(&mut self, key: &str) -> Option<FieldReader<'a>> {
         let value = self.raw(key)?;
         match FieldReader::open(self.field(key), value) {
             Ok(reader) => Some(reader),
@@ -582,7 +582,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A list, as `(path, element)` pairs. Absent → `None` without a problem.
-    pub fn list(&mut self, key: &str) -> Option<Vec<(String, &'a Value)>> {
+    pub(crate) fn list(&mut self, key: &str) -> Option<Vec<(String, &'a Value)>> {
         let value = self.raw(key)?;
         let Value::Array(items) = value else {
             self.problem(key, format!("must be a list, got {}", describe(value)));
@@ -599,14 +599,14 @@ impl<'a> FieldReader<'a> {
     }
 
     /// Refuses a key that is recognised but not supported (`processors`).
-    pub fn unsupported(&mut self, key: &str, why: &str) {
+    pub(crate) fn unsupported(&mut self, key: &str, why: &str) {
         if self.raw(key).is_some() {
             self.problem(key, format!("not supported: {why}"));
         }
     }
 
     /// Elastic's `ssl` block. Absent → `None`; with problems → `None` and problems recorded.
-    pub fn ssl(&mut self, key: &str) -> Option<SslConfig> {
+    pub(crate) fn ssl(&mut self, key: &str) -> Option<SslConfig> {
         let value = self.raw(key)?;
         // The integrations' `ssl` variable is YAML text (ThreatQ's default is the comment
         // `#verification_mode: none`): text is read as the YAML it holds, and text that is empty
@@ -866,7 +866,7 @@ pub(crate) fn check_base_url(
 /// `base` with `segments` appended to its path, for the API endpoints of a validated base URL.
 /// Every URL this module accepts is http or https, and such a URL always takes path segments,
 /// so the join cannot fail; building a request URL at run time then only sets its query.
-pub fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
+pub(crate) fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
     let mut url = base.clone();
     if let Ok(mut path) = url.path_segments_mut() {
         path.pop_if_empty().extend(segments);

@@ -6,18 +6,18 @@
 //! settings are in its `source::<platform>::config`. Every problem names its field
 //! (`inputs[0].streams[1].batch_size`), and validation reports **every** problem at once.
 
-pub mod duration;
-pub mod env;
+pub(crate) mod duration;
+pub(crate) mod env;
 pub mod fields;
 pub mod size;
-pub mod yaml;
+pub(crate) mod yaml;
 
 pub use duration::{DurationError, IocExpiration, format_duration, parse_duration};
 pub use fields::FieldReader;
 
 /// What every secret is replaced with wherever a configuration is shown (one marker for
 /// configurations, traces and masked server text).
-pub use crate::redact::REDACTED;
+pub(crate) use crate::redact::REDACTED;
 
 /// The pseudo-field of problems about the file as a whole (unreadable, not YAML).
 pub(crate) const FILE_FIELD: &str = "<file>";
@@ -106,7 +106,7 @@ pub enum TlsVersion {
 
 impl TlsVersion {
     /// The name Beats uses.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Tls12 => "TLSv1.2",
             Self::Tls13 => "TLSv1.3",

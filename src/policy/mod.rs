@@ -7,7 +7,7 @@
 //! The neutral pieces (field reading, durations, `ssl`, problems) are in [`crate::config`]; each
 //! stream's platform settings come from [`crate::source::registry`].
 
-pub mod read;
+pub(crate) mod read;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
