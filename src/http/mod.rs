@@ -155,7 +155,7 @@ impl HttpError {
     }
 
     /// The same error with `secrets` masked in every text that came from the server.
-    pub fn masked(self, secrets: &Secrets) -> Self {
+    pub(crate) fn masked(self, secrets: &Secrets) -> Self {
         let mask = |m: String| secrets.mask_owned(m);
         match self {
             Self::Unauthorized { status, message } => Self::Unauthorized {
@@ -252,7 +252,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// How long to wait after `error` before the next attempt: the server's `Retry-After` of
     /// a 429 (capped at `max_delay`) in place of the backoff's `backoff`.
-    pub fn wait(&self, error: &HttpError, backoff: Duration) -> Duration {
+    pub(crate) fn wait(&self, error: &HttpError, backoff: Duration) -> Duration {
         match error {
             HttpError::RateLimited {
                 retry_after: Some(after),
@@ -335,7 +335,7 @@ impl HttpClient {
 
     /// The stream's secrets, masked in the tracer, in this client's logs and (by the source)
     /// in every error of the stream. A fetched access token is added here.
-    pub fn secrets(&self) -> &Secrets {
+    pub(crate) fn secrets(&self) -> &Secrets {
         &self.secrets
     }
 
@@ -649,7 +649,7 @@ fn refused_redirect(e: &reqwest::Error) -> Option<HttpError> {
 
 /// `scheme://host:port` of a URL: where it goes, without the path or query that could carry
 /// a token.
-pub fn origin(url: &url::Url) -> String {
+pub(crate) fn origin(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or_default();
     match url.port_or_known_default() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -725,7 +725,7 @@ fn error_message(body: &[u8], status: u16, secrets: &Secrets) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()

@@ -52,7 +52,7 @@ impl RequestTracer {
     /// Opens (appends to) the trace file, creating its directory. Traces hold indicator bodies:
     /// the directory is 0700 and the file 0600 whatever the umask, and an existing one is
     /// tightened to those modes.
-    pub fn open(path: &Path, secrets: Secrets) -> Result<Self, HttpBuildError> {
+    pub(crate) fn open(path: &Path, secrets: Secrets) -> Result<Self, HttpBuildError> {
         let err = |source| HttpBuildError::Tracer {
             path: path.to_owned(),
             source,

@@ -4,7 +4,7 @@ use super::*;
 
 /// Target types of the ES `convert` processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvertType {
+pub(crate) enum ConvertType {
     /// Java `toString()`.
     String,
     /// `Long.parseLong` (or `Long.decode` for `0x`/`-0x`).
@@ -19,7 +19,7 @@ pub enum ConvertType {
 
 /// ES `convert`: lists are converted element by element; every other value is converted from
 /// its Java `toString()`. Errors carry the ES message text.
-pub fn convert(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
+pub(crate) fn convert(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
     if let Value::Array(items) = value {
         return items
             .iter()

@@ -4,7 +4,7 @@ use super::*;
 
 /// Input formats of the ES `date` processor that the mappers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DateFormat {
+pub(crate) enum DateFormat {
     /// ES `ISO8601`: `yyyy[-MM[-dd[THH[:mm[:ss[.fff]]]]]][zone]`, no zone = UTC.
     Iso8601,
     /// ES `UNIX`: epoch seconds, possibly fractional.
@@ -167,7 +167,7 @@ pub(crate) fn parse_canonical_utc(text: &str) -> Option<DateTime<Utc>> {
 
 /// ES `date`: parses the value's Java `toString()` with the first matching format and returns
 /// the formatted UTC text.
-pub fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError> {
+pub(crate) fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError> {
     let text: std::borrow::Cow<'_, str> = match value {
         Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
         v => std::borrow::Cow::Owned(java_to_string(v)),

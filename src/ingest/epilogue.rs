@@ -57,7 +57,7 @@ fn is_pruned(value: &Value) -> bool {
 /// ES `fingerprint` (SHA-1, no salt, Base64) over `fields` of `doc`, with `ignore_missing`:
 /// fields sorted by name, each present value fed as `0x00` + its bytes. `None` when every field
 /// is missing or null (ES then leaves the target unset).
-pub fn fingerprint(doc: &Map<String, Value>, fields: &[&str]) -> Option<String> {
+pub(crate) fn fingerprint(doc: &Map<String, Value>, fields: &[&str]) -> Option<String> {
     let mut sorted: Vec<&str> = fields.to_vec();
     sorted.sort_unstable();
     let mut hasher = Sha1::new();

@@ -63,7 +63,7 @@ impl std::ops::Deref for Str<'_> {
 
 impl Str<'_> {
     /// The owned JSON string value.
-    pub fn value(&self) -> Value {
+    pub(crate) fn value(&self) -> Value {
         Value::String(self.0.as_ref().to_owned())
     }
 
@@ -230,7 +230,7 @@ impl<'de> Visitor<'de> for SkipVisitor {
 /// Reads the value of a known key into `slot`; a repeated key is a decoding error (the
 /// reference engine keeps the last one, which the caller then computes instead). A JSON `null`
 /// leaves the slot empty.
-pub fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, key: &str) -> Result<(), A::Error>
+pub(crate) fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, key: &str) -> Result<(), A::Error>
 where
     A: MapAccess<'de>,
     T: de::Deserialize<'de>,
@@ -247,7 +247,7 @@ where
 /// `drop`ped keys of a top-level object are left out without allocating them. Objects become
 /// [`Object`]s with owned keys: no tree is built for what is only passed through.
 #[derive(Clone, Copy)]
-pub struct Without(pub &'static [&'static str]);
+pub(crate) struct Without(pub &'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for Without {
     type Value = Node;

@@ -104,7 +104,7 @@ fn write_number(out: &mut String, n: &Number) {
 }
 
 /// Renders a `{{{path}}}` mustache template over one value: missing or null → `""`.
-pub fn render(value: Option<&Value>) -> String {
+pub(crate) fn render(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(v) => java_to_string(v),

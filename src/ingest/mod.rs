@@ -22,19 +22,19 @@ use sha1::{Digest, Sha1};
 
 mod convert;
 mod dates;
-pub mod doc;
+pub(crate) mod doc;
 mod epilogue;
-pub mod fast;
+pub(crate) mod fast;
 mod java;
-pub mod json;
+pub(crate) mod json;
 mod paths;
 mod strict_json;
 mod uri;
 
-pub use convert::*;
-pub use dates::*;
+pub(crate) use convert::*;
+pub(crate) use dates::*;
 pub use epilogue::*;
-pub use java::*;
+pub(crate) use java::*;
 pub use paths::*;
 pub(crate) use strict_json::*;
 pub(crate) use uri::*;
@@ -55,7 +55,7 @@ pub struct EcsEvent {
 /// A processor failed; the text is what Elasticsearch reports as `_ingest.on_failure_message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct IngestError(pub String);
+pub(crate) struct IngestError(pub String);
 
 /// A processor failure together with the processor's identity, as an `on_failure` handler sees
 /// it (`_ingest.on_failure_processor_type` / `_tag` / `_message`).

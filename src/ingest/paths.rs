@@ -31,7 +31,7 @@ pub fn get<'a>(doc: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 }
 
 /// Mutable access to the value at a dotted `path`.
-pub fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
+pub(crate) fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
     let mut parts = path.split('.');
     let first = parts.next()?;
     let mut cur = doc.get_mut(first)?;
@@ -42,7 +42,7 @@ pub fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mu
 }
 
 /// Whether a field exists at `path` (its value may be null), like ES `hasField`.
-pub fn contains(doc: &Map<String, Value>, path: &str) -> bool {
+pub(crate) fn contains(doc: &Map<String, Value>, path: &str) -> bool {
     get(doc, path).is_some()
 }
 
@@ -63,7 +63,11 @@ pub fn remove(doc: &mut Map<String, Value>, path: &str) -> Option<Value> {
 
 /// Sets `value` at `path`, creating intermediate objects, like ES `setFieldValue`.
 /// Fails when a parent on the way is a scalar or null.
-pub fn set(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), IngestError> {
+pub(crate) fn set(
+    doc: &mut Map<String, Value>,
+    path: &str,
+    value: Value,
+) -> Result<(), IngestError> {
     let slot = slot_mut(doc, path)?;
     *slot = value;
     Ok(())
@@ -196,7 +200,7 @@ pub(crate) fn copy_from(
 /// ES `append`: absent → `[value]`; scalar → promoted to a one-element list; with
 /// `allow_duplicates == false` the value is added only if not already present. A list `value`
 /// is appended element by element.
-pub fn append(
+pub(crate) fn append(
     doc: &mut Map<String, Value>,
     path: &str,
     value: Value,

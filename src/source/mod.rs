@@ -100,7 +100,7 @@ impl RawItems {
     }
 
     /// Every item's JSON text, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.spans
             .iter()
             .map(|s| self.body.get(s.clone()).unwrap_or_default())
@@ -121,7 +121,7 @@ impl RawItems {
     /// Cuts the items into consecutive chunks of at most `max_items` items and, unless one item
     /// alone is larger, `max_bytes` bytes. Each chunk shares the body. An empty page gives one
     /// empty chunk, so that its cursor still travels to the commit.
-    pub fn chunks(&self, max_items: usize, max_bytes: usize) -> Vec<RawItems> {
+    pub(crate) fn chunks(&self, max_items: usize, max_bytes: usize) -> Vec<RawItems> {
         let max_items = max_items.max(1);
         let mut chunks = Vec::new();
         let mut current: Vec<Range<usize>> = Vec::new();
@@ -157,7 +157,7 @@ pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Se
 }
 
 /// The result of work started on the blocking pool, its panic resumed in the caller.
-pub async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
+pub(crate) async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
     match handle.await {
         Ok(value) => value,
         Err(e) => match e.try_into_panic() {
@@ -259,7 +259,7 @@ impl FetchError {
     /// The same error with `secrets` masked in its text: the one place a stream's errors are
     /// cleaned, at the end of each platform's [`Source::fetch`]. Everything downstream (logs,
     /// health, diagnostics, the run's exit message) is built from the masked error.
-    pub fn masked(self, secrets: &Secrets) -> Self {
+    pub(crate) fn masked(self, secrets: &Secrets) -> Self {
         match self {
             Self::Http(e) => Self::Http(e.masked(secrets)),
             Self::InvalidResponse { platform, message } => Self::InvalidResponse {

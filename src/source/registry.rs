@@ -123,7 +123,7 @@ macro_rules! platforms {
         impl SourceConfig {
             /// Reads the settings of a stream of input type `input_type`; `None` when the type
             /// is not registered.
-            pub fn from_fields(
+            pub(crate) fn from_fields(
                 input_type: &str,
                 fields: &mut FieldReader<'_>,
             ) -> Option<Option<Self>> {
@@ -143,21 +143,21 @@ macro_rules! platforms {
             }
 
             /// The effective settings with every secret replaced by `"[REDACTED]"`.
-            pub fn redacted_json(&self) -> Value {
+            pub(crate) fn redacted_json(&self) -> Value {
                 match self {
                     $(Self::$variant(config) => config.redacted_json(),)+
                 }
             }
 
             /// The secrets of the stream, to mask in everything it logs, reports or traces.
-            pub fn secrets(&self) -> Secrets {
+            pub(crate) fn secrets(&self) -> Secrets {
                 match self {
                     $(Self::$variant(config) => config.secrets(),)+
                 }
             }
 
             /// The HTTP settings.
-            pub fn http(&self) -> &HttpConfig {
+            pub(crate) fn http(&self) -> &HttpConfig {
                 match self {
                     $(Self::$variant(config) => config.http(),)+
                 }

@@ -87,7 +87,11 @@ impl Backfill {
     /// Windows `[edges[i], edges[i+1])` with the items estimated in each; the first window
     /// continues `first` (its `seen` and anchor), the others start fresh at their edge.
     /// `None` when fewer than two windows would result (nothing to parallelise).
-    pub fn plan(first: &SweepCursor, edges: &[DateTime<Utc>], estimates: &[u64]) -> Option<Self> {
+    pub(crate) fn plan(
+        first: &SweepCursor,
+        edges: &[DateTime<Utc>],
+        estimates: &[u64],
+    ) -> Option<Self> {
         if edges.len() < 3 {
             return None;
         }
@@ -116,7 +120,7 @@ impl Backfill {
     }
 
     /// Completion in percent (of the estimate), 0–100.
-    pub fn percent(&self) -> u64 {
+    pub(crate) fn percent(&self) -> u64 {
         crate::telemetry::BackfillProgress {
             done: self.done,
             estimated: self.estimated,
@@ -125,7 +129,7 @@ impl Backfill {
     }
 
     /// The window with the most items left, if it is worth splitting (more than `min_items`).
-    pub fn largest(&self, min_items: u64) -> Option<&Window> {
+    pub(crate) fn largest(&self, min_items: u64) -> Option<&Window> {
         self.windows
             .iter()
             .filter(|w| w.remaining() > min_items)
@@ -142,7 +146,7 @@ impl Backfill {
 
     /// Splits window `id` at `at` (a whole second strictly inside it): the window keeps
     /// `[its cursor, at)`, a new window takes `[at, end)`. Returns whether it split.
-    pub fn split(&mut self, id: u32, at: DateTime<Utc>) -> bool {
+    pub(crate) fn split(&mut self, id: u32, at: DateTime<Utc>) -> bool {
         let at = truncate_to_second(at);
         let Some(i) = self.windows.iter().position(|w| w.id == id) else {
             return false;
@@ -170,7 +174,7 @@ impl Backfill {
 
 /// Window edges from K-quantile probes: `lower`, the timestamps found at `resultStart = i·N/K`
 /// (whole seconds, strictly increasing; duplicates from a dense second collapse), and `upper`.
-pub fn edges(
+pub(crate) fn edges(
     lower: DateTime<Utc>,
     quantiles: &[DateTime<Utc>],
     upper: DateTime<Utc>,
@@ -223,7 +227,7 @@ impl Aimd {
     }
 
     /// How many windows may be fetched at once now.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 

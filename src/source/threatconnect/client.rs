@@ -40,7 +40,7 @@ fn query_escape(s: &str) -> String {
 }
 
 /// The `fields` values for the include_* options, in the integration's order (API spec §7).
-pub fn fields(cfg: &ThreatConnectConfig) -> Vec<&'static str> {
+pub(crate) fn fields(cfg: &ThreatConnectConfig) -> Vec<&'static str> {
     let mut fields = Vec::new();
     if cfg.include_group_assoc {
         fields.push("associatedGroups");
@@ -82,7 +82,7 @@ pub(crate) fn bounded_tql(
 }
 
 /// The query string with keys sorted as Go's `url.Values.Encode` does.
-pub fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -> String {
+pub(crate) fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -> String {
     let mut q = String::new();
     append_query(&mut q, fields, result_limit, result_start, tql);
     q

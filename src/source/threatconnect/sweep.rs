@@ -81,7 +81,7 @@ impl SweepCursor {
 
     /// The `resultStart` to request, and the id expected first if an anchor is trusted.
     /// `server_now` is the platform's clock (from its `Date` header), when known.
-    pub fn plan(&self, server_now: DateTime<Utc>) -> Plan {
+    pub(crate) fn plan(&self, server_now: DateTime<Utc>) -> Plan {
         match self.anchor {
             // A watermark at the end of time (a damaged cursor) must not overflow.
             Some(a)
@@ -105,7 +105,7 @@ impl SweepCursor {
 
 /// What to request next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// `resultStart`.
     pub result_start: u32,
     /// The id the first item must have; otherwise the second shifted.
@@ -118,7 +118,7 @@ pub(crate) type ItemKey = Option<(i64, DateTime<Utc>)>;
 
 /// The result of applying one response to a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The anchor moved: re-read the watermark second from its start. Nothing is delivered.
     Rewind,
     /// Deliver `deliver` (indexes into the page), then commit `cursor`.
@@ -137,7 +137,7 @@ pub enum Step {
 /// Applies one page (the keys of its items, in server order) requested with `plan` to `cursor`.
 /// `server_has_more` is whether the response carried a `next` link. Items whose `lastModified`
 /// is after `horizon` (see [`future_horizon`]) are delivered, but do not move the cursor.
-pub fn step(
+pub(crate) fn step(
     cursor: &SweepCursor,
     plan: Plan,
     keys: &[ItemKey],
