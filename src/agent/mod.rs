@@ -10,12 +10,12 @@
 //! [`actions`] (Actions and diagnostics), [`health`] (unit state derivation), [`logging`]
 //! (per-unit log levels), [`structs`] (protobuf `Struct` ⇄ JSON).
 
-pub mod actions;
-pub mod checkin;
+pub(crate) mod actions;
+pub(crate) mod checkin;
 pub mod connection;
 pub mod health;
-pub mod launch;
-pub mod logging;
+pub(crate) mod launch;
+pub(crate) mod logging;
 pub mod structs;
 pub mod units;
 

@@ -15,7 +15,7 @@ pub mod page;
 pub mod server;
 pub mod threatconnect;
 pub mod threatq;
-pub mod values;
+pub(crate) mod values;
 
 /// A poisoned lock only means another request panicked; the data is still consistent enough
 /// for a simulator, so keep serving.

@@ -2,7 +2,7 @@
 //! that lets the poll loop commit the cursor, so a sink returns only once the batch is durable
 //! on its side (NDJSON: written and flushed; OTLP: `Export` returned OK).
 
-pub mod ndjson;
+pub(crate) mod ndjson;
 pub mod otlp;
 
 use std::future::Future;

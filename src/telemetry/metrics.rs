@@ -176,7 +176,7 @@ impl ProcessMetrics {
 }
 
 /// The process's metrics.
-pub fn process() -> &'static ProcessMetrics {
+pub(crate) fn process() -> &'static ProcessMetrics {
     static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(ProcessMetrics::new);
     &PROCESS
 }

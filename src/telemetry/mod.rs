@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::redact::Secrets;
 
 mod events;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod server;
 
 pub use events::{
@@ -491,7 +491,7 @@ impl StreamStatus {
 
     /// How far behind the stream is, for humans: `caught up 12 s ago; next poll in 58 m`,
     /// `backfilling: 40 % (estimated)`, or `first sweep in progress`.
-    pub fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+    pub(crate) fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {
         self.sweeping(|caught| {
             let ago = roughly(now.signed_duration_since(caught.at));
             match caught.next_poll {
@@ -539,7 +539,7 @@ pub struct BackfillProgress {
 
 impl BackfillProgress {
     /// Completion in percent of the estimate, 0–100 (0 while nothing is estimated).
-    pub fn percent(&self) -> u64 {
+    pub(crate) fn percent(&self) -> u64 {
         if self.estimated == 0 {
             return 0;
         }
