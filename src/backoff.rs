@@ -51,7 +51,7 @@ impl Backoff {
 
     /// [`try_new`](Self::try_new) for settings that are already validated: a `max` below `min`
     /// is raised to `min`, a zero `min` becomes 1 ms.
-    pub fn clamped(min: Duration, max: Duration, jitter: bool) -> Self {
+    pub(crate) fn clamped(min: Duration, max: Duration, jitter: bool) -> Self {
         let min = min.max(Duration::from_millis(1));
         Self {
             min,
@@ -62,7 +62,7 @@ impl Backoff {
     }
 
     /// The delay to wait now (jittered if asked), doubling the next one up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.current;
         self.current = self.current.saturating_mul(2).min(self.max);
         if self.jitter {
@@ -73,12 +73,12 @@ impl Backoff {
     }
 
     /// The delay the next [`next_delay`](Self::next_delay) starts from (before jitter).
-    pub fn peek(&self) -> Duration {
+    pub(crate) fn peek(&self) -> Duration {
         self.current
     }
 
     /// Back to `min` (after a success).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.min;
     }
 }

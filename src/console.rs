@@ -25,12 +25,12 @@ pub fn stderr_is_terminal() -> bool {
 static ACTIVE: OnceLock<Arc<Console>> = OnceLock::new();
 
 /// Whether a live display is shown.
-pub fn is_active() -> bool {
+pub(crate) fn is_active() -> bool {
     ACTIVE.get().is_some()
 }
 
 /// Prints `text` on the terminal above the live display, or plainly when there is none.
-pub fn print_above(text: &str) {
+pub(crate) fn print_above(text: &str) {
     match ACTIVE.get() {
         Some(console) => console.multi.suspend(|| eprintln!("{text}")),
         None => eprintln!("{text}"),
@@ -58,7 +58,7 @@ impl Console {
     }
 
     /// Sets line `key` to `text` (added the first time).
-    pub fn line(&self, key: &str, text: String) {
+    pub(crate) fn line(&self, key: &str, text: String) {
         let Ok(mut lines) = self.lines.lock() else {
             return;
         };
@@ -105,7 +105,7 @@ impl Console {
 }
 
 /// What a stream's line says: state, indicators, rate, lag and the last error.
-pub fn stream_line(
+pub(crate) fn stream_line(
     labels: &StreamLabels,
     status: &StreamStatus,
     elapsed: Duration,

@@ -9,12 +9,12 @@ use std::io;
 use std::path::Path;
 
 /// Mode of every directory we create.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of every file we create.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and its missing parents with mode 0700, and tightens `dir` itself to 0700.
-pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
@@ -24,7 +24,7 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 
 /// Creates `dir` and its missing parents with mode 0700, leaving directories that already exist
 /// as they are: for places the user chose (an output file's directory may be `.` or `/tmp`).
-pub fn create_missing_private_dirs(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_missing_private_dirs(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
@@ -39,7 +39,7 @@ pub fn create_missing_private_dirs(dir: &Path) -> io::Result<()> {
 }
 
 /// [`open_private_append`], first creating the file's missing parent directories (0700).
-pub fn open_private_append_creating_dirs(path: &Path) -> io::Result<File> {
+pub(crate) fn open_private_append_creating_dirs(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         create_missing_private_dirs(dir)?;
     }
@@ -47,7 +47,7 @@ pub fn open_private_append_creating_dirs(path: &Path) -> io::Result<File> {
 }
 
 /// Options that create a file with mode 0600 (the umask can only remove bits from it).
-pub fn private_options() -> OpenOptions {
+pub(crate) fn private_options() -> OpenOptions {
     let mut options = OpenOptions::new();
     #[cfg(unix)]
     {
@@ -58,7 +58,7 @@ pub fn private_options() -> OpenOptions {
 }
 
 /// Opens `path` for appending, creating it 0600, and tightens an existing file to 0600.
-pub fn open_private_append(path: &Path) -> io::Result<File> {
+pub(crate) fn open_private_append(path: &Path) -> io::Result<File> {
     let file = private_options().create(true).append(true).open(path)?;
     restrict_file(&file)?;
     Ok(file)
@@ -77,7 +77,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
 }
 
 /// Tightens an open file to 0600 when it has any group or other bit.
-pub fn restrict_file(file: &File) -> io::Result<()> {
+pub(crate) fn restrict_file(file: &File) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -92,7 +92,7 @@ pub fn restrict_file(file: &File) -> io::Result<()> {
 }
 
 /// Sets `path`'s permission bits to `mode` when they differ.
-pub fn restrict(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn restrict(path: &Path, mode: u32) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -120,7 +120,7 @@ const MAX_COMPONENT: usize = 160;
 /// result never holds a `/`, is never `.` or `..`, and never names a hidden file. Distinct ids
 /// give distinct names; one longer than 160 bytes is cut and ends in `~` and a hash of the id
 /// (`~` never appears otherwise).
-pub fn path_component(id: &str) -> String {
+pub(crate) fn path_component(id: &str) -> String {
     use sha2::Digest as _;
     let mut encoded = percent_encoding::utf8_percent_encode(id, PATH_SAFE).to_string();
     if encoded.starts_with('.') {

@@ -2,6 +2,7 @@
 //! ECS exactly as Elastic's ingest pipelines do, and delivers them with durable cursors.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
 
 /// Messages of the Elastic Agent V2 component protocol, generated from `proto/`.
 pub mod proto;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod ingest;
 pub mod pem;
 pub mod pipeline;
+pub mod policy;
 pub mod poll;
 pub mod redact;
 pub mod runner;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use ti_sidecar::config::{self, IocExpiration};
 use ti_sidecar::ingest::EcsEvent;
 use ti_sidecar::ingest::MapOptions;
+use ti_sidecar::policy;
 use ti_sidecar::runner::{self, RunOptions};
 use ti_sidecar::source::registry::{PLATFORMS, PlatformInfo};
 
@@ -289,7 +290,7 @@ async fn dispatch(
             state_dir,
             once,
         } => {
-            let cfg = match config::load_file(&config) {
+            let cfg = match policy::load_file(&config) {
                 Ok(c) => c,
                 Err(problems) => {
                     report_problems(&problems);
@@ -447,7 +448,7 @@ fn report_problems(problems: &config::Problems) {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    match config::load_file(path) {
+    match policy::load_file(path) {
         Ok(cfg) => {
             let streams: usize = cfg.inputs.iter().map(|i| i.streams.len()).sum();
             println!(

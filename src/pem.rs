@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Where a PEM value comes from.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum PemSource<'a> {
+pub(crate) enum PemSource<'a> {
     /// The value is the PEM text itself.
     Inline(&'a str),
     /// The value names a file holding PEM.
@@ -123,7 +123,7 @@ pub enum PemError {
 
 impl<'a> PemSource<'a> {
     /// Inline PEM when the value holds `-----BEGIN` or a line break, a path otherwise.
-    pub fn classify(value: &'a str) -> Self {
+    pub(crate) fn classify(value: &'a str) -> Self {
         if value.contains("-----BEGIN") || value.contains(['\n', '\r']) {
             Self::Inline(value)
         } else {
@@ -132,7 +132,7 @@ impl<'a> PemSource<'a> {
     }
 
     /// Where errors say the PEM came from.
-    pub fn origin(&self) -> Origin {
+    pub(crate) fn origin(&self) -> Origin {
         match self {
             Self::Inline(_) => Origin::Inline,
             Self::Path(p) => Origin::File(p.to_path_buf()),
@@ -140,7 +140,7 @@ impl<'a> PemSource<'a> {
     }
 
     /// The PEM bytes: the inline text, or the file's content.
-    pub fn read(&self) -> Result<Cow<'a, [u8]>, PemError> {
+    pub(crate) fn read(&self) -> Result<Cow<'a, [u8]>, PemError> {
         match self {
             Self::Inline(text) => Ok(Cow::Borrowed(text.as_bytes())),
             Self::Path(path) => std::fs::read(path).map(Cow::Owned).map_err(|source| {
@@ -165,14 +165,14 @@ pub fn load(value: &str) -> Result<(Cow<'_, [u8]>, Origin), PemError> {
 }
 
 /// The certificates of a value (inline PEM or path); at least one.
-pub fn certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub(crate) fn certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let (pem, origin) = load(value)?;
     parse_certificates(&pem, &origin)
 }
 
 /// The first private key of a value (inline PEM or path); an encrypted PKCS#8 key
 /// (`ENCRYPTED PRIVATE KEY`) is decrypted with `passphrase`.
-pub fn private_key(
+pub(crate) fn private_key(
     value: &str,
     passphrase: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, PemError> {
@@ -182,7 +182,7 @@ pub fn private_key(
 
 /// The key as unencrypted PEM, for APIs that take PEM (tonic's `Identity`): the text as given
 /// when it is not encrypted, otherwise the decrypted PKCS#8 key re-encoded.
-pub fn private_key_pem(
+pub(crate) fn private_key_pem(
     value: &str,
     passphrase: Option<&str>,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, PemError> {
@@ -241,7 +241,7 @@ fn decrypt(
 }
 
 /// The certificates in PEM bytes; at least one.
-pub fn parse_certificates(
+pub(crate) fn parse_certificates(
     pem: &[u8],
     origin: &Origin,
 ) -> Result<Vec<CertificateDer<'static>>, PemError> {
@@ -257,7 +257,7 @@ pub fn parse_certificates(
 }
 
 /// The first private key in PEM bytes; an encrypted PKCS#8 key is decrypted with `passphrase`.
-pub fn parse_private_key(
+pub(crate) fn parse_private_key(
     pem: &[u8],
     origin: &Origin,
     passphrase: Option<&str>,

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StreamConfig;
 use crate::http::{HttpBuildError, HttpClient, RetryPolicy};
+use crate::policy::StreamConfig;
 use crate::poll::{Outcome, PollError, Poller, Schedule};
 use crate::sink::Sink;
 use crate::source::Source;
@@ -54,7 +54,7 @@ pub struct RunOptions {
 
 /// Where a stream's request trace goes: always directly inside `<state_dir>/request-trace`,
 /// whatever the ids hold (they come from the policy; see [`crate::fsutil::path_component`]).
-pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf {
+pub(crate) fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf {
     use crate::fsutil::path_component;
     state_dir.join("request-trace").join(format!(
         "{}--{}.ndjson",
@@ -64,7 +64,8 @@ pub fn trace_path(state_dir: &Path, input_id: &str, stream_id: &str) -> PathBuf 
 }
 
 /// A stream's poll loop, ready to spawn (the platform's `Poller::run`).
-pub type StreamLoop = Pin<Box<dyn Future<Output = Result<Outcome, PollError>> + Send + 'static>>;
+pub(crate) type StreamLoop =
+    Pin<Box<dyn Future<Output = Result<Outcome, PollError>> + Send + 'static>>;
 
 /// A poll loop whose panic ends it with [`PollError::Crashed`] instead of unwinding out of the
 /// task, where standalone mode would count it as success and a unit would never leave
@@ -96,7 +97,7 @@ impl Future for CatchPanic {
 }
 
 /// Wraps a poll loop so that a panic inside it is a [`PollError::Crashed`] of `stream`.
-pub fn catch_panic(stream: &str, inner: StreamLoop) -> StreamLoop {
+pub(crate) fn catch_panic(stream: &str, inner: StreamLoop) -> StreamLoop {
     Box::pin(CatchPanic {
         stream: stream.to_owned(),
         inner,
@@ -105,7 +106,7 @@ pub fn catch_panic(stream: &str, inner: StreamLoop) -> StreamLoop {
 
 /// What every stream's poll loop needs, whatever its platform and sink. Shared by standalone
 /// mode and the agent's input units.
-pub struct StreamPoller<'a, K: Sink> {
+pub(crate) struct StreamPoller<'a, K: Sink> {
     /// The input (or agent unit) the stream belongs to; first half of its cursor key.
     pub input_id: &'a str,
     /// The validated stream.
@@ -151,7 +152,7 @@ impl<'c, K: Sink> PlatformVisitor<'c> for Build<'_, K> {
 impl<K: Sink> StreamPoller<'_, K> {
     /// Builds the platform's source and HTTP client and returns the poll loop, which runs until
     /// `shutdown` (finishing and committing the batch in flight).
-    pub fn into_loop(self, shutdown: CancellationToken) -> Result<StreamLoop, BuildError> {
+    pub(crate) fn into_loop(self, shutdown: CancellationToken) -> Result<StreamLoop, BuildError> {
         for note in self.stream.source.http().security_notes() {
             self.counters.add_note(&self.stream.identity.id, note);
         }

@@ -31,10 +31,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::StreamIdentity;
 use crate::config::size::MIB;
 use crate::error::{Classify as _, ErrorKind};
 use crate::ingest::EcsEvent;
+use crate::policy::StreamIdentity;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};
 use crate::state::{StateError, StateStore};
@@ -46,7 +46,7 @@ pub const CHUNK_ITEMS: usize = 500;
 /// document tree is several times its raw size, and a few chunks are mapped at once: 1 MiB keeps
 /// that small when indicators carry every association (tens of KB each), and still holds
 /// hundreds of plain indicators.
-pub const CHUNK_BYTES: usize = MIB as usize;
+pub(crate) const CHUNK_BYTES: usize = MIB as usize;
 
 /// How many chunks may be mapped, or wait mapped to be sent, at once (beyond the one being
 /// sent): one per core to keep every core mapping, plus one so that the sender never waits

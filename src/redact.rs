@@ -25,10 +25,10 @@ use base64::Engine as _;
 use regex::{NoExpand, Regex};
 
 /// What every masked secret is replaced with.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// Secrets shorter than this are not masked.
-pub const MIN_MASKED_LEN: usize = 4;
+pub(crate) const MIN_MASKED_LEN: usize = 4;
 
 /// Fetched access tokens kept for masking: the current one and the one before (an answer to a
 /// request made with it may still come in).
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     /// A set masking each of `secrets` (and its Base64 forms).
-    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+    pub(crate) fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
         let mut fixed = Vec::new();
         for secret in secrets {
             let secret = secret.as_ref();
@@ -82,7 +82,7 @@ impl Secrets {
 
     /// [`new`](Self::new) plus the `Authorization: Basic` forms of `client_id:secret`, raw and
     /// form-urlencoded (the OAuth2 client-credentials style).
-    pub fn with_basic_credentials<S: AsRef<str>>(
+    pub(crate) fn with_basic_credentials<S: AsRef<str>>(
         secrets: impl IntoIterator<Item = S>,
         client_id: &str,
         secret: &str,
@@ -118,7 +118,7 @@ impl Secrets {
     }
 
     /// Masks a fetched access token from now on (the previous one stays masked too).
-    pub fn add_token(&self, token: &str) {
+    pub(crate) fn add_token(&self, token: &str) {
         if token.len() < MIN_MASKED_LEN {
             return;
         }
@@ -135,7 +135,7 @@ impl Secrets {
     }
 
     /// `text` with every form of every secret replaced by `[REDACTED]`.
-    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let Ok(inner) = self.inner.read() else {
             return Cow::Borrowed(text);
         };
@@ -151,12 +151,12 @@ impl Secrets {
     /// Server text as it may be shown (in an error, a log line, a health message): masked
     /// first, then cut to [`crate::text::MAX_SERVER_TEXT`], so a secret straddling the cut
     /// leaves no piece behind.
-    pub fn mask_bounded(&self, text: &str) -> String {
+    pub(crate) fn mask_bounded(&self, text: &str) -> String {
         crate::text::bounded(&self.mask(text)).into_owned()
     }
 
     /// [`mask`](Self::mask) for owned text.
-    pub fn mask_owned(&self, text: String) -> String {
+    pub(crate) fn mask_owned(&self, text: String) -> String {
         match self.mask(&text) {
             Cow::Borrowed(_) => text,
             Cow::Owned(masked) => masked,

@@ -8,8 +8,8 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::config::Config;
 use crate::pipeline::{BuildError, StreamPoller};
+use crate::policy::Config;
 use crate::poll::{Outcome, PollError};
 use crate::sink::{AnySink, SinkError};
 use crate::state::{StateError, StateStore};

@@ -171,7 +171,7 @@ impl StateStore {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -469,7 +469,7 @@ fn guarded<T>(path: &Path, call: impl FnOnce() -> Result<T, StateError>) -> Resu
 }
 
 /// The store key of a stream's cursor.
-pub fn cursor_key(input_id: &str, stream_id: &str) -> String {
+pub(crate) fn cursor_key(input_id: &str, stream_id: &str) -> String {
     format!("{input_id}/{stream_id}")
 }
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 /// The most bytes of server-supplied text copied into an error, a log line or a health message.
-pub const MAX_SERVER_TEXT: usize = 1024;
+pub(crate) const MAX_SERVER_TEXT: usize = 1024;
 
 /// `text` cut to [`MAX_SERVER_TEXT`] bytes (on a char boundary) with a `…[N more bytes]` marker.
 pub fn bounded(text: &str) -> Cow<'_, str> {
@@ -12,7 +12,7 @@ pub fn bounded(text: &str) -> Cow<'_, str> {
 }
 
 /// `text` cut to at most `max` bytes (on a char boundary) with a marker saying how much was cut.
-pub fn bounded_to(text: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn bounded_to(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }
@@ -28,7 +28,7 @@ pub fn bounded_to(text: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// [`bounded`] for owned text.
-pub fn bound_owned(text: String) -> String {
+pub(crate) fn bound_owned(text: String) -> String {
     match bounded(&text) {
         Cow::Borrowed(_) => text,
         Cow::Owned(cut) => cut,
@@ -36,7 +36,7 @@ pub fn bound_owned(text: String) -> String {
 }
 
 /// The message a panic carried (a `&str` or `String` payload), bounded.
-pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .copied()
@@ -48,7 +48,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// A JSON decoding error as its kind and position only. serde's own text can quote the
 /// offending value (`invalid type: string "…"`), which may be anything the server sent,
 /// a secret it echoed included.
-pub fn json_error(e: &serde_json::Error) -> String {
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Syntax => "not valid JSON",
         serde_json::error::Category::Data => "unexpected JSON type or value",

@@ -7,9 +7,9 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
-use ti_sidecar::config::{
-    self, Config, OutputConfig, Problem, SourceConfig, VerificationMode, load_str,
-};
+use ti_sidecar::config::{self, Problem, VerificationMode};
+use ti_sidecar::policy::{self, Config, OutputConfig, load_str};
+use ti_sidecar::source::registry::SourceConfig;
 
 const SECRET: &str = "TOPSECRET-hmac-key$$with-dollars";
 const SSL_KEY_PEM: &str =
@@ -554,7 +554,7 @@ inputs:
         OutputConfig::Otlp {
             endpoint: "127.0.0.1:4317".into(),
             ssl: None,
-            retry_max_elapsed: ti_sidecar::config::default_otlp_retry_max_elapsed(),
+            retry_max_elapsed: ti_sidecar::policy::default_otlp_retry_max_elapsed(),
         }
     );
     assert_eq!(config.inputs.len(), 2);
@@ -737,7 +737,7 @@ fn load_file_reads_expands_and_reports_file_problems() {
             .as_bytes(),
     )
     .expect("write");
-    let problems = config::load_file(file.path())
+    let problems = policy::load_file(file.path())
         .expect_err("variable is unset")
         .0;
     assert_eq!(problems.len(), 1, "{problems:#?}");
@@ -748,7 +748,7 @@ fn load_file_reads_expands_and_reports_file_problems() {
             .contains("TI_SIDECAR_TEST_SURELY_UNSET_VAR")
     );
 
-    let missing = config::load_file(std::path::Path::new("/nonexistent/ti-sidecar.yml"))
+    let missing = policy::load_file(std::path::Path::new("/nonexistent/ti-sidecar.yml"))
         .expect_err("no file")
         .0;
     assert_eq!(missing.len(), 1);
@@ -758,7 +758,7 @@ fn load_file_reads_expands_and_reports_file_problems() {
     let mut bad = tempfile::NamedTempFile::new().expect("temp file");
     bad.write_all(b"inputs:\n  - id: a\n   type: b\n")
         .expect("write");
-    let syntax = config::load_file(bad.path()).expect_err("bad yaml").0;
+    let syntax = policy::load_file(bad.path()).expect_err("bad yaml").0;
     assert_eq!(syntax.len(), 1);
     assert_eq!(syntax[0].field, "<file>");
     assert!(syntax[0].message.contains("line 3"), "{syntax:?}");
@@ -784,12 +784,12 @@ fn agent_unit_source_validates_alone() {
             "batch_size": 500,
         }],
     });
-    let input = config::input_from_value(&source).unwrap_or_else(|p| panic!("{p}"));
+    let input = policy::input_from_value(&source).unwrap_or_else(|p| panic!("{p}"));
     assert_eq!(input.streams.len(), 1);
 
     let mut bad = source.clone();
     bad["streams"][0]["batch_size"] = serde_json::json!(0);
-    let problems = config::input_from_value(&bad).expect_err("invalid").0;
+    let problems = policy::input_from_value(&bad).expect_err("invalid").0;
     assert_eq!(problems[0].field, "streams[0].batch_size");
 }
 

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use ti_sidecar::agent::structs::struct_to_json;
-use ti_sidecar::config::StreamIdentity;
 use ti_sidecar::host::certs::{Authority, PeerCert, new_server_name};
 use ti_sidecar::host::policy::{self, Policy};
 use ti_sidecar::host::receiver::EventsReceiver;
 use ti_sidecar::host::server::Reconciler;
 use ti_sidecar::ingest::EcsEvent;
+use ti_sidecar::policy::StreamIdentity;
 use ti_sidecar::proto::{CheckinObserved, State, UnitLogLevel, UnitObserved, UnitType};
 use ti_sidecar::sink::otlp::{OtlpOptions, OtlpSink};
 use ti_sidecar::sink::{Batch, Sink};

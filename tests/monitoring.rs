@@ -215,7 +215,7 @@ fn a_remote_bind_needs_allow_remote() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("monitoring:\n  http:\n    enabled: true\n    host: 0.0.0.0\n");
     std::fs::write(&config, &text).unwrap();
-    let problems = ti_sidecar::config::load_file_with_env(&config, &|_| Some("x".into()))
+    let problems = ti_sidecar::policy::load_file_with_env(&config, &|_| Some("x".into()))
         .expect_err("refused");
     let shown = problems.to_string();
     assert!(shown.contains("monitoring.http.host"), "{shown}");
@@ -223,7 +223,7 @@ fn a_remote_bind_needs_allow_remote() {
 
     std::fs::write(&config, format!("{text}    allow_remote: true\n")).unwrap();
     let loaded =
-        ti_sidecar::config::load_file_with_env(&config, &|_| Some("x".into())).expect("allowed");
+        ti_sidecar::policy::load_file_with_env(&config, &|_| Some("x".into())).expect("allowed");
     let m = loaded.monitoring.expect("enabled");
     assert_eq!(m.host.to_string(), "0.0.0.0");
     assert_eq!(m.port, 5066, "the Beats default port");
@@ -233,7 +233,7 @@ fn a_remote_bind_needs_allow_remote() {
         format!("{text}    allow_remote: true\n    port: 70000\n"),
     )
     .unwrap();
-    let problems = ti_sidecar::config::load_file_with_env(&config, &|_| Some("x".into()))
+    let problems = ti_sidecar::policy::load_file_with_env(&config, &|_| Some("x".into()))
         .expect_err("port out of range");
     assert!(
         problems.to_string().contains("monitoring.http.port"),

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use ti_sidecar::config::StreamIdentity;
 use ti_sidecar::ingest::EcsEvent;
+use ti_sidecar::policy::StreamIdentity;
 use ti_sidecar::sink::otlp::{OtlpOptions, OtlpSink, any_value_to_json};
 use ti_sidecar::sink::{Batch, Sink, SinkError};
 

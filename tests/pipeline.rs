@@ -14,9 +14,9 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use ti_sidecar::config::StreamIdentity;
 use ti_sidecar::http::HttpError;
 use ti_sidecar::ingest::EcsEvent;
+use ti_sidecar::policy::StreamIdentity;
 use ti_sidecar::poll::{CHUNK_ITEMS, Outcome, PollError, Poller, Schedule, chunks_in_flight};
 use ti_sidecar::sink::{Batch, Sink, SinkError};
 use ti_sidecar::source::{FetchError, Mapper, Page, RawItems, Source};

@@ -475,7 +475,7 @@ async fn oversized_next_cursor_mark_is_refused_and_never_committed() {
         events = events.display().to_string(),
         host = server.uri(),
     );
-    let config = ti_sidecar::config::load_str(&yaml, &|_| None).unwrap();
+    let config = ti_sidecar::policy::load_str(&yaml, &|_| None).unwrap();
     let options = RunOptions {
         state_dir: dir.path().join("state"),
         once: true,

@@ -17,7 +17,7 @@ use crate::proto::action_response::Status;
 use crate::proto::{ActionDiagnosticUnitResult, ActionRequest, ActionResponse};
 
 /// The Actions side of the component.
-pub struct ActionsLoop {
+pub(crate) struct ActionsLoop {
     client: AgentClient,
     token: String,
     units: UnitManager,

@@ -28,7 +28,7 @@ use crate::proto::{
 };
 
 /// The longest gap between two check-ins (the Agent's watchdog period is 30 s).
-pub const CHECKIN_INTERVAL: Duration = Duration::from_secs(25);
+pub(crate) const CHECKIN_INTERVAL: Duration = Duration::from_secs(25);
 
 /// How often health is re-derived to spot DEGRADED/HEALTHY transitions.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
@@ -125,7 +125,7 @@ impl Reconnect {
 
 /// Reassembles chunked `CheckinExpected` messages (spec §5.7).
 #[derive(Debug, Default)]
-pub struct ChunkAssembler {
+pub(crate) struct ChunkAssembler {
     pending: Option<CheckinExpected>,
 }
 
@@ -205,7 +205,7 @@ pub fn version_info() -> CheckinObservedVersionInfo {
 }
 
 /// The CheckinV2 side of the component.
-pub struct CheckinLoop {
+pub(crate) struct CheckinLoop {
     /// The client (shared channel).
     pub client: AgentClient,
     /// The component token (a secret: never logged).
@@ -315,7 +315,7 @@ async fn next_message(
 }
 
 /// Used by the actions loop too: the error text of a failed call.
-pub fn status_text(status: &tonic::Status) -> String {
+pub(crate) fn status_text(status: &tonic::Status) -> String {
     let mut text = format!("{}: {}", status.code(), status.message());
     if let Some(source) = std::error::Error::source(status) {
         text.push_str(": ");

@@ -14,7 +14,7 @@ use crate::proto::StartUpInfo;
 use crate::proto::elastic_agent_client::ElasticAgentClient;
 
 /// The Agent's default `max_message_size` (100 MiB), used when the StartUpInfo leaves it 0.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 100 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 100 * 1024 * 1024;
 
 /// The channel could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum ConnectionError {
 }
 
 /// The generated client with both size limits set.
-pub type AgentClient = ElasticAgentClient<Channel>;
+pub(crate) type AgentClient = ElasticAgentClient<Channel>;
 
 /// Where to dial.
 enum Target {
@@ -121,7 +121,7 @@ fn configure(endpoint: Endpoint, info: &StartUpInfo) -> Result<Endpoint, Connect
 
 /// A lazily connecting channel: gRPC re-dials by itself after a break, so the check-in and
 /// actions loops just reopen their streams on it.
-pub fn channel_lazy(info: &StartUpInfo) -> Result<Channel, ConnectionError> {
+pub(crate) fn channel_lazy(info: &StartUpInfo) -> Result<Channel, ConnectionError> {
     Ok(match target(info)? {
         Target::Tcp(endpoint) => configure(endpoint, info)?.connect_lazy(),
         Target::Unix(endpoint, path) => {
@@ -165,7 +165,7 @@ fn unix_connector(
 }
 
 /// An error and its sources on one line (tonic's transport errors hide the cause otherwise).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

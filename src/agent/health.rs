@@ -15,7 +15,7 @@ use crate::telemetry::StreamStatus;
 use crate::text::{bound_owned, bounded};
 
 /// Consecutive failed attempts of one stream before its unit turns DEGRADED.
-pub const DEGRADED_AFTER: u64 = 3;
+pub(crate) const DEGRADED_AFTER: u64 = 3;
 
 /// A unit's reported health.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +30,7 @@ pub struct Health {
 
 /// One stream's state: FAILED once it stopped for good, DEGRADED after [`DEGRADED_AFTER`]
 /// failures in a row, else HEALTHY.
-pub fn stream_state(status: &StreamStatus) -> State {
+pub(crate) fn stream_state(status: &StreamStatus) -> State {
     if status.fatal.is_some() {
         State::Failed
     } else if status.consecutive_failures >= DEGRADED_AFTER {

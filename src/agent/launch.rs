@@ -85,7 +85,7 @@ pub fn read_start_up_info<R: Read>(mut input: R) -> Result<StartUpInfo, LaunchEr
 }
 
 /// Decodes and checks a `StartUpInfo`: V2 must be offered and the TLS material present.
-pub fn decode_start_up_info(bytes: &[u8]) -> Result<StartUpInfo, LaunchError> {
+pub(crate) fn decode_start_up_info(bytes: &[u8]) -> Result<StartUpInfo, LaunchError> {
     if bytes.is_empty() {
         return Err(LaunchError::Empty);
     }

@@ -14,7 +14,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::proto::UnitLogLevel;
 
 /// The level a `UnitLogLevel` maps to.
-pub fn level_filter(level: UnitLogLevel) -> LevelFilter {
+pub(crate) fn level_filter(level: UnitLogLevel) -> LevelFilter {
     match level {
         UnitLogLevel::Error => LevelFilter::ERROR,
         UnitLogLevel::Warn => LevelFilter::WARN,

@@ -10,12 +10,12 @@
 //! [`actions`] (Actions and diagnostics), [`health`] (unit state derivation), [`logging`]
 //! (per-unit log levels), [`structs`] (protobuf `Struct` ⇄ JSON).
 
-pub mod actions;
-pub mod checkin;
+pub(crate) mod actions;
+pub(crate) mod checkin;
 pub mod connection;
 pub mod health;
-pub mod launch;
-pub mod logging;
+pub(crate) mod launch;
+pub(crate) mod logging;
 pub mod structs;
 pub mod units;
 
@@ -34,7 +34,7 @@ pub use launch::{LaunchArgs, LaunchError, parse_args, read_start_up_info};
 pub use logging::UnitLevels;
 
 /// How long units get to finish their batch and commit on SIGTERM (the Agent waits 25 s).
-pub const STOP_GRACE: Duration = Duration::from_secs(20);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Why the component exits with an error (the Agent then restarts it).
 #[derive(Debug, thiserror::Error)]

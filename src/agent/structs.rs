@@ -33,7 +33,7 @@ fn value_to_json(v: &PValue) -> Value {
 }
 
 /// A JSON value as a protobuf `Value`.
-pub fn json_to_value(v: &Value) -> PValue {
+pub(crate) fn json_to_value(v: &Value) -> PValue {
     let kind = match v {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
@@ -48,7 +48,7 @@ pub fn json_to_value(v: &Value) -> PValue {
 }
 
 /// A JSON object as a protobuf `Struct`.
-pub fn json_to_struct(o: &Map<String, Value>) -> Struct {
+pub(crate) fn json_to_struct(o: &Map<String, Value>) -> Struct {
     Struct {
         fields: o
             .iter()

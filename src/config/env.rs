@@ -18,7 +18,7 @@ use super::fields::{join_index, join_key};
 
 /// Expands `${VAR}` in every string of `value`, looking variables up with `lookup`.
 /// Returns the expanded tree and every problem found.
-pub fn expand_tree(
+pub(crate) fn expand_tree(
     value: &Value,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> (Value, Vec<Problem>) {
@@ -77,7 +77,7 @@ fn is_var_name(name: &str) -> bool {
 
 /// Expands one string. On failure returns one message per bad reference; messages name the
 /// variable but never quote the string itself.
-pub fn expand_str(
+pub(crate) fn expand_str(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<String>> {
@@ -127,7 +127,7 @@ pub fn expand_str(
 }
 
 /// Looks a variable up in the process environment; a non-UTF-8 value counts as unset.
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 

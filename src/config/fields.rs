@@ -24,17 +24,18 @@ use super::{Problem, SslConfig, TlsVersion, VerificationMode};
 
 /// The largest duration any option accepts (100 years): anything above is a typo, and it keeps
 /// date arithmetic (`now - initial_interval`) far from overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
 /// Durations that must be strictly positive (`interval`, `http_client_timeout`, ...).
-pub const POSITIVE_DURATION: RangeInclusive<Duration> = Duration::from_nanos(1)..=MAX_DURATION;
+pub(crate) const POSITIVE_DURATION: RangeInclusive<Duration> =
+    Duration::from_nanos(1)..=MAX_DURATION;
 
 /// Durations where zero is meaningful (`initial_interval`: start from now).
-pub const NON_NEGATIVE_DURATION: RangeInclusive<Duration> = Duration::ZERO..=MAX_DURATION;
+pub(crate) const NON_NEGATIVE_DURATION: RangeInclusive<Duration> = Duration::ZERO..=MAX_DURATION;
 
 /// Joins a parent path and a key: `("inputs[0]", "id")` → `inputs[0].id`, `("", "inputs")` →
 /// `inputs`.
-pub fn join_key(parent: &str, key: &str) -> String {
+pub(crate) fn join_key(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_owned()
     } else {
@@ -43,12 +44,12 @@ pub fn join_key(parent: &str, key: &str) -> String {
 }
 
 /// Joins a parent path and a list index: `("inputs", 0)` → `inputs[0]`.
-pub fn join_index(parent: &str, index: usize) -> String {
+pub(crate) fn join_index(parent: &str, index: usize) -> String {
     format!("{parent}[{index}]")
 }
 
 /// Describes a value for a problem message: its kind and, for scalars, the value itself.
-pub fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".to_owned(),
         Value::Bool(b) => format!("boolean {b}"),
@@ -60,7 +61,7 @@ pub fn describe(value: &Value) -> String {
 }
 
 /// Describes only the kind of a value, for secret fields whose value must never be echoed.
-pub fn describe_kind(value: &Value) -> &'static str {
+pub(crate) fn describe_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -72,7 +73,7 @@ pub fn describe_kind(value: &Value) -> &'static str {
 }
 
 /// Hides the password of a URL's user info (`http://user:[REDACTED]@proxy:3128/`).
-pub fn redact_url(url: &Url) -> String {
+pub(crate) fn redact_url(url: &Url) -> String {
     if url.password().is_some() {
         let mut shown = url.clone();
         // Setting a password only fails for URLs that cannot carry one, and those have none.
@@ -121,7 +122,7 @@ pub struct FieldReader<'a> {
 
 impl<'a> FieldReader<'a> {
     /// Opens a reader on `map`, whose own path is `path` (`""` for the document root).
-    pub fn new(path: impl Into<String>, map: &'a Map<String, Value>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, map: &'a Map<String, Value>) -> Self {
         Self {
             path: path.into(),
             map,
@@ -147,17 +148,17 @@ impl<'a> FieldReader<'a> {
     }
 
     /// This reader's own path.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         &self.path
     }
 
     /// The full path of one of this map's keys.
-    pub fn field(&self, key: &str) -> String {
+    pub(crate) fn field(&self, key: &str) -> String {
         join_key(&self.path, key)
     }
 
     /// Records a problem about one of this map's keys.
-    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let field = self.field(key);
         self.problems.push(Problem {
             field,
@@ -166,43 +167,43 @@ impl<'a> FieldReader<'a> {
     }
 
     /// Records a problem with an already-built path (a list element, a nested field).
-    pub fn push(&mut self, problem: Problem) {
+    pub(crate) fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
     }
 
     /// Takes over problems found by someone else (a nested reader, a cross-field check).
-    pub fn absorb(&mut self, problems: impl IntoIterator<Item = Problem>) {
+    pub(crate) fn absorb(&mut self, problems: impl IntoIterator<Item = Problem>) {
         self.problems.extend(problems);
     }
 
     /// Whether any problem has been recorded so far.
-    pub fn has_problems(&self) -> bool {
+    pub(crate) fn has_problems(&self) -> bool {
         !self.problems.is_empty()
     }
 
     /// The keys present in the map, for maps whose keys are names (`outputs`).
-    pub fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
         self.map.keys().map(String::as_str)
     }
 
     /// A string value, read without marking the key as checked (to choose how to read the rest).
-    pub fn peek_str(&self, key: &str) -> Option<&'a str> {
+    pub(crate) fn peek_str(&self, key: &str) -> Option<&'a str> {
         self.map.get(key).and_then(Value::as_str)
     }
 
     /// Accepts every key of the map without checking it (used once the map's type is already
     /// reported as unsupported, so its other keys are not reported too).
-    pub fn accept_rest(&mut self) {
+    pub(crate) fn accept_rest(&mut self) {
         self.known.extend(self.map.keys().cloned());
     }
 
     /// Marks keys as accepted and deliberately ignored (envelope keys of an Agent policy).
-    pub fn ignore(&mut self, keys: &[&str]) {
+    pub(crate) fn ignore(&mut self, keys: &[&str]) {
         self.known.extend(keys.iter().map(|k| (*k).to_owned()));
     }
 
     /// Takes a raw value. `null` counts as absent, so `tql:` with nothing after it means "unset".
-    pub fn raw(&mut self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn raw(&mut self, key: &str) -> Option<&'a Value> {
         self.known.insert(key.to_owned());
         self.map.get(key).filter(|v| !v.is_null())
     }
@@ -232,7 +233,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A required, non-empty string.
-    pub fn required_string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn required_string(&mut self, key: &str) -> Option<String> {
         let Some(value) = self.raw(key) else {
             self.missing(key);
             return None;
@@ -246,13 +247,13 @@ impl<'a> FieldReader<'a> {
     }
 
     /// An optional string, as written (it may be empty).
-    pub fn optional_string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn optional_string(&mut self, key: &str) -> Option<String> {
         let value = self.raw(key)?;
         self.string_value(key, value).map(str::to_owned)
     }
 
     /// A non-empty string with a default.
-    pub fn string_or(&mut self, key: &str, default: impl FnOnce() -> String) -> String {
+    pub(crate) fn string_or(&mut self, key: &str, default: impl FnOnce() -> String) -> String {
         let Some(value) = self.raw(key) else {
             return default();
         };
@@ -284,7 +285,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A required, non-empty secret. Its value never appears in a problem.
-    pub fn required_secret(&mut self, key: &str) -> Option<SecretString> {
+    pub(crate) fn required_secret(&mut self, key: &str) -> Option<SecretString> {
         let Some(value) = self.raw(key) else {
             self.missing(key);
             return None;
@@ -298,13 +299,13 @@ impl<'a> FieldReader<'a> {
     }
 
     /// An optional secret. Its value never appears in a problem.
-    pub fn optional_secret(&mut self, key: &str) -> Option<SecretString> {
+    pub(crate) fn optional_secret(&mut self, key: &str) -> Option<SecretString> {
         let value = self.raw(key)?;
         self.secret_value(key, value)
     }
 
     /// A YAML boolean (`true`/`false`); strings such as `"yes"` are refused.
-    pub fn bool_or(&mut self, key: &str, default: fn() -> bool) -> bool {
+    pub(crate) fn bool_or(&mut self, key: &str, default: fn() -> bool) -> bool {
         match self.raw(key) {
             None => default(),
             Some(Value::Bool(b)) => *b,
@@ -319,7 +320,12 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A YAML integer within `range`.
-    pub fn integer_in<T>(&mut self, key: &str, range: RangeInclusive<T>, default: fn() -> T) -> T
+    pub(crate) fn integer_in<T>(
+        &mut self,
+        key: &str,
+        range: RangeInclusive<T>,
+        default: fn() -> T,
+    ) -> T
     where
         T: TryFrom<i128> + PartialOrd + Display + Copy,
     {
@@ -389,7 +395,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A duration (`24h`, `2m`, `90d`, `1h30m`) parsed by [`parse_duration`], within `range`.
-    pub fn duration_in(
+    pub(crate) fn duration_in(
         &mut self,
         key: &str,
         range: RangeInclusive<Duration>,
@@ -422,7 +428,12 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A byte size (`256MiB`, `8 MB`, `1048576`) parsed by [`parse_size`], within `range`.
-    pub fn size_in(&mut self, key: &str, range: RangeInclusive<u64>, default: fn() -> u64) -> u64 {
+    pub(crate) fn size_in(
+        &mut self,
+        key: &str,
+        range: RangeInclusive<u64>,
+        default: fn() -> u64,
+    ) -> u64 {
         let Some(value) = self.raw(key) else {
             return default();
         };
@@ -460,7 +471,7 @@ impl<'a> FieldReader<'a> {
     /// An IOC expiration window (`ioc_expiration_duration`): strictly positive, and in the only
     /// form Elastic's ingest pipelines understand, a whole number followed by one of `d`, `h`
     /// or `m` (they silently turn `30s` into 90 days and fail on `1d12h` or `1.5d`).
-    pub fn ioc_expiration_or(
+    pub(crate) fn ioc_expiration_or(
         &mut self,
         key: &str,
         default: fn() -> IocExpiration,
@@ -507,13 +518,13 @@ impl<'a> FieldReader<'a> {
     }
 
     /// An optional http/https URL.
-    pub fn optional_url(&mut self, key: &str) -> Option<Url> {
+    pub(crate) fn optional_url(&mut self, key: &str) -> Option<Url> {
         let value = self.raw(key)?;
         self.url_value(key, value)
     }
 
     /// An http/https URL with a default. Returns `None` only when the given value is bad.
-    pub fn url_or(&mut self, key: &str, default: fn() -> Url) -> Option<Url> {
+    pub(crate) fn url_or(&mut self, key: &str, default: fn() -> Url) -> Option<Url> {
         match self.raw(key) {
             None => Some(default()),
             Some(value) => self.url_value(key, value),
@@ -521,7 +532,11 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A list of strings with a default (an empty list is allowed).
-    pub fn string_list_or(&mut self, key: &str, default: fn() -> Vec<String>) -> Vec<String> {
+    pub(crate) fn string_list_or(
+        &mut self,
+        key: &str,
+        default: fn() -> Vec<String>,
+    ) -> Vec<String> {
         match self.raw(key) {
             None => default(),
             Some(value) => self.string_list(key, value).unwrap_or_else(default),
@@ -555,7 +570,7 @@ impl<'a> FieldReader<'a> {
 
     /// A nested map, as its own reader. The caller validates it and hands its
     /// [`finish`](Self::finish) result back with [`absorb`](Self::absorb).
-    pub fn object(&mut self, key: &str) -> Option<FieldReader<'a>> {
+    pub(crate) fn object(&mut self, key: &str) -> Option<FieldReader<'a>> {
         let value = self.raw(key)?;
         match FieldReader::open(self.field(key), value) {
             Ok(reader) => Some(reader),
@@ -567,7 +582,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// A list, as `(path, element)` pairs. Absent → `None` without a problem.
-    pub fn list(&mut self, key: &str) -> Option<Vec<(String, &'a Value)>> {
+    pub(crate) fn list(&mut self, key: &str) -> Option<Vec<(String, &'a Value)>> {
         let value = self.raw(key)?;
         let Value::Array(items) = value else {
             self.problem(key, format!("must be a list, got {}", describe(value)));
@@ -584,14 +599,14 @@ impl<'a> FieldReader<'a> {
     }
 
     /// Refuses a key that is recognised but not supported (`processors`).
-    pub fn unsupported(&mut self, key: &str, why: &str) {
+    pub(crate) fn unsupported(&mut self, key: &str, why: &str) {
         if self.raw(key).is_some() {
             self.problem(key, format!("not supported: {why}"));
         }
     }
 
     /// Elastic's `ssl` block. Absent → `None`; with problems → `None` and problems recorded.
-    pub fn ssl(&mut self, key: &str) -> Option<SslConfig> {
+    pub(crate) fn ssl(&mut self, key: &str) -> Option<SslConfig> {
         let value = self.raw(key)?;
         // The integrations' `ssl` variable is YAML text (ThreatQ's default is the comment
         // `#verification_mode: none`): text is read as the YAML it holds, and text that is empty
@@ -808,7 +823,12 @@ fn read_ssl(r: &mut FieldReader<'_>) -> Option<SslConfig> {
 
 /// Refuses a platform URL with user info: credentials in a URL end up in proxies' and servers'
 /// logs, and the platform authenticates with `auth` anyway. The value is not echoed.
-pub fn refuse_credentials(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &str) -> Option<Url> {
+pub(crate) fn refuse_credentials(
+    r: &mut FieldReader<'_>,
+    key: &str,
+    url: Url,
+    auth: &str,
+) -> Option<Url> {
     if !url.username().is_empty() || url.password().is_some() {
         r.problem(
             key,
@@ -824,7 +844,12 @@ pub fn refuse_credentials(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &s
 
 /// Checks a platform base URL: no credentials (the platform authenticates with `auth`), no
 /// query or fragment; trailing `/` are stripped from its path.
-pub fn check_base_url(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &str) -> Option<Url> {
+pub(crate) fn check_base_url(
+    r: &mut FieldReader<'_>,
+    key: &str,
+    url: Url,
+    auth: &str,
+) -> Option<Url> {
     let mut url = refuse_credentials(r, key, url, auth)?;
     if url.query().is_some() || url.fragment().is_some() {
         r.problem(
@@ -841,7 +866,7 @@ pub fn check_base_url(r: &mut FieldReader<'_>, key: &str, url: Url, auth: &str) 
 /// `base` with `segments` appended to its path, for the API endpoints of a validated base URL.
 /// Every URL this module accepts is http or https, and such a URL always takes path segments,
 /// so the join cannot fail; building a request URL at run time then only sets its query.
-pub fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
+pub(crate) fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
     let mut url = base.clone();
     if let Ok(mut path) = url.path_segments_mut() {
         path.pop_if_empty().extend(segments);
@@ -849,7 +874,7 @@ pub fn endpoint<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> 
     url
 }
 
-/// Renders an `ssl` block for [`redacted_json`](super::Config::redacted_json).
+/// Renders an `ssl` block for [`redacted_json`](crate::policy::Config::redacted_json).
 pub fn ssl_to_json(ssl: &SslConfig) -> Value {
     let mut map = Map::new();
     map.insert(

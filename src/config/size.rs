@@ -7,14 +7,14 @@
 use std::ops::RangeInclusive;
 
 /// 1 KiB.
-pub const KIB: u64 = 1024;
+pub(crate) const KIB: u64 = 1024;
 /// 1 MiB.
 pub const MIB: u64 = 1024 * KIB;
 /// 1 GiB.
-pub const GIB: u64 = 1024 * MIB;
+pub(crate) const GIB: u64 = 1024 * MIB;
 
 /// What `max_response_size` accepts: 1 KiB to 4 GiB.
-pub const RESPONSE_SIZE: RangeInclusive<u64> = KIB..=4 * GIB;
+pub(crate) const RESPONSE_SIZE: RangeInclusive<u64> = KIB..=4 * GIB;
 
 /// Default `max_response_size`: 256 MiB, far above a full page of either platform
 /// (ThreatConnect's 10,000 indicators with every `include_*`, ThreatQ's 1,000 with attributes).
@@ -23,12 +23,12 @@ pub fn default_max_response_size() -> u64 {
 }
 
 /// Parses a size such as `256MiB`, `8 MB` or `1048576`.
-pub fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     text.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0)
 }
 
 /// `256 MiB`, `1 GiB`, `1500 B`: the largest binary unit that divides the size exactly.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     for (unit, factor) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
         if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{} {unit}", bytes / factor);

@@ -18,7 +18,7 @@ use rsa::pkcs8::EncodePrivateKey as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The serial number every Agent leaf certificate carries.
-pub const LEAF_SERIAL: u64 = 1658;
+pub(crate) const LEAF_SERIAL: u64 = 1658;
 
 /// Making a certificate failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,7 @@ pub fn new_server_name() -> String {
 }
 
 /// A random UUIDv4 in its dashed form (the Agent's component token).
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let hex = new_server_name();
     format!(
         "{}-{}-{}-{}-{}",

@@ -35,7 +35,7 @@ pub use server::UnitChange;
 use server::{ControlPlane, HostEvent};
 
 /// The Agent's default gRPC message limit (100 MiB).
-pub const MAX_MESSAGE_SIZE: u32 = 100 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_SIZE: u32 = 100 * 1024 * 1024;
 
 /// Why the host could not run.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ pub struct HostOptions {
 
 /// What a running host tells an embedder (the demo) besides its console lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostReport {
+pub(crate) enum HostReport {
     /// A unit's reported state or message changed.
     Unit(UnitChange),
     /// Records received so far per `data_stream.dataset`; sent when the count changed, at most
@@ -212,7 +212,7 @@ async fn start_control(
 }
 
 /// The StartUpInfo bytes for a component.
-pub fn startup_info(
+pub(crate) fn startup_info(
     addr: SocketAddr,
     token: &str,
     authority: &certs::Authority,
@@ -453,7 +453,7 @@ pub async fn run(options: HostOptions, shutdown: CancellationToken) -> Result<()
 
 /// [`run`], also sending unit changes and per-dataset receive counts to `reports` (closing the
 /// receiving side is harmless).
-pub async fn run_reporting(
+pub(crate) async fn run_reporting(
     options: HostOptions,
     shutdown: CancellationToken,
     reports: Option<mpsc::UnboundedSender<HostReport>>,

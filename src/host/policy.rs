@@ -65,7 +65,7 @@ pub fn from_str(
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    let validated = config::from_value(&for_validation(&expanded))?;
+    let validated = crate::policy::from_value(&for_validation(&expanded))?;
     Ok(units(&expanded, &validated, otlp_endpoint))
 }
 
@@ -84,7 +84,7 @@ fn for_validation(tree: &Value) -> Value {
     tree
 }
 
-fn units(tree: &Value, validated: &config::Config, otlp_endpoint: &str) -> Policy {
+fn units(tree: &Value, validated: &crate::policy::Config, otlp_endpoint: &str) -> Policy {
     let output_name = validated
         .inputs
         .first()
@@ -183,7 +183,7 @@ fn units(tree: &Value, validated: &config::Config, otlp_endpoint: &str) -> Polic
         });
     }
     let output = match validated.outputs.get(&output_name) {
-        Some(config::OutputConfig::Otlp { .. }) => tree
+        Some(crate::policy::OutputConfig::Otlp { .. }) => tree
             .get("outputs")
             .and_then(|o| o.get(&output_name))
             .and_then(Value::as_object)

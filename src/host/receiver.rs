@@ -56,7 +56,7 @@ impl EventsReceiver {
     }
 
     /// Log records received so far per `data_stream.dataset` attribute (`""` when absent).
-    pub fn received_per_dataset(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn received_per_dataset(&self) -> BTreeMap<String, u64> {
         self.per_dataset
             .lock()
             .map(|m| m.clone())

@@ -267,7 +267,7 @@ impl Reconciler {
     }
 
     /// The full expected state; `config` only on units whose index is not acknowledged.
-    pub fn expected_message(&self) -> CheckinExpected {
+    pub(crate) fn expected_message(&self) -> CheckinExpected {
         let units = self
             .expected
             .iter()
@@ -315,7 +315,7 @@ impl Reconciler {
 
 /// Something the control plane saw, for the host's console.
 #[derive(Debug, Clone)]
-pub enum HostEvent {
+pub(crate) enum HostEvent {
     /// A unit's state or message changed.
     Unit(UnitChange),
     /// An agent-side unit error.
@@ -330,7 +330,7 @@ type Outbound<T> = mpsc::Sender<Result<T, Status>>;
 
 /// The `proto.ElasticAgent` service of the host.
 #[derive(Clone)]
-pub struct ControlPlane {
+pub(crate) struct ControlPlane {
     inner: Arc<Inner>,
 }
 
@@ -356,7 +356,7 @@ const FIRST_MESSAGE: Duration = Duration::from_secs(5);
 
 /// A diagnostics request could not be completed.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
+pub(crate) enum ActionError {
     /// No Actions stream is open.
     #[error("the component has no Actions stream open")]
     NoStream,
@@ -391,12 +391,12 @@ impl ControlPlane {
     }
 
     /// Time of the last `CheckinObserved`.
-    pub fn last_checkin(&self) -> tokio::time::Instant {
+    pub(crate) fn last_checkin(&self) -> tokio::time::Instant {
         *lock(&self.inner.last_checkin)
     }
 
     /// Check-ins received and expected messages sent in answer, since start.
-    pub fn checkin_counts(&self) -> (u64, u64) {
+    pub(crate) fn checkin_counts(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
             self.inner.checkins.load(Relaxed),
@@ -414,18 +414,18 @@ impl ControlPlane {
     }
 
     /// Whether an Actions stream is open now.
-    pub fn actions_connected(&self) -> bool {
+    pub(crate) fn actions_connected(&self) -> bool {
         *self.inner.actions_up.borrow()
     }
 
     /// Waits until an Actions stream is open.
-    pub async fn actions_ready(&self) {
+    pub(crate) async fn actions_ready(&self) {
         let mut rx = self.inner.actions_up.subscribe();
         let _ = rx.wait_for(|up| *up).await;
     }
 
     /// Sends a DIAGNOSTICS request (level ALL) and waits for the answer (20 s, as the Agent).
-    pub async fn request_diagnostics(&self) -> Result<ActionResponse, ActionError> {
+    pub(crate) async fn request_diagnostics(&self) -> Result<ActionResponse, ActionError> {
         let id = super::certs::new_token();
         let request = ActionRequest {
             id: id.clone(),

@@ -19,7 +19,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 
 use tls::tls_config;
-pub use trace::{RequestTracer, TraceRequest};
+pub(crate) use trace::{RequestTracer, TraceRequest};
 
 use crate::config::HttpConfig;
 use crate::config::size::{MIB, format_size};
@@ -155,7 +155,7 @@ impl HttpError {
     }
 
     /// The same error with `secrets` masked in every text that came from the server.
-    pub fn masked(self, secrets: &Secrets) -> Self {
+    pub(crate) fn masked(self, secrets: &Secrets) -> Self {
         let mask = |m: String| secrets.mask_owned(m);
         match self {
             Self::Unauthorized { status, message } => Self::Unauthorized {
@@ -208,14 +208,14 @@ impl std::fmt::Display for BodyLimit {
 }
 
 /// The token endpoint's answer: a few hundred bytes in practice.
-pub const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit {
+pub(crate) const TOKEN_RESPONSE_LIMIT: BodyLimit = BodyLimit {
     max: MIB,
     name: "the token response limit",
 };
 
 /// The most of a non-2xx body that is read; the rest is dropped (only a bounded message is
 /// taken from it).
-pub const ERROR_BODY_LIMIT: u64 = MIB;
+pub(crate) const ERROR_BODY_LIMIT: u64 = MIB;
 
 /// A successful response, fully read.
 #[derive(Debug)]
@@ -252,7 +252,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// How long to wait after `error` before the next attempt: the server's `Retry-After` of
     /// a 429 (capped at `max_delay`) in place of the backoff's `backoff`.
-    pub fn wait(&self, error: &HttpError, backoff: Duration) -> Duration {
+    pub(crate) fn wait(&self, error: &HttpError, backoff: Duration) -> Duration {
         match error {
             HttpError::RateLimited {
                 retry_after: Some(after),
@@ -335,12 +335,12 @@ impl HttpClient {
 
     /// The stream's secrets, masked in the tracer, in this client's logs and (by the source)
     /// in every error of the stream. A fetched access token is added here.
-    pub fn secrets(&self) -> &Secrets {
+    pub(crate) fn secrets(&self) -> &Secrets {
         &self.secrets
     }
 
     /// Labels this client's requests with the platform's short name in the metrics.
-    pub fn with_platform(mut self, platform: &'static str) -> Self {
+    pub(crate) fn with_platform(mut self, platform: &'static str) -> Self {
         self.platform = platform;
         self
     }
@@ -352,7 +352,7 @@ impl HttpClient {
     }
 
     /// How many retryable failures (429, 5xx, transport) this client and its clones have met.
-    pub fn pushback(&self) -> u64 {
+    pub(crate) fn pushback(&self) -> u64 {
         self.pushback.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -380,7 +380,7 @@ impl HttpClient {
     /// redirect is followed (a 3xx is [`HttpError::Redirect`]), and a non-retryable answer
     /// (anything but 429 and 5xx) is returned as it is, for protocols that read error bodies
     /// themselves.
-    pub async fn send_credentials<F>(&self, build: F) -> Result<Response, HttpError>
+    pub(crate) async fn send_credentials<F>(&self, build: F) -> Result<Response, HttpError>
     where
         F: FnMut(&reqwest::Client) -> Result<reqwest::Request, HttpError>,
     {
@@ -649,7 +649,7 @@ fn refused_redirect(e: &reqwest::Error) -> Option<HttpError> {
 
 /// `scheme://host:port` of a URL: where it goes, without the path or query that could carry
 /// a token.
-pub fn origin(url: &url::Url) -> String {
+pub(crate) fn origin(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or_default();
     match url.port_or_known_default() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -725,7 +725,7 @@ fn error_message(body: &[u8], status: u16, secrets: &Secrets) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -742,7 +742,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The server's clock from the `Date` header, if it sent one.
-pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
     let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
     httpdate::parse_http_date(value)
         .ok()

@@ -35,13 +35,13 @@ const MAX_TRACED_BODY: usize = 64 * 1024;
 const TRACE_MASK_MARGIN: usize = 8 * 1024;
 
 /// Writes one NDJSON line per HTTP exchange, with secrets redacted (`enable_request_tracer`).
-pub struct RequestTracer {
+pub(crate) struct RequestTracer {
     file: Mutex<File>,
     secrets: Secrets,
 }
 
 /// The request half of a trace line, captured before the request is sent.
-pub struct TraceRequest {
+pub(crate) struct TraceRequest {
     method: String,
     url: String,
     headers: serde_json::Map<String, serde_json::Value>,
@@ -52,7 +52,7 @@ impl RequestTracer {
     /// Opens (appends to) the trace file, creating its directory. Traces hold indicator bodies:
     /// the directory is 0700 and the file 0600 whatever the umask, and an existing one is
     /// tightened to those modes.
-    pub fn open(path: &Path, secrets: Secrets) -> Result<Self, HttpBuildError> {
+    pub(crate) fn open(path: &Path, secrets: Secrets) -> Result<Self, HttpBuildError> {
         let err = |source| HttpBuildError::Tracer {
             path: path.to_owned(),
             source,

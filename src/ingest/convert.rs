@@ -4,7 +4,7 @@ use super::*;
 
 /// Target types of the ES `convert` processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvertType {
+pub(crate) enum ConvertType {
     /// Java `toString()`.
     String,
     /// `Long.parseLong` (or `Long.decode` for `0x`/`-0x`).
@@ -19,7 +19,7 @@ pub enum ConvertType {
 
 /// ES `convert`: lists are converted element by element; every other value is converted from
 /// its Java `toString()`. Errors carry the ES message text.
-pub fn convert(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
+pub(crate) fn convert(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
     if let Value::Array(items) = value {
         return items
             .iter()
@@ -69,7 +69,7 @@ fn convert_one(value: &Value, to: ConvertType) -> Result<Value, IngestError> {
 }
 
 /// `Long.parseLong`, or `Long.decode` when the text starts with `0x`/`-0x` (ES convert).
-pub fn parse_java_long(text: &str) -> Option<i64> {
+pub(crate) fn parse_java_long(text: &str) -> Option<i64> {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -91,7 +91,7 @@ pub fn parse_java_long(text: &str) -> Option<i64> {
 
 /// `Double.parseDouble`: surrounding whitespace and a `f`/`d` suffix allowed; Rust-only
 /// spellings (`inf`, `nan`) refused.
-pub fn parse_java_double(text: &str) -> Option<f64> {
+pub(crate) fn parse_java_double(text: &str) -> Option<f64> {
     let t = text.trim_matches(|c: char| c <= ' ');
     let body = t.strip_prefix(['+', '-']).unwrap_or(t);
     if body == "NaN" || body == "Infinity" {
@@ -149,7 +149,7 @@ fn single_lower(c: char) -> char {
 }
 
 /// Whether `text` is an IPv4 or IPv6 literal (IPv6 may carry a `%zone`).
-pub fn is_inet_address(text: &str) -> bool {
+pub(crate) fn is_inet_address(text: &str) -> bool {
     let addr = match text.split_once('%') {
         Some((a, zone)) if a.contains(':') && !zone.is_empty() => a,
         Some(_) => return false,

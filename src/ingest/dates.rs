@@ -4,7 +4,7 @@ use super::*;
 
 /// Input formats of the ES `date` processor that the mappers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DateFormat {
+pub(crate) enum DateFormat {
     /// ES `ISO8601`: `yyyy[-MM[-dd[THH[:mm[:ss[.fff]]]]]][zone]`, no zone = UTC.
     Iso8601,
     /// ES `UNIX`: epoch seconds, possibly fractional.
@@ -12,7 +12,7 @@ pub enum DateFormat {
 }
 
 /// Parses ES-style ISO 8601 text. A value without offset is taken as UTC.
-pub fn parse_iso8601(text: &str) -> Option<DateTime<FixedOffset>> {
+pub(crate) fn parse_iso8601(text: &str) -> Option<DateTime<FixedOffset>> {
     let b = text.as_bytes();
     let mut pos = 0usize;
     let num = |pos: &mut usize, n: usize| -> Option<u32> {
@@ -93,7 +93,7 @@ pub fn parse_iso8601(text: &str) -> Option<DateTime<FixedOffset>> {
 }
 
 /// Parses ES `UNIX` text (epoch seconds, fraction allowed; millisecond precision).
-pub fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
     let secs = parse_java_double(text)?;
     let millis = secs * 1000.0;
     if !millis.is_finite() || millis.abs() > 8.64e18 {
@@ -105,7 +105,7 @@ pub fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// The ES default date output: UTC, `yyyy-MM-dd'T'HH:mm:ss.SSSZ` with a literal `Z`.
-pub fn format_date(dt: &DateTime<Utc>) -> String {
+pub(crate) fn format_date(dt: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     let year = dt.year();
     let mut out = String::with_capacity(24);
@@ -143,7 +143,7 @@ fn push_digits(out: &mut String, n: u32, width: u32) {
 /// The API's usual timestamp shape, `yyyy-MM-ddTHH:mm:ssZ` (exactly 20 bytes), as a UTC time;
 /// `None` for any other text or an impossible date. Mappers try it before the general parsers,
 /// which accept it too and give the same instant.
-pub fn parse_canonical_utc(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_canonical_utc(text: &str) -> Option<DateTime<Utc>> {
     let b = text.as_bytes();
     if b.len() != 20
         || b[19] != b'Z'
@@ -167,7 +167,7 @@ pub fn parse_canonical_utc(text: &str) -> Option<DateTime<Utc>> {
 
 /// ES `date`: parses the value's Java `toString()` with the first matching format and returns
 /// the formatted UTC text.
-pub fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError> {
+pub(crate) fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError> {
     let text: std::borrow::Cow<'_, str> = match value {
         Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
         v => std::borrow::Cow::Owned(java_to_string(v)),
@@ -186,7 +186,7 @@ pub fn date(value: &Value, formats: &[DateFormat]) -> Result<String, IngestError
 
 /// Parses the Java pattern `yyyy-MM-dd HH:mm:ss` (strict: fixed widths, real calendar dates,
 /// hours 0–23) as UTC.
-pub fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {
     let b = text.as_bytes();
     if b.len() != 19
         || b.get(4) != Some(&b'-')
@@ -212,7 +212,7 @@ pub fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {
 
 /// ES `date` with the single format `yyyy-MM-dd HH:mm:ss` (UTC): the value's Java `toString()`
 /// parsed and re-formatted like [`format_date`], or the ES error text.
-pub fn date_ymd_hms(value: &Value) -> Result<String, IngestError> {
+pub(crate) fn date_ymd_hms(value: &Value) -> Result<String, IngestError> {
     let text: std::borrow::Cow<'_, str> = match value {
         Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
         v => std::borrow::Cow::Owned(java_to_string(v)),

@@ -16,7 +16,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 /// An object key: known names are borrowed, vendor keys passed through are owned.
-pub type Key = Cow<'static, str>;
+pub(crate) type Key = Cow<'static, str>;
 
 /// One value of a built document.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,7 @@ impl Node {
     }
 
     /// The string, when this is one.
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Node::Str(s) => Some(s),
             Node::Const(s) => Some(s),
@@ -114,7 +114,7 @@ impl Node {
     }
 
     /// The same value as a `serde_json::Value`.
-    pub fn into_value(self) -> Value {
+    pub(crate) fn into_value(self) -> Value {
         match self {
             Node::Null => Value::Null,
             Node::Str(s) => Value::String(s),
@@ -179,7 +179,7 @@ impl Object {
     }
 
     /// An empty object with room for `n` entries.
-    pub fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
             entries: Vec::with_capacity(n),
         }
@@ -188,7 +188,7 @@ impl Object {
     /// Sets `key` to `value`; a later entry under the same key replaces this one when the
     /// object is finished (like `Map::insert`).
     #[inline]
-    pub fn insert(&mut self, key: impl Into<Key>, value: impl Into<Node>) {
+    pub(crate) fn insert(&mut self, key: impl Into<Key>, value: impl Into<Node>) {
         self.entries.push((key.into(), value.into()));
     }
 
@@ -204,7 +204,7 @@ impl Object {
 
     /// The object under `key`, created (or replacing a non-object) when needed.
     #[inline]
-    pub fn child(&mut self, key: &'static str) -> &mut Object {
+    pub(crate) fn child(&mut self, key: &'static str) -> &mut Object {
         let at = match self.position(key) {
             Some(i) if matches!(self.entries[i].1, Node::Object(_)) => i,
             _ => {
@@ -221,13 +221,18 @@ impl Object {
 
     /// `self[parent][key] = value`, creating `parent` (see [`Object::child`]).
     #[inline]
-    pub fn nested(&mut self, parent: &'static str, key: &'static str, value: impl Into<Node>) {
+    pub(crate) fn nested(
+        &mut self,
+        parent: &'static str,
+        key: &'static str,
+        value: impl Into<Node>,
+    ) {
         self.child(parent).insert(key, value);
     }
 
     /// Inserts `value` unless it is an empty object.
     #[inline]
-    pub fn insert_object(&mut self, key: &'static str, value: Object) {
+    pub(crate) fn insert_object(&mut self, key: &'static str, value: Object) {
         if !value.is_empty() {
             self.insert(key, value);
         }
@@ -235,7 +240,7 @@ impl Object {
 
     /// Inserts `list` unless it is empty.
     #[inline]
-    pub fn insert_list(&mut self, key: &'static str, list: Vec<Node>) {
+    pub(crate) fn insert_list(&mut self, key: &'static str, list: Vec<Node>) {
         if !list.is_empty() {
             self.insert(key, list);
         }
@@ -253,7 +258,7 @@ impl Object {
     }
 
     /// The value of `key`, mutably.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         self.position(key).map(|i| &mut self.entries[i].1)
     }
 
@@ -271,14 +276,14 @@ impl Object {
     }
 
     /// Whether the object has no entries (before finishing, empty values count).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Makes the object what `remove_empty` makes of the equivalent map: entries sorted by
     /// key, one per key (the last inserted), null and `""` dropped, and lists and objects that
     /// are or become empty dropped, recursively. Returns whether the object is then empty.
-    pub fn finish(&mut self) -> bool {
+    pub(crate) fn finish(&mut self) -> bool {
         let sorted = self
             .entries
             .windows(2)
@@ -300,7 +305,7 @@ impl Object {
     }
 
     /// The entries in their current order (sorted once finished).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
         self.entries.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
@@ -367,7 +372,7 @@ impl From<Map<String, Value>> for Document {
 impl Document {
     /// Finishes `object` (see [`Object::finish`]) into a document: what `remove_empty` makes
     /// of the equivalent map.
-    pub fn finished(mut object: Object) -> Self {
+    pub(crate) fn finished(mut object: Object) -> Self {
         object.finish();
         Document::Built(object)
     }
@@ -382,7 +387,7 @@ impl Document {
 
     /// Whether the document has a value at `path`, one key per level (for instance
     /// `["error", "message"]`).
-    pub fn contains_path(&self, path: &[&str]) -> bool {
+    pub(crate) fn contains_path(&self, path: &[&str]) -> bool {
         let Some((first, rest)) = path.split_first() else {
             return true;
         };
@@ -397,7 +402,7 @@ impl Document {
     }
 
     /// Sets the top-level `key` to `value`, as `Map::insert` does (the value is not pruned).
-    pub fn insert(&mut self, key: &'static str, value: Value) {
+    pub(crate) fn insert(&mut self, key: &'static str, value: Value) {
         match self {
             Document::Map(m) => {
                 m.insert(key.to_owned(), value);

@@ -4,7 +4,7 @@ use super::*;
 
 /// Recursively removes null and `""` values, then maps and lists that are (or became) empty.
 /// `false`, `0` and `0.0` are kept.
-pub fn remove_empty(doc: &mut Map<String, Value>) {
+pub(crate) fn remove_empty(doc: &mut Map<String, Value>) {
     prune_map(doc);
 }
 
@@ -57,7 +57,7 @@ fn is_pruned(value: &Value) -> bool {
 /// ES `fingerprint` (SHA-1, no salt, Base64) over `fields` of `doc`, with `ignore_missing`:
 /// fields sorted by name, each present value fed as `0x00` + its bytes. `None` when every field
 /// is missing or null (ES then leaves the target unset).
-pub fn fingerprint(doc: &Map<String, Value>, fields: &[&str]) -> Option<String> {
+pub(crate) fn fingerprint(doc: &Map<String, Value>, fields: &[&str]) -> Option<String> {
     let mut sorted: Vec<&str> = fields.to_vec();
     sorted.sort_unstable();
     let mut hasher = Sha1::new();
@@ -110,14 +110,18 @@ fn hash_value(hasher: &mut Sha1, value: &Value) {
 }
 
 /// The text every "record an error" `on_failure` handler appends.
-pub fn error_text(processor_type: &str, tag: &str, pipeline: &str, message: &str) -> String {
+pub(crate) fn error_text(processor_type: &str, tag: &str, pipeline: &str, message: &str) -> String {
     format!(
         "Processor {processor_type} with tag {tag} in pipeline {pipeline} failed with message: {message}"
     )
 }
 
 /// Appends the error text of `failure` to `error.message` (list semantics, duplicates kept).
-pub fn record_error(doc: &mut Map<String, Value>, failure: &ProcessorFailure, pipeline: &str) {
+pub(crate) fn record_error(
+    doc: &mut Map<String, Value>,
+    failure: &ProcessorFailure,
+    pipeline: &str,
+) {
     let text = error_text(
         failure.processor_type,
         failure.tag,

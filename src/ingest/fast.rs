@@ -30,7 +30,7 @@ use super::{
 /// A JSON string, borrowed from the input when it needs no unescaping. Any other JSON type is a
 /// decoding error.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Str<'a>(pub Cow<'a, str>);
+pub(crate) struct Str<'a>(pub Cow<'a, str>);
 
 impl<'de> de::Deserialize<'de> for Str<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -63,12 +63,12 @@ impl std::ops::Deref for Str<'_> {
 
 impl Str<'_> {
     /// The owned JSON string value.
-    pub fn value(&self) -> Value {
+    pub(crate) fn value(&self) -> Value {
         Value::String(self.0.as_ref().to_owned())
     }
 
     /// The JSON string value, reusing an owned (unescaped) string.
-    pub fn into_value(self) -> Value {
+    pub(crate) fn into_value(self) -> Value {
         Value::String(self.0.into_owned())
     }
 }
@@ -76,7 +76,7 @@ impl Str<'_> {
 /// A JSON scalar (not null, not a container), as the parser produced it: non-negative integers
 /// are `PosInt` and negative ones `NegInt`, like `serde_json::Number`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     /// A string.
     Str(Cow<'a, str>),
     /// An integer ≥ 0 that fits `u64`.
@@ -128,7 +128,7 @@ impl<'de> de::Deserialize<'de> for Scalar<'de> {
 
 impl Scalar<'_> {
     /// Java `toString()` of the value (what `convert` and templates see).
-    pub fn java_string(&self) -> Cow<'_, str> {
+    pub(crate) fn java_string(&self) -> Cow<'_, str> {
         match self {
             Scalar::Str(s) => Cow::Borrowed(s.as_ref()),
             Scalar::PosInt(u) => Cow::Owned(u.to_string()),
@@ -139,12 +139,12 @@ impl Scalar<'_> {
     }
 
     /// ES `convert` to `string`.
-    pub fn to_string_value(&self) -> Value {
+    pub(crate) fn to_string_value(&self) -> Value {
         Value::String(self.java_string().into_owned())
     }
 
     /// ES `convert` to `long`, when it succeeds.
-    pub fn to_long(&self) -> Option<Value> {
+    pub(crate) fn to_long(&self) -> Option<Value> {
         match self {
             Scalar::PosInt(u) => i64::try_from(*u).ok().map(Value::from),
             Scalar::NegInt(i) => Some(Value::from(*i)),
@@ -155,7 +155,7 @@ impl Scalar<'_> {
     }
 
     /// ES `convert` to `double`, when it succeeds.
-    pub fn to_double(&self) -> Option<Value> {
+    pub(crate) fn to_double(&self) -> Option<Value> {
         #[allow(clippy::cast_precision_loss)]
         let d = match self {
             // Both round the exact integer to the nearest double, as parsing its text would.
@@ -171,7 +171,7 @@ impl Scalar<'_> {
 
     /// ES `convert` to `boolean`, when it succeeds (strings: ASCII `true`/`false` in any case;
     /// rarer Unicode case folds are left to the reference engine).
-    pub fn to_bool(&self) -> Option<bool> {
+    pub(crate) fn to_bool(&self) -> Option<bool> {
         match self {
             Scalar::Bool(b) => Some(*b),
             Scalar::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
@@ -182,7 +182,7 @@ impl Scalar<'_> {
 }
 
 /// Any JSON value, validated exactly like `Value` parsing but not kept.
-pub struct Skip;
+pub(crate) struct Skip;
 
 impl<'de> de::Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -230,7 +230,7 @@ impl<'de> Visitor<'de> for SkipVisitor {
 /// Reads the value of a known key into `slot`; a repeated key is a decoding error (the
 /// reference engine keeps the last one, which the caller then computes instead). A JSON `null`
 /// leaves the slot empty.
-pub fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, key: &str) -> Result<(), A::Error>
+pub(crate) fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, key: &str) -> Result<(), A::Error>
 where
     A: MapAccess<'de>,
     T: de::Deserialize<'de>,
@@ -247,7 +247,7 @@ where
 /// `drop`ped keys of a top-level object are left out without allocating them. Objects become
 /// [`Object`]s with owned keys: no tree is built for what is only passed through.
 #[derive(Clone, Copy)]
-pub struct Without(pub &'static [&'static str]);
+pub(crate) struct Without(pub &'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for Without {
     type Value = Node;
@@ -310,7 +310,7 @@ impl<'de> Visitor<'de> for Without {
 /// ES `date` with the single format `ISO8601`, when it succeeds: the UTC text
 /// `yyyy-MM-ddTHH:mm:ss.SSSZ`. The API's usual `yyyy-MM-ddTHH:mm:ssZ` is validated and
 /// extended without going through a `DateTime`.
-pub fn iso8601_date(text: &str) -> Option<String> {
+pub(crate) fn iso8601_date(text: &str) -> Option<String> {
     if let Some(t) = super::parse_canonical_utc(text) {
         // Already UTC with whole seconds: the output is the text with `.000` before the `Z`.
         debug_assert_eq!(super::format_date(&t).get(..19), text.get(..19));
@@ -324,7 +324,7 @@ pub fn iso8601_date(text: &str) -> Option<String> {
 
 /// ES `fingerprint` (SHA-1, Base64) over string fields given in sorted field-name order; `None`
 /// entries are missing fields. `None` when all are missing.
-pub fn fingerprint_strs(fields: &[Option<&str>]) -> Option<String> {
+pub(crate) fn fingerprint_strs(fields: &[Option<&str>]) -> Option<String> {
     let mut hasher = Sha1::new();
     let mut any = false;
     for s in fields.iter().flatten() {
@@ -338,7 +338,7 @@ pub fn fingerprint_strs(fields: &[Option<&str>]) -> Option<String> {
 /// Appends a rendered string to a `related.*`-style list unless already present (ES `append`
 /// without duplicates). Empty strings are skipped: the pipeline appends them too, but its final
 /// cleaner removes them again.
-pub fn append_unique(list: &mut Vec<Node>, s: &str) {
+pub(crate) fn append_unique(list: &mut Vec<Node>, s: &str) {
     if s.is_empty() || list.iter().any(|v| v.as_str() == Some(s)) {
         return;
     }

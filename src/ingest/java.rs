@@ -3,7 +3,7 @@
 use super::*;
 
 /// The Java class name Elasticsearch would report for a parsed JSON value.
-pub fn java_type_name(value: &Value) -> &'static str {
+pub(crate) fn java_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "java.lang.Boolean",
@@ -27,7 +27,7 @@ pub fn java_type_name(value: &Value) -> &'static str {
 }
 
 /// Java's `Double.toString`: `3.0`, `0.001`, `1.0E7`, `1.0E-4`.
-pub fn java_double_to_string(d: f64) -> String {
+pub(crate) fn java_double_to_string(d: f64) -> String {
     if d.is_nan() {
         return "NaN".to_owned();
     }
@@ -56,7 +56,7 @@ pub fn java_double_to_string(d: f64) -> String {
 }
 
 /// Java's `toString()` of a parsed JSON value (what `convert` and templates operate on).
-pub fn java_to_string(value: &Value) -> String {
+pub(crate) fn java_to_string(value: &Value) -> String {
     let mut out = String::new();
     write_java(&mut out, value);
     out
@@ -104,7 +104,7 @@ fn write_number(out: &mut String, n: &Number) {
 }
 
 /// Renders a `{{{path}}}` mustache template over one value: missing or null → `""`.
-pub fn render(value: Option<&Value>) -> String {
+pub(crate) fn render(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(v) => java_to_string(v),
@@ -113,7 +113,7 @@ pub fn render(value: Option<&Value>) -> String {
 
 /// Applies a string processor (`lowercase`, `gsub`, `trim`, …) to a string or a list of
 /// strings, like ES `AbstractStringProcessor`; any other type fails with the ES cast message.
-pub fn map_strings(
+pub(crate) fn map_strings(
     value: &Value,
     field: &str,
     f: impl Fn(&str) -> String,
@@ -139,11 +139,11 @@ pub fn map_strings(
 }
 
 /// Java `String.trim()`: strips every char `<= ' '` at both ends.
-pub fn java_trim(s: &str) -> String {
+pub(crate) fn java_trim(s: &str) -> String {
     s.trim_matches(|c: char| c <= ' ').to_owned()
 }
 
 /// Java `String.toLowerCase(Locale.ROOT)`.
-pub fn java_lowercase(s: &str) -> String {
+pub(crate) fn java_lowercase(s: &str) -> String {
     s.to_lowercase()
 }

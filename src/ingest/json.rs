@@ -19,7 +19,7 @@ use super::doc::{Document, Node, Object};
 /// between escapes are copied whole. On `event.original` texts (a quote every 9 bytes) this is
 /// about 20% faster than `serde_json`'s byte loop; a variant marking 32-byte blocks in a bit mask
 /// was slower than both, the compiler not turning it into vector compares.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -200,7 +200,7 @@ impl Document {
     /// The document's members without the braces (for a line that puts other members before
     /// them, like `#[serde(flatten)]`); a comma first unless `first`. Returns whether anything
     /// was written.
-    pub fn write_members(&self, out: &mut Vec<u8>, first: bool) -> bool {
+    pub(crate) fn write_members(&self, out: &mut Vec<u8>, first: bool) -> bool {
         match self {
             Document::Map(m) => write_map_members(out, m, first),
             Document::Built(o) => o.write_members(out, first),

@@ -22,22 +22,22 @@ use sha1::{Digest, Sha1};
 
 mod convert;
 mod dates;
-pub mod doc;
+pub(crate) mod doc;
 mod epilogue;
-pub mod fast;
+pub(crate) mod fast;
 mod java;
-pub mod json;
+pub(crate) mod json;
 mod paths;
 mod strict_json;
 mod uri;
 
-pub use convert::*;
-pub use dates::*;
+pub(crate) use convert::*;
+pub(crate) use dates::*;
 pub use epilogue::*;
-pub use java::*;
+pub(crate) use java::*;
 pub use paths::*;
-pub use strict_json::*;
-pub use uri::*;
+pub(crate) use strict_json::*;
+pub(crate) use uri::*;
 
 pub use doc::{Document, Node, Object};
 
@@ -55,13 +55,13 @@ pub struct EcsEvent {
 /// A processor failed; the text is what Elasticsearch reports as `_ingest.on_failure_message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct IngestError(pub String);
+pub(crate) struct IngestError(pub String);
 
 /// A processor failure together with the processor's identity, as an `on_failure` handler sees
 /// it (`_ingest.on_failure_processor_type` / `_tag` / `_message`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("processor {processor_type} with tag {tag} failed: {message}")]
-pub struct ProcessorFailure {
+pub(crate) struct ProcessorFailure {
     /// The processor type, e.g. `convert`.
     pub processor_type: &'static str,
     /// The processor tag (empty when the processor has none).
@@ -94,7 +94,7 @@ pub struct MapOptions {
 impl MapOptions {
     /// What the Agent puts into the event before the pipeline runs: `tags`, and `_conf`
     /// carrying `ioc_expiration_duration`.
-    pub fn insert_agent_fields(&self, doc: &mut Map<String, Value>) {
+    pub(crate) fn insert_agent_fields(&self, doc: &mut Map<String, Value>) {
         if !self.tags.is_empty() {
             let tags = self.tags.iter().cloned().map(Value::String).collect();
             doc.insert("tags".to_owned(), Value::Array(tags));

@@ -31,7 +31,7 @@ pub fn get<'a>(doc: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 }
 
 /// Mutable access to the value at a dotted `path`.
-pub fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
+pub(crate) fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
     let mut parts = path.split('.');
     let first = parts.next()?;
     let mut cur = doc.get_mut(first)?;
@@ -42,7 +42,7 @@ pub fn get_mut<'a>(doc: &'a mut Map<String, Value>, path: &str) -> Option<&'a mu
 }
 
 /// Whether a field exists at `path` (its value may be null), like ES `hasField`.
-pub fn contains(doc: &Map<String, Value>, path: &str) -> bool {
+pub(crate) fn contains(doc: &Map<String, Value>, path: &str) -> bool {
     get(doc, path).is_some()
 }
 
@@ -63,7 +63,11 @@ pub fn remove(doc: &mut Map<String, Value>, path: &str) -> Option<Value> {
 
 /// Sets `value` at `path`, creating intermediate objects, like ES `setFieldValue`.
 /// Fails when a parent on the way is a scalar or null.
-pub fn set(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), IngestError> {
+pub(crate) fn set(
+    doc: &mut Map<String, Value>,
+    path: &str,
+    value: Value,
+) -> Result<(), IngestError> {
     let slot = slot_mut(doc, path)?;
     *slot = value;
     Ok(())
@@ -71,7 +75,7 @@ pub fn set(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(),
 
 /// The slot at `path`, created (as null) if absent, parents created as objects; fails like
 /// [`set`] when a parent is a scalar or null.
-pub fn slot_mut<'a>(
+pub(crate) fn slot_mut<'a>(
     doc: &'a mut Map<String, Value>,
     path: &str,
 ) -> Result<&'a mut Value, IngestError> {
@@ -145,7 +149,7 @@ pub fn slot_mut<'a>(
 /// ES `rename` with `ignore_missing`: moves the value at `from` to `to` inside one document.
 /// Returns whether something moved. Fails (leaving the source in place) if `to` exists and
 /// `override_target` is false, or if `to` cannot be set.
-pub fn rename(
+pub(crate) fn rename(
     doc: &mut Map<String, Value>,
     from: &str,
     to: &str,
@@ -173,13 +177,17 @@ pub fn rename(
 }
 
 /// Whether a value counts as empty for `ignore_empty_value` (null or `""`).
-pub fn is_empty_value(value: &Value) -> bool {
+pub(crate) fn is_empty_value(value: &Value) -> bool {
     matches!(value, Value::Null) || matches!(value, Value::String(s) if s.is_empty())
 }
 
 /// ES `set` with `copy_from` and `ignore_empty_value`: copies `from` to `to` unless the source
 /// is missing, null or `""`.
-pub fn copy_from(doc: &mut Map<String, Value>, from: &str, to: &str) -> Result<(), IngestError> {
+pub(crate) fn copy_from(
+    doc: &mut Map<String, Value>,
+    from: &str,
+    to: &str,
+) -> Result<(), IngestError> {
     match get(doc, from) {
         Some(v) if !is_empty_value(v) => {
             let v = v.clone();
@@ -192,7 +200,7 @@ pub fn copy_from(doc: &mut Map<String, Value>, from: &str, to: &str) -> Result<(
 /// ES `append`: absent → `[value]`; scalar → promoted to a one-element list; with
 /// `allow_duplicates == false` the value is added only if not already present. A list `value`
 /// is appended element by element.
-pub fn append(
+pub(crate) fn append(
     doc: &mut Map<String, Value>,
     path: &str,
     value: Value,
@@ -205,7 +213,7 @@ pub fn append(
 
 /// [`append`] on an already-resolved slot (a fresh slot is `null`; an existing scalar is
 /// promoted to a one-element list).
-pub fn append_to_slot(slot: &mut Value, value: Value, allow_duplicates: bool) {
+pub(crate) fn append_to_slot(slot: &mut Value, value: Value, allow_duplicates: bool) {
     if !slot.is_array() {
         let previous = std::mem::take(slot);
         *slot = Value::Array(match previous {

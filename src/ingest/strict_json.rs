@@ -5,7 +5,7 @@ use super::*;
 /// The ES `json` processor's parser with its defaults (`allow_duplicate_keys: false`,
 /// `strict_json_parsing: true`): one JSON value, nothing after it, and no object with a
 /// repeated key (`Duplicate field '<key>'`).
-pub fn parse_json_strict(text: &str) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse_json_strict(text: &str) -> Result<Value, serde_json::Error> {
     use serde::de::DeserializeSeed as _;
     let mut de = serde_json::Deserializer::from_str(text);
     let value = StrictJson.deserialize(&mut de)?;

@@ -6,7 +6,7 @@ use super::*;
 /// `text` like `java.net.URI` (RFC 2396), falling back to `java.net.URL`, and returns the parts
 /// ES writes (`domain`, `fragment`, `path`, `extension`, `port`, `query`, `scheme`,
 /// `user_info`, `username`, `password`). Components are percent-decoded as the `URI` getters do.
-pub fn uri_parts(text: &str) -> Result<Map<String, Value>, IngestError> {
+pub(crate) fn uri_parts(text: &str) -> Result<Map<String, Value>, IngestError> {
     let parts = java_uri::parse(text)
         .or_else(|| java_url::parse(text))
         .ok_or_else(|| IngestError(format!("unable to parse URI [{text}]")))?;

@@ -17,11 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::sim::lock;
 
 /// The value of the `Retry-After` header sent with every 429.
-pub const RETRY_AFTER_SECS: u64 = 1;
+pub(crate) const RETRY_AFTER_SECS: u64 = 1;
 
 /// A fault chosen for one request; the simulator renders it in its own error body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// More than `limit` requests arrived in the current one-second window: answer 429 with
     /// `Retry-After: 1`.
     #[error("Too many requests: more than {limit} requests per second")]
@@ -45,7 +45,7 @@ impl Fault {
 
     /// Adds the headers the fault's answer carries besides its body (whose shape is the
     /// platform's): `Retry-After` on a 429.
-    pub fn add_headers(self, response: &mut Response) {
+    pub(crate) fn add_headers(self, response: &mut Response) {
         if let Self::RateLimited { .. } = self {
             response
                 .headers_mut()
@@ -180,7 +180,7 @@ impl Faults {
 
     /// This request's latency: `--latency-ms` plus a seeded uniform draw from
     /// `0..=--latency-jitter-ms`.
-    pub fn next_latency(&self) -> Duration {
+    pub(crate) fn next_latency(&self) -> Duration {
         if self.jitter_ms == 0 {
             return self.latency;
         }
@@ -198,7 +198,7 @@ impl Faults {
     }
 
     /// Counts the request against the current second's budget; `Err` when it is over.
-    pub fn check_rate(&self) -> Result<(), Fault> {
+    pub(crate) fn check_rate(&self) -> Result<(), Fault> {
         let Some(limit) = self.rate_limit else {
             return Ok(());
         };
@@ -217,7 +217,7 @@ impl Faults {
     }
 
     /// Draws from the seeded RNG whether this request fails, and with which 5xx.
-    pub fn check_error(&self) -> Result<(), Fault> {
+    pub(crate) fn check_error(&self) -> Result<(), Fault> {
         if self.error_rate <= 0.0 {
             return Ok(());
         }
@@ -237,7 +237,7 @@ impl Faults {
     /// Rate limit, then injected error: what a load balancer in front of the real API could do
     /// to a request (after its latency, which the server adds to every request) before the
     /// application sees it.
-    pub fn check_request(&self) -> Result<(), Fault> {
+    pub(crate) fn check_request(&self) -> Result<(), Fault> {
         self.check_rate()?;
         self.check_error()
     }

@@ -10,12 +10,12 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub mod faults;
-pub mod mutation;
+pub(crate) mod mutation;
 pub mod page;
 pub mod server;
 pub mod threatconnect;
 pub mod threatq;
-pub mod values;
+pub(crate) mod values;
 
 /// A poisoned lock only means another request panicked; the data is still consistent enough
 /// for a simulator, so keep serving.

@@ -13,14 +13,14 @@ use rand_chacha::ChaCha8Rng;
 const MUTATION_SEED: u64 = 0x0000_6d75_7461_7465;
 
 /// The mutation stream of a simulator started with `--seed seed`.
-pub fn seeded_rng(seed: u64) -> ChaCha8Rng {
+pub(crate) fn seeded_rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ MUTATION_SEED)
 }
 
 /// The indicators (by index) that have appeared in a served page, in the order they first did,
 /// and the seeded random stream that picks and changes them.
 #[derive(Debug, Clone)]
-pub struct Mutation {
+pub(crate) struct Mutation {
     seen: Vec<bool>,
     served: Vec<usize>,
     rng: ChaCha8Rng,
@@ -49,7 +49,7 @@ impl Mutation {
     }
 
     /// Draws up to `k` distinct served indicators (none, and no draw, when nothing was served).
-    pub fn choose(&mut self, k: usize) -> Vec<usize> {
+    pub(crate) fn choose(&mut self, k: usize) -> Vec<usize> {
         let n = k.min(self.served.len());
         if n == 0 {
             return Vec::new();
@@ -61,13 +61,13 @@ impl Mutation {
     }
 
     /// The stream a change draws its new values from.
-    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+    pub(crate) fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
     }
 }
 
 /// A platform's indicator store, as `--mutate-per-page` sees it.
-pub trait MutableStore {
+pub(crate) trait MutableStore {
     /// What has been served, and the stream that picks and changes indicators.
     fn mutation(&mut self) -> &mut Mutation;
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 /// The members of a JSON object, rendered: `"a":1,"b":"x"` without the braces; empty when the
 /// block contributes nothing.
-pub type Members = Box<[u8]>;
+pub(crate) type Members = Box<[u8]>;
 
 /// Renders the members of `map` once.
 pub fn members(map: &Map<String, Value>) -> Members {
@@ -49,7 +49,7 @@ pub fn write_object(out: &mut Vec<u8>, parts: &[&[u8]]) {
 
 /// A JSON array written element by element: `[` on creation, `,` between elements, `]` on
 /// [`JsonArray::finish`].
-pub struct JsonArray<'a> {
+pub(crate) struct JsonArray<'a> {
     out: &'a mut Vec<u8>,
     empty: bool,
 }
@@ -77,7 +77,7 @@ impl<'a> JsonArray<'a> {
 }
 
 /// Appends `"key":` (with a leading `,` when `comma`).
-pub fn write_key(out: &mut Vec<u8>, key: &str, comma: bool) {
+pub(crate) fn write_key(out: &mut Vec<u8>, key: &str, comma: bool) {
     if comma {
         out.push(b',');
     }
@@ -87,12 +87,12 @@ pub fn write_key(out: &mut Vec<u8>, key: &str, comma: bool) {
 }
 
 /// Appends a JSON string.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(out, s);
 }
 
 /// An `application/json` response with an already rendered body.
-pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(
@@ -105,7 +105,7 @@ pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 /// An `application/json` response from a DOM (error bodies and other small answers).
-pub fn json_value(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_value(status: StatusCode, body: &Value) -> Response {
     // serde_json writes i64 ids digit for digit; nothing here goes through f64.
     json_bytes(status, serde_json::to_vec(body).unwrap_or_default())
 }
@@ -115,7 +115,7 @@ pub fn json_value(status: StatusCode, body: &Value) -> Response {
 ///
 /// Blocks are numbered `0..blocks` by each simulator. Memory is one slot per (indicator, block)
 /// plus the bytes of what clients actually requested.
-pub struct RenderCache {
+pub(crate) struct RenderCache {
     blocks: usize,
     slots: Vec<Option<Members>>,
 }
@@ -135,7 +135,7 @@ impl RenderCache {
     }
 
     /// Renders block `block` of `item` with `render` unless it is cached.
-    pub fn fill(&mut self, item: usize, block: usize, render: impl FnOnce() -> Members) {
+    pub(crate) fn fill(&mut self, item: usize, block: usize, render: impl FnOnce() -> Members) {
         let at = self.slot(item, block);
         if let Some(slot) = self.slots.get_mut(at)
             && slot.is_none()
@@ -154,7 +154,7 @@ impl RenderCache {
 
     /// A capacity guess for a page of `items` written from `blocks`: the renders of the first
     /// item once per item plus one, and `envelope` bytes for the rest.
-    pub fn page_capacity(
+    pub(crate) fn page_capacity(
         &self,
         items: &[usize],
         blocks: impl IntoIterator<Item = usize>,
@@ -167,7 +167,7 @@ impl RenderCache {
     }
 
     /// Forgets every block of `item` (it changed).
-    pub fn invalidate(&mut self, item: usize) {
+    pub(crate) fn invalidate(&mut self, item: usize) {
         let start = self.slot(item, 0);
         let end = start.saturating_add(self.blocks).min(self.slots.len());
         if let Some(slots) = self.slots.get_mut(start..end) {
@@ -178,7 +178,11 @@ impl RenderCache {
     /// Renders `blocks` of every item now, on every core, so that the first pass through the
     /// data is as fast as the later ones (a one-shot client run sees no render cost). Blocking:
     /// call it from `spawn_blocking`.
-    pub fn prerender(&mut self, blocks: &[usize], render: impl Fn(usize, usize) -> Members + Sync) {
+    pub(crate) fn prerender(
+        &mut self,
+        blocks: &[usize],
+        render: impl Fn(usize, usize) -> Members + Sync,
+    ) {
         let stride = self.blocks.max(1);
         let items = self.slots.len() / stride;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -40,7 +40,7 @@ impl Counter {
     }
 
     /// Counts one more.
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.add(1);
     }
 
@@ -92,14 +92,14 @@ impl Server {
     }
 
     /// Counts a request answered 401 for its credentials.
-    pub fn count_auth_rejected(&self) {
+    pub(crate) fn count_auth_rejected(&self) {
         self.auth_rejected.bump();
     }
 
     /// Finishes a page whose indicators are `page` (indices into `store`): records them as
     /// served, applies `--mutate-per-page` after a non-empty page, releases the store, counts
     /// the page and answers it `200` with `body`.
-    pub fn serve_page<S: MutableStore>(
+    pub(crate) fn serve_page<S: MutableStore>(
         &self,
         mut store: MutexGuard<'_, S>,
         page: &[usize],
@@ -169,7 +169,11 @@ pub trait Failure: Display + IntoResponse {
 impl Request {
     /// Logs the outcome at debug level (`<platform> simulator request`, with the error when there
     /// is one) and answers it.
-    pub fn respond<E: Failure>(&self, platform: &str, outcome: Result<Response, E>) -> Response {
+    pub(crate) fn respond<E: Failure>(
+        &self,
+        platform: &str,
+        outcome: Result<Response, E>,
+    ) -> Response {
         let (method, path) = (&self.method, self.uri.path());
         match outcome {
             Ok(response) => {
@@ -205,7 +209,7 @@ async fn handle<P: Platform>(
 }
 
 /// The problems with the fault flags, each naming its flag.
-pub fn fault_problems(faults: &FaultArgs) -> Vec<String> {
+pub(crate) fn fault_problems(faults: &FaultArgs) -> Vec<String> {
     faults::validate(faults)
         .iter()
         .map(ToString::to_string)
@@ -213,7 +217,7 @@ pub fn fault_problems(faults: &FaultArgs) -> Vec<String> {
 }
 
 /// The problem with ids `id_base..id_base + indicators` when they do not fit an `i64`.
-pub fn id_overflow(id_base: i64, indicators: usize) -> Option<String> {
+pub(crate) fn id_overflow(id_base: i64, indicators: usize) -> Option<String> {
     i64::try_from(indicators)
         .ok()
         .and_then(|n| id_base.checked_add(n))
@@ -225,7 +229,7 @@ pub fn id_overflow(id_base: i64, indicators: usize) -> Option<String> {
 
 /// The problems with the credentials a simulator accepts: an id (`id_flag`) that is empty or
 /// holds a `:`, an empty secret (`secret_flag`).
-pub fn credential_problems(
+pub(crate) fn credential_problems(
     (id_flag, id): (&str, &str),
     (secret_flag, secret): (&str, &str),
 ) -> Vec<String> {
@@ -369,7 +373,10 @@ impl<P: Platform> SimHandle<P> {
     /// The CLI's part of `run`: prints the bound address (`127.0.0.1:PORT`, nothing else) as the
     /// FIRST line of stdout and flushes, calls `listening` (the platform's log line), serves until
     /// SIGINT/SIGTERM, shuts down, and returns the final counters.
-    pub async fn serve_until_signal(self, listening: impl FnOnce(&Self)) -> io::Result<P::Stats> {
+    pub(crate) async fn serve_until_signal(
+        self,
+        listening: impl FnOnce(&Self),
+    ) -> io::Result<P::Stats> {
         // Handlers first: a client may signal as soon as it reads the address.
         let stop = crate::signal::shutdown_token();
         crate::signal::announce_address(self.addr)?;

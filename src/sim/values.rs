@@ -7,16 +7,16 @@ use rand::seq::IndexedRandom as _;
 use rand_chacha::ChaCha8Rng;
 
 /// Top-level domains of generated host names.
-pub const TLDS: [&str; 8] = ["com", "net", "org", "info", "ru", "xyz", "top", "io"];
+pub(crate) const TLDS: [&str; 8] = ["com", "net", "org", "info", "ru", "xyz", "top", "io"];
 
 /// Words that generated host names, paths and registry keys are made of.
-pub const WORDS: [&str; 16] = [
+pub(crate) const WORDS: [&str; 16] = [
     "update", "secure", "login", "cdn", "mail", "portal", "files", "account", "verify", "cloud",
     "static", "api", "support", "billing", "docs", "auth",
 ];
 
 /// Malware families named in descriptions, tags, user agents and groups.
-pub const MALWARE: [&str; 8] = [
+pub(crate) const MALWARE: [&str; 8] = [
     "Emotet",
     "QakBot",
     "AgentTesla",
@@ -65,7 +65,7 @@ pub fn domain(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// `https://<domain>/<word>/<hex>.php?id=<n>`: a phishing or loader URL.
-pub fn php_url(rng: &mut ChaCha8Rng, word: &str) -> String {
+pub(crate) fn php_url(rng: &mut ChaCha8Rng, word: &str) -> String {
     format!(
         "https://{}/{word}/{}.php?id={}",
         domain(rng),
@@ -75,7 +75,7 @@ pub fn php_url(rng: &mut ChaCha8Rng, word: &str) -> String {
 }
 
 /// A mailbox on a generated domain: `<role><n>@<domain>`.
-pub fn email_address(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn email_address(rng: &mut ChaCha8Rng) -> String {
     format!(
         "{}{}@{}",
         pick(
@@ -102,7 +102,7 @@ pub fn ipv4(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// A network block around a generated IPv4 address, with a /16 to /28 prefix.
-pub fn cidr(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn cidr(rng: &mut ChaCha8Rng) -> String {
     let prefix = [16u32, 20, 22, 24, 28].choose(rng).copied().unwrap_or(24);
     let raw = ipv4(rng)
         .split('.')
@@ -136,7 +136,7 @@ pub fn mutex(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// A `Run` key under `HKEY_LOCAL_MACHINE`, where malware persists.
-pub fn run_key(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn run_key(rng: &mut ChaCha8Rng) -> String {
     format!(
         "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\\{}",
         pick(rng, &WORDS)
@@ -144,7 +144,7 @@ pub fn run_key(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// A browser user agent with a malware family's name and version appended.
-pub fn user_agent(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn user_agent(rng: &mut ChaCha8Rng) -> String {
     format!(
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) {}/{}.0",
         pick(rng, &MALWARE).replace(' ', ""),
@@ -153,7 +153,7 @@ pub fn user_agent(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// `Observed in <malware> activity`: a short description.
-pub fn observed_in(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn observed_in(rng: &mut ChaCha8Rng) -> String {
     format!("Observed in {} activity", pick(rng, &MALWARE))
 }
 
@@ -161,7 +161,7 @@ pub fn observed_in(rng: &mut ChaCha8Rng) -> String {
 /// their own, so that they stay stable across mutations, and whether they are drawn at realistic
 /// size (`--rich-context`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Blocks {
+pub(crate) struct Blocks {
     /// The blocks' own seed.
     pub seed: u64,
     /// Drawn at realistic size: many attributes, associations and tags.
@@ -178,7 +178,7 @@ impl Blocks {
     }
 
     /// How many entries a block draws: `default`, or `rich` under `--rich-context`.
-    pub fn sized(
+    pub(crate) fn sized(
         self,
         default: RangeInclusive<usize>,
         rich: RangeInclusive<usize>,
@@ -202,7 +202,7 @@ const ANALYSIS: [&str; 10] = [
 ];
 
 /// An analyst-length paragraph of two to eight sentences (about 150 to 800 characters).
-pub fn analysis(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn analysis(rng: &mut ChaCha8Rng) -> String {
     let n = rng.random_range(2..=8usize);
     (0..n)
         .map(|_| pick(rng, &ANALYSIS))

@@ -2,13 +2,13 @@
 //! that lets the poll loop commit the cursor, so a sink returns only once the batch is durable
 //! on its side (NDJSON: written and flushed; OTLP: `Export` returned OK).
 
-pub mod ndjson;
+pub(crate) mod ndjson;
 pub mod otlp;
 
 use std::future::Future;
 
-use crate::config::{OutputConfig, StreamIdentity};
 use crate::ingest::EcsEvent;
+use crate::policy::{OutputConfig, StreamIdentity};
 
 /// A batch of one stream's documents.
 #[derive(Debug)]

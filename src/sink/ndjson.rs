@@ -61,7 +61,7 @@ impl NdjsonSink {
 /// glued to it (`…"Credential Acc{"@metadata":…`), which no line-based consumer can read. The
 /// cut bytes belong to a batch that was never acknowledged, so its cursor was not committed and
 /// the batch is delivered again. Logs how many bytes were dropped.
-pub fn open_lines_for_append(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_lines_for_append(path: &Path) -> std::io::Result<std::fs::File> {
     let file = crate::fsutil::open_private_append_creating_dirs(path)?;
     let dropped = drop_partial_last_line(path, &file)?;
     if dropped > 0 {
@@ -242,7 +242,7 @@ mod tests {
         );
         let mut as_map = built.clone();
         as_map.doc = Document::Map(as_map.doc.into_map());
-        let stream = crate::config::StreamIdentity {
+        let stream = crate::policy::StreamIdentity {
             id: "s1".into(),
             dataset: "ti_threatconnect.indicator".into(),
             namespace: "default".into(),

@@ -32,9 +32,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::{Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::config::SslConfig;
-use crate::config::StreamIdentity;
 use crate::ingest::{Document, EcsEvent, Node, Object};
 use crate::pem;
+use crate::policy::StreamIdentity;
 use crate::telemetry::metrics::ExportOutcome;
 use crate::telemetry::{ExportFinished, ExportRetried};
 use crate::text::{bound_owned, bounded};
@@ -379,7 +379,7 @@ fn export_request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
 
 /// One document of stream `stream` of input `input_id` as a `LogRecord` (DESIGN §6); the
 /// document's strings move into the body.
-pub fn log_record(input_id: &str, stream: &StreamIdentity, event: EcsEvent) -> LogRecord {
+pub(crate) fn log_record(input_id: &str, stream: &StreamIdentity, event: EcsEvent) -> LogRecord {
     let now = chrono::Utc::now();
     let nanos = |t: chrono::DateTime<chrono::Utc>| {
         t.timestamp_nanos_opt()
@@ -441,7 +441,7 @@ fn into_kvlist(map: serde_json::Map<String, Value>) -> KeyValueList {
 }
 
 /// A document as the kvlist body of its `LogRecord`: entries in key order, its strings moved.
-pub fn document_kvlist(doc: Document) -> KeyValueList {
+pub(crate) fn document_kvlist(doc: Document) -> KeyValueList {
     match doc {
         Document::Map(map) => into_kvlist(map),
         Document::Built(object) => object_kvlist(object),
@@ -478,7 +478,7 @@ fn node_any_value(node: Node) -> AnyValue {
 }
 
 /// [`any_value`], moving the value's strings instead of copying them.
-pub fn into_any_value(value: Value) -> AnyValue {
+pub(crate) fn into_any_value(value: Value) -> AnyValue {
     let kind = match value {
         Value::String(s) => Some(AnyKind::StringValue(s)),
         Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
@@ -492,7 +492,7 @@ pub fn into_any_value(value: Value) -> AnyValue {
 
 /// A JSON value as an `AnyValue`: objects → kvlist, arrays → array, integers → `int_value`
 /// exactly, other numbers → `double_value`, `null` → an empty `AnyValue`.
-pub fn any_value(value: &Value) -> AnyValue {
+pub(crate) fn any_value(value: &Value) -> AnyValue {
     let kind = match value {
         Value::Null => None,
         Value::Bool(b) => Some(AnyKind::BoolValue(*b)),

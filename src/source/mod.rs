@@ -100,14 +100,14 @@ impl RawItems {
     }
 
     /// Every item's JSON text, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.spans
             .iter()
             .map(|s| self.body.get(s.clone()).unwrap_or_default())
     }
 
     /// Keeps only the items at `indices` (in that order); others are dropped.
-    pub fn select(self, indices: &[usize]) -> Self {
+    pub(crate) fn select(self, indices: &[usize]) -> Self {
         let spans = indices
             .iter()
             .filter_map(|&i| self.spans.get(i).cloned())
@@ -121,7 +121,7 @@ impl RawItems {
     /// Cuts the items into consecutive chunks of at most `max_items` items and, unless one item
     /// alone is larger, `max_bytes` bytes. Each chunk shares the body. An empty page gives one
     /// empty chunk, so that its cursor still travels to the commit.
-    pub fn chunks(&self, max_items: usize, max_bytes: usize) -> Vec<RawItems> {
+    pub(crate) fn chunks(&self, max_items: usize, max_bytes: usize) -> Vec<RawItems> {
         let max_items = max_items.max(1);
         let mut chunks = Vec::new();
         let mut current: Vec<Range<usize>> = Vec::new();
@@ -152,12 +152,12 @@ impl RawItems {
 /// Runs CPU work (decoding a page, mapping a chunk) on tokio's blocking pool, never on the
 /// async worker threads that answer the Agent. A panic in `work` is resumed in the caller, so
 /// the stream's panic guard reports it as the crash it is.
-pub async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     joined(tokio::task::spawn_blocking(work)).await
 }
 
 /// The result of work started on the blocking pool, its panic resumed in the caller.
-pub async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
+pub(crate) async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
     match handle.await {
         Ok(value) => value,
         Err(e) => match e.try_into_panic() {
@@ -169,7 +169,7 @@ pub async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> T {
 }
 
 /// A finished task's value, its panic resumed in the caller; `None` when it was cancelled.
-pub fn task_value<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
+pub(crate) fn task_value<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(e) => match e.try_into_panic() {
@@ -200,7 +200,7 @@ pub fn decode_body(body: &[u8]) -> (Cow<'_, str>, usize) {
 
 /// [`decode_body`] for an owned body: valid UTF-8 (the usual case) is taken as it is, without
 /// a copy.
-pub fn decode_owned_body(body: Vec<u8>) -> (String, usize) {
+pub(crate) fn decode_owned_body(body: Vec<u8>) -> (String, usize) {
     match String::from_utf8(body) {
         Ok(text) => (text, 0),
         Err(e) => {
@@ -249,7 +249,7 @@ pub enum FetchError {
 impl FetchError {
     /// A 2xx body that does not decode as `what`. Only serde's error kind and position are
     /// kept: its text can quote the body.
-    pub fn undecodable(platform: &'static str, what: &str, e: &serde_json::Error) -> Self {
+    pub(crate) fn undecodable(platform: &'static str, what: &str, e: &serde_json::Error) -> Self {
         Self::InvalidResponse {
             platform,
             message: format!("cannot decode {what}: {}", crate::text::json_error(e)),
@@ -259,7 +259,7 @@ impl FetchError {
     /// The same error with `secrets` masked in its text: the one place a stream's errors are
     /// cleaned, at the end of each platform's [`Source::fetch`]. Everything downstream (logs,
     /// health, diagnostics, the run's exit message) is built from the masked error.
-    pub fn masked(self, secrets: &Secrets) -> Self {
+    pub(crate) fn masked(self, secrets: &Secrets) -> Self {
         match self {
             Self::Http(e) => Self::Http(e.masked(secrets)),
             Self::InvalidResponse { platform, message } => Self::InvalidResponse {

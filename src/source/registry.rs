@@ -58,7 +58,7 @@ pub trait Platform: 'static {
 
 /// Work done with one stream's platform and settings, whichever platform it is (see
 /// [`SourceConfig::visit`]).
-pub trait PlatformVisitor<'a> {
+pub(crate) trait PlatformVisitor<'a> {
     /// What the work gives.
     type Output;
     /// Does the work for platform `P`.
@@ -80,7 +80,7 @@ pub struct PlatformInfo {
 
 impl PlatformInfo {
     /// The registered platform with input type `input_type`.
-    pub fn by_input_type(input_type: &str) -> Option<Self> {
+    pub(crate) fn by_input_type(input_type: &str) -> Option<Self> {
         PLATFORMS
             .iter()
             .copied()
@@ -115,7 +115,7 @@ macro_rules! platforms {
         }
 
         /// The input types of the registered platforms.
-        pub const INPUT_TYPES: &[&str] = &[$(<$platform as Platform>::INPUT_TYPE),+];
+        pub(crate) const INPUT_TYPES: &[&str] = &[$(<$platform as Platform>::INPUT_TYPE),+];
 
         /// Every registered platform, in registration order.
         pub const PLATFORMS: &[PlatformInfo] = &[$(info::<$platform>()),+];
@@ -123,7 +123,7 @@ macro_rules! platforms {
         impl SourceConfig {
             /// Reads the settings of a stream of input type `input_type`; `None` when the type
             /// is not registered.
-            pub fn from_fields(
+            pub(crate) fn from_fields(
                 input_type: &str,
                 fields: &mut FieldReader<'_>,
             ) -> Option<Option<Self>> {
@@ -136,35 +136,35 @@ macro_rules! platforms {
             }
 
             /// The integration's input type name (`ti_threatconnect`, `ti_threatq`).
-            pub fn input_type(&self) -> &'static str {
+            pub(crate) fn input_type(&self) -> &'static str {
                 match self {
                     $(Self::$variant(_) => <$platform as Platform>::INPUT_TYPE,)+
                 }
             }
 
             /// The effective settings with every secret replaced by `"[REDACTED]"`.
-            pub fn redacted_json(&self) -> Value {
+            pub(crate) fn redacted_json(&self) -> Value {
                 match self {
                     $(Self::$variant(config) => config.redacted_json(),)+
                 }
             }
 
             /// The secrets of the stream, to mask in everything it logs, reports or traces.
-            pub fn secrets(&self) -> Secrets {
+            pub(crate) fn secrets(&self) -> Secrets {
                 match self {
                     $(Self::$variant(config) => config.secrets(),)+
                 }
             }
 
             /// The HTTP settings.
-            pub fn http(&self) -> &HttpConfig {
+            pub(crate) fn http(&self) -> &HttpConfig {
                 match self {
                     $(Self::$variant(config) => config.http(),)+
                 }
             }
 
             /// Runs `visitor` with this stream's platform and settings.
-            pub fn visit<'a, V: PlatformVisitor<'a>>(&'a self, visitor: V) -> V::Output {
+            pub(crate) fn visit<'a, V: PlatformVisitor<'a>>(&'a self, visitor: V) -> V::Output {
                 match self {
                     $(Self::$variant(config) => visitor.visit::<$platform>(config),)+
                 }

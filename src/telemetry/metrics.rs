@@ -29,7 +29,7 @@ use super::StreamCounters;
 
 /// Which stream a series belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelSet)]
-pub struct StreamLabels {
+pub(crate) struct StreamLabels {
     /// The platform's short name (`threatconnect`).
     pub platform: String,
     /// The input (standalone) or unit (agent) id.
@@ -85,7 +85,7 @@ pub struct ProcessMetrics {
 }
 
 /// The status class label of an HTTP answer (`2xx`, …), or `error` when none came.
-pub fn status_class(status: Option<u16>) -> &'static str {
+pub(crate) fn status_class(status: Option<u16>) -> &'static str {
     match status {
         Some(100..=199) => "1xx",
         Some(200..=299) => "2xx",
@@ -176,7 +176,7 @@ impl ProcessMetrics {
 }
 
 /// The process's metrics.
-pub fn process() -> &'static ProcessMetrics {
+pub(crate) fn process() -> &'static ProcessMetrics {
     static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(ProcessMetrics::new);
     &PROCESS
 }
@@ -193,7 +193,7 @@ fn streams() -> &'static Registered {
 /// Makes a built stream's counters visible to `/metrics` and `/stats`. A stream rebuilt under
 /// the same labels (an agent unit reconfigured) replaces the old registration, so a series
 /// never appears twice; a stream whose counters are dropped disappears.
-pub fn register_stream(labels: StreamLabels, counters: &Arc<StreamCounters>) {
+pub(crate) fn register_stream(labels: StreamLabels, counters: &Arc<StreamCounters>) {
     if let Ok(mut all) = streams().lock() {
         all.retain(|(l, c)| *l != labels && c.strong_count() > 0);
         all.push((labels, Arc::downgrade(counters)));
@@ -214,7 +214,7 @@ fn live_streams() -> Vec<(StreamLabels, Arc<StreamCounters>)> {
 }
 
 /// Every registered stream's status, in label order (the console's lines).
-pub fn stream_statuses() -> Vec<(StreamLabels, super::StreamStatus)> {
+pub(crate) fn stream_statuses() -> Vec<(StreamLabels, super::StreamStatus)> {
     live_streams()
         .into_iter()
         .map(|(labels, c)| (labels, c.status()))

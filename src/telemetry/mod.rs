@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::redact::Secrets;
 
 mod events;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod server;
 
 pub use events::{
@@ -367,14 +367,14 @@ pub struct Caught {
 
 impl StreamCounters {
     /// A sweep starts now.
-    pub fn sweep_started(&self) {
+    pub(crate) fn sweep_started(&self) {
         if let Ok(mut s) = self.sweep_started.lock() {
             *s = Some(std::time::Instant::now());
         }
     }
 
     /// The stream caught up at `at`; it polls again after `interval` (none with `--once`).
-    pub fn caught_up(
+    pub(crate) fn caught_up(
         &self,
         at: chrono::DateTime<chrono::Utc>,
         interval: Option<std::time::Duration>,
@@ -393,7 +393,7 @@ impl StreamCounters {
 
     /// Masks `secrets` in every error this stream's counters store or log (set once, when the
     /// stream is built).
-    pub fn mask_with(&self, secrets: Secrets) {
+    pub(crate) fn mask_with(&self, secrets: Secrets) {
         let _ = self.secrets.set(secrets);
     }
 
@@ -406,7 +406,7 @@ impl StreamCounters {
     }
 
     /// Records a fatal stop.
-    pub fn set_fatal(&self, message: String) {
+    pub(crate) fn set_fatal(&self, message: String) {
         let message = self.masked(message);
         if let Ok(mut f) = self.fatal.lock() {
             *f = Some(message);
@@ -414,7 +414,7 @@ impl StreamCounters {
     }
 
     /// Logs a standing warning about stream `stream`'s settings once and keeps it for health.
-    pub fn add_note(&self, stream: &str, note: &str) {
+    pub(crate) fn add_note(&self, stream: &str, note: &str) {
         tracing::warn!(stream.id = stream, "stream {stream}: {note}");
         if let Ok(mut notes) = self.notes.lock() {
             notes.push(note.to_owned());
@@ -477,7 +477,7 @@ impl StreamStatus {
     /// page lands), for the unit's health message: `caught up at 2026-12-05T10:00:00Z; next poll
     /// at 2026-12-05T11:00:00Z`, `backfilling: 40 % (estimated)`, or `first sweep in progress`.
     /// A relative "12 s ago" would change the message every second and flood the check-ins.
-    pub fn standing(&self) -> String {
+    pub(crate) fn standing(&self) -> String {
         const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
         self.sweeping(|caught| match caught.next_poll {
             Some(next) => format!(
@@ -491,7 +491,7 @@ impl StreamStatus {
 
     /// How far behind the stream is, for humans: `caught up 12 s ago; next poll in 58 m`,
     /// `backfilling: 40 % (estimated)`, or `first sweep in progress`.
-    pub fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+    pub(crate) fn lag(&self, now: chrono::DateTime<chrono::Utc>) -> String {
         self.sweeping(|caught| {
             let ago = roughly(now.signed_duration_since(caught.at));
             match caught.next_poll {
@@ -539,7 +539,7 @@ pub struct BackfillProgress {
 
 impl BackfillProgress {
     /// Completion in percent of the estimate, 0–100 (0 while nothing is estimated).
-    pub fn percent(&self) -> u64 {
+    pub(crate) fn percent(&self) -> u64 {
         if self.estimated == 0 {
             return 0;
         }
@@ -577,7 +577,7 @@ pub struct CounterSnapshot {
 
 /// The process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`), where the
 /// system tells it (Linux); `None` elsewhere.
-pub fn process_memory() -> Option<ProcessMemory> {
+pub(crate) fn process_memory() -> Option<ProcessMemory> {
     process_memory_of("self")
 }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics;
-use crate::config::MonitoringConfig;
+use crate::policy::MonitoringConfig;
 
 /// The endpoint could not start.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ pub struct Observed {
 
 impl Observed {
     /// What counts as a change worth an immediate check-in (payload counters do not).
-    pub fn change_key(&self) -> Vec<(String, i32, u64, i32, String)> {
+    pub(crate) fn change_key(&self) -> Vec<(String, i32, u64, i32, String)> {
         let mut key: Vec<_> = self
             .units
             .iter()

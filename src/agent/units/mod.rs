@@ -14,7 +14,7 @@
 //! Actions `diagnostics` call returns.
 //!
 //! * Input units (`ti_threatconnect`, `ti_threatq`): `config.source` is validated with
-//!   [`config::input_from_value`]; each stream runs as a [`crate::poll::Poller`] under the
+//!   [`policy::input_from_value`]; each stream runs as a [`crate::poll::Poller`] under the
 //!   unit's `CancellationToken` and `TaskTracker`, with its cursor at
 //!   `cursor_key(unit_id, stream_id)` in `path.data`. A reconfigure stops the old loops (the
 //!   batch in flight is finished and committed) before new ones start, so two loops never
@@ -33,18 +33,19 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::policy::SUPPORTED_INPUT_TYPES;
-use crate::config::{self, InputConfig, MonitoringConfig, Problems};
+use crate::config::Problems;
 use crate::pipeline::BuildError;
+use crate::policy::read::SUPPORTED_INPUT_TYPES;
+use crate::policy::{self, InputConfig, MonitoringConfig};
 use crate::sink::SinkError;
 use crate::state::StateError;
 
-pub use output::OutputSpec;
+pub(crate) use output::OutputSpec;
 pub use runtime::{Observed, UnitManager};
 
 /// Why a unit cannot run. What the unit's health message says (never a secret).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UnitError {
+pub(crate) enum UnitError {
     /// The unit has no `config.source`.
     #[error("config.source: missing (expected the policy input)")]
     MissingSource,
@@ -76,7 +77,7 @@ pub enum UnitError {
 
 /// An input unit's validated config.
 #[derive(Debug, Clone)]
-pub struct UnitInput {
+pub(crate) struct UnitInput {
     /// The input and its streams.
     pub input: InputConfig,
     /// `monitoring.http`, when the unit enables it: the component then serves `/metrics`,
@@ -86,7 +87,7 @@ pub struct UnitInput {
 
 /// Validates an input unit's `config.source`: one of our input types, then the shared config
 /// validation. The error lists every problem, each naming its field.
-pub fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
+pub(crate) fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
     let Value::Object(fields) = source else {
         return Err(UnitError::MissingSource);
     };
@@ -97,8 +98,8 @@ pub fn validate_input(source: &Value) -> Result<UnitInput, UnitError> {
     let mut input = fields.clone();
     let monitoring = match input.remove("monitoring") {
         None => None,
-        Some(block) => config::monitoring_from_value(&block).map_err(UnitError::Invalid)?,
+        Some(block) => policy::monitoring_from_value(&block).map_err(UnitError::Invalid)?,
     };
-    let input = config::input_from_value(&Value::Object(input)).map_err(UnitError::Invalid)?;
+    let input = policy::input_from_value(&Value::Object(input)).map_err(UnitError::Invalid)?;
     Ok(UnitInput { input, monitoring })
 }

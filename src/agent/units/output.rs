@@ -5,18 +5,18 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::UnitError;
-use crate::config::{self, OutputConfig};
+use crate::policy::{self, OutputConfig};
 use crate::sink::AnySink;
 
 /// What the output unit asks for: a validated output block (`{type: otlp, endpoint, ssl?}`;
 /// `ndjson` to a file also works, for tests and debugging).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputSpec(pub OutputConfig);
+pub(crate) struct OutputSpec(pub OutputConfig);
 
 impl OutputSpec {
     /// Reads an output unit's `config.source`; the error names every bad field.
     pub fn parse(source: &Value) -> Result<Self, UnitError> {
-        let config = config::output_from_value(source).map_err(UnitError::Invalid)?;
+        let config = policy::output_from_value(source).map_err(UnitError::Invalid)?;
         if let OutputConfig::Ndjson { path } = &config
             && path.as_os_str() == "-"
         {

@@ -18,8 +18,8 @@ use super::diagnostics;
 use super::table::{Effect, Streams, Table, UnitKey};
 use super::{OutputSpec, UnitError};
 use crate::agent::logging::UnitLevels;
-use crate::config::{InputConfig, MonitoringConfig};
 use crate::pipeline::{RunOptions, StreamPoller};
+use crate::policy::{InputConfig, MonitoringConfig};
 use crate::proto::{AgentInfo, CheckinExpected};
 use crate::sink::AnySink;
 use crate::state::{StateError, StateStore};
@@ -68,7 +68,7 @@ impl UnitManager {
     /// A manager whose state store may have failed to open: the control plane still runs, and
     /// input units report FAILED with the store's error (naming the file and the recovery)
     /// instead of the component exiting before it could say why.
-    pub fn with_state(
+    pub(crate) fn with_state(
         state: Result<StateStore, StateError>,
         options: RunOptions,
         levels: UnitLevels,
@@ -109,7 +109,7 @@ impl UnitManager {
     }
 
     /// Applies a complete (reassembled) expected state.
-    pub fn apply(&self, expected: CheckinExpected) {
+    pub(crate) fn apply(&self, expected: CheckinExpected) {
         self.update(|table| table.apply(expected));
     }
 
@@ -263,12 +263,12 @@ impl UnitManager {
     }
 
     /// Diagnostics of every unit (component level): state, redacted config, stream status.
-    pub fn diagnostics_all(&self) -> Value {
+    pub(crate) fn diagnostics_all(&self) -> Value {
         diagnostics::component(&self.lock().table)
     }
 
     /// Diagnostics of one unit, if it exists.
-    pub fn diagnostics_unit(&self, id: &str, kind: i32) -> Option<Value> {
+    pub(crate) fn diagnostics_unit(&self, id: &str, kind: i32) -> Option<Value> {
         let inner = self.lock();
         inner
             .table
@@ -278,7 +278,7 @@ impl UnitManager {
     }
 
     /// Whether a unit with this key exists.
-    pub fn has_unit(&self, id: &str, kind: i32) -> bool {
+    pub(crate) fn has_unit(&self, id: &str, kind: i32) -> bool {
         self.lock().table.units.contains_key(&(kind, id.to_owned()))
     }
 

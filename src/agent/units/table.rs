@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::output::OutputSpec;
 use super::{UnitError, UnitInput, validate_input};
 use crate::agent::structs::struct_to_json;
-use crate::config::{InputConfig, MonitoringConfig};
+use crate::policy::{InputConfig, MonitoringConfig};
 use crate::proto::{AgentInfo, CheckinExpected, State, UnitExpected, UnitLogLevel, UnitType};
 use crate::telemetry::StreamCounters;
 

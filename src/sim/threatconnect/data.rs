@@ -54,7 +54,7 @@ pub enum IndicatorType {
 
 impl IndicatorType {
     /// Every built-in type, in the order the API documentation lists them.
-    pub const ALL: [IndicatorType; 12] = [
+    pub(crate) const ALL: [IndicatorType; 12] = [
         Self::Address,
         Self::EmailAddress,
         Self::File,
@@ -136,7 +136,7 @@ pub struct Indicator {
 }
 
 /// Owners (organisation, community, source) that indicators belong to: `(ownerId, ownerName)`.
-pub const OWNERS: [(i64, &str); 4] = [
+pub(crate) const OWNERS: [(i64, &str); 4] = [
     (51, "Example Org"),
     (12, "Common Community"),
     (33, "Technical Blogs and Reports"),
@@ -151,7 +151,7 @@ const SOURCES: [&str; 4] = [
 ];
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, the only timestamp format the API returns.
-pub fn format_ts(t: DateTime<Utc>) -> String {
+pub(crate) fn format_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -368,13 +368,13 @@ impl Indicator {
     }
 
     /// How many associated indicators to draw.
-    pub fn associated_indicator_range(&self) -> RangeInclusive<usize> {
+    pub(crate) fn associated_indicator_range(&self) -> RangeInclusive<usize> {
         self.blocks.sized(0..=3, 4..=15)
     }
 
     /// Modifies the indicator as an analyst would: a new rating, confidence and description,
     /// with `lastModified` set to `now` (second precision).
-    pub fn mutate(&mut self, now: DateTime<Utc>, rng: &mut ChaCha8Rng) {
+    pub(crate) fn mutate(&mut self, now: DateTime<Utc>, rng: &mut ChaCha8Rng) {
         self.version += 1;
         self.last_modified = now.trunc_subsecs(0);
         self.rating = Some(f64::from(rng.random_range(1..=10u8)) / 2.0);
@@ -386,7 +386,7 @@ impl Indicator {
     }
 
     /// The `lastModified` text exactly as served.
-    pub fn last_modified_text(&self) -> String {
+    pub(crate) fn last_modified_text(&self) -> String {
         format_ts(self.last_modified)
     }
 
@@ -810,7 +810,7 @@ pub fn sightings(ind: &Indicator, m: &mut Map<String, Value>) {
 }
 
 /// `externalDates`: `externalDateAdded/Expires/LastModified`.
-pub fn external_dates(ind: &Indicator, m: &mut Map<String, Value>) {
+pub(crate) fn external_dates(ind: &Indicator, m: &mut Map<String, Value>) {
     let mut rng = ind.block_rng(7);
     let added = ind.date_added - Duration::seconds(rng.random_range(0..86_400 * 10));
     m.insert("externalDateAdded".into(), json!(format_ts(added)));

@@ -13,7 +13,7 @@
 //! The HTTP server around it is shared with the ThreatQ simulator (`sim/server.rs`).
 
 pub mod data;
-pub mod tql;
+pub(crate) mod tql;
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;

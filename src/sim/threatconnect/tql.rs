@@ -446,7 +446,7 @@ fn cmp_op(keyword: &str, op: &str) -> Result<CmpOp, TqlError> {
 }
 
 /// Accepts exactly `YYYY-MM-DDTHH:MM:SSZ`, `YYYY-MM-DD` and `YYYY-MM-DD HH:MM:SS` (UTC).
-pub fn parse_date(s: &str) -> Result<DateTime<Utc>, TqlError> {
+pub(crate) fn parse_date(s: &str) -> Result<DateTime<Utc>, TqlError> {
     let bad = || TqlError::BadDate(s.to_owned());
     // chrono's %S would accept a fraction after it with some formats; insist on exact lengths.
     let t = match s.len() {

@@ -39,7 +39,7 @@ const fn ty(id: i64, name: &'static str, class: &'static str) -> IndicatorType {
 
 /// Every generated type. Ids are the simulator's own numbering, chosen to agree with the
 /// fixtures (`IP Address` = 15, `URL` = 30); `Bitcoin Address` is a custom, user-defined type.
-pub const TYPES: [IndicatorType; 22] = [
+pub(crate) const TYPES: [IndicatorType; 22] = [
     ty(15, "IP Address", "network"),
     ty(16, "IPv6 Address", "network"),
     ty(3, "CIDR Block", "network"),
@@ -65,7 +65,7 @@ pub const TYPES: [IndicatorType; 22] = [
 ];
 
 /// ThreatQ's default indicator statuses: `(id, name, description)`.
-pub const STATUSES: [(i64, &str, &str); 5] = [
+pub(crate) const STATUSES: [(i64, &str, &str); 5] = [
     (
         1,
         "Active",
@@ -90,7 +90,7 @@ const EXPIRED: usize = 1;
 
 /// Which expiration dates an indicator carries (mapping spec §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
+pub(crate) enum Expiry {
     /// Neither `expires_at` nor `expired_at`: the default duration applies.
     Neither,
     /// Only `expires_at`, in the future.
@@ -107,7 +107,7 @@ pub enum Expiry {
 
 impl Expiry {
     /// Every case, so that the first few indicators cover all of them.
-    pub const ALL: [Expiry; 6] = [
+    pub(crate) const ALL: [Expiry; 6] = [
         Self::Neither,
         Self::ExpiresFuture,
         Self::ExpiresPast,
@@ -238,7 +238,7 @@ const RELATED: [&str; 22] = [
 ];
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC, no zone), the only timestamp format ThreatQ returns.
-pub fn format_ts(t: DateTime<Utc>) -> String {
+pub(crate) fn format_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
@@ -435,7 +435,7 @@ impl Indicator {
     /// Modifies the indicator as an analyst or a feed would: a new score and `updated_at` /
     /// `touched_at` = `at` (which the caller makes strictly later than every existing key).
     /// Now and then the indicator is expired.
-    pub fn mutate(&mut self, at: DateTime<Utc>, rng: &mut ChaCha8Rng) {
+    pub(crate) fn mutate(&mut self, at: DateTime<Utc>, rng: &mut ChaCha8Rng) {
         self.version += 1;
         self.updated_at = at;
         self.touched_at = at;
@@ -451,7 +451,7 @@ impl Indicator {
     }
 
     /// The `updated_at` text exactly as served.
-    pub fn updated_at_text(&self) -> String {
+    pub(crate) fn updated_at_text(&self) -> String {
         format_ts(self.updated_at)
     }
 

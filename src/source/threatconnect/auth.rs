@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The text ThreatConnect signs: `path_and_query:METHOD:timestamp`.
-pub fn string_to_sign(path_and_query: &str, method: &str, timestamp: i64) -> String {
+pub(crate) fn string_to_sign(path_and_query: &str, method: &str, timestamp: i64) -> String {
     format!(
         "{path_and_query}:{}:{timestamp}",
         method.to_ascii_uppercase()
@@ -17,7 +17,7 @@ pub fn string_to_sign(path_and_query: &str, method: &str, timestamp: i64) -> Str
 }
 
 /// Base64 HMAC-SHA256 of `message` keyed by `secret_key`.
-pub fn signature(secret_key: &[u8], message: &str) -> String {
+pub(crate) fn signature(secret_key: &[u8], message: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).expect("HMAC takes any key length");
     mac.update(message.as_bytes());

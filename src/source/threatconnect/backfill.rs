@@ -78,7 +78,7 @@ pub struct Window {
 
 impl Window {
     /// Items probably left (never below zero; estimates are estimates).
-    pub fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         self.estimated.saturating_sub(self.delivered)
     }
 }
@@ -87,7 +87,11 @@ impl Backfill {
     /// Windows `[edges[i], edges[i+1])` with the items estimated in each; the first window
     /// continues `first` (its `seen` and anchor), the others start fresh at their edge.
     /// `None` when fewer than two windows would result (nothing to parallelise).
-    pub fn plan(first: &SweepCursor, edges: &[DateTime<Utc>], estimates: &[u64]) -> Option<Self> {
+    pub(crate) fn plan(
+        first: &SweepCursor,
+        edges: &[DateTime<Utc>],
+        estimates: &[u64],
+    ) -> Option<Self> {
         if edges.len() < 3 {
             return None;
         }
@@ -116,7 +120,7 @@ impl Backfill {
     }
 
     /// Completion in percent (of the estimate), 0–100.
-    pub fn percent(&self) -> u64 {
+    pub(crate) fn percent(&self) -> u64 {
         crate::telemetry::BackfillProgress {
             done: self.done,
             estimated: self.estimated,
@@ -125,7 +129,7 @@ impl Backfill {
     }
 
     /// The window with the most items left, if it is worth splitting (more than `min_items`).
-    pub fn largest(&self, min_items: u64) -> Option<&Window> {
+    pub(crate) fn largest(&self, min_items: u64) -> Option<&Window> {
         self.windows
             .iter()
             .filter(|w| w.remaining() > min_items)
@@ -134,7 +138,7 @@ impl Backfill {
 
     /// Window `id` cannot be split where its estimate said: it counts as having nothing left
     /// to steal, so [`largest`](Self::largest) never picks it again.
-    pub fn unsplittable(&mut self, id: u32) {
+    pub(crate) fn unsplittable(&mut self, id: u32) {
         if let Some(w) = self.windows.iter_mut().find(|w| w.id == id) {
             w.estimated = w.delivered;
         }
@@ -142,7 +146,7 @@ impl Backfill {
 
     /// Splits window `id` at `at` (a whole second strictly inside it): the window keeps
     /// `[its cursor, at)`, a new window takes `[at, end)`. Returns whether it split.
-    pub fn split(&mut self, id: u32, at: DateTime<Utc>) -> bool {
+    pub(crate) fn split(&mut self, id: u32, at: DateTime<Utc>) -> bool {
         let at = truncate_to_second(at);
         let Some(i) = self.windows.iter().position(|w| w.id == id) else {
             return false;
@@ -170,7 +174,7 @@ impl Backfill {
 
 /// Window edges from K-quantile probes: `lower`, the timestamps found at `resultStart = i·N/K`
 /// (whole seconds, strictly increasing; duplicates from a dense second collapse), and `upper`.
-pub fn edges(
+pub(crate) fn edges(
     lower: DateTime<Utc>,
     quantiles: &[DateTime<Utc>],
     upper: DateTime<Utc>,
@@ -189,7 +193,7 @@ pub fn edges(
 
 /// The upper edge of a backfill planned at `server_now`: seconds younger than
 /// [`sweep::SETTLE`] can still gain items, so they are left to the tail.
-pub fn upper_edge(server_now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn upper_edge(server_now: DateTime<Utc>) -> DateTime<Utc> {
     truncate_to_second(
         server_now
             .checked_sub_signed(sweep::SETTLE)
@@ -199,7 +203,7 @@ pub fn upper_edge(server_now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Additive-increase / multiplicative-decrease of the number of windows fetched at once.
 #[derive(Debug, Clone)]
-pub struct Aimd {
+pub(crate) struct Aimd {
     limit: usize,
     max: usize,
     clean: usize,
@@ -223,13 +227,13 @@ impl Aimd {
     }
 
     /// How many windows may be fetched at once now.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// A page arrived after `latency`; `pushback` says the HTTP client met a 429 or 5xx on the
     /// way (it retried them itself).
-    pub fn on_page(&mut self, latency: Duration, pushback: bool) {
+    pub(crate) fn on_page(&mut self, latency: Duration, pushback: bool) {
         let baseline = *self.baseline.get_or_insert(latency);
         self.baseline = Some(baseline.min(latency));
         let spike = latency > baseline.saturating_mul(LATENCY_SPIKE)
@@ -246,7 +250,7 @@ impl Aimd {
     }
 
     /// A fetch failed after the HTTP client's retries.
-    pub fn on_error(&mut self) {
+    pub(crate) fn on_error(&mut self) {
         self.back_off();
     }
 

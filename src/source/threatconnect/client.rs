@@ -40,7 +40,7 @@ fn query_escape(s: &str) -> String {
 }
 
 /// The `fields` values for the include_* options, in the integration's order (API spec §7).
-pub fn fields(cfg: &ThreatConnectConfig) -> Vec<&'static str> {
+pub(crate) fn fields(cfg: &ThreatConnectConfig) -> Vec<&'static str> {
     let mut fields = Vec::new();
     if cfg.include_group_assoc {
         fields.push("associatedGroups");
@@ -65,7 +65,11 @@ pub fn tql(start: DateTime<Utc>, user: Option<&str>) -> String {
 }
 
 /// [`tql`] bounded above by `lastModified LT "<end>"` (a backfill window) when `end` is given.
-pub fn bounded_tql(start: DateTime<Utc>, end: Option<DateTime<Utc>>, user: Option<&str>) -> String {
+pub(crate) fn bounded_tql(
+    start: DateTime<Utc>,
+    end: Option<DateTime<Utc>>,
+    user: Option<&str>,
+) -> String {
     const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
     let mut base = format!("lastModified GEQ \"{}\"", start.format(FORMAT));
     if let Some(end) = end {
@@ -78,7 +82,7 @@ pub fn bounded_tql(start: DateTime<Utc>, end: Option<DateTime<Utc>>, user: Optio
 }
 
 /// The query string with keys sorted as Go's `url.Values.Encode` does.
-pub fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -> String {
+pub(crate) fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -> String {
     let mut q = String::new();
     append_query(&mut q, fields, result_limit, result_start, tql);
     q
@@ -86,7 +90,7 @@ pub fn query(fields: &[&str], result_limit: u32, result_start: u32, tql: &str) -
 
 /// A one-item probe with `count=true` (the total matches) at `result_start`: no optional
 /// fields, so it stays small.
-pub fn probe_query(result_start: u32, tql: &str) -> String {
+pub(crate) fn probe_query(result_start: u32, tql: &str) -> String {
     let mut q = String::from("count=true&");
     append_query(&mut q, &[], 1, result_start, tql);
     q
@@ -237,7 +241,7 @@ impl ThreatConnectSource {
     }
 
     /// The full request URL for a page.
-    pub fn page_url(&self, watermark: DateTime<Utc>, result_start: u32) -> url::Url {
+    pub(crate) fn page_url(&self, watermark: DateTime<Utc>, result_start: u32) -> url::Url {
         self.window_url(watermark, None, result_start)
     }
 

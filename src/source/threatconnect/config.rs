@@ -20,47 +20,47 @@ use crate::redact::Secrets;
 use crate::source::registry::StreamSettings;
 
 /// The dataset of the integration's only data stream.
-pub const DEFAULT_DATASET: &str = "ti_threatconnect.indicator";
+pub(crate) const DEFAULT_DATASET: &str = "ti_threatconnect.indicator";
 
 /// Default `url`: ThreatConnect's public cloud.
-pub fn default_url() -> Url {
+pub(crate) fn default_url() -> Url {
     // A constant, covered by `defaults_are_the_integration_defaults`: not user input.
     Url::parse("https://app.threatconnect.com").expect("the default URL is valid")
 }
 
 /// Default `interval`: `24h`.
-pub fn default_interval() -> Duration {
+pub(crate) fn default_interval() -> Duration {
     Duration::from_secs(24 * 3_600)
 }
 
 /// Default `initial_interval`: `168h` (a week).
-pub fn default_initial_interval() -> Duration {
+pub(crate) fn default_initial_interval() -> Duration {
     Duration::from_secs(168 * 3_600)
 }
 
 /// Default `batch_size`: 2000.
-pub fn default_batch_size() -> u32 {
+pub(crate) fn default_batch_size() -> u32 {
     2_000
 }
 
 /// Default `backfill_concurrency`: 4 windows at once.
-pub fn default_backfill_concurrency() -> u32 {
+pub(crate) fn default_backfill_concurrency() -> u32 {
     4
 }
 
 /// Largest `backfill_concurrency`.
-pub const MAX_BACKFILL_CONCURRENCY: u32 = 32;
+pub(crate) const MAX_BACKFILL_CONCURRENCY: u32 = 32;
 
 /// Largest `batch_size`: ThreatConnect's `resultLimit` maximum.
-pub const MAX_BATCH_SIZE: u32 = 10_000;
+pub(crate) const MAX_BATCH_SIZE: u32 = 10_000;
 
 /// Default `http_client_timeout`: `2m`.
-pub fn default_http_client_timeout() -> Duration {
+pub(crate) fn default_http_client_timeout() -> Duration {
     Duration::from_secs(120)
 }
 
 /// Default `ioc_expiration_duration`: `90d`.
-pub fn default_ioc_expiration() -> IocExpiration {
+pub(crate) fn default_ioc_expiration() -> IocExpiration {
     IocExpiration {
         raw: "90d".to_owned(),
         duration: Duration::from_secs(90 * 86_400),
@@ -68,7 +68,7 @@ pub fn default_ioc_expiration() -> IocExpiration {
 }
 
 /// Default `tags`: `forwarded`, `threatconnect-indicator`.
-pub fn default_tags() -> Vec<String> {
+pub(crate) fn default_tags() -> Vec<String> {
     vec!["forwarded".to_owned(), "threatconnect-indicator".to_owned()]
 }
 
@@ -325,7 +325,7 @@ impl StreamSettings for ThreatConnectConfig {
 /// Whether TQL text has an `OR` outside quotes and parentheses. Appended as
 /// `lastModified GEQ "…" AND <tql>`, such an `OR` binds looser than the `AND` and lets the user
 /// filter match regardless of `lastModified`: the sweep would never advance.
-pub fn has_top_level_or(tql: &str) -> bool {
+pub(crate) fn has_top_level_or(tql: &str) -> bool {
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
     let mut escaped = false;

@@ -25,17 +25,17 @@ use serde::{Deserialize, Serialize};
 
 /// How long after a second ends we still expect new indicators stamped with it (commit lag,
 /// clock granularity). Seconds younger than this are re-read from their start.
-pub const SETTLE: TimeDelta = TimeDelta::seconds(5);
+pub(crate) const SETTLE: TimeDelta = TimeDelta::seconds(5);
 
 /// How far past the platform's clock a `lastModified` may be and still move the watermark.
 /// It is also how far ahead of ours we believe the platform's clock to be: ThreatConnect
 /// refuses requests whose HMAC timestamp is more than 5 minutes off its own.
-pub const FUTURE_MARGIN: TimeDelta = TimeDelta::minutes(5);
+pub(crate) const FUTURE_MARGIN: TimeDelta = TimeDelta::minutes(5);
 
 /// The latest `lastModified` that may move the watermark: the platform's clock (its `Date`
 /// header, else ours, and never more than [`FUTURE_MARGIN`] ahead of ours) plus
 /// [`FUTURE_MARGIN`].
-pub fn future_horizon(
+pub(crate) fn future_horizon(
     server_date: Option<DateTime<Utc>>,
     local_now: DateTime<Utc>,
 ) -> DateTime<Utc> {
@@ -81,7 +81,7 @@ impl SweepCursor {
 
     /// The `resultStart` to request, and the id expected first if an anchor is trusted.
     /// `server_now` is the platform's clock (from its `Date` header), when known.
-    pub fn plan(&self, server_now: DateTime<Utc>) -> Plan {
+    pub(crate) fn plan(&self, server_now: DateTime<Utc>) -> Plan {
         match self.anchor {
             // A watermark at the end of time (a damaged cursor) must not overflow.
             Some(a)
@@ -105,7 +105,7 @@ impl SweepCursor {
 
 /// What to request next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// `resultStart`.
     pub result_start: u32,
     /// The id the first item must have; otherwise the second shifted.
@@ -114,11 +114,11 @@ pub struct Plan {
 
 /// The paging keys of one returned item. `None` when the item lacks a usable id or timestamp
 /// (it is still delivered; the mapping turns it into an error document).
-pub type ItemKey = Option<(i64, DateTime<Utc>)>;
+pub(crate) type ItemKey = Option<(i64, DateTime<Utc>)>;
 
 /// The result of applying one response to a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The anchor moved: re-read the watermark second from its start. Nothing is delivered.
     Rewind,
     /// Deliver `deliver` (indexes into the page), then commit `cursor`.
@@ -137,7 +137,7 @@ pub enum Step {
 /// Applies one page (the keys of its items, in server order) requested with `plan` to `cursor`.
 /// `server_has_more` is whether the response carried a `next` link. Items whose `lastModified`
 /// is after `horizon` (see [`future_horizon`]) are delivered, but do not move the cursor.
-pub fn step(
+pub(crate) fn step(
     cursor: &SweepCursor,
     plan: Plan,
     keys: &[ItemKey],
@@ -229,7 +229,7 @@ pub fn step(
 }
 
 /// Drops the fraction: ThreatConnect compares and returns whole seconds.
-pub fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 

@@ -27,7 +27,7 @@ use crate::text::{bound_owned, bounded, bounded_to, json_error};
 const PLATFORM: &str = "threatq";
 
 /// The cursorMark that starts a collection from its beginning.
-pub const START: &str = "*";
+pub(crate) const START: &str = "*";
 
 /// A bearer token and when to stop using it.
 struct CachedToken {
@@ -37,7 +37,7 @@ struct CachedToken {
 
 /// Why the token endpoint refused or failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// The server refused the client credentials (OAuth2 error response).
     #[error("ThreatQ token endpoint refused the client credentials: {0}")]
     Refused(String),
@@ -140,7 +140,7 @@ impl ThreatQSource {
     }
 
     /// The indicators URL for one page.
-    pub fn page_url(&self, cursor_mark: &str) -> url::Url {
+    pub(crate) fn page_url(&self, cursor_mark: &str) -> url::Url {
         let mut url = self.indicators.clone();
         url.query_pairs_mut()
             .append_pair("sort", "updated_at")
@@ -330,7 +330,7 @@ async fn oauth_exchange(
 /// Transport failures of the token exchange, as the `oauth2` crate wants them (an `Error`).
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct OauthTransport(HttpError);
+pub(crate) struct OauthTransport(HttpError);
 
 impl Source for ThreatQSource {
     type Cursor = String;
@@ -404,14 +404,14 @@ impl ThreatQSource {
 
 /// The longest cursorMark we accept. Solr marks are a few dozen bytes of base64; 4 KiB leaves
 /// room for any real sort key while keeping the request URL well under common 8 KiB limits.
-pub const MAX_CURSOR_MARK: usize = 4096;
+pub(crate) const MAX_CURSOR_MARK: usize = 4096;
 
 /// How much of a bad or long mark is shown in errors and logs.
 const MARK_SHOWN: usize = 48;
 
 /// Why a cursorMark cannot be stored or sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidCursorMark {
+pub(crate) enum InvalidCursorMark {
     /// Longer than [`MAX_CURSOR_MARK`].
     #[error("is {len} bytes long (at most {MAX_CURSOR_MARK} allowed)")]
     TooLong {
@@ -434,7 +434,7 @@ pub enum InvalidCursorMark {
 /// A cursorMark is 1 to [`MAX_CURSOR_MARK`] bytes of visible ASCII (`!` to `~`, no space, no
 /// control character, nothing beyond ASCII): exactly what survives query encoding and the
 /// round trip through the state store unchanged. Solr's base64 marks always qualify.
-pub fn check_cursor_mark(mark: &str) -> Result<(), InvalidCursorMark> {
+pub(crate) fn check_cursor_mark(mark: &str) -> Result<(), InvalidCursorMark> {
     if mark.len() > MAX_CURSOR_MARK {
         return Err(InvalidCursorMark::TooLong { len: mark.len() });
     }

@@ -20,34 +20,34 @@ use crate::redact::Secrets;
 use crate::source::registry::StreamSettings;
 
 /// The dataset of the integration's only data stream.
-pub const DEFAULT_DATASET: &str = "ti_threatq.threat";
+pub(crate) const DEFAULT_DATASET: &str = "ti_threatq.threat";
 
 /// Largest `page_size`: "maximum supported page size value is 1000".
-pub const MAX_PAGE_SIZE: u32 = 1_000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1_000;
 
 /// Default `host`: the integration's placeholder.
-pub fn default_host() -> Url {
+pub(crate) fn default_host() -> Url {
     // A constant, covered by `defaults_are_the_integration_defaults`: not user input.
     Url::parse("https://threatqexample.com").expect("the default host is valid")
 }
 
 /// Default `interval`: `10m`.
-pub fn default_interval() -> Duration {
+pub(crate) fn default_interval() -> Duration {
     Duration::from_secs(600)
 }
 
 /// Default `page_size`: 1000.
-pub fn default_page_size() -> u32 {
+pub(crate) fn default_page_size() -> u32 {
     1_000
 }
 
 /// Default `http_client_timeout`: `30s`.
-pub fn default_http_client_timeout() -> Duration {
+pub(crate) fn default_http_client_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
 /// Default `ioc_expiration_duration`: `90d`.
-pub fn default_ioc_expiration() -> IocExpiration {
+pub(crate) fn default_ioc_expiration() -> IocExpiration {
     IocExpiration {
         raw: "90d".to_owned(),
         duration: Duration::from_secs(90 * 86_400),
@@ -55,13 +55,13 @@ pub fn default_ioc_expiration() -> IocExpiration {
 }
 
 /// Default `tags`: `forwarded`, `threatq-threat`.
-pub fn default_tags() -> Vec<String> {
+pub(crate) fn default_tags() -> Vec<String> {
     vec!["forwarded".to_owned(), "threatq-threat".to_owned()]
 }
 
 /// Default `threat_library_fields`: what the integration requests since 1.39.2 (ThreatQ 6.12+
 /// leaves `sources` and `attributes` out of `*`).
-pub fn default_threat_library_fields() -> String {
+pub(crate) fn default_threat_library_fields() -> String {
     "*,sources,attributes,attributes.name,attributes.value".to_owned()
 }
 

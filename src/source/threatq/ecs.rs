@@ -14,7 +14,7 @@
 //! property tests (`differential`) hold the two to byte-identical output. Section numbers
 //! (`§3.14`, `§4`, …) refer to `shared/spec/threatq-mapping.md`.
 
-pub mod fast;
+pub(crate) mod fast;
 pub mod reference;
 
 #[cfg(test)]

@@ -10,48 +10,46 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::fields::{FieldReader, describe};
-use super::{
-    Config, InputConfig, MonitoringConfig, OutputConfig, Problem, SourceConfig, SslConfig,
-    StreamConfig, StreamIdentity,
-};
-use crate::source::registry::{INPUT_TYPES, PlatformInfo};
+use super::{Config, InputConfig, MonitoringConfig, OutputConfig, StreamConfig, StreamIdentity};
+use crate::config::fields::{self, FieldReader, describe};
+use crate::config::{Problem, SslConfig, format_duration};
+use crate::source::registry::{INPUT_TYPES, PlatformInfo, SourceConfig};
 
 /// Input types this build understands (the registered platforms).
-pub const SUPPORTED_INPUT_TYPES: &[&str] = INPUT_TYPES;
+pub(crate) const SUPPORTED_INPUT_TYPES: &[&str] = INPUT_TYPES;
 
 /// Output types this build understands.
-pub const SUPPORTED_OUTPUT_TYPES: &[&str] = &["ndjson", "otlp"];
+pub(crate) const SUPPORTED_OUTPUT_TYPES: &[&str] = &["ndjson", "otlp"];
 
 /// Output types the Agent itself writes (its monitoring, other integrations' inputs). A policy may
 /// declare them next to ours; only an input of ours pointing at one is a problem.
-pub const AGENT_OUTPUT_TYPES: &[&str] = &["elasticsearch", "logstash", "kafka", "redis"];
+pub(crate) const AGENT_OUTPUT_TYPES: &[&str] = &["elasticsearch", "logstash", "kafka", "redis"];
 
 /// Top-level keys of an Elastic Agent policy that configure the Agent itself (`agent.monitoring`,
 /// `agent.logging`, …): accepted and ignored.
-pub const IGNORED_ROOT_KEYS: &[&str] = &["agent"];
+pub(crate) const IGNORED_ROOT_KEYS: &[&str] = &["agent"];
 
 /// Keys of an Elastic Agent policy's input that are accepted and ignored.
-pub const IGNORED_INPUT_KEYS: &[&str] =
+pub(crate) const IGNORED_INPUT_KEYS: &[&str] =
     &["name", "revision", "meta", "package_policy_id", "policy"];
 
 /// Default `use_output`.
-pub fn default_use_output() -> String {
+pub(crate) fn default_use_output() -> String {
     "default".to_owned()
 }
 
 /// Default `data_stream.namespace` when neither the stream nor its input sets one.
-pub fn default_namespace() -> String {
+pub(crate) fn default_namespace() -> String {
     "default".to_owned()
 }
 
 /// Default NDJSON `path`: stdout.
-pub fn default_ndjson_path() -> String {
+pub(crate) fn default_ndjson_path() -> String {
     "-".to_owned()
 }
 
 /// The outputs used when the file has no `outputs` key: NDJSON to stdout, named `default`.
-pub fn default_outputs() -> BTreeMap<String, OutputConfig> {
+pub(crate) fn default_outputs() -> BTreeMap<String, OutputConfig> {
     BTreeMap::from([(
         "default".to_owned(),
         OutputConfig::Ndjson {
@@ -78,7 +76,7 @@ fn check_unique(r: &mut FieldReader<'_>, seen: &mut HashMap<String, String>, wha
 }
 
 /// Validates a whole configuration tree.
-pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
+pub(crate) fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
     let mut root = match FieldReader::open("", value) {
         Ok(r) => r,
         Err(problem) => return Err(vec![problem]),
@@ -116,7 +114,7 @@ pub fn read_config(value: &Value) -> Result<Config, Vec<Problem>> {
 /// `monitoring.http: {enabled, host, port, allow_remote}`; `None` unless enabled. A host that
 /// is not a loopback address is refused without `allow_remote: true`: the endpoint has no
 /// authentication.
-pub fn read_monitoring(root: &mut FieldReader<'_>) -> Option<MonitoringConfig> {
+pub(crate) fn read_monitoring(root: &mut FieldReader<'_>) -> Option<MonitoringConfig> {
     let mut monitoring = root.object("monitoring")?;
     let mut http = monitoring.object("http");
     let config = http.as_mut().and_then(|http| {
@@ -158,7 +156,7 @@ pub fn read_monitoring(root: &mut FieldReader<'_>) -> Option<MonitoringConfig> {
 
 /// Validates one input on its own (an Agent unit's `config.source`); `use_output` is not checked
 /// against any outputs.
-pub fn read_single_input(value: &Value) -> Result<InputConfig, Vec<Problem>> {
+pub(crate) fn read_single_input(value: &Value) -> Result<InputConfig, Vec<Problem>> {
     let (input, problems) = read_input("", value, None, &mut SeenIds::default());
     match input {
         Some(input) if problems.is_empty() => Ok(input),
@@ -167,7 +165,7 @@ pub fn read_single_input(value: &Value) -> Result<InputConfig, Vec<Problem>> {
 }
 
 /// Validates one output block on its own (an Agent output unit's `config.source`).
-pub fn read_single_output(value: &Value) -> Result<OutputConfig, Vec<Problem>> {
+pub(crate) fn read_single_output(value: &Value) -> Result<OutputConfig, Vec<Problem>> {
     let mut r = match FieldReader::open("", value) {
         Ok(r) => r,
         Err(problem) => return Err(vec![problem]),
@@ -477,7 +475,7 @@ fn check_data_stream_name(r: &mut FieldReader<'_>, key: &str, value: &str) {
 }
 
 /// Renders a validated configuration under the file's key names, secrets redacted.
-pub fn config_to_json(config: &Config) -> Value {
+pub(crate) fn config_to_json(config: &Config) -> Value {
     let outputs: Map<String, Value> = config
         .outputs
         .iter()
@@ -498,11 +496,11 @@ pub fn config_to_json(config: &Config) -> Value {
                     });
                     if *retry_max_elapsed != super::default_otlp_retry_max_elapsed() {
                         v["retry_on_failure"] = serde_json::json!({
-                            "max_elapsed_time": super::format_duration(*retry_max_elapsed),
+                            "max_elapsed_time": format_duration(*retry_max_elapsed),
                         });
                     }
                     if let Some(ssl) = ssl {
-                        v["ssl"] = super::fields::ssl_to_json(ssl);
+                        v["ssl"] = fields::ssl_to_json(ssl);
                     }
                     v
                 }
