@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
+// Module docs are a map of the code, crate-private rooms included: they link to them on purpose
+// (`cargo doc --document-private-items` renders those links).
+#![allow(rustdoc::private_intra_doc_links)]
 
 /// Messages of the Elastic Agent V2 component protocol, generated from `proto/`.
 pub mod proto;

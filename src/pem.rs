@@ -8,7 +8,7 @@
 //! left is a path, and only a path is ever shown in an error: no error carries a key or a
 //! certificate.
 //!
-//! Parsing is `rustls-pki-types`' [`PemObject`], which ignores text between sections.
+//! Parsing is `rustls-pki-types`' [`PemObject`](rustls::pki_types::pem::PemObject), which ignores text between sections.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! than what would be idiomatic in Rust. Nothing here is vendor-specific.
 //!
 //! One file per concern: [`java`] (Java rendering and string processors), [`paths`] (dotted
-//! paths), [`convert`], [`dates`], [`uri`] (`uri_parts`), [`strict_json`] (the `json`
+//! paths), [`convert`](mod@convert), [`dates`], [`uri`] (`uri_parts`), [`strict_json`] (the `json`
 //! processor), [`epilogue`] (empty-value cleaner, fingerprint, pipeline errors: the end of every
 //! pipeline), [`doc`] (the fast paths' document) and [`fast`] (the fast paths' decoding).
 

@@ -2,7 +2,7 @@
 //!
 //! A platform is a type implementing [`Platform`]: its input type, default dataset, how its
 //! stream settings are read and shown, how its [`Source`] is built, and its ECS mapping. The
-//! [`platforms!`] line at the bottom registers it; that line generates [`SourceConfig`] (one
+//! `platforms!` line at the bottom registers it; that line generates [`SourceConfig`] (one
 //! variant per platform) and every dispatch over it. Adding a third platform is one directory
 //! under `source/` (config, client, ecs, and a `Platform` impl in its `mod.rs`) plus one line
 //! there.

@@ -1,6 +1,6 @@
 //! One struct per observable event. Each `emit()` logs the event and counts it where health,
 //! diagnostics, `/stats` and `/metrics` read it: a stream's [`StreamCounters`], or the
-//! process-wide [`metrics`](super::metrics). Labels are enums or `&'static str` names, never
+//! process-wide [`metrics`]. Labels are enums or `&'static str` names, never
 //! free text.
 
 use std::sync::atomic::Ordering;

@@ -5,7 +5,7 @@
 //! latest-IOC transform relies on `threatq.ioc_expired_at`. Two engines produce the same
 //! document:
 //!
-//! * [`reference`] replays the pipeline processor by processor on a JSON DOM with dotted paths.
+//! * [`reference`](mod@reference) replays the pipeline processor by processor on a JSON DOM with dotted paths.
 //!   It is the specification in code and handles every input, including errors and quirks.
 //! * [`fast`] decodes the common shapes of a ThreatQ object in one pass, straight into the
 //!   output document, and gives up (`None`) on anything it does not model.

@@ -1,7 +1,7 @@
 //! ThreatConnect indicator → ECS, exactly as Elastic's `ti_threatconnect` ingest pipeline
 //! (package 2.3.0) stores it.
 //!
-//! Two engines produce the same [`EcsEvent`]: [`reference`] replays the pipeline processor by
+//! Two engines produce the same [`EcsEvent`]: [`reference`](mod@reference) replays the pipeline processor by
 //! processor over a `serde_json` DOM and is the definition of correct output; [`fast`] decodes
 //! the common shapes straight into the output maps, several times faster. [`map_indicator`]
 //! tries the fast path and falls back to the reference for every indicator the fast path does

@@ -383,7 +383,7 @@ fn ymd_hms_fields(text: &str) -> Option<[u32; 6]> {
     valid.then_some([year, month, day, hour, minute, second])
 }
 
-/// The pipeline's ISO form of a text [`parse_ymd_hms`] accepted: the pattern has
+/// The pipeline's ISO form of a text `parse_ymd_hms` accepted: the pattern has
 /// fixed widths and a four-digit year, so `format_date` of the parsed time is the same text
 /// with `T` for the space and `.000Z` appended.
 fn iso_millis(ymd_hms: &str) -> String {
