@@ -1,6 +1,7 @@
 //! The `date` processor: ISO 8601, UNIX and the fixed `yyyy-MM-dd HH:mm:ss` pattern, formatted as ES stores dates.
 
 use super::*;
+use compact_str::CompactString;
 
 /// Input formats of the ES `date` processor that the mappers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,11 +105,12 @@ pub(crate) fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis as i64)
 }
 
-/// The ES default date output: UTC, `yyyy-MM-dd'T'HH:mm:ss.SSSZ` with a literal `Z`.
-pub(crate) fn format_date(dt: &DateTime<Utc>) -> String {
+/// The ES default date output: UTC, `yyyy-MM-dd'T'HH:mm:ss.SSSZ` with a literal `Z`. The text
+/// (24 bytes for a four-digit year) is stored inline, without an allocation.
+pub(crate) fn format_date(dt: &DateTime<Utc>) -> CompactString {
     use chrono::{Datelike, Timelike};
     let year = dt.year();
-    let mut out = String::with_capacity(24);
+    let mut out = CompactString::with_capacity(24);
     match u32::try_from(year) {
         Ok(y) if y <= 9999 => push_digits(&mut out, y, 4),
         _ => {
@@ -133,7 +135,7 @@ pub(crate) fn format_date(dt: &DateTime<Utc>) -> String {
 }
 
 /// Appends `n` as exactly `width` decimal digits (zero-padded; `n` < 10^width).
-fn push_digits(out: &mut String, n: u32, width: u32) {
+fn push_digits(out: &mut CompactString, n: u32, width: u32) {
     for place in (0..width).rev() {
         let digit = (n / 10u32.pow(place)) % 10;
         out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
@@ -178,7 +180,7 @@ pub(crate) fn date(value: &Value, formats: &[DateFormat]) -> Result<String, Inge
             DateFormat::Unix => parse_unix(&text),
         };
         if let Some(dt) = parsed {
-            return Ok(format_date(&dt));
+            return Ok(format_date(&dt).into_string());
         }
     }
     Err(IngestError(format!("unable to parse date [{text}]")))
@@ -218,7 +220,7 @@ pub(crate) fn date_ymd_hms(value: &Value) -> Result<String, IngestError> {
         v => std::borrow::Cow::Owned(java_to_string(v)),
     };
     parse_ymd_hms(&text)
-        .map(|dt| format_date(&dt))
+        .map(|dt| format_date(&dt).into_string())
         .ok_or_else(|| IngestError(format!("unable to parse date [{text}]")))
 }
 

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
@@ -23,8 +24,8 @@ pub(crate) type Key = Cow<'static, str>;
 pub enum Node {
     /// `null` (dropped when the document is finished).
     Null,
-    /// A string.
-    Str(String),
+    /// A string (up to 24 bytes inline, without an allocation: dates, ids, addresses).
+    Str(CompactString),
     /// A string known at compile time.
     Const(&'static str),
     /// An integer ≥ 0 (like `serde_json::Number`'s `PosInt`).
@@ -45,6 +46,12 @@ pub enum Node {
 
 impl From<String> for Node {
     fn from(s: String) -> Self {
+        Node::Str(s.into())
+    }
+}
+
+impl From<CompactString> for Node {
+    fn from(s: CompactString) -> Self {
         Node::Str(s)
     }
 }
@@ -117,7 +124,7 @@ impl Node {
     pub(crate) fn into_value(self) -> Value {
         match self {
             Node::Null => Value::Null,
-            Node::Str(s) => Value::String(s),
+            Node::Str(s) => Value::String(s.into_string()),
             Node::Const(s) => Value::String(s.to_owned()),
             Node::PosInt(u) => Value::from(u),
             Node::NegInt(i) => Value::from(i),
@@ -484,7 +491,7 @@ mod tests {
                 (_, _, f) => Node::Float(f.unwrap_or_default()),
             },
             Value::String(s) if seed.is_multiple_of(5) && s.is_empty() => Node::Const(""),
-            Value::String(s) => Node::Str(s),
+            Value::String(s) => Node::from(s),
             Value::Array(list) => Node::Array(
                 list.into_iter()
                     .enumerate()

@@ -18,6 +18,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use chrono::Utc;
+use compact_str::CompactString;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 use sha1::{Digest, Sha1};
@@ -62,9 +63,9 @@ impl std::ops::Deref for Str<'_> {
 }
 
 impl Str<'_> {
-    /// The owned JSON string value.
-    pub(crate) fn value(&self) -> Value {
-        Value::String(self.0.as_ref().to_owned())
+    /// The string as a document node (inline up to 24 bytes, without an allocation).
+    pub(crate) fn node(&self) -> Node {
+        Node::Str(CompactString::from(&*self.0))
     }
 
     /// The JSON string value, reusing an owned (unescaped) string.
@@ -138,9 +139,14 @@ impl Scalar<'_> {
         }
     }
 
-    /// ES `convert` to `string`.
-    pub(crate) fn to_string_value(&self) -> Value {
-        Value::String(self.java_string().into_owned())
+    /// ES `convert` to `string`, as a document node.
+    pub(crate) fn to_string_node(&self) -> Node {
+        use compact_str::ToCompactString;
+        Node::Str(match self {
+            Scalar::PosInt(u) => u.to_compact_string(),
+            Scalar::NegInt(i) => i.to_compact_string(),
+            other => CompactString::from(other.java_string().as_ref()),
+        })
     }
 
     /// ES `convert` to `long`, when it succeeds.
@@ -279,10 +285,10 @@ impl<'de> Visitor<'de> for Without {
         })
     }
     fn visit_str<E>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Str(v.to_owned()))
+        Ok(Node::Str(v.into()))
     }
     fn visit_string<E>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Str(v))
+        Ok(Node::Str(v.into()))
     }
     fn visit_unit<E>(self) -> Result<Node, E> {
         Ok(Node::Null)
@@ -310,11 +316,11 @@ impl<'de> Visitor<'de> for Without {
 /// ES `date` with the single format `ISO8601`, when it succeeds: the UTC text
 /// `yyyy-MM-ddTHH:mm:ss.SSSZ`. The API's usual `yyyy-MM-ddTHH:mm:ssZ` is validated and
 /// extended without going through a `DateTime`.
-pub(crate) fn iso8601_date(text: &str) -> Option<String> {
+pub(crate) fn iso8601_date(text: &str) -> Option<CompactString> {
     if let Some(t) = super::parse_canonical_utc(text) {
         // Already UTC with whole seconds: the output is the text with `.000` before the `Z`.
         debug_assert_eq!(super::format_date(&t).get(..19), text.get(..19));
-        let mut out = String::with_capacity(24);
+        let mut out = CompactString::with_capacity(24);
         out.push_str(text.get(..19)?);
         out.push_str(".000Z");
         return Some(out);
@@ -342,7 +348,7 @@ pub(crate) fn append_unique(list: &mut Vec<Node>, s: &str) {
     if s.is_empty() || list.iter().any(|v| v.as_str() == Some(s)) {
         return;
     }
-    list.push(Node::Str(s.to_owned()));
+    list.push(Node::Str(s.into()));
 }
 
 #[cfg(test)]
@@ -371,7 +377,7 @@ mod tests {
             let text = v.to_string();
             let s: Scalar<'_> = serde_json::from_str(&text).unwrap();
             assert_eq!(
-                s.to_string_value(),
+                s.to_string_node().into_value(),
                 convert(&v, ConvertType::String).unwrap()
             );
             for (got, ty) in [
@@ -398,7 +404,7 @@ mod tests {
             "2023-12-01",
         ] {
             assert_eq!(
-                iso8601_date(text),
+                iso8601_date(text).map(CompactString::into_string),
                 date(&json!(text), &[DateFormat::Iso8601]).ok(),
                 "{text}"
             );

@@ -464,7 +464,7 @@ fn object_kvlist(object: Object) -> KeyValueList {
 /// [`into_any_value`] of the JSON value a [`Node`] stands for.
 fn node_any_value(node: Node) -> AnyValue {
     let kind = match node {
-        Node::Str(s) => Some(AnyKind::StringValue(s)),
+        Node::Str(s) => Some(AnyKind::StringValue(s.into_string())),
         Node::Const(s) => Some(AnyKind::StringValue(s.to_owned())),
         Node::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
             values: items.into_iter().map(node_any_value).collect(),

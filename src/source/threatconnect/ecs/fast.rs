@@ -14,6 +14,7 @@
 //! element, …), [`map`] returns `None` and the caller runs the reference engine. Step numbers
 //! (`C4`, `D44`, …) refer to `shared/spec/threatconnect-mapping.md`.
 
+use compact_str::CompactString;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -743,12 +744,12 @@ struct Out {
 }
 
 fn string(s: &str) -> Node {
-    Node::Str(s.to_owned())
+    Node::Str(s.into())
 }
 
 /// A top-level `date` processor guarded by `!= null && != ''` (G9–G27): the formatted date,
 /// `Ok(None)` for an empty text, `Err` when the reference would record an error.
-fn top_date(text: Option<&Str<'_>>) -> Result<Option<String>, ()> {
+fn top_date(text: Option<&Str<'_>>) -> Result<Option<CompactString>, ()> {
     match text {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
@@ -757,16 +758,18 @@ fn top_date(text: Option<&Str<'_>>) -> Result<Option<String>, ()> {
 }
 
 /// A `date` inside a `foreach` (failures only remove the source): the formatted date or nothing.
-fn element_date(text: Option<&Str<'_>>) -> Option<String> {
+fn element_date(text: Option<&Str<'_>>) -> Option<CompactString> {
     text.and_then(|s| iso8601_date(s))
 }
 
 /// An element `date` over a decoded value (associated indicators).
-fn value_date(v: Node) -> Option<String> {
+fn value_date(v: Node) -> Option<CompactString> {
     match v {
         Node::Null => None,
         Node::Str(s) => iso8601_date(&s),
-        other => ingest::date(&other.into_value(), &[DateFormat::Iso8601]).ok(),
+        other => ingest::date(&other.into_value(), &[DateFormat::Iso8601])
+            .ok()
+            .map(CompactString::from),
     }
 }
 
@@ -803,7 +806,7 @@ impl CreatedBy<'_> {
             }
         }
         if let Some(id) = &self.id {
-            m.insert("id", id.to_string_value());
+            m.insert("id", id.to_string_node());
         }
         for (key, v) in [("owner", self.owner), ("pseudonym", self.pseudonym)] {
             if let Some(v) = v {
@@ -895,13 +898,13 @@ impl Group<'_> {
             }
         }
         if let Some(s) = &self.file_size {
-            g.nested("file", "size", s.to_string_value());
+            g.nested("file", "size", s.to_string_node());
         }
         if let Some(s) = &self.owner_id {
-            g.nested("owner", "id", s.to_string_value());
+            g.nested("owner", "id", s.to_string_node());
         }
         if let Some(s) = &self.id {
-            g.insert("id", s.to_string_value());
+            g.insert("id", s.to_string_node());
         }
         for (key, s) in [
             ("generated_report", &self.generated_report),
@@ -964,7 +967,7 @@ impl Attribute<'_> {
             }
         }
         if let Some(s) = &self.id {
-            a.insert("id", s.to_string_value());
+            a.insert("id", s.to_string_node());
         }
         Some(a)
     }
@@ -1143,7 +1146,7 @@ impl<'a> Indicator<'a> {
         let formats = [DateFormat::Iso8601, DateFormat::Unix];
         let deleted_at = match (&self.deleted_at, expiration, &self.last_modified) {
             (Some(d), _, _) if d.is_empty() => None,
-            (Some(d), _, _) => Some(ingest::date(&Value::String(d.to_string()), &formats).ok()?),
+            (Some(d), _, _) => Some(ingest::date(&Value::String(d.to_string()), &formats).ok()?.into()),
             (None, Some(exp), Some(lm)) => {
                 let t = parse_zoned(lm)?
                     .checked_add_signed(chrono::Duration::from_std(exp.duration).ok()?)?
@@ -1154,7 +1157,7 @@ impl<'a> Indicator<'a> {
                 if (0..=9999).contains(&chrono::Datelike::year(&t)) {
                     Some(text)
                 } else {
-                    Some(ingest::date(&Value::String(text), &formats).ok()?)
+                    Some(ingest::date(&Value::String(text.into_string()), &formats).ok()?.into())
                 }
             }
             (None, _, _) => None,
@@ -1175,19 +1178,19 @@ impl<'a> Indicator<'a> {
         }
         o.tci.insert_object("active", active);
         if let Some(address) = &self.address {
-            o.tci.insert("address", address.value());
+            o.tci.insert("address", address.node());
             if let Some((name, domain)) = address.split_once('@') {
                 o.user.insert("name", string(name));
                 o.user.insert("domain", string(domain));
                 append_unique(&mut o.related_user, name);
             }
             if !address.is_empty() {
-                o.ti.nested("email", "address", address.value());
-                o.user.insert("email", address.value());
+                o.ti.nested("email", "address", address.node());
+                o.user.insert("email", address.node());
             }
         }
         if let Some(asn) = &self.as_number {
-            o.tci.insert("as_number", asn.value());
+            o.tci.insert("as_number", asn.node());
             let spaced: String = asn
                 .chars()
                 .map(|c| if c.is_ascii_alphabetic() { ' ' } else { c })
@@ -1328,11 +1331,11 @@ impl<'a> Indicator<'a> {
             }
         }
         if let Some(host) = &self.host_name {
-            o.tci.insert("host_name", host.value());
+            o.tci.insert("host_name", host.node());
             append_unique(&mut o.related_hosts, host);
         }
         if let Some(s) = &self.id {
-            o.tci.insert("id", s.to_string_value());
+            o.tci.insert("id", s.to_string_node());
         }
         // G22/G23.
         let ip = match &self.ip {
@@ -1340,7 +1343,7 @@ impl<'a> Indicator<'a> {
                 if !ingest::is_inet_address(ip) {
                     return None;
                 }
-                o.tci.insert("ip", ip.value());
+                o.tci.insert("ip", ip.node());
                 append_unique(&mut o.related_ip, ip);
                 Some(ip)
             }
@@ -1348,7 +1351,7 @@ impl<'a> Indicator<'a> {
         };
         // G28–G32.
         if let Some(k) = kind {
-            o.tci.insert("type", k.value());
+            o.tci.insert("type", k.node());
             let ecs_type = [
                 ("File", "file"),
                 ("URL", "url"),
@@ -1364,7 +1367,7 @@ impl<'a> Indicator<'a> {
             if &**k == "Address" {
                 // The guards dereference `tci.ip` without a null check.
                 let ip = ip?;
-                o.ti.insert("ip", ip.value());
+                o.ti.insert("ip", ip.node());
                 if ip.contains('.') {
                     o.ti.insert("type", "ipv4-addr");
                 } else if ip.contains(':') {
@@ -1375,7 +1378,7 @@ impl<'a> Indicator<'a> {
         let is_file = kind_contains(kind, "File");
         let is_registry = kind_contains(kind, "Registry Key");
         if let Some(link) = &self.legacy_link {
-            o.tci.insert("legacy_link", link.value());
+            o.tci.insert("legacy_link", link.node());
             append_unique(&mut o.reference, link);
         }
         // G34, G36, G46, G47: hashes lower-cased [2.x].
@@ -1411,7 +1414,7 @@ impl<'a> Indicator<'a> {
         }
         let mut owner = Object::new();
         if let Some(s) = &self.owner_id {
-            owner.insert("id", s.to_string_value());
+            owner.insert("id", s.to_string_node());
         }
         if let Some(v) = self.owner_name.take() {
             owner.insert("name", v);
@@ -1435,7 +1438,7 @@ impl<'a> Indicator<'a> {
             o.tci.nested("security_labels", "data", Node::Array(list));
         }
         if let Some(s) = &self.size {
-            o.tci.insert("size", s.to_string_value());
+            o.tci.insert("size", s.to_string_node());
             ti_file.insert("size", s.to_long()?);
         }
         if let Some(v) = self.subject.take() {
@@ -1443,9 +1446,9 @@ impl<'a> Indicator<'a> {
             o.tci.insert("subject", v);
         }
         if let Some(s) = &self.summary {
-            o.tci.insert("summary", s.value());
+            o.tci.insert("summary", s.node());
             if !s.is_empty() {
-                o.event.insert("id", s.value());
+                o.event.insert("id", s.node());
             }
         }
 
@@ -1519,7 +1522,7 @@ impl<'a> Indicator<'a> {
         o.ti.insert_object("registry", registry);
         o.ti.insert_object("file", ti_file);
         if let Some(link) = &self.web_link {
-            o.tci.insert("web_link", link.value());
+            o.tci.insert("web_link", link.node());
             append_unique(&mut o.reference, link);
         }
         o.assemble(
@@ -1541,7 +1544,7 @@ impl Out {
         raw: &str,
         opts: &MapOptions,
         id: Option<String>,
-        timestamp: Option<String>,
+        timestamp: Option<CompactString>,
         host_name: Option<&Str<'_>>,
         user_agent: Option<Value>,
     ) -> Option<EcsEvent> {
@@ -1582,7 +1585,7 @@ impl Out {
         doc.insert("related", related);
         doc.nested("os", "family", self.os_family);
         if let Some(h) = host_name.filter(|h| !h.is_empty()) {
-            doc.nested("observer", "hostname", h.value());
+            doc.nested("observer", "hostname", h.node());
         }
         if let Some(ua) = user_agent {
             doc.nested("user_agent", "original", ua);

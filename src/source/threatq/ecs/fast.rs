@@ -136,10 +136,10 @@ impl<'de> Visitor<'de> for Pruned {
         Ok(v.is_finite().then_some(Node::Float(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((!v.is_empty()).then(|| Node::Str(v.to_owned())))
+        Ok((!v.is_empty()).then(|| Node::Str(v.into())))
     }
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok((!v.is_empty()).then_some(Node::Str(v)))
+        Ok((!v.is_empty()).then_some(Node::from(v)))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -318,7 +318,7 @@ impl Date {
     /// Inside a `foreach` element every failure silently removes the key (§3.15, §3.17).
     fn or_drop(self) -> Option<Node> {
         match self {
-            Date::Iso(text, _) => Some(Node::Str(text)),
+            Date::Iso(text, _) => Some(Node::from(text)),
             _ => None,
         }
     }
@@ -492,14 +492,14 @@ impl<'de> Visitor<'de> for NestedSeed {
                     map.next_value_seed(Pruned)?;
                     None
                 }
-                Rule::IdText => map.next_value_seed(IdText)?.map(Node::Str),
+                Rule::IdText => map.next_value_seed(IdText)?.map(Node::from),
                 Rule::LongOrDrop => map.next_value_seed(LongOrDrop)?.map(Node::from),
                 Rule::DateOrDrop => map.next_value_seed(YmdHms)?.or_drop(),
                 Rule::Provider => {
                     let name = map.next_value_seed(Text)?;
                     let value = name.as_ref().filter(|n| !n.is_empty()).cloned();
                     found.provider = name;
-                    value.map(Node::Str)
+                    value.map(Node::from)
                 }
                 Rule::Tlp { keep } => {
                     let value = map.next_value_seed(Pruned)?;
@@ -511,7 +511,7 @@ impl<'de> Visitor<'de> for NestedSeed {
                 Rule::AttributeName => {
                     let name = map.next_value_seed(Text)?.ok_or_else(unmodelled)?;
                     found.has_name = true;
-                    Some(Node::Str(attribute_name(&name))).filter(|_| !name.is_empty())
+                    Some(Node::from(attribute_name(&name))).filter(|_| !name.is_empty())
                 }
             };
             obj.put(key, value)?;
@@ -764,7 +764,7 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                 Field::Hash => {
                     ind.hash = map.next_value_seed(Text)?;
                     if let Some(h) = ind.hash.as_ref().filter(|h| !h.is_empty()) {
-                        tq.insert("hash", Node::Str(h.clone()));
+                        tq.insert("hash", Node::from(h.clone()));
                     }
                 }
                 Field::Date(i) => match (i, map.next_value_seed(YmdHms)?) {
@@ -779,7 +779,7 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                     (3, date) => ind.expires_at = Some(date.into_text()),
                     (_, Date::Empty) => {}
                     (_, Date::Iso(text, _)) => {
-                        tq.insert(super::DATES[i].0, Node::Str(text));
+                        tq.insert(super::DATES[i].0, Node::from(text));
                     }
                 },
                 Field::Id | Field::IndicatorId | Field::Counter(_) => {
@@ -789,7 +789,7 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                 }
                 Field::StatusId | Field::TypeId => {
                     if let Some(s) = map.next_value_seed(IdText)? {
-                        tq.insert(key.into_owned(), Node::Str(s));
+                        tq.insert(key.into_owned(), Node::from(s));
                     }
                 }
                 Field::Status => {
@@ -885,7 +885,7 @@ fn member<'a>(node: Option<&'a Node>, key: &str) -> Option<&'a Node> {
 }
 
 fn text(s: &str) -> Node {
-    Node::Str(s.to_owned())
+    Node::Str(s.into())
 }
 
 impl Indicator {
@@ -931,7 +931,7 @@ impl Indicator {
                     // The reference's DEVIATION: expire at `@timestamp` (= `updated_at`).
                     iso.clone()
                 } else {
-                    ingest::format_date(&at.checked_add_signed(default_span(exp)?)?)
+                    ingest::format_date(&at.checked_add_signed(default_span(exp)?)?).into_string()
                 });
             }
             reason = Some(if expires_at.is_some() && expired_at.is_none() {
@@ -948,7 +948,7 @@ impl Indicator {
         // §3.5 and §3.14.
         let mut related_hash: Vec<Node> = hash
             .filter(|h| !h.is_empty())
-            .map(Node::Str)
+            .map(Node::from)
             .into_iter()
             .collect();
         let mut related_ip = Vec::new();
@@ -1033,7 +1033,7 @@ impl Indicator {
             let providers: Vec<Node> = providers
                 .into_iter()
                 .filter(|p| !p.is_empty())
-                .map(Node::Str)
+                .map(Node::from)
                 .collect();
             indicator.insert_list("provider", providers);
         }
@@ -1041,7 +1041,7 @@ impl Indicator {
         // The rest of `threatq` (§3.12, §3.13, §3.21–3.22), pruned (§3.24).
         let mut insert_text = |key: &'static str, v: Option<String>| {
             if let Some(v) = v.filter(|v| !v.is_empty()) {
-                threatq.insert(key, Node::Str(v));
+                threatq.insert(key, Node::from(v));
             }
         };
         if keep_value {
@@ -1064,7 +1064,7 @@ impl Indicator {
         // Assembly (§3.1–3.2, §3.7); empty parts are left out (§3.24).
         let mut doc = Object::with_capacity(8);
         if let Some(iso) = at_timestamp {
-            doc.insert("@timestamp", Node::Str(iso));
+            doc.insert("@timestamp", Node::from(iso));
         }
         doc.nested("ecs", "version", "8.17.0");
         let mut event = Object::with_capacity(4);

@@ -516,7 +516,7 @@ fn expiry_script(doc: &mut Doc, exp: &crate::config::IocExpiration) -> Result<()
     if let Some(at) = computed {
         threatq.insert(
             "ioc_expired_at".to_owned(),
-            Value::String(ingest::format_date(&at)),
+            Value::String(ingest::format_date(&at).into_string()),
         );
     }
     let expires = present_in(threatq, "expires_at").is_some();

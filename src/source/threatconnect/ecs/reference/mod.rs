@@ -464,7 +464,7 @@ impl Run {
             };
             match computed {
                 Ok(d) => {
-                    j.insert("deleted_at".to_owned(), Value::String(d));
+                    j.insert("deleted_at".to_owned(), Value::String(d.into_string()));
                 }
                 Err(m) => record_error(doc, &fail("script", tag, m), PIPELINE),
             }
