@@ -32,6 +32,35 @@ pub fn map_indicator_fast(raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
     fast::map(raw, opts)
 }
 
+/// G29 (§12): the ECS `threat.indicator.type` of a ThreatConnect indicator type, the same table
+/// for both engines: the first needle the type contains (case-sensitive substring) wins; `None`
+/// when none does (an `Address` is typed by its IP, G30–G32).
+#[inline]
+fn ecs_indicator_type(kind: &str) -> Option<&'static str> {
+    const TABLE: [(&str, &str); 5] = [
+        ("File", "file"),
+        ("URL", "url"),
+        ("EmailAddress", "email-addr"),
+        ("Mutex", "mutex"),
+        ("Registry Key", "windows-registry-key"),
+    ];
+    TABLE
+        .into_iter()
+        .find(|(needle, _)| kind.contains(needle))
+        .map(|(_, ecs)| ecs)
+}
+
+/// D48: the keys the pipeline removes from each element of an associated group's `attributes`,
+/// the same list for both engines.
+const GROUP_ATTRIBUTE_DROPPED_KEYS: &[&str] = &[
+    "dateAdded",
+    "default",
+    "id",
+    "lastModified",
+    "pinned",
+    "source",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
