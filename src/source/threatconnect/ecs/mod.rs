@@ -697,27 +697,15 @@ mod tests {
         .boxed()
     }
 
+    crate::ingest::never_panics_proptests! {
+        map: map_indicator,
+        json: arb_json(),
+        opts: opts(),
+        string_opts: MapOptions::default(),
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn never_panics_on_arbitrary_json(v in arb_json()) {
-            let raw = v.to_string();
-            let ev = map_indicator(&raw, &opts());
-            // The raw text is always preserved (unless it is empty, which JSON never is).
-            let doc = ev.doc.into_map();
-            prop_assert_eq!(
-                doc.get("event").and_then(|e| e.get("original")),
-                Some(&Value::String(raw.clone()))
-            );
-            let _ = map_indicator(&raw, &MapOptions::default());
-        }
-
-        #[test]
-        fn never_panics_on_arbitrary_strings(s in ".{0,64}") {
-            let ev = map_indicator(&s, &MapOptions::default());
-            prop_assert!(ev.doc.contains_key("ecs"));
-        }
 
         /// Differential: on arbitrary JSON (real field names with wrong types), whatever the
         /// fast path takes it maps exactly like the reference.
