@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_golden, fixture_dir, read_fixture};
+use common::{fixture_dir, golden_with, map_json_with, read_fixture, sample_event};
 
 use serde_json::{Map, Value, json};
 use ti_sidecar::config::IocExpiration;
@@ -21,13 +21,17 @@ fn harness_opts() -> MapOptions {
 }
 
 fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
-    map_indicator(&v.to_string(), opts).doc.into_map()
+    map_json_with(map_indicator, v, opts)
 }
 
 fn golden(log: &str, expected: &str) {
-    assert_golden("threatconnect", log, expected, |l| {
-        Value::Object(map_indicator(l, &harness_opts()).doc.into_map())
-    });
+    golden_with(
+        "threatconnect",
+        map_indicator,
+        &harness_opts(),
+        log,
+        expected,
+    );
 }
 
 #[test]
@@ -89,19 +93,14 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 
 #[test]
 fn sample_event_pipeline_parts_match() {
-    let Some(dir) = fixture_dir("threatconnect") else {
+    let Some((sample, raw)) = sample_event("threatconnect") else {
         return;
     };
-    let sample: Value =
-        serde_json::from_str(&read_fixture(&dir, "sample_event.json")).expect("sample JSON");
-    let raw = sample["event"]["original"]
-        .as_str()
-        .expect("event.original");
     let opts = MapOptions {
         ioc_expiration: Some(IocExpiration::parse("90d").expect("90d parses")),
         tags: vec!["preserve_original_event".to_owned()],
     };
-    let ev = map_indicator(raw, &opts);
+    let ev = map_indicator(&raw, &opts);
     let mut got = Value::Object(ev.doc.into_map());
     // The sample predates 1.3.0 (threat.technique.name) and carries agent/Fleet fields.
     if let Some(t) = got

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_golden, assert_same, fixture_dir, read_fixture};
+use common::{assert_same, golden_with, map_json_with, sample_event};
 
 use serde_json::{Map, Value, json};
 use ti_sidecar::config::IocExpiration;
@@ -39,13 +39,11 @@ fn assert_expired(d: &Map<String, Value>, at: &str, reason: &str) {
 }
 
 fn map_json(v: &Value, opts: &MapOptions) -> Map<String, Value> {
-    map_indicator(&v.to_string(), opts).doc.into_map()
+    map_json_with(map_indicator, v, opts)
 }
 
 fn golden(log: &str, expected: &str) {
-    assert_golden("threatq", log, expected, |l| {
-        Value::Object(map_indicator(l, &harness_opts()).doc.into_map())
-    });
+    golden_with("threatq", map_indicator, &harness_opts(), log, expected);
 }
 
 #[test]
@@ -66,14 +64,9 @@ fn golden_no_preserve_ndjson() {
 
 #[test]
 fn sample_event_pipeline_parts_match() {
-    let Some(dir) = fixture_dir("threatq") else {
+    let Some((sample, raw)) = sample_event("threatq") else {
         return;
     };
-    let sample: Value =
-        serde_json::from_str(&read_fixture(&dir, "sample_event.json")).expect("sample JSON");
-    let raw = sample["event"]["original"]
-        .as_str()
-        .expect("event.original");
     let opts = MapOptions {
         ioc_expiration: Some(IocExpiration::parse("5d").expect("5d parses")),
         tags: vec![
@@ -82,7 +75,7 @@ fn sample_event_pipeline_parts_match() {
             "threatq-threat".to_owned(),
         ],
     };
-    let ev = map_indicator(raw, &opts);
+    let ev = map_indicator(&raw, &opts);
     let mut got = Value::Object(ev.doc.into_map());
     let mut want = sample.clone();
     // Agent/Fleet fields (fixtures README) are not pipeline output.

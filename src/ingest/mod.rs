@@ -140,6 +140,44 @@ pub(crate) fn arb_json(
     })
 }
 
+/// The two "never panics" property tests every platform's `map_indicator` passes, defined once:
+///
+/// * `never_panics_on_arbitrary_json`: any JSON drawn from `json` maps under `opts` with the raw
+///   text kept in `event.original`, and maps under the default options too;
+/// * `never_panics_on_arbitrary_strings`: any short text maps under `string_opts` to a
+///   document with `ecs`.
+///
+/// Invoked in a platform's test module, it defines the two tests there (512 cases each).
+#[cfg(test)]
+macro_rules! never_panics_proptests {
+    (map: $map:path, json: $json:expr, opts: $opts:expr, string_opts: $string_opts:expr $(,)?) => {
+        ::proptest::proptest! {
+            #![proptest_config(::proptest::prelude::ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn never_panics_on_arbitrary_json(v in $json) {
+                let raw = v.to_string();
+                let ev = $map(&raw, &$opts);
+                // The raw text is always preserved (unless it is empty, which JSON never is).
+                let doc = ev.doc.into_map();
+                ::proptest::prop_assert_eq!(
+                    doc.get("event").and_then(|e| e.get("original")),
+                    Some(&::serde_json::Value::String(raw.clone()))
+                );
+                let _ = $map(&raw, &$crate::ingest::MapOptions::default());
+            }
+
+            #[test]
+            fn never_panics_on_arbitrary_strings(s in ".{0,64}") {
+                let ev = $map(&s, &$string_opts);
+                ::proptest::prop_assert!(ev.doc.contains_key("ecs"));
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use never_panics_proptests;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use ti_sidecar::sim::faults::FaultArgs;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use ti_sidecar::ingest::{EcsEvent, MapOptions};
 use ti_sidecar::sim::threatconnect::{SimArgs, SimHandle};
 
 pub mod mocks;
@@ -441,6 +442,41 @@ pub fn assert_golden(platform: &str, log: &str, expected: &str, map: impl Fn(&st
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_same(w, g, &format!("{log} document {i}"));
     }
+}
+
+/// A platform's `map_indicator`, for the helpers the golden tests of both platforms share.
+pub type MapIndicator = fn(&str, &MapOptions) -> EcsEvent;
+
+/// The fields of the document `map` makes of the JSON text of `v`.
+pub fn map_json_with(map: MapIndicator, v: &Value, opts: &MapOptions) -> Map<String, Value> {
+    map(&v.to_string(), opts).doc.into_map()
+}
+
+/// [`assert_golden`] of `platform`'s fixtures, mapped with `map` under `opts` (the platform's
+/// pipeline-test options).
+pub fn golden_with(
+    platform: &str,
+    map: MapIndicator,
+    opts: &MapOptions,
+    log: &str,
+    expected: &str,
+) {
+    assert_golden(platform, log, expected, |l| {
+        Value::Object(map(l, opts).doc.into_map())
+    });
+}
+
+/// A platform's fixture `sample_event.json` and its `event.original` text; `None` (tests skip)
+/// when the fixtures are absent.
+pub fn sample_event(platform: &str) -> Option<(Value, String)> {
+    let dir = fixture_dir(platform)?;
+    let sample: Value =
+        serde_json::from_str(&read_fixture(&dir, "sample_event.json")).expect("sample JSON");
+    let raw = sample["event"]["original"]
+        .as_str()
+        .expect("event.original")
+        .to_owned();
+    Some((sample, raw))
 }
 
 /// Collects `path: expected vs got` lines for every difference (type-strict: `3.0` ≠ `3`).

@@ -209,8 +209,6 @@ pub(crate) fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-    use serde_json::Value;
 
     fn opts() -> MapOptions {
         MapOptions {
@@ -219,25 +217,10 @@ mod tests {
         }
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn never_panics_on_arbitrary_json(v in arb_json()) {
-            let raw = v.to_string();
-            let ev = map_indicator(&raw, &opts());
-            let doc = ev.doc.into_map();
-            prop_assert_eq!(
-                doc.get("event").and_then(|e| e.get("original")),
-                Some(&Value::String(raw.clone()))
-            );
-            let _ = map_indicator(&raw, &MapOptions::default());
-        }
-
-        #[test]
-        fn never_panics_on_arbitrary_strings(s in ".{0,64}") {
-            let ev = map_indicator(&s, &opts());
-            prop_assert!(ev.doc.contains_key("ecs"));
-        }
+    crate::ingest::never_panics_proptests! {
+        map: map_indicator,
+        json: arb_json(),
+        opts: opts(),
+        string_opts: opts(),
     }
 }

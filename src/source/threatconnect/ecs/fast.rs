@@ -356,14 +356,9 @@ impl<'de> de::Deserialize<'de> for GroupAttributes {
                         if data.is_some() {
                             return Err(de::Error::custom("repeated key [data]"));
                         }
-                        data = Some(map.next_value_seed(OptionalList(Without(&[
-                            "dateAdded",
-                            "default",
-                            "id",
-                            "lastModified",
-                            "pinned",
-                            "source",
-                        ])))?);
+                        data = Some(map.next_value_seed(OptionalList(Without(
+                            super::GROUP_ATTRIBUTE_DROPPED_KEYS,
+                        )))?);
                     } else {
                         other = true;
                         map.next_value::<Skip>()?;
@@ -1352,16 +1347,7 @@ impl<'a> Indicator<'a> {
         // G28–G32.
         if let Some(k) = kind {
             o.tci.insert("type", k.node());
-            let ecs_type = [
-                ("File", "file"),
-                ("URL", "url"),
-                ("EmailAddress", "email-addr"),
-                ("Mutex", "mutex"),
-                ("Registry Key", "windows-registry-key"),
-            ]
-            .into_iter()
-            .find(|(needle, _)| k.contains(needle));
-            if let Some((_, ecs)) = ecs_type {
+            if let Some(ecs) = super::ecs_indicator_type(k) {
                 o.ti.insert("type", vec![Node::Const(ecs)]);
             }
             if &**k == "Address" {

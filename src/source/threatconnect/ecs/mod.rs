@@ -32,6 +32,35 @@ pub fn map_indicator_fast(raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
     fast::map(raw, opts)
 }
 
+/// G29 (§12): the ECS `threat.indicator.type` of a ThreatConnect indicator type, the same table
+/// for both engines: the first needle the type contains (case-sensitive substring) wins; `None`
+/// when none does (an `Address` is typed by its IP, G30–G32).
+#[inline]
+fn ecs_indicator_type(kind: &str) -> Option<&'static str> {
+    const TABLE: [(&str, &str); 5] = [
+        ("File", "file"),
+        ("URL", "url"),
+        ("EmailAddress", "email-addr"),
+        ("Mutex", "mutex"),
+        ("Registry Key", "windows-registry-key"),
+    ];
+    TABLE
+        .into_iter()
+        .find(|(needle, _)| kind.contains(needle))
+        .map(|(_, ecs)| ecs)
+}
+
+/// D48: the keys the pipeline removes from each element of an associated group's `attributes`,
+/// the same list for both engines.
+const GROUP_ATTRIBUTE_DROPPED_KEYS: &[&str] = &[
+    "dateAdded",
+    "default",
+    "id",
+    "lastModified",
+    "pinned",
+    "source",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,27 +697,15 @@ mod tests {
         .boxed()
     }
 
+    crate::ingest::never_panics_proptests! {
+        map: map_indicator,
+        json: arb_json(),
+        opts: opts(),
+        string_opts: MapOptions::default(),
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn never_panics_on_arbitrary_json(v in arb_json()) {
-            let raw = v.to_string();
-            let ev = map_indicator(&raw, &opts());
-            // The raw text is always preserved (unless it is empty, which JSON never is).
-            let doc = ev.doc.into_map();
-            prop_assert_eq!(
-                doc.get("event").and_then(|e| e.get("original")),
-                Some(&Value::String(raw.clone()))
-            );
-            let _ = map_indicator(&raw, &MapOptions::default());
-        }
-
-        #[test]
-        fn never_panics_on_arbitrary_strings(s in ".{0,64}") {
-            let ev = map_indicator(&s, &MapOptions::default());
-            prop_assert!(ev.doc.contains_key("ecs"));
-        }
 
         /// Differential: on arbitrary JSON (real field names with wrong types), whatever the
         /// fast path takes it maps exactly like the reference.

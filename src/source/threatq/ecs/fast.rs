@@ -324,53 +324,19 @@ impl Date {
     }
 }
 
-/// [`ingest::parse_ymd_hms`] (strict `yyyy-MM-dd HH:mm:ss`, UTC) reading the fixed-width
-/// digits straight from the bytes and checking the calendar by hand; the shared parser was the
-/// largest single cost of the mapping. (A candidate to replace the shared one.)
+/// [`ingest::parse_ymd_hms`] (strict `yyyy-MM-dd HH:mm:ss`, UTC) with the calendar checked by
+/// hand as this path does ([`ymd_hms_fields`]); the differential tests hold it to the shared one.
 #[cfg(test)]
 pub(super) fn parse_ymd_hms(text: &str) -> Option<DateTime<Utc>> {
-    utc(ymd_hms_fields(text)?)
-}
-
-/// The time of fields [`ymd_hms_fields`] accepted.
-fn utc([y, mo, d, h, mi, s]: [u32; 6]) -> Option<DateTime<Utc>> {
-    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, d)?;
-    Some(date.and_hms_opt(h, mi, s)?.and_utc())
+    ingest::fields_utc(ymd_hms_fields(text)?)
 }
 
 /// The six fields of a valid `yyyy-MM-dd HH:mm:ss`: a real proleptic-Gregorian date (years
-/// 0000–9999, as chrono) and a time of day without leap second.
+/// 0000–9999, as chrono) and a time of day without leap second. The shape is read by the shared
+/// [`ingest::fixed_fields`]; the calendar is checked by hand, as chrono's checks were the
+/// largest single cost of the mapping.
 fn ymd_hms_fields(text: &str) -> Option<[u32; 6]> {
-    let b: &[u8; 19] = text.as_bytes().try_into().ok()?;
-    let [
-        y0,
-        y1,
-        y2,
-        y3,
-        b'-',
-        m0,
-        m1,
-        b'-',
-        d0,
-        d1,
-        b' ',
-        h0,
-        h1,
-        b':',
-        i0,
-        i1,
-        b':',
-        s0,
-        s1,
-    ] = *b
-    else {
-        return None;
-    };
-    let digit = |c: u8| c.is_ascii_digit().then(|| u32::from(c - b'0'));
-    let pair = |hi: u8, lo: u8| Some(digit(hi)? * 10 + digit(lo)?);
-    let year = pair(y0, y1)? * 100 + pair(y2, y3)?;
-    let (month, day) = (pair(m0, m1)?, pair(d0, d1)?);
-    let (hour, minute, second) = (pair(h0, h1)?, pair(i0, i1)?, pair(s0, s1)?);
+    let fields @ [year, month, day, hour, minute, second] = ingest::fixed_fields(text, b' ', b"")?;
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -380,7 +346,7 @@ fn ymd_hms_fields(text: &str) -> Option<[u32; 6]> {
         _ => return None,
     };
     let valid = (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60;
-    valid.then_some([year, month, day, hour, minute, second])
+    valid.then_some(fields)
 }
 
 /// The pipeline's ISO form of a text `parse_ymd_hms` accepted: the pattern has
@@ -772,7 +738,8 @@ impl<'de> Visitor<'de> for IndicatorSeed {
                     // §3.6: a date the processor cannot parse records an error.
                     (_, Date::Bad) => return Err(unmodelled()),
                     (0, Date::Iso(text, fields)) => {
-                        ind.updated_at = Some((text, utc(fields).ok_or_else(unmodelled)?));
+                        ind.updated_at =
+                            Some((text, ingest::fields_utc(fields).ok_or_else(unmodelled)?));
                     }
                     (0, Date::Empty) => {}
                     (2, date) => ind.expired_at = Some(date.into_text()),

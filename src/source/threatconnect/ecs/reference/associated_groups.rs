@@ -461,17 +461,7 @@ impl Run {
                 "foreach_associated_groups_attribute_obj",
             )?;
             for a in list.iter_mut() {
-                elem_remove(
-                    a,
-                    &[
-                        "dateAdded",
-                        "default",
-                        "id",
-                        "lastModified",
-                        "pinned",
-                        "source",
-                    ],
-                );
+                elem_remove(a, GROUP_ATTRIBUTE_DROPPED_KEYS);
             }
         }
         Ok(())

@@ -28,6 +28,8 @@ mod scalars;
 
 use serde_json::{Map, Value};
 
+// The tables both engines share (see `super`).
+use super::{GROUP_ATTRIBUTE_DROPPED_KEYS, ecs_indicator_type};
 use crate::ingest::{
     self, ConvertType, DateFormat, EcsEvent, IngestError, ProcessorFailure, append, contains,
     convert, copy_from, get, record_error, remove, remove_empty, render, set,

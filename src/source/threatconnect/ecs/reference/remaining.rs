@@ -270,26 +270,16 @@ impl Run {
             "rename_type",
         )?;
         // G29 (§12): first case-sensitive substring hit wins.
-        if let Some(Value::String(t)) = get(doc, "threat_connect.indicator.type") {
-            let ecs_type = [
-                ("File", "file"),
-                ("URL", "url"),
-                ("EmailAddress", "email-addr"),
-                ("Mutex", "mutex"),
-                ("Registry Key", "windows-registry-key"),
-            ]
-            .into_iter()
-            .find(|(needle, _)| t.contains(needle))
-            .map(|(_, ecs)| ecs);
-            if let Some(ecs) = ecs_type {
-                let r = set(doc, "threat.indicator.type", serde_json::json!([ecs]));
-                if let Err(e) = r {
-                    handle(
-                        doc,
-                        failure("script", "script_to_add_category", e),
-                        OnFail::Record,
-                    )?;
-                }
+        if let Some(Value::String(t)) = get(doc, "threat_connect.indicator.type")
+            && let Some(ecs) = ecs_indicator_type(t)
+        {
+            let r = set(doc, "threat.indicator.type", serde_json::json!([ecs]));
+            if let Err(e) = r {
+                handle(
+                    doc,
+                    failure("script", "script_to_add_category", e),
+                    OnFail::Record,
+                )?;
             }
         }
         if is_address(doc) {
