@@ -38,6 +38,8 @@ pub enum Node {
     Bool(bool),
     /// A list.
     Array(Vec<Node>),
+    /// A list of strings known at compile time, none of them empty (see [`Node::consts`]).
+    Consts(&'static [&'static str]),
     /// An object.
     Object(Object),
     /// A block passed through as the vendor sent it.
@@ -94,6 +96,14 @@ impl From<Vec<Node>> for Node {
 }
 
 impl Node {
+    /// A list of strings known at compile time, without an allocation (`event.category`,
+    /// `event.type`, ...). The strings must not be empty: a finished document keeps the list
+    /// as it is.
+    pub(crate) fn consts(list: &'static [&'static str]) -> Node {
+        debug_assert!(list.iter().all(|s| !s.is_empty()), "{list:?}");
+        Node::Consts(list)
+    }
+
     /// Finishes the node in place (see [`Object::finish`]); returns whether its parent drops it.
     fn prune(&mut self) -> bool {
         match self {
@@ -105,6 +115,7 @@ impl Node {
                 list.is_empty()
             }
             Node::Object(o) => o.finish(),
+            Node::Consts(list) => list.is_empty(),
             Node::Value(v) => super::prune(v),
             Node::PosInt(_) | Node::NegInt(_) | Node::Float(_) | Node::Bool(_) => false,
         }
@@ -131,6 +142,7 @@ impl Node {
             Node::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
             Node::Bool(b) => Value::Bool(b),
             Node::Array(list) => Value::Array(list.into_iter().map(Node::into_value).collect()),
+            Node::Consts(list) => Value::Array(list.iter().map(|s| Value::from(*s)).collect()),
             Node::Object(o) => Value::Object(o.into_map()),
             Node::Value(v) => v,
         }
@@ -166,6 +178,7 @@ impl Serialize for Node {
             Node::Float(v) => s.serialize_f64(*v),
             Node::Bool(v) => s.serialize_bool(*v),
             Node::Array(v) => s.collect_seq(v),
+            Node::Consts(v) => s.collect_seq(*v),
             Node::Object(v) => v.serialize(s),
             Node::Value(v) => v.serialize(s),
         }
@@ -557,10 +570,12 @@ mod tests {
         o.nested("a", "x", -2i64);
         o.insert("c", Object::new());
         o.insert("d", vec![Node::Const(""), Node::Bool(false)]);
+        o.insert("e", Node::consts(&["x", "y"]));
+        o.insert("f", Node::consts(&[]));
         let doc = Document::finished(o);
         assert_eq!(
             serde_json::to_string(&doc).unwrap_or_default(),
-            r#"{"a":{"x":-2,"y":1},"b":"second","d":[false]}"#
+            r#"{"a":{"x":-2,"y":1},"b":"second","d":[false],"e":["x","y"]}"#
         );
         assert!(doc.contains_path(&["a", "x"]));
         assert!(!doc.contains_path(&["a", "z"]));

@@ -117,6 +117,16 @@ impl Node {
                 }
                 out.push(b']');
             }
+            Node::Consts(list) => {
+                out.push(b'[');
+                for (i, s) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, s);
+                }
+                out.push(b']');
+            }
             Node::Object(o) => o.write_json(out),
             Node::Value(v) => write_value(out, v),
         }

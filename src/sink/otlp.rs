@@ -469,6 +469,14 @@ fn node_any_value(node: Node) -> AnyValue {
         Node::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
             values: items.into_iter().map(node_any_value).collect(),
         })),
+        Node::Consts(list) => Some(AnyKind::ArrayValue(ArrayValue {
+            values: list
+                .iter()
+                .map(|s| AnyValue {
+                    value: Some(AnyKind::StringValue((*s).to_owned())),
+                })
+                .collect(),
+        })),
         Node::Object(o) => Some(AnyKind::KvlistValue(object_kvlist(o))),
         Node::Value(v) => return into_any_value(v),
         // Scalars as `Value`s (no allocation), so numbers take `any_value`'s rules.

@@ -1132,6 +1132,8 @@ impl<'a> Indicator<'a> {
             // About what a full indicator fills, so the entries are not moved while growing.
             tci: Object::with_capacity(48),
             ti: Object::with_capacity(16),
+            // id, kind, category, type, original.
+            event: Object::with_capacity(5),
             ..Out::default()
         };
         let id = fingerprint_strs(&[self.last_modified.as_deref(), self.summary.as_deref()]);
@@ -1348,7 +1350,7 @@ impl<'a> Indicator<'a> {
         if let Some(k) = kind {
             o.tci.insert("type", k.node());
             if let Some(ecs) = super::ecs_indicator_type(k) {
-                o.ti.insert("type", vec![Node::Const(ecs)]);
+                o.ti.insert("type", Node::consts(std::slice::from_ref(ecs)));
             }
             if &**k == "Address" {
                 // The guards dereference `tci.ip` without a null check.
@@ -1541,8 +1543,8 @@ impl Out {
         }
         doc.nested("ecs", "version", "8.11.0");
         self.event.insert("kind", "enrichment");
-        self.event.insert("category", vec![Node::Const("threat")]);
-        self.event.insert("type", vec![Node::Const("indicator")]);
+        self.event.insert("category", Node::consts(&["threat"]));
+        self.event.insert("type", Node::consts(&["indicator"]));
         self.event.insert("original", string(raw));
         doc.insert("event", self.event);
         self.ti.insert("provider", "ThreatConnect");

@@ -36,8 +36,8 @@ pub fn map_indicator_fast(raw: &str, opts: &MapOptions) -> Option<EcsEvent> {
 /// for both engines: the first needle the type contains (case-sensitive substring) wins; `None`
 /// when none does (an `Address` is typed by its IP, G30–G32).
 #[inline]
-fn ecs_indicator_type(kind: &str) -> Option<&'static str> {
-    const TABLE: [(&str, &str); 5] = [
+fn ecs_indicator_type(kind: &str) -> Option<&'static &'static str> {
+    static TABLE: [(&str, &str); 5] = [
         ("File", "file"),
         ("URL", "url"),
         ("EmailAddress", "email-addr"),
@@ -45,7 +45,7 @@ fn ecs_indicator_type(kind: &str) -> Option<&'static str> {
         ("Registry Key", "windows-registry-key"),
     ];
     TABLE
-        .into_iter()
+        .iter()
         .find(|(needle, _)| kind.contains(needle))
         .map(|(_, ecs)| ecs)
 }
