@@ -109,36 +109,41 @@ pub(crate) fn parse_unix(text: &str) -> Option<DateTime<Utc>> {
 /// (24 bytes for a four-digit year) is stored inline, without an allocation.
 pub(crate) fn format_date(dt: &DateTime<Utc>) -> CompactString {
     use chrono::{Datelike, Timelike};
+    // Written digit by digit into a fixed buffer: this runs for every date of every document,
+    // and `write!` with padding (or pushing one char at a time) costs several times more.
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    let after_year = [
+        (5, dt.month(), 2),
+        (8, dt.day(), 2),
+        (11, dt.hour(), 2),
+        (14, dt.minute(), 2),
+        (17, dt.second(), 2),
+        (20, dt.timestamp_subsec_millis().min(999), 3),
+    ];
+    for (at, n, width) in after_year {
+        write_digits(&mut buf[at..at + width], n);
+    }
     let year = dt.year();
-    let mut out = CompactString::with_capacity(24);
-    match u32::try_from(year) {
-        Ok(y) if y <= 9999 => push_digits(&mut out, y, 4),
-        _ => {
-            let _ = write!(out, "{year:+05}");
+    match u32::try_from(year).ok().filter(|y| *y <= 9999) {
+        Some(y) => {
+            write_digits(&mut buf[..4], y);
+            // The buffer holds ASCII digits and separators only.
+            CompactString::from_utf8(buf).unwrap_or_default()
+        }
+        // A year beyond four digits, or negative: signed, as Java prints it (rare).
+        None => {
+            let mut out = compact_str::format_compact!("{year:+05}");
+            out.push_str(std::str::from_utf8(&buf[4..]).unwrap_or_default());
+            out
         }
     }
-    // Written digit by digit: this runs for every date of every document, and `write!` with
-    // padding costs several times more.
-    for (sep, n, width) in [
-        ('-', dt.month(), 2),
-        ('-', dt.day(), 2),
-        ('T', dt.hour(), 2),
-        (':', dt.minute(), 2),
-        (':', dt.second(), 2),
-        ('.', dt.timestamp_subsec_millis().min(999), 3),
-    ] {
-        out.push(sep);
-        push_digits(&mut out, n, width);
-    }
-    out.push('Z');
-    out
 }
 
-/// Appends `n` as exactly `width` decimal digits (zero-padded; `n` < 10^width).
-fn push_digits(out: &mut CompactString, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = (n / 10u32.pow(place)) % 10;
-        out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+/// Writes `n` into `out` as exactly `out.len()` decimal digits (zero-padded; `n` must fit).
+fn write_digits(out: &mut [u8], mut n: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
     }
 }
 

@@ -439,13 +439,68 @@ object! {
         "lastUsed" => last_used: Str<'a>,
         "name" => name: Value,
         "techniqueId" => technique_id: Str<'a>,
-        "platforms" => platforms: Value,
+        "platforms" => platforms: Platforms<'a>,
         "tactics" => tactics: Value,
         "id" => id: Skip,
         "description" => description: Skip,
         "owner" => owner: Skip,
     }
     unknown = Unknown::Keep(&["last_used", "technique"]);
+}
+
+/// A tag's `platforms` as §13 step 5 reads it: the names under `data`, borrowed. A value that is
+/// not an object, an object without `data` and a null `data` give no names, as upstream; a
+/// `data` that is not a list of strings (or a repeated `data` key) is a decoding error, which
+/// leaves the indicator to the reference engine. Anything else in the value is validated and
+/// skipped: step 5 only reads the names, and the tag's document does not keep the value.
+struct Platforms<'a>(Vec<Str<'a>>);
+
+impl<'de> de::Deserialize<'de> for Platforms<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Platforms<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a tag's platforms")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Platforms(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut data: Option<Option<Vec<Str<'de>>>> = None;
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if &*key != "data" {
+                        map.next_value::<Skip>()?;
+                    } else if data.is_some() {
+                        return Err(de::Error::custom("repeated key [data]"));
+                    } else {
+                        data = Some(map.next_value()?);
+                    }
+                }
+                Ok(Platforms(data.flatten().unwrap_or_default()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One associated indicator after E1's recursive key rename.
@@ -674,14 +729,13 @@ struct TagOut<'a> {
     doc: Object,
     /// `techniqueId` and the tag's `name` (null when missing), when the tag has a technique.
     technique: Option<(Str<'a>, Value)>,
-    platforms: Option<Value>,
+    platforms: Vec<Str<'a>>,
 }
 
 impl<'a> Element for Tag<'a> {
     type Out = TagOut<'a>;
     fn finish(mut self) -> Option<TagOut<'a>> {
-        self.platforms()?;
-        let platforms = self.platforms.take();
+        let platforms = self.platforms.take().map(|p| p.0).unwrap_or_default();
         let technique = self
             .technique_id
             .clone()
@@ -1070,7 +1124,7 @@ impl Label<'_> {
             l.insert("date_added", d);
         }
         if let Some(n) = self.name {
-            l.insert("name", n.into_value());
+            l.insert("name", n.node());
         }
         l
     }
@@ -1099,7 +1153,7 @@ impl Tag<'_> {
             t.insert("name", n);
         }
         if let Some(id) = self.technique_id {
-            t.nested("technique", "id", id.into_value());
+            t.nested("technique", "id", id.node());
         }
         if let Some(tactics) = self.tactics {
             let tactics = match tactics {
@@ -1111,18 +1165,6 @@ impl Tag<'_> {
             }
         }
         t
-    }
-
-    /// Step 5: the platform names, or `None` for a shape left to the reference.
-    fn platforms(&self) -> Option<Vec<&str>> {
-        let Some(Value::Object(p)) = &self.platforms else {
-            return Some(Vec::new());
-        };
-        match p.get("data") {
-            None | Some(Value::Null) => Some(Vec::new()),
-            Some(Value::Array(items)) => items.iter().map(Value::as_str).collect(),
-            Some(_) => None,
-        }
     }
 }
 
@@ -1143,7 +1185,11 @@ impl<'a> Indicator<'a> {
         let formats = [DateFormat::Iso8601, DateFormat::Unix];
         let deleted_at = match (&self.deleted_at, expiration, &self.last_modified) {
             (Some(d), _, _) if d.is_empty() => None,
-            (Some(d), _, _) => Some(ingest::date(&Value::String(d.to_string()), &formats).ok()?.into()),
+            (Some(d), _, _) => Some(
+                ingest::date(&Value::String(d.to_string()), &formats)
+                    .ok()?
+                    .into(),
+            ),
             (None, Some(exp), Some(lm)) => {
                 let t = parse_zoned(lm)?
                     .checked_add_signed(chrono::Duration::from_std(exp.duration).ok()?)?
@@ -1154,7 +1200,11 @@ impl<'a> Indicator<'a> {
                 if (0..=9999).contains(&chrono::Datelike::year(&t)) {
                     Some(text)
                 } else {
-                    Some(ingest::date(&Value::String(text.into_string()), &formats).ok()?.into())
+                    Some(
+                        ingest::date(&Value::String(text.into_string()), &formats)
+                            .ok()?
+                            .into(),
+                    )
                 }
             }
             (None, _, _) => None,
@@ -1450,12 +1500,8 @@ impl<'a> Indicator<'a> {
                 }
             }
             for Done(t) in &tags {
-                if let Some(Value::Object(p)) = &t.platforms
-                    && let Some(Value::Array(items)) = p.get("data")
-                {
-                    for name in items.iter().filter_map(Value::as_str) {
-                        append_unique(&mut o.os_family, name);
-                    }
+                for name in &t.platforms {
+                    append_unique(&mut o.os_family, name);
                 }
             }
             let list = tags.into_iter().map(|Done(t)| t.doc.into()).collect();

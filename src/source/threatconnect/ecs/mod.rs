@@ -188,6 +188,43 @@ mod tests {
         }
     }
 
+    /// A tag's `platforms` in every shape the fast path decodes itself (names borrowed; not an
+    /// object, no `data`, a null `data`: no names) maps as the reference does; a `data` that is
+    /// not a list of strings, or a repeated `data`, is left to the reference.
+    #[test]
+    fn tag_platform_shapes_match_the_reference() {
+        let shapes = [
+            (
+                r#"{"data": ["Windows", "Linux", "Windows"], "count": 2}"#,
+                true,
+            ),
+            (r#"{"count": 0, "data": []}"#, true),
+            (r#"{"count": 0}"#, true),
+            (r#"{"data": null}"#, true),
+            (r#""Windows""#, true),
+            (r#"["Windows"]"#, true),
+            ("3", true),
+            (r#"{"data": ["Win\u0064ows", "macOS"]}"#, true),
+            (r#"{"data": ["Windows", 3]}"#, false),
+            (r#"{"data": "Windows"}"#, false),
+            (r#"{"data": ["Windows"], "data": ["Linux"]}"#, false),
+        ];
+        for (platforms, fast) in shapes {
+            let raw = format!(
+                r#"{{"id": 7, "type": "Host", "hostName": "a.example", "summary": "a.example",
+                   "lastModified": "2024-01-02T03:04:05Z",
+                   "tags": {{"data": [{{"name": "T", "platforms": {platforms}}}]}}}}"#
+            );
+            for o in [opts(), MapOptions::default()] {
+                assert_eq!(
+                    assert_same_as_reference(&raw, &o).map_err(|e| e.to_string()),
+                    Ok(fast),
+                    "{platforms}"
+                );
+            }
+        }
+    }
+
     // ---- realistic indicators ---------------------------------------------------------------
 
     type Entry = Option<(String, Value)>;
