@@ -313,6 +313,22 @@ impl<'de> Visitor<'de> for Without {
     }
 }
 
+/// A value passed through as sent, decoded straight into a document [`Node`] (see [`Without`]):
+/// strings up to 24 bytes inline, objects as flat [`Object`]s, no `Value` tree.
+pub(crate) struct Pass(pub Node);
+
+impl<'de> de::Deserialize<'de> for Pass {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Without(&[]).deserialize(d).map(Pass)
+    }
+}
+
+impl From<Pass> for Node {
+    fn from(p: Pass) -> Node {
+        p.0
+    }
+}
+
 /// ES `date` with the single format `ISO8601`, when it succeeds: the UTC text
 /// `yyyy-MM-ddTHH:mm:ss.SSSZ`. The API's usual `yyyy-MM-ddTHH:mm:ssZ` is validated and
 /// extended without going through a `DateTime`.
