@@ -35,7 +35,7 @@ use crate::config::size::MIB;
 use crate::error::{Classify as _, ErrorKind};
 use crate::ingest::EcsEvent;
 use crate::policy::StreamIdentity;
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{Sink, SinkError};
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, joined};
 use crate::state::{StateError, StateStore};
 use crate::telemetry::{AttemptFailed, BackfillProgress, PageDelivered, Stage, StreamCounters};
@@ -414,21 +414,19 @@ impl<K> Clone for MapJob<K> {
 
 impl<K: Sink> MapJob<K> {
     /// Maps and encodes one chunk (on the blocking pool). The documents' trees live only
-    /// here: what leaves is the sink's wire form.
+    /// here, one at a time where the sink encodes document by document
+    /// ([`Sink::encode_each`]): what leaves is the sink's wire form.
     fn map(&self, items: RawItems, now: chrono::DateTime<chrono::Utc>) -> MappedChunk<K::Encoded> {
-        let events: Vec<EcsEvent> = items
-            .iter()
-            .map(|raw| with_agent_timestamp((self.mapper)(raw), now))
-            .collect();
+        let (mut indicators, mut error_documents) = (0, 0);
+        let events = items.iter().map(|raw| {
+            let event = with_agent_timestamp((self.mapper)(raw), now);
+            indicators += 1;
+            error_documents += usize::from(has_error(&event));
+            event
+        });
+        let encoded = self.sink.encode_each(&self.input_id, &self.stream, events);
         // The chunk's hold on the page body ends here.
         drop(items);
-        let error_documents = events.iter().filter(|e| has_error(e)).count();
-        let indicators = events.len();
-        let encoded = self.sink.encode(Batch {
-            input_id: &self.input_id,
-            stream: &self.stream,
-            events,
-        });
         MappedChunk {
             encoded,
             indicators,

@@ -80,6 +80,23 @@ pub trait Sink: Send + Sync + 'static {
     /// wire form where it has trees of its own). Never fails: every document can be written.
     fn encode(&self, batch: Batch<'_>) -> Self::Encoded;
 
+    /// [`encode`](Sink::encode) of the documents `events` yields, taken one at a time as they
+    /// are mapped. The default collects them into a batch; a sink whose wire form is written
+    /// document by document (NDJSON) writes each one while its tree is still in the cache, and
+    /// drops it, instead of walking cold trees of a whole chunk afterwards.
+    fn encode_each(
+        &self,
+        input_id: &str,
+        stream: &StreamIdentity,
+        events: impl Iterator<Item = EcsEvent>,
+    ) -> Self::Encoded {
+        self.encode(Batch {
+            input_id,
+            stream,
+            events: events.collect(),
+        })
+    }
+
     /// Delivers an encoded batch; `Ok` means it is acknowledged.
     fn send_encoded(
         &self,
@@ -161,6 +178,18 @@ impl Sink for AnySink {
         match self {
             Self::Ndjson(s) => AnyEncoded::Ndjson(s.encode(batch)),
             Self::Otlp(s) => AnyEncoded::Otlp(s.encode(batch)),
+        }
+    }
+
+    fn encode_each(
+        &self,
+        input_id: &str,
+        stream: &StreamIdentity,
+        events: impl Iterator<Item = EcsEvent>,
+    ) -> AnyEncoded {
+        match self {
+            Self::Ndjson(s) => AnyEncoded::Ndjson(s.encode_each(input_id, stream, events)),
+            Self::Otlp(s) => AnyEncoded::Otlp(s.encode_each(input_id, stream, events)),
         }
     }
 

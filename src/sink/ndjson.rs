@@ -12,6 +12,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::Mutex;
 
 use super::{Batch, Sink, SinkError};
+use crate::ingest::EcsEvent;
+use crate::policy::StreamIdentity;
 
 enum Target {
     Stdout(tokio::io::Stdout),
@@ -187,9 +189,24 @@ impl Sink for NdjsonSink {
     type Encoded = Vec<u8>;
 
     fn encode(&self, batch: Batch<'_>) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(batch.events.len() * 2048);
-        for event in &batch.events {
-            render(&batch, event).write_json(&mut buf);
+        self.encode_each(batch.input_id, batch.stream, batch.events.into_iter())
+    }
+
+    fn encode_each(
+        &self,
+        input_id: &str,
+        stream: &StreamIdentity,
+        events: impl Iterator<Item = EcsEvent>,
+    ) -> Vec<u8> {
+        // The line's envelope (`@metadata`, `data_stream`) comes from here.
+        let envelope = Batch {
+            input_id,
+            stream,
+            events: Vec::new(),
+        };
+        let mut buf = Vec::with_capacity(events.size_hint().0 * 2048);
+        for event in events {
+            render(&envelope, &event).write_json(&mut buf);
             buf.push(b'\n');
         }
         buf
