@@ -245,13 +245,17 @@ impl Sink for OtlpSink {
     }
 
     fn encode(&self, batch: Batch<'_>) -> Vec<ExportLogsServiceRequest> {
-        let Batch {
-            input_id,
-            stream,
-            events,
-        } = batch;
+        self.encode_each(batch.input_id, batch.stream, batch.events.into_iter())
+    }
+
+    /// Each document becomes its log record (a kvlist body) as soon as it is mapped.
+    fn encode_each(
+        &self,
+        input_id: &str,
+        stream: &StreamIdentity,
+        events: impl Iterator<Item = EcsEvent>,
+    ) -> Vec<ExportLogsServiceRequest> {
         let records: Vec<LogRecord> = events
-            .into_iter()
             .map(|event| log_record(input_id, stream, event))
             .collect();
         split(records, self.options.max_records, self.options.max_bytes)
