@@ -18,7 +18,7 @@ use ti_sidecar::http::HttpError;
 use ti_sidecar::ingest::EcsEvent;
 use ti_sidecar::policy::StreamIdentity;
 use ti_sidecar::poll::{CHUNK_ITEMS, Outcome, PollError, Poller, Schedule, chunks_in_flight};
-use ti_sidecar::sink::{Batch, Sink, SinkError};
+use ti_sidecar::sink::{Sink, SinkError};
 use ti_sidecar::source::{FetchError, Mapper, Page, RawItems, Source};
 use ti_sidecar::state::StateStore;
 use ti_sidecar::telemetry::StreamCounters;
@@ -162,15 +162,18 @@ struct RecordingSink {
 impl Sink for RecordingSink {
     type Encoded = Vec<u64>;
 
-    fn encode(&self, batch: Batch<'_>) -> Vec<u64> {
+    fn encode_each(
+        &self,
+        _: &str,
+        _: &StreamIdentity,
+        events: impl Iterator<Item = EcsEvent>,
+    ) -> Vec<u64> {
         let mapped = self.observed.mapped.fetch_add(1, Ordering::SeqCst) + 1;
         let ahead = mapped - self.observed.sent.load(Ordering::SeqCst);
         self.observed
             .max_mapped_ahead
             .fetch_max(ahead, Ordering::SeqCst);
-        batch
-            .events
-            .iter()
+        events
             .map(|e| e.doc.to_map()["n"].as_u64().unwrap())
             .collect()
     }

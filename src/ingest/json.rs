@@ -107,30 +107,24 @@ impl Node {
             Node::Float(f) => write_serde(out, f),
             Node::Bool(true) => out.extend_from_slice(b"true"),
             Node::Bool(false) => out.extend_from_slice(b"false"),
-            Node::Array(list) => {
-                out.push(b'[');
-                for (i, node) in list.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    node.write_json(out);
-                }
-                out.push(b']');
-            }
-            Node::Consts(list) => {
-                out.push(b'[');
-                for (i, s) in list.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, s);
-                }
-                out.push(b']');
-            }
+            Node::Array(list) => write_list(out, list, Node::write_json),
+            Node::Consts(list) => write_list(out, list, |s, out| write_str(out, s)),
             Node::Object(o) => o.write_json(out),
             Node::Value(v) => write_value(out, v),
         }
     }
+}
+
+/// `[a,b,...]`, each item written by `write`.
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(item, out);
+    }
+    out.push(b']');
 }
 
 /// A pass-through value: its strings through [`write_str`] too, since a vendor block can be
@@ -138,16 +132,7 @@ impl Node {
 fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::String(s) => write_str(out, s),
-        Value::Array(list) => {
-            out.push(b'[');
-            for (i, v) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, v);
-            }
-            out.push(b']');
-        }
+        Value::Array(list) => write_list(out, list, |v, out| write_value(out, v)),
         Value::Object(map) => {
             out.push(b'{');
             write_map_members(out, map, true);

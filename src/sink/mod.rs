@@ -68,33 +68,28 @@ pub enum SinkError {
 
 /// A destination for batches, shared by every stream of a process.
 ///
-/// Delivery has two halves. [`encode`](Sink::encode) turns a batch into the sink's wire form
-/// (NDJSON bytes, OTLP requests) once: it is CPU work, which the poll loop runs on the blocking
-/// pool right after mapping, so the documents' trees are dropped as soon as they are encoded.
+/// Delivery has two halves. [`encode_each`](Sink::encode_each) turns documents into the sink's
+/// wire form (NDJSON bytes, OTLP requests) once: it is CPU work, which the poll loop runs on the
+/// blocking pool while mapping, so each document's tree is dropped as soon as it is encoded.
 /// [`send_encoded`](Sink::send_encoded) delivers that form, and retries resend it as it is.
 pub trait Sink: Send + Sync + 'static {
     /// A batch in the sink's wire form.
     type Encoded: Send + Sync + 'static;
 
-    /// Builds the wire form of `batch`, consuming its documents (their strings move into the
-    /// wire form where it has trees of its own). Never fails: every document can be written.
-    fn encode(&self, batch: Batch<'_>) -> Self::Encoded;
-
-    /// [`encode`](Sink::encode) of the documents `events` yields, taken one at a time as they
-    /// are mapped. The default collects them into a batch; a sink whose wire form is written
-    /// document by document (NDJSON) writes each one while its tree is still in the cache, and
-    /// drops it, instead of walking cold trees of a whole chunk afterwards.
+    /// Builds the wire form of the documents `events` yields, taking each one as it is mapped
+    /// and consuming it (its strings move into the wire form where it has trees of its own):
+    /// each is encoded while its tree is still in the cache, instead of walking the cold trees
+    /// of a whole chunk afterwards. Never fails: every document can be written.
     fn encode_each(
         &self,
         input_id: &str,
         stream: &StreamIdentity,
         events: impl Iterator<Item = EcsEvent>,
-    ) -> Self::Encoded {
-        self.encode(Batch {
-            input_id,
-            stream,
-            events: events.collect(),
-        })
+    ) -> Self::Encoded;
+
+    /// [`encode_each`](Sink::encode_each) of a whole batch.
+    fn encode(&self, batch: Batch<'_>) -> Self::Encoded {
+        self.encode_each(batch.input_id, batch.stream, batch.events.into_iter())
     }
 
     /// Delivers an encoded batch; `Ok` means it is acknowledged.
@@ -173,13 +168,6 @@ pub enum AnyEncoded {
 
 impl Sink for AnySink {
     type Encoded = AnyEncoded;
-
-    fn encode(&self, batch: Batch<'_>) -> AnyEncoded {
-        match self {
-            Self::Ndjson(s) => AnyEncoded::Ndjson(s.encode(batch)),
-            Self::Otlp(s) => AnyEncoded::Otlp(s.encode(batch)),
-        }
-    }
 
     fn encode_each(
         &self,

@@ -188,10 +188,6 @@ impl Sink for NdjsonSink {
     /// The batch's lines, each ending in `\n`.
     type Encoded = Vec<u8>;
 
-    fn encode(&self, batch: Batch<'_>) -> Vec<u8> {
-        self.encode_each(batch.input_id, batch.stream, batch.events.into_iter())
-    }
-
     fn encode_each(
         &self,
         input_id: &str,

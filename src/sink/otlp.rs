@@ -29,7 +29,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::{Batch, Sink, SinkError};
+use super::{Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::config::SslConfig;
 use crate::ingest::{Document, EcsEvent, Node, Object};
@@ -242,10 +242,6 @@ impl Sink for OtlpSink {
 
     fn abandon_safe(&self) -> bool {
         true
-    }
-
-    fn encode(&self, batch: Batch<'_>) -> Vec<ExportLogsServiceRequest> {
-        self.encode_each(batch.input_id, batch.stream, batch.events.into_iter())
     }
 
     /// Each document becomes its log record (a kvlist body) as soon as it is mapped.
