@@ -20,6 +20,7 @@
 //! The small decoding pieces ([`Key`], [`Strict`], [`Pruned`]) are vendor-neutral and could
 //! later move next to the ingest building blocks, shared with other fast mappers.
 
+use compact_str::CompactString;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -279,7 +280,7 @@ enum Date {
     /// `""`: skipped by the top-level processors, yet present for the expiration logic.
     Empty,
     /// Parsed: the ISO text the pipeline writes, and the fields of the date.
-    Iso(String, [u32; 6]),
+    Iso(CompactString, [u32; 6]),
     /// A number, boolean or text that does not parse (its Java text never matches the pattern).
     Bad,
 }
@@ -352,8 +353,9 @@ fn ymd_hms_fields(text: &str) -> Option<[u32; 6]> {
 /// The pipeline's ISO form of a text `parse_ymd_hms` accepted: the pattern has
 /// fixed widths and a four-digit year, so `format_date` of the parsed time is the same text
 /// with `T` for the space and `.000Z` appended.
-fn iso_millis(ymd_hms: &str) -> String {
-    let mut out = String::with_capacity(24);
+fn iso_millis(ymd_hms: &str) -> CompactString {
+    // 24 bytes: stored inline, without an allocation.
+    let mut out = CompactString::with_capacity(24);
     out.push_str(ymd_hms.get(..10).unwrap_or_default());
     out.push('T');
     out.push_str(ymd_hms.get(11..).unwrap_or_default());
@@ -680,10 +682,10 @@ struct Indicator {
     threatq: Object,
     hash: Option<String>,
     /// ISO text and time, when `updated_at` parsed (absent and `""` behave alike here).
-    updated_at: Option<(String, DateTime<Utc>)>,
+    updated_at: Option<(CompactString, DateTime<Utc>)>,
     /// ISO text, or `""` (present but empty still decides the expiration reason, §4).
-    expires_at: Option<String>,
-    expired_at: Option<String>,
+    expires_at: Option<CompactString>,
+    expired_at: Option<CompactString>,
     score: Option<i64>,
     description: Option<String>,
     value: Option<String>,
@@ -813,10 +815,10 @@ impl<'de> Visitor<'de> for IndicatorSeed {
 
 impl Date {
     /// The text an expiration date contributes: ISO, or `""` when it was empty.
-    fn into_text(self) -> String {
+    fn into_text(self) -> CompactString {
         match self {
             Date::Iso(text, _) => text,
-            _ => String::new(),
+            _ => CompactString::const_new(""),
         }
     }
 }
@@ -898,7 +900,7 @@ impl Indicator {
                     // The reference's DEVIATION: expire at `@timestamp` (= `updated_at`).
                     iso.clone()
                 } else {
-                    ingest::format_date(&at.checked_add_signed(default_span(exp)?)?).into_string()
+                    ingest::format_date(&at.checked_add_signed(default_span(exp)?)?)
                 });
             }
             reason = Some(if expires_at.is_some() && expired_at.is_none() {
@@ -1006,23 +1008,26 @@ impl Indicator {
         }
 
         // The rest of `threatq` (§3.12, §3.13, §3.21–3.22), pruned (§3.24).
-        let mut insert_text = |key: &'static str, v: Option<String>| {
+        let mut insert_text = |key: &'static str, v: Option<CompactString>| {
             if let Some(v) = v.filter(|v| !v.is_empty()) {
                 threatq.insert(key, Node::from(v));
             }
         };
         if keep_value {
-            insert_text("indicator_value", value);
+            insert_text("indicator_value", value.map(CompactString::from));
         }
         insert_text("expires_at", expires_at);
         insert_text("expired_at", expired_at);
         insert_text("ioc_expired_at", ioc_expired_at);
-        insert_text("ioc_expiration_reason", reason.map(str::to_owned));
+        insert_text(
+            "ioc_expiration_reason",
+            reason.map(CompactString::const_new),
+        );
         let timestamp = updated_at.as_ref().map(|(_, t)| *t);
         let at_timestamp = updated_at.map(|(iso, _)| iso);
         if keep_custom {
             insert_text("updated_at", at_timestamp.clone());
-            insert_text("description", description);
+            insert_text("description", description.map(CompactString::from));
             if let Some(s) = score {
                 threatq.insert("score", Node::from(s));
             }
@@ -1035,10 +1040,10 @@ impl Indicator {
         }
         doc.nested("ecs", "version", "8.17.0");
         let mut event = Object::with_capacity(4);
-        event.insert("category", vec![Node::Const("threat")]);
+        event.insert("category", Node::consts(&["threat"]));
         event.insert("kind", "enrichment");
         event.insert("original", text(raw));
-        event.insert("type", vec![Node::Const("indicator")]);
+        event.insert("type", Node::consts(&["indicator"]));
         doc.insert("event", event);
         let mut related = Object::new();
         related.insert_list("hash", related_hash);
