@@ -51,7 +51,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// The high bit of each byte of `word` that may need escaping. The lowest set bit is exact: a
 /// byte is flagged wrongly only through a borrow from a lower byte that was flagged rightly.
-fn escapes_in(word: u64) -> u64 {
+pub(crate) fn escapes_in(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;

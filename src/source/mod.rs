@@ -5,6 +5,7 @@
 //! committed cursor, maps the page's raw objects, hands them to a sink, and commits the page's
 //! cursor only after the sink acknowledged them.
 
+pub(crate) mod members;
 pub mod registry;
 pub mod threatconnect;
 pub mod threatq;

