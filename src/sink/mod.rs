@@ -145,7 +145,11 @@ pub async fn open(output: &OutputConfig) -> Result<AnySink, SinkError> {
                 give_up_after: *retry_max_elapsed,
                 ..otlp::OtlpOptions::default()
             };
-            AnySink::Otlp(otlp::OtlpSink::new(endpoint, ssl.as_ref(), options)?)
+            AnySink::Otlp(Box::new(otlp::OtlpSink::new(
+                endpoint,
+                ssl.as_ref(),
+                options,
+            )?))
         }
     })
 }
@@ -155,7 +159,7 @@ pub enum AnySink {
     /// NDJSON to a file or stdout.
     Ndjson(ndjson::NdjsonSink),
     /// OTLP logs over gRPC.
-    Otlp(otlp::OtlpSink),
+    Otlp(Box<otlp::OtlpSink>),
 }
 
 /// The wire form of [`AnySink`]'s batches.
