@@ -151,6 +151,8 @@ struct Store {
     generation: u64,
     /// The matching indicators of the last query, in its order.
     order: Option<QueryOrder>,
+    /// Every indicator in the last `sorting` asked for: a query filters it instead of sorting.
+    sorted: Option<QueryOrder>,
 }
 
 impl Store {
@@ -161,6 +163,7 @@ impl Store {
             render_base: String::new(),
             generation: 0,
             order: None,
+            sorted: None,
             indicators,
         }
     }
@@ -181,15 +184,42 @@ impl Store {
         {
             return o.indices.clone();
         }
+        // The order is total (ties go by id), so filtering the sorted whole is sorting the
+        // filtered part: each keyset page (a new `tql`) costs one pass, not a sort.
+        let sorted = self.sorted(&p.sorting);
         let inds = &self.indicators;
-        let mut order: Vec<usize> = (0..inds.len())
-            .filter(|&i| p.tql.as_ref().is_none_or(|e| e.matches(&inds[i])))
-            .collect();
-        order.sort_by(|&a, &b| compare(&inds[a], &inds[b], &p.sorting));
-        let indices: Arc<[usize]> = order.into();
+        let indices: Arc<[usize]> = match &p.tql {
+            None => sorted,
+            Some(e) => sorted
+                .iter()
+                .copied()
+                .filter(|&i| e.matches(&inds[i]))
+                .collect(),
+        };
         self.order = Some(QueryOrder {
             tql: p.tql.clone(),
             sorting: p.sorting.clone(),
+            generation: self.generation,
+            indices: indices.clone(),
+        });
+        indices
+    }
+
+    /// Every indicator's index, in `sorting` order (cached until the data changes).
+    fn sorted(&mut self, sorting: &[(SortKey, bool)]) -> Arc<[usize]> {
+        if let Some(o) = &self.sorted
+            && o.generation == self.generation
+            && o.sorting == sorting
+        {
+            return o.indices.clone();
+        }
+        let inds = &self.indicators;
+        let mut order: Vec<usize> = (0..inds.len()).collect();
+        order.sort_unstable_by(|&a, &b| compare(&inds[a], &inds[b], sorting));
+        let indices: Arc<[usize]> = order.into();
+        self.sorted = Some(QueryOrder {
+            tql: None,
+            sorting: sorting.to_vec(),
             generation: self.generation,
             indices: indices.clone(),
         });
@@ -933,6 +963,36 @@ mod tests {
             vec![(SortKey::LastModified, true), (SortKey::Id, true)]
         );
         assert!(parse_sorting("rating asc").is_err());
+    }
+
+    /// Filtering the cached sorted whole gives what sorting the filtered part gave, for every
+    /// sorting and filter, also after the data changed.
+    #[test]
+    fn a_query_order_is_the_sorted_whole_filtered() {
+        let now = Utc::now();
+        let inds = data::generate(500, 7, 1_000, 40, now);
+        let mut store = Store::new(inds, mutation::seeded_rng(7));
+        let mid = store.indicators[250]
+            .last_modified
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        for query in [
+            "sorting=lastModified%20asc".to_owned(),
+            format!("sorting=lastModified%20asc&tql=lastModified%20GEQ%20%22{mid}%22"),
+            format!("sorting=dateAdded%20desc&tql=lastModified%20LT%20%22{mid}%22"),
+            "sorting=id%20desc".to_owned(),
+        ] {
+            for round in 0..2 {
+                let p = Params::parse(&query).unwrap();
+                let inds = &store.indicators;
+                let mut expected: Vec<usize> = (0..inds.len())
+                    .filter(|&i| p.tql.as_ref().is_none_or(|e| e.matches(&inds[i])))
+                    .collect();
+                expected.sort_by(|&a, &b| compare(&inds[a], &inds[b], &p.sorting));
+                assert!(!expected.is_empty(), "{query}");
+                assert_eq!(&*store.order(&p), &expected[..], "{query}, round {round}");
+                store.change(round * 100, now + chrono::TimeDelta::seconds(1));
+            }
+        }
     }
 
     #[test]
