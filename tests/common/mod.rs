@@ -372,6 +372,19 @@ pub fn read_events(path: &Path) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
+    parse_lines(&text)
+}
+
+/// The complete lines of an events file written by a process killed with SIGKILL: a write
+/// in progress leaves its last line cut short (the next open cuts it off, see
+/// `ndjson::open_lines_for_append`); every line before it must be whole.
+pub fn read_events_after_kill(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    parse_lines(complete)
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
