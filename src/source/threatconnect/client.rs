@@ -438,8 +438,10 @@ fn describe_sweep(cursor: &SweepCursor, end: Option<DateTime<Utc>>) -> String {
 
 /// Raw page bodies a backfill may hold beyond the pipeline's own (fetched ahead or in flight):
 /// the windows' concurrency is cut to what fits, so large pages (10 000 indicators with every
-/// association are tens of MB each) keep memory bounded.
-const BACKFILL_PAGE_BUDGET: usize = 24 * 1024 * 1024;
+/// association are tens of MB each) keep memory bounded. Two pages of 10 000 plain indicators
+/// (12.7 MiB each) fit: with one, every page waited for its own request to be served and
+/// decoded, and the fetch, not the mapping, paced a page-10 000 backfill.
+const BACKFILL_PAGE_BUDGET: usize = 32 * 1024 * 1024;
 
 /// What a backfill task brings back.
 enum Fetched {
@@ -716,12 +718,7 @@ impl ThreatConnectSource {
         let held = fetches.in_flight.len() + fetches.ready.len();
         let by_memory = match fetches.largest_page {
             0 => 1,
-            bytes => (std::env::var("XB")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(BACKFILL_PAGE_BUDGET)
-                / bytes)
-                .max(1),
+            bytes => (BACKFILL_PAGE_BUDGET / bytes).max(1),
         };
         let limit = fetches.aimd.limit();
         let free = limit
