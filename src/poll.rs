@@ -11,12 +11,14 @@
 //!    workers. At most [`chunks_in_flight`] chunks are being mapped or wait to be sent, and
 //!    the next page is taken once the current one is mapped whole (its body is freed then).
 //! 3. **send + commit**: chunks in order; after the last chunk of a page is acknowledged, the
-//!    sink makes it durable and the page's cursor is committed. Acknowledgements only ever
-//!    travel forward to the commit: nothing feeds back into the fetch.
+//!    sink makes it durable and the page's cursor is committed, while the next page's chunks
+//!    are sent (one page commits at a time, in order). Acknowledgements only ever travel
+//!    forward to the commit: nothing feeds back into the fetch.
 //!
 //! Memory is bounded by the page being mapped, the prefetched page (and the one being
-//! downloaded behind it) and the encoded chunks in flight, whatever the page or document size. Delivery stays at least once with no gap; a crash
-//! repeats at most the chunks sent since the last committed page.
+//! downloaded behind it) and the encoded chunks in flight, whatever the page or document size.
+//! Delivery stays at least once with no gap; a crash repeats at most the chunks sent since the
+//! last committed page: the page being committed and the part of the next one already sent.
 //!
 //! Shutdown (SIGINT/SIGTERM, or a unit stop) stops fetching at once and no new page is started;
 //! the page already being sent is finished and its cursor committed, so a restart neither
