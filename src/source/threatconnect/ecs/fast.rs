@@ -23,7 +23,8 @@ use serde_json::Value;
 use super::reference::{associated_key_name, confidence_band, parse_zoned};
 use crate::ingest::doc::Key;
 use crate::ingest::fast::{
-    Pass, Scalar, Skip, Str, Without, append_unique, fingerprint_strs, iso8601_date, once,
+    ObjectOrSkip, Pass, ReadObject, Scalar, Skip, Str, Without, append_unique, fingerprint_strs,
+    iso8601_date, once,
 };
 use crate::ingest::{self, ConvertType, DateFormat, Document, EcsEvent, MapOptions, Node, Object};
 
@@ -453,53 +454,28 @@ object! {
 /// `data` that is not a list of strings (or a repeated `data` key) is a decoding error, which
 /// leaves the indicator to the reference engine. Anything else in the value is validated and
 /// skipped: step 5 only reads the names, and the tag's document does not keep the value.
+#[derive(Default)]
 struct Platforms<'a>(Vec<Str<'a>>);
 
 impl<'de> de::Deserialize<'de> for Platforms<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Platforms<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a tag's platforms")
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(Platforms(Vec::new()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut data: Option<Option<Vec<Str<'de>>>> = None;
-                while let Some(key) = map.next_key::<Str<'de>>()? {
-                    if &*key != "data" {
-                        map.next_value::<Skip>()?;
-                    } else if data.is_some() {
-                        return Err(de::Error::custom("repeated key [data]"));
-                    } else {
-                        data = Some(map.next_value()?);
-                    }
-                }
-                Ok(Platforms(data.flatten().unwrap_or_default()))
+        d.deserialize_any(ObjectOrSkip::<Platforms<'de>>(std::marker::PhantomData))
+    }
+}
+
+impl<'de> ReadObject<'de> for Platforms<'de> {
+    fn read<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut data: Option<Option<Vec<Str<'de>>>> = None;
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            if &*key != "data" {
+                map.next_value::<Skip>()?;
+            } else if data.is_some() {
+                return Err(de::Error::custom("repeated key [data]"));
+            } else {
+                data = Some(map.next_value()?);
             }
         }
-        d.deserialize_any(V)
+        Ok(Platforms(data.flatten().unwrap_or_default()))
     }
 }
 
