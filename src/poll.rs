@@ -579,11 +579,10 @@ impl<K: Sink> Deliverer<'_, K> {
             error_documents += mapped.error_documents;
             drop(mapped);
             let Some(end) = end else { continue };
-            if let Some(previous) = committing.take() {
-                match previous.await {
-                    Ok(Delivery::Acked) => {}
-                    other => return other,
-                }
+            if let Some(previous) = committing.take()
+                && let Err(outcome) = acked(previous.await)
+            {
+                return outcome;
             }
             let counts = (
                 std::mem::take(&mut indicators),
@@ -592,11 +591,10 @@ impl<K: Sink> Deliverer<'_, K> {
             committing = Some(Box::pin(self.commit_page(end, counts)));
         };
         // Whatever ended the loop, the page already acknowledged whole is still committed.
-        if let Some(last) = committing {
-            match last.await {
-                Ok(Delivery::Acked) => {}
-                other => return other,
-            }
+        if let Some(last) = committing
+            && let Err(failed) = acked(last.await)
+        {
+            return failed;
         }
         outcome
     }
@@ -688,15 +686,20 @@ async fn beside<T>(
             biased;
             done = commit => {
                 *committing = None;
-                match done {
-                    Ok(Delivery::Acked) => {}
-                    other => return Err(other),
-                }
+                acked(done)?;
             }
             out = &mut work => return Ok(out),
         }
     }
     Ok(work.await)
+}
+
+/// `Ok` when a page's commit succeeded; otherwise the outcome that ends the delivery.
+fn acked(outcome: Result<Delivery, PollError>) -> Result<(), Result<Delivery, PollError>> {
+    match outcome {
+        Ok(Delivery::Acked) => Ok(()),
+        other => Err(other),
+    }
 }
 
 /// Durably stores `cursor` under `key`, off the async worker threads (one fsync).
