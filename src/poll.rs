@@ -187,6 +187,7 @@ impl<S: Source, K: Sink> Poller<S, K> {
                 });
             }
             outcome.sweeps += 1;
+            self.source.end_sweep();
             tracing::info!(stream.id = %self.stream.id, "caught up");
             self.counters.caught_up(
                 chrono::Utc::now(),

@@ -14,7 +14,7 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use ti_sidecar::http::HttpError;
+use ti_sidecar::http::{HttpError, PageText};
 use ti_sidecar::ingest::EcsEvent;
 use ti_sidecar::policy::StreamIdentity;
 use ti_sidecar::poll::{CHUNK_ITEMS, Outcome, PollError, Poller, Schedule, chunks_in_flight};
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 struct Observed {
     /// Page bodies handed out, to count those still alive.
-    bodies: Mutex<Vec<Weak<String>>>,
+    bodies: Mutex<Vec<Weak<PageText>>>,
     /// The most earlier page bodies alive when a fetch started.
     max_bodies_alive_at_fetch: AtomicUsize,
     /// Chunks mapped so far, and sent so far.
@@ -44,6 +44,8 @@ struct Observed {
     /// When each fetch, and each send attempt, was made (on `tokio::time`).
     fetched_at: Mutex<Vec<tokio::time::Instant>>,
     sent_at: Mutex<Vec<tokio::time::Instant>>,
+    /// The fetches made when each sweep was told it had ended.
+    sweeps_ended_after: Mutex<Vec<usize>>,
 }
 
 /// The waits between consecutive instants.
@@ -113,7 +115,7 @@ impl Source for ScriptedSource {
         let items: Vec<String> = (first..first + self.per_page)
             .map(|n| format!(r#"{{"n":{n}}}"#))
             .collect();
-        let body = Arc::new(format!("[{}]", items.join(",")));
+        let body = Arc::new(PageText::from(format!("[{}]", items.join(","))));
         self.observed
             .bodies
             .lock()
@@ -129,6 +131,15 @@ impl Source for ScriptedSource {
             future_timestamps: 0,
             invalid_utf8: 0,
         })
+    }
+
+    fn end_sweep(&mut self) {
+        let fetches = self.observed.fetched_at.lock().unwrap().len();
+        self.observed
+            .sweeps_ended_after
+            .lock()
+            .unwrap()
+            .push(fetches);
     }
 
     fn mapper(&self) -> Mapper {
@@ -537,6 +548,9 @@ async fn without_once_the_next_sweep_starts_one_interval_after_catching_up() {
     );
     let waits = gaps(&r.observed.fetched_at);
     assert_eq!(waits.len(), 2);
+    // The source lets go of the sweep's buffers as it catches up, not when the next one starts;
+    // the interrupted sweep never ended.
+    assert_eq!(*r.observed.sweeps_ended_after.lock().unwrap(), [2]);
     assert!(waits[0] < Duration::from_millis(2), "{waits:?}");
     assert!(
         waits[1] >= Duration::from_secs(3600)

@@ -68,6 +68,20 @@ fn source_retrying(server: &MockServer, retry: RetryPolicy) -> ThreatConnectSour
     ThreatConnectSource::new(Arc::new(cfg), http)
 }
 
+/// A source on `cfg` with default retries, and a clone of its HTTP client to look into.
+fn source_with(cfg: ThreatConnectConfig) -> (ThreatConnectSource, HttpClient) {
+    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default()).unwrap();
+    (ThreatConnectSource::new(Arc::new(cfg), http.clone()), http)
+}
+
+/// A page of two indicators.
+fn two_items(next: bool) -> ResponseTemplate {
+    page(
+        r#"{"id":1,"lastModified":"2023-12-01T00:00:01Z"},{"id":2,"lastModified":"2023-12-01T00:00:02Z"}"#,
+        next,
+    )
+}
+
 fn cursor() -> TcCursor {
     SweepCursor::starting_at("2023-11-28T08:00:00Z".parse().unwrap()).into()
 }
@@ -222,17 +236,45 @@ async fn persistent_5xx_gives_a_retryable_error_after_the_attempts() {
 #[tokio::test]
 async fn a_full_page_without_next_still_means_more() {
     let server = MockServer::start().await;
-    serve_gets(&server, page(
-            r#"{"id":1,"lastModified":"2023-12-01T00:00:01Z"},{"id":2,"lastModified":"2023-12-01T00:00:02Z"}"#,
-            false,
-        ), None).await;
+    serve_gets(&server, two_items(false), None).await;
     let mut cfg = config(&server.uri());
     cfg.batch_size = 2;
-    let http = HttpClient::build(&cfg.http, None, ti_sidecar::redact::Secrets::default()).unwrap();
-    let mut src = ThreatConnectSource::new(Arc::new(cfg), http);
+    let (mut src, _) = source_with(cfg);
     let page = src.fetch(&cursor()).await.unwrap();
     assert_eq!(page.items.len(), 2);
     assert!(page.more, "a full page asks for the next one");
+}
+
+/// A backfill page is tens of MB: its buffer is reused by the next page, not handed back to
+/// the allocator and faulted in again; and nothing is kept once the sweep has caught up.
+#[tokio::test]
+async fn a_spent_page_buffer_serves_the_next_page_and_is_let_go_when_the_sweep_ends() {
+    let server = MockServer::start().await;
+    serve_gets(&server, two_items(true), None).await;
+    let (mut src, probe) = source_with(config(&server.uri()));
+    let first = src.fetch(&cursor()).await.unwrap();
+    assert_eq!(
+        probe.kept_page_buffers(),
+        0,
+        "the page's items still use it"
+    );
+    let next = first.cursor.clone();
+    drop(first);
+    assert_eq!(
+        probe.kept_page_buffers(),
+        1,
+        "given back once the page is done with"
+    );
+    let second = src.fetch(&next).await.unwrap();
+    assert_eq!(probe.kept_page_buffers(), 0, "the next page took it");
+    drop(second);
+    assert_eq!(probe.kept_page_buffers(), 1);
+    src.end_sweep();
+    assert_eq!(
+        probe.kept_page_buffers(),
+        0,
+        "a resting stream keeps no page buffer"
+    );
 }
 
 #[tokio::test]

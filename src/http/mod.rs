@@ -7,8 +7,11 @@
 //! response, or a classified [`HttpError`]: 429 honours `Retry-After`; 5xx, timeouts and
 //! connection errors are retried; 401/403 and other 4xx are not.
 
+mod pool;
 mod tls;
 mod trace;
+
+pub use pool::{BodyPool, PagePool, PageText};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -290,6 +293,8 @@ pub struct HttpClient {
     pushback: Arc<std::sync::atomic::AtomicU64>,
     /// The platform's short name, labelling this client's requests in the metrics.
     platform: &'static str,
+    /// Spent page bodies, reused by the next pages of a sweep.
+    bodies: Arc<BodyPool>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -330,6 +335,7 @@ impl HttpClient {
             secrets,
             pushback: Arc::default(),
             platform: "unknown",
+            bodies: Arc::default(),
         })
     }
 
@@ -349,6 +355,23 @@ impl HttpClient {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Where page texts give their buffers back, for the next pages to reuse once every item
+    /// of a page is done with it.
+    pub(crate) fn page_pool(&self) -> PagePool {
+        let largest = usize::try_from(self.page_limit.max).unwrap_or(usize::MAX);
+        PagePool::new(Arc::clone(&self.bodies), largest)
+    }
+
+    /// Drops the page buffers kept for reuse (the stream has caught up and rests).
+    pub(crate) fn release_page_buffers(&self) {
+        self.bodies.release();
+    }
+
+    /// How many spent page buffers this client and its clones keep for the next pages.
+    pub fn kept_page_buffers(&self) -> usize {
+        self.bodies.kept()
     }
 
     /// How many retryable failures (429, 5xx, transport) this client and its clones have met.
@@ -489,11 +512,11 @@ impl HttpClient {
             );
         }
         let headers = response.headers().clone();
-        let limit = match exchange {
-            Exchange::Api => self.page_limit,
-            Exchange::Credentials => TOKEN_RESPONSE_LIMIT,
+        let (limit, pool) = match exchange {
+            Exchange::Api => (self.page_limit, Some(&*self.bodies)),
+            Exchange::Credentials => (TOKEN_RESPONSE_LIMIT, None),
         };
-        let body = match read_body(response, limit).await {
+        let body = match read_body(response, limit, pool).await {
             Ok(b) => b,
             Err(e) => return fail(trace, e),
         };
@@ -510,10 +533,12 @@ impl HttpClient {
 
 /// Reads a body chunk by chunk. A 2xx body over `limit` fails (early when its `Content-Length`
 /// says so); a non-2xx body is cut at [`ERROR_BODY_LIMIT`]. The buffer never grows past its
-/// limit, whatever the server streams.
+/// limit, whatever the server streams. A 2xx body goes into a spent buffer of `pool` when it
+/// has one.
 async fn read_body(
     mut response: reqwest::Response,
     limit: BodyLimit,
+    pool: Option<&BodyPool>,
 ) -> Result<Vec<u8>, HttpError> {
     let status = response.status().as_u16();
     let success = response.status().is_success();
@@ -531,7 +556,10 @@ async fn read_body(
         Some(n) => usize::try_from(n).unwrap_or(0).min(MIB as usize),
         None => 0,
     };
-    let mut body = Vec::with_capacity(expected.min(max));
+    let mut body = match pool {
+        Some(pool) if success => pool.take(expected.min(max)),
+        _ => Vec::with_capacity(expected.min(max)),
+    };
     while let Some(chunk) = response
         .chunk()
         .await

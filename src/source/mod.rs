@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::http::{Classify, ErrorKind, HttpError};
+use crate::http::{Classify, ErrorKind, HttpError, PagePool, PageText};
 use crate::ingest::EcsEvent;
 use crate::redact::Secrets;
 
@@ -48,7 +48,7 @@ pub struct Page<C> {
 /// body is freed when the last chunk that refers to it has been mapped.
 #[derive(Clone, Default)]
 pub struct RawItems {
-    body: Arc<String>,
+    body: Arc<PageText>,
     spans: Vec<Range<usize>>,
 }
 
@@ -66,7 +66,7 @@ impl RawItems {
     /// The items of `body`, given as JSON values borrowed from it (`&RawValue` deserialized
     /// from `body`). A value that is not a slice of `body` (never the case for borrowed
     /// `RawValue`s) is skipped rather than trusted.
-    pub fn new(body: Arc<String>, items: &[&RawValue]) -> Self {
+    pub fn new(body: Arc<PageText>, items: &[&RawValue]) -> Self {
         let start = body.as_ptr() as usize;
         let spans = items
             .iter()
@@ -199,6 +199,13 @@ pub fn decode_body(body: &[u8]) -> (Cow<'_, str>, usize) {
     (Cow::Owned(text), replaced)
 }
 
+/// A page body's text ([`decode_owned_body`]), shared by the page's items; its buffer goes
+/// back to `pool` for a later page once they are all done with it.
+pub(crate) fn page_text(body: Vec<u8>, pool: PagePool) -> (Arc<PageText>, usize) {
+    let (text, replaced) = decode_owned_body(body);
+    (Arc::new(pool.text(text)), replaced)
+}
+
 /// [`decode_body`] for an owned body: valid UTF-8 (the usual case) is taken as it is, without
 /// a copy.
 pub(crate) fn decode_owned_body(body: Vec<u8>) -> (String, usize) {
@@ -325,6 +332,10 @@ pub trait Source: Send + 'static {
     /// Called before each sweep's first fetch (a platform may plan the sweep then).
     fn begin_sweep(&mut self) {}
 
+    /// Called once a sweep has caught up, before the stream rests until the next one (a
+    /// platform lets go of what it kept for the sweep then).
+    fn end_sweep(&mut self) {}
+
     /// A backfill's progress at `cursor`: items delivered and items estimated in all.
     fn progress(&self, _cursor: &Self::Cursor) -> Option<crate::telemetry::BackfillProgress> {
         None
@@ -336,7 +347,7 @@ mod tests {
     use super::*;
 
     fn raw_items(body: &str) -> RawItems {
-        let body = Arc::new(body.to_owned());
+        let body = Arc::new(PageText::from(body.to_owned()));
         let items: Vec<&RawValue> = serde_json::from_str(&body).unwrap();
         RawItems::new(Arc::clone(&body), &items)
     }

@@ -17,9 +17,9 @@ use super::config::ThreatConnectConfig;
 use super::ecs::{MapOptions, map_indicator};
 use super::sweep::{self, ItemKey, Plan, Step, SweepCursor};
 use crate::config::fields::endpoint;
-use crate::http::{HttpClient, HttpError};
+use crate::http::{HttpClient, HttpError, PagePool};
 use crate::source::{
-    FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime, task_value,
+    FetchError, Mapper, Page, RawItems, Source, off_runtime, page_text, task_value,
 };
 use crate::telemetry::BackfillProgress;
 use crate::text::bounded;
@@ -195,9 +195,8 @@ struct DecodedPage {
 }
 
 /// Decodes an indicators response (run on the blocking pool: a page can be tens of MB).
-fn decode_page(body: Vec<u8>) -> Result<DecodedPage, FetchError> {
-    let (text, invalid_utf8) = decode_owned_body(body);
-    let body = Arc::new(text);
+fn decode_page(body: Vec<u8>, pool: PagePool) -> Result<DecodedPage, FetchError> {
+    let (body, invalid_utf8) = page_text(body, pool);
     let envelope: Envelope<'_> = serde_json::from_str(&body)
         .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
     if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
@@ -247,7 +246,8 @@ async fn fetch_page(
         })
         .await?;
     let server_date = crate::http::server_date(&response.headers);
-    let page = off_runtime(move || decode_page(response.body)).await?;
+    let pool = http.page_pool();
+    let page = off_runtime(move || decode_page(response.body, pool)).await?;
     Ok((page, server_date))
 }
 
@@ -381,6 +381,10 @@ impl Source for ThreatConnectSource {
 
     fn begin_sweep(&mut self) {
         self.sweep_begun = true;
+    }
+
+    fn end_sweep(&mut self) {
+        self.http.release_page_buffers();
     }
 
     async fn fetch(&mut self, cursor: &TcCursor) -> Result<Page<TcCursor>, FetchError> {

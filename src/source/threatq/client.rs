@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use super::config::{ClientAuthStyle, ThreatQConfig};
 use super::ecs::{MapOptions, map_indicator};
 use crate::config::fields::endpoint;
-use crate::http::{HttpClient, HttpError};
-use crate::source::{FetchError, Mapper, Page, RawItems, Source, decode_owned_body, off_runtime};
+use crate::http::{HttpClient, HttpError, PagePool};
+use crate::source::{FetchError, Mapper, Page, RawItems, Source, off_runtime, page_text};
 use crate::telemetry::TokenRefreshed;
 use crate::text::{bound_owned, bounded, bounded_to, json_error};
 
@@ -84,9 +84,8 @@ struct DecodedPage {
 }
 
 /// Decodes a collection response (run on the blocking pool: a page can be tens of MB).
-fn decode_page(body: Vec<u8>) -> Result<DecodedPage, FetchError> {
-    let (text, invalid_utf8) = decode_owned_body(body);
-    let body = Arc::new(text);
+fn decode_page(body: Vec<u8>, pool: PagePool) -> Result<DecodedPage, FetchError> {
+    let (body, invalid_utf8) = page_text(body, pool);
     let envelope: Envelope<'_> = serde_json::from_str(&body)
         .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
     let items: Vec<&RawValue> = match envelope.data.map(RawValue::get) {
@@ -259,7 +258,10 @@ impl ThreatQSource {
                 })
                 .await;
             match result {
-                Ok(response) => return off_runtime(move || decode_page(response.body)).await,
+                Ok(response) => {
+                    let pool = self.http.page_pool();
+                    return off_runtime(move || decode_page(response.body, pool)).await;
+                }
                 // The token expired or was revoked early: one re-authentication, one retry.
                 Err(HttpError::Unauthorized { status: 401, .. }) if !reauthenticated => {
                     tracing::info!("ThreatQ answered 401: re-authenticating once");
@@ -346,6 +348,10 @@ impl Source for ThreatQSource {
     async fn fetch(&mut self, cursor: &String) -> Result<Page<String>, FetchError> {
         let page = self.next_page(cursor).await;
         page.map_err(|e| e.masked(self.http.secrets()))
+    }
+
+    fn end_sweep(&mut self) {
+        self.http.release_page_buffers();
     }
 
     fn mapper(&self) -> Mapper {
