@@ -324,9 +324,10 @@ impl Object {
         self.entries.is_empty()
     }
 
-    /// The entries in their current order (sorted once finished).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
-        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+    /// The entries in their current order (sorted once finished), keys as they were given: borrowed names, or owned
+    /// vendor keys.
+    pub(crate) fn entries(&self) -> &[(Key, Node)] {
+        &self.entries
     }
 
     /// The same object as a `serde_json` map.

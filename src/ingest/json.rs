@@ -7,6 +7,8 @@
 //! [`write_str`]; numbers are still formatted by `serde_json`. The output is byte-for-byte what
 //! `serde_json::to_writer` writes for the same value; property tests hold the two equal.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::doc::{Document, Node, Object};
@@ -157,6 +159,19 @@ fn quotes_in(word: u64) -> u64 {
     zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')))
 }
 
+/// A key known at compile time (an ECS field name: nothing in it to escape), without looking
+/// at each byte: most of a document's strings are such keys.
+fn write_name(out: &mut Vec<u8>, name: &str) {
+    debug_assert!(
+        !name.bytes().any(|b| short_escape(b) != Some(0)),
+        "{name:?}"
+    );
+    out.reserve(name.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+}
+
 /// A value `serde_json` writes (numbers, pass-through blocks): writing to a `Vec` cannot fail.
 fn write_serde(out: &mut Vec<u8>, value: &impl serde::Serialize) {
     let _ = serde_json::to_writer(&mut *out, value);
@@ -237,13 +252,16 @@ impl Object {
     fn write_members(&self, out: &mut Vec<u8>, first: bool) -> bool {
         let mut first = first;
         let mut any = false;
-        for (k, v) in self.iter() {
+        for (k, v) in self.entries() {
             if !first {
                 out.push(b',');
             }
             first = false;
             any = true;
-            write_str(out, k);
+            match k {
+                Cow::Borrowed(name) => write_name(out, name),
+                Cow::Owned(key) => write_str(out, key),
+            }
             out.push(b':');
             v.write_json(out);
         }
