@@ -9,6 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::Mutex;
@@ -27,10 +28,16 @@ enum Target {
     File(Arc<std::fs::File>),
 }
 
+/// The line length assumed before a first chunk has been encoded.
+const FIRST_LINE_GUESS: usize = 2048;
+
 /// NDJSON to stdout (`-`) or an append-only file.
 pub struct NdjsonSink {
     target: Mutex<Target>,
     name: String,
+    /// The mean line length of the last chunk encoded, to size the next chunk's buffer once:
+    /// a guess per event grew each buffer by doubling, copying megabytes (1.4% of a run).
+    line_bytes: AtomicUsize,
 }
 
 impl NdjsonSink {
@@ -40,6 +47,7 @@ impl NdjsonSink {
             return Ok(Self {
                 target: Mutex::new(Target::Stdout),
                 name: "stdout".to_owned(),
+                line_bytes: AtomicUsize::new(FIRST_LINE_GUESS),
             });
         }
         let name = path.display().to_string();
@@ -56,6 +64,7 @@ impl NdjsonSink {
         Ok(Self {
             target: Mutex::new(Target::File(Arc::new(file))),
             name,
+            line_bytes: AtomicUsize::new(FIRST_LINE_GUESS),
         })
     }
 
@@ -175,10 +184,17 @@ impl Sink for NdjsonSink {
         events: impl Iterator<Item = EcsEvent>,
     ) -> Bytes {
         let shared = Shared::of(input_id, stream);
-        let mut buf = Vec::with_capacity(events.size_hint().0 * 2048);
+        let guess = self.line_bytes.load(Ordering::Relaxed);
+        // An eighth more than the last chunk's mean: lines vary from chunk to chunk.
+        let mut buf = Vec::with_capacity(events.size_hint().0 * (guess + guess / 8));
+        let mut lines = 0;
         for event in events {
             shared.write_line(event.id.as_deref(), &event.doc, &mut buf);
             buf.push(b'\n');
+            lines += 1;
+        }
+        if let Some(mean) = buf.len().checked_div(lines) {
+            self.line_bytes.store(mean, Ordering::Relaxed);
         }
         Bytes::from(buf)
     }
