@@ -21,10 +21,11 @@ pub struct BodyPool {
 impl BodyPool {
     /// An empty buffer with room for `capacity` bytes: a spent one when there is any.
     pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
-        let spent = self.spare().pop();
-        let mut buf = spent.unwrap_or_default();
-        buf.reserve_exact(capacity);
-        buf
+        match self.spare().pop() {
+            Some(buf) if buf.capacity() >= capacity => buf,
+            // Too small: growing it would copy its stale bytes for nothing.
+            _ => Vec::with_capacity(capacity),
+        }
     }
 
     /// Keeps `buf` for a later page unless [`KEEP`] are kept already, or it is larger than
@@ -124,6 +125,10 @@ mod tests {
         let second = pool.take(1 << 20);
         assert_eq!(second.as_ptr(), at, "the same allocation is reused");
         assert!(second.is_empty() && second.capacity() >= 1 << 20);
+        assert_eq!(pool.kept(), 0);
+        // A spent buffer smaller than the page announced is dropped, not grown.
+        pool.give(Vec::with_capacity(64), 1 << 21);
+        assert!(pool.take(1 << 20).capacity() >= 1 << 20);
         assert_eq!(pool.kept(), 0);
     }
 
