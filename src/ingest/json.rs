@@ -26,52 +26,25 @@ use super::doc::{Document, Node, Object};
 /// `event.original` texts, and the two write the same bytes.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    if bytes.len() < 8 {
-        // Keys and short values: no words to write.
-        out.reserve(bytes.len() + 2);
-        out.push(b'"');
-        bytes.iter().for_each(|&b| write_byte(out, b));
-        out.push(b'"');
-        return;
-    }
-    let mut w = out.len();
-    // Every byte escaped as two, the quotes, and room for a word stored past the last byte.
-    out.resize(w + 2 * bytes.len() + 2 + 8, 0);
-    out[w] = b'"';
-    w += 1;
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut i = 0;
-    loop {
-        let (read, wrote) = words(&mut out[w..], &bytes[i..]);
-        i += read;
-        w += wrote;
-        // A word with a control byte, or the last bytes: byte by byte.
+    while i < bytes.len() {
+        if bytes.len() - i >= 8 {
+            let w = out.len();
+            // Room for every byte left escaped as two, and for a word stored past the last.
+            out.resize(w + 2 * (bytes.len() - i) + 8, 0);
+            let (read, wrote) = words(&mut out[w..], &bytes[i..]);
+            out.truncate(w + wrote);
+            i += read;
+        }
+        // The last bytes (keys and short values are only that), or a word with a control
+        // byte (rare: JSON only carries them escaped): byte by byte.
         let end = bytes.len().min(i + 8);
-        for &b in &bytes[i..end] {
-            match short_escape(b) {
-                Some(0) => {
-                    out[w] = b;
-                    w += 1;
-                }
-                Some(named) => {
-                    out[w] = b'\\';
-                    out[w + 1] = named;
-                    w += 2;
-                }
-                None => {
-                    // `\u00XX` is six bytes, four more than sized for.
-                    out.resize(out.len() + 4, 0);
-                    out[w..w + 6].copy_from_slice(&unicode_escape(b));
-                    w += 6;
-                }
-            }
-        }
+        bytes[i..end].iter().for_each(|&b| write_byte(out, b));
         i = end;
-        if i == bytes.len() {
-            break;
-        }
     }
-    out[w] = b'"';
-    out.truncate(w + 1);
+    out.push(b'"');
 }
 
 /// Writes whole words of `bytes` to `out` (sized for two bytes out per byte in, plus eight),
