@@ -466,6 +466,9 @@ impl HttpClient {
                 error: &self.secrets.mask(&error.to_string()),
             }
             .emit();
+            // An API that fails may stay down for hours: the stream keeps no spare page
+            // buffer while it waits.
+            self.bodies.release();
             tokio::time::sleep(delay).await;
         }
     }
@@ -826,13 +829,21 @@ mod tests {
     /// Runs the retry loop over `answers` (in memory, on the paused clock); returns the final
     /// status (or error) and when each attempt was made, from the start.
     async fn attempts_over(answers: Vec<Response>) -> (Result<u16, HttpError>, Vec<Duration>) {
-        let client = retrying_client();
+        let (result, asked) = attempts_with(&retrying_client(), answers).await;
+        (result, asked.into_iter().map(|(at, _)| at).collect())
+    }
+
+    /// [`attempts_over`] on `client`, with the spare page buffers it kept at each attempt.
+    async fn attempts_with(
+        client: &HttpClient,
+        answers: Vec<Response>,
+    ) -> (Result<u16, HttpError>, Vec<(Duration, usize)>) {
         let start = tokio::time::Instant::now();
         let mut answers = answers.into_iter();
         let mut asked = Vec::new();
         let result = client
             .retrying(|| {
-                asked.push(start.elapsed());
+                asked.push((start.elapsed(), client.kept_page_buffers()));
                 let next = answers.next().expect("an answer for every attempt");
                 async move { Ok(Ok(next)) }
             })
@@ -885,6 +896,17 @@ mod tests {
                 "{waits:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spare_page_buffers_are_let_go_while_a_failing_api_is_waited_for() {
+        let client = retrying_client();
+        client.bodies.give(Vec::with_capacity(1 << 20), 1 << 21);
+        let (result, asked) =
+            attempts_with(&client, vec![answer(503, None), answer(200, None)]).await;
+        assert_eq!(result.unwrap(), 200);
+        let kept: Vec<usize> = asked.iter().map(|(_, kept)| *kept).collect();
+        assert_eq!(kept, [1, 0], "kept until the first failure, then let go");
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,8 @@
 //! bytes arrived: 73 000 page faults in a 200 000-indicator run, 93% of them in the body copy.
 //! The pool keeps a few spent buffers for the next pages instead. It holds at most [`KEEP`],
 //! none larger than a page may be (`max_response_size`), and [`BodyPool::release`] drops them
-//! when the sweep has caught up, so an idle stream holds none.
+//! when the sweep has caught up and while a failing API is waited for, so a resting or waiting
+//! stream holds none.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
