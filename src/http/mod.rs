@@ -11,7 +11,7 @@ mod pool;
 mod tls;
 mod trace;
 
-pub use pool::{BodyPool, PagePool, PageText};
+pub use pool::{BodyPool, PageText};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -335,7 +335,9 @@ impl HttpClient {
             secrets,
             pushback: Arc::default(),
             platform: "unknown",
-            bodies: Arc::default(),
+            bodies: Arc::new(BodyPool::new(
+                usize::try_from(cfg.max_response_size).unwrap_or(usize::MAX),
+            )),
         })
     }
 
@@ -359,9 +361,8 @@ impl HttpClient {
 
     /// Where page texts give their buffers back, for the next pages to reuse once every item
     /// of a page is done with it.
-    pub(crate) fn page_pool(&self) -> PagePool {
-        let largest = usize::try_from(self.page_limit.max).unwrap_or(usize::MAX);
-        PagePool::new(Arc::clone(&self.bodies), largest)
+    pub(crate) fn page_pool(&self) -> Arc<BodyPool> {
+        Arc::clone(&self.bodies)
     }
 
     /// Drops the page buffers kept for reuse (the stream has caught up and rests).
@@ -901,7 +902,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn spare_page_buffers_are_let_go_while_a_failing_api_is_waited_for() {
         let client = retrying_client();
-        client.bodies.give(Vec::with_capacity(1 << 20), 1 << 21);
+        client.bodies.give(Vec::with_capacity(1 << 20));
         let (result, asked) =
             attempts_with(&client, vec![answer(503, None), answer(200, None)]).await;
         assert_eq!(result.unwrap(), 200);

@@ -14,12 +14,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub(crate) const KEEP: usize = 4;
 
 /// Spent page-body buffers, shared by an [`super::HttpClient`] and its clones.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyPool {
     spare: Mutex<Vec<Vec<u8>>>,
+    /// The page limit (`max_response_size`): a body buffer never outgrows it, so a larger one
+    /// is not a page's and is not kept.
+    largest: usize,
 }
 
 impl BodyPool {
+    /// An empty pool for pages of up to `largest` bytes.
+    pub(crate) fn new(largest: usize) -> Self {
+        Self {
+            spare: Mutex::default(),
+            largest,
+        }
+    }
+
     /// An empty buffer with room for `capacity` bytes: a spent one when there is any.
     pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
         match self.spare().pop() {
@@ -29,10 +40,10 @@ impl BodyPool {
         }
     }
 
-    /// Keeps `buf` for a later page unless [`KEEP`] are kept already, or it is larger than
-    /// `largest` (the page limit: a buffer never outgrows it, this only guards the bound).
-    pub fn give(&self, mut buf: Vec<u8>, largest: usize) {
-        if buf.capacity() == 0 || buf.capacity() > largest {
+    /// Keeps `buf` for a later page unless [`KEEP`] are kept already, or it is larger than a
+    /// page may be.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > self.largest {
             return;
         }
         buf.clear();
@@ -58,37 +69,26 @@ impl BodyPool {
     }
 }
 
-/// Where a page's text gives its buffer back: a client's pool, and the page limit.
-#[derive(Debug, Clone)]
-pub struct PagePool {
-    pool: Arc<BodyPool>,
-    largest: usize,
-}
-
-impl PagePool {
-    pub(crate) fn new(pool: Arc<BodyPool>, largest: usize) -> Self {
-        Self { pool, largest }
-    }
-
-    /// `text`, whose buffer comes back here when the page is done with.
-    pub fn text(self, text: String) -> PageText {
-        PageText {
-            text,
-            pool: Some(self),
-        }
-    }
-}
-
 /// A page body's text, its buffer given back to its pool when the last item of the page is
 /// done with it.
 #[derive(Debug, Default)]
 pub struct PageText {
     text: String,
-    pool: Option<PagePool>,
+    pool: Option<Arc<BodyPool>>,
+}
+
+impl PageText {
+    /// `text`, whose buffer goes back to `pool` when the page is done with.
+    pub fn pooled(text: String, pool: Arc<BodyPool>) -> Self {
+        Self {
+            text,
+            pool: Some(pool),
+        }
+    }
 }
 
 impl From<String> for PageText {
-    /// A text that is not pooled (tests, and bodies rebuilt from invalid UTF-8).
+    /// A text that is not pooled (pages made up by tests).
     fn from(text: String) -> Self {
         Self { text, pool: None }
     }
@@ -104,8 +104,8 @@ impl std::ops::Deref for PageText {
 
 impl Drop for PageText {
     fn drop(&mut self) {
-        if let Some(PagePool { pool, largest }) = self.pool.take() {
-            pool.give(std::mem::take(&mut self.text).into_bytes(), largest);
+        if let Some(pool) = self.pool.take() {
+            pool.give(std::mem::take(&mut self.text).into_bytes());
         }
     }
 }
@@ -116,35 +116,35 @@ mod tests {
 
     #[test]
     fn a_dropped_page_text_gives_its_buffer_to_the_next_page() {
-        let pool = Arc::new(BodyPool::default());
+        let pool = Arc::new(BodyPool::new(1 << 21));
         let mut first = pool.take(1 << 20);
         first.extend_from_slice(b"{\"data\":[]}");
         let at = first.as_ptr();
         let text = String::from_utf8(first).expect("ascii");
-        drop(PagePool::new(Arc::clone(&pool), 1 << 21).text(text));
+        drop(PageText::pooled(text, Arc::clone(&pool)));
         assert_eq!(pool.kept(), 1);
         let second = pool.take(1 << 20);
         assert_eq!(second.as_ptr(), at, "the same allocation is reused");
         assert!(second.is_empty() && second.capacity() >= 1 << 20);
         assert_eq!(pool.kept(), 0);
         // A spent buffer smaller than the page announced is dropped, not grown.
-        pool.give(Vec::with_capacity(64), 1 << 21);
+        pool.give(Vec::with_capacity(64));
         assert!(pool.take(1 << 20).capacity() >= 1 << 20);
         assert_eq!(pool.kept(), 0);
     }
 
     #[test]
     fn the_pool_is_bounded_and_released_whole() {
-        let pool = Arc::new(BodyPool::default());
+        let pool = Arc::new(BodyPool::new(4096));
         for _ in 0..KEEP + 3 {
-            pool.give(Vec::with_capacity(4096), 1 << 20);
+            pool.give(Vec::with_capacity(4096));
         }
         assert_eq!(pool.kept(), KEEP);
         // Larger than a page may be: not kept.
         pool.release();
-        pool.give(Vec::with_capacity(4096), 1024);
+        pool.give(Vec::with_capacity(8192));
         assert_eq!(pool.kept(), 0);
-        pool.give(Vec::with_capacity(512), 1024);
+        pool.give(Vec::with_capacity(512));
         assert_eq!(pool.kept(), 1);
         pool.release();
         assert_eq!(pool.kept(), 0);

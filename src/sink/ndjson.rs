@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use super::{Sink, SinkError};
 use crate::ingest::EcsEvent;
+use crate::ingest::json::write_str;
 use crate::policy::StreamIdentity;
 use crate::source::off_runtime;
 
@@ -134,7 +135,6 @@ struct Shared(Vec<u8>);
 impl Shared {
     /// `data_stream` is what the Agent adds to every event for routing.
     fn of(input_id: &str, stream: &StreamIdentity) -> Self {
-        use crate::ingest::json::write_str;
         let mut b = Vec::with_capacity(128);
         b.extend_from_slice(b"\"input_id\":");
         write_str(&mut b, input_id);
@@ -154,7 +154,7 @@ impl Shared {
         out.extend_from_slice(b"{\"@metadata\":{");
         if let Some(id) = id {
             out.extend_from_slice(b"\"_id\":");
-            crate::ingest::json::write_str(out, id);
+            write_str(out, id);
             out.push(b',');
         }
         out.extend_from_slice(&self.0);

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::http::{Classify, ErrorKind, HttpError, PagePool, PageText};
+use crate::http::{BodyPool, Classify, ErrorKind, HttpError, PageText};
 use crate::ingest::EcsEvent;
 use crate::redact::Secrets;
 
@@ -201,9 +201,9 @@ pub fn decode_body(body: &[u8]) -> (Cow<'_, str>, usize) {
 
 /// A page body's text ([`decode_owned_body`]), shared by the page's items; its buffer goes
 /// back to `pool` for a later page once they are all done with it.
-pub(crate) fn page_text(body: Vec<u8>, pool: PagePool) -> (Arc<PageText>, usize) {
+pub(crate) fn page_text(body: Vec<u8>, pool: Arc<BodyPool>) -> (Arc<PageText>, usize) {
     let (text, replaced) = decode_owned_body(body);
-    (Arc::new(pool.text(text)), replaced)
+    (Arc::new(PageText::pooled(text, pool)), replaced)
 }
 
 /// [`decode_body`] for an owned body: valid UTF-8 (the usual case) is taken as it is, without

@@ -17,7 +17,7 @@ use super::config::ThreatConnectConfig;
 use super::ecs::{MapOptions, map_indicator};
 use super::sweep::{self, ItemKey, Plan, Step, SweepCursor};
 use crate::config::fields::endpoint;
-use crate::http::{HttpClient, HttpError, PagePool};
+use crate::http::{BodyPool, HttpClient, HttpError};
 use crate::source::{
     FetchError, Mapper, Page, RawItems, Source, off_runtime, page_text, task_value,
 };
@@ -195,7 +195,7 @@ struct DecodedPage {
 }
 
 /// Decodes an indicators response (run on the blocking pool: a page can be tens of MB).
-fn decode_page(body: Vec<u8>, pool: PagePool) -> Result<DecodedPage, FetchError> {
+fn decode_page(body: Vec<u8>, pool: Arc<BodyPool>) -> Result<DecodedPage, FetchError> {
     let (body, invalid_utf8) = page_text(body, pool);
     let envelope: Envelope<'_> = serde_json::from_str(&body)
         .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
