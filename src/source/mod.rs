@@ -5,10 +5,10 @@
 //! committed cursor, maps the page's raw objects, hands them to a sink, and commits the page's
 //! cursor only after the sink acknowledged them.
 
-pub(crate) mod members;
 pub mod registry;
 pub mod threatconnect;
 pub mod threatq;
+pub(crate) mod walk;
 
 use std::borrow::Cow;
 use std::fmt::Debug;
@@ -64,11 +64,23 @@ impl Debug for RawItems {
 
 impl RawItems {
     /// The items of `body`, given as JSON values borrowed from it (`&RawValue` deserialized
-    /// from `body`). A value that is not a slice of `body` (never the case for borrowed
-    /// `RawValue`s) is skipped rather than trusted.
+    /// from `body`).
     pub fn new(body: Arc<PageText>, items: &[&RawValue]) -> Self {
+        let spans = Self::spans_in(&body, items);
+        Self { body, spans }
+    }
+
+    /// The items of `body` that lie at `spans`. A span that is not a slice of `body` on
+    /// character boundaries (never the case for a walk's spans) yields an empty item.
+    pub(crate) fn from_spans(body: Arc<PageText>, spans: Vec<Range<usize>>) -> Self {
+        Self { body, spans }
+    }
+
+    /// Where each of `items` (borrowed from `body`) lies in it. A value that is not a slice of
+    /// `body` (never the case for borrowed `RawValue`s) is skipped rather than trusted.
+    pub(crate) fn spans_in(body: &str, items: &[&RawValue]) -> Vec<Range<usize>> {
         let start = body.as_ptr() as usize;
-        let spans = items
+        items
             .iter()
             .filter_map(|raw| {
                 let text = raw.get();
@@ -76,8 +88,7 @@ impl RawItems {
                 let span = offset..offset + text.len();
                 (body.get(span.clone()) == Some(text)).then_some(span)
             })
-            .collect();
-        Self { body, spans }
+            .collect()
     }
 
     /// The size of the page body the items are slices of.

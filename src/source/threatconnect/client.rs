@@ -3,6 +3,7 @@
 //! [`Source`] implementation that drives the skip-free sweep of [`super::sweep`].
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,7 @@ use crate::config::fields::endpoint;
 use crate::http::{BodyPool, HttpClient, HttpError};
 use crate::source::{
     FetchError, Mapper, Page, RawItems, Source, off_runtime, page_text, task_value,
+    walk::{self, Walk},
 };
 use crate::telemetry::BackfillProgress;
 use crate::text::bounded;
@@ -117,12 +119,12 @@ struct Keys {
     last_modified: Option<String>,
 }
 
-/// The paging key of an item: what deserializing [`Keys`] from it gives, found by walking its
-/// top-level members only (the envelope's parse already validated it). Anything the walk does
-/// not settle (an escaped key, a walk that does not complete) is left to serde.
-fn item_key(raw: &RawValue) -> ItemKey {
-    let text = raw.get();
-    scanned_key(text).unwrap_or_else(|| serde_key(text))
+/// The paging key of an item: what deserializing [`Keys`] from it gives.
+fn item_key(text: &str) -> ItemKey {
+    let mut walk = Walk::new(text);
+    walked_item(&mut walk, 1)
+        .filter(|_| walk.finish().is_some())
+        .map_or_else(|| serde_key(text), |(_, key)| key)
 }
 
 fn serde_key(text: &str) -> ItemKey {
@@ -135,41 +137,60 @@ fn key_of(id: Option<i64>, last_modified: Option<&str>) -> ItemKey {
     Some((id?, lm.with_timezone(&Utc)))
 }
 
-/// [`serde_key`] by a walk of the top-level members, or `None` when the walk cannot tell.
-fn scanned_key(text: &str) -> Option<ItemKey> {
-    // serde's answer for each field: absent, a value, or an error (which voids the key).
+/// Walks one item (at nesting level `depth`) and gives where it lies and its paging key:
+/// what [`serde_key`] gives, found from its top-level members in the same pass. `None` when
+/// the walk does not accept the item.
+fn walked_item(walk: &mut Walk<'_>, depth: usize) -> Option<(Range<usize>, ItemKey)> {
+    let start = walk.start();
+    if walk.peek()? != b'{' {
+        // Not an object: serde's answer (a struct can be read from an array).
+        let text = walk.value(depth)?;
+        return Some((start..start + text.len(), serde_key(text)));
+    }
+    // serde's view of each field: absent, or the value (more than one voids the key).
     let (mut id, mut last_modified) = (None, None);
-    let mut members = crate::source::members::Members::of(text);
-    for (key, value) in members.by_ref() {
+    let (mut duplicate, mut escaped) = (false, false);
+    walk.object(depth, |walk, key| {
         let slot = match key {
             "id" => &mut id,
             "lastModified" => &mut last_modified,
-            // An escaped key may spell either name.
-            _ if key.contains('\\') => return None,
-            _ => continue,
+            _ => {
+                // An escaped key may spell either name.
+                escaped |= key.contains('\\');
+                return walk.skip(depth + 1);
+            }
         };
-        if slot.replace(value).is_some() {
-            // serde: "duplicate field".
-            return Some(None);
-        }
-    }
-    if !members.complete() {
-        return None;
-    }
-    let Ok(id) = id.map_or(Ok(None), serde_json::from_str::<Option<i64>>) else {
-        return Some(None);
+        duplicate |= slot.replace(walk.value(depth + 1)?).is_some();
+        Some(())
+    })?;
+    let text = walk.since(start)?;
+    let span = start..start + text.len();
+    let key = if escaped {
+        serde_key(text)
+    } else if duplicate {
+        // serde: "duplicate field".
+        None
+    } else {
+        member_key(id, last_modified)
     };
+    Some((span, key))
+}
+
+/// [`key_of`] from the two members' texts, read as serde reads them into [`Keys`].
+fn member_key(id: Option<&str>, last_modified: Option<&str>) -> ItemKey {
+    let id = id
+        .map_or(Ok(None), serde_json::from_str::<Option<i64>>)
+        .ok()?;
     let last_modified = match last_modified {
         None | Some("null") => None,
         Some(v) if v.len() >= 2 && v.starts_with('"') && !v.contains('\\') => {
-            Some(std::borrow::Cow::Borrowed(&v[1..v.len() - 1]))
+            Some(Cow::Borrowed(&v[1..v.len() - 1]))
         }
-        Some(v) => match serde_json::from_str::<Option<String>>(v) {
-            Ok(s) => s.map(std::borrow::Cow::Owned),
-            Err(_) => return Some(None),
-        },
+        Some(v) => serde_json::from_str::<Option<String>>(v)
+            .ok()?
+            .map(Cow::Owned),
     };
-    Some(key_of(id, last_modified.as_deref()))
+    key_of(id, last_modified.as_deref())
 }
 
 /// The response envelope, its items borrowed from the body.
@@ -181,6 +202,87 @@ struct Envelope<'a> {
     status: Option<Cow<'a, str>>,
     /// Only with `count=true`.
     count: Option<u64>,
+}
+
+/// What a page's envelope says: where each item lies in the body, their paging keys, and the
+/// envelope's other fields.
+#[derive(Debug, PartialEq)]
+struct Parts<'a> {
+    spans: Vec<Range<usize>>,
+    keys: Vec<ItemKey>,
+    /// The response had a `next` link.
+    next: bool,
+    status: Option<Cow<'a, str>>,
+    /// The total matches, when asked for (`count=true`).
+    count: Option<u64>,
+}
+
+impl<'a> Parts<'a> {
+    /// The envelope as one strict walk of the body reads it, or `None` to leave the body to
+    /// [`Parts::by_serde`] (which [`Envelope`] defines).
+    fn walked(body: &'a str) -> Option<Self> {
+        let mut parts = Parts {
+            spans: Vec::new(),
+            keys: Vec::new(),
+            next: false,
+            status: None,
+            count: None,
+        };
+        walk::envelope(
+            body,
+            &["data", "next", "status", "count"],
+            |walk, field| match field {
+                0 => {
+                    if walk.peek()? != b'[' {
+                        return None;
+                    }
+                    walk.array(2, |walk| {
+                        let (span, key) = walked_item(walk, 3)?;
+                        parts.spans.push(span);
+                        parts.keys.push(key);
+                        Some(())
+                    })
+                }
+                1 => {
+                    parts.next = walk.value(2)? != "null";
+                    Some(())
+                }
+                2 => {
+                    parts.status = match walk.value(2)? {
+                        "null" => None,
+                        v if v.len() >= 2 && v.starts_with('"') && !v.contains('\\') => {
+                            Some(Cow::Borrowed(&v[1..v.len() - 1]))
+                        }
+                        v => Some(Cow::Owned(serde_json::from_str::<String>(v).ok()?)),
+                    };
+                    Some(())
+                }
+                _ => {
+                    parts.count = serde_json::from_str(walk.value(2)?).ok()?;
+                    Some(())
+                }
+            },
+        )?;
+        Some(parts)
+    }
+
+    /// The envelope as `serde_json` reads it: the reference, and the answer (or the error)
+    /// for whatever the walk leaves.
+    fn by_serde(body: &'a str) -> Result<Self, FetchError> {
+        let envelope: Envelope<'a> = serde_json::from_str(body)
+            .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
+        Ok(Parts {
+            spans: RawItems::spans_in(body, &envelope.data),
+            keys: envelope
+                .data
+                .iter()
+                .map(|raw| item_key(raw.get()))
+                .collect(),
+            next: envelope.next.is_some(),
+            status: envelope.status,
+            count: envelope.count,
+        })
+    }
 }
 
 /// A decoded indicators response: the items (slices of the body) and their paging keys.
@@ -197,22 +299,18 @@ struct DecodedPage {
 /// Decodes an indicators response (run on the blocking pool: a page can be tens of MB).
 fn decode_page(body: Vec<u8>, pool: Arc<BodyPool>) -> Result<DecodedPage, FetchError> {
     let (body, invalid_utf8) = page_text(body, pool);
-    let envelope: Envelope<'_> = serde_json::from_str(&body)
-        .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
-    if let Some(status) = envelope.status.as_deref().filter(|s| *s != "Success") {
+    let parts = Parts::walked(&body).map_or_else(|| Parts::by_serde(&body), Ok)?;
+    if let Some(status) = parts.status.as_deref().filter(|s| *s != "Success") {
         return Err(FetchError::InvalidResponse {
             platform: PLATFORM,
             message: format!("status {:?} in a 200 response", bounded(status)),
         });
     }
-    let keys = envelope.data.iter().map(|raw| item_key(raw)).collect();
-    let next = envelope.next.is_some();
-    let items = RawItems::new(Arc::clone(&body), &envelope.data);
     Ok(DecodedPage {
-        items,
-        keys,
-        next,
-        count: envelope.count,
+        items: RawItems::from_spans(Arc::clone(&body), parts.spans),
+        keys: parts.keys,
+        next: parts.next,
+        count: parts.count,
         invalid_utf8,
     })
 }
@@ -1003,7 +1101,71 @@ mod tests {
             let body: Vec<String> = members.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect();
             let text = format!("{{{}}}", body.join(sep));
             let raw = RawValue::from_string(text.clone()).unwrap();
-            proptest::prop_assert_eq!(item_key(&raw), serde_key(&text), "{}", text);
+            proptest::prop_assert_eq!(item_key(raw.get()), serde_key(&text), "{}", text);
+        }
+    }
+
+    proptest::proptest! {
+        /// One walk of the page gives what serde's envelope and the key of each item give:
+        /// the same spans, keys, `next`, `status` and `count`; and it leaves to serde only
+        /// what it does not model. On generated pages, and on the same pages with edits.
+        #[test]
+        fn a_walked_page_is_the_serde_page(
+            items in proptest::collection::vec(crate::ingest::arb_json(
+                crate::source::walk::testing::STRINGS,
+                &["id", "lastModified", "tags", "\\"],
+            ), 0..4),
+            keys in proptest::collection::vec((
+                proptest::option::of(proptest::sample::select(&["7", "-3", "1.5", "\"7\"", "null"][..])),
+                proptest::option::of(proptest::sample::select(&[
+                    r#""2024-01-01T00:00:00Z""#, r#""2024-01-01T00:00:00\u005a""#, r#""x""#, "null", "3",
+                ][..])),
+            ), 0..4),
+            fields in proptest::collection::vec((
+                proptest::sample::select(&["data", "next", "status", "count", "other", r"dat\u0061", "Data"][..]),
+                proptest::sample::select(&[
+                    "null", "[]", r#""Success""#, r#""Failure""#, r#""Succ\u0065ss""#, "3", "-1", "1.5",
+                    r#"{"a":[]}"#, r#""https://x/next""#, "true",
+                ][..]),
+            ), 0..4),
+            pretty in proptest::bool::ANY,
+            edits in crate::source::walk::testing::edits(),
+        ) {
+            let items: Vec<String> = items
+                .into_iter()
+                .zip(keys.into_iter().chain(std::iter::repeat((None, None))))
+                .map(|(item, (id, lm))| {
+                    let mut text = if pretty {
+                        serde_json::to_string_pretty(&item).unwrap()
+                    } else {
+                        serde_json::to_string(&item).unwrap()
+                    };
+                    if let (Some(rest), true) = (text.strip_prefix('{'), item.is_object()) {
+                        let extra: String = [("id", id), ("lastModified", lm)]
+                            .iter()
+                            .filter_map(|(k, v)| v.map(|v| format!(r#""{k}":{v},"#)))
+                            .collect();
+                        text = if rest.trim_start() == "}" {
+                            format!("{{{}}}", extra.trim_end_matches(','))
+                        } else {
+                            format!("{{{extra}{rest}")
+                        };
+                    }
+                    text
+                })
+                .collect();
+            let sep = if pretty { ",\n " } else { "," };
+            let mut members = vec![format!(r#""data":[{}]"#, items.join(sep))];
+            members.extend(fields.iter().map(|(k, v)| format!(r#""{k}":{v}"#)));
+            let escaped = fields.iter().any(|(k, _)| k.contains('\\'));
+            crate::source::walk::testing::check_walk(
+                format!("{{{}}}", members.join(sep)),
+                edits,
+                escaped,
+                // Compared by every field's `Debug` (the parts borrow from the page).
+                |body| Parts::walked(body).map(|p| format!("{p:?}")),
+                |body| Parts::by_serde(body).map(|p| format!("{p:?}")),
+            )?;
         }
     }
 
@@ -1014,7 +1176,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            item_key(&raw).map(|(id, _)| id),
+            item_key(raw.get()).map(|(id, _)| id),
             Some(9_007_199_254_918_489)
         );
     }

@@ -6,6 +6,7 @@
 //! gets exactly one re-authentication and one retry. The cursorMark is opaque: it is persisted
 //! verbatim, and only after the page it follows has been acknowledged.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use super::config::{ClientAuthStyle, ThreatQConfig};
 use super::ecs::{MapOptions, map_indicator};
 use crate::config::fields::endpoint;
 use crate::http::{BodyPool, HttpClient, HttpError};
+use crate::source::walk;
 use crate::source::{FetchError, Mapper, Page, RawItems, Source, off_runtime, page_text};
 use crate::telemetry::TokenRefreshed;
 use crate::text::{bound_owned, bounded, bounded_to, json_error};
@@ -76,6 +78,58 @@ struct Envelope<'a> {
     next_cursor_mark: Option<String>,
 }
 
+/// What a collection response says: where each object lies in the body, and the next mark.
+#[derive(Debug, PartialEq)]
+struct Parts {
+    spans: Vec<Range<usize>>,
+    next_cursor_mark: Option<String>,
+}
+
+impl Parts {
+    /// The envelope as one strict walk of the body reads it, or `None` to leave the body to
+    /// [`Parts::by_serde`] (which [`Envelope`] defines).
+    fn walked(body: &str) -> Option<Self> {
+        let mut parts = Parts {
+            spans: Vec::new(),
+            next_cursor_mark: None,
+        };
+        walk::envelope(body, &["data", "nextCursorMark"], |walk, field| {
+            if field == 1 {
+                parts.next_cursor_mark = serde_json::from_str(walk.value(2)?).ok()?;
+                return Some(());
+            }
+            if walk.peek()? != b'[' {
+                // `{}` (or null, or anything else) is how ThreatQ says "nothing more".
+                return walk.skip(2);
+            }
+            walk.array(2, |walk| {
+                let start = walk.start();
+                let item = walk.value(3)?;
+                parts.spans.push(start..start + item.len());
+                Some(())
+            })
+        })?;
+        Some(parts)
+    }
+
+    /// The envelope as `serde_json` reads it: the reference, and the answer (or the error)
+    /// for whatever the walk leaves.
+    fn by_serde(body: &str) -> Result<Self, FetchError> {
+        let envelope: Envelope<'_> = serde_json::from_str(body)
+            .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
+        let items: Vec<&RawValue> = match envelope.data.map(RawValue::get) {
+            Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
+                .map_err(|e| FetchError::undecodable(PLATFORM, "data as a list of objects", &e))?,
+            // `{}` (or absent, or null) is how ThreatQ says "nothing more".
+            _ => Vec::new(),
+        };
+        Ok(Parts {
+            spans: RawItems::spans_in(body, &items),
+            next_cursor_mark: envelope.next_cursor_mark,
+        })
+    }
+}
+
 /// A decoded collection response: the objects (slices of the body) and the next mark.
 struct DecodedPage {
     items: RawItems,
@@ -86,17 +140,10 @@ struct DecodedPage {
 /// Decodes a collection response (run on the blocking pool: a page can be tens of MB).
 fn decode_page(body: Vec<u8>, pool: Arc<BodyPool>) -> Result<DecodedPage, FetchError> {
     let (body, invalid_utf8) = page_text(body, pool);
-    let envelope: Envelope<'_> = serde_json::from_str(&body)
-        .map_err(|e| FetchError::undecodable(PLATFORM, "indicators response", &e))?;
-    let items: Vec<&RawValue> = match envelope.data.map(RawValue::get) {
-        Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
-            .map_err(|e| FetchError::undecodable(PLATFORM, "data as a list of objects", &e))?,
-        // `{}` (or absent, or null) is how ThreatQ says "nothing more".
-        _ => Vec::new(),
-    };
+    let parts = Parts::walked(&body).map_or_else(|| Parts::by_serde(&body), Ok)?;
     Ok(DecodedPage {
-        items: RawItems::new(Arc::clone(&body), &items),
-        next_cursor_mark: envelope.next_cursor_mark,
+        items: RawItems::from_spans(Arc::clone(&body), parts.spans),
+        next_cursor_mark: parts.next_cursor_mark,
         invalid_utf8,
     })
 }
@@ -458,6 +505,50 @@ mod tests {
     use super::*;
     use crate::config::fields::FieldReader;
     use crate::source::registry::StreamSettings as _;
+
+    proptest::proptest! {
+        /// One walk of the page gives what serde's envelope and its second parse of `data`
+        /// give: the same spans and next mark; and it leaves to serde only what it does not
+        /// model. On generated pages, and on the same pages with edits.
+        #[test]
+        fn a_walked_page_is_the_serde_page(
+            items in proptest::collection::vec(crate::ingest::arb_json(
+                crate::source::walk::testing::STRINGS,
+                &["id", "value", "\\"],
+            ), 0..4),
+            data in proptest::sample::select(&["items", "{}", "null", "absent", "\"x\""][..]),
+            fields in proptest::collection::vec((
+                proptest::sample::select(&["nextCursorMark", "data", "total", r"nextCursorM\u0061rk"][..]),
+                proptest::sample::select(&[
+                    "null", "[]", "{}", r#""AoJ9z5LKnvwCJjEwNjk2Nw==""#, r#""a\u0041""#, "3",
+                ][..]),
+            ), 0..3),
+            pretty in proptest::bool::ANY,
+            edits in crate::source::walk::testing::edits(),
+        ) {
+            let to_text = |v: &serde_json::Value| if pretty {
+                serde_json::to_string_pretty(v).unwrap()
+            } else {
+                serde_json::to_string(v).unwrap()
+            };
+            let sep = if pretty { ",\n " } else { "," };
+            let items: Vec<String> = items.iter().map(to_text).collect();
+            let mut members: Vec<String> = match data {
+                "items" => vec![format!(r#""data":[{}]"#, items.join(sep))],
+                "absent" => vec![],
+                other => vec![format!(r#""data":{other}"#)],
+            };
+            members.extend(fields.iter().map(|(k, v)| format!(r#""{k}":{v}"#)));
+            let escaped = fields.iter().any(|(k, _)| k.contains('\\'));
+            crate::source::walk::testing::check_walk(
+                format!("{{{}}}", members.join(sep)),
+                edits,
+                escaped,
+                Parts::walked,
+                Parts::by_serde,
+            )?;
+        }
+    }
 
     #[test]
     fn cursor_marks_are_bounded_visible_ascii() {
