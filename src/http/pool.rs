@@ -31,13 +31,42 @@ impl BodyPool {
         }
     }
 
-    /// An empty buffer with room for `capacity` bytes: a spent one when there is any.
+    /// An empty buffer with room for `capacity` bytes (`0`: not announced): the smallest spent
+    /// one that holds it (the largest, for a page of unknown size), or a new one.
+    ///
+    /// A new buffer is made an eighth larger than the page, up to the page limit. The pages of
+    /// a sweep differ in size by some percent (every association: 30 to 35 MiB), so a buffer
+    /// made just for one page was too small for the next one half the time, and the pages
+    /// were faulted in anew. The extra room is address space, not memory: it is touched only
+    /// by a later, larger page.
     pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
-        match self.spare().pop() {
-            Some(buf) if buf.capacity() >= capacity => buf,
-            // Too small: growing it would copy its stale bytes for nothing.
-            _ => Vec::with_capacity(capacity),
+        let mut spare = self.spare();
+        let fitting = spare
+            .iter()
+            .enumerate()
+            .filter(|(_, buf)| buf.capacity() >= capacity)
+            .min_by_key(|(_, buf)| {
+                let size = buf.capacity();
+                if capacity == 0 {
+                    usize::MAX - size
+                } else {
+                    size
+                }
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = fitting {
+            return spare.swap_remove(i);
         }
+        // None holds the page. Growing one would copy its stale bytes for nothing; the smallest
+        // is let go, so that the pool and the new buffer hold no more than before.
+        if let Some(smallest) = (0..spare.len()).min_by_key(|&i| spare[i].capacity()) {
+            spare.swap_remove(smallest);
+        }
+        drop(spare);
+        let room = capacity
+            .saturating_add(capacity / 8)
+            .min(self.largest.max(capacity));
+        Vec::with_capacity(room)
     }
 
     /// Keeps `buf` for a later page unless [`KEEP`] are kept already, or it is larger than a
@@ -131,6 +160,30 @@ mod tests {
         pool.give(Vec::with_capacity(64));
         assert!(pool.take(1 << 20).capacity() >= 1 << 20);
         assert_eq!(pool.kept(), 0);
+    }
+
+    #[test]
+    fn a_page_takes_the_smallest_spent_buffer_that_holds_it() {
+        let pool = Arc::new(BodyPool::new(1 << 24));
+        for size in [3 << 20, 1 << 20, 2 << 20] {
+            pool.give(Vec::with_capacity(size));
+        }
+        // Best fit: the 2 MiB buffer, not the 3 MiB one.
+        let taken = pool.take((1 << 20) + 1);
+        assert!(taken.capacity() >= 2 << 20 && taken.capacity() < 3 << 20);
+        // A page of unknown size takes the largest.
+        assert!(pool.take(0).capacity() >= 3 << 20);
+        assert_eq!(pool.kept(), 1);
+        // None holds a 4 MiB page: the smallest spent one is let go, and the new buffer has an
+        // eighth more room, so that a slightly larger next page fits it.
+        let new = pool.take(4 << 20);
+        assert_eq!(pool.kept(), 0);
+        assert!(new.capacity() >= (4 << 20) + (4 << 17));
+        pool.give(new);
+        assert!(pool.take((4 << 20) + (4 << 17)).capacity() >= (4 << 20) + (4 << 17));
+        // The extra room never passes the page limit.
+        assert!(pool.take(1 << 24).capacity() >= 1 << 24);
+        assert!(pool.take((1 << 24) - 1).capacity() < (1 << 24) + (1 << 20));
     }
 
     #[test]
