@@ -6,7 +6,8 @@
 //! - **`run --once` to NDJSON**: wall time, indicators/s and peak RSS (GNU `time`'s maximum
 //!   resident set), at page 2000 and 10000, with and without the optional blocks
 //!   (attributes, group and indicator associations), next to the fetch-only time;
-//! - **through `host` and OTLP**: the same stream as an agent unit of the host harness;
+//! - **through `host` and OTLP** (also alone, with `cargo bench --bench pipeline -- host`): the
+//!   same stream as an agent unit of the host harness;
 //! - **idle RSS**: a `run` without `--once`, 5 s after it has caught up;
 //! - **latency bound**: with `--latency-ms 250` and page 2000, the rate against
 //!   page_size / (latency + the simulator's own serve time per page).
@@ -61,6 +62,12 @@ fn main() {
         backfill_speedup(&ours, indicators, work.path());
         return;
     }
+    if std::env::args().any(|a| a == "host") {
+        let sim = Simulator::start(&ours, indicators, 0);
+        fetch_only(&sim.url, 10_000, false);
+        host_rows(&binaries, &sim.url, indicators, work.path());
+        return;
+    }
 
     println!(
         "pipeline benchmark: {indicators} ThreatConnect indicators, simulator from this build"
@@ -103,19 +110,7 @@ fn main() {
         }
     }
 
-    println!();
-    println!(
-        "| through host + OTLP (page 10000, no blocks) | wall s | indicators/s | control plane (diagnostics action every 100 ms) |"
-    );
-    println!("|---|---|---|---|");
-    for (name, bin) in &binaries {
-        let (wall, n, probe) = through_host(bin, &sim.url, indicators, work.path());
-        println!(
-            "| {name} | {:.2} | {:.0} | {probe} |",
-            wall.as_secs_f64(),
-            n as f64 / wall.as_secs_f64()
-        );
-    }
+    host_rows(&binaries, &sim.url, indicators, work.path());
 
     println!();
     println!("| idle (caught up, 5 s later) | RSS MiB |");
@@ -349,9 +344,37 @@ fn run_once(bin: &Path, url: &str, page: u32, blocks: bool, dir: &Path, more: &s
 }
 
 fn count_lines(path: &Path) -> usize {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+    LineCounter::default().count(path)
+}
+
+/// Counts the lines of a growing file, reading only what was appended since the last count.
+/// Reading the whole file every 50 ms while the host wrote 700 MB into it cost the benchmark a
+/// core of its own (the same two cores the run is measured on).
+#[derive(Default)]
+struct LineCounter {
+    read: u64,
+    lines: usize,
+}
+
+impl LineCounter {
+    fn count(&mut self, path: &Path) -> usize {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return self.lines;
+        };
+        if f.seek(SeekFrom::Start(self.read)).is_err() {
+            return self.lines;
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.read += n as u64;
+            self.lines += buf[..n].iter().filter(|&&c| c == b'\n').count();
+        }
+        self.lines
+    }
 }
 
 /// `run` without `--once`: its resident set 5 s after it logged "caught up".
@@ -382,6 +405,23 @@ fn idle_rss(bin: &Path, url: &str, dir: &Path) -> u64 {
     let _ = child.kill();
     let _ = child.wait();
     rss
+}
+
+/// The host + OTLP table (also alone, with `cargo bench --bench pipeline -- host`).
+fn host_rows(binaries: &[(&str, PathBuf)], url: &str, indicators: usize, dir: &Path) {
+    println!();
+    println!(
+        "| through host + OTLP (page 10000, no blocks) | wall s | indicators/s | control plane (diagnostics action every 100 ms) |"
+    );
+    println!("|---|---|---|---|");
+    for (name, bin) in binaries {
+        let (wall, n, probe) = through_host(bin, url, indicators, dir);
+        println!(
+            "| {name} | {:.2} | {:.0} | {probe} |",
+            wall.as_secs_f64(),
+            n as f64 / wall.as_secs_f64()
+        );
+    }
 }
 
 /// The stream as an agent unit under `host`, its events over OTLP into the host's file: time
@@ -418,8 +458,9 @@ fn through_host(bin: &Path, url: &str, indicators: usize, dir: &Path) -> (Durati
         .expect("host starts");
     let deadline = started + Duration::from_secs(600);
     let mut n = 0;
+    let mut counter = LineCounter::default();
     while Instant::now() < deadline {
-        n = count_lines(&events);
+        n = counter.count(&events);
         if n >= indicators {
             break;
         }

@@ -4,6 +4,7 @@
 
 pub(crate) mod ndjson;
 pub mod otlp;
+mod otlp_wire;
 
 use std::future::Future;
 

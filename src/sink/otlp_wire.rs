@@ -1,0 +1,349 @@
+//! A document's `LogRecord`, written as protobuf bytes straight from the document.
+//!
+//! Building the `LogRecord` message first (a `KeyValue` with an owned key for every entry, an
+//! `AnyValue` for every value, each string copied) and then encoding it with prost cost more
+//! than mapping the indicator. Here the document tree is walked twice instead: once to learn
+//! the length of every nested message (each length prefix comes before its message), once to
+//! write. The bytes are exactly prost's for the message [`super::log_record`] builds; a
+//! property test holds the two equal.
+//!
+//! The messages (OTLP `common.v1` and `logs.v1`), as far as a record of ours uses them:
+//! `AnyValue { string 1 | bool 2 | int64 3 | double 4 | ArrayValue 5 | KeyValueList 6 }` (a
+//! oneof: written whenever set, even at its default), `ArrayValue { repeated AnyValue 1 }`,
+//! `KeyValueList { repeated KeyValue 1 }`, `KeyValue { string key 1; AnyValue value 2 }` (an
+//! empty key is not written), `LogRecord { fixed64 time 1; AnyValue body 5; repeated KeyValue
+//! attributes 6; fixed64 observed_time 11 }` (zero times are not written).
+
+use serde_json::Value;
+
+use crate::ingest::{Document, Node, Object};
+
+/// Wire types.
+const LEN: u8 = 2;
+const VARINT: u8 = 0;
+const I64: u8 = 1;
+
+const fn tag(field: u8, wire: u8) -> u8 {
+    (field << 3) | wire
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The bytes a length-delimited field of `len` bytes takes, tag included.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn put_len_field(out: &mut Vec<u8>, field: u8, len: usize) {
+    out.push(tag(field, LEN));
+    put_varint(out, len as u64);
+}
+
+fn put_str_field(out: &mut Vec<u8>, field: u8, s: &str) {
+    put_len_field(out, field, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A scalar value as `AnyValue` takes it.
+enum Scalar<'a> {
+    /// `null`: an empty `AnyValue`.
+    Empty,
+    Str(&'a str),
+    /// An integer above `i64::MAX`, written as its decimal string.
+    BigUint(u64),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
+
+impl Scalar<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Scalar::Empty => 0,
+            Scalar::Str(s) => field_len(s.len()),
+            Scalar::BigUint(u) => field_len(decimal_len(*u)),
+            Scalar::Bool(_) => 2,
+            Scalar::Int(i) => 1 + varint_len(*i as u64),
+            Scalar::Double(_) => 9,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Scalar::Empty => {}
+            Scalar::Str(s) => put_str_field(out, 1, s),
+            Scalar::BigUint(u) => put_str_field(out, 1, &u.to_string()),
+            Scalar::Bool(b) => out.extend_from_slice(&[tag(2, VARINT), u8::from(*b)]),
+            Scalar::Int(i) => {
+                out.push(tag(3, VARINT));
+                put_varint(out, *i as u64);
+            }
+            Scalar::Double(d) => {
+                out.push(tag(4, I64));
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn decimal_len(u: u64) -> usize {
+    u.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// `any_value`'s reading of a JSON number.
+fn number(n: &serde_json::Number) -> Scalar<'static> {
+    if let Some(i) = n.as_i64() {
+        Scalar::Int(i)
+    } else if let Some(u) = n.as_u64() {
+        Scalar::BigUint(u)
+    } else {
+        Scalar::Double(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// A value of the document: a node of a built one, or a `serde_json` value.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Node(&'a Node),
+    Value(&'a Value),
+    Const(&'a str),
+}
+
+/// What an item is on the wire: a scalar, or a container (array or kvlist) of items.
+enum Shape<'a> {
+    Scalar(Scalar<'a>),
+    Array(Vec<Item<'a>>),
+    Kvlist(Vec<(&'a str, Item<'a>)>),
+}
+
+impl<'a> Item<'a> {
+    fn shape(self) -> Shape<'a> {
+        match self {
+            Item::Const(s) => Shape::Scalar(Scalar::Str(s)),
+            Item::Node(node) => match node {
+                Node::Null => Shape::Scalar(Scalar::Empty),
+                Node::Str(s) => Shape::Scalar(Scalar::Str(s.as_str())),
+                Node::Const(s) => Shape::Scalar(Scalar::Str(s)),
+                Node::PosInt(u) => {
+                    Shape::Scalar(i64::try_from(*u).map_or(Scalar::BigUint(*u), Scalar::Int))
+                }
+                Node::NegInt(i) => Shape::Scalar(Scalar::Int(*i)),
+                // `Value::from(f64)`: `null` unless finite.
+                Node::Float(f) if f.is_finite() => Shape::Scalar(Scalar::Double(*f)),
+                Node::Float(_) => Shape::Scalar(Scalar::Empty),
+                Node::Bool(b) => Shape::Scalar(Scalar::Bool(*b)),
+                Node::Array(items) => Shape::Array(items.iter().map(Item::Node).collect()),
+                Node::Consts(list) => Shape::Array(list.iter().map(|s| Item::Const(s)).collect()),
+                Node::Object(o) => Shape::Kvlist(object_entries(o)),
+                Node::Value(v) => Item::Value(v).shape(),
+            },
+            Item::Value(value) => match value {
+                Value::Null => Shape::Scalar(Scalar::Empty),
+                Value::Bool(b) => Shape::Scalar(Scalar::Bool(*b)),
+                Value::Number(n) => Shape::Scalar(number(n)),
+                Value::String(s) => Shape::Scalar(Scalar::Str(s)),
+                Value::Array(items) => Shape::Array(items.iter().map(Item::Value).collect()),
+                Value::Object(map) => Shape::Kvlist(
+                    map.iter()
+                        .map(|(k, v)| (k.as_str(), Item::Value(v)))
+                        .collect(),
+                ),
+            },
+        }
+    }
+}
+
+fn object_entries(o: &Object) -> Vec<(&str, Item<'_>)> {
+    o.entries()
+        .iter()
+        .map(|(k, v)| (k.as_ref(), Item::Node(v)))
+        .collect()
+}
+
+/// The lengths of a document's nested messages, in the order they are written.
+#[derive(Default)]
+struct Lengths {
+    all: Vec<usize>,
+    /// The next one to write.
+    next: usize,
+}
+
+impl Lengths {
+    /// The length of `item`'s `AnyValue` message; the lengths of its containers are recorded.
+    fn measure(&mut self, item: Item<'_>) -> usize {
+        match item.shape() {
+            Shape::Scalar(s) => s.len(),
+            Shape::Array(items) => {
+                let slot = self.reserve();
+                let inner: usize = items.into_iter().map(|i| field_len(self.measure(i))).sum();
+                self.all[slot] = inner;
+                field_len(inner)
+            }
+            Shape::Kvlist(entries) => {
+                let inner = self.measure_kvlist(entries);
+                field_len(inner)
+            }
+        }
+    }
+
+    /// The length of a `KeyValueList` of `entries`.
+    fn measure_kvlist(&mut self, entries: Vec<(&str, Item<'_>)>) -> usize {
+        let slot = self.reserve();
+        let inner = entries
+            .into_iter()
+            .map(|(key, value)| field_len(key_value_len(key, self.measure(value))))
+            .sum();
+        self.all[slot] = inner;
+        inner
+    }
+
+    fn reserve(&mut self) -> usize {
+        self.all.push(0);
+        self.all.len() - 1
+    }
+
+    /// The recorded length of the next container, without taking it.
+    fn peek(&self) -> usize {
+        self.all.get(self.next).copied().unwrap_or(0)
+    }
+
+    fn take(&mut self) -> usize {
+        let len = self.peek();
+        self.next += 1;
+        len
+    }
+
+    /// The length of `item`'s `AnyValue` while writing: scalars again, containers recorded.
+    fn any_len(&self, shape: &Shape<'_>) -> usize {
+        match shape {
+            Shape::Scalar(s) => s.len(),
+            Shape::Array(_) | Shape::Kvlist(_) => field_len(self.peek()),
+        }
+    }
+
+    /// Writes `item` as the content of its `AnyValue`.
+    fn write(&mut self, out: &mut Vec<u8>, shape: Shape<'_>) {
+        match shape {
+            Shape::Scalar(s) => s.write(out),
+            Shape::Array(items) => {
+                put_len_field(out, 5, self.take());
+                for item in items {
+                    let shape = item.shape();
+                    put_len_field(out, 1, self.any_len(&shape));
+                    self.write(out, shape);
+                }
+            }
+            Shape::Kvlist(entries) => {
+                let inner = self.take();
+                put_len_field(out, 6, inner);
+                self.write_entries(out, entries);
+            }
+        }
+    }
+
+    /// Writes the `KeyValue`s of a `KeyValueList` whose length was taken.
+    fn write_entries(&mut self, out: &mut Vec<u8>, entries: Vec<(&str, Item<'_>)>) {
+        for (key, value) in entries {
+            let shape = value.shape();
+            let value_len = self.any_len(&shape);
+            put_len_field(out, 1, key_value_len(key, value_len));
+            if !key.is_empty() {
+                put_str_field(out, 1, key);
+            }
+            put_len_field(out, 2, value_len);
+            self.write(out, shape);
+        }
+    }
+}
+
+/// The length of a `KeyValue` of `key` and a value of `value_len`.
+fn key_value_len(key: &str, value_len: usize) -> usize {
+    let key = if key.is_empty() {
+        0
+    } else {
+        field_len(key.len())
+    };
+    key + field_len(value_len)
+}
+
+/// A record's string attributes, in order.
+pub(crate) type Attributes<'a> = [(&'static str, &'a str)];
+
+/// Appends the `LogRecord` of `doc` (its body), with `attributes` and the two times (0: not
+/// written), to `out`.
+pub(crate) fn write_log_record(
+    out: &mut Vec<u8>,
+    doc: &Document,
+    attributes: &Attributes<'_>,
+    time_unix_nano: u64,
+    observed_time_unix_nano: u64,
+) {
+    let entries: Vec<(&str, Item<'_>)> = match doc {
+        Document::Map(map) => map
+            .iter()
+            .map(|(k, v)| (k.as_str(), Item::Value(v)))
+            .collect(),
+        Document::Built(object) => object_entries(object),
+    };
+    let mut lengths = Lengths::default();
+    let body_inner = lengths.measure_kvlist(entries.clone());
+    if time_unix_nano != 0 {
+        out.push(tag(1, I64));
+        out.extend_from_slice(&time_unix_nano.to_le_bytes());
+    }
+    // body: AnyValue { kvlist_value: KeyValueList }.
+    put_len_field(out, 5, field_len(body_inner));
+    put_len_field(out, 6, lengths.take());
+    lengths.write_entries(out, entries);
+    for (key, value) in attributes {
+        let value_len = Scalar::Str(value).len();
+        put_len_field(out, 6, key_value_len(key, value_len));
+        put_str_field(out, 1, key);
+        put_len_field(out, 2, value_len);
+        Scalar::Str(value).write(out);
+    }
+    if observed_time_unix_nano != 0 {
+        out.push(tag(11, I64));
+        out.extend_from_slice(&observed_time_unix_nano.to_le_bytes());
+    }
+}
+
+/// The protobuf bytes of an `ExportLogsServiceRequest` of `records` (each a `LogRecord`'s
+/// bytes) under one resource (`resource`, a `Resource`'s bytes) and one scope (`scope`, an
+/// `InstrumentationScope`'s bytes).
+pub(crate) fn export_request(resource: &[u8], scope: &[u8], records: &[&[u8]]) -> Vec<u8> {
+    let scope_logs: usize =
+        field_len(scope.len()) + records.iter().map(|r| field_len(r.len())).sum::<usize>();
+    let resource_logs = field_len(resource.len()) + field_len(scope_logs);
+    let mut out = Vec::with_capacity(field_len(resource_logs));
+    // ExportLogsServiceRequest { resource_logs 1: ResourceLogs { resource 1, scope_logs 2:
+    // ScopeLogs { scope 1, log_records 2 } } }.
+    put_len_field(&mut out, 1, resource_logs);
+    put_message(&mut out, 1, resource);
+    put_len_field(&mut out, 2, scope_logs);
+    put_message(&mut out, 1, scope);
+    for record in records {
+        put_message(&mut out, 2, record);
+    }
+    out
+}
+
+fn put_message(out: &mut Vec<u8>, field: u8, content: &[u8]) {
+    put_len_field(out, field, content.len());
+    out.extend_from_slice(content);
+}
