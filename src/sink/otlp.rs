@@ -541,7 +541,8 @@ pub(crate) fn log_record(
     }
 }
 
-/// [`log_record`]'s protobuf bytes, written straight from the document, appended to `out`.
+/// The protobuf bytes of `log_record`'s message (the reference, in tests), written straight
+/// from the document, appended to `out`.
 fn write_record(
     out: &mut Vec<u8>,
     input_id: &str,
@@ -712,7 +713,7 @@ pub(crate) fn any_value(value: &Value) -> AnyValue {
     AnyValue { value: kind }
 }
 
-/// The inverse of [`any_value`], for receivers: kvlist → object, array → array, bytes →
+/// The inverse of `any_value` (what the sidecar sends), for receivers: kvlist → object, array → array, bytes →
 /// base64 string.
 pub fn any_value_to_json(value: &AnyValue) -> Value {
     match &value.value {

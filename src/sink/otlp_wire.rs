@@ -4,7 +4,7 @@
 //! `AnyValue` for every value, each string copied) and then encoding it with prost cost more
 //! than mapping the indicator. Here the document tree is walked twice instead: once to learn
 //! the length of every nested message (each length prefix comes before its message), once to
-//! write. The bytes are exactly prost's for the message [`super::log_record`] builds; a
+//! write. The bytes are exactly prost's for the message `super::log_record` builds; a
 //! property test holds the two equal.
 //!
 //! The messages (OTLP `common.v1` and `logs.v1`), as far as a record of ours uses them:
