@@ -124,16 +124,20 @@ enum Item<'a> {
     Const(&'a str),
 }
 
-/// What an item is on the wire: a scalar, or a container (array or kvlist) of items.
+/// What an item is on the wire: a scalar, or a container (array or kvlist) of items, borrowed
+/// from the document (nothing is collected: a container is walked where it lies).
 enum Shape<'a> {
     Scalar(Scalar<'a>),
-    Array(Vec<Item<'a>>),
-    Kvlist(Vec<(&'a str, Item<'a>)>),
+    Nodes(&'a [Node]),
+    Consts(&'a [&'static str]),
+    Values(&'a [Value]),
+    Object(&'a Object),
+    Map(&'a serde_json::Map<String, Value>),
 }
 
-impl<'a> Item<'a> {
-    fn shape(self) -> Shape<'a> {
-        match self {
+impl<'a> Shape<'a> {
+    fn of(item: Item<'a>) -> Self {
+        match item {
             Item::Const(s) => Shape::Scalar(Scalar::Str(s)),
             Item::Node(node) => match node {
                 Node::Null => Shape::Scalar(Scalar::Empty),
@@ -147,32 +151,48 @@ impl<'a> Item<'a> {
                 Node::Float(f) if f.is_finite() => Shape::Scalar(Scalar::Double(*f)),
                 Node::Float(_) => Shape::Scalar(Scalar::Empty),
                 Node::Bool(b) => Shape::Scalar(Scalar::Bool(*b)),
-                Node::Array(items) => Shape::Array(items.iter().map(Item::Node).collect()),
-                Node::Consts(list) => Shape::Array(list.iter().map(|s| Item::Const(s)).collect()),
-                Node::Object(o) => Shape::Kvlist(object_entries(o)),
-                Node::Value(v) => Item::Value(v).shape(),
+                Node::Array(items) => Shape::Nodes(items),
+                Node::Consts(list) => Shape::Consts(list),
+                Node::Object(o) => Shape::Object(o),
+                Node::Value(v) => Shape::of(Item::Value(v)),
             },
             Item::Value(value) => match value {
                 Value::Null => Shape::Scalar(Scalar::Empty),
                 Value::Bool(b) => Shape::Scalar(Scalar::Bool(*b)),
                 Value::Number(n) => Shape::Scalar(number(n)),
                 Value::String(s) => Shape::Scalar(Scalar::Str(s)),
-                Value::Array(items) => Shape::Array(items.iter().map(Item::Value).collect()),
-                Value::Object(map) => Shape::Kvlist(
-                    map.iter()
-                        .map(|(k, v)| (k.as_str(), Item::Value(v)))
-                        .collect(),
-                ),
+                Value::Array(items) => Shape::Values(items),
+                Value::Object(map) => Shape::Map(map),
             },
         }
     }
-}
 
-fn object_entries(o: &Object) -> Vec<(&str, Item<'_>)> {
-    o.entries()
-        .iter()
-        .map(|(k, v)| (k.as_ref(), Item::Node(v)))
-        .collect()
+    /// A document's top level.
+    fn document(doc: &'a Document) -> Self {
+        match doc {
+            Document::Map(map) => Shape::Map(map),
+            Document::Built(object) => Shape::Object(object),
+        }
+    }
+
+    /// Calls `f` with each element of an array (nothing for anything else).
+    fn elements(&self, mut f: impl FnMut(Item<'a>)) {
+        match *self {
+            Shape::Nodes(items) => items.iter().for_each(|n| f(Item::Node(n))),
+            Shape::Consts(list) => list.iter().for_each(|s| f(Item::Const(s))),
+            Shape::Values(items) => items.iter().for_each(|v| f(Item::Value(v))),
+            _ => {}
+        }
+    }
+
+    /// Calls `f` with each member of an object (nothing for anything else).
+    fn members(&self, mut f: impl FnMut(&'a str, Item<'a>)) {
+        match *self {
+            Shape::Object(o) => o.entries().iter().for_each(|(k, v)| f(k, Item::Node(v))),
+            Shape::Map(map) => map.iter().for_each(|(k, v)| f(k, Item::Value(v))),
+            _ => {}
+        }
+    }
 }
 
 /// The lengths of a document's nested messages, in the order they are written.
@@ -184,30 +204,29 @@ struct Lengths {
 }
 
 impl Lengths {
-    /// The length of `item`'s `AnyValue` message; the lengths of its containers are recorded.
-    fn measure(&mut self, item: Item<'_>) -> usize {
-        match item.shape() {
+    /// The length of the `AnyValue` message of `shape`; the lengths of its containers are
+    /// recorded.
+    fn measure(&mut self, shape: &Shape<'_>) -> usize {
+        match shape {
             Shape::Scalar(s) => s.len(),
-            Shape::Array(items) => {
+            Shape::Nodes(_) | Shape::Consts(_) | Shape::Values(_) => {
                 let slot = self.reserve();
-                let inner: usize = items.into_iter().map(|i| field_len(self.measure(i))).sum();
+                let mut inner = 0;
+                shape.elements(|item| inner += field_len(self.measure(&Shape::of(item))));
                 self.all[slot] = inner;
                 field_len(inner)
             }
-            Shape::Kvlist(entries) => {
-                let inner = self.measure_kvlist(entries);
-                field_len(inner)
-            }
+            Shape::Object(_) | Shape::Map(_) => field_len(self.measure_kvlist(shape)),
         }
     }
 
-    /// The length of a `KeyValueList` of `entries`.
-    fn measure_kvlist(&mut self, entries: Vec<(&str, Item<'_>)>) -> usize {
+    /// The length of the `KeyValueList` of an object's members.
+    fn measure_kvlist(&mut self, shape: &Shape<'_>) -> usize {
         let slot = self.reserve();
-        let inner = entries
-            .into_iter()
-            .map(|(key, value)| field_len(key_value_len(key, self.measure(value))))
-            .sum();
+        let mut inner = 0;
+        shape.members(|key, value| {
+            inner += field_len(key_value_len(key, self.measure(&Shape::of(value))));
+        });
         self.all[slot] = inner;
         inner
     }
@@ -228,46 +247,46 @@ impl Lengths {
         len
     }
 
-    /// The length of `item`'s `AnyValue` while writing: scalars again, containers recorded.
+    /// The length of the `AnyValue` of `shape` while writing: scalars again, containers
+    /// recorded.
     fn any_len(&self, shape: &Shape<'_>) -> usize {
         match shape {
             Shape::Scalar(s) => s.len(),
-            Shape::Array(_) | Shape::Kvlist(_) => field_len(self.peek()),
+            _ => field_len(self.peek()),
         }
     }
 
-    /// Writes `item` as the content of its `AnyValue`.
-    fn write(&mut self, out: &mut Vec<u8>, shape: Shape<'_>) {
+    /// Writes the content of the `AnyValue` of `shape`.
+    fn write(&mut self, out: &mut Vec<u8>, shape: &Shape<'_>) {
         match shape {
             Shape::Scalar(s) => s.write(out),
-            Shape::Array(items) => {
+            Shape::Nodes(_) | Shape::Consts(_) | Shape::Values(_) => {
                 put_len_field(out, 5, self.take());
-                for item in items {
-                    let shape = item.shape();
+                shape.elements(|item| {
+                    let shape = Shape::of(item);
                     put_len_field(out, 1, self.any_len(&shape));
-                    self.write(out, shape);
-                }
+                    self.write(out, &shape);
+                });
             }
-            Shape::Kvlist(entries) => {
-                let inner = self.take();
-                put_len_field(out, 6, inner);
-                self.write_entries(out, entries);
+            Shape::Object(_) | Shape::Map(_) => {
+                put_len_field(out, 6, self.take());
+                self.write_members(out, shape);
             }
         }
     }
 
-    /// Writes the `KeyValue`s of a `KeyValueList` whose length was taken.
-    fn write_entries(&mut self, out: &mut Vec<u8>, entries: Vec<(&str, Item<'_>)>) {
-        for (key, value) in entries {
-            let shape = value.shape();
+    /// Writes the `KeyValue`s of the `KeyValueList` of an object whose length was taken.
+    fn write_members(&mut self, out: &mut Vec<u8>, shape: &Shape<'_>) {
+        shape.members(|key, value| {
+            let shape = Shape::of(value);
             let value_len = self.any_len(&shape);
             put_len_field(out, 1, key_value_len(key, value_len));
             if !key.is_empty() {
                 put_str_field(out, 1, key);
             }
             put_len_field(out, 2, value_len);
-            self.write(out, shape);
-        }
+            self.write(out, &shape);
+        });
     }
 }
 
@@ -293,15 +312,9 @@ pub(crate) fn write_log_record(
     time_unix_nano: u64,
     observed_time_unix_nano: u64,
 ) {
-    let entries: Vec<(&str, Item<'_>)> = match doc {
-        Document::Map(map) => map
-            .iter()
-            .map(|(k, v)| (k.as_str(), Item::Value(v)))
-            .collect(),
-        Document::Built(object) => object_entries(object),
-    };
+    let body = Shape::document(doc);
     let mut lengths = Lengths::default();
-    let body_inner = lengths.measure_kvlist(entries.clone());
+    let body_inner = lengths.measure_kvlist(&body);
     if time_unix_nano != 0 {
         out.push(tag(1, I64));
         out.extend_from_slice(&time_unix_nano.to_le_bytes());
@@ -309,7 +322,7 @@ pub(crate) fn write_log_record(
     // body: AnyValue { kvlist_value: KeyValueList }.
     put_len_field(out, 5, field_len(body_inner));
     put_len_field(out, 6, lengths.take());
-    lengths.write_entries(out, entries);
+    lengths.write_members(out, &body);
     for (key, value) in attributes {
         let value_len = Scalar::Str(value).len();
         put_len_field(out, 6, key_value_len(key, value_len));
