@@ -40,17 +40,13 @@ pub struct UnitLevels {
 
 /// `level` as a number that grows with verbosity (`OFF` 0 … `TRACE` 5).
 fn verbosity(level: LevelFilter) -> usize {
-    level.into_level().map_or(0, |l| 5 - level_rank(l))
-}
-
-/// `ERROR` 4 … `TRACE` 0.
-fn level_rank(level: tracing::Level) -> usize {
-    match level {
-        tracing::Level::ERROR => 4,
-        tracing::Level::WARN => 3,
-        tracing::Level::INFO => 2,
-        tracing::Level::DEBUG => 1,
-        tracing::Level::TRACE => 0,
+    match level.into_level() {
+        None => 0,
+        Some(tracing::Level::ERROR) => 1,
+        Some(tracing::Level::WARN) => 2,
+        Some(tracing::Level::INFO) => 3,
+        Some(tracing::Level::DEBUG) => 4,
+        Some(tracing::Level::TRACE) => 5,
     }
 }
 
@@ -91,7 +87,7 @@ impl UnitLevels {
 
     /// Whether an event at `level` may pass for some unit (or outside any).
     fn may_pass(&self, level: tracing::Level) -> bool {
-        5 - level_rank(level) <= self.most_verbose.load(Ordering::Acquire)
+        verbosity(LevelFilter::from_level(level)) <= self.most_verbose.load(Ordering::Acquire)
     }
 
     /// The level that applies to `unit_id` (`None`: outside any unit).

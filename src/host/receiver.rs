@@ -82,6 +82,20 @@ fn attribute_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyKind> 
     attribute_any(attrs, key).and_then(|v| v.value.as_ref())
 }
 
+/// `@metadata`'s members and the record attributes they come from.
+const METADATA: [(&str, &str); 3] = [
+    ("_id", "elasticsearch.document_id"),
+    ("input_id", "elastic.input_id"),
+    ("stream_id", "elastic.stream_id"),
+];
+
+/// `data_stream`'s members and the record attributes they come from.
+const DATA_STREAM: [(&str, &str); 3] = [
+    ("dataset", "data_stream.dataset"),
+    ("namespace", "data_stream.namespace"),
+    ("type", "data_stream.type"),
+];
+
 /// One record as the NDJSON document the host writes.
 pub fn render(record: &LogRecord) -> Map<String, Value> {
     let mut doc = match record.body.as_ref().map(any_value_to_json) {
@@ -95,21 +109,15 @@ pub fn render(record: &LogRecord) -> Map<String, Value> {
     };
     let a = &record.attributes;
     let mut meta = Map::new();
-    if let Some(id) = attribute(a, "elasticsearch.document_id") {
-        meta.insert("_id".into(), id);
-    }
-    for (from, to) in [
-        ("elastic.input_id", "input_id"),
-        ("elastic.stream_id", "stream_id"),
-    ] {
+    for (to, from) in METADATA {
         if let Some(v) = attribute(a, from) {
             meta.insert(to.into(), v);
         }
     }
     doc.insert("@metadata".into(), Value::Object(meta));
     let mut ds = Map::new();
-    for part in ["type", "dataset", "namespace"] {
-        if let Some(v) = attribute(a, &format!("data_stream.{part}")) {
+    for (part, from) in DATA_STREAM {
+        if let Some(v) = attribute(a, from) {
             ds.insert(part.into(), v);
         }
     }
@@ -197,20 +205,14 @@ pub fn write_line(out: &mut Vec<u8>, record: &LogRecord) {
         None => Vec::new(),
     };
     let a = &record.attributes;
-    let meta = [
-        ("_id", "elasticsearch.document_id"),
-        ("input_id", "elastic.input_id"),
-        ("stream_id", "elastic.stream_id"),
-    ]
-    .into_iter()
-    .filter_map(|(to, from)| Some((to, attribute_any(a, from)?)))
-    .collect();
-    members.push(("@metadata", Member::Attributes(meta)));
-    // Sorted as the map sorts them (`dataset`, `namespace`, `type`).
-    let ds: Vec<_> = ["dataset", "namespace", "type"]
-        .into_iter()
-        .filter_map(|part| Some((part, attribute_any(a, &format!("data_stream.{part}"))?)))
-        .collect();
+    let from_attributes = |table: [(&'static str, &str); 3]| -> Vec<_> {
+        table
+            .into_iter()
+            .filter_map(|(to, from)| Some((to, attribute_any(a, from)?)))
+            .collect()
+    };
+    members.push(("@metadata", Member::Attributes(from_attributes(METADATA))));
+    let ds = from_attributes(DATA_STREAM);
     if !ds.is_empty() {
         members.push(("data_stream", Member::Attributes(ds)));
     }
@@ -398,10 +400,10 @@ mod tests {
             ), 0..5),
         ) {
             let record = LogRecord {
-                body: Some(crate::sink::otlp::any_value(&body)),
+                body: Some(crate::sink::otlp::reference::any_value(&body)),
                 attributes: attrs
                     .iter()
-                    .map(|(k, v)| kv(k, Some(crate::sink::otlp::any_value(v))))
+                    .map(|(k, v)| kv(k, Some(crate::sink::otlp::reference::any_value(v))))
                     .collect(),
                 ..Default::default()
             };

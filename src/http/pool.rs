@@ -41,19 +41,15 @@ impl BodyPool {
     /// by a later, larger page.
     pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
         let mut spare = self.spare();
-        let fitting = spare
-            .iter()
-            .enumerate()
-            .filter(|(_, buf)| buf.capacity() >= capacity)
-            .min_by_key(|(_, buf)| {
-                let size = buf.capacity();
-                if capacity == 0 {
-                    usize::MAX - size
-                } else {
-                    size
-                }
-            })
-            .map(|(i, _)| i);
+        let sizes = spare.iter().map(Vec::capacity).enumerate();
+        let fitting = if capacity == 0 {
+            sizes.max_by_key(|&(_, size)| size)
+        } else {
+            sizes
+                .filter(|&(_, size)| size >= capacity)
+                .min_by_key(|&(_, size)| size)
+        }
+        .map(|(i, _)| i);
         if let Some(i) = fitting {
             return spare.swap_remove(i);
         }

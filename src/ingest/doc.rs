@@ -556,11 +556,11 @@ mod tests {
             prop_assert_eq!(doc.to_map(), map.clone());
             let event = |doc| crate::ingest::EcsEvent { id: None, timestamp: None, doc };
             let (written, reference) =
-                crate::sink::otlp::request_bytes_both(vec![event(doc.clone()), event(Document::Map(map.clone()))]);
+                crate::sink::otlp::reference::request_bytes_both(vec![event(doc.clone()), event(Document::Map(map.clone()))]);
             prop_assert_eq!(written, reference);
             prop_assert_eq!(
-                crate::sink::otlp::document_kvlist(doc),
-                crate::sink::otlp::document_kvlist(Document::Map(map))
+                crate::sink::otlp::reference::document_kvlist(doc),
+                crate::sink::otlp::reference::document_kvlist(Document::Map(map))
             );
         }
     }

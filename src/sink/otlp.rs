@@ -15,15 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes};
-#[cfg(test)]
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-#[cfg(test)]
-use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
-#[cfg(test)]
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use secrecy::ExposeSecret as _;
@@ -37,8 +31,6 @@ use super::{Sink, SinkError, otlp_wire};
 use crate::backoff::Backoff;
 use crate::config::SslConfig;
 use crate::ingest::EcsEvent;
-#[cfg(test)]
-use crate::ingest::{Document, Node, Object};
 use crate::pem;
 use crate::policy::StreamIdentity;
 use crate::telemetry::metrics::ExportOutcome;
@@ -270,30 +262,13 @@ impl Sink for OtlpSink {
         stream: &StreamIdentity,
         events: impl Iterator<Item = EcsEvent>,
     ) -> Vec<EncodedExport> {
-        let observed = unix_nanos(chrono::Utc::now());
-        let mut bytes = Vec::new();
-        let mut ends = Vec::new();
-        for event in events {
-            write_record(&mut bytes, input_id, stream, &event, observed);
-            ends.push(bytes.len());
-        }
-        let records: Vec<&[u8]> = ends
-            .iter()
-            .scan(0, |start, &end| {
-                let record = &bytes[*start..end];
-                *start = end;
-                Some(record)
-            })
-            .collect();
-        split(
-            records,
-            self.options.max_records,
-            self.options.max_bytes,
-            |r| r.len(),
+        encode_requests(
+            input_id,
+            stream,
+            events,
+            unix_nanos(chrono::Utc::now()),
+            (self.options.max_records, self.options.max_bytes),
         )
-        .iter()
-        .map(|records| EncodedExport::new(records))
-        .collect()
     }
 
     async fn send_encoded(&self, requests: &Vec<EncodedExport>) -> Result<(), SinkError> {
@@ -302,6 +277,44 @@ impl Sink for OtlpSink {
         }
         Ok(())
     }
+}
+
+/// The `Export` requests of `events`, observed at `observed` (ns): each document written as its
+/// record's protobuf bytes, the records cut into requests of at most `max_records` and about
+/// `max_bytes`.
+fn encode_requests(
+    input_id: &str,
+    stream: &StreamIdentity,
+    events: impl Iterator<Item = EcsEvent>,
+    observed: u64,
+    (max_records, max_bytes): (usize, usize),
+) -> Vec<EncodedExport> {
+    let mut writer = otlp_wire::RecordWriter::default();
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    for event in events {
+        writer.write(
+            &mut bytes,
+            &event.doc,
+            record_attributes(input_id, stream, &event),
+            event.timestamp.map_or(0, unix_nanos),
+            observed,
+        );
+        ends.push(bytes.len());
+    }
+    let mut start = 0;
+    let records: Vec<&[u8]> = ends
+        .iter()
+        .map(|&end| {
+            let record = &bytes[start..end];
+            start = end;
+            record
+        })
+        .collect();
+    split(records, max_records, max_bytes, |r| r.len())
+        .iter()
+        .map(|records| EncodedExport::new(records))
+        .collect()
 }
 
 /// The gRPC method an [`EncodedExport`] is sent to.
@@ -474,23 +487,6 @@ fn request_header() -> (Resource, InstrumentationScope) {
     )
 }
 
-/// The request message of `records`: the reference for [`EncodedExport::new`].
-#[cfg(test)]
-fn export_request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-    let (resource, scope) = request_header();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(resource),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(scope),
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 /// A time as `LogRecord` carries it: nanoseconds since the epoch, 0 when unknown.
 fn unix_nanos(t: chrono::DateTime<chrono::Utc>) -> u64 {
     t.timestamp_nanos_opt()
@@ -503,93 +499,23 @@ fn record_attributes<'a>(
     input_id: &'a str,
     stream: &'a StreamIdentity,
     event: &'a EcsEvent,
-) -> Vec<(&'static str, &'a str)> {
-    let mut attributes = vec![
+) -> impl Iterator<Item = (&'static str, &'a str)> {
+    [
         ("data_stream.type", "logs"),
         ("data_stream.dataset", stream.dataset.as_str()),
         ("data_stream.namespace", stream.namespace.as_str()),
-    ];
-    if let Some(id) = &event.id {
-        attributes.push(("elasticsearch.document_id", id.as_str()));
-    }
-    attributes.push(("elastic.input_id", input_id));
-    attributes.push(("elastic.stream_id", stream.id.as_str()));
-    attributes
-}
-
-/// One document of stream `stream` of input `input_id` as a `LogRecord` message (DESIGN §6),
-/// observed at `observed`: the reference for [`otlp_wire::write_log_record`].
-#[cfg(test)]
-pub(crate) fn log_record(
-    input_id: &str,
-    stream: &StreamIdentity,
-    event: EcsEvent,
-    observed: chrono::DateTime<chrono::Utc>,
-) -> LogRecord {
-    let attributes = record_attributes(input_id, stream, &event)
-        .into_iter()
-        .map(|(k, v)| kv(k, string(v)))
-        .collect();
-    LogRecord {
-        time_unix_nano: event.timestamp.map_or(0, unix_nanos),
-        observed_time_unix_nano: unix_nanos(observed),
-        body: Some(AnyValue {
-            value: Some(AnyKind::KvlistValue(document_kvlist(event.doc))),
-        }),
-        attributes,
-        ..Default::default()
-    }
-}
-
-/// The protobuf bytes of `log_record`'s message (the reference, in tests), written straight
-/// from the document, appended to `out`.
-fn write_record(
-    out: &mut Vec<u8>,
-    input_id: &str,
-    stream: &StreamIdentity,
-    event: &EcsEvent,
-    observed: u64,
-) {
-    otlp_wire::write_log_record(
-        out,
-        &event.doc,
-        &record_attributes(input_id, stream, event),
-        event.timestamp.map_or(0, unix_nanos),
-        observed,
-    );
-}
-
-/// The protobuf bytes of one request carrying `events`: written straight from the documents,
-/// and by prost from the messages [`log_record`] builds (the reference).
-#[cfg(test)]
-pub(crate) fn request_bytes_both(events: Vec<EcsEvent>) -> (Vec<u8>, Vec<u8>) {
-    let stream = StreamIdentity {
-        id: "tc-indicator".into(),
-        dataset: "ti_threatconnect.indicator".into(),
-        namespace: "default".into(),
-    };
-    let observed = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
-    let mut bytes = Vec::new();
-    let mut ends = Vec::new();
-    for event in &events {
-        write_record(&mut bytes, "tc", &stream, event, unix_nanos(observed));
-        ends.push(bytes.len());
-    }
-    let mut records = Vec::new();
-    let mut start = 0;
-    for end in ends {
-        records.push(&bytes[start..end]);
-        start = end;
-    }
-    let written = EncodedExport::new(&records).bytes.to_vec();
-    let reference = export_request(
-        events
-            .into_iter()
-            .map(|e| log_record("tc", &stream, e, observed))
-            .collect(),
+    ]
+    .into_iter()
+    .chain(
+        event
+            .id
+            .as_deref()
+            .map(|id| ("elasticsearch.document_id", id)),
     )
-    .encode_to_vec();
-    (written, reference)
+    .chain([
+        ("elastic.input_id", input_id),
+        ("elastic.stream_id", stream.id.as_str()),
+    ])
 }
 
 fn kv(key: &str, value: AnyValue) -> KeyValue {
@@ -606,115 +532,8 @@ fn string(s: &str) -> AnyValue {
     }
 }
 
-#[cfg(test)]
-fn kvlist(map: &serde_json::Map<String, Value>) -> KeyValueList {
-    KeyValueList {
-        values: map.iter().map(|(k, v)| kv(k, any_value(v))).collect(),
-    }
-}
-
-#[cfg(test)]
-fn into_kvlist(map: serde_json::Map<String, Value>) -> KeyValueList {
-    KeyValueList {
-        values: map
-            .into_iter()
-            .map(|(key, v)| KeyValue {
-                key,
-                value: Some(into_any_value(v)),
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
-#[cfg(test)]
-/// A document as the kvlist body of its `LogRecord`: entries in key order, its strings moved.
-pub(crate) fn document_kvlist(doc: Document) -> KeyValueList {
-    match doc {
-        Document::Map(map) => into_kvlist(map),
-        Document::Built(object) => object_kvlist(object),
-    }
-}
-
-#[cfg(test)]
-fn object_kvlist(object: Object) -> KeyValueList {
-    KeyValueList {
-        values: object
-            .into_iter()
-            .map(|(key, v)| KeyValue {
-                key: key.into_owned(),
-                value: Some(node_any_value(v)),
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
-#[cfg(test)]
-/// [`into_any_value`] of the JSON value a [`Node`] stands for.
-fn node_any_value(node: Node) -> AnyValue {
-    let kind = match node {
-        Node::Str(s) => Some(AnyKind::StringValue(s.into_string())),
-        Node::Const(s) => Some(AnyKind::StringValue(s.to_owned())),
-        Node::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
-            values: items.into_iter().map(node_any_value).collect(),
-        })),
-        Node::Consts(list) => Some(AnyKind::ArrayValue(ArrayValue {
-            values: list
-                .iter()
-                .map(|s| AnyValue {
-                    value: Some(AnyKind::StringValue((*s).to_owned())),
-                })
-                .collect(),
-        })),
-        Node::Object(o) => Some(AnyKind::KvlistValue(object_kvlist(o))),
-        Node::Value(v) => return into_any_value(v),
-        // Scalars as `Value`s (no allocation), so numbers take `any_value`'s rules.
-        scalar => return any_value(&scalar.into_value()),
-    };
-    AnyValue { value: kind }
-}
-
-#[cfg(test)]
-/// [`any_value`], moving the value's strings instead of copying them.
-pub(crate) fn into_any_value(value: Value) -> AnyValue {
-    let kind = match value {
-        Value::String(s) => Some(AnyKind::StringValue(s)),
-        Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
-            values: items.into_iter().map(into_any_value).collect(),
-        })),
-        Value::Object(map) => Some(AnyKind::KvlistValue(into_kvlist(map))),
-        scalar => return any_value(&scalar),
-    };
-    AnyValue { value: kind }
-}
-
-#[cfg(test)]
-/// A JSON value as an `AnyValue`: objects → kvlist, arrays → array, integers → `int_value`
-/// exactly, other numbers → `double_value`, `null` → an empty `AnyValue`.
-pub(crate) fn any_value(value: &Value) -> AnyValue {
-    let kind = match value {
-        Value::Null => None,
-        Value::Bool(b) => Some(AnyKind::BoolValue(*b)),
-        Value::Number(n) => Some(if let Some(i) = n.as_i64() {
-            AnyKind::IntValue(i)
-        } else if let Some(u) = n.as_u64() {
-            // Above i64::MAX: a double would lose digits; the decimal string keeps them.
-            AnyKind::StringValue(u.to_string())
-        } else {
-            AnyKind::DoubleValue(n.as_f64().unwrap_or(f64::NAN))
-        }),
-        Value::String(s) => Some(AnyKind::StringValue(s.clone())),
-        Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
-            values: items.iter().map(any_value).collect(),
-        })),
-        Value::Object(map) => Some(AnyKind::KvlistValue(kvlist(map))),
-    };
-    AnyValue { value: kind }
-}
-
-/// The inverse of `any_value` (what the sidecar sends), for receivers: kvlist → object, array → array, bytes →
-/// base64 string.
+/// The inverse of `any_value` (what the sidecar sends), for receivers: kvlist → object,
+/// array → array, bytes → base64 string.
 pub fn any_value_to_json(value: &AnyValue) -> Value {
     match &value.value {
         None => Value::Null,
@@ -826,9 +645,195 @@ fn tls_config(ssl: Option<&SslConfig>) -> Result<ClientTlsConfig, String> {
     Ok(tls)
 }
 
+/// The message-building path this module used before it wrote protobuf straight from the
+/// documents: the reference the differential tests hold the writer to.
+#[cfg(test)]
+pub(crate) mod reference {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+    use crate::ingest::{Document, Node, Object};
+
+    /// The request message of `records`: the reference for [`EncodedExport::new`].
+    pub(crate) fn export_request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+        let (resource, scope) = request_header();
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(resource),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope),
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// One document of stream `stream` of input `input_id` as a `LogRecord` message (DESIGN §6),
+    /// observed at `observed`: the reference for [`otlp_wire::RecordWriter`].
+    pub(crate) fn log_record(
+        input_id: &str,
+        stream: &StreamIdentity,
+        event: EcsEvent,
+        observed: chrono::DateTime<chrono::Utc>,
+    ) -> LogRecord {
+        let attributes = record_attributes(input_id, stream, &event)
+            .map(|(k, v)| kv(k, string(v)))
+            .collect();
+        LogRecord {
+            time_unix_nano: event.timestamp.map_or(0, unix_nanos),
+            observed_time_unix_nano: unix_nanos(observed),
+            body: Some(AnyValue {
+                value: Some(AnyKind::KvlistValue(document_kvlist(event.doc))),
+            }),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    /// The protobuf bytes of one request carrying `events`: as the sink encodes them (one request,
+    /// the limits out of reach), and by prost from the messages [`log_record`] builds (the
+    /// reference).
+    pub(crate) fn request_bytes_both(events: Vec<EcsEvent>) -> (Vec<u8>, Vec<u8>) {
+        let stream = StreamIdentity {
+            id: "tc-indicator".into(),
+            dataset: "ti_threatconnect.indicator".into(),
+            namespace: "default".into(),
+        };
+        let observed =
+            chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        let requests = encode_requests(
+            "tc",
+            &stream,
+            events.clone().into_iter(),
+            unix_nanos(observed),
+            (usize::MAX, usize::MAX),
+        );
+        let written = requests.first().map_or_else(
+            || EncodedExport::new(&[]).bytes.to_vec(),
+            |r| r.bytes.to_vec(),
+        );
+        let reference = export_request(
+            events
+                .into_iter()
+                .map(|e| log_record("tc", &stream, e, observed))
+                .collect(),
+        )
+        .encode_to_vec();
+        (written, reference)
+    }
+
+    pub(crate) fn kvlist(map: &serde_json::Map<String, Value>) -> KeyValueList {
+        KeyValueList {
+            values: map.iter().map(|(k, v)| kv(k, any_value(v))).collect(),
+        }
+    }
+
+    pub(crate) fn into_kvlist(map: serde_json::Map<String, Value>) -> KeyValueList {
+        KeyValueList {
+            values: map
+                .into_iter()
+                .map(|(key, v)| KeyValue {
+                    key,
+                    value: Some(into_any_value(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// A document as the kvlist body of its `LogRecord`: entries in key order, its strings moved.
+    pub(crate) fn document_kvlist(doc: Document) -> KeyValueList {
+        match doc {
+            Document::Map(map) => into_kvlist(map),
+            Document::Built(object) => object_kvlist(object),
+        }
+    }
+
+    pub(crate) fn object_kvlist(object: Object) -> KeyValueList {
+        KeyValueList {
+            values: object
+                .into_iter()
+                .map(|(key, v)| KeyValue {
+                    key: key.into_owned(),
+                    value: Some(node_any_value(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// [`into_any_value`] of the JSON value a [`Node`] stands for.
+    pub(crate) fn node_any_value(node: Node) -> AnyValue {
+        let kind = match node {
+            Node::Str(s) => Some(AnyKind::StringValue(s.into_string())),
+            Node::Const(s) => Some(AnyKind::StringValue(s.to_owned())),
+            Node::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
+                values: items.into_iter().map(node_any_value).collect(),
+            })),
+            Node::Consts(list) => Some(AnyKind::ArrayValue(ArrayValue {
+                values: list
+                    .iter()
+                    .map(|s| AnyValue {
+                        value: Some(AnyKind::StringValue((*s).to_owned())),
+                    })
+                    .collect(),
+            })),
+            Node::Object(o) => Some(AnyKind::KvlistValue(object_kvlist(o))),
+            Node::Value(v) => return into_any_value(v),
+            // Scalars as `Value`s (no allocation), so numbers take `any_value`'s rules.
+            scalar => return any_value(&scalar.into_value()),
+        };
+        AnyValue { value: kind }
+    }
+
+    /// [`any_value`], moving the value's strings instead of copying them.
+    pub(crate) fn into_any_value(value: Value) -> AnyValue {
+        let kind = match value {
+            Value::String(s) => Some(AnyKind::StringValue(s)),
+            Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
+                values: items.into_iter().map(into_any_value).collect(),
+            })),
+            Value::Object(map) => Some(AnyKind::KvlistValue(into_kvlist(map))),
+            scalar => return any_value(&scalar),
+        };
+        AnyValue { value: kind }
+    }
+
+    /// A JSON value as an `AnyValue`: objects → kvlist, arrays → array, integers → `int_value`
+    /// exactly, other numbers → `double_value`, `null` → an empty `AnyValue`.
+    pub(crate) fn any_value(value: &Value) -> AnyValue {
+        let kind = match value {
+            Value::Null => None,
+            Value::Bool(b) => Some(AnyKind::BoolValue(*b)),
+            Value::Number(n) => Some(if let Some(i) = n.as_i64() {
+                AnyKind::IntValue(i)
+            } else if let Some(u) = n.as_u64() {
+                // Above i64::MAX: a double would lose digits; the decimal string keeps them.
+                AnyKind::StringValue(u.to_string())
+            } else {
+                AnyKind::DoubleValue(n.as_f64().unwrap_or(f64::NAN))
+            }),
+            Value::String(s) => Some(AnyKind::StringValue(s.clone())),
+            Value::Array(items) => Some(AnyKind::ArrayValue(ArrayValue {
+                values: items.iter().map(any_value).collect(),
+            })),
+            Value::Object(map) => Some(AnyKind::KvlistValue(kvlist(map))),
+        };
+        AnyValue { value: kind }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+    use super::reference::*;
     use super::*;
+    use crate::ingest::{Document, Node, Object};
     use serde_json::json;
 
     #[test]

@@ -55,8 +55,23 @@ fn put_len_field(out: &mut Vec<u8>, field: u8, len: usize) {
 }
 
 fn put_str_field(out: &mut Vec<u8>, field: u8, s: &str) {
-    put_len_field(out, field, s.len());
-    out.extend_from_slice(s.as_bytes());
+    put_message(out, field, s.as_bytes());
+}
+
+/// A length-delimited field `field` holding `content`.
+fn put_message(out: &mut Vec<u8>, field: u8, content: &[u8]) {
+    put_len_field(out, field, content.len());
+    out.extend_from_slice(content);
+}
+
+/// The start of a `KeyValue` in field `field`: its length, its key (not written when empty),
+/// and the prefix of its value (an `AnyValue` of `value_len` bytes, which the caller writes).
+fn put_key_value(out: &mut Vec<u8>, field: u8, key: &str, value_len: usize) {
+    put_len_field(out, field, key_value_len(key, value_len));
+    if !key.is_empty() {
+        put_str_field(out, 1, key);
+    }
+    put_len_field(out, 2, value_len);
 }
 
 /// A scalar value as `AnyValue` takes it.
@@ -279,12 +294,7 @@ impl Lengths {
     fn write_members(&mut self, out: &mut Vec<u8>, shape: &Shape<'_>) {
         shape.members(|key, value| {
             let shape = Shape::of(value);
-            let value_len = self.any_len(&shape);
-            put_len_field(out, 1, key_value_len(key, value_len));
-            if !key.is_empty() {
-                put_str_field(out, 1, key);
-            }
-            put_len_field(out, 2, value_len);
+            put_key_value(out, 1, key, self.any_len(&shape));
             self.write(out, &shape);
         });
     }
@@ -300,20 +310,45 @@ fn key_value_len(key: &str, value_len: usize) -> usize {
     key + field_len(value_len)
 }
 
-/// A record's string attributes, in order.
-pub(crate) type Attributes<'a> = [(&'static str, &'a str)];
+/// Writes `LogRecord`s, keeping its table of lengths from one record to the next.
+#[derive(Default)]
+pub(crate) struct RecordWriter {
+    lengths: Lengths,
+}
 
-/// Appends the `LogRecord` of `doc` (its body), with `attributes` and the two times (0: not
-/// written), to `out`.
-pub(crate) fn write_log_record(
+impl RecordWriter {
+    /// Appends the `LogRecord` of `doc` (its body), with the string `attributes` in order and
+    /// the two times (0: not written), to `out`.
+    pub(crate) fn write<'a>(
+        &mut self,
+        out: &mut Vec<u8>,
+        doc: &Document,
+        attributes: impl IntoIterator<Item = (&'static str, &'a str)>,
+        time_unix_nano: u64,
+        observed_time_unix_nano: u64,
+    ) {
+        self.lengths.all.clear();
+        self.lengths.next = 0;
+        write_log_record(
+            out,
+            &mut self.lengths,
+            doc,
+            attributes,
+            time_unix_nano,
+            observed_time_unix_nano,
+        );
+    }
+}
+
+fn write_log_record<'a>(
     out: &mut Vec<u8>,
+    lengths: &mut Lengths,
     doc: &Document,
-    attributes: &Attributes<'_>,
+    attributes: impl IntoIterator<Item = (&'static str, &'a str)>,
     time_unix_nano: u64,
     observed_time_unix_nano: u64,
 ) {
     let body = Shape::document(doc);
-    let mut lengths = Lengths::default();
     let body_inner = lengths.measure_kvlist(&body);
     if time_unix_nano != 0 {
         out.push(tag(1, I64));
@@ -324,11 +359,9 @@ pub(crate) fn write_log_record(
     put_len_field(out, 6, lengths.take());
     lengths.write_members(out, &body);
     for (key, value) in attributes {
-        let value_len = Scalar::Str(value).len();
-        put_len_field(out, 6, key_value_len(key, value_len));
-        put_str_field(out, 1, key);
-        put_len_field(out, 2, value_len);
-        Scalar::Str(value).write(out);
+        let value = Scalar::Str(value);
+        put_key_value(out, 6, key, value.len());
+        value.write(out);
     }
     if observed_time_unix_nano != 0 {
         out.push(tag(11, I64));
@@ -354,9 +387,4 @@ pub(crate) fn export_request(resource: &[u8], scope: &[u8], records: &[&[u8]]) -
         put_message(&mut out, 2, record);
     }
     out
-}
-
-fn put_message(out: &mut Vec<u8>, field: u8, content: &[u8]) {
-    put_len_field(out, field, content.len());
-    out.extend_from_slice(content);
 }

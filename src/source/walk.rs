@@ -14,6 +14,8 @@
 //! it to that, on generated documents and on the same documents with bytes cut, doubled and
 //! replaced.
 
+use std::borrow::Cow;
+
 /// Nesting the walk leaves to `serde_json` (whose own limit is 128 levels).
 pub(crate) const MAX_DEPTH: usize = 100;
 
@@ -60,32 +62,16 @@ impl<'a> Walk<'a> {
         depth: usize,
         mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
     ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.expect(b'{')?;
-        if self.peek()? == b'}' {
-            self.pos += 1;
-            return Some(());
-        }
-        loop {
-            let start = self.start();
-            if self.text.as_bytes().get(start) != Some(&b'"') {
+        self.sequence(depth, b'{', b'}', |walk| {
+            let start = walk.start();
+            if walk.text.as_bytes().get(start) != Some(&b'"') {
                 return None;
             }
-            self.pos = string_end(self.text.as_bytes(), start)?;
-            let key = self.text.get(start + 1..self.pos - 1)?;
-            self.expect(b':')?;
-            member(self, key)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            walk.pos = string_end(walk.text.as_bytes(), start)?;
+            let key = walk.text.get(start + 1..walk.pos - 1)?;
+            walk.expect(b':')?;
+            member(walk, key)
+        })
     }
 
     /// Walks an array at nesting level `depth`; `element` must walk each element, at
@@ -93,21 +79,33 @@ impl<'a> Walk<'a> {
     pub(crate) fn array(
         &mut self,
         depth: usize,
-        mut element: impl FnMut(&mut Self) -> Option<()>,
+        element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.sequence(depth, b'[', b']', element)
+    }
+
+    /// `open`, then `item`s separated by commas, then `close`: an object's members or an
+    /// array's elements.
+    fn sequence(
+        &mut self,
+        depth: usize,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.expect(b'[')?;
-        if self.peek()? == b']' {
+        self.expect(open)?;
+        if self.peek()? == close {
             self.pos += 1;
             return Some(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.pos += 1,
-                b']' => {
+                b if b == close => {
                     self.pos += 1;
                     return Some(());
                 }
@@ -179,6 +177,21 @@ pub(crate) fn envelope<'a>(
         field(walk, i)
     })?;
     walk.finish()
+}
+
+/// A walked value read as serde reads an `Option<String>`: `Some(None)` for `null`,
+/// `Some(Some(text))` for a string (borrowed when it has no escape), `None` for anything else
+/// (serde's error).
+pub(crate) fn nullable_str(value: &str) -> Option<Option<Cow<'_, str>>> {
+    match value {
+        "null" => Some(None),
+        v if v.len() >= 2 && v.starts_with('"') && !v.contains('\\') => {
+            Some(Some(Cow::Borrowed(&v[1..v.len() - 1])))
+        }
+        v => serde_json::from_str::<Option<String>>(v)
+            .ok()
+            .map(|s| s.map(Cow::Owned)),
+    }
 }
 
 fn skip_ws(bytes: &[u8], mut at: usize) -> usize {

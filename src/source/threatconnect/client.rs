@@ -182,13 +182,8 @@ fn member_key(id: Option<&str>, last_modified: Option<&str>) -> ItemKey {
         .map_or(Ok(None), serde_json::from_str::<Option<i64>>)
         .ok()?;
     let last_modified = match last_modified {
-        None | Some("null") => None,
-        Some(v) if v.len() >= 2 && v.starts_with('"') && !v.contains('\\') => {
-            Some(Cow::Borrowed(&v[1..v.len() - 1]))
-        }
-        Some(v) => serde_json::from_str::<Option<String>>(v)
-            .ok()?
-            .map(Cow::Owned),
+        None => None,
+        Some(v) => walk::nullable_str(v)?,
     };
     key_of(id, last_modified.as_deref())
 }
@@ -248,13 +243,7 @@ impl<'a> Parts<'a> {
                     Some(())
                 }
                 2 => {
-                    parts.status = match walk.value(2)? {
-                        "null" => None,
-                        v if v.len() >= 2 && v.starts_with('"') && !v.contains('\\') => {
-                            Some(Cow::Borrowed(&v[1..v.len() - 1]))
-                        }
-                        v => Some(Cow::Owned(serde_json::from_str::<String>(v).ok()?)),
-                    };
+                    parts.status = walk::nullable_str(walk.value(2)?)?;
                     Some(())
                 }
                 _ => {

@@ -6,6 +6,7 @@
 //! gets exactly one re-authentication and one retry. The cursorMark is opaque: it is persisted
 //! verbatim, and only after the page it follows has been acknowledged.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +96,7 @@ impl Parts {
         };
         walk::envelope(body, &["data", "nextCursorMark"], |walk, field| {
             if field == 1 {
-                parts.next_cursor_mark = serde_json::from_str(walk.value(2)?).ok()?;
+                parts.next_cursor_mark = walk::nullable_str(walk.value(2)?)?.map(Cow::into_owned);
                 return Some(());
             }
             if walk.peek()? != b'[' {
