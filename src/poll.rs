@@ -29,6 +29,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -539,65 +541,123 @@ struct Deliverer<'a, K> {
 /// A page's durability and cursor commit, running beside the sending of the next page.
 type Committing<'a> = Pin<Box<dyn Future<Output = Result<Delivery, PollError>> + Send + 'a>>;
 
+/// One queue entry on its way: a chunk from the wait for its mapping to its acknowledgement,
+/// or the fetch failure that ends the queue. `Err` ends the delivery with that outcome.
+type Sending<'a, C> = Pin<Box<dyn Future<Output = Result<Sent<C>, Ended>> + Send + 'a>>;
+
+/// How the send stage ends.
+type Ended = Result<Delivery, PollError>;
+
+/// An acknowledged chunk: its counts, and the page's end when it was the page's last.
+struct Sent<C> {
+    indicators: usize,
+    error_documents: usize,
+    end: Option<PageEnd<C>>,
+}
+
+/// What the send stage waits for next.
+enum Next<C, E> {
+    Committed(Ended),
+    Sent(Result<Sent<C>, Ended>),
+    Queued(Option<Queued<C, E>>),
+}
+
 impl<K: Sink> Deliverer<'_, K> {
-    /// Sends the queued chunks in order. Once a page's last chunk is acknowledged, the page is
-    /// made durable, its cursor committed and the page reported, while the next page's chunks
-    /// are sent: one page at a time, in order (the previous page's commit is awaited before the
-    /// next one starts). Waiting for the fsync and the commit stalled the sender, and with it the
-    /// mapping behind it, for about a fifth of a page-10 000 run.
+    /// Sends the queued chunks, up to [`Sink::sends_in_flight`] at once, and takes their
+    /// acknowledgements in queue order. Once a page's last chunk is acknowledged (so every chunk
+    /// before it is too), the page is made durable, its cursor committed and the page reported,
+    /// while the next chunks are sent: one page at a time, in order (the previous page's commit
+    /// is awaited before the next one starts). Waiting for the fsync and the commit stalled the
+    /// sender, and with it the mapping behind it, for about a fifth of a page-10 000 run; and
+    /// one `Export` at a time left the host idle while each request travelled.
     async fn run<C: serde::Serialize + Clone + Send + Sync + 'static>(
         &self,
         mut queue: mpsc::Receiver<Queued<C, K::Encoded>>,
-    ) -> Result<Delivery, PollError> {
+    ) -> Ended {
+        let depth = self.sink.sends_in_flight().max(1);
         let (mut indicators, mut error_documents) = (0, 0);
         let mut committing: Option<Committing<'_>> = None;
+        let mut sending: FuturesOrdered<Sending<'_, C>> = FuturesOrdered::new();
+        let mut open = true;
         let outcome = loop {
-            let queued = match beside(&mut committing, queue.recv()).await {
-                Ok(Some(queued)) => queued,
-                Ok(None) => break Ok(Delivery::Acked),
-                Err(outcome) => break outcome,
+            if !open && sending.is_empty() {
+                break Ok(Delivery::Acked);
+            }
+            let next = tokio::select! {
+                biased;
+                done = maybe(committing.as_mut()) => Next::Committed(done),
+                Some(sent) = sending.next(), if !sending.is_empty() => Next::Sent(sent),
+                queued = queue.recv(), if open && sending.len() < depth => Next::Queued(queued),
             };
-            let (mapped, end) = match queued {
-                Queued::Chunk { mapped, end } => {
-                    match beside(&mut committing, joined(mapped)).await {
-                        Ok(mapped) => (mapped, end),
-                        Err(outcome) => break outcome,
+            match next {
+                Next::Committed(done) => {
+                    committing = None;
+                    if let Err(outcome) = acked(done) {
+                        break outcome;
                     }
                 }
-                Queued::Failed(e) => break Err(e),
-            };
-            if mapped.indicators > 0 {
-                let sent = self.retry(Stage::Send, || self.sink.send_encoded(&mapped.encoded));
-                match beside(&mut committing, sent).await {
-                    Ok(Ok(Delivery::Acked)) => {}
-                    // Stopping while the sink refuses (the page was never acknowledged whole,
-                    // so its cursor stays where it was and it is fetched again on restart), or
-                    // the commit beside it failed.
-                    Ok(other) | Err(other) => break other,
+                Next::Queued(None) => open = false,
+                Next::Queued(Some(Queued::Failed(e))) => {
+                    // Fetching stopped for good: the chunks ahead of it are delivered first.
+                    open = false;
+                    sending.push_back(Box::pin(std::future::ready(Err(Err(e)))));
+                }
+                Next::Queued(Some(Queued::Chunk { mapped, end })) => {
+                    sending.push_back(Box::pin(self.send_chunk(mapped, end)));
+                }
+                Next::Sent(Err(outcome)) => break outcome,
+                Next::Sent(Ok(sent)) => {
+                    indicators += sent.indicators;
+                    error_documents += sent.error_documents;
+                    let Some(end) = sent.end else { continue };
+                    if let Some(previous) = committing.take()
+                        && let Err(outcome) = acked(previous.await)
+                    {
+                        return outcome;
+                    }
+                    let counts = (
+                        std::mem::take(&mut indicators),
+                        std::mem::take(&mut error_documents),
+                    );
+                    committing = Some(Box::pin(self.commit_page(end, counts)));
                 }
             }
-            indicators += mapped.indicators;
-            error_documents += mapped.error_documents;
-            drop(mapped);
-            let Some(end) = end else { continue };
-            if let Some(previous) = committing.take()
-                && let Err(outcome) = acked(previous.await)
-            {
-                return outcome;
-            }
-            let counts = (
-                std::mem::take(&mut indicators),
-                std::mem::take(&mut error_documents),
-            );
-            committing = Some(Box::pin(self.commit_page(end, counts)));
         };
         // Whatever ended the loop, the page already acknowledged whole is still committed.
+        // Chunks still in flight are dropped unacknowledged (only a sink that may abandon a
+        // send has more than one): their page is sent again after a restart.
+        drop(sending);
         if let Some(last) = committing
             && let Err(failed) = acked(last.await)
         {
             return failed;
         }
         outcome
+    }
+
+    /// Waits for a chunk to be mapped and sends it, retrying until it is acknowledged.
+    async fn send_chunk<C>(
+        &self,
+        mapped: JoinHandle<MappedChunk<K::Encoded>>,
+        end: Option<PageEnd<C>>,
+    ) -> Result<Sent<C>, Ended> {
+        let mapped = joined(mapped).await;
+        if mapped.indicators > 0 {
+            match self
+                .retry(Stage::Send, || self.sink.send_encoded(&mapped.encoded))
+                .await
+            {
+                Ok(Delivery::Acked) => {}
+                // Stopping while the sink refuses (the page was never acknowledged whole, so
+                // its cursor stays where it was and it is fetched again on restart).
+                other => return Err(other),
+            }
+        }
+        Ok(Sent {
+            indicators: mapped.indicators,
+            error_documents: mapped.error_documents,
+            end,
+        })
     }
 
     /// Makes an acknowledged page durable, commits its cursor and reports it.
@@ -675,28 +735,16 @@ impl<K: Sink> Deliverer<'_, K> {
     }
 }
 
-/// Awaits `work` while the previous page's commit, if one is running, goes on beside it. A
-/// commit that ends in anything but success ends the delivery with its outcome (`Err`).
-async fn beside<T>(
-    committing: &mut Option<Committing<'_>>,
-    work: impl Future<Output = T>,
-) -> Result<T, Result<Delivery, PollError>> {
-    let mut work = std::pin::pin!(work);
-    if let Some(commit) = committing.as_mut() {
-        tokio::select! {
-            biased;
-            done = commit => {
-                *committing = None;
-                acked(done)?;
-            }
-            out = &mut work => return Ok(out),
-        }
+/// The running commit's outcome when it ends; never, when none is running.
+async fn maybe(committing: Option<&mut Committing<'_>>) -> Ended {
+    match committing {
+        Some(commit) => commit.await,
+        None => std::future::pending().await,
     }
-    Ok(work.await)
 }
 
 /// `Ok` when a page's commit succeeded; otherwise the outcome that ends the delivery.
-fn acked(outcome: Result<Delivery, PollError>) -> Result<(), Result<Delivery, PollError>> {
+fn acked(outcome: Ended) -> Result<(), Ended> {
     match outcome {
         Ok(Delivery::Acked) => Ok(()),
         other => Err(other),

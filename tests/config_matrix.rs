@@ -555,6 +555,7 @@ inputs:
             endpoint: "127.0.0.1:4317".into(),
             ssl: None,
             retry_max_elapsed: ti_sidecar::policy::default_otlp_retry_max_elapsed(),
+            batches_in_flight: ti_sidecar::policy::default_otlp_batches_in_flight(),
         }
     );
     assert_eq!(config.inputs.len(), 2);

@@ -46,6 +46,11 @@ struct Observed {
     sent_at: Mutex<Vec<tokio::time::Instant>>,
     /// The fetches made when each sweep was told it had ended.
     sweeps_ended_after: Mutex<Vec<usize>>,
+    /// Sends under way now, and the most at once.
+    sending: AtomicUsize,
+    max_sending: AtomicUsize,
+    /// The items acknowledged when each `make_durable` was called (before each commit).
+    acked_at_durable: Mutex<Vec<Vec<u64>>>,
 }
 
 /// The waits between consecutive instants.
@@ -170,6 +175,12 @@ struct RecordingSink {
     send_time: Duration,
     /// Time each `make_durable` takes (a file's fsync).
     durable_time: Duration,
+    /// Sends it takes at once.
+    in_flight: usize,
+    /// A chunk starting at this item is refused, every time.
+    refuse: Option<u64>,
+    /// A chunk starting at this item takes this long instead of `send_time`.
+    slow: Option<(u64, Duration)>,
 }
 
 impl Sink for RecordingSink {
@@ -192,8 +203,14 @@ impl Sink for RecordingSink {
     }
 
     async fn make_durable(&self) -> Result<(), SinkError> {
+        let acked = self.observed.delivered.lock().unwrap().clone();
+        self.observed.acked_at_durable.lock().unwrap().push(acked);
         tokio::time::sleep(self.durable_time).await;
         Ok(())
+    }
+
+    fn sends_in_flight(&self) -> usize {
+        self.in_flight
     }
 
     async fn send_encoded(&self, items: &Vec<u64>) -> Result<(), SinkError> {
@@ -202,7 +219,20 @@ impl Sink for RecordingSink {
             .lock()
             .unwrap()
             .push(tokio::time::Instant::now());
-        tokio::time::sleep(self.send_time).await;
+        let now = self.observed.sending.fetch_add(1, Ordering::SeqCst) + 1;
+        self.observed.max_sending.fetch_max(now, Ordering::SeqCst);
+        let time = match self.slow {
+            Some((first, time)) if first == items[0] => time,
+            _ => self.send_time,
+        };
+        tokio::time::sleep(time).await;
+        self.observed.sending.fetch_sub(1, Ordering::SeqCst);
+        if self.refuse == Some(items[0]) {
+            return Err(SinkError::Io {
+                target: "recording".to_owned(),
+                source: std::io::Error::other("scripted refusal"),
+            });
+        }
         let attempt = self.observed.sent.load(Ordering::SeqCst) + 1;
         let committed = self.state.load::<u64>("k").unwrap();
         {
@@ -237,6 +267,26 @@ struct Run {
 }
 
 impl Run {
+    /// Asserts the run gave up sending, with page 1 committed and page 2 not.
+    fn assert_gave_up_sending_at_page_2(&self) {
+        assert!(
+            matches!(
+                self.result,
+                Err(PollError::GaveUp {
+                    stage: ti_sidecar::telemetry::Stage::Send,
+                    ..
+                })
+            ),
+            "{:?}",
+            self.result.as_ref().err()
+        );
+        assert_eq!(
+            self.state.load::<u64>("k").unwrap(),
+            Some(1),
+            "page 1 committed, page 2 not"
+        );
+    }
+
     /// Asserts the sink acknowledged items `0..n`: all, once, in order.
     fn assert_delivered(&self, n: u64) {
         assert_eq!(
@@ -259,6 +309,12 @@ struct Script {
     /// Shut down at this fetch (1-based).
     stop_at_fetch: Option<usize>,
     schedule: Schedule,
+    /// Sends the sink takes at once.
+    in_flight: usize,
+    /// The chunk starting at this item is refused, every time.
+    refuse: Option<u64>,
+    /// The chunk starting at this item takes this long to send.
+    slow: Option<(u64, Duration)>,
 }
 
 impl Script {
@@ -277,6 +333,9 @@ impl Script {
             failing_fetches: 0,
             stop_at_fetch: None,
             schedule,
+            in_flight: 1,
+            refuse: None,
+            slow: None,
         }
     }
 
@@ -295,6 +354,9 @@ impl Script {
             fail: Mutex::new(self.fail.into_iter().collect()),
             send_time: self.send_time,
             durable_time: self.durable_time,
+            in_flight: self.in_flight,
+            refuse: self.refuse,
+            slow: self.slow,
         });
         let shutdown = CancellationToken::new();
         let poller = Poller {
@@ -420,22 +482,8 @@ async fn a_chunk_that_fails_leaves_its_page_uncommitted_and_a_rerun_resumes_at_t
     let per_page = CHUNK_ITEMS as u64 * 2;
     // Send 4 is page 2's second chunk (pages of two chunks); `once` gives up at once.
     let first = run(state.clone(), 3, per_page, &[4], Duration::ZERO).await;
-    assert!(
-        matches!(
-            first.result,
-            Err(PollError::GaveUp {
-                stage: ti_sidecar::telemetry::Stage::Send,
-                ..
-            })
-        ),
-        "{:?}",
-        first.result.err()
-    );
-    assert_eq!(
-        first.state.load::<u64>("k").unwrap(),
-        Some(1),
-        "page 1 committed, page 2 not (its first chunk was acknowledged, its second not)"
-    );
+    // Page 2's first chunk was acknowledged, its second not.
+    first.assert_gave_up_sending_at_page_2();
     let again = run(state, 3, per_page, &[], Duration::ZERO).await;
     again.result.unwrap();
     let resent = again.observed.delivered.lock().unwrap().clone();
@@ -443,6 +491,88 @@ async fn a_chunk_that_fails_leaves_its_page_uncommitted_and_a_rerun_resumes_at_t
         resent,
         (per_page..3 * per_page).collect::<Vec<_>>(),
         "no gap: the rerun starts at page 2; the only repeats are page 2's acknowledged chunk"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn chunks_travel_several_at_once_and_a_page_commits_only_behind_all_of_its_chunks() {
+    let (_dir, state) = store();
+    let per_page = CHUNK_ITEMS as u64 * 2;
+    // The first chunk answers last: the chunks after it, page 2's included, are acknowledged
+    // while it travels.
+    let r = Script {
+        send_time: Duration::from_millis(5),
+        slow: Some((0, Duration::from_millis(50))),
+        in_flight: 3,
+        ..Script::new(4, per_page)
+    }
+    .run(state)
+    .await;
+    r.result.as_ref().unwrap();
+    assert_eq!(
+        r.observed.max_sending.load(Ordering::SeqCst),
+        3,
+        "three sends at once, never more"
+    );
+    let mut delivered = r.observed.delivered.lock().unwrap().clone();
+    assert_ne!(delivered[0], 0, "a later chunk was acknowledged first");
+    delivered.sort_unstable();
+    assert_eq!(
+        delivered,
+        (0..4 * per_page).collect::<Vec<_>>(),
+        "all, once"
+    );
+    assert_eq!(r.state.load::<u64>("k").unwrap(), Some(4));
+    // Page p is made durable and committed only once every item of pages 1..=p is
+    // acknowledged, whichever answered first.
+    let at_durable = r.observed.acked_at_durable.lock().unwrap().clone();
+    assert_eq!(at_durable.len(), 4, "one commit a page");
+    for (page, acked) in (1..).zip(at_durable) {
+        let mut acked = acked;
+        acked.sort_unstable();
+        let through = page * per_page;
+        assert!(
+            acked.iter().take_while(|&&n| n < through).count() as u64 == through,
+            "page {page} committed before all of its items were acknowledged"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_chunk_among_several_in_flight_leaves_its_page_uncommitted_and_a_rerun_resumes_there()
+ {
+    let (_dir, state) = store();
+    let per_page = CHUNK_ITEMS as u64 * 2;
+    // Page 2's first chunk is refused; `once` gives up at once, while the chunks behind it
+    // may already be acknowledged.
+    let first = Script {
+        send_time: Duration::from_millis(5),
+        in_flight: 3,
+        refuse: Some(per_page),
+        ..Script::new(3, per_page)
+    }
+    .run(state.clone())
+    .await;
+    first.assert_gave_up_sending_at_page_2();
+    // Duplicates are bounded by what was in flight beside the refused chunk.
+    let past = first
+        .observed
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|&&n| n >= per_page)
+        .count();
+    assert!(
+        past <= 2 * CHUNK_ITEMS,
+        "{past} items acknowledged past the refusal"
+    );
+    let again = run(state, 3, per_page, &[], Duration::ZERO).await;
+    again.result.unwrap();
+    assert_eq!(
+        *again.observed.delivered.lock().unwrap(),
+        (per_page..3 * per_page).collect::<Vec<_>>(),
+        "no gap: the rerun starts at page 2"
     );
 }
 

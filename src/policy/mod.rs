@@ -56,12 +56,20 @@ pub enum OutputConfig {
         /// `retry_on_failure.max_elapsed_time`: how long one batch's transient export failures
         /// are retried before the poll loop sees the error (the collector exporter's name).
         retry_max_elapsed: Duration,
+        /// `sending_queue.num_consumers`: batches on their way to the receiver at once (the
+        /// collector exporter's name).
+        batches_in_flight: usize,
     },
 }
 
 /// The default of `retry_on_failure.max_elapsed_time` of an `otlp` output.
 pub fn default_otlp_retry_max_elapsed() -> Duration {
     Duration::from_secs(30)
+}
+
+/// The default of `sending_queue.num_consumers` of an `otlp` output.
+pub fn default_otlp_batches_in_flight() -> usize {
+    4
 }
 
 /// One input (one integration policy).

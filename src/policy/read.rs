@@ -276,10 +276,21 @@ fn read_output(r: &mut FieldReader<'_>) -> Option<OutputConfig> {
                 let problems = retry.finish();
                 r.absorb(problems);
             }
+            let mut batches_in_flight = super::default_otlp_batches_in_flight();
+            if let Some(mut queue) = r.object("sending_queue") {
+                batches_in_flight = queue.integer_in(
+                    "num_consumers",
+                    1..=64,
+                    super::default_otlp_batches_in_flight,
+                );
+                let problems = queue.finish();
+                r.absorb(problems);
+            }
             Some(OutputConfig::Otlp {
                 endpoint: endpoint?,
                 ssl,
                 retry_max_elapsed,
+                batches_in_flight,
             })
         }
         other => {
@@ -489,6 +500,7 @@ pub(crate) fn config_to_json(config: &Config) -> Value {
                     endpoint,
                     ssl,
                     retry_max_elapsed,
+                    batches_in_flight,
                 } => {
                     let mut v = serde_json::json!({
                         "type": "otlp",
@@ -497,6 +509,11 @@ pub(crate) fn config_to_json(config: &Config) -> Value {
                     if *retry_max_elapsed != super::default_otlp_retry_max_elapsed() {
                         v["retry_on_failure"] = serde_json::json!({
                             "max_elapsed_time": format_duration(*retry_max_elapsed),
+                        });
+                    }
+                    if *batches_in_flight != super::default_otlp_batches_in_flight() {
+                        v["sending_queue"] = serde_json::json!({
+                            "num_consumers": batches_in_flight,
                         });
                     }
                     if let Some(ssl) = ssl {

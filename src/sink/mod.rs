@@ -120,6 +120,14 @@ pub trait Sink: Send + Sync + 'static {
         }
     }
 
+    /// How many batches may be on their way at once, each acknowledged on its own (the poll
+    /// loop still takes the acknowledgements in order and commits a page only behind all of
+    /// its batches). A file takes one at a time: its lines are written in order. A network
+    /// sink lets the receiver work on one batch while the next travels.
+    fn sends_in_flight(&self) -> usize {
+        1
+    }
+
     /// Whether a `send` may be abandoned half-way on shutdown without harm. A network export
     /// can (nothing is acknowledged, the batch is sent again after restart); a file write cannot
     /// (it would leave half a line), so it is always finished.
@@ -141,9 +149,11 @@ pub async fn open(output: &OutputConfig) -> Result<AnySink, SinkError> {
             endpoint,
             ssl,
             retry_max_elapsed,
+            batches_in_flight,
         } => {
             let options = otlp::OtlpOptions {
                 give_up_after: *retry_max_elapsed,
+                batches_in_flight: *batches_in_flight,
                 ..otlp::OtlpOptions::default()
             };
             AnySink::Otlp(Box::new(otlp::OtlpSink::new(
@@ -199,6 +209,13 @@ impl Sink for AnySink {
         match self {
             Self::Ndjson(s) => s.make_durable().await,
             Self::Otlp(s) => s.make_durable().await,
+        }
+    }
+
+    fn sends_in_flight(&self) -> usize {
+        match self {
+            Self::Ndjson(s) => s.sends_in_flight(),
+            Self::Otlp(s) => s.sends_in_flight(),
         }
     }
 

@@ -53,6 +53,10 @@ pub struct OtlpOptions {
     pub retry_max: Duration,
     /// After this long without success, `send` returns the last error.
     pub give_up_after: Duration,
+    /// Batches on their way to the receiver at once, on the one HTTP/2 connection. One at a
+    /// time, the receiver sat idle while each request travelled and the sidecar waited for
+    /// each answer.
+    pub batches_in_flight: usize,
 }
 
 impl Default for OtlpOptions {
@@ -64,6 +68,7 @@ impl Default for OtlpOptions {
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
             give_up_after: Duration::from_secs(30),
+            batches_in_flight: crate::policy::default_otlp_batches_in_flight(),
         }
     }
 }
@@ -252,6 +257,10 @@ impl Sink for OtlpSink {
 
     fn abandon_safe(&self) -> bool {
         true
+    }
+
+    fn sends_in_flight(&self) -> usize {
+        self.options.batches_in_flight
     }
 
     /// Each document is written as its log record's protobuf bytes (a kvlist body) as soon as

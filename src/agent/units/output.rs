@@ -66,4 +66,39 @@ mod tests {
         let missing = OutputSpec::parse(&json!({"type": "otlp"})).expect_err("no endpoint");
         assert!(missing.to_string().contains("endpoint"), "{missing}");
     }
+
+    #[test]
+    fn batches_in_flight_are_the_exporters_sending_queue_consumers() {
+        let otlp = |extra: Value| {
+            let mut config = json!({"type": "otlp", "endpoint": "127.0.0.1:4317"});
+            config
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            OutputSpec::parse(&config)
+        };
+        let in_flight = |spec: OutputSpec| match spec.0 {
+            OutputConfig::Otlp {
+                batches_in_flight, ..
+            } => batches_in_flight,
+            OutputConfig::Ndjson { .. } => unreachable!(),
+        };
+        assert_eq!(
+            in_flight(otlp(json!({})).unwrap()),
+            policy::default_otlp_batches_in_flight()
+        );
+        let eight = json!({"sending_queue": {"num_consumers": 8}});
+        assert_eq!(in_flight(otlp(eight).unwrap()), 8);
+        for bad in [json!(0), json!(65), json!("4")] {
+            let e = otlp(json!({"sending_queue": {"num_consumers": bad}})).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("sending_queue.num_consumers"), "{e}");
+            assert!(e.contains(&bad.to_string()), "{e}");
+        }
+        let typo = otlp(json!({"sending_queue": {"consumers": 8}})).unwrap_err();
+        assert!(
+            typo.to_string().contains("sending_queue.consumers"),
+            "{typo}"
+        );
+    }
 }
