@@ -69,7 +69,7 @@ pub fn default_otlp_retry_max_elapsed() -> Duration {
 
 /// The default of `sending_queue.num_consumers` of an `otlp` output.
 pub fn default_otlp_batches_in_flight() -> usize {
-    4
+    8
 }
 
 /// One input (one integration policy).
