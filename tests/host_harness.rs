@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -271,7 +270,7 @@ async fn receiver_writes_ndjson_with_metadata_id() {
     let r = receiver.clone();
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(r))
+            .add_service(r.service(4 * 1024 * 1024))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
                 s.cancelled_owned(),

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod policy;
 pub mod receiver;
 pub mod server;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use prost::Message as _;
 use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
@@ -113,11 +113,8 @@ async fn start_receiver(
         .map_err(io("binding the OTLP receiver"))?;
     let addr = listener.local_addr().map_err(io("OTLP receiver address"))?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<LogsServiceServer<receiver::EventsReceiver>>()
-        .await;
-    let service =
-        LogsServiceServer::new(receiver).max_decoding_message_size(MAX_MESSAGE_SIZE as usize);
+    reporter.set_serving::<receiver::ExportService>().await;
+    let service = receiver.service(MAX_MESSAGE_SIZE as usize);
     tokio::spawn(async move {
         let served = Server::builder()
             .initial_stream_window_size(Some(16 * 1024 * 1024))

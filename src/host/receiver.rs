@@ -10,16 +10,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
+use bytes::{Buf as _, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use prost::Message as _;
 use serde_json::{Map, Value};
 use std::io::Write as _;
 use std::sync::Mutex;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
 use crate::sink::otlp::any_value_to_json;
@@ -83,14 +86,14 @@ fn attribute_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyKind> 
 }
 
 /// `@metadata`'s members and the record attributes they come from.
-const METADATA: [(&str, &str); 3] = [
+pub(super) const METADATA: [(&str, &str); 3] = [
     ("_id", "elasticsearch.document_id"),
     ("input_id", "elastic.input_id"),
     ("stream_id", "elastic.stream_id"),
 ];
 
 /// `data_stream`'s members and the record attributes they come from.
-const DATA_STREAM: [(&str, &str); 3] = [
+pub(super) const DATA_STREAM: [(&str, &str); 3] = [
     ("dataset", "data_stream.dataset"),
     ("namespace", "data_stream.namespace"),
     ("type", "data_stream.type"),
@@ -127,58 +130,165 @@ pub fn render(record: &LogRecord) -> Map<String, Value> {
     doc
 }
 
-#[tonic::async_trait]
-impl LogsService for EventsReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let request = request.into_inner();
-        let file = self.file.clone();
-        // Rendering and the write run on the blocking pool: the host's async workers also
-        // answer the component's check-ins, whose latency the host measures.
-        let done = tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::new();
-            let mut count = 0u64;
-            let mut datasets: BTreeMap<String, u64> = BTreeMap::new();
-            for rl in &request.resource_logs {
-                for sl in &rl.scope_logs {
-                    for record in &sl.log_records {
-                        count += 1;
-                        let dataset =
-                            match attribute_value(&record.attributes, "data_stream.dataset") {
-                                Some(AnyKind::StringValue(d)) => d.clone(),
-                                _ => String::new(),
-                            };
-                        *datasets.entry(dataset).or_default() += 1;
-                        write_line(&mut buf, record);
-                    }
-                }
-            }
-            if let Some(file) = &file {
-                let mut f = file
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                f.write_all(&buf)
-                    .and_then(|()| f.sync_data())
-                    .map_err(|e| Status::unavailable(format!("cannot write events: {e}")))?;
-            }
-            Ok::<_, Status>((count, datasets))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("the events writer stopped: {e}")))?;
-        let (count, datasets) = done?;
+impl EventsReceiver {
+    /// The `LogsService` this receiver serves (with `max_message_size` as its decoding limit),
+    /// for a tonic `Server`.
+    pub fn service(self, max_message_size: usize) -> ExportService {
+        ExportService {
+            receiver: self,
+            max_message_size,
+        }
+    }
+
+    /// Writes one request's records and syncs them; on the blocking pool.
+    fn write_request(&self, request: &[u8]) -> Result<(), Status> {
+        let lines = match super::wire::request_lines(request) {
+            Ok(lines) => lines,
+            // Not in the form every client writes: prost reads it (or refuses it), as before.
+            Err(super::wire::Unusual) => decoded_lines(request)?,
+        };
+        if let Some(file) = &self.file {
+            let mut f = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f.write_all(&lines.bytes)
+                .and_then(|()| f.sync_data())
+                .map_err(|e| Status::unavailable(format!("cannot write events: {e}")))?;
+        }
         {
             let mut per_dataset = self
                 .per_dataset
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (dataset, n) in datasets {
+            for (dataset, n) in lines.per_dataset {
                 *per_dataset.entry(dataset).or_default() += n;
             }
         }
-        self.received.fetch_add(count, Ordering::Relaxed);
-        Ok(Response::new(ExportLogsServiceResponse::default()))
+        self.received.fetch_add(lines.records, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A request's lines through prost's decoding: the reference the walk is held to, and the
+/// way for requests the walk leaves alone. Its error is tonic's for an undecodable message.
+pub(crate) fn decoded_lines(request: &[u8]) -> Result<super::wire::Lines, Status> {
+    let request =
+        ExportLogsServiceRequest::decode(request).map_err(|e| Status::internal(e.to_string()))?;
+    let mut lines = super::wire::Lines::default();
+    for rl in &request.resource_logs {
+        for sl in &rl.scope_logs {
+            for record in &sl.log_records {
+                lines.records += 1;
+                let dataset = match attribute_value(&record.attributes, "data_stream.dataset") {
+                    Some(AnyKind::StringValue(d)) => d.clone(),
+                    _ => String::new(),
+                };
+                *lines.per_dataset.entry(dataset).or_default() += 1;
+                write_line(&mut lines.bytes, record);
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// The receiver as a gRPC service: `LogsService/Export`, its request taken as bytes.
+///
+/// Tonic's generated server decodes each request into messages on an async worker before
+/// handing it over; here the bytes go to the blocking pool as they came, and are read there
+/// ([`super::wire`]). The host's async workers also answer the component's check-ins.
+#[derive(Clone)]
+pub struct ExportService {
+    receiver: EventsReceiver,
+    max_message_size: usize,
+}
+
+impl tonic::server::NamedService for ExportService {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+/// The `Export` method's path.
+const EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+impl<B> tower::Service<http::Request<B>> for ExportService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let service = self.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RequestBytes)
+                .apply_max_message_size_config(Some(service.max_message_size), None);
+            Ok(grpc.unary(service, request).await)
+        })
+    }
+}
+
+impl tonic::server::UnaryService<Bytes> for ExportService {
+    type Response = ExportLogsServiceResponse;
+    type Future = tonic::codegen::BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let receiver = self.receiver.clone();
+        Box::pin(async move {
+            let bytes = request.into_inner();
+            tokio::task::spawn_blocking(move || receiver.write_request(&bytes))
+                .await
+                .map_err(|e| Status::internal(format!("the events writer stopped: {e}")))??;
+            Ok(Response::new(ExportLogsServiceResponse::default()))
+        })
+    }
+}
+
+/// A codec that takes each request as its bytes and answers with a prost-encoded response.
+#[derive(Clone, Copy, Default)]
+struct RequestBytes;
+
+impl Codec for RequestBytes {
+    type Encode = ExportLogsServiceResponse;
+    type Decode = Bytes;
+    type Encoder = RequestBytes;
+    type Decoder = RequestBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RequestBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestBytes
+    }
+}
+
+impl Encoder for RequestBytes {
+    type Item = ExportLogsServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the Export response: {e}")))
+    }
+}
+
+impl Decoder for RequestBytes {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -227,7 +337,7 @@ pub fn write_line(out: &mut Vec<u8>, record: &LogRecord) {
 
 /// Writes an object of `members` as a `serde_json` map holds them: sorted by key, and of
 /// members with the same key, the last.
-fn write_members<T>(
+pub(super) fn write_members<T>(
     out: &mut Vec<u8>,
     mut members: Vec<(&str, T)>,
     mut value: impl FnMut(&mut Vec<u8>, T),
@@ -300,11 +410,11 @@ fn write_any(out: &mut Vec<u8>, value: Option<&AnyValue>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn kv(key: &str, value: Option<AnyValue>) -> KeyValue {
+    pub(crate) fn kv(key: &str, value: Option<AnyValue>) -> KeyValue {
         KeyValue {
             key: key.to_owned(),
             value,
@@ -312,7 +422,7 @@ mod tests {
         }
     }
 
-    fn kind(k: AnyKind) -> AnyValue {
+    pub(crate) fn kind(k: AnyKind) -> AnyValue {
         AnyValue { value: Some(k) }
     }
 
