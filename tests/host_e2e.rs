@@ -600,6 +600,47 @@ async fn killed_threatq_component_is_restarted_without_a_gap() {
     host.terminate();
 }
 
+/// A component killed while a page's chunks are on their way to the host (pages of two chunks,
+/// up to eight `Export` requests in flight, answered in any order) is restarted and delivers
+/// every indicator: no page was committed ahead of a chunk the host had not acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_threatconnect_component_with_requests_in_flight_is_restarted_without_a_gap() {
+    const N: usize = 6000;
+    let tc = tc_sim::start(tc_sim::SimArgs {
+        faults: FaultArgs {
+            latency_ms: 100,
+            ..FaultArgs::default()
+        },
+        ..common::sim_args(N)
+    })
+    .await
+    .expect("tc sim");
+    let ws = common::Workspace::new();
+    let policy = ws.path("policy.yml");
+    write(
+        &policy,
+        &format!(
+            "inputs:\n{}",
+            tc_input(
+                &tc,
+                "        batch_size: 1000\n        backfill_concurrency: 1\n"
+            )
+        ),
+    );
+    let events = ws.path("events.ndjson");
+    let mut host = Host::spawn(&policy, &events, &ws.state_dir(), &[]);
+    host.wait(&format!("{TC_UNIT} HEALTHY"));
+    // Mid-sweep (six pages at 100 ms each), once a page and a half has arrived.
+    host.wait_events(&events, |d| tc_ids(d).len() >= 1500);
+    let pid = host.component_pid();
+    signal("-KILL", &pid);
+    host.wait(&format!("component pid {pid} exited unexpectedly"));
+    host.wait("component started: pid");
+    let docs = host.wait_events(&events, |d| tc_ids(d).len() >= N);
+    assert_eq!(tc_ids(&docs).len(), N, "no gap after the restart");
+    host.terminate();
+}
+
 /// Mapping and file I/O never run on the component's async workers: during a backfill of
 /// 10 000-item pages, the control plane keeps answering (a diagnostics action every 100 ms, and
 /// the check-ins, every 25 s or on change, under the Agent's 30 s watchdog), no check-in is
