@@ -210,10 +210,21 @@ fn log_record(buf: &[u8], lines: &mut Lines) -> Walked<()> {
     lines.count(dataset);
     let out = &mut lines.bytes;
     let mut members: Vec<(&str, Member<'_>)> = match body {
-        Some(Some(Any::Kvlist(list))) => key_values(list, 8)?
-            .into_iter()
-            .map(|(key, value)| (key, Member::Value(value)))
-            .collect(),
+        Some(Some(Any::Kvlist(list))) => {
+            let pairs = key_values(list, 8)?;
+            // `@metadata` and `data_stream` come from the attributes and replace a body member
+            // of the same name, which prost reads all the same.
+            for (_, value) in pairs
+                .iter()
+                .filter(|(key, _)| matches!(*key, "@metadata" | "data_stream"))
+            {
+                write_value(&mut Vec::new(), *value, 8)?;
+            }
+            pairs
+                .into_iter()
+                .map(|(key, value)| (key, Member::Value(value)))
+                .collect()
+        }
         Some(other) => vec![("message", Member::Body(other))],
         None => Vec::new(),
     };
@@ -620,6 +631,35 @@ mod tests {
             assert_eq!(request_lines(&bytes), Err(Unusual), "{what}");
         }
         assert!(decoded_lines(&invalid).is_err());
+    }
+
+    /// Regression: a body member named `@metadata` (or `data_stream`) is replaced in the line
+    /// by the one built from the attributes, so the walk did not read its value, and accepted a
+    /// request whose value there prost refuses (found by the damaged-request property test).
+    #[test]
+    fn a_body_member_the_attributes_replace_is_still_read() {
+        for name in ["@metadata", "data_stream"] {
+            let value = kind(AnyKind::StringValue("\u{7f}".into()));
+            let record = LogRecord {
+                body: Some(kind(AnyKind::KvlistValue(KeyValueList {
+                    values: vec![kv(name, Some(value))],
+                }))),
+                attributes: vec![kv(
+                    "data_stream.type",
+                    Some(kind(AnyKind::StringValue("logs".into()))),
+                )],
+                ..Default::default()
+            };
+            let mut bytes = request_of(record);
+            assert!(request_lines(&bytes).is_ok(), "{name}");
+            let at = bytes.iter().position(|&b| b == 0x7f).unwrap();
+            bytes[at] = 0xFF;
+            assert!(
+                decoded_lines(&bytes).is_err(),
+                "prost refuses invalid UTF-8"
+            );
+            assert_eq!(request_lines(&bytes), Err(Unusual), "{name}");
+        }
     }
 
     /// A request of one scope of one resource holding `record`'s bytes.

@@ -84,6 +84,8 @@ pub struct OtlpSink {
     endpoint: String,
     options: OtlpOptions,
     rejected_records: AtomicU64,
+    /// The mean encoded record of the last chunk, to size the next chunk's buffer.
+    record_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for OtlpSink {
@@ -133,6 +135,7 @@ impl OtlpSink {
             endpoint: shown,
             options,
             rejected_records: AtomicU64::new(0),
+            record_bytes: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -143,7 +146,7 @@ impl OtlpSink {
 
     /// Sends one `Export` request, retrying transient failures until `give_up_after`.
     async fn export(&self, request: &EncodedExport) -> Result<(), SinkError> {
-        self.export_with(request, |bytes| {
+        self.export_with(request, |request| {
             let mut client = self.client.clone();
             async move {
                 client.ready().await.map_err(|e| {
@@ -151,7 +154,7 @@ impl OtlpSink {
                 })?;
                 client
                     .unary(
-                        tonic::Request::new(bytes),
+                        tonic::Request::new(request),
                         PathAndQuery::from_static(EXPORT),
                         PreEncoded,
                     )
@@ -170,10 +173,10 @@ impl OtlpSink {
         mut call: C,
     ) -> Result<(), SinkError>
     where
-        C: FnMut(Bytes) -> Fut,
+        C: FnMut(EncodedExport) -> Fut,
         Fut: Future<Output = Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status>>,
     {
-        let sent = request.records;
+        let sent = request.count;
         let started = tokio::time::Instant::now();
         let mut backoff =
             Backoff::clamped(self.options.retry_initial, self.options.retry_max, true);
@@ -182,7 +185,7 @@ impl OtlpSink {
             attempts += 1;
             let called = std::time::Instant::now();
             // A reference to the same bytes: a retry resends them as they are.
-            let answer = call(request.bytes.clone()).await;
+            let answer = call(request.clone()).await;
             let finished = |outcome, rejected| {
                 ExportFinished {
                     outcome,
@@ -271,13 +274,25 @@ impl Sink for OtlpSink {
         stream: &StreamIdentity,
         events: impl Iterator<Item = EcsEvent>,
     ) -> Vec<EncodedExport> {
-        encode_requests(
+        let guess = self.record_bytes.load(Ordering::Relaxed);
+        // An eighth more than the last chunk's mean: the buffer then grows by doubling (a copy
+        // of what it holds) only for an unusually large chunk.
+        let capacity = events.size_hint().0 * (guess + guess / 8);
+        let requests = encode_requests(
             input_id,
             stream,
             events,
             unix_nanos(chrono::Utc::now()),
             (self.options.max_records, self.options.max_bytes),
-        )
+            capacity,
+        );
+        let (bytes, records) = requests
+            .iter()
+            .fold((0, 0), |(b, r), e| (b + e.records.len(), r + e.count));
+        if let Some(mean) = bytes.checked_div(records) {
+            self.record_bytes.store(mean, Ordering::Relaxed);
+        }
+        requests
     }
 
     async fn send_encoded(&self, requests: &Vec<EncodedExport>) -> Result<(), SinkError> {
@@ -290,16 +305,17 @@ impl Sink for OtlpSink {
 
 /// The `Export` requests of `events`, observed at `observed` (ns): each document written as its
 /// record's protobuf bytes, the records cut into requests of at most `max_records` and about
-/// `max_bytes`.
+/// `max_bytes`, in one buffer of `capacity` bytes to start with.
 fn encode_requests(
     input_id: &str,
     stream: &StreamIdentity,
     events: impl Iterator<Item = EcsEvent>,
     observed: u64,
     (max_records, max_bytes): (usize, usize),
+    capacity: usize,
 ) -> Vec<EncodedExport> {
     let mut writer = otlp_wire::RecordWriter::default();
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(capacity);
     let mut ends = Vec::new();
     for event in events {
         writer.write(
@@ -311,18 +327,23 @@ fn encode_requests(
         );
         ends.push(bytes.len());
     }
+    // The requests share the records' one buffer: each is its header and a slice of it.
+    let bytes = Bytes::from(bytes);
     let mut start = 0;
-    let records: Vec<&[u8]> = ends
+    let records: Vec<std::ops::Range<usize>> = ends
         .iter()
         .map(|&end| {
-            let record = &bytes[start..end];
+            let record = start..end;
             start = end;
             record
         })
         .collect();
-    split(records, max_records, max_bytes, |r| r.len())
+    split(records, max_records, max_bytes, ExactSizeIterator::len)
         .iter()
-        .map(|records| EncodedExport::new(records))
+        .map(|records| {
+            let run = records.first().map_or(0, |r| r.start)..records.last().map_or(0, |r| r.end);
+            EncodedExport::new(bytes.slice(run), records.len())
+        })
         .collect()
 }
 
@@ -336,23 +357,33 @@ const EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 /// same stream to NDJSON).
 #[derive(Debug, Clone)]
 pub struct EncodedExport {
-    bytes: Bytes,
+    /// The request up to its records.
+    header: Bytes,
+    /// Its records' `log_records` fields, a slice of the chunk's one buffer.
+    records: Bytes,
     /// Log records in the request.
-    records: usize,
+    count: usize,
 }
 
 impl EncodedExport {
-    /// The request of `records` (each a `LogRecord`'s bytes).
-    fn new(records: &[&[u8]]) -> Self {
+    /// The request of `count` records, whose fields are `records`.
+    fn new(records: Bytes, count: usize) -> Self {
         static HEADER: std::sync::LazyLock<(Vec<u8>, Vec<u8>)> = std::sync::LazyLock::new(|| {
             let (resource, scope) = request_header();
             (resource.encode_to_vec(), scope.encode_to_vec())
         });
         let (resource, scope) = &*HEADER;
         Self {
-            bytes: otlp_wire::export_request(resource, scope, records).into(),
-            records: records.len(),
+            header: otlp_wire::export_request_header(resource, scope, records.len()).into(),
+            records,
+            count,
         }
+    }
+
+    /// The request's bytes, in one piece (tests).
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        [&self.header[..], &self.records[..]].concat()
     }
 }
 
@@ -362,7 +393,7 @@ impl EncodedExport {
 struct PreEncoded;
 
 impl Codec for PreEncoded {
-    type Encode = Bytes;
+    type Encode = EncodedExport;
     type Decode = ExportLogsServiceResponse;
     type Encoder = PreEncoded;
     type Decoder = PreEncoded;
@@ -377,11 +408,19 @@ impl Codec for PreEncoded {
 }
 
 impl Encoder for PreEncoded {
-    type Item = Bytes;
+    type Item = EncodedExport;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
+    fn encode(
+        &mut self,
+        item: EncodedExport,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        // One copy, into tonic's buffer, sized once: putting 1.8 MB into its default 8 KiB
+        // buffer grew it by doubling, copying it again each time.
+        dst.reserve(item.header.len() + item.records.len());
+        dst.put_slice(&item.header);
+        dst.put_slice(&item.records);
         Ok(())
     }
 }
@@ -508,7 +547,7 @@ fn record_attributes<'a>(
     input_id: &'a str,
     stream: &'a StreamIdentity,
     event: &'a EcsEvent,
-) -> impl Iterator<Item = (&'static str, &'a str)> {
+) -> impl Iterator<Item = (&'static str, &'a str)> + Clone {
     [
         ("data_stream.type", "logs"),
         ("data_stream.dataset", stream.dataset.as_str()),
@@ -720,10 +759,11 @@ pub(crate) mod reference {
             events.clone().into_iter(),
             unix_nanos(observed),
             (usize::MAX, usize::MAX),
+            0,
         );
         let written = requests.first().map_or_else(
-            || EncodedExport::new(&[]).bytes.to_vec(),
-            |r| r.bytes.to_vec(),
+            || EncodedExport::new(Bytes::new(), 0).to_vec(),
+            EncodedExport::to_vec,
         );
         let reference = export_request(
             events
@@ -958,6 +998,52 @@ mod tests {
         }
     }
 
+    /// The requests cut from one chunk share its records' buffer (each is its own header and a
+    /// slice of it), and each is prost's encoding of its records.
+    #[test]
+    fn requests_cut_from_one_buffer_are_each_prosts_encoding() {
+        let stream = StreamIdentity {
+            id: "tc-indicator".into(),
+            dataset: "ti_threatconnect.indicator".into(),
+            namespace: "default".into(),
+        };
+        let observed = chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap_or_default();
+        let events: Vec<EcsEvent> = (0..5)
+            .map(|i: i64| {
+                let serde_json::Value::Object(doc) =
+                    json!({"n": i, "s": "x".repeat(usize::try_from(i).unwrap_or(0) * 100)})
+                else {
+                    unreachable!()
+                };
+                EcsEvent {
+                    id: Some(format!("id-{i}")),
+                    timestamp: chrono::DateTime::from_timestamp(i, 0),
+                    doc: Document::Map(doc),
+                }
+            })
+            .collect();
+        let requests = encode_requests(
+            "tc",
+            &stream,
+            events.clone().into_iter(),
+            unix_nanos(observed),
+            (2, usize::MAX),
+            0,
+        );
+        assert_eq!(requests.len(), 3);
+        for (request, events) in requests.iter().zip(events.chunks(2)) {
+            assert_eq!(request.count, events.len());
+            let reference = export_request(
+                events
+                    .iter()
+                    .map(|e| log_record("tc", &stream, e.clone(), observed))
+                    .collect(),
+            )
+            .encode_to_vec();
+            assert_eq!(request.to_vec(), reference);
+        }
+    }
+
     /// A `RESOURCE_EXHAUSTED` carrying `RetryInfo` with `delay`.
     fn exhausted_retry_in(delay: prost_types::Duration) -> tonic::Status {
         let info = RetryInfo {
@@ -998,7 +1084,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         let mut calls = Vec::new();
         let result = sink
-            .export_with(&EncodedExport::new(&[]), |_| {
+            .export_with(&EncodedExport::new(Bytes::new(), 0), |_| {
                 calls.push(start.elapsed());
                 let answer = answers(calls.len()).map(tonic::Response::new);
                 async move { answer }

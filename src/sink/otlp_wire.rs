@@ -318,12 +318,14 @@ pub(crate) struct RecordWriter {
 
 impl RecordWriter {
     /// Appends the `LogRecord` of `doc` (its body), with the string `attributes` in order and
-    /// the two times (0: not written), to `out`.
+    /// the two times (0: not written), to `out`, as a `ScopeLogs.log_records` field (its tag
+    /// and length first): a request is then its header and a run of such fields, sent without
+    /// copying the records into it ([`export_request_header`]).
     pub(crate) fn write<'a>(
         &mut self,
         out: &mut Vec<u8>,
         doc: &Document,
-        attributes: impl IntoIterator<Item = (&'static str, &'a str)>,
+        attributes: impl IntoIterator<Item = (&'static str, &'a str)> + Clone,
         time_unix_nano: u64,
         observed_time_unix_nano: u64,
     ) {
@@ -344,12 +346,24 @@ fn write_log_record<'a>(
     out: &mut Vec<u8>,
     lengths: &mut Lengths,
     doc: &Document,
-    attributes: impl IntoIterator<Item = (&'static str, &'a str)>,
+    attributes: impl IntoIterator<Item = (&'static str, &'a str)> + Clone,
     time_unix_nano: u64,
     observed_time_unix_nano: u64,
 ) {
     let body = Shape::document(doc);
     let body_inner = lengths.measure_kvlist(&body);
+    let time_len = |t: u64| if t == 0 { 0 } else { 9 };
+    let record = time_len(time_unix_nano)
+        + field_len(field_len(body_inner))
+        + attributes
+            .clone()
+            .into_iter()
+            .map(|(key, value)| field_len(key_value_len(key, Scalar::Str(value).len())))
+            .sum::<usize>()
+        + time_len(observed_time_unix_nano);
+    out.reserve(field_len(record));
+    // ScopeLogs { log_records 2 }.
+    put_len_field(out, 2, record);
     if time_unix_nano != 0 {
         out.push(tag(1, I64));
         out.extend_from_slice(&time_unix_nano.to_le_bytes());
@@ -369,22 +383,19 @@ fn write_log_record<'a>(
     }
 }
 
-/// The protobuf bytes of an `ExportLogsServiceRequest` of `records` (each a `LogRecord`'s
-/// bytes) under one resource (`resource`, a `Resource`'s bytes) and one scope (`scope`, an
-/// `InstrumentationScope`'s bytes).
-pub(crate) fn export_request(resource: &[u8], scope: &[u8], records: &[&[u8]]) -> Vec<u8> {
-    let scope_logs: usize =
-        field_len(scope.len()) + records.iter().map(|r| field_len(r.len())).sum::<usize>();
+/// The protobuf bytes of an `ExportLogsServiceRequest` up to its records, under one resource
+/// (`resource`, a `Resource`'s bytes) and one scope (`scope`, an `InstrumentationScope`'s
+/// bytes), for records of `records` bytes (their `log_records` fields, as [`RecordWriter`]
+/// writes them) that follow it.
+pub(crate) fn export_request_header(resource: &[u8], scope: &[u8], records: usize) -> Vec<u8> {
+    let scope_logs = field_len(scope.len()) + records;
     let resource_logs = field_len(resource.len()) + field_len(scope_logs);
-    let mut out = Vec::with_capacity(field_len(resource_logs));
+    let mut out = Vec::with_capacity(field_len(resource_logs) - records);
     // ExportLogsServiceRequest { resource_logs 1: ResourceLogs { resource 1, scope_logs 2:
     // ScopeLogs { scope 1, log_records 2 } } }.
     put_len_field(&mut out, 1, resource_logs);
     put_message(&mut out, 1, resource);
     put_len_field(&mut out, 2, scope_logs);
     put_message(&mut out, 1, scope);
-    for record in records {
-        put_message(&mut out, 2, record);
-    }
     out
 }
