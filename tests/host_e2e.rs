@@ -94,10 +94,11 @@ impl Host {
         self.lines().wait_all(wanted);
     }
 
-    /// Waits for `events received` notices until `done(events)` holds.
+    /// Waits for `events received` notices until `done(events)` holds. The host may be writing
+    /// a request's lines as the file is read: only complete lines count.
     fn wait_events(&mut self, events: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         loop {
-            let docs = common::read_events(events);
+            let docs = common::read_complete_events(events);
             if done(&docs) {
                 return docs;
             }

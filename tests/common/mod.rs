@@ -375,10 +375,11 @@ pub fn read_events(path: &Path) -> Vec<Value> {
     parse_lines(&text)
 }
 
-/// The complete lines of an events file written by a process killed with SIGKILL: a write
-/// in progress leaves its last line cut short (the next open cuts it off, see
+/// The complete lines of an events file that a running process is still appending to, or
+/// that a process killed with SIGKILL wrote: a write in progress leaves its last line cut short
+/// (a reader can see part of a write; after a kill, the next open cuts it off, see
 /// `ndjson::open_lines_for_append`); every line before it must be whole.
-pub fn read_events_after_kill(path: &Path) -> Vec<Value> {
+pub fn read_complete_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
     parse_lines(complete)
