@@ -178,12 +178,12 @@ pub(crate) fn decoded_lines(request: &[u8]) -> Result<super::wire::Lines, Status
     for rl in &request.resource_logs {
         for sl in &rl.scope_logs {
             for record in &sl.log_records {
-                lines.records += 1;
-                let dataset = match attribute_value(&record.attributes, "data_stream.dataset") {
-                    Some(AnyKind::StringValue(d)) => d.clone(),
-                    _ => String::new(),
-                };
-                *lines.per_dataset.entry(dataset).or_default() += 1;
+                lines.count(
+                    match attribute_value(&record.attributes, "data_stream.dataset") {
+                        Some(AnyKind::StringValue(d)) => d,
+                        _ => "",
+                    },
+                );
                 write_line(&mut lines.bytes, record);
             }
         }
@@ -337,10 +337,21 @@ pub fn write_line(out: &mut Vec<u8>, record: &LogRecord) {
 
 /// Writes an object of `members` as a `serde_json` map holds them: sorted by key, and of
 /// members with the same key, the last.
-pub(super) fn write_members<T>(
+fn write_members<T>(
+    out: &mut Vec<u8>,
+    members: Vec<(&str, T)>,
+    value: impl FnMut(&mut Vec<u8>, T),
+) {
+    write_members_then(out, members, value, drop);
+}
+
+/// [`write_members`], handing each member that a later one of the same key replaces to
+/// `replaced` instead of writing it.
+pub(super) fn write_members_then<T>(
     out: &mut Vec<u8>,
     mut members: Vec<(&str, T)>,
     mut value: impl FnMut(&mut Vec<u8>, T),
+    mut replaced: impl FnMut(T),
 ) {
     members.sort_by(|a, b| a.0.cmp(b.0));
     out.push(b'{');
@@ -348,6 +359,7 @@ pub(super) fn write_members<T>(
     let mut members = members.into_iter().peekable();
     while let Some((key, v)) = members.next() {
         if members.peek().is_some_and(|(next, _)| *next == key) {
+            replaced(v);
             continue;
         }
         if !first {

@@ -15,16 +15,16 @@
 //! stands. Property tests hold the two to the same lines, and hold the walk to giving up on
 //! whatever prost refuses.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value as AnyKind};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message as _;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
-use super::receiver::{DATA_STREAM, METADATA, write_members};
+use super::receiver::{DATA_STREAM, METADATA, write_members_then};
 use crate::ingest::json::write_str;
 
 /// The walk met something it does not read itself; prost reads the request instead.
@@ -118,7 +118,7 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    fn count(&mut self, dataset: &str) {
+    pub(crate) fn count(&mut self, dataset: &str) {
         self.records += 1;
         match self.per_dataset.get_mut(dataset) {
             Some(n) => *n += 1,
@@ -141,23 +141,24 @@ pub(crate) fn request_lines(request: &[u8]) -> Walked<Lines> {
 }
 
 fn resource_logs(buf: &[u8], lines: &mut Lines) -> Walked<()> {
-    each_field(buf, |tag, field| match tag {
-        // Not written, but prost would refuse the request for a bad one.
-        1 => Resource::decode(message(field)?)
-            .map(drop)
-            .map_err(|_| Unusual),
-        2 => scope_logs(message(field)?, lines),
-        3 => check(field, WireType::LengthDelimited, true),
-        _ => Ok(()),
-    })
+    logs::<Resource>(buf, lines, scope_logs)
 }
 
 fn scope_logs(buf: &[u8], lines: &mut Lines) -> Walked<()> {
+    logs::<InstrumentationScope>(buf, lines, log_record)
+}
+
+/// A `ResourceLogs` or a `ScopeLogs`: its `M` (1), its children (2, each read by `child`) and
+/// its schema URL (3).
+fn logs<M: prost::Message + Default>(
+    buf: &[u8],
+    lines: &mut Lines,
+    child: fn(&[u8], &mut Lines) -> Walked<()>,
+) -> Walked<()> {
     each_field(buf, |tag, field| match tag {
-        1 => InstrumentationScope::decode(message(field)?)
-            .map(drop)
-            .map_err(|_| Unusual),
-        2 => log_record(message(field)?, lines),
+        // Not written, but prost would refuse the request for a bad one.
+        1 => M::decode(message(field)?).map(drop).map_err(|_| Unusual),
+        2 => child(message(field)?, lines),
         3 => check(field, WireType::LengthDelimited, true),
         _ => Ok(()),
     })
@@ -192,7 +193,7 @@ fn log_record(buf: &[u8], lines: &mut Lines) -> Walked<()> {
     let body = body.map(|b| read_any(b, 5)).transpose()?;
     // Prost reads every attribute, the ones no line shows too.
     for (_, value) in &attributes {
-        write_value(&mut Vec::new(), *value, 6)?;
+        check_value(*value, 6)?;
     }
     let first = |key: &str| {
         attributes
@@ -210,28 +211,17 @@ fn log_record(buf: &[u8], lines: &mut Lines) -> Walked<()> {
     lines.count(dataset);
     let out = &mut lines.bytes;
     let mut members: Vec<(&str, Member<'_>)> = match body {
-        Some(Some(Any::Kvlist(list))) => {
-            let pairs = key_values(list, 8)?;
-            // `@metadata` and `data_stream` come from the attributes and replace a body member
-            // of the same name, which prost reads all the same.
-            for (_, value) in pairs
-                .iter()
-                .filter(|(key, _)| matches!(*key, "@metadata" | "data_stream"))
-            {
-                write_value(&mut Vec::new(), *value, 8)?;
-            }
-            pairs
-                .into_iter()
-                .map(|(key, value)| (key, Member::Value(value)))
-                .collect()
-        }
+        Some(Some(Any::Kvlist(list))) => key_values(list)?
+            .into_iter()
+            .map(|(key, value)| (key, Member::Value(value)))
+            .collect(),
         Some(other) => vec![("message", Member::Body(other))],
         None => Vec::new(),
     };
     let from_attributes = |table: [(&'static str, &str); 3]| -> Vec<_> {
         table
             .into_iter()
-            .filter_map(|(to, from)| Some((to, first(from)?)))
+            .filter_map(|(to, from)| Some((to, Some(first(from)?))))
             .collect()
     };
     members.push(("@metadata", Member::Attributes(from_attributes(METADATA))));
@@ -239,22 +229,27 @@ fn log_record(buf: &[u8], lines: &mut Lines) -> Walked<()> {
     if !ds.is_empty() {
         members.push(("data_stream", Member::Attributes(ds)));
     }
-    let mut failed = Ok(());
-    write_members(out, members, |out, member| {
-        let written = match member {
-            Member::Value(v) => write_value(out, v, 8),
-            Member::Body(v) => write_any(out, v, 5),
-            Member::Attributes(list) => {
-                let mut failed = Ok(());
-                write_members(out, list, |out, v| {
-                    failed = failed.and_then(|()| write_value(out, Some(v), 6));
-                });
-                failed
+    // A body member that `@metadata` or `data_stream` (or a later body member) replaces is
+    // not written, but prost reads it all the same.
+    let failed = Cell::new(Ok(()));
+    let fail = |result: Walked<()>| failed.set(failed.get().and(result));
+    write_members_then(
+        out,
+        members,
+        |out, member| {
+            fail(match member {
+                Member::Value(v) => write_value(out, v, 8),
+                Member::Body(v) => write_any(out, v, 5),
+                Member::Attributes(list) => write_pairs(out, list, 6),
+            });
+        },
+        |member| {
+            if let Member::Value(v) = member {
+                fail(check_value(v, 8));
             }
-        };
-        failed = failed.and(written);
-    });
-    failed?;
+        },
+    );
+    failed.get()?;
     out.push(b'\n');
     Ok(())
 }
@@ -266,7 +261,7 @@ enum Member<'a> {
     /// A body that is not a kvlist, as `message`.
     Body(Option<Any<'a>>),
     /// `@metadata` or `data_stream`: attribute values' bytes.
-    Attributes(Vec<(&'static str, &'a [u8])>),
+    Attributes(Vec<Pair<'a>>),
 }
 
 fn key_value(buf: &[u8]) -> Walked<Pair<'_>> {
@@ -288,9 +283,8 @@ fn key_value(buf: &[u8]) -> Walked<Pair<'_>> {
     Ok((key, value))
 }
 
-/// A `KeyValueList`'s pairs, whose values are at `depth`. A value no line shows (a key given
-/// again later) is read here, since prost reads it.
-fn key_values(buf: &[u8], depth: u32) -> Walked<Vec<Pair<'_>>> {
+/// A `KeyValueList`'s pairs.
+fn key_values(buf: &[u8]) -> Walked<Vec<Pair<'_>>> {
     let mut pairs = Vec::new();
     each_field(buf, |tag, field| match tag {
         1 => {
@@ -299,15 +293,26 @@ fn key_values(buf: &[u8], depth: u32) -> Walked<Vec<Pair<'_>>> {
         }
         _ => Ok(()),
     })?;
-    // Clients write each key once, and the sidecar in order: only then is a search needed.
-    if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
-        for (i, (key, value)) in pairs.iter().enumerate() {
-            if pairs[i + 1..].iter().any(|(later, _)| later == key) {
-                write_value(&mut Vec::new(), *value, depth)?;
-            }
-        }
-    }
     Ok(pairs)
+}
+
+/// Writes `pairs` as an object (see [`write_members_then`]), their values at `depth`. A value
+/// that a later pair of the same key replaces is read all the same, as prost reads it.
+fn write_pairs(out: &mut Vec<u8>, pairs: Vec<Pair<'_>>, depth: u32) -> Walked<()> {
+    let failed = Cell::new(Ok(()));
+    let fail = |result: Walked<()>| failed.set(failed.get().and(result));
+    write_members_then(
+        out,
+        pairs,
+        |out, v| fail(write_value(out, v, depth)),
+        |v| fail(check_value(v, depth)),
+    );
+    failed.get()
+}
+
+/// Reads a value as prost would, writing nothing.
+fn check_value(value: Option<&[u8]>, depth: u32) -> Walked<()> {
+    write_value(&mut Vec::new(), value, depth)
 }
 
 /// An `AnyValue`'s member; lists and kvlists are still bytes.
@@ -402,12 +407,7 @@ fn write_any(out: &mut Vec<u8>, value: Option<Any<'_>>, depth: u32) -> Walked<()
         }
         Any::Kvlist(list) => {
             // Depth: the list, the pair, the value.
-            let pairs = key_values(list, depth + 3)?;
-            let mut failed = Ok(());
-            write_members(out, pairs, |out, v| {
-                failed = failed.and_then(|()| write_value(out, v, depth + 3));
-            });
-            failed?;
+            write_pairs(out, key_values(list)?, depth + 3)?;
         }
         Any::Bytes(b) => {
             let value = AnyValue {
@@ -428,6 +428,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValue, KeyValueList};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use proptest::prelude::*;
+    use prost::Message as _;
 
     /// Any `AnyValue`, every member kind included (bytes, string indexes, NaN, no member).
     fn arb_any() -> impl Strategy<Value = AnyValue> + Clone {

@@ -136,6 +136,33 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
+/// The mean size of an item (an NDJSON line, an OTLP record) in the last batch a sink encoded,
+/// to size the next batch's buffer once: a buffer grown by doubling copies what it holds each
+/// time (megabytes per chunk).
+#[derive(Debug)]
+pub(crate) struct SizeGuess(std::sync::atomic::AtomicUsize);
+
+impl SizeGuess {
+    /// Starting from `first`, before any batch was encoded.
+    pub(crate) const fn new(first: usize) -> Self {
+        Self(std::sync::atomic::AtomicUsize::new(first))
+    }
+
+    /// Room for `items` items: an eighth more than the last mean, as items vary from batch to
+    /// batch.
+    pub(crate) fn capacity(&self, items: usize) -> usize {
+        let mean = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        items * (mean + mean / 8)
+    }
+
+    /// Learns from a batch of `items` items in `bytes` bytes.
+    pub(crate) fn learn(&self, bytes: usize, items: usize) {
+        if let Some(mean) = bytes.checked_div(items) {
+            self.0.store(mean, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Opens the sink an output block asks for: the one place `run` and `agent` open outputs.
 /// The output's security notes (a relaxed `verification_mode`, plain-text OTLP to another
 /// host) are logged here, once per open.

@@ -9,12 +9,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::{Sink, SinkError};
+use super::{Sink, SinkError, SizeGuess};
 use crate::ingest::EcsEvent;
 use crate::ingest::json::write_str;
 use crate::policy::StreamIdentity;
@@ -38,7 +37,7 @@ pub struct NdjsonSink {
     name: String,
     /// The mean line length of the last chunk encoded, to size the next chunk's buffer once:
     /// a guess per event grew each buffer by doubling, copying megabytes (1.4% of a run).
-    line_bytes: AtomicUsize,
+    line_bytes: SizeGuess,
 }
 
 impl NdjsonSink {
@@ -48,7 +47,7 @@ impl NdjsonSink {
             return Ok(Self {
                 target: Mutex::new(Target::Stdout),
                 name: "stdout".to_owned(),
-                line_bytes: AtomicUsize::new(FIRST_LINE_GUESS),
+                line_bytes: SizeGuess::new(FIRST_LINE_GUESS),
             });
         }
         let name = path.display().to_string();
@@ -65,7 +64,7 @@ impl NdjsonSink {
         Ok(Self {
             target: Mutex::new(Target::File(Arc::new(file))),
             name,
-            line_bytes: AtomicUsize::new(FIRST_LINE_GUESS),
+            line_bytes: SizeGuess::new(FIRST_LINE_GUESS),
         })
     }
 
@@ -184,18 +183,14 @@ impl Sink for NdjsonSink {
         events: impl Iterator<Item = EcsEvent>,
     ) -> Bytes {
         let shared = Shared::of(input_id, stream);
-        let guess = self.line_bytes.load(Ordering::Relaxed);
-        // An eighth more than the last chunk's mean: lines vary from chunk to chunk.
-        let mut buf = Vec::with_capacity(events.size_hint().0 * (guess + guess / 8));
+        let mut buf = Vec::with_capacity(self.line_bytes.capacity(events.size_hint().0));
         let mut lines = 0;
         for event in events {
             shared.write_line(event.id.as_deref(), &event.doc, &mut buf);
             buf.push(b'\n');
             lines += 1;
         }
-        if let Some(mean) = buf.len().checked_div(lines) {
-            self.line_bytes.store(mean, Ordering::Relaxed);
-        }
+        self.line_bytes.learn(buf.len(), lines);
         Bytes::from(buf)
     }
 

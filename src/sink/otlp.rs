@@ -85,7 +85,7 @@ pub struct OtlpSink {
     options: OtlpOptions,
     rejected_records: AtomicU64,
     /// The mean encoded record of the last chunk, to size the next chunk's buffer.
-    record_bytes: std::sync::atomic::AtomicUsize,
+    record_bytes: super::SizeGuess,
 }
 
 impl std::fmt::Debug for OtlpSink {
@@ -135,7 +135,7 @@ impl OtlpSink {
             endpoint: shown,
             options,
             rejected_records: AtomicU64::new(0),
-            record_bytes: std::sync::atomic::AtomicUsize::new(0),
+            record_bytes: super::SizeGuess::new(0),
         })
     }
 
@@ -274,10 +274,7 @@ impl Sink for OtlpSink {
         stream: &StreamIdentity,
         events: impl Iterator<Item = EcsEvent>,
     ) -> Vec<EncodedExport> {
-        let guess = self.record_bytes.load(Ordering::Relaxed);
-        // An eighth more than the last chunk's mean: the buffer then grows by doubling (a copy
-        // of what it holds) only for an unusually large chunk.
-        let capacity = events.size_hint().0 * (guess + guess / 8);
+        let capacity = self.record_bytes.capacity(events.size_hint().0);
         let requests = encode_requests(
             input_id,
             stream,
@@ -289,9 +286,7 @@ impl Sink for OtlpSink {
         let (bytes, records) = requests
             .iter()
             .fold((0, 0), |(b, r), e| (b + e.records.len(), r + e.count));
-        if let Some(mean) = bytes.checked_div(records) {
-            self.record_bytes.store(mean, Ordering::Relaxed);
-        }
+        self.record_bytes.learn(bytes, records);
         requests
     }
 
