@@ -351,6 +351,13 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
+/// Appends the entries as [`Object::insert`] does, one by one.
+impl Extend<(Key, Node)> for Object {
+    fn extend<I: IntoIterator<Item = (Key, Node)>>(&mut self, entries: I) {
+        self.entries.extend(entries);
+    }
+}
+
 impl IntoIterator for Object {
     type Item = (Key, Node);
     type IntoIter = std::vec::IntoIter<(Key, Node)>;

@@ -819,24 +819,24 @@ fn copy_value(v: Option<&Value>, to: &mut Object, key: &'static str) {
 impl CreatedBy<'_> {
     /// `created_by` (D1–D11 / §9).
     fn into_created_by(self) -> Object {
-        let mut m = Object::new();
-        let names = [
-            ("first_name", self.first_name),
-            ("last_name", self.last_name),
-            ("user_name", self.user_name),
-        ];
-        for (key, name) in names {
-            if let Some(n) = name {
-                m.insert(key, n.into_value());
-            }
+        // In key order: finishing then finds the object sorted.
+        let mut m = Object::with_capacity(6);
+        if let Some(n) = self.first_name {
+            m.insert("first_name", n.into_value());
         }
         if let Some(id) = &self.id {
             m.insert("id", id.to_string_node());
+        }
+        if let Some(n) = self.last_name {
+            m.insert("last_name", n.into_value());
         }
         for (key, v) in [("owner", self.owner), ("pseudonym", self.pseudonym)] {
             if let Some(v) = v {
                 m.insert(key, v);
             }
+        }
+        if let Some(n) = self.user_name {
+            m.insert("user_name", n.into_value());
         }
         m
     }
@@ -900,16 +900,26 @@ impl Group<'_> {
             external.insert("last_modified", d);
         }
         g.insert_object("external", external);
-        for (parent, key, v) in [
-            ("document", "type", self.document_type),
-            ("file", "name", self.file_name),
-            ("file", "text", self.file_text),
-            ("file", "type", self.file_type),
-            ("owner", "name", self.owner_name),
-        ] {
+        // `file` and `owner` in key order: finishing then finds them sorted.
+        if let Some(v) = self.document_type {
+            g.nested("document", "type", v);
+        }
+        if let Some(v) = self.file_name {
+            g.nested("file", "name", v);
+        }
+        if let Some(s) = &self.file_size {
+            g.nested("file", "size", s.to_string_node());
+        }
+        for (key, v) in [("text", self.file_text), ("type", self.file_type)] {
             if let Some(v) = v {
-                g.nested(parent, key, v);
+                g.nested("file", key, v);
             }
+        }
+        if let Some(s) = &self.owner_id {
+            g.nested("owner", "id", s.to_string_node());
+        }
+        if let Some(v) = self.owner_name {
+            g.nested("owner", "name", v);
         }
         for (key, v) in [
             ("down_vote_count", self.down_vote_count),
@@ -921,12 +931,6 @@ impl Group<'_> {
             if let Some(v) = v {
                 g.insert(key, v);
             }
-        }
-        if let Some(s) = &self.file_size {
-            g.nested("file", "size", s.to_string_node());
-        }
-        if let Some(s) = &self.owner_id {
-            g.nested("owner", "id", s.to_string_node());
         }
         if let Some(s) = &self.id {
             g.insert("id", s.to_string_node());
@@ -1033,7 +1037,7 @@ fn associated_indicator(mut item: AssociatedIndicator) -> Option<Object> {
         }
     }
     let mut active = Object::new();
-    for (from, to) in [("active", "value"), ("activeLocked", "locked")] {
+    for (from, to) in [("activeLocked", "locked"), ("active", "value")] {
         if let Some(v) = item.take(from).filter(|v| !matches!(v, Node::Null)) {
             active.insert(to, convert(v, Boolean)?);
         }
@@ -1128,9 +1132,6 @@ impl Tag<'_> {
         if let Some(n) = self.name {
             t.insert("name", n);
         }
-        if let Some(id) = self.technique_id {
-            t.nested("technique", "id", id.node());
-        }
         if let Some(tactics) = self.tactics {
             let tactics = match tactics {
                 Value::Object(mut m) if m.contains_key("data") => m.remove("data"),
@@ -1139,6 +1140,9 @@ impl Tag<'_> {
             if let Some(v) = tactics {
                 t.insert("tactics", v);
             }
+        }
+        if let Some(id) = self.technique_id {
+            t.nested("technique", "id", id.node());
         }
         t
     }
@@ -1558,17 +1562,47 @@ impl Out {
         host_name: Option<&Str<'_>>,
         user_agent: Option<Value>,
     ) -> Option<EcsEvent> {
+        // The document, `event`, `email` and `related` are filled in key order, so that
+        // finishing finds them sorted and only checks it (sorting them was about 4% of
+        // mapping a plain indicator). Any order gives the same document.
         let mut doc = Object::with_capacity(16);
+        let ts = timestamp
+            .as_deref()
+            .and_then(|s| ingest::parse_iso8601(s).map(|t| t.with_timezone(&chrono::Utc)));
+        if let Some(t) = timestamp {
+            doc.insert("@timestamp", t);
+        }
+        doc.nested("ecs", "version", "8.11.0");
+        let mut email = Object::with_capacity(3);
+        email.nested("from", "address", self.email_from);
+        email.extend(self.email);
+        email.nested("to", "address", self.email_to);
+        doc.insert("email", email);
+        let mut event = Object::with_capacity(5);
+        event.insert("category", Node::consts(&["threat"]));
+        event.extend(self.event);
+        event.insert("kind", "enrichment");
+        event.insert("original", string(raw));
+        event.insert("type", Node::consts(&["indicator"]));
+        doc.insert("event", event);
+        if let Some(h) = host_name.filter(|h| !h.is_empty()) {
+            doc.nested("observer", "hostname", h.node());
+        }
+        doc.nested("os", "family", self.os_family);
+        let mut related = Object::with_capacity(4);
+        for (key, list) in [
+            ("hash", self.related_hash),
+            ("hosts", self.related_hosts),
+            ("ip", self.related_ip),
+            ("user", self.related_user),
+        ] {
+            related.insert(key, list);
+        }
+        doc.insert("related", related);
         if !opts.tags.is_empty() {
             let tags = opts.tags.iter().map(|t| string(t)).collect();
             doc.insert("tags", Node::Array(tags));
         }
-        doc.nested("ecs", "version", "8.11.0");
-        self.event.insert("kind", "enrichment");
-        self.event.insert("category", Node::consts(&["threat"]));
-        self.event.insert("type", Node::consts(&["indicator"]));
-        self.event.insert("original", string(raw));
-        doc.insert("event", self.event);
         self.ti.insert("provider", "ThreatConnect");
         self.ti.insert_list("reference", self.reference);
         let mut threat = Object::new();
@@ -1580,31 +1614,8 @@ impl Out {
         doc.insert("threat", threat);
         doc.nested("threat_connect", "indicator", self.tci);
         doc.insert("user", self.user);
-        self.email.nested("to", "address", self.email_to);
-        self.email.nested("from", "address", self.email_from);
-        doc.insert("email", self.email);
-        let mut related = Object::new();
-        for (key, list) in [
-            ("user", self.related_user),
-            ("hosts", self.related_hosts),
-            ("ip", self.related_ip),
-            ("hash", self.related_hash),
-        ] {
-            related.insert(key, list);
-        }
-        doc.insert("related", related);
-        doc.nested("os", "family", self.os_family);
-        if let Some(h) = host_name.filter(|h| !h.is_empty()) {
-            doc.nested("observer", "hostname", h.node());
-        }
         if let Some(ua) = user_agent {
             doc.nested("user_agent", "original", ua);
-        }
-        let ts = timestamp
-            .as_deref()
-            .and_then(|s| ingest::parse_iso8601(s).map(|t| t.with_timezone(&chrono::Utc)));
-        if let Some(t) = timestamp {
-            doc.insert("@timestamp", t);
         }
         Some(EcsEvent {
             id,
