@@ -87,8 +87,8 @@ fn main() {
     for page in [2000u32, 10_000] {
         for blocks in [false, true] {
             let fetch = fetch_only(&sim.url, page, blocks);
-            // Unmeasured: the first run after the fetch-only pass was 5-15% slower than the
-            // same binary's next run (see `run_order`).
+            // Unmeasured: the first run after the fetch-only pass was up to 15% slower than
+            // the same binary's next run (see `run_order`).
             run_once(&binaries[0].1, &sim.url, page, blocks, work.path(), "");
             let mut runs: Vec<Vec<RunResult>> = binaries.iter().map(|_| Vec::new()).collect();
             for i in run_order(binaries.len()) {
