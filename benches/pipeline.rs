@@ -90,16 +90,14 @@ fn main() {
             // Unmeasured: the first run after the fetch-only pass was up to 15% slower than
             // the same binary's next run (see `run_order`).
             run_once(&binaries[0].1, &sim.url, page, blocks, work.path(), "");
-            let mut runs: Vec<Vec<RunResult>> = binaries.iter().map(|_| Vec::new()).collect();
-            for i in run_order(binaries.len()) {
-                let (name, bin) = &binaries[i];
+            let runs = runs_of(&binaries, |name, bin| {
                 let r = run_once(bin, &sim.url, page, blocks, work.path(), "");
                 assert_eq!(
                     r.indicators, indicators,
                     "{name}: every indicator delivered"
                 );
-                runs[i].push(r);
-            }
+                r
+            });
             for ((name, _), runs) in binaries.iter().zip(&runs) {
                 let wall = mean_wall(runs);
                 let peak_rss = runs.iter().map(|r| r.peak_rss).max().unwrap_or(0);
@@ -431,11 +429,7 @@ fn host_rows(binaries: &[(&str, PathBuf)], url: &str, indicators: usize, dir: &P
         "| through host + OTLP (page 10000, no blocks) | wall s | indicators/s | control plane (diagnostics action every 100 ms) |"
     );
     println!("|---|---|---|---|");
-    let mut runs: Vec<Vec<(Duration, usize, String)>> =
-        binaries.iter().map(|_| Vec::new()).collect();
-    for i in run_order(binaries.len()) {
-        runs[i].push(through_host(&binaries[i].1, url, indicators, dir));
-    }
+    let runs = runs_of(binaries, |_, bin| through_host(bin, url, indicators, dir));
     for ((name, _), runs) in binaries.iter().zip(&runs) {
         for (wall, n, probe) in runs {
             println!(
@@ -445,6 +439,16 @@ fn host_rows(binaries: &[(&str, PathBuf)], url: &str, indicators: usize, dir: &P
             );
         }
     }
+}
+
+/// A row's runs, each binary's in a list of its own, run in [`run_order`].
+fn runs_of<T>(binaries: &[(&str, PathBuf)], mut run: impl FnMut(&str, &Path) -> T) -> Vec<Vec<T>> {
+    let mut runs: Vec<Vec<T>> = binaries.iter().map(|_| Vec::new()).collect();
+    for i in run_order(binaries.len()) {
+        let (name, bin) = &binaries[i];
+        runs[i].push(run(name, bin));
+    }
+    runs
 }
 
 /// The order in which the binaries of a row run. One binary runs once. With a baseline, each

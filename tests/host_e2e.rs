@@ -116,6 +116,16 @@ impl Host {
             .to_owned()
     }
 
+    /// SIGKILLs the current component and waits until the host has seen it exit and started
+    /// another. Returns the killed one's pid.
+    fn kill_component(&mut self) -> String {
+        let pid = self.component_pid();
+        signal("-KILL", &pid);
+        self.wait(&format!("component pid {pid} exited unexpectedly"));
+        self.wait("component started: pid");
+        pid
+    }
+
     /// SIGTERM to the host: the component must stop within 25 s and both exit 0. Returns every
     /// line the host printed.
     fn terminate(mut self) -> Vec<String> {
@@ -587,10 +597,7 @@ async fn killed_threatq_component_is_restarted_without_a_gap() {
     host.wait(&format!("{TQ_UNIT} HEALTHY"));
 
     // Mid-sweep (15 pages at 100 ms each): SIGKILL the component.
-    let pid = host.component_pid();
-    signal("-KILL", &pid);
-    host.wait(&format!("component pid {pid} exited unexpectedly"));
-    host.wait("component started: pid");
+    let pid = host.kill_component();
     assert_ne!(host.component_pid(), pid, "a new process");
     let docs = host.wait_events(&events, |d| tq_ids(d).len() >= N);
     assert_eq!(
@@ -633,10 +640,7 @@ async fn killed_threatconnect_component_with_requests_in_flight_is_restarted_wit
     host.wait(&format!("{TC_UNIT} HEALTHY"));
     // Mid-sweep (six pages at 100 ms each), once a page and a half has arrived.
     host.wait_events(&events, |d| tc_ids(d).len() >= 1500);
-    let pid = host.component_pid();
-    signal("-KILL", &pid);
-    host.wait(&format!("component pid {pid} exited unexpectedly"));
-    host.wait("component started: pid");
+    host.kill_component();
     let docs = host.wait_events(&events, |d| tc_ids(d).len() >= N);
     assert_eq!(tc_ids(&docs).len(), N, "no gap after the restart");
     host.terminate();

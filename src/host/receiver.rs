@@ -21,7 +21,7 @@ use prost::Message as _;
 use serde_json::{Map, Value};
 use std::io::Write as _;
 use std::sync::Mutex;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
@@ -254,32 +254,23 @@ impl tonic::server::UnaryService<Bytes> for ExportService {
     }
 }
 
-/// A codec that takes each request as its bytes and answers with a prost-encoded response.
+/// A codec that takes each request as its bytes and answers with a prost-encoded response
+/// (tonic-prost's own encoder).
 #[derive(Clone, Copy, Default)]
 struct RequestBytes;
 
 impl Codec for RequestBytes {
     type Encode = ExportLogsServiceResponse;
     type Decode = Bytes;
-    type Encoder = RequestBytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportLogsServiceResponse>;
     type Decoder = RequestBytes;
 
     fn encoder(&mut self) -> Self::Encoder {
-        RequestBytes
+        tonic_prost::ProstEncoder::new(BufferSettings::default())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         RequestBytes
-    }
-}
-
-impl Encoder for RequestBytes {
-    type Item = ExportLogsServiceResponse;
-    type Error = Status;
-
-    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the Export response: {e}")))
     }
 }
 
